@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian 12 machine with
+# the Rust toolchain (rustup) present. Safe to run again.
+set -euo pipefail
+
+# Debian packages the tests use. Empty for now: the parser tests need none.
+# Later subsystems (runtime, registry) add theirs here, e.g. busybox-static,
+# docker-registry, skopeo, umoci.
+APT_PACKAGES=()
+
+if ((${#APT_PACKAGES[@]})); then
+  missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
+# fmt and clippy gate CI.
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null 2>&1 || true
+fi
+
+# The conformance data lives beside the repository, never inside it.
+here="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$here/../shared/conformance" ]; then
+  echo "error: $here/../shared/conformance not found: the tests read it from there" >&2
+  exit 1
+fi
