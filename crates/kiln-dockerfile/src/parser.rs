@@ -133,10 +133,28 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
     (line, true)
 }
 
+/// A NUL byte never occurs in text: such input is a binary file passed as a
+/// Dockerfile by mistake, and parsing it would only produce pages of
+/// nonsense instructions.
+fn reject_binary(source: &str) -> Result<(), ParseError> {
+    let Some(at) = source.find('\0') else {
+        return Ok(());
+    };
+    let before = &source[..at];
+    let line = before.matches('\n').count() as u32 + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = (at - line_start) as u32 + 1;
+    Err(
+        ParseError::new("not a text file (NUL byte)", Position { line, column })
+            .with_hint("a Dockerfile must be UTF-8 text; check the file given with -f"),
+    )
+}
+
 /// Parses Dockerfile text. Never panics; every rejection is one
 /// [`ParseError`] naming the line (and column where known).
 pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
+    reject_binary(source)?;
     let mut lines = Lines {
         rest: source,
         number: 0,
@@ -337,8 +355,28 @@ fn warn_about(instruction: &Instruction, warnings: &mut Vec<Warning>) {
                 line,
             })
         }
+        (
+            InstructionKind::Run | InstructionKind::Cmd | InstructionKind::Entrypoint,
+            Arguments::Text(text),
+        ) if looks_like_json(&text.value) => warnings.push(Warning {
+            message: format!(
+                "{} is not a valid JSON array and runs as a shell command",
+                instruction.kind.name()
+            ),
+            detail: Some(
+                "exec form needs double-quoted strings, commas between them and a closing ]".into(),
+            ),
+            line,
+        }),
         _ => {}
     }
+}
+
+/// Text meant as an exec-form array: `[` then a quote. `[ -f x ]` is the
+/// shell's test command and must not be flagged.
+fn looks_like_json(text: &str) -> bool {
+    text.strip_prefix('[')
+        .is_some_and(|rest| rest.trim_start().starts_with(['"', '\'']))
 }
 
 #[cfg(test)]
@@ -373,6 +411,26 @@ mod tests {
         let text = format!("FROM x\nRUN {}\n", "a".repeat(MAX_LINE_BYTES));
         let err = parse(&text).unwrap_err();
         assert_eq!(err.position.line, 2);
+    }
+
+    #[test]
+    fn binary_input_is_rejected_at_the_first_nul() {
+        let err = parse("FROM x\nRUN a\0b\n").unwrap_err();
+        assert!(err.message.contains("NUL"), "{err}");
+        assert_eq!(err.position, Position { line: 2, column: 6 });
+    }
+
+    #[test]
+    fn broken_exec_form_warns_but_parses_as_shell_form() {
+        let df = parse("FROM x\nCMD [\"a\", \"b\"\nRUN [ -f x ] || true\n").unwrap();
+        assert!(matches!(df.instructions[1].args, Arguments::Text(_)));
+        let lines: Vec<u32> = df
+            .warnings
+            .iter()
+            .filter(|w| w.message.contains("not a valid JSON array"))
+            .map(|w| w.line)
+            .collect();
+        assert_eq!(lines, [2]);
     }
 
     #[test]
