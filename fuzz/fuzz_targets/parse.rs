@@ -1,5 +1,5 @@
 //! Any bytes: the parser must return a parse or an error, never panic or
-//! hang, and whatever parses must dump, serialise and validate.
+//! hang, and whatever parses must dump and validate.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

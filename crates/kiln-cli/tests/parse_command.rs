@@ -183,3 +183,31 @@ fn unterminated_json_runs_as_shell_form_with_a_warning() {
     assert!(text(&out.stdout).contains(r#"(cmd "[\"a\", \"b\"")"#));
     assert!(text(&out.stderr).contains("-:2: warning: CMD is not a valid JSON array"));
 }
+
+#[test]
+fn bom_crlf_and_backtick_escape_from_a_file() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/dockerfiles/bom-crlf-backtick.Dockerfile");
+    let out = kiln(&["parse", "-f", file.to_str().unwrap()], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "(from \"busybox\" \"AS\" \"base\")\n(run \"echo one     two\")\n(copy \"<<EOF\" \"/greeting\")\n"
+    );
+    let out = kiln(
+        &["parse", "--format", "json", "-f", file.to_str().unwrap()],
+        None,
+    );
+    let ast: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ast["escape"], "`");
+    let run = &ast["instructions"][1];
+    assert_eq!(
+        (run["start_line"].as_u64(), run["end_line"].as_u64()),
+        (Some(3), Some(4))
+    );
+    // BuildKit keeps heredoc lines as written, CR included.
+    assert_eq!(
+        ast["instructions"][2]["heredocs"][0]["content"],
+        "hello\r\n"
+    );
+}

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::OnceLock;
 
-use regex::{NoExpand, Regex};
+use regex::Regex;
 
 /// How many `${...}` substitutions may be open inside each other at once.
 /// Deeper input fails with an error instead of growing the stack.
@@ -690,14 +690,16 @@ impl<'a, 'e> State<'a, 'e> {
         match compile_pattern(&pattern, true, false).map_err(invalid)? {
             Pattern::Literal(lit) => {
                 if replace_all {
-                    out.push_str(&value.replace(&lit, &replacement));
+                    out.push_str(&replace_all_literal(value, &lit, &replacement));
                 } else {
                     out.push_str(&value.replacen(&lit, &replacement, 1));
                 }
             }
             Pattern::Regex(source) => with_regex(&source, |re| {
                 if replace_all {
-                    out.push_str(&re.replace_all(value, NoExpand(&replacement)));
+                    out.push_str(&re.replace_all(value, |caps: &regex::Captures<'_>| {
+                        expand_go_template(&replacement, &caps[0])
+                    }));
                 } else if let Some(m) = re.find(value) {
                     out.push_str(&value[..m.start()]);
                     out.push_str(&replacement);
@@ -741,6 +743,74 @@ impl<'a, 'e> State<'a, 'e> {
 }
 
 /// Go's `unicode.IsDigit`: general category Nd.
+/// `${v//p/r}` with a pattern free of wildcards: every occurrence of `lit`
+/// replaced by the expanded template `r`. An empty `lit` matches between
+/// every pair of characters, as Go's regexp does.
+fn replace_all_literal(value: &str, lit: &str, template: &str) -> String {
+    let expanded = expand_go_template(template, lit);
+    if !lit.is_empty() {
+        return value.replace(lit, &expanded);
+    }
+    let mut out = String::with_capacity(value.len() * 2 + expanded.len());
+    out.push_str(&expanded);
+    for c in value.chars() {
+        out.push(c);
+        out.push_str(&expanded);
+    }
+    out
+}
+
+/// The replacement of `${v//p/r}`. BuildKit hands `r` to Go's
+/// `Regexp.ReplaceAllString`, which treats it as a template: `$$` is `$`,
+/// `$0`/`${0}` the matched text, any other well-formed `$name`/`${name}`
+/// (there are no groups) nothing, and a malformed `$` itself. Only the
+/// replace-all form does this; `${v/p/r}` inserts `r` literally.
+fn expand_go_template(template: &str, matched: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + 1..];
+        if let Some(after) = rest.strip_prefix('$') {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        match template_reference(rest) {
+            Some((name, after)) => {
+                if name == "0" {
+                    out.push_str(matched);
+                }
+                rest = after;
+            }
+            None => out.push('$'),
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A reference after `$` in a Go regexp template: `name` or `{name}`, where a
+/// name is Unicode letters, digits and `_`. Returns the name and what follows.
+fn template_reference(text: &str) -> Option<(&str, &str)> {
+    let (body, braced) = match text.strip_prefix('{') {
+        Some(body) => (body, true),
+        None => (text, false),
+    };
+    let len = body
+        .char_indices()
+        .find(|&(_, c)| !(is_go_letter(c) || is_go_digit(c) || c == '_'))
+        .map_or(body.len(), |(i, _)| i);
+    if len == 0 {
+        return None;
+    }
+    let (name, after) = body.split_at(len);
+    if braced {
+        return after.strip_prefix('}').map(|after| (name, after));
+    }
+    Some((name, after))
+}
+
 fn is_go_digit(c: char) -> bool {
     if c.is_ascii() {
         return c.is_ascii_digit();
@@ -1038,6 +1108,25 @@ mod tests {
     }
 
     #[test]
+    fn replace_all_expands_go_templates_like_buildkit() {
+        let lex = Lexer::default();
+        let env = [("v", "a.b.c")];
+        let expand = |w: &str| lex.expand_word(w, &env).unwrap();
+        // The lexer expands an unquoted `$0` itself (to nothing); quoted, it
+        // reaches the template, where `$0` is the match, `$$` a dollar and
+        // any other name nothing.
+        assert_eq!(expand(r"${v//./[$0]}"), "a[]b[]c");
+        assert_eq!(expand(r"${v//./'[$0]'}"), "a[.]b[.]c");
+        assert_eq!(expand(r"${v//./'$$'}"), "a$b$c");
+        assert_eq!(expand(r"${v//./'${1}x'}"), "axbxc");
+        assert_eq!(expand(r"${v//?/'<$0>'}"), "<a><.><b><.><c>");
+        // Malformed references keep their `$`.
+        assert_eq!(expand(r"${v//./'${x-'}"), "a${x-b${x-c");
+        // The single-replacement form is literal.
+        assert_eq!(expand(r"${v/./'$$'}"), "a$$b.c");
+    }
+
+    #[test]
     fn patterns() {
         let lex = Lexer::default();
         let e = [("P", "a/b/c.tar.gz"), ("D", "$x$"), ("N", "\\")];
@@ -1050,8 +1139,8 @@ mod tests {
         assert_eq!(w("${P//\\//-}").unwrap(), "a-b-c.tar.gz");
         assert_eq!(w("${P//?/.}").unwrap(), "............");
         assert_eq!(w("${D//$/S}").unwrap(), "SxS");
-        // The replacement is literal, never a `$1` template.
-        assert_eq!(w("${P//a/'$0'}").unwrap(), "$0/b/c.t$0r.gz");
+        // `//` hands its replacement to Go's ReplaceAllString: `$0` is the match.
+        assert_eq!(w("${P//a/'$0'}").unwrap(), "a/b/c.tar.gz");
         // A pattern ending in a lone backslash is an invalid escape.
         let err = w("${P#$N}").unwrap_err();
         assert!(err.message.contains("invalid escape"), "{err}");

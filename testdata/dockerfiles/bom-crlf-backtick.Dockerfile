@@ -1,0 +1,8 @@
+﻿# escape=`
+FROM busybox AS base
+RUN echo one `
+    two
+
+COPY <<EOF /greeting
+hello
+EOF
