@@ -23,12 +23,15 @@ struct Cli {
 enum Command {
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
+    /// Plan a build without running it: stages, steps and dependencies
+    Plan(commands::plan::PlanArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
+        Command::Plan(args) => commands::plan::run(args),
     };
     match result {
         Ok(code) => code,

@@ -44,27 +44,48 @@ impl ParseError {
     /// `file:line:column: message`, then the offending source line with a
     /// caret under the column, then `hint: ...` when there is one.
     pub fn render(&self, file: &str, source: &str) -> String {
-        let Position { line, column } = self.position;
-        let mut out = if column > 0 {
-            format!("{file}:{line}:{column}: {}", self.message)
-        } else {
-            format!("{file}:{line}: {}", self.message)
-        };
-        if let Some(text) = source_line(source, line) {
-            let shown = truncate_for_display(text, column as usize);
-            out.push_str(&format!("\n{line:>5} | {}", shown.text));
-            let caret_at = if column > 0 {
-                shown.caret_column
-            } else {
-                shown.text.chars().take_while(|c| c.is_whitespace()).count()
-            };
-            out.push_str(&format!("\n      | {}^", " ".repeat(caret_at)));
-        }
-        if let Some(hint) = &self.hint {
-            out.push_str(&format!("\nhint: {hint}"));
-        }
-        out
+        render_diagnostic(
+            file,
+            source,
+            self.position,
+            &self.message,
+            self.hint.as_deref(),
+        )
     }
+}
+
+/// Renders any problem located in a Dockerfile the way parse errors are
+/// shown: `file:line:column: message`, the source line with a caret under
+/// the column (column 0 points at the line's first non-blank), and
+/// `hint: ...`. Later stages (planning, building) use it for their errors so
+/// every Dockerfile problem looks the same.
+pub fn render_diagnostic(
+    file: &str,
+    source: &str,
+    position: Position,
+    message: &str,
+    hint: Option<&str>,
+) -> String {
+    let Position { line, column } = position;
+    let mut out = if column > 0 {
+        format!("{file}:{line}:{column}: {message}")
+    } else {
+        format!("{file}:{line}: {message}")
+    };
+    if let Some(text) = source_line(source, line) {
+        let shown = truncate_for_display(text, column as usize);
+        out.push_str(&format!("\n{line:>5} | {}", shown.text));
+        let caret_at = if column > 0 {
+            shown.caret_column
+        } else {
+            shown.text.chars().take_while(|c| c.is_whitespace()).count()
+        };
+        out.push_str(&format!("\n      | {}^", " ".repeat(caret_at)));
+    }
+    if let Some(hint) = hint {
+        out.push_str(&format!("\nhint: {hint}"));
+    }
+    out
 }
 
 impl fmt::Display for ParseError {

@@ -21,6 +21,6 @@ mod validate;
 pub use ast::*;
 pub use directive::{detect_check, detect_syntax, parse_directives, DetectedDirective};
 pub use dump::dump;
-pub use error::ParseError;
+pub use error::{render_diagnostic, ParseError};
 pub use parser::{parse, parse_bytes, MAX_LINE_BYTES};
 pub use validate::validate;

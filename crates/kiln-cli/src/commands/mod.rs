@@ -1,3 +1,5 @@
-//! One module per subcommand.
+//! One module per subcommand, plus the Dockerfile loading they share.
 
+pub mod dockerfile;
 pub mod parse;
+pub mod plan;

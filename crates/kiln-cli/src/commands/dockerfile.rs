@@ -1,0 +1,60 @@
+//! Reading and parsing the Dockerfile a command was pointed at, with parse
+//! errors and warnings printed the same way by every command.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kiln_dockerfile::Dockerfile;
+
+/// A Dockerfile read from disk or standard input, kept with its text so
+/// later errors can quote the offending line.
+pub struct Loaded {
+    /// How to name the file in messages (`-` for standard input).
+    pub display: String,
+    pub source: String,
+    pub dockerfile: Dockerfile,
+}
+
+/// Reads `file` (default `context/Dockerfile`; `-` is standard input) and
+/// parses it. On a parse error, prints it and returns `None`.
+pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<Option<Loaded>> {
+    let path = file.unwrap_or_else(|| context.join("Dockerfile"));
+    let display = path.display().to_string();
+    let bytes = if display == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("reading standard input")?;
+        buf
+    } else {
+        std::fs::read(&path).with_context(|| format!("reading {display}"))?
+    };
+    let source = String::from_utf8_lossy(&bytes).into_owned();
+    let dockerfile = match kiln_dockerfile::parse_bytes(&bytes) {
+        Ok(dockerfile) => dockerfile,
+        Err(error) => {
+            eprintln!("error: {}", error.render(&display, &source));
+            return Ok(None);
+        }
+    };
+    for warning in &dockerfile.warnings {
+        eprintln!("{display}:{}: warning: {}", warning.line, warning.message);
+    }
+    Ok(Some(Loaded {
+        display,
+        source,
+        dockerfile,
+    }))
+}
+
+/// Writes `text` to standard output; a closed pipe (`kiln ... | head`) is
+/// not an error worth reporting.
+pub fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

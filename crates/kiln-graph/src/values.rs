@@ -1,0 +1,321 @@
+//! Parsers for the values metadata instructions take: Go durations
+//! (HEALTHCHECK), port specs (EXPOSE), signals (STOPSIGNAL) and RUN --mount
+//! option lists. Each returns a message on error; the planner adds the
+//! position.
+
+use crate::graph::MountKind;
+
+/// A Go `time.ParseDuration` string in nanoseconds; negative values are
+/// reported as such so callers can reject them with their own words.
+pub fn parse_go_duration(text: &str) -> Result<i128, String> {
+    let invalid = || format!("invalid duration {text:?}");
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Ok(0);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..number_len];
+        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+            return Err(invalid());
+        }
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("missing unit in duration {text:?}")),
+            unit => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    if total > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    let nanos = total.round() as i128;
+    Ok(if negative { -nanos } else { nanos })
+}
+
+/// EXPOSE words to `port/proto` keys: `80`, `80/udp`, `8000-8002/tcp`
+/// (a range gives one key per port), `127.0.0.1:80:80`.
+pub fn parse_port_spec(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.rsplit_once('/') {
+        Some((ports, proto)) => (ports, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_owned()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto {proto:?} in port {spec:?}"));
+    }
+    // ip:hostPort:containerPort and hostPort:containerPort publish forms:
+    // only the container port is exposed.
+    let container = ports.rsplit(':').next().unwrap_or(ports);
+    let parse = |p: &str| -> Result<u16, String> {
+        p.parse::<u16>()
+            .map_err(|_| format!("invalid port {p:?} in {spec:?}"))
+    };
+    let (start, end) = match container.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(container)?;
+            (p, p)
+        }
+    };
+    if end < start {
+        return Err(format!(
+            "invalid port range {container:?}: end before start"
+        ));
+    }
+    Ok((start..=end).map(|p| format!("{p}/{proto}")).collect())
+}
+
+const SIGNALS: &[&str] = &[
+    "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+    "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP",
+    "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+];
+
+/// Checks a STOPSIGNAL value: a number 1-64 or a Linux signal name, with or
+/// without `SIG`, including `RTMIN+n` / `RTMAX-n`.
+pub fn check_signal(text: &str) -> Result<(), String> {
+    let invalid = || format!("invalid signal: {text}");
+    if let Ok(n) = text.parse::<u32>() {
+        return if (1..=64).contains(&n) {
+            Ok(())
+        } else {
+            Err(invalid())
+        };
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    if SIGNALS.contains(&name) {
+        return Ok(());
+    }
+    let rt = |prefix: &str, sep: char| {
+        name.strip_prefix(prefix).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix(sep)
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| (1..=15).contains(&n))
+        })
+    };
+    if rt("RTMIN", '+') || rt("RTMAX", '-') {
+        return Ok(());
+    }
+    Err(invalid())
+}
+
+/// A `--mount` value split into its options, before references are
+/// resolved.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MountSpec {
+    pub kind: MountKind,
+    pub target: Option<String>,
+    pub source: Option<String>,
+    pub from: Option<String>,
+    pub read_only: Option<bool>,
+    pub options: Vec<(String, String)>,
+}
+
+/// Parses `type=cache,target=/x,...` (CSV: a field may be double-quoted).
+pub fn parse_mount(text: &str) -> Result<MountSpec, String> {
+    let mut spec = MountSpec {
+        kind: MountKind::Bind,
+        target: None,
+        source: None,
+        from: None,
+        read_only: None,
+        options: Vec::new(),
+    };
+    for field in split_csv(text)? {
+        let (key, value) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.to_owned())),
+            None => (field.trim().to_ascii_lowercase(), None),
+        };
+        let bool_value = |v: &Option<String>| -> Result<bool, String> {
+            match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("true") | Some("1") => Ok(true),
+                Some("false") | Some("0") => Ok(false),
+                Some(other) => Err(format!("invalid value {other:?} for {key}")),
+            }
+        };
+        let need = |v: Option<String>| v.ok_or_else(|| format!("mount option {key} needs a value"));
+        match key.as_str() {
+            "type" => {
+                spec.kind = match need(value)?.as_str() {
+                    "bind" => MountKind::Bind,
+                    "cache" => MountKind::Cache,
+                    "tmpfs" => MountKind::Tmpfs,
+                    "secret" => MountKind::Secret,
+                    "ssh" => MountKind::Ssh,
+                    other => {
+                        return Err(format!(
+                            "unsupported mount type {other:?} (bind, cache, tmpfs, secret, ssh)"
+                        ))
+                    }
+                }
+            }
+            "target" | "dst" | "destination" => spec.target = Some(need(value)?),
+            "source" | "src" => spec.source = Some(need(value)?),
+            "from" => spec.from = Some(need(value)?),
+            "readonly" | "ro" => spec.read_only = Some(bool_value(&value)?),
+            "readwrite" | "rw" => spec.read_only = Some(!bool_value(&value)?),
+            "id" | "sharing" | "mode" | "uid" | "gid" | "size" | "required" | "env" => {
+                let value = value.unwrap_or_else(|| "true".to_owned());
+                if key == "sharing" && !matches!(value.as_str(), "shared" | "private" | "locked") {
+                    return Err(format!(
+                        "unsupported sharing value {value:?} (shared, private, locked)"
+                    ));
+                }
+                if matches!(key.as_str(), "uid" | "gid") && value.parse::<u32>().is_err() {
+                    return Err(format!("invalid {key} {value:?}: expected a number"));
+                }
+                if key == "mode" && u32::from_str_radix(&value, 8).is_err() {
+                    return Err(format!("invalid mode {value:?}: expected octal"));
+                }
+                spec.options.push((key, value));
+            }
+            _ => return Err(format!("unexpected key {key:?} in mount {text:?}")),
+        }
+    }
+    Ok(spec)
+}
+
+/// Splits one CSV record the way Go's encoding/csv does for a single line.
+fn split_csv(text: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err(format!("unterminated quote in {text:?}")),
+                }
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => {}
+                Some(_) => return Err(format!("extraneous text after quoted field in {text:?}")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    Some(',') => break,
+                    Some(c) => field.push(c),
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                }
+            }
+        }
+        fields.push(field);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("30s"), Ok(30_000_000_000));
+        assert_eq!(parse_go_duration("1m30s"), Ok(90_000_000_000));
+        assert_eq!(parse_go_duration("1.5h"), Ok(5_400_000_000_000));
+        assert_eq!(parse_go_duration("500ms"), Ok(500_000_000));
+        assert_eq!(parse_go_duration("0"), Ok(0));
+        assert_eq!(parse_go_duration("-1s"), Ok(-1_000_000_000));
+        assert!(parse_go_duration("10")
+            .unwrap_err()
+            .contains("missing unit"));
+        assert!(parse_go_duration("1d")
+            .unwrap_err()
+            .contains("unknown unit"));
+        assert!(parse_go_duration("").is_err());
+        assert!(parse_go_duration("s").is_err());
+    }
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(parse_port_spec("80"), Ok(vec!["80/tcp".to_owned()]));
+        assert_eq!(parse_port_spec("53/UDP"), Ok(vec!["53/udp".to_owned()]));
+        assert_eq!(
+            parse_port_spec("8000-8002"),
+            Ok(vec![
+                "8000/tcp".into(),
+                "8001/tcp".into(),
+                "8002/tcp".into()
+            ])
+        );
+        assert_eq!(
+            parse_port_spec("127.0.0.1:8080:80"),
+            Ok(vec!["80/tcp".to_owned()])
+        );
+        assert!(parse_port_spec("80/http").is_err());
+        assert!(parse_port_spec("99999").is_err());
+        assert!(parse_port_spec("90-80").is_err());
+        assert!(parse_port_spec("abc").is_err());
+    }
+
+    #[test]
+    fn signals() {
+        for ok in ["SIGTERM", "term", "9", "SIGRTMIN+3", "RTMAX-1", "SIGWINCH"] {
+            assert_eq!(check_signal(ok), Ok(()), "{ok}");
+        }
+        for bad in ["0", "65", "SIGFOO", "RTMIN+99", ""] {
+            assert!(check_signal(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mounts() {
+        let m = parse_mount("type=cache,target=/root/.cache,id=pip,sharing=locked").unwrap();
+        assert_eq!(m.kind, MountKind::Cache);
+        assert_eq!(m.target.as_deref(), Some("/root/.cache"));
+        assert_eq!(
+            m.options,
+            [
+                ("id".into(), "pip".into()),
+                ("sharing".into(), "locked".into())
+            ]
+        );
+        let m = parse_mount("target=/src,from=build,source=/out,rw").unwrap();
+        assert_eq!((m.kind, m.read_only), (MountKind::Bind, Some(false)));
+        assert_eq!(m.from.as_deref(), Some("build"));
+        let m = parse_mount(r#""target=/a,b",type=tmpfs"#).unwrap();
+        assert_eq!(m.target.as_deref(), Some("/a,b"));
+        assert!(parse_mount("type=volume,target=/x").is_err());
+        assert!(parse_mount("type=cache,sharing=sometimes,target=/x").is_err());
+        assert!(parse_mount("type=cache,target=/x,bogus=1").is_err());
+        assert!(parse_mount("type=cache,target=/x,mode=9").is_err());
+    }
+}
