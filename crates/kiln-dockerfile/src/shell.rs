@@ -532,7 +532,14 @@ impl<'a, 'e> State<'a, 'e> {
     }
 
     /// `$name`, `${name}` and `${name<modifier>...}`, with the `$` next.
+    /// `$...` at the cursor, appended to `out`. Nested replacements can grow
+    /// a word exponentially, so the result is capped.
     fn process_dollar(&mut self, out: &mut String) -> Res<()> {
+        self.process_dollar_unchecked(out)?;
+        check_length(out)
+    }
+
+    fn process_dollar_unchecked(&mut self, out: &mut String) -> Res<()> {
         self.sc.next();
         if self.sc.peek() != Some('{') {
             let name = self.process_name();
@@ -690,25 +697,28 @@ impl<'a, 'e> State<'a, 'e> {
         match compile_pattern(&pattern, true, false).map_err(invalid)? {
             Pattern::Literal(lit) => {
                 if replace_all {
-                    out.push_str(&replace_all_literal(value, &lit, &replacement));
+                    replace_all_literal(value, &lit, &replacement, out)?;
                 } else {
                     out.push_str(&value.replacen(&lit, &replacement, 1));
                 }
             }
             Pattern::Regex(source) => with_regex(&source, |re| {
                 if replace_all {
-                    out.push_str(&re.replace_all(value, |caps: &regex::Captures<'_>| {
-                        expand_go_template(&replacement, &caps[0])
-                    }));
-                } else if let Some(m) = re.find(value) {
-                    out.push_str(&value[..m.start()]);
-                    out.push_str(&replacement);
-                    out.push_str(&value[m.end()..]);
+                    let matches = re.find_iter(value).map(|m| m.range());
+                    replace_all_matches(value, matches, &replacement, out)
                 } else {
-                    out.push_str(value);
+                    match re.find(value) {
+                        Some(m) => {
+                            out.push_str(&value[..m.start()]);
+                            out.push_str(&replacement);
+                            out.push_str(&value[m.end()..]);
+                        }
+                        None => out.push_str(value),
+                    }
+                    Ok(())
                 }
             })
-            .map_err(invalid)?,
+            .map_err(invalid)??,
         }
         Ok(())
     }
@@ -743,21 +753,51 @@ impl<'a, 'e> State<'a, 'e> {
 }
 
 /// Go's `unicode.IsDigit`: general category Nd.
+/// The longest word an expansion may produce. Nested `${v//p/r}` can grow
+/// a word exponentially; past this it is an error instead of exhausting
+/// memory (a real Dockerfile word is a tiny fraction of it).
+const MAX_EXPANSION_BYTES: usize = 1 << 20;
+
+fn check_length(out: &str) -> Res<()> {
+    if out.len() > MAX_EXPANSION_BYTES {
+        return Err(format!(
+            "expansion is longer than {MAX_EXPANSION_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// `${v//p/r}` with a pattern free of wildcards: every occurrence of `lit`
 /// replaced by the expanded template `r`. An empty `lit` matches between
 /// every pair of characters, as Go's regexp does.
-fn replace_all_literal(value: &str, lit: &str, template: &str) -> String {
-    let expanded = expand_go_template(template, lit);
-    if !lit.is_empty() {
-        return value.replace(lit, &expanded);
+fn replace_all_literal(value: &str, lit: &str, template: &str, out: &mut String) -> Res<()> {
+    if lit.is_empty() {
+        let boundaries = value
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(value.len()));
+        return replace_all_matches(value, boundaries.map(|i| i..i), template, out);
     }
-    let mut out = String::with_capacity(value.len() * 2 + expanded.len());
-    out.push_str(&expanded);
-    for c in value.chars() {
-        out.push(c);
-        out.push_str(&expanded);
+    let matches = value.match_indices(lit).map(|(i, m)| i..i + m.len());
+    replace_all_matches(value, matches, template, out)
+}
+
+/// Replaces each match range of `value` with the expanded template,
+/// appending to `out` and stopping with an error once it is too long.
+fn replace_all_matches(
+    value: &str,
+    matches: impl Iterator<Item = std::ops::Range<usize>>,
+    template: &str,
+    out: &mut String,
+) -> Res<()> {
+    let mut last = 0;
+    for range in matches {
+        out.push_str(&value[last..range.start]);
+        expand_go_template(template, &value[range.clone()], out)?;
+        last = range.end;
     }
-    out
+    out.push_str(&value[last..]);
+    check_length(out)
 }
 
 /// The replacement of `${v//p/r}`. BuildKit hands `r` to Go's
@@ -765,8 +805,7 @@ fn replace_all_literal(value: &str, lit: &str, template: &str) -> String {
 /// `$0`/`${0}` the matched text, any other well-formed `$name`/`${name}`
 /// (there are no groups) nothing, and a malformed `$` itself. Only the
 /// replace-all form does this; `${v/p/r}` inserts `r` literally.
-fn expand_go_template(template: &str, matched: &str) -> String {
-    let mut out = String::with_capacity(template.len());
+fn expand_go_template(template: &str, matched: &str, out: &mut String) -> Res<()> {
     let mut rest = template;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
@@ -780,6 +819,7 @@ fn expand_go_template(template: &str, matched: &str) -> String {
             Some((name, after)) => {
                 if name == "0" {
                     out.push_str(matched);
+                    check_length(out)?;
                 }
                 rest = after;
             }
@@ -787,7 +827,7 @@ fn expand_go_template(template: &str, matched: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    check_length(out)
 }
 
 /// A reference after `$` in a Go regexp template: `name` or `{name}`, where a
@@ -1124,6 +1164,22 @@ mod tests {
         assert_eq!(expand(r"${v//./'${x-'}"), "a${x-b${x-c");
         // The single-replacement form is literal.
         assert_eq!(expand(r"${v/./'$$'}"), "a$$b.c");
+    }
+
+    #[test]
+    fn exponential_expansion_is_capped() {
+        let lex = Lexer::default();
+        let env = [("v", "aaaaaaaaaaaaaaaa")];
+        // Each level multiplies the length by 16.
+        let mut word = "${v}".to_owned();
+        for _ in 0..6 {
+            word = format!("${{v//a/{word}}}");
+        }
+        let err = lex.expand_word(&word, &env).unwrap_err();
+        assert!(err.message.contains("expansion is longer than"), "{err}");
+        // Two levels (16^3 bytes) are fine.
+        let two = "${v//a/${v//a/${v}}}";
+        assert_eq!(lex.expand_word(two, &env).unwrap().len(), 4096);
     }
 
     #[test]
