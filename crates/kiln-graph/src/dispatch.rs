@@ -179,7 +179,7 @@ pub(crate) fn dispatch(
         InstructionKind::Onbuild => onbuild(ins, state)?,
         InstructionKind::Maintainer => {
             let text = text_arg(ins)?;
-            state.config_image.author = Some(text.value.clone());
+            state.image.author = Some(text.value.clone());
             (
                 Inputs::default(),
                 Some(format!("MAINTAINER {}", text.value)),
@@ -194,7 +194,7 @@ pub(crate) fn dispatch(
     };
     let (inputs, created_by) = inputs;
     if let Some(created_by) = created_by.clone() {
-        state.config_image.history.push(config_history(created_by));
+        state.image.history.push(config_history(created_by));
     }
     Ok(DraftNode {
         line: ins.start_line,
@@ -204,7 +204,7 @@ pub(crate) fn dispatch(
             instruction: ins.kind.name().to_owned(),
         },
         inputs,
-        image: Arc::new(state.config_image.clone()),
+        image: Arc::new(state.image.clone()),
     })
 }
 
@@ -214,7 +214,7 @@ fn expander<'a>(state: &'a StageState, ctx: &DispatchContext<'a>) -> Expander<'a
     Expander {
         lexer: ctx.lexer,
         vars: Vars {
-            config: &state.config_image.config,
+            config: &state.image.config,
             args: &state.args,
         },
         used: BTreeSet::new(),
@@ -296,7 +296,7 @@ fn key_values(
         build_args: ex.used_args(),
         ..Inputs::default()
     };
-    let config = &mut state.config_image.config;
+    let config = &mut state.image.config;
     for (key, value) in &expanded {
         if ins.kind == InstructionKind::Env {
             config.set_env(key, value);
@@ -326,11 +326,11 @@ fn text_setting(
     };
     if ins.kind == InstructionKind::Stopsignal {
         check_signal(&value).map_err(|e| PlanError::at(arg.span, e))?;
-        state.config_image.config.stop_signal = value.clone();
+        state.image.config.stop_signal = value.clone();
     } else {
         // An empty USER (an unset variable) is accepted, as BuildKit does:
         // the container then runs as root.
-        state.config_image.config.user = value.clone();
+        state.image.config.user = value.clone();
     }
     Ok((inputs, Some(format!("{} {value}", ins.kind.name()))))
 }
@@ -359,7 +359,7 @@ fn expose(
     };
     for port in &ports {
         state
-            .config_image
+            .image
             .config
             .exposed_ports
             .insert(port.clone(), Empty {});
@@ -398,11 +398,7 @@ fn volume(
         ..Inputs::default()
     };
     for path in &volumes {
-        state
-            .config_image
-            .config
-            .volumes
-            .insert(path.clone(), Empty {});
+        state.image.config.volumes.insert(path.clone(), Empty {});
     }
     Ok((inputs, Some(format!("VOLUME {}", json_list(&volumes)))))
 }
@@ -412,7 +408,7 @@ fn command_argv(args: &Arguments, state: &StageState) -> Option<(Vec<String>, bo
     match args {
         Arguments::Exec(items) => Some((items.iter().map(|a| a.value.clone()).collect(), false)),
         Arguments::Text(text) => {
-            let mut argv = state.config_image.config.shell_or_default();
+            let mut argv = state.image.config.shell_or_default();
             argv.push(text.value.clone());
             Some((argv, true))
         }
@@ -431,7 +427,7 @@ fn command(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
         // `CMD []` or an empty ENTRYPOINT clears the setting.
         None => Vec::new(),
     };
-    let config = &mut state.config_image.config;
+    let config = &mut state.image.config;
     if ins.kind == InstructionKind::Cmd {
         config.cmd = Some(argv.clone());
         state.cmd_set = true;
@@ -520,7 +516,7 @@ fn healthcheck(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect
             ))
         }
     };
-    state.config_image.config.healthcheck = Some(check);
+    state.image.config.healthcheck = Some(check);
     Ok((Inputs::default(), Some(ins.original.trim().to_owned())))
 }
 
@@ -565,7 +561,7 @@ fn shell(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Plan
     };
     let argv: Vec<String> = items.iter().map(|a| a.value.clone()).collect();
     let shown = json_list(&argv);
-    state.config_image.config.shell = Some(argv);
+    state.image.config.shell = Some(argv);
     Ok((Inputs::default(), Some(format!("SHELL {shown}"))))
 }
 
@@ -578,7 +574,7 @@ fn onbuild(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
     };
     check_trigger(inner).map_err(|message| PlanError::at(inner.keyword_span, message))?;
     let trigger = inner.original.trim().to_owned();
-    state.config_image.config.on_build.push(trigger.clone());
+    state.image.config.on_build.push(trigger.clone());
     Ok((Inputs::default(), Some(format!("ONBUILD {trigger}"))))
 }
 
@@ -595,16 +591,16 @@ fn workdir(
         return Err(PlanError::at(arg.span, "WORKDIR cannot be empty"));
     }
     let build_args = ex.used_args();
-    let joined = join_path(state.config_image.config.working_dir_or_root(), &path);
+    let joined = join_path(state.image.config.working_dir_or_root(), &path);
     let inputs = Inputs {
         build_args,
-        user: state.config_image.config.user.clone(),
+        user: state.image.config.user.clone(),
         workdir: joined.clone(),
         ..Inputs::default()
     };
-    state.config_image.config.working_dir = joined.clone();
+    state.image.config.working_dir = joined.clone();
     let created_by = format!("WORKDIR {joined}");
-    state.config_image.history.push(History {
+    state.image.history.push(History {
         created_by: created_by.clone(),
         comment: Some("buildkit.dockerfile.v0".into()),
         empty_layer: false,
@@ -615,7 +611,7 @@ fn workdir(
         trigger: false,
         op: Op::Workdir { path: joined },
         inputs,
-        image: Arc::new(state.config_image.clone()),
+        image: Arc::new(state.image.clone()),
     })
 }
 
@@ -655,7 +651,7 @@ struct RunEnvironment {
 }
 
 fn run_environment(state: &StageState, ctx: &DispatchContext<'_>) -> RunEnvironment {
-    let config = &state.config_image.config;
+    let config = &state.image.config;
     let mut env: Vec<(String, String)> = config
         .env_pairs()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -722,7 +718,7 @@ fn run(
         .all("device")
         .map(|f| f.value.clone().unwrap_or_default())
         .collect();
-    let workdir = state.config_image.config.working_dir_or_root().to_owned();
+    let workdir = state.image.config.working_dir_or_root().to_owned();
     let mut ex = expander(state, ctx);
     let mut mounts = Vec::new();
     let mut sources = Vec::new();
@@ -759,7 +755,7 @@ fn run(
         proxy_env,
     } = run_environment(state, ctx);
     let created_by = run_history(&build_args, &argv);
-    state.config_image.history.push(History {
+    state.image.history.push(History {
         created_by: created_by.clone(),
         comment: Some("buildkit.dockerfile.v0".into()),
         empty_layer: false,
@@ -785,11 +781,11 @@ fn run(
             build_args,
             env,
             proxy_env,
-            user: state.config_image.config.user.clone(),
+            user: state.image.config.user.clone(),
             workdir,
             sources,
         },
-        image: Arc::new(state.config_image.clone()),
+        image: Arc::new(state.image.clone()),
     })
 }
 
@@ -901,7 +897,7 @@ fn copy(
         return Err(too_few_copy_args(ins));
     }
     let flags = Flags(ins);
-    let workdir = state.config_image.config.working_dir_or_root().to_owned();
+    let workdir = state.image.config.working_dir_or_root().to_owned();
     let mut ex = expander(state, ctx);
     let expand_flag =
         |ex: &mut Expander<'_>, name: &str| -> Result<Option<(String, Span)>, PlanError> {
@@ -1009,7 +1005,7 @@ fn copy(
         },
         sources.join(" ")
     );
-    state.config_image.history.push(History {
+    state.image.history.push(History {
         created_by,
         comment: Some("buildkit.dockerfile.v0".into()),
         empty_layer: false,
@@ -1036,20 +1032,13 @@ fn copy(
         }),
         inputs: Inputs {
             build_args,
-            user: state.config_image.config.user.clone(),
+            user: state.image.config.user.clone(),
             workdir,
+            sources: inputs,
             ..Inputs::default()
-        }
-        .with_sources(inputs),
-        image: Arc::new(state.config_image.clone()),
+        },
+        image: Arc::new(state.image.clone()),
     })
-}
-
-impl Inputs {
-    fn with_sources(mut self, sources: Vec<Source>) -> Inputs {
-        self.sources = sources;
-        self
-    }
 }
 
 /// Adds `path` to the last source if it reads from the same place.

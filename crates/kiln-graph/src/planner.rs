@@ -58,7 +58,7 @@ pub(crate) struct DraftNode {
 
 /// A stage while it is being planned.
 pub(crate) struct StageState {
-    pub config_image: ImageState,
+    pub image: ImageState,
     pub args: ArgScope,
     /// CMD was set in this stage (ENTRYPOINT then keeps it).
     pub cmd_set: bool,
@@ -509,13 +509,13 @@ fn plan_stage(
         }
     };
     let mut state = StageState {
-        config_image: image,
+        image: image,
         args,
         cmd_set: false,
     };
     // Triggers of the base run right after FROM; the new image does not
     // inherit them.
-    let triggers = std::mem::take(&mut state.config_image.config.on_build);
+    let triggers = std::mem::take(&mut state.image.config.on_build);
     let from_display = format!(
         "FROM {}",
         match &head.base {
@@ -535,34 +535,20 @@ fn plan_stage(
             platform: head.platform.clone(),
         },
         inputs: crate::graph::Inputs::default(),
-        image: Arc::new(state.config_image.clone()),
+        image: Arc::new(state.image.clone()),
     }];
     for trigger in &triggers {
-        let parsed = kiln_dockerfile::parse(trigger).map_err(|e| {
+        let in_trigger = |message: &str| {
             PlanError::at_line(
                 head.line,
-                format!(
-                    "ONBUILD trigger {trigger:?} of the base image: {}",
-                    e.message
-                ),
+                format!("ONBUILD trigger {trigger:?} of the base image: {message}"),
             )
-        })?;
+        };
+        let parsed = kiln_dockerfile::parse(trigger).map_err(|e| in_trigger(&e.message))?;
         for ins in &parsed.instructions {
-            check_trigger(ins).map_err(|message| {
-                PlanError::at_line(
-                    head.line,
-                    format!("ONBUILD trigger {trigger:?} of the base image: {message}"),
-                )
-            })?;
-            let mut node = dispatch(ins, &mut state, context).map_err(|e| {
-                PlanError::at_line(
-                    head.line,
-                    format!(
-                        "ONBUILD trigger {trigger:?} of the base image: {}",
-                        e.message
-                    ),
-                )
-            })?;
+            check_trigger(ins).map_err(|message| in_trigger(&message))?;
+            let mut node =
+                dispatch(ins, &mut state, context).map_err(|e| in_trigger(&e.message))?;
             node.line = head.line;
             node.trigger = true;
             note_uses(&node, &mut uses);

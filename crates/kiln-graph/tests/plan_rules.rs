@@ -661,3 +661,20 @@ fn errors_render_with_the_source_line() {
     );
     assert!(rendered.contains("hint: write SHELL"), "{rendered}");
 }
+
+#[test]
+fn a_broken_trigger_of_the_base_is_reported_at_from() {
+    let mut opts = options(&[]);
+    let base = ImageConfig {
+        on_build: vec!["FROM other".into()],
+        ..ImageConfig::default()
+    };
+    opts.base_configs.insert("base:1".into(), base);
+    let e = plan_with("# comment\nFROM base:1\nRUN x\n", &opts).unwrap_err();
+    assert_eq!(e.position.line, 2);
+    assert!(
+        e.message
+            .contains("ONBUILD trigger \"FROM other\" of the base image"),
+        "{e}"
+    );
+}
