@@ -3,10 +3,9 @@
 # the Rust toolchain (rustup) present. Safe to run again.
 set -euo pipefail
 
-# Debian packages the tests use. Empty for now: the parser tests need none.
-# Later subsystems (runtime, registry) add theirs here, e.g. busybox-static,
-# docker-registry, skopeo, umoci.
-APT_PACKAGES=()
+# Debian packages the tests use: skopeo and umoci read what kiln-store
+# writes. Later subsystems add theirs here (busybox-static, docker-registry).
+APT_PACKAGES=(skopeo umoci)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

@@ -194,6 +194,15 @@ impl Lexer {
         want_words: bool,
         capture: bool,
     ) -> Result<Output, ExpandError> {
+        // Most words (paths, names, versions) hold nothing to expand; they
+        // come out as they went in, split on whitespace.
+        if !input.contains(['$', '\'', '"', '<', self.escape, BOM]) {
+            return Ok(Output {
+                value: input.to_owned(),
+                words: want_words.then(|| input.split_whitespace().map(str::to_owned).collect()),
+                capture: capture.then(Capture::default),
+            });
+        }
         let mut state = State {
             lex: self,
             sc: Scanner::new(input),

@@ -193,9 +193,9 @@ pub(crate) fn dispatch(
         }
     };
     let (inputs, created_by) = inputs;
-    if let Some(created_by) = created_by.clone() {
-        state.image.history.push(config_history(created_by));
-    }
+    let history = created_by
+        .clone()
+        .map(|created_by| record(state, config_history(created_by)));
     Ok(DraftNode {
         line: ins.start_line,
         display: created_by.unwrap_or_else(|| ins.original.clone()),
@@ -204,11 +204,18 @@ pub(crate) fn dispatch(
             instruction: ins.kind.name().to_owned(),
         },
         inputs,
-        image: Arc::new(state.image.clone()),
+        config: Arc::clone(&state.image.config),
+        history,
     })
 }
 
 type ConfigEffect = (Inputs, Option<String>);
+
+/// Appends a step's history entry to the stage's and returns it for the node.
+fn record(state: &mut StageState, entry: History) -> History {
+    state.image.history.push(entry.clone());
+    entry
+}
 
 fn expander<'a>(state: &'a StageState, ctx: &DispatchContext<'a>) -> Expander<'a> {
     Expander {
@@ -296,7 +303,7 @@ fn key_values(
         build_args: ex.used_args(),
         ..Inputs::default()
     };
-    let config = &mut state.image.config;
+    let config = Arc::make_mut(&mut state.image.config);
     for (key, value) in &expanded {
         if ins.kind == InstructionKind::Env {
             config.set_env(key, value);
@@ -326,11 +333,11 @@ fn text_setting(
     };
     if ins.kind == InstructionKind::Stopsignal {
         check_signal(&value).map_err(|e| PlanError::at(arg.span, e))?;
-        state.image.config.stop_signal = value.clone();
+        Arc::make_mut(&mut state.image.config).stop_signal = value.clone();
     } else {
         // An empty USER (an unset variable) is accepted, as BuildKit does:
         // the container then runs as root.
-        state.image.config.user = value.clone();
+        Arc::make_mut(&mut state.image.config).user = value.clone();
     }
     Ok((inputs, Some(format!("{} {value}", ins.kind.name()))))
 }
@@ -358,9 +365,7 @@ fn expose(
         ..Inputs::default()
     };
     for port in &ports {
-        state
-            .image
-            .config
+        Arc::make_mut(&mut state.image.config)
             .exposed_ports
             .insert(port.clone(), Empty {});
     }
@@ -398,7 +403,9 @@ fn volume(
         ..Inputs::default()
     };
     for path in &volumes {
-        state.image.config.volumes.insert(path.clone(), Empty {});
+        Arc::make_mut(&mut state.image.config)
+            .volumes
+            .insert(path.clone(), Empty {});
     }
     Ok((inputs, Some(format!("VOLUME {}", json_list(&volumes)))))
 }
@@ -427,7 +434,7 @@ fn command(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
         // `CMD []` or an empty ENTRYPOINT clears the setting.
         None => Vec::new(),
     };
-    let config = &mut state.image.config;
+    let config = Arc::make_mut(&mut state.image.config);
     if ins.kind == InstructionKind::Cmd {
         config.cmd = Some(argv.clone());
         state.cmd_set = true;
@@ -516,7 +523,7 @@ fn healthcheck(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect
             ))
         }
     };
-    state.image.config.healthcheck = Some(check);
+    Arc::make_mut(&mut state.image.config).healthcheck = Some(check);
     Ok((Inputs::default(), Some(ins.original.trim().to_owned())))
 }
 
@@ -561,7 +568,7 @@ fn shell(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Plan
     };
     let argv: Vec<String> = items.iter().map(|a| a.value.clone()).collect();
     let shown = json_list(&argv);
-    state.image.config.shell = Some(argv);
+    Arc::make_mut(&mut state.image.config).shell = Some(argv);
     Ok((Inputs::default(), Some(format!("SHELL {shown}"))))
 }
 
@@ -574,7 +581,9 @@ fn onbuild(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
     };
     check_trigger(inner).map_err(|message| PlanError::at(inner.keyword_span, message))?;
     let trigger = inner.original.trim().to_owned();
-    state.image.config.on_build.push(trigger.clone());
+    Arc::make_mut(&mut state.image.config)
+        .on_build
+        .push(trigger.clone());
     Ok((Inputs::default(), Some(format!("ONBUILD {trigger}"))))
 }
 
@@ -598,20 +607,24 @@ fn workdir(
         workdir: joined.clone(),
         ..Inputs::default()
     };
-    state.image.config.working_dir = joined.clone();
+    Arc::make_mut(&mut state.image.config).working_dir = joined.clone();
     let created_by = format!("WORKDIR {joined}");
-    state.image.history.push(History {
-        created_by: created_by.clone(),
-        comment: Some("buildkit.dockerfile.v0".into()),
-        empty_layer: false,
-    });
+    let history = Some(record(
+        state,
+        History {
+            created_by: created_by.clone(),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: false,
+        },
+    ));
     Ok(DraftNode {
         line: ins.start_line,
         display: created_by,
         trigger: false,
         op: Op::Workdir { path: joined },
         inputs,
-        image: Arc::new(state.image.clone()),
+        config: Arc::clone(&state.image.config),
+        history,
     })
 }
 
@@ -755,11 +768,14 @@ fn run(
         proxy_env,
     } = run_environment(state, ctx);
     let created_by = run_history(&build_args, &argv);
-    state.image.history.push(History {
-        created_by: created_by.clone(),
-        comment: Some("buildkit.dockerfile.v0".into()),
-        empty_layer: false,
-    });
+    let history = Some(record(
+        state,
+        History {
+            created_by: created_by.clone(),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: false,
+        },
+    ));
     Ok(DraftNode {
         line: ins.start_line,
         display: format!("RUN {}", run_display(ins)),
@@ -785,7 +801,8 @@ fn run(
             workdir,
             sources,
         },
-        image: Arc::new(state.image.clone()),
+        config: Arc::clone(&state.image.config),
+        history,
     })
 }
 
@@ -1005,11 +1022,14 @@ fn copy(
         },
         sources.join(" ")
     );
-    state.image.history.push(History {
-        created_by,
-        comment: Some("buildkit.dockerfile.v0".into()),
-        empty_layer: false,
-    });
+    let history = Some(record(
+        state,
+        History {
+            created_by,
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer: false,
+        },
+    ));
     let display = format!("{name} {}", run_display(ins));
     Ok(DraftNode {
         line: ins.start_line,
@@ -1037,7 +1057,8 @@ fn copy(
             sources: inputs,
             ..Inputs::default()
         },
-        image: Arc::new(state.image.clone()),
+        config: Arc::clone(&state.image.config),
+        history,
     })
 }
 
@@ -1078,6 +1099,9 @@ fn too_few_copy_args(ins: &Instruction) -> PlanError {
 
 /// The heredoc a COPY source word opens (`<<EOF`, `<<-"EOF"`), if any.
 fn matching_heredoc<'a>(ins: &'a Instruction, word: &str) -> Option<&'a Heredoc> {
+    if ins.heredocs.is_empty() || !word.contains("<<") {
+        return None;
+    }
     let marker = kiln_dockerfile::heredoc::parse_heredoc_word(word).ok()??;
     ins.heredocs.iter().find(|h| h.name == marker.name)
 }

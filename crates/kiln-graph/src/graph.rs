@@ -74,8 +74,8 @@ pub struct Stage {
     pub needed: bool,
     /// The stage's nodes, first (FROM) to last; empty when pruned.
     pub nodes: Vec<NodeId>,
-    /// The config and metadata of the stage's result.
-    pub image: Arc<ImageState>,
+    /// The config, author and history of the stage's result.
+    pub image: ImageState,
 }
 
 impl Stage {
@@ -99,10 +99,11 @@ pub enum Base {
     Stage(StageId),
 }
 
-/// The image a node leaves behind, apart from its filesystem.
+/// The image a stage leaves behind, apart from its filesystem.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ImageState {
-    pub config: ImageConfig,
+    /// Shared with the nodes whose config it is (most steps do not change it).
+    pub config: Arc<ImageConfig>,
     /// MAINTAINER.
     pub author: Option<String>,
     /// History entries of the steps of this Dockerfile so far (the base
@@ -127,8 +128,11 @@ pub struct Node {
     pub op: Op,
     /// Everything besides the parent that the step reads.
     pub inputs: Inputs,
-    /// The config and history after this node.
-    pub image: Arc<ImageState>,
+    /// The image config after this node (the same `Arc` as the previous
+    /// node's when this step does not change it).
+    pub config: Arc<ImageConfig>,
+    /// The history entry this step adds (ARG and FROM add none).
+    pub history: Option<History>,
 }
 
 /// What a node does.

@@ -53,7 +53,8 @@ pub(crate) struct DraftNode {
     pub trigger: bool,
     pub op: Op,
     pub inputs: crate::graph::Inputs,
-    pub image: Arc<ImageState>,
+    pub config: Arc<ImageConfig>,
+    pub history: Option<History>,
 }
 
 /// A stage while it is being planned.
@@ -67,7 +68,7 @@ pub(crate) struct StageState {
 /// The result of planning one stage.
 struct PlannedStage {
     nodes: Vec<DraftNode>,
-    image: Arc<ImageState>,
+    image: ImageState,
     args: ArgScope,
     /// Stages this one reads (base, COPY --from, mounts).
     uses: BTreeSet<StageId>,
@@ -109,28 +110,6 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
     )?;
     let names: Vec<Option<String>> = stage_heads.iter().map(|h| h.name.clone()).collect();
 
-    let mut planned: Vec<Result<PlannedStage, PlanError>> = Vec::with_capacity(stage_heads.len());
-    for (id, head) in stage_heads.iter().enumerate() {
-        for ins in head.body {
-            if ins.kind == InstructionKind::Arg {
-                declared_names(ins, &mut consumed);
-            }
-        }
-        let refs = StageRefs {
-            names: &names,
-            current: id,
-        };
-        let context = DispatchContext {
-            lexer: &lexer,
-            options,
-            global_args: &global_args,
-            platform_args: &platform_args,
-            refs: &refs,
-        };
-        let result = plan_stage(head, &planned, &context);
-        planned.push(result);
-    }
-
     let target = match &options.target {
         None => stage_heads.len() - 1,
         Some(name) => {
@@ -150,6 +129,37 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
                 })?
         }
     };
+    // Stages the target cannot need are not planned at all when that is
+    // clear from the text; their errors would not be reported anyway.
+    let statically_needed = statically_needed(&stage_heads, &names, target, options);
+    let mut planned: Vec<Result<PlannedStage, PlanError>> = Vec::with_capacity(stage_heads.len());
+    for (id, head) in stage_heads.iter().enumerate() {
+        for ins in head.body {
+            if ins.kind == InstructionKind::Arg {
+                declared_names(ins, &mut consumed);
+            }
+        }
+        let refs = StageRefs {
+            names: &names,
+            current: id,
+        };
+        let context = DispatchContext {
+            lexer: &lexer,
+            options,
+            global_args: &global_args,
+            platform_args: &platform_args,
+            refs: &refs,
+        };
+        let result = match &statically_needed {
+            Some(needed) if !needed.contains(&id) => Err(PlanError::at_line(
+                head.line,
+                "stage not planned: the target does not need it",
+            )),
+            _ => plan_stage(head, &planned, &context),
+        };
+        planned.push(result);
+    }
+
     let needed = needed_stages(target, &planned)?;
 
     let mut graph = BuildGraph {
@@ -170,7 +180,7 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
             line: head.line,
             needed: is_needed,
             nodes: Vec::new(),
-            image: Arc::new(ImageState::default()),
+            image: ImageState::default(),
         };
         if let (true, Ok(planned)) = (is_needed, result) {
             stage.image = planned.image;
@@ -193,7 +203,8 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
                     trigger: draft.trigger,
                     op: draft.op,
                     inputs: draft.inputs,
-                    image: draft.image,
+                    config: draft.config,
+                    history: draft.history,
                 });
                 stage.nodes.push(id);
                 parent = Some(id);
@@ -245,6 +256,74 @@ fn needed_stages(
         Some((_, error)) => Err(error.clone()),
         None => Ok(needed),
     }
+}
+
+/// The stages the target needs, read from FROM lines and the raw `--from`
+/// and `from=` values, or `None` when that cannot be known before planning
+/// (a reference uses a variable, or ONBUILD triggers may add references).
+fn statically_needed(
+    heads: &[StageHead<'_>],
+    names: &[Option<String>],
+    target: StageId,
+    options: &PlanOptions,
+) -> Option<BTreeSet<StageId>> {
+    if options
+        .base_configs
+        .values()
+        .any(|c| !c.on_build.is_empty())
+    {
+        return None;
+    }
+    let resolve = |text: &str| -> Option<Option<StageId>> {
+        if text.contains(['$', '"', '\'', '\\', '`']) {
+            return None;
+        }
+        let lower = text.to_ascii_lowercase();
+        let by_name = names
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str()));
+        let by_index = text
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| text.parse::<usize>().ok())
+            .flatten()
+            .filter(|&i| i < names.len());
+        Some(by_name.or(by_index))
+    };
+    let mut uses: Vec<BTreeSet<StageId>> = Vec::with_capacity(heads.len());
+    for head in heads {
+        let mut stage_uses = BTreeSet::new();
+        if let Base::Stage(base) = head.base {
+            stage_uses.insert(base);
+        }
+        for ins in head.body {
+            if ins.kind == InstructionKind::Onbuild {
+                return None;
+            }
+            for flag in &ins.flags {
+                let value = flag.value.as_deref().unwrap_or("");
+                let reference = match flag.name.as_str() {
+                    "from" => Some(value),
+                    "mount" => value
+                        .split(',')
+                        .find_map(|field| field.trim().strip_prefix("from=")),
+                    _ => None,
+                };
+                if let Some(reference) = reference {
+                    stage_uses.extend(resolve(reference)?);
+                }
+            }
+        }
+        uses.push(stage_uses);
+    }
+    let mut needed = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(id) = todo.pop() {
+        if needed.insert(id) {
+            todo.extend(uses[id].iter().copied());
+        }
+    }
+    Some(needed)
 }
 
 /// ARGs before the first FROM: usable in FROM lines only. Any other
@@ -490,12 +569,14 @@ fn plan_stage(
         Base::Scratch => (ImageState::default(), ArgScope::default()),
         Base::Image(reference) => (
             ImageState {
-                config: context
-                    .options
-                    .base_configs
-                    .get(reference)
-                    .cloned()
-                    .unwrap_or_default(),
+                config: Arc::new(
+                    context
+                        .options
+                        .base_configs
+                        .get(reference)
+                        .cloned()
+                        .unwrap_or_default(),
+                ),
                 ..ImageState::default()
             },
             ArgScope::default(),
@@ -503,19 +584,23 @@ fn plan_stage(
         Base::Stage(base) => {
             uses.insert(*base);
             match &planned[*base] {
-                Ok(stage) => ((*stage.image).clone(), stage.args.clone()),
+                Ok(stage) => (stage.image.clone(), stage.args.clone()),
                 Err(error) => return Err(error.clone()),
             }
         }
     };
     let mut state = StageState {
-        image: image,
+        image,
         args,
         cmd_set: false,
     };
     // Triggers of the base run right after FROM; the new image does not
     // inherit them.
-    let triggers = std::mem::take(&mut state.image.config.on_build);
+    let triggers = if state.image.config.on_build.is_empty() {
+        Vec::new()
+    } else {
+        std::mem::take(&mut Arc::make_mut(&mut state.image.config).on_build)
+    };
     let from_display = format!(
         "FROM {}",
         match &head.base {
@@ -535,7 +620,8 @@ fn plan_stage(
             platform: head.platform.clone(),
         },
         inputs: crate::graph::Inputs::default(),
-        image: Arc::new(state.image.clone()),
+        config: Arc::clone(&state.image.config),
+        history: None,
     }];
     for trigger in &triggers {
         let in_trigger = |message: &str| {
@@ -562,7 +648,7 @@ fn plan_stage(
     }
     uses.remove(&id);
     Ok(PlannedStage {
-        image: nodes.last().map(|n| n.image.clone()).unwrap_or_default(),
+        image: state.image,
         nodes,
         args: state.args,
         uses,

@@ -190,8 +190,8 @@ fn arg_is_usable_from_its_line_on() {
     // Docker reference, "Scope".
     let text = "FROM busybox\nUSER ${username:-some_user}\nARG username\nUSER $username\n";
     let g = ok_with(text, &[("username", "what_user")]);
-    assert_eq!(at_line(&g, 2).image.config.user, "some_user");
-    assert_eq!(at_line(&g, 4).image.config.user, "what_user");
+    assert_eq!(at_line(&g, 2).config.user, "some_user");
+    assert_eq!(at_line(&g, 4).config.user, "what_user");
 }
 
 #[test]
@@ -263,13 +263,7 @@ fn proxy_args_reach_run_but_not_keys() {
         [("HTTP_PROXY".to_owned(), "http://p:3128".to_owned())]
     );
     assert_eq!(run.inputs.build_args, [("V".to_owned(), "1".to_owned())]);
-    assert!(!run
-        .image
-        .history
-        .last()
-        .unwrap()
-        .created_by
-        .contains("PROXY"));
+    assert!(!run.history.as_ref().unwrap().created_by.contains("PROXY"));
     assert!(g.warnings.is_empty(), "{:?}", g.warnings);
 }
 
@@ -294,10 +288,7 @@ fn non_run_steps_key_only_on_the_args_they_reference() {
         2,
         "RUN sees every declared arg"
     );
-    assert!(
-        at_line(&g, 2).image.history.is_empty(),
-        "ARG leaves no history"
-    );
+    assert!(at_line(&g, 2).history.is_none(), "ARG leaves no history");
 }
 
 // ---- config effects ----
@@ -403,13 +394,7 @@ fn healthcheck_options_and_none() {
         ["NONE"]
     );
     assert_eq!(
-        at_line(&g, 2)
-            .image
-            .config
-            .healthcheck
-            .as_ref()
-            .unwrap()
-            .test,
+        at_line(&g, 2).config.healthcheck.as_ref().unwrap().test,
         ["CMD", "/check", "-q"]
     );
 }
@@ -484,7 +469,7 @@ fn run_op_mounts_network_and_history() {
     }));
     assert!(g.stages[0].needed, "a mount's from= stage is needed");
     assert_eq!(
-        node.image.history.last().unwrap().created_by,
+        node.history.as_ref().unwrap().created_by,
         "RUN |1 V=1 /bin/sh -c make"
     );
 }

@@ -1,0 +1,3 @@
+//! The build context: which files a build may read (`.dockerignore` with
+//! Docker's pattern semantics), walking them, and hashing their content.
+//! It knows nothing of images.
