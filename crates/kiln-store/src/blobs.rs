@@ -1,0 +1,235 @@
+//! Content-addressed blobs under `blobs/sha256/`: a blob's file name is the
+//! sha256 of its bytes, checked on every write, so nothing in the store can
+//! lie about its content.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::atomic::{sync_dir, temp_path};
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{IoContext, StoreError};
+
+/// The blob directory of a store.
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+impl Blobs {
+    pub(crate) fn new(root: &Path) -> Blobs {
+        Blobs {
+            dir: root.join("blobs").join("sha256"),
+        }
+    }
+
+    pub(crate) fn create_dirs(&self) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.dir).at(&self.dir)
+    }
+
+    /// Where a blob lives (whether or not it exists).
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join(digest.hex())
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    /// Stores `bytes`; returns their digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        self.put_reader(bytes, None).map(|(digest, _)| digest)
+    }
+
+    /// Streams a blob in. With `expected`, a blob whose content has another
+    /// digest is refused and nothing is stored. Returns digest and size.
+    pub fn put_reader(
+        &self,
+        mut reader: impl Read,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
+        if let Some(digest) = expected {
+            if self.contains(digest) {
+                // Still drain the reader so callers streaming an archive stay in step.
+                io::copy(&mut reader, &mut io::sink()).at(&self.path(digest))?;
+                return Ok((
+                    *digest,
+                    fs::metadata(self.path(digest))
+                        .at(&self.path(digest))?
+                        .len(),
+                ));
+            }
+        }
+        let temp = temp_path(&self.dir, "blob");
+        let result = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .at(&temp)?;
+            let mut writer = HashingWriter::new(io::BufWriter::new(file));
+            io::copy(&mut reader, &mut writer).at(&temp)?;
+            let (digest, size, buffered) = writer.finish();
+            let file = buffered
+                .into_inner()
+                .map_err(|e| StoreError::io(&temp, e.into_error()))?;
+            if let Some(expected) = expected {
+                if *expected != digest {
+                    return Err(StoreError::DigestMismatch {
+                        expected: *expected,
+                        actual: digest,
+                    });
+                }
+            }
+            file.sync_all().at(&temp)?;
+            let target = self.path(&digest);
+            fs::rename(&temp, &target).at(&target)?;
+            sync_dir(&self.dir)?;
+            Ok((digest, size))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+
+    /// The whole blob, checked against its digest.
+    pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(digest);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob(*digest))
+            }
+            Err(e) => return Err(StoreError::io(path, e)),
+        };
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Opens a blob for streaming (not re-verified: use `verify` for that).
+    pub fn open(&self, digest: &Digest) -> Result<File, StoreError> {
+        let path = self.path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob(*digest),
+            _ => StoreError::io(path, e),
+        })
+    }
+
+    /// Re-hashes a blob and checks its name.
+    pub fn verify(&self, digest: &Digest) -> Result<(), StoreError> {
+        let mut file = self.open(digest)?;
+        let mut writer = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut writer).at(&self.path(digest))?;
+        let (actual, _, _) = writer.finish();
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every blob's digest; files that are not blobs (temp files of a
+    /// crashed writer) are returned separately so GC can remove them.
+    pub fn list(&self) -> Result<(Vec<Digest>, Vec<PathBuf>), StoreError> {
+        let mut digests = Vec::new();
+        let mut strays = Vec::new();
+        for entry in fs::read_dir(&self.dir).at(&self.dir)? {
+            let entry = entry.at(&self.dir)?;
+            let name = entry.file_name();
+            match format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() {
+                Ok(digest) => digests.push(digest),
+                Err(_) => strays.push(entry.path()),
+            }
+        }
+        digests.sort();
+        Ok((digests, strays))
+    }
+
+    pub(crate) fn remove(&self, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes go through a temp file; a `Write` adaptor for callers that
+/// produce a blob incrementally (a layer tar being compressed).
+pub struct BlobWriter {
+    temp: PathBuf,
+    dir: PathBuf,
+    inner: Option<HashingWriter<io::BufWriter<File>>>,
+}
+
+impl Blobs {
+    /// Starts a blob written piece by piece; `commit` names it.
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let temp = temp_path(&self.dir, "blob");
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .at(&temp)?;
+        Ok(BlobWriter {
+            temp,
+            dir: self.dir.clone(),
+            inner: Some(HashingWriter::new(io::BufWriter::new(file))),
+        })
+    }
+}
+
+impl BlobWriter {
+    /// Syncs and renames the blob into place; returns digest and size.
+    pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
+        let Some(writer) = self.inner.take() else {
+            return Err(StoreError::io(
+                &self.temp,
+                io::Error::other("blob already committed"),
+            ));
+        };
+        let (digest, size, buffered) = writer.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|e| StoreError::io(&self.temp, e.into_error()))?;
+        file.sync_all().at(&self.temp)?;
+        let target = self.dir.join(digest.hex());
+        fs::rename(&self.temp, &target).at(&target)?;
+        sync_dir(&self.dir)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.inner.as_mut() {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("blob already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.inner.as_mut() {
+            Some(w) => w.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    /// An abandoned writer leaves nothing behind.
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}

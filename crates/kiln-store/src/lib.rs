@@ -1,0 +1,21 @@
+//! The on-disk store: content-addressed blobs verified on write, image
+//! manifests and tags in an OCI image layout that other tools can read,
+//! crash-safe writes, a lock shared by concurrent kiln processes, and
+//! garbage collection that keeps whatever a tag or cache entry reaches.
+//! It knows nothing about Dockerfiles.
+
+mod atomic;
+pub mod blobs;
+pub mod digest;
+mod error;
+pub mod lock;
+pub mod reference;
+pub mod store;
+
+pub use atomic::write_atomic;
+pub use blobs::{BlobWriter, Blobs};
+pub use digest::Digest;
+pub use error::StoreError;
+pub use lock::{LockMode, StoreLock};
+pub use reference::Reference;
+pub use store::{GcReport, Problem, Reach, Store, Tag, REF_NAME};

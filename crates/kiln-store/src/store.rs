@@ -1,0 +1,384 @@
+//! The store: an OCI image layout (`oci-layout`, `index.json`,
+//! `blobs/sha256/`) that skopeo and umoci read as is, plus kiln's own
+//! bookkeeping under `kiln/`. Tags are the layout's
+//! `org.opencontainers.image.ref.name` annotations, written as the user
+//! spelled the name and compared in normalised form.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
+use serde::Deserialize;
+
+use crate::atomic::write_atomic;
+use crate::blobs::Blobs;
+use crate::digest::Digest;
+use crate::error::{IoContext, StoreError};
+use crate::lock::{LockMode, StoreLock};
+use crate::reference::Reference;
+
+/// The annotation OCI layouts use for tags.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    blobs: Blobs,
+}
+
+/// One tag: the name as written and the manifest it points at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tag {
+    pub name: String,
+    pub manifest: Descriptor,
+}
+
+/// What garbage collection did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub removed: Vec<Digest>,
+    pub freed_bytes: u64,
+    /// Temp files of interrupted writers that were cleaned up.
+    pub strays: usize,
+}
+
+/// What a set of roots reaches.
+#[derive(Debug, Default)]
+pub struct Reach {
+    pub present: BTreeSet<Digest>,
+    /// Referenced but absent: a damaged store.
+    pub missing: BTreeSet<Digest>,
+}
+
+/// A problem `check` found.
+#[derive(Debug)]
+pub struct Problem {
+    pub what: String,
+    pub error: StoreError,
+}
+
+impl Store {
+    /// `$KILN_ROOT`, else `/var/lib/kiln` for root, else
+    /// `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`).
+    pub fn default_root() -> PathBuf {
+        if let Some(root) = std::env::var_os("KILN_ROOT").filter(|r| !r.is_empty()) {
+            return PathBuf::from(root);
+        }
+        if effective_uid() == Some(0) {
+            return PathBuf::from("/var/lib/kiln");
+        }
+        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(data).join("kiln");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/share/kiln")
+    }
+
+    /// Opens the store at `root`, creating an empty layout if there is none.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let store = Store {
+            root: root.to_owned(),
+            blobs: Blobs::new(root),
+        };
+        fs::create_dir_all(store.kiln_dir()).at(&store.kiln_dir())?;
+        let _lock = store.lock(LockMode::Exclusive)?;
+        store.blobs.create_dirs()?;
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
+        }
+        if !store.index_path().exists() {
+            store.write_index(&empty_index()?)?;
+        }
+        // Reading it now turns a damaged index into an error at open.
+        store.read_index()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    fn kiln_dir(&self) -> PathBuf {
+        self.root.join("kiln")
+    }
+
+    fn index_path(&self) -> PathBuf {
+        self.root.join("index.json")
+    }
+
+    /// Takes the store lock: shared while building or reading, exclusive
+    /// to change tags or collect garbage.
+    pub fn lock(&self, mode: LockMode) -> Result<StoreLock, StoreError> {
+        StoreLock::acquire(&self.kiln_dir().join("lock"), mode)
+    }
+
+    fn read_index(&self) -> Result<ImageIndex, StoreError> {
+        let path = self.index_path();
+        let bytes = fs::read(&path).at(&path)?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path,
+            message: format!("not an OCI image index: {e}"),
+        })
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(index).map_err(|source| StoreError::Json {
+            what: "index.json".into(),
+            source,
+        })?;
+        write_atomic(&self.index_path(), &bytes)
+    }
+
+    /// Every tag, in index order.
+    pub fn tags(&self) -> Result<Vec<Tag>, StoreError> {
+        let index = self.read_index()?;
+        Ok(index
+            .manifests()
+            .iter()
+            .filter_map(|d| {
+                let name = d.annotations().as_ref()?.get(REF_NAME)?.clone();
+                Some(Tag {
+                    name,
+                    manifest: d.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// Points `name` at `manifest` (replacing what it pointed at). The
+    /// manifest and everything it references must already be stored.
+    pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
+        let wanted = Reference::parse(name)?.normalized();
+        let digest: Digest = manifest.digest().to_string().parse()?;
+        if !self.blobs.contains(&digest) {
+            return Err(StoreError::MissingBlob(digest));
+        }
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let index = self.read_index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| !same_name(d, &wanted))
+            .cloned()
+            .collect();
+        let mut tagged = manifest.clone();
+        let mut annotations = tagged.annotations().clone().unwrap_or_default();
+        annotations.insert(REF_NAME.to_owned(), name.to_owned());
+        tagged.set_annotations(Some(annotations));
+        manifests.push(tagged);
+        let mut index = index;
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// Removes a tag; returns the manifest it pointed at.
+    pub fn untag(&self, name: &str) -> Result<Descriptor, StoreError> {
+        let wanted = Reference::parse(name)?.normalized();
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let mut index = self.read_index()?;
+        let (removed, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
+            .manifests()
+            .iter()
+            .cloned()
+            .partition(|d| same_name(d, &wanted));
+        let Some(first) = removed.into_iter().next() else {
+            return Err(StoreError::UnknownImage(name.to_owned()));
+        };
+        index.set_manifests(kept);
+        self.write_index(&index)?;
+        Ok(first)
+    }
+
+    /// The manifest a name, a digest (`sha256:...`) or a unique digest
+    /// prefix of at least 12 hex digits (an image id as `kiln images`
+    /// shows it) refers to.
+    pub fn resolve(&self, name: &str) -> Result<Descriptor, StoreError> {
+        let tags = self.tags()?;
+        if let Ok(reference) = Reference::parse(name) {
+            let wanted = reference.normalized();
+            if let Some(tag) = tags
+                .iter()
+                .find(|t| normalized(&t.name).as_deref() == Some(&wanted))
+            {
+                return Ok(tag.manifest.clone());
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let matches: BTreeSet<String> = tags
+                .iter()
+                .map(|t| t.manifest.digest().to_string())
+                .filter(|d| d.trim_start_matches("sha256:").starts_with(hex))
+                .collect();
+            if matches.len() == 1 {
+                let digest = matches.into_iter().next().unwrap_or_default();
+                if let Some(tag) = tags
+                    .iter()
+                    .find(|t| t.manifest.digest().to_string() == digest)
+                {
+                    let mut manifest = tag.manifest.clone();
+                    manifest.set_annotations(None);
+                    return Ok(manifest);
+                }
+            }
+        }
+        Err(StoreError::UnknownImage(name.to_owned()))
+    }
+
+    /// Every blob reachable from `roots` (manifests, indexes): the
+    /// manifests themselves, their configs and layers, and the ones that
+    /// should be there but are not.
+    pub fn reachable(&self, roots: &[Digest]) -> Result<Reach, StoreError> {
+        let mut reach = Reach::default();
+        let mut todo: Vec<Digest> = roots.to_vec();
+        while let Some(digest) = todo.pop() {
+            if !reach.present.insert(digest) {
+                continue;
+            }
+            let bytes = match self.blobs.read(&digest) {
+                Ok(bytes) => bytes,
+                Err(StoreError::MissingBlob(_)) => {
+                    reach.present.remove(&digest);
+                    reach.missing.insert(digest);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Only JSON documents reference other blobs; layers do not parse.
+            let Ok(doc) = serde_json::from_slice::<References>(&bytes) else {
+                continue;
+            };
+            for reference in doc
+                .config
+                .into_iter()
+                .chain(doc.layers)
+                .chain(doc.manifests)
+            {
+                let child: Digest = reference.digest.parse()?;
+                if reference.media_type.ends_with("json") {
+                    todo.push(child);
+                } else if self.blobs.contains(&child) {
+                    reach.present.insert(child);
+                } else {
+                    reach.missing.insert(child);
+                }
+            }
+        }
+        Ok(reach)
+    }
+
+    /// Deletes every blob that no tag and none of `extra_roots` (cache
+    /// entries) reaches, and temp files of interrupted writers. Holds the
+    /// exclusive lock, so it waits for running builds.
+    pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport, StoreError> {
+        let _lock = self.lock(LockMode::Exclusive)?;
+        let mut roots: Vec<Digest> = extra_roots.to_vec();
+        for tag in self.tags()? {
+            roots.push(tag.manifest.digest().to_string().parse()?);
+        }
+        let keep = self.reachable(&roots)?.present;
+        let (digests, strays) = self.blobs.list()?;
+        let mut report = GcReport {
+            strays: strays.len(),
+            ..GcReport::default()
+        };
+        for stray in strays {
+            let _ = fs::remove_file(stray);
+        }
+        for digest in digests {
+            if keep.contains(&digest) {
+                continue;
+            }
+            let size = fs::metadata(self.blobs.path(&digest)).map_or(0, |m| m.len());
+            self.blobs.remove(&digest)?;
+            report.freed_bytes += size;
+            report.removed.push(digest);
+        }
+        Ok(report)
+    }
+
+    /// Verifies every blob against its name and that everything a tag
+    /// reaches is present. Returns the problems found (empty: clean).
+    pub fn check(&self) -> Result<Vec<Problem>, StoreError> {
+        let _lock = self.lock(LockMode::Shared)?;
+        let mut problems = Vec::new();
+        let (digests, _) = self.blobs.list()?;
+        for digest in &digests {
+            if let Err(error) = self.blobs.verify(digest) {
+                problems.push(Problem {
+                    what: format!("blob {digest}"),
+                    error,
+                });
+            }
+        }
+        for tag in self.tags()? {
+            let root: Digest = tag.manifest.digest().to_string().parse()?;
+            for missing in self.reachable(&[root])?.missing {
+                problems.push(Problem {
+                    what: format!("image {}", tag.name),
+                    error: StoreError::MissingBlob(missing),
+                });
+            }
+        }
+        Ok(problems)
+    }
+}
+
+/// The parts of manifests and indexes that reference blobs, for both OCI
+/// and Docker media types.
+#[derive(Deserialize)]
+struct References {
+    #[serde(default)]
+    config: Option<BlobRef>,
+    #[serde(default)]
+    layers: Vec<BlobRef>,
+    #[serde(default)]
+    manifests: Vec<BlobRef>,
+}
+
+#[derive(Deserialize)]
+struct BlobRef {
+    digest: String,
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
+}
+
+fn empty_index() -> Result<ImageIndex, StoreError> {
+    ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::<Descriptor>::new())
+        .build()
+        .map_err(|e| StoreError::Corrupt {
+            path: "index.json".into(),
+            message: e.to_string(),
+        })
+}
+
+fn normalized(name: &str) -> Option<String> {
+    Reference::parse(name).ok().map(|r| r.normalized())
+}
+
+fn same_name(descriptor: &Descriptor, normalized_name: &str) -> bool {
+    descriptor
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .and_then(|name| normalized(name))
+        .is_some_and(|n| n == normalized_name)
+}
+
+/// The effective uid, from the owner of `/proc/self` (no libc call needed).
+fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}

@@ -1,0 +1,250 @@
+//! The store on a real filesystem: blob verification, atomic writes, tags
+//! in the OCI layout, resolution, GC and check, and several processes'
+//! worth of concurrent writers.
+
+use std::fs;
+use std::sync::Arc;
+
+use kiln_store::{Digest, LockMode, Store, StoreError, REF_NAME};
+use oci_spec::image::{Descriptor, DescriptorBuilder, MediaType};
+
+/// Stores a minimal image (config + one layer + manifest); returns the
+/// manifest descriptor and the three digests.
+fn put_image(store: &Store, seed: &str) -> (Descriptor, [Digest; 3]) {
+    let layer = store
+        .blobs()
+        .put(format!("layer {seed}").as_bytes())
+        .unwrap();
+    let config_json = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer}"]}},"comment":"{seed}"}}"#
+    );
+    let config = store.blobs().put(config_json.as_bytes()).unwrap();
+    let manifest_json = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{layer}","size":{}}}]}}"#,
+        config_json.len(),
+        format!("layer {seed}").len()
+    );
+    let manifest = store.blobs().put(manifest_json.as_bytes()).unwrap();
+    let descriptor = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .digest(
+            manifest
+                .to_string()
+                .parse::<oci_spec::image::Digest>()
+                .unwrap(),
+        )
+        .size(manifest_json.len() as u64)
+        .build()
+        .unwrap();
+    (descriptor, [manifest, config, layer])
+}
+
+#[test]
+fn creates_an_oci_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let layout = fs::read_to_string(dir.path().join("oci-layout")).unwrap();
+    assert_eq!(layout, r#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["schemaVersion"], 2);
+    assert_eq!(index["manifests"], serde_json::json!([]));
+    assert!(dir.path().join("blobs/sha256").is_dir());
+    // Opening again keeps what is there.
+    let (manifest, _) = put_image(&store, "a");
+    store.tag("app", &manifest).unwrap();
+    let again = Store::open(dir.path()).unwrap();
+    assert_eq!(again.tags().unwrap().len(), 1);
+}
+
+#[test]
+fn blobs_are_verified_on_write_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let good = Digest::of(b"content");
+    let wrong = Digest::of(b"other");
+    let err = store
+        .blobs()
+        .put_reader(&b"content"[..], Some(&wrong))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+    assert!(!store.blobs().contains(&wrong) && !store.blobs().contains(&good));
+    let (_, strays) = store.blobs().list().unwrap();
+    assert!(
+        strays.is_empty(),
+        "a refused blob leaves no temp file: {strays:?}"
+    );
+    let (digest, size) = store
+        .blobs()
+        .put_reader(&b"content"[..], Some(&good))
+        .unwrap();
+    assert_eq!((digest, size), (good, 7));
+    // A blob altered on disk is caught when read or verified.
+    fs::write(store.blobs().path(&good), b"tampered").unwrap();
+    assert!(matches!(
+        store.blobs().read(&good),
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(store.blobs().verify(&good).is_err());
+    let problems = store.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+}
+
+#[test]
+fn blob_writer_streams_and_abandoned_writers_leave_nothing() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut writer = store.blobs().writer().unwrap();
+    writer.write_all(b"part one, ").unwrap();
+    writer.write_all(b"part two").unwrap();
+    let (digest, size) = writer.commit().unwrap();
+    assert_eq!((digest, size), (Digest::of(b"part one, part two"), 18));
+    let mut abandoned = store.blobs().writer().unwrap();
+    abandoned.write_all(b"half").unwrap();
+    drop(abandoned);
+    let (digests, strays) = store.blobs().list().unwrap();
+    assert_eq!((digests, strays.len()), (vec![digest], 0));
+}
+
+#[test]
+fn tags_are_compared_normalised_and_kept_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (first, [first_digest, ..]) = put_image(&store, "first");
+    let (second, _) = put_image(&store, "second");
+    store.tag("app", &first).unwrap();
+    store.tag("app:1.0", &first).unwrap();
+    // `docker.io/library/app:latest` is the same name as `app`: it moves the tag.
+    store.tag("docker.io/library/app:latest", &second).unwrap();
+    let tags: Vec<(String, String)> = store
+        .tags()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.name, t.manifest.digest().to_string()))
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            ("app:1.0".to_owned(), first.digest().to_string()),
+            (
+                "docker.io/library/app:latest".to_owned(),
+                second.digest().to_string()
+            ),
+        ]
+    );
+    assert_eq!(store.resolve("app").unwrap().digest(), second.digest());
+    assert_eq!(store.resolve("app:1.0").unwrap().digest(), first.digest());
+    // By digest and by id prefix.
+    assert_eq!(
+        store.resolve(&first_digest.to_string()).unwrap().digest(),
+        first.digest()
+    );
+    assert_eq!(
+        store.resolve(&first_digest.hex()[..12]).unwrap().digest(),
+        first.digest()
+    );
+    assert!(matches!(
+        store.resolve("nope"),
+        Err(StoreError::UnknownImage(_))
+    ));
+    // The annotation is what skopeo's oci: transport looks up.
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["annotations"][REF_NAME], "app:1.0");
+    assert_eq!(store.untag("app:1.0").unwrap().digest(), first.digest());
+    assert!(matches!(
+        store.untag("app:1.0"),
+        Err(StoreError::UnknownImage(_))
+    ));
+    assert!(store.tag("Bad Name", &first).is_err());
+}
+
+#[test]
+fn tagging_a_missing_manifest_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let elsewhere = Store::open(other.path()).unwrap();
+    let (manifest, _) = put_image(&elsewhere, "x");
+    assert!(matches!(
+        store.tag("app", &manifest),
+        Err(StoreError::MissingBlob(_))
+    ));
+    assert!(store.tags().unwrap().is_empty());
+}
+
+#[test]
+fn gc_keeps_what_tags_and_cache_roots_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (tagged, tagged_blobs) = put_image(&store, "tagged");
+    let (_, cached_blobs) = put_image(&store, "cached");
+    let (_, garbage_blobs) = put_image(&store, "garbage");
+    store.tag("app", &tagged).unwrap();
+    fs::write(
+        store
+            .blobs()
+            .path(&Digest::of(b"x"))
+            .with_file_name(".tmp-blob-1-1"),
+        b"x",
+    )
+    .unwrap();
+    let report = store.gc(&[cached_blobs[0]]).unwrap();
+    assert_eq!(report.strays, 1);
+    let mut removed = report.removed.clone();
+    removed.sort();
+    let mut expected = garbage_blobs.to_vec();
+    expected.sort();
+    assert_eq!(removed, expected);
+    for digest in tagged_blobs.iter().chain(&cached_blobs) {
+        assert!(store.blobs().contains(digest), "{digest} was collected");
+    }
+    assert!(store.check().unwrap().is_empty());
+}
+
+#[test]
+fn check_reports_images_with_missing_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (manifest, [_, _, layer]) = put_image(&store, "a");
+    store.tag("app", &manifest).unwrap();
+    fs::remove_file(store.blobs().path(&layer)).unwrap();
+    let problems = store.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].what, "image app");
+    assert!(matches!(problems[0].error, StoreError::MissingBlob(d) if d == layer));
+}
+
+#[test]
+fn concurrent_writers_of_the_same_blobs_and_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let _shared = store.lock(LockMode::Shared);
+                let (manifest, _) = put_image(&store, "same");
+                drop(_shared);
+                store.tag(&format!("app:{n}"), &manifest).unwrap();
+                manifest
+            })
+        })
+        .collect();
+    let manifests: Vec<Descriptor> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(manifests.windows(2).all(|w| w[0].digest() == w[1].digest()));
+    assert_eq!(store.tags().unwrap().len(), 8);
+    let (digests, strays) = store.blobs().list().unwrap();
+    assert_eq!((digests.len(), strays.len()), (3, 0));
+    assert!(store.check().unwrap().is_empty());
+}
+
+#[test]
+fn a_damaged_index_is_an_error_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap();
+    fs::write(dir.path().join("index.json"), b"{not json").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("index.json"), "{err}");
+}
