@@ -13,14 +13,20 @@ fn tool(name: &str) -> Command {
         .args(["-c", &format!("command -v {name}")])
         .output()
         .is_ok_and(|o| o.status.success());
-    assert!(found, "{name} is not installed: run scripts/install-test-deps.sh");
+    assert!(
+        found,
+        "{name} is not installed: run scripts/install-test-deps.sh"
+    );
     Command::new(name)
 }
 
 /// A one-layer image holding `/hello.txt` (0644) and `/bin/run` (0755).
 fn store_image(store: &Store) -> Digest {
     let mut builder = tar::Builder::new(Vec::new());
-    for (path, mode, body) in [("hello.txt", 0o644, &b"hi\n"[..]), ("bin/run", 0o755, b"#!/bin/sh\n")] {
+    for (path, mode, body) in [
+        ("hello.txt", 0o644, &b"hi\n"[..]),
+        ("bin/run", 0o755, b"#!/bin/sh\n"),
+    ] {
         let mut header = tar::Header::new_gnu();
         header.set_size(body.len() as u64);
         header.set_mode(mode);
@@ -42,7 +48,12 @@ fn store_image(store: &Store) -> Digest {
     let manifest_digest = store.blobs().put(manifest.as_bytes()).unwrap();
     let descriptor = DescriptorBuilder::default()
         .media_type(MediaType::ImageManifest)
-        .digest(manifest_digest.to_string().parse::<oci_spec::image::Digest>().unwrap())
+        .digest(
+            manifest_digest
+                .to_string()
+                .parse::<oci_spec::image::Digest>()
+                .unwrap(),
+        )
         .size(manifest.len() as u64)
         .build()
         .unwrap();
@@ -59,7 +70,11 @@ fn skopeo_inspects_a_tagged_image() {
         .args(["inspect", &format!("oci:{}:app", dir.path().display())])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["Digest"], manifest.to_string());
     assert_eq!(info["Architecture"], "amd64");
@@ -79,11 +94,21 @@ fn umoci_unpacks_a_tagged_image() {
         .arg(&target)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rootfs = target.join("rootfs");
-    assert_eq!(std::fs::read_to_string(rootfs.join("hello.txt")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("hello.txt")).unwrap(),
+        "hi\n"
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(rootfs.join("bin/run")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(rootfs.join("bin/run"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
     assert!(Path::new(&target.join("config.json")).is_file());
 }
