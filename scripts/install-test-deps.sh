@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Debian packages the tests use: skopeo and umoci read what kiln-store
-# writes. Later subsystems add theirs here (busybox-static, docker-registry).
-APT_PACKAGES=(skopeo umoci)
+# writes; busybox-static is the root filesystem of the test base image
+# (../shared/bench/busybox-rootfs.sh). Later subsystems add theirs here.
+APT_PACKAGES=(skopeo umoci busybox-static)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

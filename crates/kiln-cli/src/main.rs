@@ -15,6 +15,9 @@ use clap::{Parser, Subcommand};
     about = "Build container images from Dockerfiles"
 )]
 struct Cli {
+    /// The store directory (default: $KILN_ROOT, /var/lib/kiln for root, else ~/.local/share/kiln)
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,13 +28,29 @@ enum Command {
     Parse(commands::parse::ParseArgs),
     /// Plan a build without running it: stages, steps and dependencies
     Plan(commands::plan::PlanArgs),
+    /// Make a base image from a root filesystem tarball
+    Import(commands::images::ImportArgs),
+    /// List the images in the store
+    Images,
+    /// Show an image's manifest and config as JSON
+    Inspect(commands::images::NameArgs),
+    /// Give an image another name
+    Tag(commands::images::TagArgs),
+    /// Remove an image name, and the data no other name uses
+    Rmi(commands::images::NameArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let root = cli.root.as_deref();
     let result = match cli.command {
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
+        Command::Import(args) => commands::images::import(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Images => commands::images::list(root).map(|()| ExitCode::SUCCESS),
+        Command::Inspect(args) => commands::images::inspect(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Tag(args) => commands::images::tag(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Rmi(args) => commands::images::remove(root, args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

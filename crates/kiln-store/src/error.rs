@@ -24,6 +24,14 @@ pub enum StoreError {
     InvalidName { name: String, reason: String },
     #[error("no image named {0:?} in the store")]
     UnknownImage(String),
+    #[error("{what}: refused entry {entry:?}: {reason}")]
+    HostileArchive {
+        what: String,
+        entry: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{what}: {source}")]
     Json {
         what: String,

@@ -1,0 +1,171 @@
+//! The commands that manage images in the store: `import`, `images`,
+//! `inspect`, `tag`, `rmi`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use kiln_store::{import_rootfs, Digest, RootfsImport, Store};
+
+use super::dockerfile::print;
+
+/// Opens the store at `--root`, else `KILN_ROOT`, else the default.
+pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
+    let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+    Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A root filesystem as a tar file (plain or gzip); `-` reads standard input
+    file: PathBuf,
+    /// The name to give the image
+    name: String,
+}
+
+pub fn import(root: Option<&Path>, args: ImportArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let source = args.file.display().to_string();
+    let reader: Box<dyn Read> = if source == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.file).with_context(|| format!("opening {source}"))?)
+    };
+    let platform = kiln_graph::Platform::host();
+    let created = creation_time()?;
+    let record = import_rootfs(
+        &store,
+        reader,
+        &RootfsImport {
+            source: &source,
+            os: &platform.os,
+            architecture: &platform.architecture,
+            variant: platform.variant.as_deref(),
+            created: &created,
+        },
+    )?;
+    store.tag(&args.name, &record.manifest)?;
+    print(&format!("{}\n", record.manifest.digest()))
+}
+
+/// `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
+fn creation_time() -> anyhow::Result<String> {
+    let time = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.is_empty() => {
+            let seconds: u64 = text.parse().with_context(|| {
+                format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds")
+            })?;
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+        }
+        _ => std::time::SystemTime::now(),
+    };
+    Ok(humantime::format_rfc3339_seconds(time).to_string())
+}
+
+/// `kiln images`: one line per tag.
+pub fn list(root: Option<&Path>) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let mut out = format!("{:<40} {:<14} {:>10}\n", "NAME", "IMAGE ID", "SIZE");
+    for tag in store.tags()? {
+        let digest: Digest = tag.manifest.digest().to_string().parse()?;
+        let size = image_size(&store, &digest).unwrap_or(0);
+        out.push_str(&format!(
+            "{:<40} {:<14} {:>10}\n",
+            tag.name,
+            &digest.hex()[..12],
+            human_size(size)
+        ));
+    }
+    print(&out)
+}
+
+/// Config plus layers, as stored.
+fn image_size(store: &Store, manifest: &Digest) -> anyhow::Result<u64> {
+    let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(manifest)?)?;
+    let mut size = manifest["config"]["size"].as_u64().unwrap_or(0);
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        size += layer["size"].as_u64().unwrap_or(0);
+    }
+    Ok(size)
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.1}{}", UNITS[unit])
+    }
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    /// An image name, digest or id
+    name: String,
+}
+
+/// `kiln inspect NAME`: the manifest digest, manifest and config as JSON.
+pub fn inspect(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let descriptor = store.resolve(&args.name)?;
+    let digest: Digest = descriptor.digest().to_string().parse()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(&digest)?)?;
+    let config_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .context("the manifest has no config digest")?
+        .parse()?;
+    let config: serde_json::Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)?;
+    let tags: Vec<String> = store
+        .tags()?
+        .into_iter()
+        .filter(|t| t.manifest.digest() == descriptor.digest())
+        .map(|t| t.name)
+        .collect();
+    // The id is the manifest digest, as `kiln images` shows it and as
+    // every command accepts it.
+    let out = serde_json::json!({
+        "Id": digest.to_string(),
+        "ConfigDigest": config_digest.to_string(),
+        "Names": tags,
+        "Size": image_size(&store, &digest)?,
+        "Manifest": manifest,
+        "Config": config,
+    });
+    print(&(serde_json::to_string_pretty(&out)? + "\n"))
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    /// The image to tag (name, digest or id)
+    source: String,
+    /// The new name
+    target: String,
+}
+
+pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let descriptor = store.resolve(&args.source)?;
+    store.tag(&args.target, &descriptor)?;
+    Ok(())
+}
+
+/// `kiln rmi NAME`: removes the tag, then whatever no tag reaches any more.
+pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let removed = store.untag(&args.name)?;
+    let report = store.gc(&[])?;
+    print(&format!(
+        "Untagged: {}\nDeleted: {} blobs ({}) of {}\n",
+        args.name,
+        report.removed.len(),
+        human_size(report.freed_bytes),
+        removed.digest()
+    ))
+}
