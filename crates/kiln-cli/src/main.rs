@@ -24,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build an image from a Dockerfile
+    Build(commands::build::BuildArgs),
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
     /// Plan a build without running it: stages, steps and dependencies
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.as_deref();
     let result = match cli.command {
+        Command::Build(args) => commands::build::run(root, args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Import(args) => commands::images::import(root, args).map(|()| ExitCode::SUCCESS),

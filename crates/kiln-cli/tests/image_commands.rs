@@ -2,43 +2,12 @@
 //! a busybox root filesystem from Debian's busybox-static as the base
 //! image, checked with skopeo and umoci.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn kiln(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .output()
-        .unwrap()
-}
+use std::path::Path;
+use std::process::Command;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn ok(out: Output) -> String {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-/// The busybox rootfs tar, written by the shared script (busybox-static is
-/// installed by scripts/install-test-deps.sh).
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/busybox-rootfs.sh");
-    let out = dir.join("busybox-rootfs.tar");
-    let status = Command::new("sh").arg(&script).arg(&out).output().unwrap();
-    assert!(
-        status.status.success(),
-        "{}: {}",
-        script.display(),
-        text(&status.stderr)
-    );
-    out
-}
+use common::{busybox_rootfs, kiln, ok, text};
 
 #[test]
 fn import_list_inspect_tag_and_remove() {

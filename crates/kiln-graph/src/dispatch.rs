@@ -369,7 +369,7 @@ fn expose(
             .exposed_ports
             .insert(port.clone(), Empty {});
     }
-    Ok((inputs, Some(format!("EXPOSE map[{}]", ports.join(" ")))))
+    Ok((inputs, Some(format!("EXPOSE {}", ports.join(" ")))))
 }
 
 fn volume(

@@ -50,7 +50,7 @@ pub fn import(root: Option<&Path>, args: ImportArgs) -> anyhow::Result<()> {
 }
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
-fn creation_time() -> anyhow::Result<String> {
+pub fn creation_time() -> anyhow::Result<String> {
     let time = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.is_empty() => {
             let seconds: u64 = text.parse().with_context(|| {

@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the Dockerfile loading they share.
 
+pub mod build;
 pub mod dockerfile;
 pub mod images;
 pub mod parse;

@@ -1,0 +1,475 @@
+//! COPY (and ADD of local files): which files the sources select, where
+//! they land under the destination (Docker's rules for directories,
+//! wildcards and trailing slashes), and the layer tar that holds them.
+//! Nothing here follows a symlink out of the root it reads from: links are
+//! copied as links.
+
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use globset::{GlobBuilder, GlobMatcher};
+use kiln_graph::HeredocInput;
+use kiln_store::{Layer, Store};
+use walkdir::WalkDir;
+
+use crate::error::BuildError;
+use crate::rootfs::{normalize, PathMeta, Tree};
+
+/// One COPY step's inputs, resolved.
+pub struct CopyRequest<'a> {
+    /// The directory sources are relative to: the context, or an unpacked stage.
+    pub root: &'a Path,
+    /// Names the root in errors: "the build context", "stage build".
+    pub root_name: &'a str,
+    pub sources: &'a [String],
+    pub heredocs: &'a [HeredocInput],
+    /// Absolute; a trailing `/` means a directory.
+    pub dest: &'a str,
+    /// `--chown` resolved to numbers; `None` keeps the default (root for
+    /// the context, the source's owner for a stage).
+    pub owner: Option<(u64, u64)>,
+    pub keep_source_owner: bool,
+    pub chmod: Option<&'a str>,
+    pub excludes: &'a [String],
+    pub parents: bool,
+    /// SOURCE_DATE_EPOCH: file times are clamped to it.
+    pub clamp_mtime: Option<u64>,
+    pub line: u32,
+    pub instruction: &'a str,
+}
+
+enum Content {
+    File(PathBuf),
+    Dir,
+    Symlink(PathBuf),
+    Data(Vec<u8>),
+}
+
+struct Item {
+    dest: String,
+    content: Content,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: u64,
+}
+
+fn glob(pattern: &str, line: u32, instruction: &str) -> Result<GlobMatcher, BuildError> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| {
+            BuildError::step(
+                line,
+                format!("{instruction}: invalid pattern {pattern:?}: {e}"),
+            )
+        })
+}
+
+fn has_wildcard(text: &str) -> bool {
+    text.contains(['*', '?', '['])
+}
+
+/// Writes the layer for `request` and records its paths in `tree`.
+pub fn copy_layer(
+    store: &Store,
+    request: &CopyRequest<'_>,
+    tree: &mut Tree,
+) -> Result<Layer, BuildError> {
+    let items = collect(request)?;
+    write_layer(store, request, items, tree)
+}
+
+fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
+    let what = req.instruction;
+    let excludes = req
+        .excludes
+        .iter()
+        .map(|p| glob(p, req.line, what))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Expand wildcards into concrete relative paths.
+    let mut selected: Vec<String> = Vec::new();
+    let mut wildcard = false;
+    for source in req.sources {
+        let Some(clean) = contained(source) else {
+            return Err(BuildError::Step {
+                line: req.line,
+                message: format!("{what} source {source:?} is outside {}", req.root_name),
+                hint: Some(
+                    "sources are relative to the build context root; `..` cannot leave it".into(),
+                ),
+            });
+        };
+        if has_wildcard(&clean) {
+            wildcard = true;
+            let matcher = glob(&clean, req.line, what)?;
+            let mut matches: Vec<String> = WalkDir::new(req.root)
+                .min_depth(1)
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let rel = e
+                        .path()
+                        .strip_prefix(req.root)
+                        .ok()?
+                        .to_string_lossy()
+                        .into_owned();
+                    matcher.is_match(&rel).then_some(rel)
+                })
+                .collect();
+            matches.sort();
+            if matches.is_empty() {
+                return Err(no_source(req, source));
+            }
+            selected.extend(matches);
+        } else {
+            selected.push(clean);
+        }
+    }
+    let heredoc_count = req.heredocs.len();
+    let mut any_dir = false;
+    let mut metas = Vec::with_capacity(selected.len());
+    for rel in &selected {
+        let path = req.root.join(rel);
+        let meta = fs::symlink_metadata(&path).map_err(|_| no_source(req, rel))?;
+        any_dir |= meta.is_dir();
+        metas.push((rel.clone(), path, meta));
+    }
+    let dest_is_dir =
+        req.dest.ends_with('/') || selected.len() + heredoc_count > 1 || wildcard || any_dir;
+    let dest = normalize(req.dest);
+    let under = |name: &str| {
+        if dest.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dest}/{name}")
+        }
+    };
+
+    let mut items = Vec::new();
+    for (rel, path, meta) in metas {
+        if meta.is_dir() {
+            let base = if req.parents {
+                under(&rel)
+            } else {
+                dest.clone()
+            };
+            if req.parents || !base.is_empty() {
+                items.push(item_for(req, base.clone(), &path, &meta)?);
+            }
+            let walker = WalkDir::new(&path)
+                .min_depth(1)
+                .sort_by_file_name()
+                .follow_links(false);
+            let mut walker = walker.into_iter();
+            while let Some(entry) = walker.next() {
+                let entry = entry.map_err(|e| BuildError::io(&path, e.into()))?;
+                let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
+                let inner = inner.to_string_lossy();
+                if excludes.iter().any(|g| g.is_match(inner.as_ref())) {
+                    if entry.file_type().is_dir() {
+                        walker.skip_current_dir();
+                    }
+                    continue;
+                }
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| BuildError::io(entry.path(), e.into()))?;
+                let target = if base.is_empty() {
+                    inner.to_string()
+                } else {
+                    format!("{base}/{inner}")
+                };
+                items.push(item_for(req, target, entry.path(), &meta)?);
+            }
+        } else {
+            if excludes.iter().any(|g| g.is_match(&rel)) {
+                continue;
+            }
+            let name = Path::new(&rel)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let target = if req.parents {
+                under(&rel)
+            } else if dest_is_dir {
+                under(&name)
+            } else {
+                dest.clone()
+            };
+            items.push(item_for(req, target, &path, &meta)?);
+        }
+    }
+    for heredoc in req.heredocs {
+        let target = if dest_is_dir {
+            under(&heredoc.name)
+        } else {
+            dest.clone()
+        };
+        let (uid, gid) = req.owner.unwrap_or((0, 0));
+        items.push(Item {
+            dest: target,
+            content: Content::Data(heredoc.content.clone().into_bytes()),
+            mode: apply_chmod(0o644, req.chmod, false)
+                .map_err(|e| BuildError::step(req.line, e))?,
+            uid,
+            gid,
+            mtime: req.clamp_mtime.unwrap_or(0),
+        });
+    }
+    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest) {
+        let (uid, gid) = req.owner.unwrap_or((0, 0));
+        items.push(Item {
+            dest: dest.clone(),
+            content: Content::Dir,
+            mode: 0o755,
+            uid,
+            gid,
+            mtime: req.clamp_mtime.unwrap_or(0),
+        });
+    }
+    Ok(items)
+}
+
+fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
+    BuildError::Step {
+        line: req.line,
+        message: format!(
+            "{} source {source:?}: no such file or directory in {}",
+            req.instruction, req.root_name
+        ),
+        hint: Some("check the path and that .dockerignore does not exclude it".into()),
+    }
+}
+
+/// `source` relative to the root, or `None` if it climbs out of it.
+fn contained(source: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in source.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn item_for(
+    req: &CopyRequest<'_>,
+    dest: String,
+    path: &Path,
+    meta: &fs::Metadata,
+) -> Result<Item, BuildError> {
+    use std::os::unix::fs::MetadataExt;
+    let file_type = meta.file_type();
+    let content = if file_type.is_dir() {
+        Content::Dir
+    } else if file_type.is_symlink() {
+        Content::Symlink(fs::read_link(path).map_err(|e| BuildError::io(path, e))?)
+    } else if file_type.is_file() {
+        Content::File(path.to_owned())
+    } else {
+        return Err(BuildError::step(
+            req.line,
+            format!(
+                "{}: {} is not a regular file, directory or symlink",
+                req.instruction,
+                path.display()
+            ),
+        ));
+    };
+    let (uid, gid) = match req.owner {
+        Some(owner) => owner,
+        None if req.keep_source_owner => (meta.uid() as u64, meta.gid() as u64),
+        None => (0, 0),
+    };
+    let base_mode = meta.mode() & 0o7777;
+    let mode = if file_type.is_symlink() {
+        0o777
+    } else {
+        apply_chmod(base_mode, req.chmod, file_type.is_dir())
+            .map_err(|e| BuildError::step(req.line, e))?
+    };
+    let mtime = meta.mtime().max(0) as u64;
+    Ok(Item {
+        dest,
+        content,
+        mode,
+        uid,
+        gid,
+        mtime: req.clamp_mtime.map_or(mtime, |clamp| mtime.min(clamp)),
+    })
+}
+
+/// `--chmod` applied to `mode`: octal replaces it, symbolic edits it
+/// (`u+x,go-w`, `a=rX`; `X` only for directories or already-executable files).
+pub fn apply_chmod(mode: u32, chmod: Option<&str>, is_dir: bool) -> Result<u32, String> {
+    let Some(spec) = chmod else {
+        return Ok(mode);
+    };
+    if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return u32::from_str_radix(spec, 8).map_err(|e| format!("--chmod {spec:?}: {e}"));
+    }
+    let mut mode = mode;
+    for clause in spec.split(',') {
+        let who_len = clause
+            .find(['+', '-', '='])
+            .ok_or_else(|| format!("invalid --chmod {spec:?}"))?;
+        let who = &clause[..who_len];
+        let mut mask = 0u32;
+        for c in who.chars() {
+            mask |= match c {
+                'u' => 0o4700,
+                'g' => 0o2070,
+                'o' => 0o1007,
+                'a' => 0o7777,
+                _ => return Err(format!("invalid --chmod {spec:?}")),
+            };
+        }
+        if who.is_empty() {
+            mask = 0o7777;
+        }
+        let op = clause.as_bytes()[who_len];
+        let mut bits = 0u32;
+        for c in clause[who_len + 1..].chars() {
+            bits |= match c {
+                'r' => 0o444,
+                'w' => 0o222,
+                'x' => 0o111,
+                'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                'X' => 0,
+                's' => 0o6000,
+                't' => 0o1000,
+                _ => return Err(format!("invalid --chmod {spec:?}")),
+            };
+        }
+        let bits = bits & mask;
+        mode = match op {
+            b'+' => mode | bits,
+            b'-' => mode & !bits,
+            _ => (mode & !(mask & 0o7777)) | bits,
+        };
+    }
+    Ok(mode)
+}
+
+fn write_layer(
+    store: &Store,
+    req: &CopyRequest<'_>,
+    mut items: Vec<Item>,
+    tree: &mut Tree,
+) -> Result<Layer, BuildError> {
+    // Parents the stage does not have yet are created, root-owned 0755.
+    let mut parents = Vec::new();
+    for item in &items {
+        let mut path = item.dest.as_str();
+        while let Some((parent, _)) = path.rsplit_once('/') {
+            if tree.get(parent).is_none()
+                && !items.iter().any(|i| i.dest == parent)
+                && !parents.iter().any(|p: &Item| p.dest == parent)
+            {
+                parents.push(Item {
+                    dest: parent.to_owned(),
+                    content: Content::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: req.clamp_mtime.unwrap_or(0),
+                });
+            }
+            path = parent;
+        }
+    }
+    items.extend(parents);
+    items.sort_by(|a, b| a.dest.cmp(&b.dest));
+    items.dedup_by(|later, earlier| later.dest == earlier.dest);
+
+    let mut writer = store.blobs().writer()?;
+    let mut builder = tar::Builder::new(&mut writer);
+    let tmp = "layer";
+    let io = |e| BuildError::io(tmp, e);
+    for item in &items {
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(item.mode);
+        header.set_uid(item.uid);
+        header.set_gid(item.gid);
+        header.set_mtime(item.mtime);
+        match &item.content {
+            Content::Dir => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_size(0);
+                builder
+                    .append_data(&mut header, format!("{}/", item.dest), std::io::empty())
+                    .map_err(io)?;
+            }
+            Content::Symlink(target) => {
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &item.dest, target)
+                    .map_err(io)?;
+            }
+            Content::File(path) => {
+                let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
+                let len = file.metadata().map_err(|e| BuildError::io(path, e))?.len();
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(len);
+                builder
+                    .append_data(&mut header, &item.dest, file)
+                    .map_err(|e| BuildError::io(path, e))?;
+            }
+            Content::Data(bytes) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(bytes.len() as u64);
+                builder
+                    .append_data(&mut header, &item.dest, &bytes[..])
+                    .map_err(io)?;
+            }
+        }
+        tree.insert(
+            item.dest.clone(),
+            PathMeta {
+                is_dir: matches!(item.content, Content::Dir),
+                mode: item.mode,
+                uid: item.uid,
+                gid: item.gid,
+            },
+        );
+    }
+    builder.finish().map_err(io)?;
+    drop(builder);
+    let (digest, size) = writer.commit()?;
+    Ok(Layer {
+        digest,
+        size,
+        entries: items.len() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        assert_eq!(apply_chmod(0o644, Some("755"), false), Ok(0o755));
+        assert_eq!(apply_chmod(0o644, Some("u+x"), false), Ok(0o744));
+        assert_eq!(apply_chmod(0o777, Some("go-w"), false), Ok(0o755));
+        assert_eq!(apply_chmod(0o640, Some("a=rX"), true), Ok(0o555));
+        assert_eq!(apply_chmod(0o640, Some("a=rX"), false), Ok(0o444));
+        assert_eq!(apply_chmod(0o600, Some("+x"), false), Ok(0o711));
+        assert!(apply_chmod(0o600, Some("q+x"), false).is_err());
+    }
+
+    #[test]
+    fn contained_sources() {
+        assert_eq!(contained("./a/b").as_deref(), Some("a/b"));
+        assert_eq!(contained("/a/../b").as_deref(), Some("b"));
+        assert_eq!(contained("../x"), None);
+    }
+}

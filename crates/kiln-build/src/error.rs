@@ -1,0 +1,44 @@
+//! Build errors: a step's error carries its Dockerfile line; store and
+//! filesystem errors name what they concern.
+
+use std::path::PathBuf;
+
+use kiln_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A step that cannot run, at its Dockerfile line.
+    #[error("line {line}: {message}")]
+    Step {
+        line: u32,
+        message: String,
+        hint: Option<String>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image {reference}: {message}")]
+    BaseImage { reference: String, message: String },
+}
+
+impl BuildError {
+    pub(crate) fn step(line: u32, message: impl Into<String>) -> BuildError {
+        BuildError::Step {
+            line,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> BuildError {
+        BuildError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! Runs a plan, node by node in Dockerfile order (each stage only uses
+//! earlier ones): FROM loads the base image's layers and config, COPY/ADD
+//! write layers, WORKDIR creates its directory, metadata steps change only
+//! the config; the target stage becomes an image in the store. RUN needs
+//! the runtime and is refused with its line until that exists.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_graph::{Base, BuildGraph, CopyOp, History, ImageConfig, Node, Op, SourceRef, StageId};
+use kiln_store::{write_image, Digest, ImageRecord, Layer, Store};
+use serde_json::{json, Value};
+
+use crate::copy::{copy_layer, CopyRequest};
+use crate::error::BuildError;
+use crate::rootfs::{self, Tree};
+
+/// What a build needs besides the plan.
+pub struct BuildOptions<'a> {
+    /// The build context directory.
+    pub context: &'a Path,
+    /// RFC 3339 time written into `created` fields.
+    pub created: &'a str,
+    /// SOURCE_DATE_EPOCH: clamps file times in new layers.
+    pub source_date_epoch: Option<u64>,
+    /// `--label`: added to the image's labels (over the Dockerfile's).
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// A base image as stored: its layers and its config document.
+#[derive(Clone, Debug)]
+pub struct BaseImage {
+    pub layers: Vec<Layer>,
+    pub config: Value,
+}
+
+impl BaseImage {
+    /// The runtime config part, for planning.
+    pub fn image_config(&self) -> ImageConfig {
+        serde_json::from_value(self.config["config"].clone()).unwrap_or_default()
+    }
+}
+
+/// Loads `reference` from the store.
+pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError> {
+    let fail = |message: String| BuildError::BaseImage {
+        reference: reference.to_owned(),
+        message,
+    };
+    let descriptor = store.resolve(reference).map_err(|_| {
+        fail("not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into())
+    })?;
+    let manifest_digest: Digest = descriptor.digest().to_string().parse()?;
+    let manifest: Value = serde_json::from_slice(&store.blobs().read(&manifest_digest)?)
+        .map_err(|e| fail(format!("bad manifest: {e}")))?;
+    let config_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| fail("manifest without config".into()))?
+        .parse()?;
+    let config: Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)
+        .map_err(|e| fail(format!("bad config: {e}")))?;
+    let mut layers = Vec::new();
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        let media_type = layer["mediaType"].as_str().unwrap_or_default();
+        if !media_type.ends_with(".tar") && !media_type.ends_with("tar") {
+            return Err(fail(format!(
+                "compressed layers ({media_type}) are not supported yet"
+            )));
+        }
+        layers.push(Layer {
+            digest: layer["digest"].as_str().unwrap_or_default().parse()?,
+            size: layer["size"].as_u64().unwrap_or(0),
+            entries: 0,
+        });
+    }
+    Ok(BaseImage { layers, config })
+}
+
+/// The filesystem and history of a stage so far.
+#[derive(Clone, Default)]
+struct StageFs {
+    layers: Vec<Layer>,
+    tree: Tree,
+    /// The base image's history entries, then this build's.
+    history: Vec<Value>,
+    config: std::sync::Arc<ImageConfig>,
+    base_config: Value,
+}
+
+/// Runs the needed stages of `graph`; returns the target stage's image.
+pub fn build(
+    store: &Store,
+    graph: &BuildGraph,
+    options: &BuildOptions<'_>,
+) -> Result<ImageRecord, BuildError> {
+    let mut stages: BTreeMap<StageId, StageFs> = BTreeMap::new();
+    let mut current: Option<(StageId, StageFs)> = None;
+    for node in &graph.nodes {
+        if current.as_ref().is_some_and(|(id, _)| *id != node.stage) {
+            if let Some((id, fs)) = current.take() {
+                stages.insert(id, fs);
+            }
+        }
+        let state = match &node.op {
+            Op::From { base, .. } => {
+                let fs = start_stage(store, base, &stages)?;
+                current = Some((node.stage, fs));
+                continue;
+            }
+            _ => {
+                &mut current
+                    .as_mut()
+                    .ok_or_else(|| BuildError::step(node.line, "step outside a stage"))?
+                    .1
+            }
+        };
+        run_node(store, graph, node, state, &stages, options)?;
+        state.config = node.config.clone();
+    }
+    if let Some((id, fs)) = current.take() {
+        stages.insert(id, fs);
+    }
+    let target = stages
+        .remove(&graph.target)
+        .ok_or_else(|| BuildError::step(0, "the target stage has no steps"))?;
+    let config = image_config_document(graph, &target, options);
+    let bytes = serde_json::to_vec(&config)
+        .map_err(|e| BuildError::step(0, format!("image config: {e}")))?;
+    Ok(write_image(store, &bytes, &target.layers)?)
+}
+
+fn start_stage(
+    store: &Store,
+    base: &Base,
+    stages: &BTreeMap<StageId, StageFs>,
+) -> Result<StageFs, BuildError> {
+    match base {
+        Base::Scratch => Ok(StageFs::default()),
+        Base::Stage(id) => stages
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BuildError::step(0, format!("stage {id} has not been built"))),
+        Base::Image(reference) => {
+            let image = load_base(store, reference)?;
+            Ok(StageFs {
+                tree: Tree::of_layers(store, &image.layers)?,
+                layers: image.layers.clone(),
+                history: image.config["history"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                config: std::sync::Arc::new(image.image_config()),
+                base_config: image.config,
+            })
+        }
+    }
+}
+
+fn run_node(
+    store: &Store,
+    graph: &BuildGraph,
+    node: &Node,
+    state: &mut StageFs,
+    stages: &BTreeMap<StageId, StageFs>,
+    options: &BuildOptions<'_>,
+) -> Result<(), BuildError> {
+    let mut history = node.history.clone();
+    match &node.op {
+        Op::From { .. } | Op::Config { .. } => {}
+        Op::Run(_) => {
+            return Err(BuildError::Step {
+                line: node.line,
+                message: format!("{}: RUN is not supported yet", node.display),
+                hint: Some("kiln's container runtime lands with the runtime issue; until then build images from FROM, COPY, ADD and metadata instructions".into()),
+            })
+        }
+        Op::Workdir { path } => {
+            let rel = rootfs::normalize(path);
+            if rel.is_empty() || state.tree.get(&rel).is_some_and(|m| m.is_dir) {
+                if let Some(h) = history.as_mut() {
+                    h.empty_layer = true;
+                }
+            } else {
+                let layer = mkdir_layer(store, &rel, options, &mut state.tree)?;
+                state.layers.push(layer);
+            }
+        }
+        Op::Copy(copy) => {
+            let layer = run_copy(store, graph, node, copy, state, stages, options)?;
+            state.layers.push(layer);
+        }
+    }
+    if let Some(entry) = history {
+        state.history.push(history_entry(&entry, options.created));
+    }
+    Ok(())
+}
+
+fn history_entry(entry: &History, created: &str) -> Value {
+    let mut value = json!({"created": created, "created_by": entry.created_by});
+    if let Some(comment) = &entry.comment {
+        value["comment"] = comment.clone().into();
+    }
+    if entry.empty_layer {
+        value["empty_layer"] = true.into();
+    }
+    value
+}
+
+/// WORKDIR of a directory the stage lacks: a layer creating it.
+fn mkdir_layer(
+    store: &Store,
+    rel: &str,
+    options: &BuildOptions<'_>,
+    tree: &mut Tree,
+) -> Result<Layer, BuildError> {
+    let request = CopyRequest {
+        root: options.context,
+        root_name: "the build context",
+        sources: &[],
+        heredocs: &[],
+        dest: &format!("/{rel}/"),
+        owner: None,
+        keep_source_owner: false,
+        chmod: None,
+        excludes: &[],
+        parents: false,
+        clamp_mtime: Some(options.source_date_epoch.unwrap_or(0)),
+        line: 0,
+        instruction: "WORKDIR",
+    };
+    copy_layer(store, &request, tree)
+}
+
+fn run_copy(
+    store: &Store,
+    graph: &BuildGraph,
+    node: &Node,
+    copy: &CopyOp,
+    state: &mut StageFs,
+    stages: &BTreeMap<StageId, StageFs>,
+    options: &BuildOptions<'_>,
+) -> Result<Layer, BuildError> {
+    let instruction = if copy.add { "ADD" } else { "COPY" };
+    if copy.add {
+        if let Some(remote) = copy
+            .sources
+            .iter()
+            .find(|s| s.contains("://") || s.starts_with("git@"))
+        {
+            return Err(BuildError::step(
+                node.line,
+                format!("ADD {remote}: remote sources (URLs, git) are not supported yet"),
+            ));
+        }
+    }
+    let owner = match &copy.chown {
+        None => None,
+        Some(spec) => Some(resolve_owner(store, &state.layers, spec, node.line)?),
+    };
+    // Sources from another stage or image are read from its layers,
+    // unpacked into a temporary directory inside the store.
+    let unpacked: Option<(TempDir, String)> = match &copy.from {
+        None => None,
+        Some(SourceRef::Stage(id)) => {
+            let stage = stages.get(id).ok_or_else(|| {
+                BuildError::step(node.line, format!("stage {id} has not been built"))
+            })?;
+            let dir = TempDir::new(store)?;
+            rootfs::unpack(store, &stage.layers, &dir.0)?;
+            Some((dir, format!("stage {}", graph.stages[*id].label())))
+        }
+        Some(SourceRef::Image(reference)) => {
+            let image = load_base(store, reference)?;
+            let dir = TempDir::new(store)?;
+            rootfs::unpack(store, &image.layers, &dir.0)?;
+            Some((dir, format!("image {reference}")))
+        }
+    };
+    let (root, root_name) = match &unpacked {
+        Some((dir, name)) => (dir.0.as_path(), name.as_str()),
+        None => (options.context, "the build context"),
+    };
+    let request = CopyRequest {
+        root,
+        root_name,
+        sources: &copy.sources,
+        heredocs: &copy.heredocs,
+        dest: &copy.dest,
+        owner,
+        keep_source_owner: copy.from.is_some(),
+        chmod: copy.chmod.as_deref(),
+        excludes: &copy.excludes,
+        parents: copy.parents,
+        clamp_mtime: options.source_date_epoch,
+        line: node.line,
+        instruction,
+    };
+    copy_layer(store, &request, &mut state.tree)
+}
+
+/// `--chown=user[:group]`: numbers as they are, names looked up in the
+/// stage's /etc/passwd and /etc/group.
+fn resolve_owner(
+    store: &Store,
+    layers: &[Layer],
+    spec: &str,
+    line: u32,
+) -> Result<(u64, u64), BuildError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str, field: usize| -> Result<Option<(u64, u64)>, BuildError> {
+        let Some(content) = rootfs::read_file(store, layers, file)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&content);
+        Ok(text.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split(':').collect();
+            if cols.first() != Some(&name) {
+                return None;
+            }
+            let id = cols.get(2)?.parse().ok()?;
+            let second = cols.get(field).and_then(|g| g.parse().ok()).unwrap_or(id);
+            Some((id, second))
+        }))
+    };
+    let (uid, default_gid) = match user.parse::<u64>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup("etc/passwd", user, 3)?.ok_or_else(|| {
+            BuildError::step(
+                line,
+                format!("--chown: no user {user:?} in the image's /etc/passwd"),
+            )
+        })?,
+    };
+    let gid = match group {
+        None => default_gid,
+        Some(group) => match group.parse::<u64>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("etc/group", group, 2)?
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| {
+                    BuildError::step(
+                        line,
+                        format!("--chown: no group {group:?} in the image's /etc/group"),
+                    )
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+/// The image config document of the target stage.
+fn image_config_document(graph: &BuildGraph, stage: &StageFs, options: &BuildOptions<'_>) -> Value {
+    let platform = &graph.stages[graph.target].platform;
+    let mut config = (*stage.config).clone();
+    for (key, value) in options.labels {
+        config.labels.insert(key.clone(), value.clone());
+    }
+    let mut doc = json!({
+        "created": options.created,
+        "architecture": platform.architecture,
+        "os": platform.os,
+        "config": config,
+        "rootfs": {
+            "type": "layers",
+            "diff_ids": stage.layers.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>(),
+        },
+        "history": stage.history,
+    });
+    if let Some(variant) = &platform.variant {
+        doc["variant"] = variant.clone().into();
+    }
+    if let Some(author) = &graph.stages[graph.target].image.author {
+        doc["author"] = author.clone().into();
+    } else if let Some(author) = stage.base_config.get("author") {
+        doc["author"] = author.clone();
+    }
+    doc
+}
+
+/// A scratch directory under the store's `kiln/tmp`, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(store: &Store) -> Result<TempDir, BuildError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = store.root().join("kiln/tmp").join(format!(
+            "unpack-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

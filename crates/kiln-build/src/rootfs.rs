@@ -1,0 +1,202 @@
+//! What a stage's filesystem holds, read from its layer tars: which paths
+//! exist (so a COPY does not reset the metadata of directories the base
+//! already has), single files (`/etc/passwd` for `--chown` names), and the
+//! whole tree unpacked for `COPY --from`. OCI whiteouts are honoured.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use kiln_store::{Layer, Store};
+
+use crate::error::BuildError;
+
+const WHITEOUT: &str = ".wh.";
+const OPAQUE: &str = ".wh..wh..opq";
+
+/// Metadata of one path of a stage's filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathMeta {
+    pub is_dir: bool,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+/// The merged view of a stack of layers: path (no leading `/`) → metadata.
+#[derive(Clone, Debug, Default)]
+pub struct Tree {
+    paths: BTreeMap<String, PathMeta>,
+}
+
+impl Tree {
+    /// Indexes `layers`, bottom first.
+    pub fn of_layers(store: &Store, layers: &[Layer]) -> Result<Tree, BuildError> {
+        let mut tree = Tree::default();
+        for layer in layers {
+            tree.apply(store, layer)?;
+        }
+        Ok(tree)
+    }
+
+    /// Adds one layer on top.
+    pub fn apply(&mut self, store: &Store, layer: &Layer) -> Result<(), BuildError> {
+        let file = store.blobs().open(&layer.digest)?;
+        let what = layer.digest.to_string();
+        let mut archive = tar::Archive::new(file);
+        let io = |e| BuildError::io(&what, e);
+        for entry in archive.entries().map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
+            let (parent, name) = split(&path);
+            if name == OPAQUE {
+                self.remove_children(parent);
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                let target = join(parent, hidden);
+                self.remove_children(&target);
+                self.paths.remove(&target);
+                continue;
+            }
+            let header = entry.header();
+            let meta = PathMeta {
+                is_dir: header.entry_type().is_dir(),
+                mode: header.mode().unwrap_or(0o644),
+                uid: header.uid().unwrap_or(0),
+                gid: header.gid().unwrap_or(0),
+            };
+            self.paths.insert(path, meta);
+        }
+        Ok(())
+    }
+
+    fn remove_children(&mut self, dir: &str) {
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
+        let doomed: Vec<String> = self
+            .paths
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for path in doomed {
+            self.paths.remove(&path);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&PathMeta> {
+        self.paths.get(path)
+    }
+
+    pub fn insert(&mut self, path: String, meta: PathMeta) {
+        self.paths.insert(path, meta);
+    }
+}
+
+/// `./a/b/` → `a/b`.
+pub fn normalize(path: &str) -> String {
+    path.split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rsplit_once('/') {
+        Some((parent, name)) => (parent, name),
+        None => ("", path),
+    }
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// The content of regular file `path` in the stack, if present.
+pub fn read_file(
+    store: &Store,
+    layers: &[Layer],
+    path: &str,
+) -> Result<Option<Vec<u8>>, BuildError> {
+    let wanted = normalize(path);
+    let mut found = None;
+    for layer in layers {
+        let file = store.blobs().open(&layer.digest)?;
+        let what = layer.digest.to_string();
+        let io = |e| BuildError::io(&what, e);
+        let mut archive = tar::Archive::new(file);
+        for entry in archive.entries().map_err(io)? {
+            let mut entry = entry.map_err(io)?;
+            let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
+            let (parent, name) = split(&path);
+            let whited_out = name
+                .strip_prefix(WHITEOUT)
+                .is_some_and(|hidden| join(parent, hidden) == wanted)
+                || (name == OPAQUE && wanted.starts_with(&format!("{parent}/")));
+            if whited_out {
+                found = None;
+            } else if path == wanted && entry.header().entry_type().is_file() {
+                let mut content = Vec::new();
+                entry.read_to_end(&mut content).map_err(io)?;
+                found = Some(content);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Unpacks the stack into `dir` (which must be empty), applying
+/// whiteouts. The tar crate refuses entries that would land outside `dir`,
+/// including through symlinks the archive itself planted.
+pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
+    for layer in layers {
+        let file = store.blobs().open(&layer.digest)?;
+        let what = layer.digest.to_string();
+        let io = |e| BuildError::io(&what, e);
+        let mut archive = tar::Archive::new(file);
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(true);
+        archive.set_unpack_xattrs(false);
+        for entry in archive.entries().map_err(io)? {
+            let mut entry = entry.map_err(io)?;
+            let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
+            let (parent, name) = split(&path);
+            if name == OPAQUE {
+                let target = dir.join(parent);
+                if let Ok(children) = fs::read_dir(&target) {
+                    for child in children.flatten() {
+                        remove_any(&child.path());
+                    }
+                }
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+                remove_any(&dir.join(join(parent, hidden)));
+                continue;
+            }
+            entry.unpack_in(dir).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(path: &Path) {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            let _ = fs::remove_dir_all(path);
+        }
+        Ok(_) => {
+            let _ = fs::remove_file(path);
+        }
+        Err(_) => {}
+    }
+}

@@ -1,0 +1,247 @@
+//! `kiln build` end to end on a busybox base imported from Debian's
+//! busybox-static: the image it writes is unpacked by umoci and compared
+//! with what the Dockerfile says; reproducibility, bad input, RUN.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use common::{busybox_rootfs, kiln, kiln_env, ok, text, umoci_unpack};
+
+const DOCKERFILE: &str = r#"FROM busybox AS build
+WORKDIR /app
+COPY src/ ./src/
+COPY --chmod=0755 src/a.txt /usr/local/bin/tool
+COPY --chown=nobody:nogroup src/*.txt /owned/
+COPY --chmod=u+x,go-r src/sub/b.txt /app/
+FROM scratch
+COPY --from=build /app /app
+COPY <<EOF /greeting
+hello ${NAME:-world}
+EOF
+ENV A=1
+LABEL from=dockerfile
+CMD ["/app/src/a.txt"]
+"#;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    context: PathBuf,
+    work: PathBuf,
+}
+
+fn fixture(epoch: Option<&str>) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_owned();
+    let root = work.join("store");
+    let rootfs = busybox_rootfs(&work);
+    let env: Vec<(&str, &str)> = epoch
+        .map(|e| ("SOURCE_DATE_EPOCH", e))
+        .into_iter()
+        .collect();
+    ok(kiln_env(
+        &root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+        &env,
+    ));
+    let context = work.join("context");
+    fs::create_dir_all(context.join("src/sub")).unwrap();
+    fs::write(context.join("src/a.txt"), "a\n").unwrap();
+    fs::write(context.join("src/sub/b.txt"), "b\n").unwrap();
+    std::os::unix::fs::symlink("a.txt", context.join("src/link")).unwrap();
+    fs::write(context.join("Dockerfile"), DOCKERFILE).unwrap();
+    Fixture {
+        _dir: dir,
+        root,
+        context,
+        work,
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn builds_an_image_that_umoci_unpacks_as_the_dockerfile_says() {
+    let f = fixture(None);
+    let iid = f.work.join("iid");
+    let digest = ok(kiln(
+        &f.root,
+        &[
+            "build",
+            "-t",
+            "app",
+            "-t",
+            "app:2",
+            "--label",
+            "extra=yes",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            f.context.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(fs::read_to_string(&iid).unwrap(), digest.trim());
+
+    let rootfs = umoci_unpack(&f.root, "app", &f.work.join("app"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/src/a.txt")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/src/sub/b.txt")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        fs::read_link(rootfs.join("app/src/link")).unwrap(),
+        Path::new("a.txt")
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("greeting")).unwrap(),
+        "hello world\n"
+    );
+    // chmod u+x,go-r on a 0644 file.
+    assert_eq!(mode(&rootfs.join("app/b.txt")), 0o700);
+    assert!(
+        !rootfs.join("bin").exists(),
+        "the final stage is FROM scratch"
+    );
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&f.root, &["inspect", "app:2"]))).unwrap();
+    let config = &inspect["Config"];
+    assert_eq!(config["config"]["Env"], serde_json::json!(["A=1"]));
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["/app/src/a.txt"])
+    );
+    assert_eq!(
+        config["config"]["Labels"],
+        serde_json::json!({"extra": "yes", "from": "dockerfile"})
+    );
+    // Every history entry that is not empty_layer has a layer.
+    let layers = config["rootfs"]["diff_ids"].as_array().unwrap().len();
+    let with_layer = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["empty_layer"] != true)
+        .count();
+    assert_eq!((layers, with_layer), (2, 2), "{config:#}");
+}
+
+#[test]
+fn the_build_stage_keeps_base_directories_and_resolves_owner_names() {
+    let f = fixture(None);
+    ok(kiln(
+        &f.root,
+        &[
+            "build",
+            "--target",
+            "build",
+            "-t",
+            "b",
+            f.context.to_str().unwrap(),
+        ],
+    ));
+    let rootfs = umoci_unpack(&f.root, "b", &f.work.join("b"));
+    // COPY into /usr/local/bin must not reset the base image's /tmp or /.
+    assert_eq!(mode(&rootfs.join("tmp")), 0o1777);
+    assert_eq!(mode(&rootfs.join("usr/local/bin/tool")), 0o755);
+    let owned = fs::metadata(rootfs.join("owned/a.txt")).unwrap();
+    assert_eq!((owned.uid(), owned.gid()), (65534, 65534));
+    assert!(rootfs.join("bin/busybox").is_file());
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/src/a.txt")).unwrap(),
+        "a\n"
+    );
+}
+
+#[test]
+fn same_inputs_give_the_same_digest_in_two_stores() {
+    let digests: Vec<String> = (0..2)
+        .map(|_| {
+            let f = fixture(Some("1700000000"));
+            ok(kiln_env(
+                &f.root,
+                &["build", "-t", "app", f.context.to_str().unwrap()],
+                &[("SOURCE_DATE_EPOCH", "1700000000")],
+            ))
+        })
+        .collect();
+    assert_eq!(digests[0], digests[1]);
+}
+
+#[test]
+fn run_is_refused_with_its_line_until_the_runtime_exists() {
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nCOPY src/a.txt /\nRUN echo hi\n",
+    )
+    .unwrap();
+    let out = kiln(&f.root, &["build", "-t", "x", f.context.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("Dockerfile:3: RUN echo hi: RUN is not supported yet"),
+        "{stderr}"
+    );
+    let images = ok(kiln(&f.root, &["images"]));
+    assert!(
+        !images.lines().any(|l| l.starts_with("x ")),
+        "nothing tagged: {images}"
+    );
+}
+
+#[test]
+fn bad_sources_and_missing_bases_are_clear_errors() {
+    let f = fixture(None);
+    let cases = [
+        (
+            "FROM busybox\nCOPY ../secret /\n",
+            "Dockerfile:2: COPY source \"../secret\" is outside the build context",
+        ),
+        (
+            "FROM busybox\nCOPY nope.txt /\n",
+            "Dockerfile:2: COPY source \"nope.txt\": no such file or directory in the build context",
+        ),
+        ("FROM busybox\nCOPY src/*.md /\n", "no such file or directory"),
+        ("FROM nothere:1\n", "image nothere:1: not in the store"),
+        (
+            "FROM busybox\nCOPY --chown=ghost src/a.txt /\n",
+            "no user \"ghost\" in the image's /etc/passwd",
+        ),
+    ];
+    for (dockerfile, needle) in cases {
+        fs::write(f.context.join("Dockerfile"), dockerfile).unwrap();
+        let out = kiln(&f.root, &["build", f.context.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{dockerfile}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(needle), "{dockerfile}: {stderr}");
+    }
+    // Nothing half-written is left in the store's scratch space.
+    let tmp = f.root.join("kiln/tmp");
+    assert!(!tmp.exists() || fs::read_dir(&tmp).unwrap().count() == 0);
+}
+
+#[test]
+fn the_readme_example_builds() {
+    let f = fixture(None);
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/static");
+    ok(kiln(
+        &f.root,
+        &["build", "-t", "static", example.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&f.root, "static", &f.work.join("static"));
+    let index = fs::read_to_string(rootfs.join("var/www/index.html")).unwrap();
+    assert!(index.contains("built by kiln") || index.contains("kiln"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("var/www/version.txt")).unwrap(),
+        "built by kiln from busybox:latest\n"
+    );
+    assert_eq!(mode(&rootfs.join("var/www")) & 0o055, 0o055, "go+rX");
+}
