@@ -59,17 +59,48 @@ pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError
         .parse()?;
     let config: Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)
         .map_err(|e| fail(format!("bad config: {e}")))?;
+    let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
     let mut layers = Vec::new();
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
+    for (n, layer) in manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         let media_type = layer["mediaType"].as_str().unwrap_or_default();
-        if !media_type.ends_with(".tar") && !media_type.ends_with("tar") {
+        let digest: Digest = layer["digest"].as_str().unwrap_or_default().parse()?;
+        if media_type.ends_with("tar") {
+            layers.push(Layer {
+                digest,
+                size: layer["size"].as_u64().unwrap_or(0),
+                entries: 0,
+            });
+            continue;
+        }
+        if !(media_type.ends_with("tar+gzip") || media_type.ends_with("tar.gzip")) {
             return Err(fail(format!(
-                "compressed layers ({media_type}) are not supported yet"
+                "layers of type {media_type} are not supported yet"
             )));
         }
+        // The store works on plain tars (their digest is the diffID): a
+        // compressed layer is expanded once and checked against the config.
+        let diff_id: Digest = diff_ids
+            .get(n)
+            .ok_or_else(|| fail(format!("config has no diff_id for layer {n}")))?
+            .parse()?;
+        if !store.blobs().contains(&diff_id) {
+            let plain = kiln_store::open_layer(store.blobs(), &digest)?;
+            store.blobs().put_reader(plain, Some(&diff_id))?;
+        }
+        let size = std::fs::metadata(store.blobs().path(&diff_id)).map_or(0, |m| m.len());
         layers.push(Layer {
-            digest: layer["digest"].as_str().unwrap_or_default().parse()?,
-            size: layer["size"].as_u64().unwrap_or(0),
+            digest: diff_id,
+            size,
             entries: 0,
         });
     }

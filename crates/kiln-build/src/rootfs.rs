@@ -42,7 +42,7 @@ impl Tree {
 
     /// Adds one layer on top.
     pub fn apply(&mut self, store: &Store, layer: &Layer) -> Result<(), BuildError> {
-        let file = store.blobs().open(&layer.digest)?;
+        let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
         let what = layer.digest.to_string();
         let mut archive = tar::Archive::new(file);
         let io = |e| BuildError::io(&what, e);
@@ -130,7 +130,7 @@ pub fn read_file(
     let wanted = normalize(path);
     let mut found = None;
     for layer in layers {
-        let file = store.blobs().open(&layer.digest)?;
+        let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
         let what = layer.digest.to_string();
         let io = |e| BuildError::io(&what, e);
         let mut archive = tar::Archive::new(file);
@@ -159,7 +159,7 @@ pub fn read_file(
 /// including through symlinks the archive itself planted.
 pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
     for layer in layers {
-        let file = store.blobs().open(&layer.digest)?;
+        let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
         let what = layer.digest.to_string();
         let io = |e| BuildError::io(&what, e);
         let mut archive = tar::Archive::new(file);

@@ -40,6 +40,10 @@ enum Command {
     Tag(commands::images::TagArgs),
     /// Remove an image name, and the data no other name uses
     Rmi(commands::images::NameArgs),
+    /// Write images to an OCI archive or docker-archive
+    Save(commands::images::SaveArgs),
+    /// Read images from an OCI archive or docker-archive
+    Load(commands::images::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,8 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::images::inspect(root, args).map(|()| ExitCode::SUCCESS),
         Command::Tag(args) => commands::images::tag(root, args).map(|()| ExitCode::SUCCESS),
         Command::Rmi(args) => commands::images::remove(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Save(args) => commands::images::save(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Load(args) => commands::images::load(root, args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

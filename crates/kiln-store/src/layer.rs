@@ -33,6 +33,22 @@ impl Compression {
     }
 }
 
+/// Opens a stored layer as a plain tar stream, decompressing a gzip layer
+/// (as loaded or pulled images have) by its content.
+pub fn open_layer(blobs: &Blobs, digest: &Digest) -> Result<Box<dyn Read>, StoreError> {
+    let mut reader = BufReader::new(blobs.open(digest)?);
+    let head = reader
+        .fill_buf()
+        .map_err(|e| StoreError::io(blobs.path(digest), e))?;
+    match Compression::detect(head) {
+        Compression::None => Ok(Box::new(reader)),
+        Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(reader))),
+        other => Err(StoreError::Unsupported(format!(
+            "layer {digest}: {other:?} compressed layers are not supported yet"
+        ))),
+    }
+}
+
 /// A stored layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layer {
@@ -79,9 +95,11 @@ pub fn import_layer(blobs: &Blobs, reader: impl Read, what: &str) -> Result<Laye
     let stream: Box<dyn Read> = match Compression::detect(head) {
         Compression::None => Box::new(reader),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        other => return Err(StoreError::Unsupported(format!(
+        other => {
+            return Err(StoreError::Unsupported(format!(
             "{what}: {other:?} compressed archives are not supported yet (use gzip or plain tar)"
-        ))),
+        )))
+        }
     };
     let mut archive = tar::Archive::new(stream);
     let mut writer = blobs.writer()?;

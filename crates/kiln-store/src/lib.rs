@@ -4,6 +4,7 @@
 //! garbage collection that keeps whatever a tag or cache entry reaches.
 //! It knows nothing about Dockerfiles.
 
+pub mod archive;
 mod atomic;
 pub mod blobs;
 pub mod digest;
@@ -14,12 +15,13 @@ pub mod lock;
 pub mod reference;
 pub mod store;
 
+pub use archive::{load, save, ArchiveFormat};
 pub use atomic::write_atomic;
 pub use blobs::{BlobWriter, Blobs};
 pub use digest::Digest;
 pub use error::StoreError;
 pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
-pub use layer::{import_layer, Compression, Layer};
+pub use layer::{import_layer, open_layer, Compression, Layer};
 pub use lock::{LockMode, StoreLock};
 pub use reference::Reference;
 pub use store::{GcReport, Problem, Reach, Store, Tag, REF_NAME};

@@ -108,6 +108,24 @@ impl Reference {
     }
 }
 
+impl Reference {
+    /// The short form Docker shows: `app:latest`, `team/app:1`,
+    /// `localhost:5000/app:dev`.
+    pub fn familiar(&self) -> String {
+        let mut name = if self.domain == "docker.io" {
+            self.path
+                .strip_prefix("library/")
+                .unwrap_or(&self.path)
+                .to_owned()
+        } else {
+            format!("{}/{}", self.domain, self.path)
+        };
+        name.push(':');
+        name.push_str(self.tag.as_deref().unwrap_or("latest"));
+        name
+    }
+}
+
 /// `[a-z0-9]+` joined by `.`, `_`, `__` or runs of `-`.
 fn valid_path_component(component: &str) -> bool {
     let bytes = component.as_bytes();

@@ -169,3 +169,67 @@ pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
         removed.digest()
     ))
 }
+
+#[derive(Args)]
+pub struct SaveArgs {
+    /// The archive to write
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// oci: an OCI image layout in a tar (layers gzip compressed);
+    /// docker: what `docker load` reads
+    #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
+    format: SaveFormat,
+    /// The images to save
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SaveFormat {
+    Oci,
+    Docker,
+}
+
+/// `kiln save`: writes to a temp file beside the target, then renames, so
+/// a failed save never leaves half an archive under the wanted name.
+pub fn save(root: Option<&Path>, args: SaveArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let format = match args.format {
+        SaveFormat::Oci => kiln_store::ArchiveFormat::Oci,
+        SaveFormat::Docker => kiln_store::ArchiveFormat::Docker,
+    };
+    let temp = args.output.with_extension("kiln-partial");
+    let file =
+        std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    let result = kiln_store::save(&store, &args.names, format, std::io::BufWriter::new(file));
+    if let Err(error) = result {
+        let _ = std::fs::remove_file(&temp);
+        return Err(error.into());
+    }
+    std::fs::rename(&temp, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// An OCI archive or docker-archive; `-` reads standard input
+    #[arg(short = 'i', long = "input")]
+    input: PathBuf,
+}
+
+pub fn load(root: Option<&Path>, args: LoadArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let what = args.input.display().to_string();
+    let reader: Box<dyn Read> = if what == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(&args.input).with_context(|| format!("opening {what}"))?)
+    };
+    let names = kiln_store::load(&store, std::io::BufReader::new(reader), &what)?;
+    let mut out = String::new();
+    for name in names {
+        out.push_str(&format!("Loaded image: {name}\n"));
+    }
+    print(&out)
+}

@@ -1,0 +1,289 @@
+//! Image archives: `kiln save` writes an OCI archive (a tar of an OCI
+//! layout, what `skopeo copy oci-archive:` reads) or a docker-archive (what
+//! `docker load` reads); `kiln load` reads either back. Layers are gzip
+//! compressed on the way out (the store keeps them plain); every blob read
+//! from an archive is checked against its digest before it is stored.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use serde_json::{json, Value};
+
+use crate::digest::Digest;
+use crate::error::StoreError;
+use crate::store::{Store, REF_NAME};
+
+/// The two archive formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    Oci,
+    Docker,
+}
+
+const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+fn json_error(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
+    move |source| StoreError::Json {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+fn read_json(store: &Store, digest: &Digest, what: &str) -> Result<Value, StoreError> {
+    serde_json::from_slice(&store.blobs().read(digest)?).map_err(json_error(what))
+}
+
+fn digest_at(value: &Value, what: &str) -> Result<Digest, StoreError> {
+    value
+        .as_str()
+        .ok_or_else(|| StoreError::Unsupported(format!("{what}: missing digest")))?
+        .parse()
+}
+
+fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(0o644);
+    header.set_size(bytes.len() as u64);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut header, path, bytes)
+}
+
+/// A layer gzipped in memory-bounded streaming fashion into a temp blob;
+/// returns (digest, size) of the compressed blob.
+fn gzip_layer(store: &Store, layer: &Digest) -> Result<(Digest, u64), StoreError> {
+    let mut source = store.blobs().open(layer)?;
+    let writer = store.blobs().writer()?;
+    let mut encoder = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+    io::copy(&mut source, &mut encoder)
+        .map_err(|e| StoreError::io(store.blobs().path(layer), e))?;
+    let writer = encoder
+        .finish()
+        .map_err(|e| StoreError::io(store.blobs().path(layer), e))?;
+    writer.commit()
+}
+
+/// Writes the images `names` (each resolved in the store) to `out`.
+pub fn save(
+    store: &Store,
+    names: &[String],
+    format: ArchiveFormat,
+    out: impl Write,
+) -> Result<(), StoreError> {
+    let mut tar = tar::Builder::new(out);
+    let io_err = |e| StoreError::io("archive", e);
+    let mut index_manifests = Vec::new();
+    let mut docker_manifest = Vec::new();
+    let mut written: BTreeMap<Digest, ()> = BTreeMap::new();
+    let mut put_blob =
+        |tar: &mut tar::Builder<_>, digest: &Digest, path: String| -> Result<(), StoreError> {
+            if written.insert(*digest, ()).is_some() {
+                return Ok(());
+            }
+            let file = store.blobs().open(digest)?;
+            let len = file
+                .metadata()
+                .map_err(|e| StoreError::io(store.blobs().path(digest), e))?
+                .len();
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(0o644);
+            header.set_size(len);
+            header.set_mtime(0);
+            header.set_entry_type(tar::EntryType::Regular);
+            tar.append_data(&mut header, path, file).map_err(io_err)
+        };
+    for name in names {
+        let descriptor = store.resolve(name)?;
+        let manifest_digest: Digest = descriptor.digest().to_string().parse()?;
+        let manifest = read_json(store, &manifest_digest, "manifest")?;
+        let config_digest = digest_at(&manifest["config"]["digest"], "manifest config")?;
+        let layers: Vec<Value> = manifest["layers"].as_array().cloned().unwrap_or_default();
+        match format {
+            ArchiveFormat::Oci => {
+                put_blob(
+                    &mut tar,
+                    &config_digest,
+                    format!("blobs/sha256/{}", config_digest.hex()),
+                )?;
+                let mut out_layers = Vec::new();
+                for layer in &layers {
+                    let digest = digest_at(&layer["digest"], "manifest layer")?;
+                    let media_type = layer["mediaType"].as_str().unwrap_or_default();
+                    let (blob, size, media_type) = if media_type.ends_with(".tar") {
+                        let (gz, size) = gzip_layer(store, &digest)?;
+                        (gz, size, GZIP_LAYER.to_owned())
+                    } else {
+                        (
+                            digest,
+                            layer["size"].as_u64().unwrap_or(0),
+                            media_type.to_owned(),
+                        )
+                    };
+                    put_blob(&mut tar, &blob, format!("blobs/sha256/{}", blob.hex()))?;
+                    out_layers.push(
+                        json!({"mediaType": media_type, "digest": blob.to_string(), "size": size}),
+                    );
+                }
+                let mut out_manifest = manifest.clone();
+                out_manifest["layers"] = Value::Array(out_layers);
+                let bytes = serde_json::to_vec(&out_manifest).map_err(json_error("manifest"))?;
+                let digest = store.blobs().put(&bytes)?;
+                put_blob(&mut tar, &digest, format!("blobs/sha256/{}", digest.hex()))?;
+                index_manifests.push(json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest.to_string(),
+                    "size": bytes.len(),
+                    "annotations": {REF_NAME: name},
+                }));
+            }
+            ArchiveFormat::Docker => {
+                put_blob(
+                    &mut tar,
+                    &config_digest,
+                    format!("{}.json", config_digest.hex()),
+                )?;
+                let mut paths = Vec::new();
+                for layer in &layers {
+                    let digest = digest_at(&layer["digest"], "manifest layer")?;
+                    put_blob(&mut tar, &digest, format!("{}/layer.tar", digest.hex()))?;
+                    paths.push(format!("{}/layer.tar", digest.hex()));
+                }
+                let tag = match crate::reference::Reference::parse(name) {
+                    Ok(r) if r.digest.is_none() => vec![r.familiar()],
+                    _ => vec![],
+                };
+                docker_manifest.push(json!({
+                    "Config": format!("{}.json", config_digest.hex()),
+                    "RepoTags": tag,
+                    "Layers": paths,
+                }));
+            }
+        }
+    }
+    match format {
+        ArchiveFormat::Oci => {
+            append_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+                .map_err(io_err)?;
+            let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index_manifests});
+            let bytes = serde_json::to_vec(&index).map_err(json_error("index"))?;
+            append_bytes(&mut tar, "index.json", &bytes).map_err(io_err)?;
+        }
+        ArchiveFormat::Docker => {
+            let bytes =
+                serde_json::to_vec(&docker_manifest).map_err(json_error("manifest.json"))?;
+            append_bytes(&mut tar, "manifest.json", &bytes).map_err(io_err)?;
+        }
+    }
+    tar.into_inner().map_err(io_err)?.flush().map_err(io_err)
+}
+
+/// Reads an OCI archive or docker-archive; stores every blob (verified),
+/// and tags the images it names. Returns the names tagged.
+pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>, StoreError> {
+    let mut tar = tar::Archive::new(archive);
+    let bad = |e: io::Error| StoreError::io(what, e);
+    // Small JSON files are kept by path; blobs go straight to the store.
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut stored: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry
+            .path()
+            .map_err(bad)?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
+        if let Some(hex) = path.strip_prefix("blobs/sha256/") {
+            let expected: Digest = format!("sha256:{hex}").parse()?;
+            let (digest, size) = store.blobs().put_reader(&mut entry, Some(&expected))?;
+            stored.insert(path, (digest, size));
+        } else if path.ends_with(".json") || path == "oci-layout" {
+            let mut bytes = Vec::new();
+            entry
+                .by_ref()
+                .take(64 << 20)
+                .read_to_end(&mut bytes)
+                .map_err(bad)?;
+            small.insert(path, bytes);
+        } else {
+            // docker-archive layers: stored under their content digest,
+            // checked against the config's diff_ids below.
+            let (digest, size) = store.blobs().put_reader(&mut entry, None)?;
+            stored.insert(path, (digest, size));
+        }
+    }
+    if let Some(index) = small.get("index.json") {
+        let index: Value = serde_json::from_slice(index).map_err(json_error("index.json"))?;
+        let mut names = Vec::new();
+        for manifest in index["manifests"].as_array().into_iter().flatten() {
+            let descriptor: oci_spec::image::Descriptor = serde_json::from_value(manifest.clone())
+                .map_err(json_error("index.json descriptor"))?;
+            let digest: Digest = descriptor.digest().to_string().parse()?;
+            let reach = store.reachable(&[digest])?;
+            if let Some(missing) = reach.missing.into_iter().next() {
+                return Err(StoreError::Unsupported(format!(
+                    "{what}: blob {missing} is missing from the archive"
+                )));
+            }
+            if let Some(name) = manifest["annotations"][REF_NAME].as_str() {
+                store.tag(name, &descriptor)?;
+                names.push(name.to_owned());
+            }
+        }
+        return Ok(names);
+    }
+    let manifest = small.get("manifest.json").ok_or_else(|| {
+        StoreError::Unsupported(format!(
+            "{what}: neither an OCI archive (index.json) nor a docker-archive (manifest.json)"
+        ))
+    })?;
+    let images: Vec<Value> =
+        serde_json::from_slice(manifest).map_err(json_error("manifest.json"))?;
+    let mut names = Vec::new();
+    for image in images {
+        let config_path = image["Config"].as_str().unwrap_or_default().to_owned();
+        let config = small.get(&config_path).ok_or_else(|| {
+            StoreError::Unsupported(format!("{what}: config {config_path} is missing"))
+        })?;
+        let config_value: Value =
+            serde_json::from_slice(config).map_err(json_error("image config"))?;
+        let diff_ids: Vec<String> = config_value["rootfs"]["diff_ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str().map(str::to_owned))
+            .collect();
+        let mut layers = Vec::new();
+        for (n, path) in image["Layers"].as_array().into_iter().flatten().enumerate() {
+            let path = path.as_str().unwrap_or_default();
+            let (digest, size) = *stored.get(path).ok_or_else(|| {
+                StoreError::Unsupported(format!("{what}: layer {path} is missing"))
+            })?;
+            if diff_ids.get(n) != Some(&digest.to_string()) {
+                return Err(StoreError::DigestMismatch {
+                    expected: diff_ids
+                        .get(n)
+                        .and_then(|d| d.parse().ok())
+                        .unwrap_or(digest),
+                    actual: digest,
+                });
+            }
+            layers.push(crate::layer::Layer {
+                digest,
+                size,
+                entries: 0,
+            });
+        }
+        let record = crate::image::write_image(store, config, &layers)?;
+        for tag in image["RepoTags"].as_array().into_iter().flatten() {
+            if let Some(tag) = tag.as_str() {
+                store.tag(tag, &record.manifest)?;
+                names.push(tag.to_owned());
+            }
+        }
+    }
+    Ok(names)
+}
