@@ -434,3 +434,20 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Unpacks the image whose manifest is `manifest` into `dir` (for
+/// `--output type=local`): its layers applied in order, whiteouts honoured.
+pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), BuildError> {
+    let manifest: Value = serde_json::from_slice(&store.blobs().read(manifest)?)
+        .map_err(|e| BuildError::step(0, format!("bad manifest: {e}")))?;
+    let mut layers = Vec::new();
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        layers.push(Layer {
+            digest: layer["digest"].as_str().unwrap_or_default().parse()?,
+            size: layer["size"].as_u64().unwrap_or(0),
+            entries: 0,
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+    rootfs::unpack(store, &layers, dir)
+}

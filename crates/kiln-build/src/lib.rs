@@ -10,4 +10,4 @@ mod executor;
 mod rootfs;
 
 pub use error::BuildError;
-pub use executor::{build, load_base, BaseImage, BuildOptions};
+pub use executor::{build, load_base, unpack_image, BaseImage, BuildOptions};

@@ -245,3 +245,80 @@ fn the_readme_example_builds() {
     );
     assert_eq!(mode(&rootfs.join("var/www")) & 0o055, 0o055, "go+rX");
 }
+
+#[test]
+fn outputs_and_metadata_file() {
+    let f = fixture(None);
+    let local = f.work.join("out-local");
+    let oci = f.work.join("out.oci.tar");
+    let rootfs_tar = f.work.join("out.tar");
+    let metadata = f.work.join("meta.json");
+    let context = f.context.to_str().unwrap();
+    let digest = ok(kiln(
+        &f.root,
+        &[
+            "build",
+            "-t",
+            "app",
+            "--metadata-file",
+            metadata.to_str().unwrap(),
+            "-o",
+            local.to_str().unwrap(),
+            context,
+        ],
+    ));
+    assert_eq!(
+        fs::read_to_string(local.join("greeting")).unwrap(),
+        "hello world\n"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&metadata).unwrap()).unwrap();
+    assert_eq!(meta["containerimage.digest"], digest.trim());
+    assert_eq!(meta["image.name"], "app");
+
+    ok(kiln(
+        &f.root,
+        &[
+            "build",
+            "-t",
+            "app",
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+            context,
+        ],
+    ));
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", &format!("oci-archive:{}:app", oci.display())])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    ok(kiln(
+        &f.root,
+        &[
+            "build",
+            "--output",
+            &format!("type=tar,dest={}", rootfs_tar.display()),
+            context,
+        ],
+    ));
+    let mut archive = tar::Archive::new(fs::File::open(&rootfs_tar).unwrap());
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.trim_start_matches("./") == "app/src/a.txt"),
+        "{names:?}"
+    );
+
+    let out = kiln(
+        &f.root,
+        &["build", "--output", "type=registry,dest=x", context],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown type"));
+}

@@ -34,12 +34,20 @@ pub struct BuildArgs {
     /// Write the image id (manifest digest) to this file
     #[arg(long)]
     iidfile: Option<PathBuf>,
+    /// Write build results (digests, names) as JSON to this file
+    #[arg(long = "metadata-file")]
+    metadata_file: Option<PathBuf>,
+    /// Also export the image: type=oci|docker|tar|local,dest=PATH (a bare
+    /// PATH means type=local)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    output: Option<String>,
     /// The build context directory
     context: PathBuf,
 }
 
 pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let labels = parse_labels(&args.labels)?;
+    let output = args.output.as_deref().map(Output::parse).transpose()?;
     let mut options = PlanOptions {
         build_args: build_args(&args.build_args)?,
         target: args.target,
@@ -135,6 +143,18 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &digest).with_context(|| format!("writing {}", path.display()))?;
     }
+    if let Some(output) = &output {
+        output.export(&store, &digest, &args.tags)?;
+    }
+    if let Some(path) = &args.metadata_file {
+        let metadata = serde_json::json!({
+            "containerimage.digest": digest,
+            "containerimage.config.digest": record.config.to_string(),
+            "image.name": args.tags.join(","),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&metadata)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     print(&format!("{digest}\n"))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -146,4 +166,85 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             _ => bail!("--label {item:?}: expected KEY=VALUE"),
         })
         .collect()
+}
+
+/// `--output`: where the image goes besides the store.
+enum Output {
+    /// An OCI archive or docker-archive file.
+    Archive(kiln_store::ArchiveFormat, PathBuf),
+    /// The root filesystem as a directory.
+    Local(PathBuf),
+    /// The root filesystem as a tar file.
+    Tar(PathBuf),
+}
+
+impl Output {
+    fn parse(spec: &str) -> anyhow::Result<Output> {
+        if !spec.contains('=') {
+            return Ok(Output::Local(PathBuf::from(spec)));
+        }
+        let mut kind = None;
+        let mut dest = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", value)) => kind = Some(value.to_owned()),
+                Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+                _ => bail!("--output {spec:?}: expected type=oci|docker|tar|local,dest=PATH"),
+            }
+        }
+        let dest = dest.with_context(|| format!("--output {spec:?}: dest=PATH is required"))?;
+        Ok(match kind.as_deref() {
+            Some("oci") => Output::Archive(kiln_store::ArchiveFormat::Oci, dest),
+            Some("docker") => Output::Archive(kiln_store::ArchiveFormat::Docker, dest),
+            Some("local") => Output::Local(dest),
+            Some("tar") => Output::Tar(dest),
+            other => bail!("--output {spec:?}: unknown type {other:?} (oci, docker, tar, local)"),
+        })
+    }
+
+    fn export(
+        &self,
+        store: &kiln_store::Store,
+        digest: &str,
+        tags: &[String],
+    ) -> anyhow::Result<()> {
+        match self {
+            Output::Archive(format, dest) => {
+                let names = if tags.is_empty() {
+                    vec![digest.to_owned()]
+                } else {
+                    tags.to_vec()
+                };
+                let file = std::fs::File::create(dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                kiln_store::save(store, &names, *format, std::io::BufWriter::new(file))?;
+            }
+            Output::Local(dest) => {
+                kiln_build::unpack_image(store, &digest.parse()?, dest)?;
+            }
+            Output::Tar(dest) => {
+                let scratch = tempfile_dir(store)?;
+                kiln_build::unpack_image(store, &digest.parse()?, &scratch)?;
+                let file = std::fs::File::create(dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+                tar.follow_symlinks(false);
+                let result = tar
+                    .append_dir_all(".", &scratch)
+                    .and_then(|()| tar.finish());
+                let _ = std::fs::remove_dir_all(&scratch);
+                result.with_context(|| format!("writing {}", dest.display()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn tempfile_dir(store: &kiln_store::Store) -> anyhow::Result<PathBuf> {
+    let dir = store
+        .root()
+        .join("kiln/tmp")
+        .join(format!("export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
 }
