@@ -29,6 +29,9 @@ pub struct CopyRequest<'a> {
     /// the context, the source's owner for a stage).
     pub owner: Option<(u64, u64)>,
     pub keep_source_owner: bool,
+    /// ADD: local tar archives (plain or gzip) are extracted into the
+    /// destination instead of copied.
+    pub extract_archives: bool,
     pub chmod: Option<&'a str>,
     pub excludes: &'a [String],
     pub parents: bool,
@@ -42,6 +45,8 @@ enum Content {
     File(PathBuf),
     Dir,
     Symlink(PathBuf),
+    /// A hard link to another path of the layer.
+    HardLink(String),
     Data(Vec<u8>),
 }
 
@@ -150,6 +155,12 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
 
     let mut items = Vec::new();
     for (rel, path, meta) in metas {
+        if req.extract_archives && meta.is_file() {
+            if let Some(extracted) = extract_archive(req, &path, &dest)? {
+                items.extend(extracted);
+                continue;
+            }
+        }
         if meta.is_dir() {
             let base = if req.parents {
                 under(&rel)
@@ -231,6 +242,119 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
         });
     }
     Ok(items)
+}
+
+/// The entries of `path` placed under `dest` if it is a tar archive
+/// (plain or gzip, by content), `None` if it is any other file. Entries
+/// that would leave the destination are refused.
+fn extract_archive(
+    req: &CopyRequest<'_>,
+    path: &Path,
+    dest: &str,
+) -> Result<Option<Vec<Item>>, BuildError> {
+    use kiln_store::Compression;
+    use std::io::{BufRead, BufReader, Read};
+    let io = |e| BuildError::io(path, e);
+    let mut reader = BufReader::new(File::open(path).map_err(io)?);
+    let head = reader.fill_buf().map_err(io)?;
+    let stream: Box<dyn Read> = match Compression::detect(head) {
+        Compression::None => Box::new(reader),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+        other => {
+            return Err(BuildError::step(
+                req.line,
+                format!("ADD {}: {other:?} compressed archives are not supported yet (gzip and plain tar are)", path.display()),
+            ))
+        }
+    };
+    let mut archive = tar::Archive::new(stream);
+    let Ok(mut entries) = archive.entries() else {
+        return Ok(None);
+    };
+    let mut items = Vec::new();
+    let mut first = true;
+    while let Some(entry) = entries.next() {
+        let mut entry = match entry {
+            Ok(entry) => entry,
+            // Not a tar after all: ADD copies the file as it is.
+            Err(_) if first => return Ok(None),
+            Err(e) => return Err(BuildError::io(path, e)),
+        };
+        first = false;
+        let raw = entry.path().map_err(io)?.to_string_lossy().into_owned();
+        let Some(rel) = contained(&raw) else {
+            return Err(BuildError::step(
+                req.line,
+                format!(
+                    "ADD {}: archive entry {raw:?} leaves the destination",
+                    path.display()
+                ),
+            ));
+        };
+        if rel.is_empty() {
+            continue;
+        }
+        let target = if dest.is_empty() {
+            rel.clone()
+        } else {
+            format!("{dest}/{rel}")
+        };
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let content = if kind.is_dir() {
+            Content::Dir
+        } else if kind.is_symlink() {
+            Content::Symlink(
+                entry
+                    .link_name()
+                    .map_err(io)?
+                    .map(|l| l.into_owned())
+                    .unwrap_or_default(),
+            )
+        } else if kind.is_hard_link() {
+            let link = entry
+                .link_name()
+                .map_err(io)?
+                .map(|l| l.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some(link) = contained(&link) else {
+                return Err(BuildError::step(
+                    req.line,
+                    format!(
+                        "ADD {}: hard link {raw:?} points outside the archive",
+                        path.display()
+                    ),
+                ));
+            };
+            Content::HardLink(if dest.is_empty() {
+                link
+            } else {
+                format!("{dest}/{link}")
+            })
+        } else if kind.is_file() {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).map_err(io)?;
+            Content::Data(bytes)
+        } else {
+            continue;
+        };
+        let (uid, gid) = req
+            .owner
+            .unwrap_or((header.uid().unwrap_or(0), header.gid().unwrap_or(0)));
+        let mtime = header.mtime().unwrap_or(0);
+        items.push(Item {
+            dest: target,
+            content,
+            mode: header.mode().unwrap_or(0o644) & 0o7777,
+            uid,
+            gid,
+            mtime: req.clamp_mtime.map_or(mtime, |clamp| mtime.min(clamp)),
+        });
+    }
+    if first {
+        return Ok(None);
+    }
+    Ok(Some(items))
 }
 
 fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
@@ -422,6 +546,13 @@ fn write_layer(
                 builder
                     .append_data(&mut header, &item.dest, file)
                     .map_err(|e| BuildError::io(path, e))?;
+            }
+            Content::HardLink(target) => {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                builder
+                    .append_link(&mut header, &item.dest, target)
+                    .map_err(io)?;
             }
             Content::Data(bytes) => {
                 header.set_entry_type(tar::EntryType::Regular);

@@ -322,3 +322,77 @@ fn outputs_and_metadata_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("unknown type"));
 }
+
+/// A tar (gzip when asked) with one file and one directory.
+fn small_archive(gzip: bool, evil: bool) -> Vec<u8> {
+    let mut tar = Vec::new();
+    let entries: &[(&str, &[u8])] = if evil {
+        &[("ok.txt", b"ok\n"), ("../../escape.txt", b"no\n")]
+    } else {
+        &[
+            ("pkg/bin/tool", b"#!/bin/sh\n"),
+            ("pkg/README", b"read me\n"),
+        ]
+    };
+    for (name, body) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_mode(0o755);
+        header.set_size(body.len() as u64);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(body);
+        tar.extend(std::iter::repeat_n(0u8, (512 - body.len() % 512) % 512));
+    }
+    tar.extend([0u8; 1024]);
+    if !gzip {
+        return tar;
+    }
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn add_extracts_local_archives_and_refuses_hostile_ones() {
+    let f = fixture(None);
+    fs::write(f.context.join("pkg.tar.gz"), small_archive(true, false)).unwrap();
+    fs::write(f.context.join("plain.tar"), small_archive(false, false)).unwrap();
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch\nADD pkg.tar.gz /opt/\nADD plain.tar /plain\nADD --unpack=false plain.tar /kept/\nADD src/a.txt /a.txt\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &f.root,
+        &["build", "-t", "added", f.context.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&f.root, "added", &f.work.join("added"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/pkg/README")).unwrap(),
+        "read me\n"
+    );
+    assert_eq!(mode(&rootfs.join("opt/pkg/bin/tool")), 0o755);
+    assert!(rootfs.join("plain/pkg/bin/tool").is_file());
+    assert!(
+        rootfs.join("kept/plain.tar").is_file(),
+        "--unpack=false copies the archive"
+    );
+    assert_eq!(fs::read_to_string(rootfs.join("a.txt")).unwrap(), "a\n");
+
+    fs::write(f.context.join("evil.tar"), small_archive(false, true)).unwrap();
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch\nADD evil.tar /x/\n",
+    )
+    .unwrap();
+    let out = kiln(&f.root, &["build", f.context.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("Dockerfile:2:") && stderr.contains("leaves the destination"),
+        "{stderr}"
+    );
+}
