@@ -268,12 +268,12 @@ fn extract_archive(
         }
     };
     let mut archive = tar::Archive::new(stream);
-    let Ok(mut entries) = archive.entries() else {
+    let Ok(entries) = archive.entries() else {
         return Ok(None);
     };
     let mut items = Vec::new();
     let mut first = true;
-    while let Some(entry) = entries.next() {
+    for entry in entries {
         let mut entry = match entry {
             Ok(entry) => entry,
             // Not a tar after all: ADD copies the file as it is.
