@@ -44,6 +44,10 @@ enum Command {
     Save(commands::images::SaveArgs),
     /// Read images from an OCI archive or docker-archive
     Load(commands::images::LoadArgs),
+    /// Delete data no image uses and leftovers of interrupted builds
+    Prune,
+    /// Verify every blob and that every image is complete
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +64,14 @@ fn main() -> ExitCode {
         Command::Rmi(args) => commands::images::remove(root, args).map(|()| ExitCode::SUCCESS),
         Command::Save(args) => commands::images::save(root, args).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => commands::images::load(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Prune => commands::images::prune(root).map(|()| ExitCode::SUCCESS),
+        Command::Check => commands::images::check(root).map(|clean| {
+            if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
     };
     match result {
         Ok(code) => code,

@@ -24,4 +24,4 @@ pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
 pub use layer::{import_layer, open_layer, Compression, Layer};
 pub use lock::{LockMode, StoreLock};
 pub use reference::Reference;
-pub use store::{GcReport, Problem, Reach, Store, Tag, REF_NAME};
+pub use store::{GcReport, Problem, Protection, Reach, Store, Tag, REF_NAME};

@@ -46,6 +46,18 @@ pub struct GcReport {
     pub strays: usize,
 }
 
+/// While it lives, GC keeps what it protects (see [`Store::protect`]).
+#[derive(Debug)]
+pub struct Protection {
+    path: PathBuf,
+}
+
+impl Drop for Protection {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 /// What a set of roots reaches.
 #[derive(Debug, Default)]
 pub struct Reach {
@@ -276,12 +288,53 @@ impl Store {
         Ok(reach)
     }
 
-    /// Deletes every blob that no tag and none of `extra_roots` (cache
-    /// entries) reaches, and temp files of interrupted writers. Holds the
-    /// exclusive lock, so it waits for running builds.
+    /// Keeps `digest` (and what it reaches) safe from GC until the guard
+    /// is dropped or this process dies, for the moment between finishing
+    /// a build under the shared lock and tagging it under the exclusive one.
+    pub fn protect(&self, digest: &Digest) -> Result<Protection, StoreError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = self.kiln_dir().join("pending");
+        fs::create_dir_all(&dir).at(&dir)?;
+        let path = dir.join(format!(
+            "{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        write_atomic(&path, digest.to_string().as_bytes())?;
+        Ok(Protection { path })
+    }
+
+    /// Digests protected by live processes; files of dead ones are removed.
+    fn protected(&self) -> Vec<Digest> {
+        let dir = self.kiln_dir().join("pending");
+        let mut digests = Vec::new();
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().unwrap_or_default();
+            let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+                continue;
+            }
+            if let Some(digest) = fs::read_to_string(entry.path())
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+            {
+                digests.push(digest);
+            }
+        }
+        digests
+    }
+
+    /// Deletes every blob that no tag, no protected build result and none
+    /// of `extra_roots` (cache entries) reaches, and temp files of
+    /// interrupted writers. Holds the exclusive lock, so it waits for
+    /// running builds.
     pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport, StoreError> {
         let _lock = self.lock(LockMode::Exclusive)?;
         let mut roots: Vec<Digest> = extra_roots.to_vec();
+        roots.extend(self.protected());
         for tag in self.tags()? {
             roots.push(tag.manifest.digest().to_string().parse()?);
         }

@@ -248,3 +248,25 @@ fn a_damaged_index_is_an_error_naming_the_file() {
     let err = Store::open(dir.path()).unwrap_err();
     assert!(err.to_string().contains("index.json"), "{err}");
 }
+
+#[test]
+fn protected_results_survive_gc_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (_, [manifest, config, layer]) = put_image(&store, "building");
+    let guard = store.protect(&manifest).unwrap();
+    assert!(store.gc(&[]).unwrap().removed.is_empty());
+    // A protection left by a process that no longer exists does not count.
+    fs::write(
+        dir.path().join("kiln/pending/999999999-0"),
+        manifest.to_string(),
+    )
+    .unwrap();
+    drop(guard);
+    let mut removed = store.gc(&[]).unwrap().removed;
+    removed.sort();
+    let mut expected = vec![manifest, config, layer];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(!dir.path().join("kiln/pending/999999999-0").exists());
+}

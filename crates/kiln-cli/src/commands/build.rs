@@ -63,6 +63,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     let store = open_store(root)?;
+    // Held for the whole build: GC and prune wait for it, so nothing this
+    // build writes (or expands from a base) disappears before it is tagged.
+    let lock = store.lock(kiln_store::LockMode::Shared)?;
     let report_plan_error = |error: kiln_graph::PlanError| {
         eprintln!("error: {}", error.render(&loaded.display, &loaded.source));
         ExitCode::FAILURE
@@ -91,7 +94,6 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let created = creation_time()?;
-    let _lock = store.lock(kiln_store::LockMode::Shared)?;
     let total = graph.nodes.len();
     for (n, node) in graph.nodes.iter().enumerate() {
         let stage = &graph.stages[node.stage];
@@ -135,7 +137,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
-    drop(_lock);
+    let manifest_digest: kiln_store::Digest = record.manifest.digest().to_string().parse()?;
+    let _protected = store.protect(&manifest_digest)?;
+    drop(lock);
     for tag in &args.tags {
         store.tag(tag, &record.manifest)?;
     }

@@ -233,3 +233,48 @@ pub fn load(root: Option<&Path>, args: LoadArgs) -> anyhow::Result<()> {
     }
     print(&out)
 }
+
+/// `kiln prune`: deletes blobs no tag reaches and leftovers of killed
+/// builds (temp files, scratch directories).
+pub fn prune(root: Option<&Path>) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let report = store.gc(&[])?;
+    let scratch = store.root().join("kiln/tmp");
+    let mut dirs = 0;
+    if let Ok(entries) = std::fs::read_dir(&scratch) {
+        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
+        for entry in entries.flatten() {
+            if std::fs::remove_dir_all(entry.path()).is_ok() {
+                dirs += 1;
+            }
+        }
+    }
+    print(&format!(
+        "Deleted {} blobs ({}), {} temp files, {} scratch directories\n",
+        report.removed.len(),
+        human_size(report.freed_bytes),
+        report.strays,
+        dirs
+    ))
+}
+
+/// `kiln check`: verifies every blob against its digest and that every
+/// tagged image has all its blobs. Exit 1 when anything is wrong.
+pub fn check(root: Option<&Path>) -> anyhow::Result<bool> {
+    let store = open_store(root)?;
+    let problems = store.check()?;
+    let mut out = String::new();
+    for problem in &problems {
+        out.push_str(&format!("{}: {}\n", problem.what, problem.error));
+    }
+    if problems.is_empty() {
+        let (blobs, _) = store.blobs().list()?;
+        out.push_str(&format!(
+            "ok: {} blobs, {} names\n",
+            blobs.len(),
+            store.tags()?.len()
+        ));
+    }
+    print(&out)?;
+    Ok(problems.is_empty())
+}
