@@ -489,23 +489,23 @@ fn write_layer(
     tree: &mut Tree,
 ) -> Result<Layer, BuildError> {
     // Parents the stage does not have yet are created, root-owned 0755.
+    let mut present: std::collections::HashSet<String> =
+        items.iter().map(|i| i.dest.clone()).collect();
     let mut parents = Vec::new();
     for item in &items {
         let mut path = item.dest.as_str();
         while let Some((parent, _)) = path.rsplit_once('/') {
-            if tree.get(parent).is_none()
-                && !items.iter().any(|i| i.dest == parent)
-                && !parents.iter().any(|p: &Item| p.dest == parent)
-            {
-                parents.push(Item {
-                    dest: parent.to_owned(),
-                    content: Content::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: req.clamp_mtime.unwrap_or(0),
-                });
+            if tree.get(parent).is_some() || !present.insert(parent.to_owned()) {
+                break;
             }
+            parents.push(Item {
+                dest: parent.to_owned(),
+                content: Content::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: req.clamp_mtime.unwrap_or(0),
+            });
             path = parent;
         }
     }
