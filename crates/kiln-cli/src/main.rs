@@ -36,6 +36,8 @@ enum Command {
     Images,
     /// Show an image's manifest and config as JSON
     Inspect(commands::images::NameArgs),
+    /// Show the steps that made an image
+    History(commands::images::HistoryArgs),
     /// Give an image another name
     Tag(commands::images::TagArgs),
     /// Remove an image name, and the data no other name uses
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Import(args) => commands::images::import(root, args).map(|()| ExitCode::SUCCESS),
         Command::Images => commands::images::list(root).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => commands::images::inspect(root, args).map(|()| ExitCode::SUCCESS),
+        Command::History(args) => commands::images::history(root, args).map(|()| ExitCode::SUCCESS),
         Command::Tag(args) => commands::images::tag(root, args).map(|()| ExitCode::SUCCESS),
         Command::Rmi(args) => commands::images::remove(root, args).map(|()| ExitCode::SUCCESS),
         Command::Save(args) => commands::images::save(root, args).map(|()| ExitCode::SUCCESS),

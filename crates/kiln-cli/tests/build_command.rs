@@ -131,6 +131,23 @@ fn builds_an_image_that_umoci_unpacks_as_the_dockerfile_says() {
         .filter(|h| h["empty_layer"] != true)
         .count();
     assert_eq!((layers, with_layer), (2, 2), "{config:#}");
+
+    // `kiln history`: newest first, one row per history entry, the image
+    // id on the top row, sizes only on the steps that made a layer.
+    let history = ok(kiln(&f.root, &["history", "--no-trunc", "app"]));
+    let rows: Vec<&str> = history.lines().skip(1).collect();
+    assert_eq!(rows.len(), 5, "{history}");
+    assert!(rows[0].starts_with(&inspect["Id"].as_str().unwrap()[7..19]));
+    assert!(rows[0].contains("CMD [\"/app/src/a.txt\"]"), "{history}");
+    // created_by as BuildKit writes it.
+    assert!(
+        rows[3].contains("COPY <<heredoc  /greeting # buildkit"),
+        "{history}"
+    );
+    assert!(rows[3].contains("kB"), "{history}");
+    assert!(rows[2].contains(" 0B "), "{history}");
+    assert!(rows[4].starts_with("<missing>"), "{history}");
+    assert!(rows[4].contains("COPY /app /app # buildkit"), "{history}");
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The commands that manage images in the store: `import`, `images`,
-//! `inspect`, `tag`, `rmi`.
+//! `inspect`, `history`, `tag`, `rmi`, `save`, `load`, `prune`, `check`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -109,6 +109,109 @@ fn human_size(bytes: u64) -> String {
 pub struct NameArgs {
     /// An image name, digest or id
     name: String,
+}
+
+#[derive(Args)]
+pub struct HistoryArgs {
+    /// An image name, digest or id
+    name: String,
+    /// Show whole commands and RFC 3339 times
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+/// `kiln history NAME`: the config's history, newest first, with the size
+/// of the layer each entry made (as `docker history` shows it).
+pub fn history(root: Option<&Path>, args: HistoryArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let descriptor = store.resolve(&args.name)?;
+    let digest: Digest = descriptor.digest().to_string().parse()?;
+    let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(&digest)?)?;
+    let config_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .context("the manifest has no config digest")?
+        .parse()?;
+    let config: serde_json::Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)?;
+    let mut layer_sizes = manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|layer| layer["size"].as_u64().unwrap_or(0));
+    let mut rows = Vec::new();
+    for entry in config["history"].as_array().into_iter().flatten() {
+        let size = if entry["empty_layer"].as_bool().unwrap_or(false) {
+            0
+        } else {
+            layer_sizes.next().unwrap_or(0)
+        };
+        let created = entry["created"].as_str().unwrap_or("");
+        let created = if args.no_trunc {
+            created.to_string()
+        } else {
+            time_ago(created)
+        };
+        let created_by = entry["created_by"].as_str().unwrap_or("");
+        rows.push([
+            created,
+            shorten(created_by, 45, args.no_trunc),
+            human_size(size),
+            entry["comment"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    let created_width = rows
+        .iter()
+        .map(|row| row[0].len())
+        .max()
+        .unwrap_or(0)
+        .max(16);
+    let mut out = format!(
+        "{:<14} {:<created_width$} {:<45} {:>10}   {}\n",
+        "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"
+    );
+    // Only the newest entry is the image itself; the others have no image
+    // of their own, as with BuildKit-built images in Docker.
+    for (index, [created, by, size, comment]) in rows.iter().rev().enumerate() {
+        let image = if index == 0 {
+            digest.hex()[..12].to_string()
+        } else {
+            "<missing>".to_string()
+        };
+        out.push_str(&format!(
+            "{image:<14} {created:<created_width$} {by:<45} {size:>10}   {comment}\n"
+        ));
+    }
+    print(&out)
+}
+
+/// Cuts `text` to `width` characters with a trailing `…`, unless `keep`.
+fn shorten(text: &str, width: usize, keep: bool) -> String {
+    if keep || text.chars().count() <= width {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(width - 1).collect();
+    short.push('…');
+    short
+}
+
+/// An RFC 3339 time as `docker history` shows it: "3 minutes ago".
+fn time_ago(rfc3339: &str) -> String {
+    let Ok(then) = humantime::parse_rfc3339_weak(rfc3339) else {
+        return rfc3339.to_string();
+    };
+    let Ok(elapsed) = std::time::SystemTime::now().duration_since(then) else {
+        return "in the future".to_string();
+    };
+    let seconds = elapsed.as_secs();
+    let (count, unit) = match seconds {
+        0..60 => return "Less than a minute ago".to_string(),
+        60..3600 => (seconds / 60, "minute"),
+        3600..86400 => (seconds / 3600, "hour"),
+        86400..2_592_000 => (seconds / 86400, "day"),
+        2_592_000..31_536_000 => (seconds / 2_592_000, "month"),
+        _ => (seconds / 31_536_000, "year"),
+    };
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} {unit}{plural} ago")
 }
 
 /// `kiln inspect NAME`: the manifest digest, manifest and config as JSON.
