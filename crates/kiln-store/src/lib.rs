@@ -13,6 +13,7 @@ pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod reference;
+pub mod snapshot;
 pub mod store;
 
 pub use archive::{load, save, ArchiveFormat};
@@ -24,4 +25,5 @@ pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
 pub use layer::{import_layer, open_layer, Compression, Layer};
 pub use lock::{LockMode, StoreLock};
 pub use reference::Reference;
+pub use snapshot::layer_from_upper;
 pub use store::{GcReport, Problem, Protection, Reach, Store, Tag, REF_NAME};

@@ -44,6 +44,8 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Temp files of interrupted writers that were cleaned up.
     pub strays: usize,
+    /// Snapshots of deleted layers, and half-made ones, removed.
+    pub snapshots: usize,
 }
 
 /// While it lives, GC keeps what it protects (see [`Store::protect`]).
@@ -356,6 +358,7 @@ impl Store {
             report.freed_bytes += size;
             report.removed.push(digest);
         }
+        report.snapshots = self.remove_orphan_snapshots()?;
         Ok(report)
     }
 

@@ -353,9 +353,10 @@ pub fn prune(root: Option<&Path>) -> anyhow::Result<()> {
         }
     }
     print(&format!(
-        "Deleted {} blobs ({}), {} temp files, {} scratch directories\n",
+        "Deleted {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
         report.removed.len(),
         human_size(report.freed_bytes),
+        report.snapshots,
         report.strays,
         dirs
     ))

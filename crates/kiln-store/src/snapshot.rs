@@ -1,0 +1,320 @@
+//! Layers as directories for overlayfs, both ways. A snapshot is one
+//! layer's tar unpacked on its own under `kiln/snapshots/<hex>`, with OCI
+//! whiteouts turned into overlay whiteouts (a `0:0` character device for
+//! `.wh.name`, the `trusted.overlay.opaque` xattr for `.wh..wh..opq`), so a
+//! stack of snapshots is exactly the lower dirs of an overlay mount. The
+//! other way, [`layer_from_upper`] turns an overlay upper dir (the change
+//! set of a container) into a layer with OCI whiteouts.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::blobs::Blobs;
+use crate::digest::Digest;
+use crate::error::StoreError;
+use crate::layer::{contained_path, open_layer, Layer};
+use crate::store::Store;
+
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Overlay features that would put information in xattrs a layer cannot
+/// carry; kiln mounts with them off, so meeting one means a foreign upper.
+const UNSUPPORTED_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "trusted.overlay.metacopy"];
+
+impl Store {
+    /// Where snapshots live; beside the OCI layout, invisible to its readers.
+    pub fn snapshots_dir(&self) -> PathBuf {
+        self.root().join("kiln/snapshots")
+    }
+
+    /// The directory holding `layer` unpacked, made on first use. Made in
+    /// a temp dir and renamed into place, so a killed kiln never leaves a
+    /// half snapshot under the final name; two kilns racing both unpack
+    /// and the loser throws its copy away.
+    pub fn snapshot(&self, layer: &Digest) -> Result<PathBuf, StoreError> {
+        let dir = self.snapshots_dir();
+        let target = dir.join(layer.hex());
+        if target.is_dir() {
+            return Ok(target);
+        }
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let temp = dir.join(format!(".tmp-{}-{}", std::process::id(), layer.hex()));
+        if temp.exists() {
+            fs::remove_dir_all(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        }
+        fs::create_dir(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        if let Err(error) = unpack_layer(self.blobs(), layer, &temp) {
+            let _ = fs::remove_dir_all(&temp);
+            return Err(error);
+        }
+        match fs::rename(&temp, &target) {
+            Ok(()) => Ok(target),
+            Err(_) if target.is_dir() => {
+                let _ = fs::remove_dir_all(&temp);
+                Ok(target)
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&temp);
+                Err(StoreError::io(&target, e))
+            }
+        }
+    }
+
+    /// Removes snapshots whose layer blob is gone, and leftovers of killed
+    /// unpackers. Returns how many directories went.
+    pub(crate) fn remove_orphan_snapshots(&self) -> Result<usize, StoreError> {
+        let dir = self.snapshots_dir();
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(0);
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let keep = format!("sha256:{name}")
+                .parse::<Digest>()
+                .is_ok_and(|d| self.blobs().contains(&d));
+            if !keep && fs::remove_dir_all(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Unpacks one layer into the empty directory `dir`, owners, modes, times
+/// and xattrs kept, whiteouts in overlay form.
+fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<(), StoreError> {
+    let what = format!("layer {layer}");
+    let io_error = |e| StoreError::io(&what, e);
+    let mut archive = tar::Archive::new(open_layer(blobs, layer)?);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    for entry in archive.entries().map_err(io_error)? {
+        let mut entry = entry.map_err(io_error)?;
+        let raw = entry.path().map_err(io_error)?.into_owned();
+        let Some(path) = contained_path(&raw) else {
+            return Err(StoreError::HostileArchive {
+                what: what.clone(),
+                entry: raw.display().to_string(),
+                reason: "the path leaves the root (..)".into(),
+            });
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let parent = dir.join(path.parent().unwrap_or(Path::new("")));
+        match name.as_deref() {
+            Some(OPAQUE_MARKER) => {
+                fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+                xattr::set(&parent, OPAQUE_XATTR, b"y").map_err(|e| StoreError::io(&parent, e))?;
+            }
+            Some(name) if name.starts_with(WHITEOUT_PREFIX) => {
+                let hidden = parent.join(&name[WHITEOUT_PREFIX.len()..]);
+                fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+                make_whiteout(&hidden)?;
+            }
+            _ => {
+                entry.unpack_in(dir).map_err(io_error)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An overlay whiteout: a character device with device number 0:0.
+fn make_whiteout(path: &Path) -> Result<(), StoreError> {
+    use nix::sys::stat::{mknod, Mode, SFlag};
+    mknod(path, SFlag::S_IFCHR, Mode::empty(), 0)
+        .map_err(|errno| StoreError::io(path, io::Error::from(errno)))
+}
+
+/// Writes the change set in an overlay upper dir as a layer: overlay
+/// whiteouts become `.wh.` files, opaque directories get `.wh..wh..opq`,
+/// hard links within the layer stay hard links, and xattrs other than
+/// overlay's own travel as PAX `SCHILY.xattr` records (as Docker writes
+/// them). Entries are sorted by name so the same tree gives the same tar;
+/// with `clamp_mtime`, no time is later than it.
+pub fn layer_from_upper(
+    blobs: &Blobs,
+    upper: &Path,
+    clamp_mtime: Option<u64>,
+) -> Result<Layer, StoreError> {
+    let mut writer = blobs.writer()?;
+    let mut builder = tar::Builder::new(&mut writer);
+    let mut first_path_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut entries = 0u64;
+    let walk = walkdir::WalkDir::new(upper)
+        .min_depth(1)
+        .sort_by_file_name()
+        .follow_links(false);
+    for item in walk {
+        let item = item.map_err(|e| {
+            let path = e.path().unwrap_or(upper).to_owned();
+            StoreError::io(&path, e.into())
+        })?;
+        let full = item.path();
+        let relative = full.strip_prefix(upper).unwrap_or(full).to_owned();
+        let meta = item
+            .metadata()
+            .map_err(|e| StoreError::io(full, e.into()))?;
+        let kind = meta.file_type();
+        let io_error = |e| StoreError::io(full, e);
+        let mut header = header_for(&meta, clamp_mtime);
+
+        if kind.is_char_device() && meta.rdev() == 0 {
+            let name = relative.file_name().unwrap_or_default().as_bytes();
+            let mut whiteout = relative.with_file_name(WHITEOUT_PREFIX);
+            whiteout
+                .as_mut_os_string()
+                .push(std::ffi::OsStr::from_bytes(name));
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o644);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &whiteout, io::empty())
+                .map_err(io_error)?;
+            entries += 1;
+            continue;
+        }
+
+        let xattrs = portable_xattrs(full)?;
+        if !xattrs.is_empty() {
+            let records: Vec<(String, Vec<u8>)> = xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.clone()))
+                .collect();
+            builder
+                .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(io_error)?;
+        }
+
+        if kind.is_dir() {
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, &relative, io::empty())
+                .map_err(io_error)?;
+            entries += 1;
+            if xattr::get(full, OPAQUE_XATTR).ok().flatten().as_deref() == Some(b"y") {
+                let mut marker = tar::Header::new_gnu();
+                marker.set_entry_type(tar::EntryType::Regular);
+                marker.set_mode(0o644);
+                marker.set_mtime(header.mtime().unwrap_or(0));
+                marker.set_size(0);
+                builder
+                    .append_data(&mut marker, relative.join(OPAQUE_MARKER), io::empty())
+                    .map_err(io_error)?;
+                entries += 1;
+            }
+        } else if kind.is_symlink() {
+            let target = fs::read_link(full).map_err(io_error)?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            header.set_size(0);
+            builder
+                .append_link(&mut header, &relative, &target)
+                .map_err(io_error)?;
+            entries += 1;
+        } else if kind.is_file() {
+            let inode = (meta.dev(), meta.ino());
+            if meta.nlink() > 1 {
+                if let Some(first) = first_path_of_inode.get(&inode) {
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, &relative, first)
+                        .map_err(io_error)?;
+                    entries += 1;
+                    continue;
+                }
+                first_path_of_inode.insert(inode, relative.clone());
+            }
+            let file = fs::File::open(full).map_err(io_error)?;
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(meta.len());
+            builder
+                .append_data(&mut header, &relative, file)
+                .map_err(io_error)?;
+            entries += 1;
+        } else {
+            let entry_type = if kind.is_fifo() {
+                tar::EntryType::Fifo
+            } else if kind.is_char_device() {
+                tar::EntryType::Char
+            } else if kind.is_block_device() {
+                tar::EntryType::Block
+            } else {
+                // Sockets cannot be put in a tar; Docker drops them too.
+                continue;
+            };
+            header.set_entry_type(entry_type);
+            header.set_size(0);
+            let (major, minor) = (
+                nix::sys::stat::major(meta.rdev()),
+                nix::sys::stat::minor(meta.rdev()),
+            );
+            header
+                .set_device_major(major as u32)
+                .and_then(|()| header.set_device_minor(minor as u32))
+                .map_err(io_error)?;
+            builder
+                .append_data(&mut header, &relative, io::empty())
+                .map_err(io_error)?;
+            entries += 1;
+        }
+    }
+    builder.finish().map_err(|e| StoreError::io(upper, e))?;
+    drop(builder);
+    let (digest, size) = writer.commit()?;
+    Ok(Layer {
+        digest,
+        size,
+        entries,
+    })
+}
+
+/// A tar header with the owner, mode and (clamped) time of `meta`.
+fn header_for(meta: &fs::Metadata, clamp_mtime: Option<u64>) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_mode(meta.mode() & 0o7777);
+    header.set_uid(u64::from(meta.uid()));
+    header.set_gid(u64::from(meta.gid()));
+    let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+    header.set_mtime(clamp_mtime.map_or(mtime, |clamp| mtime.min(clamp)));
+    header
+}
+
+/// The xattrs of `path` that belong in a layer, sorted by name: all but
+/// overlay's bookkeeping. Redirects and metacopy are refused, since a
+/// layer could not express them.
+fn portable_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let Ok(names) = xattr::list(path) else {
+        // A filesystem without xattr support has none to carry.
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        if UNSUPPORTED_XATTRS.contains(&name.as_str()) {
+            return Err(StoreError::Unsupported(format!(
+                "{}: overlay {name} is not supported (mount with redirect_dir=off,metacopy=off)",
+                path.display()
+            )));
+        }
+        if name.starts_with("trusted.overlay.") {
+            continue;
+        }
+        if let Ok(Some(value)) = xattr::get(path, &name) {
+            out.push((name, value));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
