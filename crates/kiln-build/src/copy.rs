@@ -29,7 +29,7 @@ pub struct CopyRequest<'a> {
     /// the context, the source's owner for a stage).
     pub owner: Option<(u64, u64)>,
     pub keep_source_owner: bool,
-    /// ADD: local tar archives (plain or gzip) are extracted into the
+    /// ADD: local tar archives (any compression) are extracted into the
     /// destination instead of copied.
     pub extract_archives: bool,
     pub chmod: Option<&'a str>,
@@ -245,28 +245,17 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
 }
 
 /// The entries of `path` placed under `dest` if it is a tar archive
-/// (plain or gzip, by content), `None` if it is any other file. Entries
-/// that would leave the destination are refused.
+/// (plain, gzip, zstd, bzip2 or xz, by content), `None` if it is any
+/// other file. Entries that would leave the destination are refused.
 fn extract_archive(
     req: &CopyRequest<'_>,
     path: &Path,
     dest: &str,
 ) -> Result<Option<Vec<Item>>, BuildError> {
-    use kiln_store::Compression;
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::Read;
     let io = |e| BuildError::io(path, e);
-    let mut reader = BufReader::new(File::open(path).map_err(io)?);
-    let head = reader.fill_buf().map_err(io)?;
-    let stream: Box<dyn Read> = match Compression::detect(head) {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        other => {
-            return Err(BuildError::step(
-                req.line,
-                format!("ADD {}: {other:?} compressed archives are not supported yet (gzip and plain tar are)", path.display()),
-            ))
-        }
-    };
+    let reader = std::io::BufReader::new(File::open(path).map_err(io)?);
+    let stream = kiln_store::decompress(reader).map_err(io)?;
     let mut archive = tar::Archive::new(stream);
     let Ok(entries) = archive.entries() else {
         return Ok(None);

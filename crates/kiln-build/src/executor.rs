@@ -82,7 +82,8 @@ pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError
             });
             continue;
         }
-        if !(media_type.ends_with("tar+gzip") || media_type.ends_with("tar.gzip")) {
+        let compressed = ["tar+gzip", "tar.gzip", "tar+zstd"];
+        if !compressed.iter().any(|suffix| media_type.ends_with(suffix)) {
             return Err(fail(format!(
                 "layers of type {media_type} are not supported yet"
             )));

@@ -115,6 +115,58 @@ fn save_load_round_trip_and_build_on_a_loaded_image() {
 }
 
 #[test]
+fn zstd_archives_are_read_by_skopeo_and_load_back() {
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first");
+    let rootfs = busybox_rootfs(work.path());
+    ok(kiln(
+        &first,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    let archive = work.path().join("zstd.tar");
+    ok(kiln(
+        &first,
+        &[
+            "save",
+            "--compression",
+            "zstd",
+            "-o",
+            archive.to_str().unwrap(),
+            "busybox",
+        ],
+    ));
+    let transport = format!("oci-archive:{}", archive.display());
+    let raw = ok(Command::new("skopeo")
+        .args(["inspect", "--raw", &transport])
+        .output()
+        .unwrap());
+    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    // skopeo decompresses the layer to copy it into a plain directory.
+    let copied = work.path().join("copied");
+    ok(Command::new("skopeo")
+        .args(["copy", &transport])
+        .arg(format!("dir:{}", copied.display()))
+        .output()
+        .unwrap());
+    // Loaded into another store and built on, it is the same base.
+    let second = work.path().join("second");
+    ok(kiln(&second, &["load", "-i", archive.to_str().unwrap()]));
+    let context = work.path().join("context");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join("Dockerfile"), "FROM busybox\nENV X=1\n").unwrap();
+    ok(kiln(
+        &second,
+        &["build", "-t", "on-zstd", context.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&second, "on-zstd", &work.path().join("on-zstd"));
+    assert!(rootfs.join("bin/busybox").is_file());
+}
+
+#[test]
 fn archives_with_wrong_blobs_are_refused() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("store");

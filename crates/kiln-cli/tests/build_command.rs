@@ -340,8 +340,8 @@ fn outputs_and_metadata_file() {
     assert!(text(&out.stderr).contains("unknown type"));
 }
 
-/// A tar (gzip when asked) with one file and one directory.
-fn small_archive(gzip: bool, evil: bool) -> Vec<u8> {
+/// A tar with two files, compressed with `compression` (`""` for none).
+fn small_archive(compression: &str, evil: bool) -> Vec<u8> {
     let mut tar = Vec::new();
     let entries: &[(&str, &[u8])] = if evil {
         &[("ok.txt", b"ok\n"), ("../../escape.txt", b"no\n")]
@@ -363,23 +363,41 @@ fn small_archive(gzip: bool, evil: bool) -> Vec<u8> {
         tar.extend(std::iter::repeat_n(0u8, (512 - body.len() % 512) % 512));
     }
     tar.extend([0u8; 1024]);
-    if !gzip {
-        return tar;
-    }
     use std::io::Write;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
+    match compression {
+        "" => tar,
+        "gzip" => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&tar).unwrap();
+            gz.finish().unwrap()
+        }
+        "bzip2" => {
+            let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            bz.write_all(&tar).unwrap();
+            bz.finish().unwrap()
+        }
+        "xz" => {
+            let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            xz.write_all(&tar).unwrap();
+            xz.finish().unwrap()
+        }
+        "zstd" => zstd::encode_all(&tar[..], 1).unwrap(),
+        other => panic!("no compression {other}"),
+    }
 }
 
 #[test]
 fn add_extracts_local_archives_and_refuses_hostile_ones() {
     let f = fixture(None);
-    fs::write(f.context.join("pkg.tar.gz"), small_archive(true, false)).unwrap();
-    fs::write(f.context.join("plain.tar"), small_archive(false, false)).unwrap();
+    fs::write(f.context.join("pkg.tar.gz"), small_archive("gzip", false)).unwrap();
+    fs::write(f.context.join("plain.tar"), small_archive("", false)).unwrap();
+    // Named without extensions: the compression is found from the content.
+    for kind in ["bzip2", "xz", "zstd"] {
+        fs::write(f.context.join(kind), small_archive(kind, false)).unwrap();
+    }
     fs::write(
         f.context.join("Dockerfile"),
-        "FROM scratch\nADD pkg.tar.gz /opt/\nADD plain.tar /plain\nADD --unpack=false plain.tar /kept/\nADD src/a.txt /a.txt\n",
+        "FROM scratch\nADD pkg.tar.gz /opt/\nADD plain.tar /plain\nADD --unpack=false plain.tar /kept/\nADD src/a.txt /a.txt\nADD bzip2 xz zstd /more/\n",
     )
     .unwrap();
     ok(kiln(
@@ -398,8 +416,16 @@ fn add_extracts_local_archives_and_refuses_hostile_ones() {
         "--unpack=false copies the archive"
     );
     assert_eq!(fs::read_to_string(rootfs.join("a.txt")).unwrap(), "a\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("more/pkg/README")).unwrap(),
+        "read me\n"
+    );
+    assert!(
+        !rootfs.join("more/xz").exists(),
+        "archives are extracted, not copied"
+    );
 
-    fs::write(f.context.join("evil.tar"), small_archive(false, true)).unwrap();
+    fs::write(f.context.join("evil.tar"), small_archive("", true)).unwrap();
     fs::write(
         f.context.join("Dockerfile"),
         "FROM scratch\nADD evil.tar /x/\n",

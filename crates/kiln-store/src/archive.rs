@@ -1,14 +1,16 @@
 //! Image archives: `kiln save` writes an OCI archive (a tar of an OCI
 //! layout, what `skopeo copy oci-archive:` reads) or a docker-archive (what
-//! `docker load` reads); `kiln load` reads either back. Layers are gzip
-//! compressed on the way out (the store keeps them plain); every blob read
-//! from an archive is checked against its digest before it is stored.
+//! `docker load` reads); `kiln load` reads either back. Layers are
+//! compressed (gzip, or zstd on request) on the way out, since the store
+//! keeps them plain; every blob read from an archive is checked against its
+//! digest before it is stored.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
 use serde_json::{json, Value};
 
+use crate::compression::{compress_layer, LayerCompression};
 use crate::digest::Digest;
 use crate::error::StoreError;
 use crate::store::{Store, REF_NAME};
@@ -19,8 +21,6 @@ pub enum ArchiveFormat {
     Oci,
     Docker,
 }
-
-const GZIP_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 fn json_error(what: &str) -> impl FnOnce(serde_json::Error) -> StoreError + '_ {
     move |source| StoreError::Json {
@@ -49,25 +49,14 @@ fn append_bytes<W: Write>(tar: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -
     tar.append_data(&mut header, path, bytes)
 }
 
-/// A layer gzipped in memory-bounded streaming fashion into a temp blob;
-/// returns (digest, size) of the compressed blob.
-fn gzip_layer(store: &Store, layer: &Digest) -> Result<(Digest, u64), StoreError> {
-    let mut source = store.blobs().open(layer)?;
-    let writer = store.blobs().writer()?;
-    let mut encoder = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
-    io::copy(&mut source, &mut encoder)
-        .map_err(|e| StoreError::io(store.blobs().path(layer), e))?;
-    let writer = encoder
-        .finish()
-        .map_err(|e| StoreError::io(store.blobs().path(layer), e))?;
-    writer.commit()
-}
-
-/// Writes the images `names` (each resolved in the store) to `out`.
+/// Writes the images `names` (each resolved in the store) to `out`. Plain
+/// layers are compressed with `compression` in OCI archives; docker-archives
+/// carry them plain, as `docker save` does.
 pub fn save(
     store: &Store,
     names: &[String],
     format: ArchiveFormat,
+    compression: LayerCompression,
     out: impl Write,
 ) -> Result<(), StoreError> {
     let mut tar = tar::Builder::new(out);
@@ -110,8 +99,8 @@ pub fn save(
                     let digest = digest_at(&layer["digest"], "manifest layer")?;
                     let media_type = layer["mediaType"].as_str().unwrap_or_default();
                     let (blob, size, media_type) = if media_type.ends_with(".tar") {
-                        let (gz, size) = gzip_layer(store, &digest)?;
-                        (gz, size, GZIP_LAYER.to_owned())
+                        let (blob, size) = compress_layer(store, &digest, compression)?;
+                        (blob, size, compression.media_type().to_owned())
                     } else {
                         (
                             digest,

@@ -4,49 +4,19 @@
 //! blob digest is its diffID and local builds never pay for compression;
 //! compression happens once, at export or push.
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
 use crate::blobs::Blobs;
+use crate::compression::decompress;
 use crate::digest::Digest;
 use crate::error::StoreError;
 
-/// How a tar stream is compressed, from its first bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-    Bzip2,
-    Xz,
-}
-
-impl Compression {
-    pub fn detect(head: &[u8]) -> Compression {
-        match head {
-            [0x1f, 0x8b, ..] => Compression::Gzip,
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Compression::Zstd,
-            [b'B', b'Z', b'h', ..] => Compression::Bzip2,
-            [0xfd, b'7', b'z', b'X', b'Z', 0x00, ..] => Compression::Xz,
-            _ => Compression::None,
-        }
-    }
-}
-
-/// Opens a stored layer as a plain tar stream, decompressing a gzip layer
-/// (as loaded or pulled images have) by its content.
+/// Opens a stored layer as a plain tar stream, decompressing a compressed
+/// layer (as loaded or pulled images have) by its content.
 pub fn open_layer(blobs: &Blobs, digest: &Digest) -> Result<Box<dyn Read>, StoreError> {
-    let mut reader = BufReader::new(blobs.open(digest)?);
-    let head = reader
-        .fill_buf()
-        .map_err(|e| StoreError::io(blobs.path(digest), e))?;
-    match Compression::detect(head) {
-        Compression::None => Ok(Box::new(reader)),
-        Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(reader))),
-        other => Err(StoreError::Unsupported(format!(
-            "layer {digest}: {other:?} compressed layers are not supported yet"
-        ))),
-    }
+    let reader = BufReader::new(blobs.open(digest)?);
+    decompress(reader).map_err(|e| StoreError::io(blobs.path(digest), e))
 }
 
 /// A stored layer.
@@ -90,17 +60,8 @@ pub fn contained_path(path: &Path) -> Option<PathBuf> {
 /// a plain tar. `what` names the archive in errors. Refused: entries whose
 /// path or hard-link target leaves the root, and unknown compressions.
 pub fn import_layer(blobs: &Blobs, reader: impl Read, what: &str) -> Result<Layer, StoreError> {
-    let mut reader = BufReader::with_capacity(1 << 16, reader);
-    let head = reader.fill_buf().map_err(|e| StoreError::io(what, e))?;
-    let stream: Box<dyn Read> = match Compression::detect(head) {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        other => {
-            return Err(StoreError::Unsupported(format!(
-            "{what}: {other:?} compressed archives are not supported yet (use gzip or plain tar)"
-        )))
-        }
-    };
+    let reader = BufReader::with_capacity(1 << 16, reader);
+    let stream = decompress(reader).map_err(|e| StoreError::io(what, e))?;
     let mut archive = tar::Archive::new(stream);
     let mut writer = blobs.writer()?;
     let mut builder = tar::Builder::new(&mut writer);
@@ -182,17 +143,5 @@ mod tests {
         assert_eq!(c("a/../b").as_deref(), Some("b"));
         assert_eq!(c("../etc/passwd"), None);
         assert_eq!(c("a/../../b"), None);
-    }
-
-    #[test]
-    fn detects_compression_by_content() {
-        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
-        assert_eq!(
-            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
-            Compression::Zstd
-        );
-        assert_eq!(Compression::detect(b"BZh91AY"), Compression::Bzip2);
-        assert_eq!(Compression::detect(b"\xfd7zXZ\x00"), Compression::Xz);
-        assert_eq!(Compression::detect(b"bin/\0\0\0"), Compression::None);
     }
 }

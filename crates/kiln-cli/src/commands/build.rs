@@ -175,7 +175,11 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 /// `--output`: where the image goes besides the store.
 enum Output {
     /// An OCI archive or docker-archive file.
-    Archive(kiln_store::ArchiveFormat, PathBuf),
+    Archive(
+        kiln_store::ArchiveFormat,
+        kiln_store::LayerCompression,
+        PathBuf,
+    ),
     /// The root filesystem as a directory.
     Local(PathBuf),
     /// The root filesystem as a tar file.
@@ -189,17 +193,25 @@ impl Output {
         }
         let mut kind = None;
         let mut dest = None;
+        let mut compression = kiln_store::LayerCompression::Gzip;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", value)) => kind = Some(value.to_owned()),
                 Some(("dest", value)) => dest = Some(PathBuf::from(value)),
-                _ => bail!("--output {spec:?}: expected type=oci|docker|tar|local,dest=PATH"),
+                Some(("compression", "gzip")) => compression = kiln_store::LayerCompression::Gzip,
+                Some(("compression", "zstd")) => compression = kiln_store::LayerCompression::Zstd,
+                Some(("compression", other)) => {
+                    bail!("--output {spec:?}: unknown compression {other:?} (gzip, zstd)")
+                }
+                _ => bail!(
+                    "--output {spec:?}: expected type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]"
+                ),
             }
         }
         let dest = dest.with_context(|| format!("--output {spec:?}: dest=PATH is required"))?;
         Ok(match kind.as_deref() {
-            Some("oci") => Output::Archive(kiln_store::ArchiveFormat::Oci, dest),
-            Some("docker") => Output::Archive(kiln_store::ArchiveFormat::Docker, dest),
+            Some("oci") => Output::Archive(kiln_store::ArchiveFormat::Oci, compression, dest),
+            Some("docker") => Output::Archive(kiln_store::ArchiveFormat::Docker, compression, dest),
             Some("local") => Output::Local(dest),
             Some("tar") => Output::Tar(dest),
             other => bail!("--output {spec:?}: unknown type {other:?} (oci, docker, tar, local)"),
@@ -213,7 +225,7 @@ impl Output {
         tags: &[String],
     ) -> anyhow::Result<()> {
         match self {
-            Output::Archive(format, dest) => {
+            Output::Archive(format, compression, dest) => {
                 let names = if tags.is_empty() {
                     vec![digest.to_owned()]
                 } else {
@@ -221,7 +233,13 @@ impl Output {
                 };
                 let file = std::fs::File::create(dest)
                     .with_context(|| format!("creating {}", dest.display()))?;
-                kiln_store::save(store, &names, *format, std::io::BufWriter::new(file))?;
+                kiln_store::save(
+                    store,
+                    &names,
+                    *format,
+                    *compression,
+                    std::io::BufWriter::new(file),
+                )?;
             }
             Output::Local(dest) => {
                 kiln_build::unpack_image(store, &digest.parse()?, dest)?;

@@ -282,6 +282,9 @@ pub struct SaveArgs {
     /// docker: what `docker load` reads
     #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
     format: SaveFormat,
+    /// How layers are compressed in an OCI archive
+    #[arg(long, value_enum, default_value_t = SaveCompression::Gzip)]
+    compression: SaveCompression,
     /// The images to save
     #[arg(required = true)]
     names: Vec<String>,
@@ -291,6 +294,12 @@ pub struct SaveArgs {
 enum SaveFormat {
     Oci,
     Docker,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SaveCompression {
+    Gzip,
+    Zstd,
 }
 
 /// `kiln save`: writes to a temp file beside the target, then renames, so
@@ -304,7 +313,17 @@ pub fn save(root: Option<&Path>, args: SaveArgs) -> anyhow::Result<()> {
     let temp = args.output.with_extension("kiln-partial");
     let file =
         std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
-    let result = kiln_store::save(&store, &args.names, format, std::io::BufWriter::new(file));
+    let compression = match args.compression {
+        SaveCompression::Gzip => kiln_store::LayerCompression::Gzip,
+        SaveCompression::Zstd => kiln_store::LayerCompression::Zstd,
+    };
+    let result = kiln_store::save(
+        &store,
+        &args.names,
+        format,
+        compression,
+        std::io::BufWriter::new(file),
+    );
     if let Err(error) = result {
         let _ = std::fs::remove_file(&temp);
         return Err(error.into());
