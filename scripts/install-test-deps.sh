@@ -5,8 +5,10 @@ set -euo pipefail
 
 # Debian packages the tests use: skopeo and umoci read what kiln-store
 # writes; busybox-static is the root filesystem of the test base image
-# (../shared/bench/busybox-rootfs.sh). Later subsystems add theirs here.
-APT_PACKAGES=(skopeo umoci busybox-static)
+# (../shared/bench/busybox-rootfs.sh); git is what ADD of a repository
+# runs (and the tests make repositories with it). Later subsystems add
+# theirs here.
+APT_PACKAGES=(skopeo umoci busybox-static git)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

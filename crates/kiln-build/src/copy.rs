@@ -83,8 +83,26 @@ pub fn copy_layer(
     request: &CopyRequest<'_>,
     tree: &mut Tree,
 ) -> Result<Layer, BuildError> {
-    let items = collect(request)?;
-    write_layer(store, request, items, tree)
+    copy_layer_from(store, std::slice::from_ref(request), tree)
+}
+
+/// One layer from several requests with the same destination and options
+/// but different roots (an ADD of both context files and URLs). The
+/// caller makes the destination a directory (`/`) when the requests
+/// together have more than one source.
+pub fn copy_layer_from(
+    store: &Store,
+    requests: &[CopyRequest<'_>],
+    tree: &mut Tree,
+) -> Result<Layer, BuildError> {
+    let Some(first) = requests.first() else {
+        return Err(BuildError::step(0, "a copy with no sources"));
+    };
+    let mut items = Vec::new();
+    for request in requests {
+        items.extend(collect(request)?);
+    }
+    write_layer(store, first, items, tree)
 }
 
 fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
@@ -358,7 +376,7 @@ fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
 }
 
 /// `source` relative to the root, or `None` if it climbs out of it.
-fn contained(source: &str) -> Option<String> {
+pub(crate) fn contained(source: &str) -> Option<String> {
     let mut parts: Vec<&str> = Vec::new();
     for part in source.split('/') {
         match part {

@@ -11,8 +11,9 @@ use kiln_graph::{Base, BuildGraph, CopyOp, History, ImageConfig, Node, Op, Sourc
 use kiln_store::{write_image, Digest, ImageRecord, Layer, Store};
 use serde_json::{json, Value};
 
-use crate::copy::{copy_layer, CopyRequest};
+use crate::copy::{copy_layer, copy_layer_from, CopyRequest};
 use crate::error::BuildError;
+use crate::remote;
 use crate::rootfs::{self, Tree};
 
 /// What a build needs besides the plan.
@@ -275,18 +276,21 @@ fn run_copy(
     options: &BuildOptions<'_>,
 ) -> Result<Layer, BuildError> {
     let instruction = if copy.add { "ADD" } else { "COPY" };
-    if copy.add {
-        if let Some(remote) = copy
-            .sources
-            .iter()
-            .find(|s| s.contains("://") || s.starts_with("git@"))
-        {
-            return Err(BuildError::step(
-                node.line,
-                format!("ADD {remote}: remote sources (URLs, git) are not supported yet"),
-            ));
-        }
+    let (remote, local): (Vec<&String>, Vec<&String>) = copy
+        .sources
+        .iter()
+        .partition(|s| copy.add && copy.from.is_none() && remote::remote_kind(s).is_some());
+    if copy.checksum.is_some() && (!local.is_empty() || remote.is_empty()) {
+        return Err(BuildError::step(
+            node.line,
+            "ADD --checksum applies only to http(s) and git sources",
+        ));
     }
+    let staging = if remote.is_empty() {
+        None
+    } else {
+        Some(fetch_remote_sources(store, copy, &remote, node.line)?)
+    };
     let owner = match &copy.chown {
         None => None,
         Some(spec) => Some(resolve_owner(store, &state.layers, spec, node.line)?),
@@ -314,12 +318,20 @@ fn run_copy(
         Some((dir, name)) => (dir.0.as_path(), name.as_str()),
         None => (options.context, "the build context"),
     };
-    let request = CopyRequest {
+    let local: Vec<String> = local.into_iter().cloned().collect();
+    // Several sources in all make the destination a directory, whichever
+    // root each is read from.
+    let dest = if copy.sources.len() + copy.heredocs.len() > 1 && !copy.dest.ends_with('/') {
+        format!("{}/", copy.dest)
+    } else {
+        copy.dest.clone()
+    };
+    let base = CopyRequest {
         root,
         root_name,
-        sources: &copy.sources,
+        sources: &local,
         heredocs: &copy.heredocs,
-        dest: &copy.dest,
+        dest: &dest,
         owner,
         keep_source_owner: copy.from.is_some(),
         extract_archives: copy.add && copy.unpack != Some(false),
@@ -330,7 +342,54 @@ fn run_copy(
         line: node.line,
         instruction,
     };
-    copy_layer(store, &request, &mut state.tree)
+    let Some((staging_dir, fetched)) = &staging else {
+        return copy_layer(store, &base, &mut state.tree);
+    };
+    // Remote files are never extracted (Docker's rule), and their owner
+    // is root unless --chown says otherwise.
+    let fetched_request = CopyRequest {
+        root: &staging_dir.0,
+        root_name: "the downloaded sources",
+        sources: fetched,
+        heredocs: &[],
+        extract_archives: false,
+        keep_source_owner: false,
+        excludes: &[],
+        parents: false,
+        ..base
+    };
+    if local.is_empty() && copy.heredocs.is_empty() {
+        return copy_layer(store, &fetched_request, &mut state.tree);
+    }
+    copy_layer_from(store, &[base, fetched_request], &mut state.tree)
+}
+
+/// Fetches every remote ADD source into one scratch directory; returns it
+/// with the fetched paths relative to it.
+fn fetch_remote_sources(
+    store: &Store,
+    copy: &CopyOp,
+    sources: &[&String],
+    line: u32,
+) -> Result<(TempDir, Vec<String>), BuildError> {
+    let staging = TempDir::new(store)?;
+    let mut fetched = Vec::new();
+    for (slot, source) in sources.iter().enumerate() {
+        let path = match remote::remote_kind(source) {
+            Some(remote::RemoteKind::Git) => {
+                if copy.checksum.is_some() {
+                    return Err(BuildError::step(
+                        line,
+                        format!("ADD {source}: --checksum is not supported for git sources yet"),
+                    ));
+                }
+                remote::fetch_git(source, copy.keep_git_dir, &staging.0, slot, line)?
+            }
+            _ => remote::fetch_url(source, copy.checksum.as_deref(), &staging.0, slot, line)?,
+        };
+        fetched.push(path);
+    }
+    Ok((staging, fetched))
 }
 
 /// `--chown=user[:group]`: numbers as they are, names looked up in the
