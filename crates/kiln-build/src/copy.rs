@@ -8,8 +8,10 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
+use kiln_context::{ContentDigest, HashStats, StatCache};
 use kiln_graph::HeredocInput;
 use kiln_store::{Layer, Store};
+use sha2::{Digest as _, Sha256};
 use walkdir::WalkDir;
 
 use crate::error::BuildError;
@@ -37,12 +39,17 @@ pub struct CopyRequest<'a> {
     pub parents: bool,
     /// SOURCE_DATE_EPOCH: file times are clamped to it.
     pub clamp_mtime: Option<u64>,
+    /// Content digests of files under `root`, keyed by their path relative
+    /// to it (persistent for the context, in memory for other roots).
+    pub stat_cache: &'a StatCache,
     pub line: u32,
     pub instruction: &'a str,
 }
 
 enum Content {
-    File(PathBuf),
+    /// A file to copy, with its metadata from the walk (the stat cache
+    /// needs it, and statting 20,000 files twice is not free).
+    File(PathBuf, fs::Metadata),
     Dir,
     Symlink(PathBuf),
     /// A hard link to another path of the layer.
@@ -77,12 +84,22 @@ fn has_wildcard(text: &str) -> bool {
     text.contains(['*', '?', '['])
 }
 
+/// A written COPY layer and what it was made from.
+pub struct CopyOutcome {
+    pub layer: Layer,
+    /// The digest of exactly what the layer holds: each path with its
+    /// resulting mode and owner and its content or link target, never a
+    /// time. Equal digests mean equal layers (times aside).
+    pub content: ContentDigest,
+    pub hash_stats: HashStats,
+}
+
 /// Writes the layer for `request` and records its paths in `tree`.
 pub fn copy_layer(
     store: &Store,
     request: &CopyRequest<'_>,
     tree: &mut Tree,
-) -> Result<Layer, BuildError> {
+) -> Result<CopyOutcome, BuildError> {
     copy_layer_from(store, std::slice::from_ref(request), tree)
 }
 
@@ -94,15 +111,75 @@ pub fn copy_layer_from(
     store: &Store,
     requests: &[CopyRequest<'_>],
     tree: &mut Tree,
-) -> Result<Layer, BuildError> {
+) -> Result<CopyOutcome, BuildError> {
     let Some(first) = requests.first() else {
         return Err(BuildError::step(0, "a copy with no sources"));
     };
     let mut items = Vec::new();
+    let mut hash_stats = HashStats::default();
+    let mut hasher = Sha256::new();
     for request in requests {
-        items.extend(collect(request)?);
+        let collected = collect(request)?;
+        let stats = digest_items(request, &collected, &mut hasher)?;
+        hash_stats.files += stats.files;
+        hash_stats.unchanged += stats.unchanged;
+        hash_stats.bytes_read += stats.bytes_read;
+        items.extend(collected);
     }
-    write_layer(store, first, items, tree)
+    let layer = write_layer(store, first, items, tree)?;
+    Ok(CopyOutcome {
+        layer,
+        content: hasher.finalize().into(),
+        hash_stats,
+    })
+}
+
+/// Feeds `items` into `hasher` in destination order: path, kind, mode,
+/// owner and content digest (files through the stat cache, in parallel).
+fn digest_items(
+    req: &CopyRequest<'_>,
+    items: &[Item],
+    hasher: &mut Sha256,
+) -> Result<HashStats, BuildError> {
+    let mut files = Vec::new();
+    for item in items {
+        if let Content::File(path, meta) = &item.content {
+            let key = path.strip_prefix(req.root).unwrap_or(path).to_owned();
+            files.push((key, path.clone(), meta.clone()));
+        }
+    }
+    let (digests, stats) = req
+        .stat_cache
+        .hash_files(&files)
+        .map_err(|e| BuildError::step(req.line, format!("{}: {e}", req.instruction)))?;
+    let mut file_digests = digests.into_iter();
+    let mut order: Vec<(&Item, Option<ContentDigest>)> = items
+        .iter()
+        .map(|item| {
+            let digest = matches!(item.content, Content::File(..))
+                .then(|| file_digests.next())
+                .flatten();
+            (item, digest)
+        })
+        .collect();
+    order.sort_by(|a, b| a.0.dest.cmp(&b.0.dest));
+    for (item, digest) in order {
+        hasher.update(item.dest.as_bytes());
+        hasher.update([0]);
+        let (kind, body): (u8, Vec<u8>) = match &item.content {
+            Content::File(..) => (b'f', digest.map(|d| d.to_vec()).unwrap_or_default()),
+            Content::Dir => (b'd', Vec::new()),
+            Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
+            Content::HardLink(target) => (b'h', target.as_bytes().to_vec()),
+            Content::Data(bytes) => (b'f', Sha256::digest(bytes).to_vec()),
+        };
+        hasher.update([kind]);
+        hasher.update(format!("{:o} {} {}", item.mode, item.uid, item.gid).as_bytes());
+        hasher.update([0]);
+        hasher.update(&body);
+        hasher.update([b'\n']);
+    }
+    Ok(stats)
 }
 
 fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
@@ -403,7 +480,7 @@ fn item_for(
     } else if file_type.is_symlink() {
         Content::Symlink(fs::read_link(path).map_err(|e| BuildError::io(path, e))?)
     } else if file_type.is_file() {
-        Content::File(path.to_owned())
+        Content::File(path.to_owned(), meta.clone())
     } else {
         return Err(BuildError::step(
             req.line,
@@ -545,7 +622,7 @@ fn write_layer(
                     .append_link(&mut header, &item.dest, target)
                     .map_err(io)?;
             }
-            Content::File(path) => {
+            Content::File(path, _) => {
                 let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
                 let len = file.metadata().map_err(|e| BuildError::io(path, e))?.len();
                 header.set_entry_type(tar::EntryType::Regular);

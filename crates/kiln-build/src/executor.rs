@@ -6,12 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use kiln_context::{ContentDigest, HashStats, StatCache};
 
 use kiln_graph::{Base, BuildGraph, CopyOp, History, ImageConfig, Node, Op, SourceRef, StageId};
 use kiln_store::{write_image, Digest, ImageRecord, Layer, Store};
 use serde_json::{json, Value};
 
-use crate::copy::{copy_layer, copy_layer_from, CopyRequest};
+use crate::copy::{copy_layer, copy_layer_from, CopyOutcome, CopyRequest};
 use crate::error::BuildError;
 use crate::remote;
 use crate::rootfs::{self, Tree};
@@ -26,6 +29,27 @@ pub struct BuildOptions<'a> {
     pub source_date_epoch: Option<u64>,
     /// `--label`: added to the image's labels (over the Dockerfile's).
     pub labels: &'a BTreeMap<String, String>,
+    /// Digests of context files hashed by earlier builds.
+    pub stat_cache: &'a StatCache,
+    /// Told when each step starts and ends.
+    pub progress: &'a dyn Fn(StepEvent<'_>),
+}
+
+/// What the executor reports as it goes.
+pub enum StepEvent<'a> {
+    Started {
+        node: &'a Node,
+    },
+    Finished {
+        node: &'a Node,
+        elapsed: Duration,
+        /// The layer the step made, if any.
+        layer: Option<Layer>,
+        /// For COPY/ADD: how many files were hashed and how many came
+        /// from the stat cache, and the digest of what was copied.
+        hash_stats: Option<HashStats>,
+        content: Option<ContentDigest>,
+    },
 }
 
 /// A base image as stored: its layers and its config document.
@@ -134,10 +158,19 @@ pub fn build(
                 stages.insert(id, fs);
             }
         }
+        (options.progress)(StepEvent::Started { node });
+        let started = Instant::now();
         let state = match &node.op {
             Op::From { base, .. } => {
                 let fs = start_stage(store, base, &stages)?;
                 current = Some((node.stage, fs));
+                (options.progress)(StepEvent::Finished {
+                    node,
+                    elapsed: started.elapsed(),
+                    layer: None,
+                    hash_stats: None,
+                    content: None,
+                });
                 continue;
             }
             _ => {
@@ -147,8 +180,15 @@ pub fn build(
                     .1
             }
         };
-        run_node(store, graph, node, state, &stages, options)?;
+        let made = run_node(store, graph, node, state, &stages, options)?;
         state.config = node.config.clone();
+        (options.progress)(StepEvent::Finished {
+            node,
+            elapsed: started.elapsed(),
+            layer: made.layer,
+            hash_stats: made.copied.as_ref().map(|c| c.hash_stats),
+            content: made.copied.map(|c| c.content),
+        });
     }
     if let Some((id, fs)) = current.take() {
         stages.insert(id, fs);
@@ -196,8 +236,9 @@ fn run_node(
     state: &mut StageFs,
     stages: &BTreeMap<StageId, StageFs>,
     options: &BuildOptions<'_>,
-) -> Result<(), BuildError> {
+) -> Result<StepMade, BuildError> {
     let mut history = node.history.clone();
+    let mut made = StepMade::default();
     match &node.op {
         Op::From { .. } | Op::Config { .. } => {}
         Op::Run(_) => {
@@ -216,17 +257,27 @@ fn run_node(
             } else {
                 let layer = mkdir_layer(store, &rel, options, &mut state.tree)?;
                 state.layers.push(layer);
+                made.layer = Some(layer);
             }
         }
         Op::Copy(copy) => {
-            let layer = run_copy(store, graph, node, copy, state, stages, options)?;
-            state.layers.push(layer);
+            let outcome = run_copy(store, graph, node, copy, state, stages, options)?;
+            state.layers.push(outcome.layer);
+            made.layer = Some(outcome.layer);
+            made.copied = Some(outcome);
         }
     }
     if let Some(entry) = history {
         state.history.push(history_entry(&entry, options.created));
     }
-    Ok(())
+    Ok(made)
+}
+
+/// What one step produced.
+#[derive(Default)]
+struct StepMade {
+    layer: Option<Layer>,
+    copied: Option<CopyOutcome>,
 }
 
 fn history_entry(entry: &History, created: &str) -> Value {
@@ -260,10 +311,11 @@ fn mkdir_layer(
         excludes: &[],
         parents: false,
         clamp_mtime: Some(options.source_date_epoch.unwrap_or(0)),
+        stat_cache: options.stat_cache,
         line: 0,
         instruction: "WORKDIR",
     };
-    copy_layer(store, &request, tree)
+    Ok(copy_layer(store, &request, tree)?.layer)
 }
 
 fn run_copy(
@@ -274,7 +326,7 @@ fn run_copy(
     state: &mut StageFs,
     stages: &BTreeMap<StageId, StageFs>,
     options: &BuildOptions<'_>,
-) -> Result<Layer, BuildError> {
+) -> Result<CopyOutcome, BuildError> {
     let instruction = if copy.add { "ADD" } else { "COPY" };
     let (remote, local): (Vec<&String>, Vec<&String>) = copy
         .sources
@@ -318,6 +370,13 @@ fn run_copy(
         Some((dir, name)) => (dir.0.as_path(), name.as_str()),
         None => (options.context, "the build context"),
     };
+    // Only the context keeps its paths and inodes from build to build.
+    let fresh_cache = StatCache::in_memory();
+    let stat_cache = if unpacked.is_some() {
+        &fresh_cache
+    } else {
+        options.stat_cache
+    };
     let local: Vec<String> = local.into_iter().cloned().collect();
     // Several sources in all make the destination a directory, whichever
     // root each is read from.
@@ -339,6 +398,7 @@ fn run_copy(
         excludes: &copy.excludes,
         parents: copy.parents,
         clamp_mtime: options.source_date_epoch,
+        stat_cache,
         line: node.line,
         instruction,
     };
@@ -356,6 +416,7 @@ fn run_copy(
         keep_source_owner: false,
         excludes: &[],
         parents: false,
+        stat_cache: &fresh_cache,
         ..base
     };
     if local.is_empty() && copy.heredocs.is_empty() {

@@ -11,4 +11,4 @@ mod remote;
 mod rootfs;
 
 pub use error::BuildError;
-pub use executor::{build, load_base, unpack_image, BaseImage, BuildOptions};
+pub use executor::{build, load_base, unpack_image, BaseImage, BuildOptions, StepEvent};

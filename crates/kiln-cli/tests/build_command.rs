@@ -439,3 +439,42 @@ fn add_extracts_local_archives_and_refuses_hostile_ones() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_stat_cache_spares_unchanged_files_and_rereads_edited_ones() {
+    let f = fixture(None);
+    // Older than the racy-clean margin, so the cache may vouch for them.
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+    for name in ["src/a.txt", "src/sub/b.txt"] {
+        let file = fs::File::options()
+            .write(true)
+            .open(f.context.join(name))
+            .unwrap();
+        file.set_modified(old).unwrap();
+    }
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch\nCOPY src /src\n",
+    )
+    .unwrap();
+    let build = || {
+        let out = kiln(&f.root, &["build", f.context.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("files hashed"))
+            .unwrap_or_default()
+            .to_owned();
+        (text(&out.stdout), line)
+    };
+    let (first, report) = build();
+    assert_eq!(report, "#2 2 files hashed, 0 unchanged, 4B read");
+    let (second, report) = build();
+    assert_eq!(report, "#2 2 files hashed, 2 unchanged, 0B read");
+    assert_eq!(first, second);
+    fs::write(f.context.join("src/a.txt"), "A\n").unwrap();
+    let (third, report) = build();
+    assert_eq!(report, "#2 2 files hashed, 1 unchanged, 2B read");
+    assert_ne!(third, first);
+}

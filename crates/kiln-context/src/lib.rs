@@ -1,3 +1,9 @@
 //! The build context: which files a build may read (`.dockerignore` with
 //! Docker's pattern semantics), walking them, and hashing their content.
 //! It knows nothing of images.
+
+mod error;
+pub mod hash;
+
+pub use error::ContextError;
+pub use hash::{hash_file, ContentDigest, HashStats, StatCache};

@@ -13,6 +13,8 @@ use kiln_graph::{plan, PlanOptions};
 use super::dockerfile::{load, print};
 use super::images::{creation_time, open_store};
 use super::plan::build_args;
+use super::progress::{PlainProgress, ProgressMode};
+use kiln_context::StatCache;
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -41,6 +43,9 @@ pub struct BuildArgs {
     /// PATH means type=local)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
+    /// How much to print while building
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
     /// The build context directory
     context: PathBuf,
 }
@@ -94,19 +99,12 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let created = creation_time()?;
-    let total = graph.nodes.len();
-    for (n, node) in graph.nodes.iter().enumerate() {
-        let stage = &graph.stages[node.stage];
-        eprintln!(
-            "#{} [{} {}/{}] {}",
-            n + 1,
-            stage.label(),
-            n + 1,
-            total,
-            node.display
-        );
-    }
-    let record = match build(
+    let progress = PlainProgress::new(&graph, args.progress);
+    let stat_cache = StatCache::load(&StatCache::file_for(
+        &store.root().join("kiln/statcache"),
+        &args.context,
+    ));
+    let result = build(
         &store,
         &graph,
         &BuildOptions {
@@ -114,8 +112,15 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             created: &created,
             source_date_epoch: epoch,
             labels: &labels,
+            stat_cache: &stat_cache,
+            progress: &|event| progress.event(event),
         },
-    ) {
+    );
+    // What was hashed stays true whether or not the build succeeded.
+    if let Err(error) = stat_cache.save() {
+        eprintln!("warning: the stat cache was not saved: {error}");
+    }
+    let record = match result {
         Ok(record) => record,
         Err(BuildError::Step {
             line,

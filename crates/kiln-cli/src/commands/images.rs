@@ -90,7 +90,7 @@ fn image_size(store: &Store, manifest: &Digest) -> anyhow::Result<u64> {
     Ok(size)
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut value = bytes as f64;
     let mut unit = 0;

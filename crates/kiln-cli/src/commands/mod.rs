@@ -5,3 +5,4 @@ pub mod dockerfile;
 pub mod images;
 pub mod parse;
 pub mod plan;
+pub mod progress;

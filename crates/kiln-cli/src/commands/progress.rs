@@ -1,0 +1,86 @@
+//! Build progress on standard error, in BuildKit's plain style: a numbered
+//! line when a step starts (`#3 [build 2/6] COPY src/ ./src/`), what it did,
+//! and `#3 DONE 0.12s` when it ends. The live terminal view and JSON events
+//! come with the progress issue.
+
+use std::io::Write;
+
+use kiln_build::StepEvent;
+use kiln_graph::{BuildGraph, NodeId};
+
+/// How much a build says while it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// plain for now (the live view comes later)
+    #[default]
+    Auto,
+    Plain,
+    Quiet,
+}
+
+/// Numbers and labels the steps of one build.
+pub struct PlainProgress {
+    /// Per node: its position within its stage, and the stage's label and
+    /// size, as BuildKit shows them (`[build 2/6]`).
+    titles: Vec<String>,
+    quiet: bool,
+}
+
+impl PlainProgress {
+    pub fn new(graph: &BuildGraph, mode: ProgressMode) -> PlainProgress {
+        let mut titles = vec![String::new(); graph.nodes.len()];
+        for (stage_id, stage) in graph.stages.iter().enumerate() {
+            let nodes: Vec<NodeId> = graph
+                .nodes
+                .iter()
+                .filter(|n| n.stage == stage_id)
+                .map(|n| n.id)
+                .collect();
+            for (position, id) in nodes.iter().enumerate() {
+                titles[*id] = format!(
+                    "[{} {}/{}] {}",
+                    stage.label(),
+                    position + 1,
+                    nodes.len(),
+                    graph.nodes[*id].display
+                );
+            }
+        }
+        PlainProgress {
+            titles,
+            quiet: mode == ProgressMode::Quiet,
+        }
+    }
+
+    pub fn event(&self, event: StepEvent<'_>) {
+        if self.quiet {
+            return;
+        }
+        let mut out = String::new();
+        match event {
+            StepEvent::Started { node } => {
+                let title = self.titles.get(node.id).map_or("", String::as_str);
+                out.push_str(&format!("#{} {title}\n", node.id + 1));
+            }
+            StepEvent::Finished {
+                node,
+                elapsed,
+                hash_stats,
+                ..
+            } => {
+                let number = node.id + 1;
+                if let Some(stats) = hash_stats.filter(|s| s.files > 0) {
+                    out.push_str(&format!(
+                        "#{number} {} files hashed, {} unchanged, {} read\n",
+                        stats.files,
+                        stats.unchanged,
+                        super::images::human_size(stats.bytes_read)
+                    ));
+                }
+                out.push_str(&format!("#{number} DONE {:.2}s\n", elapsed.as_secs_f64()));
+            }
+        }
+        // Progress is best effort: a closed stderr must not fail the build.
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    }
+}

@@ -1,0 +1,355 @@
+//! Content hashing of files, in parallel (rayon), with a persistent stat
+//! cache: a file whose path, size, mtime, inode and ctime are what they
+//! were when it was last hashed is not read again. The cache is only ever
+//! a shortcut to a content digest; nothing downstream sees an mtime.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::ContextError;
+
+/// A sha256 digest of a file's bytes.
+pub type ContentDigest = [u8; 32];
+
+/// What the stat cache remembers of a file when it hashed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+    device: u64,
+}
+
+impl Stamp {
+    fn of(meta: &fs::Metadata) -> Stamp {
+        Stamp {
+            size: meta.size(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            ctime_ns: i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec()),
+            inode: meta.ino(),
+            device: meta.dev(),
+        }
+    }
+}
+
+const MAGIC: &[u8; 8] = b"kilnsc01";
+
+/// File times are coarser than the clock (a few ms on ext4, 1 s or more
+/// elsewhere): a file modified this close to the cache's writing may have
+/// changed again without its stamp changing.
+const RACY_MARGIN_NS: i128 = 2_000_000_000;
+
+/// Path → (stamp, digest), loaded from and saved to one file. Safe to use
+/// from many threads while hashing.
+pub struct StatCache {
+    file: Option<PathBuf>,
+    /// When the loaded cache was written: files modified within
+    /// [`RACY_MARGIN_NS`] of it may have changed without a new stamp
+    /// ("racily clean", as git calls it) and are hashed again.
+    written_ns: i128,
+    entries: Mutex<HashMap<PathBuf, (Stamp, ContentDigest)>>,
+    dirty: Mutex<bool>,
+}
+
+/// What a [`StatCache::hash_files`] call did, for progress and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashStats {
+    pub files: usize,
+    /// Files whose digest came from the stat cache.
+    pub unchanged: usize,
+    /// Bytes read to hash the others.
+    pub bytes_read: u64,
+}
+
+impl StatCache {
+    /// A cache that remembers nothing between runs (for sources that are
+    /// fresh every time, like an unpacked stage).
+    pub fn in_memory() -> StatCache {
+        StatCache {
+            file: None,
+            written_ns: i128::MAX,
+            entries: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(false),
+        }
+    }
+
+    /// Loads the cache kept in `file`; a missing or unreadable file gives
+    /// an empty cache (it is only a shortcut, so damage costs time, never
+    /// correctness).
+    pub fn load(file: &Path) -> StatCache {
+        let mut cache = StatCache::in_memory();
+        cache.file = Some(file.to_owned());
+        cache.written_ns = 0;
+        if let Ok(bytes) = fs::read(file) {
+            if let Some((written_ns, entries)) = decode(&bytes) {
+                cache.written_ns = written_ns;
+                cache.entries = Mutex::new(entries);
+            }
+        }
+        cache
+    }
+
+    /// The cache file for the context directory `context` under `dir`:
+    /// one per context, named by its canonical path.
+    pub fn file_for(dir: &Path, context: &Path) -> PathBuf {
+        let canonical = fs::canonicalize(context).unwrap_or_else(|_| context.to_owned());
+        let digest = Sha256::digest(canonical.as_os_str().as_bytes());
+        let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        dir.join(name)
+    }
+
+    /// Writes the cache back if it changed: to a temp file, then renamed,
+    /// so a crash leaves the old cache or the new one.
+    pub fn save(&self) -> Result<(), ContextError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        if !*lock(&self.dirty) {
+            return Ok(());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let bytes = encode(now, &lock(&self.entries));
+        if let Some(parent) = file.parent() {
+            fs::create_dir_all(parent).map_err(|e| ContextError::io(parent, e))?;
+        }
+        let temp = file.with_extension(format!("tmp-{}", std::process::id()));
+        fs::write(&temp, bytes).map_err(|e| ContextError::io(&temp, e))?;
+        fs::rename(&temp, file).map_err(|e| ContextError::io(file, e))?;
+        *lock(&self.dirty) = false;
+        Ok(())
+    }
+
+    /// The content digests of `files` (each a path and its metadata from
+    /// the caller's walk, in any order), in parallel. `key` names a file
+    /// in the cache: its path relative to the context root.
+    pub fn hash_files(
+        &self,
+        files: &[(PathBuf, PathBuf, fs::Metadata)],
+    ) -> Result<(Vec<ContentDigest>, HashStats), ContextError> {
+        let results: Vec<Result<(ContentDigest, bool, u64), ContextError>> = files
+            .par_iter()
+            .map(|(key, path, meta)| self.hash_one(key, path, meta))
+            .collect();
+        let mut stats = HashStats {
+            files: files.len(),
+            ..HashStats::default()
+        };
+        let mut digests = Vec::with_capacity(files.len());
+        for result in results {
+            let (digest, cached, read) = result?;
+            stats.unchanged += usize::from(cached);
+            stats.bytes_read += read;
+            digests.push(digest);
+        }
+        Ok((digests, stats))
+    }
+
+    /// (digest, from the cache, bytes read).
+    fn hash_one(
+        &self,
+        key: &Path,
+        path: &Path,
+        meta: &fs::Metadata,
+    ) -> Result<(ContentDigest, bool, u64), ContextError> {
+        let stamp = Stamp::of(meta);
+        let racy = stamp.mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.written_ns;
+        if !racy {
+            if let Some((known, digest)) = lock(&self.entries).get(key) {
+                if *known == stamp {
+                    return Ok((*digest, true, 0));
+                }
+            }
+        }
+        let digest = hash_file(path)?;
+        lock(&self.entries).insert(key.to_owned(), (stamp, digest));
+        *lock(&self.dirty) = true;
+        Ok((digest, false, stamp.size))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a half-written entry
+    // (inserts are single calls), so the data is still good.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The sha256 of a file's bytes.
+pub fn hash_file(path: &Path) -> Result<ContentDigest, ContextError> {
+    let mut file = File::open(path).map_err(|e| ContextError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 17];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => hasher.update(&buffer[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ContextError::io(path, e)),
+        }
+    }
+    Ok(hasher.finalize().into())
+}
+
+/// Layout: magic, written time (i128 LE), entry count (u64 LE), then per
+/// entry: path length (u32 LE), path bytes, size u64, mtime i128, ctime
+/// i128, inode u64, device u64, digest.
+fn encode(written_ns: i128, entries: &HashMap<PathBuf, (Stamp, ContentDigest)>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + entries.len() * 120);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&written_ns.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    for (path, (stamp, digest)) in entries {
+        let path = path.as_os_str().as_bytes();
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path);
+        out.extend_from_slice(&stamp.size.to_le_bytes());
+        out.extend_from_slice(&stamp.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&stamp.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&stamp.inode.to_le_bytes());
+        out.extend_from_slice(&stamp.device.to_le_bytes());
+        out.extend_from_slice(digest);
+    }
+    out
+}
+
+type Entries = HashMap<PathBuf, (Stamp, ContentDigest)>;
+
+/// `None` for anything that is not a whole, well-formed cache file.
+fn decode(bytes: &[u8]) -> Option<(i128, Entries)> {
+    let mut input = Reader(bytes);
+    if input.take(8)? != MAGIC {
+        return None;
+    }
+    let written_ns = i128::from_le_bytes(input.array()?);
+    let count = u64::from_le_bytes(input.array()?);
+    let mut entries = HashMap::with_capacity(count.min(1 << 20) as usize);
+    for _ in 0..count {
+        let len = u32::from_le_bytes(input.array()?) as usize;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(input.take(len)?));
+        let stamp = Stamp {
+            size: u64::from_le_bytes(input.array()?),
+            mtime_ns: i128::from_le_bytes(input.array()?),
+            ctime_ns: i128::from_le_bytes(input.array()?),
+            inode: u64::from_le_bytes(input.array()?),
+            device: u64::from_le_bytes(input.array()?),
+        };
+        let digest: ContentDigest = input.array()?;
+        entries.insert(path, (stamp, digest));
+    }
+    input.0.is_empty().then_some((written_ns, entries))
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn walk(root: &Path) -> Vec<(PathBuf, PathBuf, fs::Metadata)> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(root).unwrap() {
+            let entry = entry.unwrap();
+            out.push((
+                PathBuf::from(entry.file_name()),
+                entry.path(),
+                entry.metadata().unwrap(),
+            ));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Makes every file look older than the cache, so the racy-clean rule
+    /// does not force a re-hash in a test that runs within one second.
+    fn age(path: &Path) {
+        let old = UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(old).unwrap();
+    }
+
+    #[test]
+    fn unchanged_files_come_from_the_cache_and_edits_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = dir.path().join("ctx");
+        fs::create_dir(&context).unwrap();
+        fs::write(context.join("a"), "alpha").unwrap();
+        fs::write(context.join("b"), "beta").unwrap();
+        age(&context.join("a"));
+        age(&context.join("b"));
+        let cache_file = dir.path().join("cache");
+
+        let first = StatCache::load(&cache_file);
+        let (digests, stats) = first.hash_files(&walk(&context)).unwrap();
+        assert_eq!(digests[0], <[u8; 32]>::from(Sha256::digest(b"alpha")));
+        assert_eq!((stats.files, stats.unchanged, stats.bytes_read), (2, 0, 9));
+        first.save().unwrap();
+
+        let second = StatCache::load(&cache_file);
+        let (again, stats) = second.hash_files(&walk(&context)).unwrap();
+        assert_eq!(again, digests);
+        assert_eq!((stats.unchanged, stats.bytes_read), (2, 0));
+
+        // An edit that keeps the size and the mtime: ctime still moves.
+        fs::write(context.join("a"), "ALPHA").unwrap();
+        age(&context.join("a"));
+        let (edited, stats) = second.hash_files(&walk(&context)).unwrap();
+        assert_ne!(edited[0], digests[0]);
+        assert_eq!(edited[1], digests[1]);
+        assert_eq!(stats.unchanged, 1);
+    }
+
+    #[test]
+    fn damaged_cache_files_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cache");
+        let mut entries = HashMap::new();
+        entries.insert(
+            PathBuf::from("x"),
+            (
+                Stamp {
+                    size: 1,
+                    mtime_ns: 2,
+                    ctime_ns: 3,
+                    inode: 4,
+                    device: 5,
+                },
+                [7u8; 32],
+            ),
+        );
+        let bytes = encode(9, &entries);
+        assert_eq!(decode(&bytes), Some((9, entries)));
+        for cut in [0, 8, 30, bytes.len() - 1] {
+            assert_eq!(decode(&bytes[..cut]), None);
+        }
+        fs::write(&file, &bytes[..40]).unwrap();
+        assert!(lock(&StatCache::load(&file).entries).is_empty());
+    }
+}
