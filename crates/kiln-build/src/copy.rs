@@ -120,10 +120,7 @@ pub fn copy_layer_from(
     let mut hasher = Sha256::new();
     for request in requests {
         let collected = collect(request)?;
-        let stats = digest_items(request, &collected, &mut hasher)?;
-        hash_stats.files += stats.files;
-        hash_stats.unchanged += stats.unchanged;
-        hash_stats.bytes_read += stats.bytes_read;
+        hash_stats.add(&digest_items(request, &collected, &mut hasher)?);
         items.extend(collected);
     }
     let layer = write_layer(store, first, items, tree)?;

@@ -464,6 +464,7 @@ fn the_stat_cache_spares_unchanged_files_and_rereads_edited_ones() {
         let line = stderr
             .lines()
             .find(|l| l.contains("files hashed"))
+            .and_then(|l| l.split(" in ").next())
             .unwrap_or_default()
             .to_owned();
         (text(&out.stdout), line)

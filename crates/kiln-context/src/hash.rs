@@ -69,6 +69,18 @@ pub struct HashStats {
     pub unchanged: usize,
     /// Bytes read to hash the others.
     pub bytes_read: u64,
+    /// Wall time spent, stat cache lookups included.
+    pub elapsed: std::time::Duration,
+}
+
+impl HashStats {
+    /// Adds the figures of another hashing pass.
+    pub fn add(&mut self, other: &HashStats) {
+        self.files += other.files;
+        self.unchanged += other.unchanged;
+        self.bytes_read += other.bytes_read;
+        self.elapsed += other.elapsed;
+    }
 }
 
 impl StatCache {
@@ -138,6 +150,7 @@ impl StatCache {
         &self,
         files: &[(PathBuf, PathBuf, fs::Metadata)],
     ) -> Result<(Vec<ContentDigest>, HashStats), ContextError> {
+        let started = std::time::Instant::now();
         let results: Vec<Result<(ContentDigest, bool, u64), ContextError>> = files
             .par_iter()
             .map(|(key, path, meta)| self.hash_one(key, path, meta))
@@ -153,6 +166,7 @@ impl StatCache {
             stats.bytes_read += read;
             digests.push(digest);
         }
+        stats.elapsed = started.elapsed();
         Ok((digests, stats))
     }
 
@@ -310,6 +324,7 @@ mod tests {
         let (digests, stats) = first.hash_files(&walk(&context)).unwrap();
         assert_eq!(digests[0], <[u8; 32]>::from(Sha256::digest(b"alpha")));
         assert_eq!((stats.files, stats.unchanged, stats.bytes_read), (2, 0, 9));
+        assert!(stats.elapsed > std::time::Duration::ZERO);
         first.save().unwrap();
 
         let second = StatCache::load(&cache_file);

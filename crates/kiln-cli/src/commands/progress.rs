@@ -71,10 +71,11 @@ impl PlainProgress {
                 let number = node.id + 1;
                 if let Some(stats) = hash_stats.filter(|s| s.files > 0) {
                     out.push_str(&format!(
-                        "#{number} {} files hashed, {} unchanged, {} read\n",
+                        "#{number} {} files hashed, {} unchanged, {} read in {:.2}s\n",
                         stats.files,
                         stats.unchanged,
-                        super::images::human_size(stats.bytes_read)
+                        super::images::human_size(stats.bytes_read),
+                        stats.elapsed.as_secs_f64()
                     ));
                 }
                 out.push_str(&format!("#{number} DONE {:.2}s\n", elapsed.as_secs_f64()));
