@@ -37,6 +37,9 @@ pub struct CopyRequest<'a> {
     pub chmod: Option<&'a str>,
     pub excludes: &'a [String],
     pub parents: bool,
+    /// `--link`: the layer stands alone, reading nothing of the stage it
+    /// lands on, so every parent directory is in it.
+    pub link: bool,
     /// SOURCE_DATE_EPOCH: file times are clamped to it.
     pub clamp_mtime: Option<u64>,
     /// Content digests of files under `root`, keyed by their path relative
@@ -569,14 +572,16 @@ fn write_layer(
     mut items: Vec<Item>,
     tree: &mut Tree,
 ) -> Result<Layer, BuildError> {
-    // Parents the stage does not have yet are created, root-owned 0755.
+    // Parents the stage does not have yet are created, root-owned 0755
+    // (with --link, all of them: the layer must not depend on the stage).
     let mut present: std::collections::HashSet<String> =
         items.iter().map(|i| i.dest.clone()).collect();
     let mut parents = Vec::new();
     for item in &items {
         let mut path = item.dest.as_str();
         while let Some((parent, _)) = path.rsplit_once('/') {
-            if tree.get(parent).is_some() || !present.insert(parent.to_owned()) {
+            let in_stage = !req.link && tree.get(parent).is_some();
+            if in_stage || !present.insert(parent.to_owned()) {
                 break;
             }
             parents.push(Item {

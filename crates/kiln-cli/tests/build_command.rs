@@ -479,3 +479,53 @@ fn the_stat_cache_spares_unchanged_files_and_rereads_edited_ones() {
     assert_eq!(report, "#2 2 files hashed, 1 unchanged, 2B read");
     assert_ne!(third, first);
 }
+
+/// The paths in the last layer of image `name`, as stored (plain tar).
+fn last_layer_paths(root: &Path, name: &str) -> Vec<String> {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(root, &["inspect", name]))).unwrap();
+    let layers = inspect["Manifest"]["layers"].as_array().unwrap();
+    let digest = layers.last().unwrap()["digest"].as_str().unwrap();
+    let blob = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let mut archive = tar::Archive::new(fs::File::open(blob).unwrap());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect()
+}
+
+#[test]
+fn copy_link_layers_carry_their_own_parent_directories() {
+    let f = fixture(None);
+    for (name, flag) in [("plain", ""), ("linked", "--link ")] {
+        fs::write(
+            f.context.join("Dockerfile"),
+            format!("FROM busybox\nCOPY {flag}src/a.txt /etc/kiln/a.txt\n"),
+        )
+        .unwrap();
+        ok(kiln(
+            &f.root,
+            &["build", "-t", name, f.context.to_str().unwrap()],
+        ));
+    }
+    // busybox has /etc: a plain COPY leaves it to the base, a linked one
+    // cannot know it is there.
+    assert_eq!(
+        last_layer_paths(&f.root, "plain"),
+        ["etc/kiln/", "etc/kiln/a.txt"]
+    );
+    assert_eq!(
+        last_layer_paths(&f.root, "linked"),
+        ["etc/", "etc/kiln/", "etc/kiln/a.txt"]
+    );
+    let rootfs = umoci_unpack(&f.root, "linked", &f.work.join("linked"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/kiln/a.txt")).unwrap(),
+        "a\n"
+    );
+    assert!(
+        rootfs.join("etc/passwd").is_file(),
+        "the base is still there"
+    );
+}
