@@ -4,11 +4,12 @@
 //! Nothing here follows a symlink out of the root it reads from: links are
 //! copied as links.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use globset::{GlobBuilder, GlobMatcher};
-use kiln_context::{ContentDigest, HashStats, StatCache};
+use kiln_context::{ContentDigest, HashStats, Ignore, StatCache};
 use kiln_graph::HeredocInput;
 use kiln_store::{Layer, Store};
 use sha2::{Digest as _, Sha256};
@@ -45,6 +46,9 @@ pub struct CopyRequest<'a> {
     /// Content digests of files under `root`, keyed by their path relative
     /// to it (persistent for the context, in memory for other roots).
     pub stat_cache: &'a StatCache,
+    /// `.dockerignore` of the context: what it excludes does not exist
+    /// for COPY. `None` for other roots.
+    pub ignore: Option<&'a Ignore>,
     pub line: u32,
     pub instruction: &'a str,
 }
@@ -83,63 +87,87 @@ fn glob(pattern: &str, line: u32, instruction: &str) -> Result<GlobMatcher, Buil
         })
 }
 
+/// Whether `.dockerignore` excludes `rel` (a path relative to the root).
+fn ignored(req: &CopyRequest<'_>, rel: &str) -> Result<bool, BuildError> {
+    match req.ignore {
+        Some(ignore) if !rel.is_empty() => ignore.matches(rel).map_err(|e| {
+            BuildError::step(req.line, format!("{}: .dockerignore: {e}", req.instruction))
+        }),
+        _ => Ok(false),
+    }
+}
+
+/// Whether nothing under the excluded directory `rel` can come back
+/// through a `!` pattern, so a walk need not enter it.
+fn dir_ignored_entirely(req: &CopyRequest<'_>, rel: &str) -> bool {
+    req.ignore
+        .is_some_and(|ignore| ignore.excludes_dir_entirely(rel))
+}
+
 fn has_wildcard(text: &str) -> bool {
     text.contains(['*', '?', '['])
 }
 
-/// A written COPY layer and what it was made from.
-pub struct CopyOutcome {
-    pub layer: Layer,
-    /// The digest of exactly what the layer holds: each path with its
+/// What a COPY step will write, known before anything is written: enough
+/// to compute its cache key, and to explain a miss.
+pub struct Selection {
+    items: Vec<Item>,
+    /// The digest of exactly what the layer will hold: each path with its
     /// resulting mode and owner and its content or link target, never a
     /// time. Equal digests mean equal layers (times aside).
     pub content: ContentDigest,
     pub hash_stats: HashStats,
+    /// Source path (relative to its root) → short content digest, for
+    /// saying which input changed.
+    pub inputs: BTreeMap<String, String>,
+    clamp_mtime: Option<u64>,
+    link: bool,
 }
 
-/// Writes the layer for `request` and records its paths in `tree`.
+/// Selects and hashes the sources of one or more requests with the same
+/// destination and options but different roots (an ADD of both context
+/// files and URLs). The caller makes the destination a directory (`/`)
+/// when the requests together have more than one source.
+pub fn select(requests: &[CopyRequest<'_>]) -> Result<Selection, BuildError> {
+    let Some(first) = requests.first() else {
+        return Err(BuildError::step(0, "a copy with no sources"));
+    };
+    let mut selection = Selection {
+        items: Vec::new(),
+        content: [0; 32],
+        hash_stats: HashStats::default(),
+        inputs: BTreeMap::new(),
+        clamp_mtime: first.clamp_mtime,
+        link: first.link,
+    };
+    let mut hasher = Sha256::new();
+    for request in requests {
+        let collected = collect(request)?;
+        let stats = digest_items(request, &collected, &mut hasher, &mut selection.inputs)?;
+        selection.hash_stats.add(&stats);
+        selection.items.extend(collected);
+    }
+    selection.content = hasher.finalize().into();
+    Ok(selection)
+}
+
+/// Selects and writes in one go (steps the cache does not cover).
 pub fn copy_layer(
     store: &Store,
     request: &CopyRequest<'_>,
     tree: &mut Tree,
-) -> Result<CopyOutcome, BuildError> {
-    copy_layer_from(store, std::slice::from_ref(request), tree)
-}
-
-/// One layer from several requests with the same destination and options
-/// but different roots (an ADD of both context files and URLs). The
-/// caller makes the destination a directory (`/`) when the requests
-/// together have more than one source.
-pub fn copy_layer_from(
-    store: &Store,
-    requests: &[CopyRequest<'_>],
-    tree: &mut Tree,
-) -> Result<CopyOutcome, BuildError> {
-    let Some(first) = requests.first() else {
-        return Err(BuildError::step(0, "a copy with no sources"));
-    };
-    let mut items = Vec::new();
-    let mut hash_stats = HashStats::default();
-    let mut hasher = Sha256::new();
-    for request in requests {
-        let collected = collect(request)?;
-        hash_stats.add(&digest_items(request, &collected, &mut hasher)?);
-        items.extend(collected);
-    }
-    let layer = write_layer(store, first, items, tree)?;
-    Ok(CopyOutcome {
-        layer,
-        content: hasher.finalize().into(),
-        hash_stats,
-    })
+) -> Result<Layer, BuildError> {
+    select(std::slice::from_ref(request))?.write_layer(store, tree)
 }
 
 /// Feeds `items` into `hasher` in destination order: path, kind, mode,
-/// owner and content digest (files through the stat cache, in parallel).
+/// owner and content digest (files through the stat cache, in parallel);
+/// records each file's digest in `inputs`.
 fn digest_items(
     req: &CopyRequest<'_>,
     items: &[Item],
     hasher: &mut Sha256,
+    inputs: &mut BTreeMap<String, String>,
 ) -> Result<HashStats, BuildError> {
     let mut files = Vec::new();
     for item in items {
@@ -152,6 +180,10 @@ fn digest_items(
         .stat_cache
         .hash_files(&files)
         .map_err(|e| BuildError::step(req.line, format!("{}: {e}", req.instruction)))?;
+    for ((key, _, _), digest) in files.iter().zip(&digests) {
+        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        inputs.insert(key.to_string_lossy().into_owned(), short);
+    }
     let mut file_digests = digests.into_iter();
     let mut order: Vec<(&Item, Option<ContentDigest>)> = items
         .iter()
@@ -205,20 +237,26 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
         if has_wildcard(&clean) {
             wildcard = true;
             let matcher = glob(&clean, req.line, what)?;
-            let mut matches: Vec<String> = WalkDir::new(req.root)
-                .min_depth(1)
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter_map(|e| {
-                    let rel = e
-                        .path()
-                        .strip_prefix(req.root)
-                        .ok()?
-                        .to_string_lossy()
-                        .into_owned();
-                    matcher.is_match(&rel).then_some(rel)
-                })
-                .collect();
+            let mut matches: Vec<String> = Vec::new();
+            let mut walker = WalkDir::new(req.root).min_depth(1).into_iter();
+            while let Some(entry) = walker.next() {
+                let Ok(entry) = entry else { continue };
+                let rel = entry
+                    .path()
+                    .strip_prefix(req.root)
+                    .unwrap_or(entry.path())
+                    .to_string_lossy()
+                    .into_owned();
+                if ignored(req, &rel)? {
+                    if entry.file_type().is_dir() && dir_ignored_entirely(req, &rel) {
+                        walker.skip_current_dir();
+                    }
+                    continue;
+                }
+                if matcher.is_match(&rel) {
+                    matches.push(rel);
+                }
+            }
             matches.sort();
             if matches.is_empty() {
                 return Err(no_source(req, source));
@@ -234,6 +272,11 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
     for rel in &selected {
         let path = req.root.join(rel);
         let meta = fs::symlink_metadata(&path).map_err(|_| no_source(req, rel))?;
+        // An excluded file is not in the context; an excluded directory
+        // still gives what `!` patterns bring back inside it.
+        if ignored(req, rel)? && (!meta.is_dir() || dir_ignored_entirely(req, rel)) {
+            return Err(no_source(req, rel));
+        }
         any_dir |= meta.is_dir();
         metas.push((rel.clone(), path, meta));
     }
@@ -276,6 +319,17 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
                 let inner = inner.to_string_lossy();
                 if excludes.iter().any(|g| g.is_match(inner.as_ref())) {
                     if entry.file_type().is_dir() {
+                        walker.skip_current_dir();
+                    }
+                    continue;
+                }
+                let in_context = if rel.is_empty() {
+                    inner.to_string()
+                } else {
+                    format!("{rel}/{inner}")
+                };
+                if ignored(req, &in_context)? {
+                    if entry.file_type().is_dir() && dir_ignored_entirely(req, &in_context) {
                         walker.skip_current_dir();
                     }
                     continue;
@@ -566,106 +620,111 @@ pub fn apply_chmod(mode: u32, chmod: Option<&str>, is_dir: bool) -> Result<u32, 
     Ok(mode)
 }
 
-fn write_layer(
-    store: &Store,
-    req: &CopyRequest<'_>,
-    mut items: Vec<Item>,
-    tree: &mut Tree,
-) -> Result<Layer, BuildError> {
-    // Parents the stage does not have yet are created, root-owned 0755
-    // (with --link, all of them: the layer must not depend on the stage).
-    let mut present: std::collections::HashSet<String> =
-        items.iter().map(|i| i.dest.clone()).collect();
-    let mut parents = Vec::new();
-    for item in &items {
-        let mut path = item.dest.as_str();
-        while let Some((parent, _)) = path.rsplit_once('/') {
-            let in_stage = !req.link && tree.get(parent).is_some();
-            if in_stage || !present.insert(parent.to_owned()) {
-                break;
+impl Selection {
+    /// Writes the layer and records its paths in `tree` (the stage's files so
+    /// far, which decide the parent directories the layer must create).
+    pub fn write_layer(self, store: &Store, tree: &mut Tree) -> Result<Layer, BuildError> {
+        let Selection {
+            mut items,
+            clamp_mtime,
+            link,
+            ..
+        } = self;
+        // Parents the stage does not have yet are created, root-owned 0755
+        // (with --link, all of them: the layer must not depend on the stage).
+        let mut present: std::collections::HashSet<String> =
+            items.iter().map(|i| i.dest.clone()).collect();
+        let mut parents = Vec::new();
+        for item in &items {
+            let mut path = item.dest.as_str();
+            while let Some((parent, _)) = path.rsplit_once('/') {
+                let in_stage = !link && tree.get(parent).is_some();
+                if in_stage || !present.insert(parent.to_owned()) {
+                    break;
+                }
+                parents.push(Item {
+                    dest: parent.to_owned(),
+                    content: Content::Dir,
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: clamp_mtime.unwrap_or(0),
+                });
+                path = parent;
             }
-            parents.push(Item {
-                dest: parent.to_owned(),
-                content: Content::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: req.clamp_mtime.unwrap_or(0),
-            });
-            path = parent;
         }
-    }
-    items.extend(parents);
-    items.sort_by(|a, b| a.dest.cmp(&b.dest));
-    items.dedup_by(|later, earlier| later.dest == earlier.dest);
+        items.extend(parents);
+        items.sort_by(|a, b| a.dest.cmp(&b.dest));
+        items.dedup_by(|later, earlier| later.dest == earlier.dest);
 
-    let mut writer = store.blobs().writer()?;
-    let mut builder = tar::Builder::new(&mut writer);
-    let tmp = "layer";
-    let io = |e| BuildError::io(tmp, e);
-    for item in &items {
-        let mut header = tar::Header::new_gnu();
-        header.set_mode(item.mode);
-        header.set_uid(item.uid);
-        header.set_gid(item.gid);
-        header.set_mtime(item.mtime);
-        match &item.content {
-            Content::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_size(0);
-                builder
-                    .append_data(&mut header, format!("{}/", item.dest), std::io::empty())
-                    .map_err(io)?;
+        let mut writer = store.blobs().writer()?;
+        let mut builder = tar::Builder::new(&mut writer);
+        let tmp = "layer";
+        let io = |e| BuildError::io(tmp, e);
+        for item in &items {
+            let mut header = tar::Header::new_gnu();
+            header.set_mode(item.mode);
+            header.set_uid(item.uid);
+            header.set_gid(item.gid);
+            header.set_mtime(item.mtime);
+            match &item.content {
+                Content::Dir => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_size(0);
+                    builder
+                        .append_data(&mut header, format!("{}/", item.dest), std::io::empty())
+                        .map_err(io)?;
+                }
+                Content::Symlink(target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, &item.dest, target)
+                        .map_err(io)?;
+                }
+                Content::File(path, _) => {
+                    let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
+                    let len = file.metadata().map_err(|e| BuildError::io(path, e))?.len();
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(len);
+                    builder
+                        .append_data(&mut header, &item.dest, file)
+                        .map_err(|e| BuildError::io(path, e))?;
+                }
+                Content::HardLink(target) => {
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    builder
+                        .append_link(&mut header, &item.dest, target)
+                        .map_err(io)?;
+                }
+                Content::Data(bytes) => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(bytes.len() as u64);
+                    builder
+                        .append_data(&mut header, &item.dest, &bytes[..])
+                        .map_err(io)?;
+                }
             }
-            Content::Symlink(target) => {
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_size(0);
-                builder
-                    .append_link(&mut header, &item.dest, target)
-                    .map_err(io)?;
-            }
-            Content::File(path, _) => {
-                let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
-                let len = file.metadata().map_err(|e| BuildError::io(path, e))?.len();
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(len);
-                builder
-                    .append_data(&mut header, &item.dest, file)
-                    .map_err(|e| BuildError::io(path, e))?;
-            }
-            Content::HardLink(target) => {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                builder
-                    .append_link(&mut header, &item.dest, target)
-                    .map_err(io)?;
-            }
-            Content::Data(bytes) => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(bytes.len() as u64);
-                builder
-                    .append_data(&mut header, &item.dest, &bytes[..])
-                    .map_err(io)?;
-            }
+            tree.insert(
+                item.dest.clone(),
+                PathMeta {
+                    is_dir: matches!(item.content, Content::Dir),
+                    mode: item.mode,
+                    uid: item.uid,
+                    gid: item.gid,
+                },
+            );
         }
-        tree.insert(
-            item.dest.clone(),
-            PathMeta {
-                is_dir: matches!(item.content, Content::Dir),
-                mode: item.mode,
-                uid: item.uid,
-                gid: item.gid,
-            },
-        );
+        builder.finish().map_err(io)?;
+        drop(builder);
+        let (digest, size) = writer.commit()?;
+        Ok(Layer {
+            digest,
+            size,
+            entries: items.len() as u64,
+        })
     }
-    builder.finish().map_err(io)?;
-    drop(builder);
-    let (digest, size) = writer.commit()?;
-    Ok(Layer {
-        digest,
-        size,
-        entries: items.len() as u64,
-    })
 }
 
 #[cfg(test)]

@@ -16,6 +16,8 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cache(#[from] kiln_cache::CacheError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -31,15 +31,6 @@ pub struct Tree {
 }
 
 impl Tree {
-    /// Indexes `layers`, bottom first.
-    pub fn of_layers(store: &Store, layers: &[Layer]) -> Result<Tree, BuildError> {
-        let mut tree = Tree::default();
-        for layer in layers {
-            tree.apply(store, layer)?;
-        }
-        Ok(tree)
-    }
-
     /// Adds one layer on top.
     pub fn apply(&mut self, store: &Store, layer: &Layer) -> Result<(), BuildError> {
         let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;

@@ -47,7 +47,7 @@ enum Command {
     /// Read images from an OCI archive or docker-archive
     Load(commands::images::LoadArgs),
     /// Delete data no image uses and leftovers of interrupted builds
-    Prune,
+    Prune(commands::images::PruneArgs),
     /// Verify every blob and that every image is complete
     Check,
 }
@@ -67,7 +67,7 @@ fn main() -> ExitCode {
         Command::Rmi(args) => commands::images::remove(root, args).map(|()| ExitCode::SUCCESS),
         Command::Save(args) => commands::images::save(root, args).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => commands::images::load(root, args).map(|()| ExitCode::SUCCESS),
-        Command::Prune => commands::images::prune(root).map(|()| ExitCode::SUCCESS),
+        Command::Prune(args) => commands::images::prune(root, args).map(|()| ExitCode::SUCCESS),
         Command::Check => commands::images::check(root).map(|clean| {
             if clean {
                 ExitCode::SUCCESS

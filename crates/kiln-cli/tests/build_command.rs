@@ -529,3 +529,65 @@ fn copy_link_layers_carry_their_own_parent_directories() {
         "the base is still there"
     );
 }
+
+#[test]
+fn dockerignore_hides_files_from_copy_and_the_dockerfiles_own_wins() {
+    let f = fixture(None);
+    let ctx = &f.context;
+    fs::create_dir_all(ctx.join("logs")).unwrap();
+    fs::write(ctx.join("logs/today.log"), "noise\n").unwrap();
+    fs::write(ctx.join("logs/keep.txt"), "kept\n").unwrap();
+    fs::write(ctx.join("src/scratch.tmp"), "tmp\n").unwrap();
+    fs::write(
+        ctx.join(".dockerignore"),
+        "logs\n**/*.tmp\n!logs/keep.txt\n",
+    )
+    .unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY . /ctx/\n").unwrap();
+    ok(kiln(
+        &f.root,
+        &["build", "-t", "ignored", ctx.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&f.root, "ignored", &f.work.join("ignored"));
+    assert!(rootfs.join("ctx/src/a.txt").is_file());
+    assert!(!rootfs.join("ctx/src/scratch.tmp").exists());
+    assert!(!rootfs.join("ctx/logs/today.log").exists());
+    assert_eq!(
+        fs::read_to_string(rootfs.join("ctx/logs/keep.txt")).unwrap(),
+        "kept\n",
+        "a ! pattern brings a file back"
+    );
+
+    // Naming an excluded file is an error, as in BuildKit.
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY src/scratch.tmp /x\n",
+    )
+    .unwrap();
+    let out = kiln(&f.root, &["build", ctx.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("scratch.tmp"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // <Dockerfile>.dockerignore beside the Dockerfile takes precedence.
+    fs::write(ctx.join("other.Dockerfile"), "FROM scratch\nCOPY . /ctx/\n").unwrap();
+    fs::write(ctx.join("other.Dockerfile.dockerignore"), "src\n").unwrap();
+    let dockerfile = ctx.join("other.Dockerfile");
+    ok(kiln(
+        &f.root,
+        &[
+            "build",
+            "-t",
+            "other",
+            "-f",
+            dockerfile.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let rootfs = umoci_unpack(&f.root, "other", &f.work.join("other"));
+    assert!(!rootfs.join("ctx/src").exists());
+    assert!(rootfs.join("ctx/logs/today.log").is_file());
+}

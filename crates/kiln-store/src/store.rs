@@ -248,7 +248,8 @@ impl Store {
         Err(StoreError::UnknownImage(name.to_owned()))
     }
 
-    /// Every blob reachable from `roots` (manifests, indexes): the
+    /// Every blob reachable from `roots` (manifests, indexes, or blobs
+    /// named directly): the
     /// manifests themselves, their configs and layers, and the ones that
     /// should be there but are not.
     pub fn reachable(&self, roots: &[Digest]) -> Result<Reach, StoreError> {
@@ -256,6 +257,12 @@ impl Store {
         let mut todo: Vec<Digest> = roots.to_vec();
         while let Some(digest) = todo.pop() {
             if !reach.present.insert(digest) {
+                continue;
+            }
+            // Manifests and indexes are small; anything big is a layer (a
+            // cache entry can name one directly) and references nothing.
+            let size = fs::metadata(self.blobs.path(&digest)).map_or(0, |m| m.len());
+            if size > MAX_DOCUMENT_SIZE {
                 continue;
             }
             let bytes = match self.blobs.read(&digest) {
@@ -388,6 +395,9 @@ impl Store {
         Ok(problems)
     }
 }
+
+/// Larger blobs are not read as documents by [`Store::reachable`].
+const MAX_DOCUMENT_SIZE: u64 = 4 << 20;
 
 /// The parts of manifests and indexes that reference blobs, for both OCI
 /// and Docker media types.

@@ -14,7 +14,8 @@ use super::dockerfile::{load, print};
 use super::images::{creation_time, open_store};
 use super::plan::build_args;
 use super::progress::{PlainProgress, ProgressMode};
-use kiln_context::StatCache;
+use kiln_cache::CacheIndex;
+use kiln_context::{load_dockerignore, StatCache};
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -46,6 +47,19 @@ pub struct BuildArgs {
     /// How much to print while building
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
+    /// Run every step, even those the cache has
+    #[arg(long)]
+    no_cache: bool,
+    /// Run every step of these stages (comma-separated names)
+    #[arg(
+        long = "no-cache-filter",
+        value_name = "STAGE[,STAGE]",
+        value_delimiter = ','
+    )]
+    no_cache_filter: Vec<String>,
+    /// After the build, say for every step that ran why it was not cached
+    #[arg(long)]
+    explain: bool,
     /// The build context directory
     context: PathBuf,
 }
@@ -100,6 +114,22 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let created = creation_time()?;
     let progress = PlainProgress::new(&graph, args.progress);
+    let cache = CacheIndex::open(store.root());
+    // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
+    // context's `.dockerignore`; a Dockerfile from stdin has only the latter.
+    let dockerfile_path = match loaded.display.as_str() {
+        "-" => args.context.join("Dockerfile"),
+        path => PathBuf::from(path),
+    };
+    let ignore = load_dockerignore(&args.context, &dockerfile_path)?;
+    // A step is compared with its own past: same context, same Dockerfile.
+    let scope = format!(
+        "{}\n{}",
+        std::fs::canonicalize(&args.context)
+            .unwrap_or_else(|_| args.context.clone())
+            .display(),
+        loaded.display
+    );
     let stat_cache = StatCache::load(&StatCache::file_for(
         &store.root().join("kiln/statcache"),
         &args.context,
@@ -113,12 +143,20 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             source_date_epoch: epoch,
             labels: &labels,
             stat_cache: &stat_cache,
+            ignore: &ignore,
+            cache: &cache,
+            no_cache: args.no_cache,
+            no_cache_stages: &args.no_cache_filter,
+            scope: &scope,
             progress: &|event| progress.event(event),
         },
     );
     // What was hashed stays true whether or not the build succeeded.
     if let Err(error) = stat_cache.save() {
         eprintln!("warning: the stat cache was not saved: {error}");
+    }
+    if args.explain {
+        progress.explain();
     }
     let record = match result {
         Ok(record) => record,

@@ -3,9 +3,10 @@
 //! and `#3 DONE 0.12s` when it ends. The live terminal view and JSON events
 //! come with the progress issue.
 
+use std::cell::RefCell;
 use std::io::Write;
 
-use kiln_build::StepEvent;
+use kiln_build::{CacheOutcome, StepEvent};
 use kiln_graph::{BuildGraph, NodeId};
 
 /// How much a build says while it runs.
@@ -24,6 +25,8 @@ pub struct PlainProgress {
     /// size, as BuildKit shows them (`[build 2/6]`).
     titles: Vec<String>,
     quiet: bool,
+    /// (title, reason) of every step that ran, for `--explain`.
+    misses: RefCell<Vec<(String, String)>>,
 }
 
 impl PlainProgress {
@@ -49,13 +52,24 @@ impl PlainProgress {
         PlainProgress {
             titles,
             quiet: mode == ProgressMode::Quiet,
+            misses: RefCell::new(Vec::new()),
         }
     }
 
-    pub fn event(&self, event: StepEvent<'_>) {
-        if self.quiet {
-            return;
+    /// One line per step that ran, saying why (`--explain`).
+    pub fn explain(&self) {
+        let misses = self.misses.borrow();
+        let mut out = String::new();
+        if misses.is_empty() {
+            out.push_str("every step came from the cache\n");
         }
+        for (title, reason) in misses.iter() {
+            out.push_str(&format!("{title}: {reason}\n"));
+        }
+        let _ = std::io::stderr().lock().write_all(out.as_bytes());
+    }
+
+    pub fn event(&self, event: StepEvent<'_>) {
         let mut out = String::new();
         match event {
             StepEvent::Started { node } => {
@@ -66,9 +80,14 @@ impl PlainProgress {
                 node,
                 elapsed,
                 hash_stats,
+                cache,
                 ..
             } => {
                 let number = node.id + 1;
+                if let CacheOutcome::Miss(reason) = &cache {
+                    let title = self.titles.get(node.id).cloned().unwrap_or_default();
+                    self.misses.borrow_mut().push((title, reason.clone()));
+                }
                 if let Some(stats) = hash_stats.filter(|s| s.files > 0) {
                     out.push_str(&format!(
                         "#{number} {} files hashed, {} unchanged, {} read in {:.2}s\n",
@@ -78,8 +97,15 @@ impl PlainProgress {
                         stats.elapsed.as_secs_f64()
                     ));
                 }
-                out.push_str(&format!("#{number} DONE {:.2}s\n", elapsed.as_secs_f64()));
+                if cache == CacheOutcome::Hit {
+                    out.push_str(&format!("#{number} CACHED\n"));
+                } else {
+                    out.push_str(&format!("#{number} DONE {:.2}s\n", elapsed.as_secs_f64()));
+                }
             }
+        }
+        if self.quiet {
+            return;
         }
         // Progress is best effort: a closed stderr must not fail the build.
         let _ = std::io::stderr().lock().write_all(out.as_bytes());

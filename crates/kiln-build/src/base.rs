@@ -1,0 +1,116 @@
+//! Images from the store as build inputs: a base image's layers (compressed
+//! ones expanded once to plain tars, checked against the config's diffIDs)
+//! and config, and an image unpacked into a directory.
+
+use std::path::Path;
+
+use kiln_graph::ImageConfig;
+use kiln_store::{Digest, Layer, Store};
+use serde_json::Value;
+
+use crate::error::BuildError;
+use crate::rootfs;
+
+/// A base image as stored: its layers and its config document.
+#[derive(Clone, Debug)]
+pub struct BaseImage {
+    /// The manifest the reference resolved to.
+    pub manifest: Digest,
+    pub layers: Vec<Layer>,
+    pub config: Value,
+}
+
+impl BaseImage {
+    /// The runtime config part, for planning.
+    pub fn image_config(&self) -> ImageConfig {
+        serde_json::from_value(self.config["config"].clone()).unwrap_or_default()
+    }
+}
+
+/// Loads `reference` from the store.
+pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError> {
+    let fail = |message: String| BuildError::BaseImage {
+        reference: reference.to_owned(),
+        message,
+    };
+    let descriptor = store.resolve(reference).map_err(|_| {
+        fail("not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into())
+    })?;
+    let manifest_digest: Digest = descriptor.digest().to_string().parse()?;
+    let manifest: Value = serde_json::from_slice(&store.blobs().read(&manifest_digest)?)
+        .map_err(|e| fail(format!("bad manifest: {e}")))?;
+    let config_digest: Digest = manifest["config"]["digest"]
+        .as_str()
+        .ok_or_else(|| fail("manifest without config".into()))?
+        .parse()?;
+    let config: Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)
+        .map_err(|e| fail(format!("bad config: {e}")))?;
+    let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut layers = Vec::new();
+    for (n, layer) in manifest["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let media_type = layer["mediaType"].as_str().unwrap_or_default();
+        let digest: Digest = layer["digest"].as_str().unwrap_or_default().parse()?;
+        if media_type.ends_with("tar") {
+            layers.push(Layer {
+                digest,
+                size: layer["size"].as_u64().unwrap_or(0),
+                entries: 0,
+            });
+            continue;
+        }
+        let compressed = ["tar+gzip", "tar.gzip", "tar+zstd"];
+        if !compressed.iter().any(|suffix| media_type.ends_with(suffix)) {
+            return Err(fail(format!(
+                "layers of type {media_type} are not supported yet"
+            )));
+        }
+        // The store works on plain tars (their digest is the diffID): a
+        // compressed layer is expanded once and checked against the config.
+        let diff_id: Digest = diff_ids
+            .get(n)
+            .ok_or_else(|| fail(format!("config has no diff_id for layer {n}")))?
+            .parse()?;
+        if !store.blobs().contains(&diff_id) {
+            let plain = kiln_store::open_layer(store.blobs(), &digest)?;
+            store.blobs().put_reader(plain, Some(&diff_id))?;
+        }
+        let size = std::fs::metadata(store.blobs().path(&diff_id)).map_or(0, |m| m.len());
+        layers.push(Layer {
+            digest: diff_id,
+            size,
+            entries: 0,
+        });
+    }
+    Ok(BaseImage {
+        manifest: manifest_digest,
+        layers,
+        config,
+    })
+}
+
+/// Unpacks the image whose manifest is `manifest` into `dir` (for
+/// `--output type=local`): its layers applied in order, whiteouts honoured.
+pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), BuildError> {
+    let manifest: Value = serde_json::from_slice(&store.blobs().read(manifest)?)
+        .map_err(|e| BuildError::step(0, format!("bad manifest: {e}")))?;
+    let mut layers = Vec::new();
+    for layer in manifest["layers"].as_array().into_iter().flatten() {
+        layers.push(Layer {
+            digest: layer["digest"].as_str().unwrap_or_default().parse()?,
+            size: layer["size"].as_u64().unwrap_or(0),
+            entries: 0,
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+    rootfs::unpack(store, &layers, dir)
+}

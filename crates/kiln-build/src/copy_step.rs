@@ -1,0 +1,230 @@
+//! A COPY or ADD step up to the point of writing its layer: remote
+//! sources fetched, a source stage or image unpacked, `--chown` names
+//! resolved, sources selected and hashed. The result's content digest is
+//! what the cache key needs; writing happens only on a miss.
+
+use std::path::Path;
+
+use kiln_context::StatCache;
+use kiln_graph::{BuildGraph, CopyOp, Node, SourceRef};
+use kiln_store::{Layer, Store};
+
+use crate::base::load_base;
+use crate::copy::{select, CopyRequest, Selection};
+use crate::error::BuildError;
+use crate::executor::BuildOptions;
+use crate::remote;
+use crate::rootfs;
+use crate::stage::{StageFs, Stages, TempDir};
+
+/// A selected COPY, with the scratch directories its files live in until
+/// the layer is written.
+pub struct PreparedCopy {
+    pub selection: Selection,
+    _scratch: Vec<TempDir>,
+}
+
+/// Resolves a COPY/ADD step's sources (fetching remote ones, unpacking a
+/// stage or image it copies from), selects and hashes them: everything but
+/// writing the layer.
+pub fn prepare_copy(
+    store: &Store,
+    graph: &BuildGraph,
+    node: &Node,
+    copy: &CopyOp,
+    state: &StageFs,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+) -> Result<PreparedCopy, BuildError> {
+    let instruction = if copy.add { "ADD" } else { "COPY" };
+    let (remote, local): (Vec<&String>, Vec<&String>) = copy
+        .sources
+        .iter()
+        .partition(|s| copy.add && copy.from.is_none() && remote::remote_kind(s).is_some());
+    if copy.checksum.is_some() && (!local.is_empty() || remote.is_empty()) {
+        return Err(BuildError::step(
+            node.line,
+            "ADD --checksum applies only to http(s) and git sources",
+        ));
+    }
+    let staging = if remote.is_empty() {
+        None
+    } else {
+        Some(fetch_remote_sources(store, copy, &remote, node.line)?)
+    };
+    let owner = match &copy.chown {
+        None => None,
+        Some(spec) => Some(resolve_owner(store, &state.layers, spec, node.line)?),
+    };
+    // Sources from another stage or image are read from its layers,
+    // unpacked into a temporary directory inside the store.
+    let unpacked: Option<(TempDir, String)> = match &copy.from {
+        None => None,
+        Some(SourceRef::Stage(id)) => {
+            let (stage, _) = stages.get(id).ok_or_else(|| {
+                BuildError::step(node.line, format!("stage {id} has not been built"))
+            })?;
+            let dir = TempDir::new(store)?;
+            rootfs::unpack(store, &stage.layers, &dir.0)?;
+            Some((dir, format!("stage {}", graph.stages[*id].label())))
+        }
+        Some(SourceRef::Image(reference)) => {
+            let image = load_base(store, reference)?;
+            let dir = TempDir::new(store)?;
+            rootfs::unpack(store, &image.layers, &dir.0)?;
+            Some((dir, format!("image {reference}")))
+        }
+    };
+    let (root, root_name): (&Path, &str) = match &unpacked {
+        Some((dir, name)) => (dir.0.as_path(), name.as_str()),
+        None => (options.context, "the build context"),
+    };
+    // Only the context keeps its paths and inodes from build to build.
+    let fresh_cache = StatCache::in_memory();
+    let (stat_cache, ignore) = if unpacked.is_some() {
+        (&fresh_cache, None)
+    } else {
+        (options.stat_cache, Some(options.ignore))
+    };
+    let local: Vec<String> = local.into_iter().cloned().collect();
+    // Several sources in all make the destination a directory, whichever
+    // root each is read from.
+    let dest = if copy.sources.len() + copy.heredocs.len() > 1 && !copy.dest.ends_with('/') {
+        format!("{}/", copy.dest)
+    } else {
+        copy.dest.clone()
+    };
+    let base = CopyRequest {
+        root,
+        root_name,
+        sources: &local,
+        heredocs: &copy.heredocs,
+        dest: &dest,
+        owner,
+        keep_source_owner: copy.from.is_some(),
+        extract_archives: copy.add && copy.unpack != Some(false),
+        chmod: copy.chmod.as_deref(),
+        excludes: &copy.excludes,
+        parents: copy.parents,
+        link: copy.link,
+        clamp_mtime: options.source_date_epoch,
+        stat_cache,
+        ignore,
+        line: node.line,
+        instruction,
+    };
+    let Some((staging_dir, fetched)) = staging else {
+        let selection = select(&[base])?;
+        return Ok(PreparedCopy {
+            selection,
+            _scratch: unpacked.map(|(dir, _)| dir).into_iter().collect(),
+        });
+    };
+    // Remote files are never extracted (Docker's rule), and their owner
+    // is root unless --chown says otherwise.
+    let fetched_request = CopyRequest {
+        root: &staging_dir.0,
+        root_name: "the downloaded sources",
+        sources: &fetched,
+        heredocs: &[],
+        extract_archives: false,
+        keep_source_owner: false,
+        excludes: &[],
+        parents: false,
+        stat_cache: &fresh_cache,
+        ignore: None,
+        ..base
+    };
+    let selection = if local.is_empty() && copy.heredocs.is_empty() {
+        select(&[fetched_request])?
+    } else {
+        select(&[base, fetched_request])?
+    };
+    let mut scratch: Vec<TempDir> = unpacked.map(|(dir, _)| dir).into_iter().collect();
+    scratch.push(staging_dir);
+    Ok(PreparedCopy {
+        selection,
+        _scratch: scratch,
+    })
+}
+
+/// Fetches every remote ADD source into one scratch directory; returns it
+/// with the fetched paths relative to it.
+fn fetch_remote_sources(
+    store: &Store,
+    copy: &CopyOp,
+    sources: &[&String],
+    line: u32,
+) -> Result<(TempDir, Vec<String>), BuildError> {
+    let staging = TempDir::new(store)?;
+    let mut fetched = Vec::new();
+    for (slot, source) in sources.iter().enumerate() {
+        let path = match remote::remote_kind(source) {
+            Some(remote::RemoteKind::Git) => {
+                if copy.checksum.is_some() {
+                    return Err(BuildError::step(
+                        line,
+                        format!("ADD {source}: --checksum is not supported for git sources yet"),
+                    ));
+                }
+                remote::fetch_git(source, copy.keep_git_dir, &staging.0, slot, line)?
+            }
+            _ => remote::fetch_url(source, copy.checksum.as_deref(), &staging.0, slot, line)?,
+        };
+        fetched.push(path);
+    }
+    Ok((staging, fetched))
+}
+
+/// `--chown=user[:group]`: numbers as they are, names looked up in the
+/// stage's /etc/passwd and /etc/group.
+fn resolve_owner(
+    store: &Store,
+    layers: &[Layer],
+    spec: &str,
+    line: u32,
+) -> Result<(u64, u64), BuildError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let lookup = |file: &str, name: &str, field: usize| -> Result<Option<(u64, u64)>, BuildError> {
+        let Some(content) = rootfs::read_file(store, layers, file)? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&content);
+        Ok(text.lines().find_map(|l| {
+            let cols: Vec<&str> = l.split(':').collect();
+            if cols.first() != Some(&name) {
+                return None;
+            }
+            let id = cols.get(2)?.parse().ok()?;
+            let second = cols.get(field).and_then(|g| g.parse().ok()).unwrap_or(id);
+            Some((id, second))
+        }))
+    };
+    let (uid, default_gid) = match user.parse::<u64>() {
+        Ok(uid) => (uid, uid),
+        Err(_) => lookup("etc/passwd", user, 3)?.ok_or_else(|| {
+            BuildError::step(
+                line,
+                format!("--chown: no user {user:?} in the image's /etc/passwd"),
+            )
+        })?,
+    };
+    let gid = match group {
+        None => default_gid,
+        Some(group) => match group.parse::<u64>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("etc/group", group, 2)?
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| {
+                    BuildError::step(
+                        line,
+                        format!("--chown: no group {group:?} in the image's /etc/group"),
+                    )
+                })?,
+        },
+    };
+    Ok((uid, gid))
+}

@@ -1,0 +1,261 @@
+//! The cache index on disk, beside the store's OCI layout:
+//! `kiln/cache/steps/<key>.json` (a step's result), `images/<key>.json`
+//! (a finished image), `records/<position>.json` (what the last miss at a
+//! Dockerfile position read, for explanations) and `locks/<key>` (so two
+//! processes wanting the same step compute it once). Files are replaced
+//! atomically; a file's mtime is its entry's last use.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::explain::StepRecord;
+use crate::key::CacheKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What a step produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The layer's digest (plain tar: blob digest and diffID), if the step
+    /// made one.
+    pub layer: Option<String>,
+    pub layer_size: u64,
+    /// When the step first ran: its history entry keeps this time, so a
+    /// cached rebuild gives the same image.
+    pub created: String,
+}
+
+/// A finished image, by the key of its last step and its export options.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageEntry {
+    pub manifest: String,
+    pub manifest_size: u64,
+}
+
+pub struct CacheIndex {
+    dir: PathBuf,
+}
+
+/// Held while a step with this key is computed.
+pub struct KeyLock(#[allow(dead_code)] File);
+
+impl CacheIndex {
+    /// The index of the store at `store_root`.
+    pub fn open(store_root: &Path) -> CacheIndex {
+        CacheIndex {
+            dir: store_root.join("kiln/cache"),
+        }
+    }
+
+    fn step_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join("steps").join(format!("{}.json", key.hex()))
+    }
+
+    fn image_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join("images").join(format!("{}.json", key.hex()))
+    }
+
+    fn record_path(&self, position: &CacheKey) -> PathBuf {
+        self.dir
+            .join("records")
+            .join(format!("{}.json", position.hex()))
+    }
+
+    /// The entry for `key`, marked as used now.
+    pub fn step(&self, key: &CacheKey) -> Option<Entry> {
+        read_touching(&self.step_path(key))
+    }
+
+    pub fn put_step(&self, key: &CacheKey, entry: &Entry) -> Result<(), CacheError> {
+        write_json(&self.step_path(key), entry)
+    }
+
+    pub fn image(&self, key: &CacheKey) -> Option<ImageEntry> {
+        read_touching(&self.image_path(key))
+    }
+
+    pub fn put_image(&self, key: &CacheKey, entry: &ImageEntry) -> Result<(), CacheError> {
+        write_json(&self.image_path(key), entry)
+    }
+
+    /// What the last miss at `position` read.
+    pub fn record(&self, position: &CacheKey) -> Option<StepRecord> {
+        read_json(&self.record_path(position))
+    }
+
+    pub fn put_record(&self, position: &CacheKey, record: &StepRecord) -> Result<(), CacheError> {
+        write_json(&self.record_path(position), record)
+    }
+
+    /// Waits until no other process computes `key`. The caller looks the
+    /// key up again once it holds the lock.
+    pub fn lock(&self, key: &CacheKey) -> Result<KeyLock, CacheError> {
+        let dir = self.dir.join("locks");
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let path = dir.join(key.hex());
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.lock().map_err(io_error(&path))?;
+        Ok(KeyLock(file))
+    }
+
+    /// Every step and image entry with its last use, for GC roots and
+    /// pruning.
+    pub fn entries(&self) -> Vec<ListedEntry> {
+        let mut out = Vec::new();
+        for (kind, sub) in [(EntryKind::Step, "steps"), (EntryKind::Image, "images")] {
+            let Ok(dir) = fs::read_dir(self.dir.join(sub)) else {
+                continue;
+            };
+            for file in dir.flatten() {
+                let path = file.path();
+                let Some(key) = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(CacheKey::from_hex)
+                else {
+                    continue;
+                };
+                let last_used = file
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                let (blob, size) = match kind {
+                    EntryKind::Step => match read_json::<Entry>(&path) {
+                        Some(entry) => (entry.layer, entry.layer_size),
+                        None => (None, 0),
+                    },
+                    EntryKind::Image => match read_json::<ImageEntry>(&path) {
+                        Some(entry) => (Some(entry.manifest), entry.manifest_size),
+                        None => (None, 0),
+                    },
+                };
+                out.push(ListedEntry {
+                    kind,
+                    key,
+                    blob,
+                    size,
+                    last_used,
+                });
+            }
+        }
+        out
+    }
+
+    /// Forgets one entry (its blobs go at the next GC if nothing else
+    /// holds them).
+    pub fn remove(&self, entry: &ListedEntry) -> Result<(), CacheError> {
+        let path = match entry.kind {
+            EntryKind::Step => self.step_path(&entry.key),
+            EntryKind::Image => self.image_path(&entry.key),
+        };
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Forgets everything: entries, records and locks.
+    pub fn clear(&self) -> Result<(), CacheError> {
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&self.dir)(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    Step,
+    Image,
+}
+
+/// An entry as listed by [`CacheIndex::entries`].
+#[derive(Clone, Debug)]
+pub struct ListedEntry {
+    pub kind: EntryKind,
+    pub key: CacheKey,
+    /// The blob it keeps: a layer, or an image manifest.
+    pub blob: Option<String>,
+    pub size: u64,
+    pub last_used: SystemTime,
+}
+
+/// A damaged or half-written file is a miss, never an error: the cache
+/// can always be rebuilt.
+fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+fn read_touching<T: DeserializeOwned>(path: &Path) -> Option<T> {
+    let value = read_json(path)?;
+    // Last use is the file's mtime: a metadata write, no content rewritten.
+    if let Ok(file) = File::options().write(true).open(path) {
+        let _ = file.set_modified(SystemTime::now());
+    }
+    Some(value)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CacheError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    let bytes = serde_json::to_vec(value).map_err(|e| io_error(path)(io::Error::other(e)))?;
+    let temp = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    fs::write(&temp, bytes).map_err(io_error(&temp))?;
+    fs::rename(&temp, path).map_err(io_error(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::KeyBuilder;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::open(dir.path());
+        let key = KeyBuilder::new("copy").text("a", "b").finish();
+        assert_eq!(index.step(&key), None);
+        let entry = Entry {
+            layer: Some("sha256:00".into()),
+            layer_size: 3,
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        index.put_step(&key, &entry).unwrap();
+        assert_eq!(index.step(&key), Some(entry));
+        let listed = index.entries();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].size, 3);
+        fs::write(index.step_path(&key), b"{half").unwrap();
+        assert_eq!(index.step(&key), None);
+        index.remove(&listed[0]).unwrap();
+        assert!(index.entries().is_empty());
+    }
+}

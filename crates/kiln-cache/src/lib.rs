@@ -1,0 +1,12 @@
+//! The layer cache: cache keys (a sha256 over a step's parent key, its
+//! definition and the digests of what it reads), the index that maps a key
+//! to the layer the step made, and the records that let a miss say why it
+//! happened. It never runs a step; the executor asks it and tells it.
+
+mod explain;
+mod index;
+mod key;
+
+pub use explain::{explain, Miss, StepRecord};
+pub use index::{CacheError, CacheIndex, Entry, ImageEntry};
+pub use key::{CacheKey, KeyBuilder};

@@ -1,0 +1,176 @@
+//! The layer cache end to end: what hits (a touch, a chmod under
+//! `COPY --chmod`, a copied context, a stage rebuilt with the same files),
+//! what misses and why (`--explain`), and `--no-cache`.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use common::{kiln, text};
+
+struct Project {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    context: PathBuf,
+}
+
+fn project(dockerfile: &str) -> Project {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let context = dir.path().join("context");
+    fs::create_dir_all(context.join("src")).unwrap();
+    fs::write(context.join("src/a.txt"), "a\n").unwrap();
+    fs::write(context.join("src/b.txt"), "b\n").unwrap();
+    fs::write(context.join("Dockerfile"), dockerfile).unwrap();
+    Project {
+        _dir: dir,
+        root,
+        context,
+    }
+}
+
+/// A build's image id and, per step number, `CACHED` or `DONE`; stderr
+/// for assertions on explanations.
+struct Built {
+    id: String,
+    steps: Vec<(usize, &'static str)>,
+    stderr: String,
+}
+
+fn build(root: &Path, context: &Path, extra: &[&str]) -> Built {
+    let mut args = vec!["build", "--explain"];
+    args.extend_from_slice(extra);
+    let context = context.to_str().unwrap();
+    args.push(context);
+    let out = kiln(root, &args);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let mut steps = Vec::new();
+    for line in stderr.lines() {
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let (number, what) = rest.split_once(' ').unwrap_or_default();
+        let state = match what {
+            "CACHED" => "CACHED",
+            w if w.starts_with("DONE") => "DONE",
+            _ => continue,
+        };
+        steps.push((number.parse().unwrap(), state));
+    }
+    Built {
+        id: text(&out.stdout).trim().to_owned(),
+        steps,
+        stderr,
+    }
+}
+
+/// The steps (numbers) that ran rather than came from the cache, FROM
+/// excluded (it never caches: it only resolves the base).
+fn ran(built: &Built, from_steps: &[usize]) -> Vec<usize> {
+    built
+        .steps
+        .iter()
+        .filter(|(n, state)| *state == "DONE" && !from_steps.contains(n))
+        .map(|(n, _)| *n)
+        .collect()
+}
+
+#[test]
+fn unchanged_touched_and_copied_contexts_hit() {
+    let p = project(
+        "FROM scratch\nWORKDIR /app\nCOPY src/a.txt ./\nCOPY --chmod=0644 src/b.txt ./\nENV A=1\n",
+    );
+    let first = build(&p.root, &p.context, &[]);
+    assert_eq!(ran(&first, &[1]), [2, 3, 4, 5]);
+    assert!(
+        first
+            .stderr
+            .contains("[stage-0 2/5] WORKDIR /app: first build"),
+        "{}",
+        first.stderr
+    );
+
+    let second = build(&p.root, &p.context, &[]);
+    assert_eq!(ran(&second, &[1]), Vec::<usize>::new(), "{}", second.stderr);
+    assert_eq!(second.id, first.id, "a build from cache is the same image");
+    assert!(second.stderr.contains("every step came from the cache"));
+
+    // New mtimes and a new mode on a file COPY --chmod sets: content hits.
+    let b = p.context.join("src/b.txt");
+    fs::set_permissions(&b, fs::Permissions::from_mode(0o600)).unwrap();
+    let file = fs::File::options()
+        .write(true)
+        .open(p.context.join("src/a.txt"))
+        .unwrap();
+    file.set_modified(std::time::SystemTime::now()).unwrap();
+    let third = build(&p.root, &p.context, &[]);
+    assert_eq!(ran(&third, &[1]), Vec::<usize>::new(), "{}", third.stderr);
+    assert_eq!(third.id, first.id);
+
+    // The same files in another directory: still the same keys.
+    let moved = p.context.with_file_name("moved");
+    fs::rename(&p.context, &moved).unwrap();
+    let fourth = build(&p.root, &moved, &[]);
+    assert_eq!(ran(&fourth, &[1]), Vec::<usize>::new(), "{}", fourth.stderr);
+}
+
+#[test]
+fn an_edit_reruns_exactly_the_steps_downstream_and_says_why() {
+    let p =
+        project("FROM scratch\nCOPY src/a.txt /a\nENV STEP=2\nCOPY src/b.txt /b\nLABEL done=yes\n");
+    build(&p.root, &p.context, &[]);
+    fs::write(p.context.join("src/b.txt"), "b, edited\n").unwrap();
+    let edited = build(&p.root, &p.context, &[]);
+    assert_eq!(ran(&edited, &[1]), [4, 5], "{}", edited.stderr);
+    assert!(
+        edited
+            .stderr
+            .contains("[stage-0 4/5] COPY src/b.txt /b: input src/b.txt changed"),
+        "{}",
+        edited.stderr
+    );
+    assert!(
+        edited
+            .stderr
+            .contains("[stage-0 5/5] LABEL done=yes: an earlier step changed"),
+        "{}",
+        edited.stderr
+    );
+
+    let forced = build(&p.root, &p.context, &["--no-cache"]);
+    assert_eq!(ran(&forced, &[1]), [2, 3, 4, 5]);
+    assert!(forced.stderr.contains("COPY src/a.txt /a: --no-cache"));
+}
+
+#[test]
+fn a_build_arg_misses_from_its_first_use_only() {
+    let p = project(
+        "FROM scratch\nARG VERSION=1.2\nCOPY src/a.txt /a\nENV V=${VERSION}\nCOPY src/b.txt /b\n",
+    );
+    build(&p.root, &p.context, &[]);
+    let changed = build(&p.root, &p.context, &["--build-arg", "VERSION=1.3"]);
+    // ARG (2) and the COPY before the first use (3) hit.
+    assert_eq!(ran(&changed, &[1]), [4, 5], "{}", changed.stderr);
+    assert!(
+        changed
+            .stderr
+            .contains("ENV V=1.3: build arg VERSION changed 1.2 → 1.3"),
+        "{}",
+        changed.stderr
+    );
+}
+
+#[test]
+fn a_stage_rebuilt_with_the_same_files_keeps_downstream_cached() {
+    let p = project(
+        "FROM scratch AS files\nARG NOTE=one\nCOPY src/ /src/\nLABEL note=${NOTE}\n\
+         FROM scratch\nCOPY --from=files /src/a.txt /a\n",
+    );
+    build(&p.root, &p.context, &[]);
+    let rebuilt = build(&p.root, &p.context, &["--build-arg", "NOTE=two"]);
+    // The LABEL of stage `files` (4) reran; the copy from it (6) hit.
+    assert_eq!(ran(&rebuilt, &[1, 5]), [4], "{}", rebuilt.stderr);
+}
