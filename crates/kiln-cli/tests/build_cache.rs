@@ -83,8 +83,11 @@ fn unchanged_touched_and_copied_contexts_hit() {
     let p = project(
         "FROM scratch\nWORKDIR /app\nCOPY src/a.txt ./\nCOPY --chmod=0644 src/b.txt ./\nENV A=1\n",
     );
-    let first = build(&p.root, &p.context, &[]);
+    let first = build(&p.root, &p.context, &["-t", "app"]);
     assert_eq!(ran(&first, &[1]), [2, 3, 4, 5]);
+    let written = |path: &Path| fs::metadata(path).unwrap().modified().unwrap();
+    let index_time = written(&p.root.join("index.json"));
+    let blobs_time = written(&p.root.join("blobs/sha256"));
     assert!(
         first
             .stderr
@@ -93,9 +96,12 @@ fn unchanged_touched_and_copied_contexts_hit() {
         first.stderr
     );
 
-    let second = build(&p.root, &p.context, &[]);
+    let second = build(&p.root, &p.context, &["-t", "app"]);
     assert_eq!(ran(&second, &[1]), Vec::<usize>::new(), "{}", second.stderr);
     assert_eq!(second.id, first.id, "a build from cache is the same image");
+    // Nothing was rewritten: no blob added or replaced, the tag untouched.
+    assert_eq!(written(&p.root.join("index.json")), index_time);
+    assert_eq!(written(&p.root.join("blobs/sha256")), blobs_time);
     assert!(second.stderr.contains("every step came from the cache"));
 
     // New mtimes and a new mode on a file COPY --chmod sets: content hits.

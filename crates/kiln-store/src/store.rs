@@ -178,6 +178,15 @@ impl Store {
         }
         let _lock = self.lock(LockMode::Exclusive)?;
         let index = self.read_index()?;
+        // A rebuild that changed nothing leaves index.json untouched.
+        let unchanged = index.manifests().iter().any(|d| {
+            same_name(d, &wanted)
+                && d.digest() == manifest.digest()
+                && d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(&name.to_owned())
+        });
+        if unchanged {
+            return Ok(());
+        }
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
