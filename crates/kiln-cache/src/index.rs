@@ -1,6 +1,5 @@
 //! The cache index on disk, beside the store's OCI layout:
-//! `kiln/cache/steps/<key>.json` (a step's result), `images/<key>.json`
-//! (a finished image), `records/<position>.json` (what the last miss at a
+//! `kiln/cache/steps/<key>.json` (a step's result), `records/<position>.json` (what the last miss at a
 //! Dockerfile position read, for explanations) and `locks/<key>` (so two
 //! processes wanting the same step compute it once). Files are replaced
 //! atomically; a file's mtime is its entry's last use.
@@ -44,13 +43,6 @@ pub struct Entry {
     pub created: String,
 }
 
-/// A finished image, by the key of its last step and its export options.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageEntry {
-    pub manifest: String,
-    pub manifest_size: u64,
-}
-
 pub struct CacheIndex {
     dir: PathBuf,
 }
@@ -70,10 +62,6 @@ impl CacheIndex {
         self.dir.join("steps").join(format!("{}.json", key.hex()))
     }
 
-    fn image_path(&self, key: &CacheKey) -> PathBuf {
-        self.dir.join("images").join(format!("{}.json", key.hex()))
-    }
-
     fn record_path(&self, position: &CacheKey) -> PathBuf {
         self.dir
             .join("records")
@@ -87,14 +75,6 @@ impl CacheIndex {
 
     pub fn put_step(&self, key: &CacheKey, entry: &Entry) -> Result<(), CacheError> {
         write_json(&self.step_path(key), entry)
-    }
-
-    pub fn image(&self, key: &CacheKey) -> Option<ImageEntry> {
-        read_touching(&self.image_path(key))
-    }
-
-    pub fn put_image(&self, key: &CacheKey, entry: &ImageEntry) -> Result<(), CacheError> {
-        write_json(&self.image_path(key), entry)
     }
 
     /// What the last miss at `position` read.
@@ -122,45 +102,32 @@ impl CacheIndex {
         Ok(KeyLock(file))
     }
 
-    /// Every step and image entry with its last use, for GC roots and
-    /// pruning.
+    /// Every entry with its last use, for GC roots and pruning.
     pub fn entries(&self) -> Vec<ListedEntry> {
+        let Ok(dir) = fs::read_dir(self.dir.join("steps")) else {
+            return Vec::new();
+        };
         let mut out = Vec::new();
-        for (kind, sub) in [(EntryKind::Step, "steps"), (EntryKind::Image, "images")] {
-            let Ok(dir) = fs::read_dir(self.dir.join(sub)) else {
+        for file in dir.flatten() {
+            let path = file.path();
+            let Some(key) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(CacheKey::from_hex)
+            else {
                 continue;
             };
-            for file in dir.flatten() {
-                let path = file.path();
-                let Some(key) = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(CacheKey::from_hex)
-                else {
-                    continue;
-                };
-                let last_used = file
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                let (blob, size) = match kind {
-                    EntryKind::Step => match read_json::<Entry>(&path) {
-                        Some(entry) => (entry.layer, entry.layer_size),
-                        None => (None, 0),
-                    },
-                    EntryKind::Image => match read_json::<ImageEntry>(&path) {
-                        Some(entry) => (Some(entry.manifest), entry.manifest_size),
-                        None => (None, 0),
-                    },
-                };
-                out.push(ListedEntry {
-                    kind,
-                    key,
-                    blob,
-                    size,
-                    last_used,
-                });
-            }
+            let last_used = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            let entry = read_json::<Entry>(&path);
+            out.push(ListedEntry {
+                key,
+                blob: entry.as_ref().and_then(|e| e.layer.clone()),
+                size: entry.map_or(0, |e| e.layer_size),
+                last_used,
+            });
         }
         out
     }
@@ -168,10 +135,7 @@ impl CacheIndex {
     /// Forgets one entry (its blobs go at the next GC if nothing else
     /// holds them).
     pub fn remove(&self, entry: &ListedEntry) -> Result<(), CacheError> {
-        let path = match entry.kind {
-            EntryKind::Step => self.step_path(&entry.key),
-            EntryKind::Image => self.image_path(&entry.key),
-        };
+        let path = self.step_path(&entry.key);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&path)(e)),
             _ => Ok(()),
@@ -187,18 +151,11 @@ impl CacheIndex {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
-    Step,
-    Image,
-}
-
 /// An entry as listed by [`CacheIndex::entries`].
 #[derive(Clone, Debug)]
 pub struct ListedEntry {
-    pub kind: EntryKind,
     pub key: CacheKey,
-    /// The blob it keeps: a layer, or an image manifest.
+    /// The layer it keeps.
     pub blob: Option<String>,
     pub size: u64,
     pub last_used: SystemTime,

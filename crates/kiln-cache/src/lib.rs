@@ -8,5 +8,5 @@ mod index;
 mod key;
 
 pub use explain::{explain, Miss, StepRecord};
-pub use index::{CacheError, CacheIndex, Entry, ImageEntry};
+pub use index::{CacheError, CacheIndex, Entry, ListedEntry};
 pub use key::{CacheKey, KeyBuilder};

@@ -47,7 +47,10 @@ enum Command {
     /// Read images from an OCI archive or docker-archive
     Load(commands::images::LoadArgs),
     /// Delete data no image uses and leftovers of interrupted builds
-    Prune(commands::images::PruneArgs),
+    Prune(commands::cache::PruneArgs),
+    /// Look into the build cache
+    #[command(subcommand)]
+    Cache(commands::cache::CacheCommand),
     /// Verify every blob and that every image is complete
     Check,
 }
@@ -67,7 +70,8 @@ fn main() -> ExitCode {
         Command::Rmi(args) => commands::images::remove(root, args).map(|()| ExitCode::SUCCESS),
         Command::Save(args) => commands::images::save(root, args).map(|()| ExitCode::SUCCESS),
         Command::Load(args) => commands::images::load(root, args).map(|()| ExitCode::SUCCESS),
-        Command::Prune(args) => commands::images::prune(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Prune(args) => commands::cache::prune(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Cache(command) => commands::cache::run(root, command).map(|()| ExitCode::SUCCESS),
         Command::Check => commands::images::check(root).map(|clean| {
             if clean {
                 ExitCode::SUCCESS

@@ -180,3 +180,85 @@ fn a_stage_rebuilt_with_the_same_files_keeps_downstream_cached() {
     // The LABEL of stage `files` (4) reran; the copy from it (6) hit.
     assert_eq!(ran(&rebuilt, &[1, 5]), [4], "{}", rebuilt.stderr);
 }
+
+#[test]
+fn four_overlapping_builds_at_once_share_one_store() {
+    let p = project("FROM scratch\n");
+    let data = p.context.join("data");
+    fs::create_dir_all(&data).unwrap();
+    for n in 0..8u8 {
+        fs::write(data.join(format!("f{n}")), vec![n; 256 << 10]).unwrap();
+    }
+    // The same first steps in all four; each ends differently.
+    for n in 0..4 {
+        fs::write(
+            p.context.join(format!("Dockerfile.{n}")),
+            format!("FROM scratch\nCOPY data/ /data/\nCOPY src/ /src/\nENV N={n}\nCOPY src/a.txt /a{n}\n"),
+        )
+        .unwrap();
+    }
+    // All four started before any is waited for.
+    let children: Vec<_> = (0..4)
+        .map(|n| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .arg("--root")
+                .arg(&p.root)
+                .args(["build", "-t", &format!("app{n}"), "-f"])
+                .arg(p.context.join(format!("Dockerfile.{n}")))
+                .arg(&p.context)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let check = kiln(&p.root, &["check"]);
+    assert!(check.status.success(), "{}", text(&check.stdout));
+    assert!(text(&check.stdout).starts_with("ok:"));
+    // The shared steps are in the cache once: all four hit them now.
+    for n in 0..4 {
+        let again = build(
+            &p.root,
+            &p.context,
+            &[
+                "-f",
+                p.context.join(format!("Dockerfile.{n}")).to_str().unwrap(),
+            ],
+        );
+        assert_eq!(ran(&again, &[1]), Vec::<usize>::new(), "{}", again.stderr);
+    }
+}
+
+#[test]
+fn prune_forgets_by_age_size_or_all_and_cache_commands_list() {
+    let p = project("FROM scratch\nCOPY src/a.txt /a\nENV X=1\nCOPY src/b.txt /b\n");
+    build(&p.root, &p.context, &[]);
+    let du = common::ok(kiln(&p.root, &["cache", "du"]));
+    // COPY, ENV, COPY: FROM only resolves the base and is not cached.
+    assert!(du.starts_with("3 entries, 2 layers, "), "{du}");
+    let ls = common::ok(kiln(&p.root, &["cache", "ls"]));
+    assert_eq!(ls.lines().count(), 4, "{ls}");
+
+    // Everything was used just now: an age filter keeps it all.
+    let out = common::ok(kiln(&p.root, &["prune", "--filter", "until=1h"]));
+    assert!(out.starts_with("Deleted 0 cache entries"), "{out}");
+    assert_eq!(
+        ran(&build(&p.root, &p.context, &[]), &[1]),
+        Vec::<usize>::new()
+    );
+
+    // No room at all: the steps with layers go, and run again.
+    let out = common::ok(kiln(&p.root, &["prune", "--keep-storage", "0"]));
+    assert!(out.starts_with("Deleted 2 cache entries"), "{out}");
+    assert_eq!(ran(&build(&p.root, &p.context, &[]), &[1]), [2, 4]);
+
+    let out = common::ok(kiln(&p.root, &["prune", "--all"]));
+    assert!(out.starts_with("Deleted 3 cache entries"), "{out}");
+    assert_eq!(ran(&build(&p.root, &p.context, &[]), &[1]), [2, 3, 4]);
+    let bad = kiln(&p.root, &["prune", "--filter", "label=x"]);
+    assert_eq!(bad.status.code(), Some(1));
+}

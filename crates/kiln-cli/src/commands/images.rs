@@ -1,5 +1,5 @@
 //! The commands that manage images in the store: `import`, `images`,
-//! `inspect`, `history`, `tag`, `rmi`, `save`, `load`, `prune`, `check`.
+//! `inspect`, `history`, `tag`, `rmi`, `save`, `load`, `check`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -263,7 +263,7 @@ pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
 pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let removed = store.untag(&args.name)?;
-    let report = store.gc(&cache_roots(&store))?;
+    let report = store.gc(&super::cache::cache_roots(&store))?;
     print(&format!(
         "Untagged: {}\nDeleted: {} blobs ({}) of {}\n",
         args.name,
@@ -354,52 +354,6 @@ pub fn load(root: Option<&Path>, args: LoadArgs) -> anyhow::Result<()> {
         out.push_str(&format!("Loaded image: {name}\n"));
     }
     print(&out)
-}
-
-/// The blobs the build cache keeps: layers of cached steps.
-fn cache_roots(store: &Store) -> Vec<Digest> {
-    kiln_cache::CacheIndex::open(store.root())
-        .entries()
-        .into_iter()
-        .filter_map(|entry| entry.blob?.parse().ok())
-        .collect()
-}
-
-#[derive(Args)]
-pub struct PruneArgs {
-    /// Also empty the build cache (its layers go unless an image uses them)
-    #[arg(short, long)]
-    all: bool,
-}
-
-/// `kiln prune`: deletes blobs that neither a tag nor the build cache
-/// reaches, and leftovers of killed builds (temp files, scratch
-/// directories); with `--all`, the build cache first.
-pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    if args.all {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
-        kiln_cache::CacheIndex::open(store.root()).clear()?;
-    }
-    let report = store.gc(&cache_roots(&store))?;
-    let scratch = store.root().join("kiln/tmp");
-    let mut dirs = 0;
-    if let Ok(entries) = std::fs::read_dir(&scratch) {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
-        for entry in entries.flatten() {
-            if std::fs::remove_dir_all(entry.path()).is_ok() {
-                dirs += 1;
-            }
-        }
-    }
-    print(&format!(
-        "Deleted {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
-        report.removed.len(),
-        human_size(report.freed_bytes),
-        report.snapshots,
-        report.strays,
-        dirs
-    ))
 }
 
 /// `kiln check`: verifies every blob against its digest and that every

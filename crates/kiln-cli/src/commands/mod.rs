@@ -1,6 +1,7 @@
 //! One module per subcommand, plus the Dockerfile loading they share.
 
 pub mod build;
+pub mod cache;
 pub mod dockerfile;
 pub mod images;
 pub mod parse;

@@ -1,0 +1,194 @@
+//! The build cache seen from the command line: `kiln prune` (by last use
+//! and size, as `docker builder prune`), `kiln cache ls` and `kiln cache du`.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use kiln_cache::{CacheIndex, ListedEntry};
+use kiln_store::{Digest, Store};
+
+use super::dockerfile::print;
+use super::images::{human_size, open_store};
+
+/// The blobs the build cache keeps: layers of cached steps.
+pub fn cache_roots(store: &Store) -> Vec<Digest> {
+    CacheIndex::open(store.root())
+        .entries()
+        .into_iter()
+        .filter_map(|entry| entry.blob?.parse().ok())
+        .collect()
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Empty the build cache (its layers go unless an image uses them)
+    #[arg(short, long)]
+    all: bool,
+    /// Keep the most recently used cache entries up to this size (e.g. 5GB)
+    #[arg(long, value_name = "SIZE")]
+    keep_storage: Option<String>,
+    /// until=DURATION: remove cache entries not used for that long (e.g. 24h)
+    #[arg(long, value_name = "FILTER")]
+    filter: Vec<String>,
+}
+
+/// `kiln prune`: forgets the cache entries the options select (none by
+/// default), then deletes blobs that neither a tag nor the cache reaches,
+/// and leftovers of killed builds (temp files, scratch directories).
+pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
+    let keep_storage = args.keep_storage.as_deref().map(parse_size).transpose()?;
+    let mut until = None;
+    for filter in &args.filter {
+        match filter.split_once('=') {
+            Some(("until", value)) => {
+                until = Some(
+                    humantime::parse_duration(value)
+                        .with_context(|| format!("--filter {filter}"))?,
+                )
+            }
+            _ => bail!("--filter {filter:?}: only until=DURATION is known"),
+        }
+    }
+    let store = open_store(root)?;
+    let cache = CacheIndex::open(store.root());
+    let forgotten = {
+        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
+        if args.all {
+            let count = cache.entries().len();
+            cache.clear()?;
+            count
+        } else {
+            let doomed = select_for_pruning(cache.entries(), until, keep_storage);
+            for entry in &doomed {
+                cache.remove(entry)?;
+            }
+            doomed.len()
+        }
+    };
+    let report = store.gc(&cache_roots(&store))?;
+    let scratch = store.root().join("kiln/tmp");
+    let mut dirs = 0;
+    if let Ok(entries) = std::fs::read_dir(&scratch) {
+        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
+        for entry in entries.flatten() {
+            if std::fs::remove_dir_all(entry.path()).is_ok() {
+                dirs += 1;
+            }
+        }
+    }
+    print(&format!(
+        "Deleted {forgotten} cache entries, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
+        report.removed.len(),
+        human_size(report.freed_bytes),
+        report.snapshots,
+        report.strays,
+        dirs
+    ))
+}
+
+/// The entries to forget: those unused for longer than `until`, then,
+/// newest first, those beyond `keep_storage` bytes.
+fn select_for_pruning(
+    mut entries: Vec<ListedEntry>,
+    until: Option<Duration>,
+    keep_storage: Option<u64>,
+) -> Vec<ListedEntry> {
+    entries.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    let now = SystemTime::now();
+    let mut kept_bytes = 0u64;
+    entries
+        .into_iter()
+        .filter(|entry| {
+            let age = now.duration_since(entry.last_used).unwrap_or_default();
+            if until.is_some_and(|limit| age > limit) {
+                return true;
+            }
+            if keep_storage.is_some_and(|limit| kept_bytes + entry.size > limit) {
+                return true;
+            }
+            kept_bytes += entry.size;
+            false
+        })
+        .collect()
+}
+
+/// `5GB`, `512MB`, `1.5G`, `100kB`, `4096` (bytes); decimal units, as
+/// Docker's `--keep-storage`.
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .with_context(|| format!("size {text:?}: expected a number and a unit, like 5GB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        other => bail!("size {text:?}: unknown unit {other:?} (B, kB, MB, GB, TB)"),
+    };
+    Ok((number * scale) as u64)
+}
+
+#[derive(Subcommand)]
+pub enum CacheCommand {
+    /// List cache entries, most recently used first
+    Ls,
+    /// How much the cache holds
+    Du,
+}
+
+pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let mut entries = CacheIndex::open(store.root()).entries();
+    entries.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    match command {
+        CacheCommand::Ls => {
+            let mut out = format!("{:<14} {:>10}   {}\n", "KEY", "SIZE", "LAST USED");
+            for entry in &entries {
+                out.push_str(&format!(
+                    "{:<14} {:>10}   {}\n",
+                    &entry.key.hex()[..12],
+                    human_size(entry.size),
+                    humantime::format_rfc3339_seconds(entry.last_used)
+                ));
+            }
+            print(&out)
+        }
+        CacheCommand::Du => {
+            // Entries can share a layer; a layer counts once.
+            let mut layers = std::collections::BTreeMap::new();
+            for entry in &entries {
+                if let Some(blob) = &entry.blob {
+                    layers.insert(blob.clone(), entry.size);
+                }
+            }
+            let total: u64 = layers.values().sum();
+            print(&format!(
+                "{} entries, {} layers, {}\n",
+                entries.len(),
+                layers.len(),
+                human_size(total)
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("5GB").unwrap(), 5_000_000_000);
+        assert_eq!(parse_size("1.5m").unwrap(), 1_500_000);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5XB").is_err());
+    }
+}
