@@ -95,7 +95,7 @@ fn select_for_pruning(
     until: Option<Duration>,
     keep_storage: Option<u64>,
 ) -> Vec<ListedEntry> {
-    entries.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.last_used));
     let now = SystemTime::now();
     let mut kept_bytes = 0u64;
     entries
@@ -146,7 +146,7 @@ pub enum CacheCommand {
 pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let mut entries = CacheIndex::open(store.root()).entries();
-    entries.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.last_used));
     match command {
         CacheCommand::Ls => {
             let mut out = format!("{:<14} {:>10}   {}\n", "KEY", "SIZE", "LAST USED");
