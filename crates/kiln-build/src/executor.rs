@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_cache::{explain, CacheIndex, CacheKey, Entry, KeyBuilder, StepRecord};
+use kiln_cache::{explain, CacheIndex, CacheKey, Entry, ImportedCache, KeyBuilder, StepRecord};
 use kiln_context::{HashStats, Ignore, StatCache};
 use kiln_graph::{Base, BuildGraph, History, Node, Op, StageId};
 use kiln_store::{write_image, ImageRecord, Layer, Store};
@@ -41,6 +41,8 @@ pub struct BuildOptions<'a> {
     /// The context's `.dockerignore`.
     pub ignore: &'a Ignore,
     pub cache: &'a CacheIndex,
+    /// `--cache-from`: entries (and layers) another store exported.
+    pub cache_from: &'a [ImportedCache],
     /// `--no-cache` (all stages) and `--no-cache-filter` (these stages):
     /// run the steps even when the cache has them.
     pub no_cache: bool,
@@ -79,12 +81,26 @@ pub enum CacheOutcome {
     Miss(String),
 }
 
+/// What a build made: the image, and every step's cache key and entry
+/// (for `--cache-to`).
+pub struct BuildOutcome {
+    pub image: ImageRecord,
+    pub steps: Vec<BuiltStep>,
+}
+
+pub struct BuiltStep {
+    pub stage: StageId,
+    pub key: CacheKey,
+    pub entry: Entry,
+}
+
 /// Runs the needed stages of `graph`; returns the target stage's image.
 pub fn build(
     store: &Store,
     graph: &BuildGraph,
     options: &BuildOptions<'_>,
-) -> Result<ImageRecord, BuildError> {
+) -> Result<BuildOutcome, BuildError> {
+    let mut built = Vec::new();
     let mut stages: Stages = BTreeMap::new();
     let mut current: Option<(StageId, StageFs, Option<CacheKey>)> = None;
     let mut position_in_stage = 0usize;
@@ -130,6 +146,15 @@ pub fn build(
         };
         let done = step.run(state, *parent_key)?;
         *parent_key = Some(done.key);
+        built.push(BuiltStep {
+            stage: node.stage,
+            key: done.key,
+            entry: Entry {
+                layer: done.layer.map(|l| l.digest.to_string()),
+                layer_size: done.layer.map_or(0, |l| l.size),
+                created: done.created.clone(),
+            },
+        });
         state.config = node.config.clone();
         if let Some(entry) = &node.history {
             let mut entry = entry.clone();
@@ -153,7 +178,10 @@ pub fn build(
     let config = image_config_document(graph, &target, options);
     let bytes = serde_json::to_vec(&config)
         .map_err(|e| BuildError::step(0, format!("image config: {e}")))?;
-    Ok(write_image(store, &bytes, &target.layers)?)
+    Ok(BuildOutcome {
+        image: write_image(store, &bytes, &target.layers)?,
+        steps: built,
+    })
 }
 
 /// A stage's starting state and the text its FROM key is made of: the
@@ -359,14 +387,19 @@ impl Step<'_> {
         })
     }
 
-    /// A usable cache entry: known, and its layer still in the store.
+    /// A usable cache entry: known, and its layer still in the store;
+    /// else one from `--cache-from`, its layer checked and stored.
     fn hit(
         &self,
         key: CacheKey,
         hash_stats: Option<HashStats>,
         state: &mut StageFs,
     ) -> Option<Done> {
-        let entry = self.options.cache.step(&key)?;
+        let entry = self
+            .options
+            .cache
+            .step(&key)
+            .or_else(|| self.import(&key))?;
         let layer = match &entry.layer {
             None => None,
             Some(digest) => {
@@ -395,6 +428,27 @@ impl Step<'_> {
             cache: CacheOutcome::Hit,
             hash_stats,
         })
+    }
+
+    /// Takes `key`'s entry from the first `--cache-from` directory that has
+    /// it; a layer that does not match its digest is not taken.
+    fn import(&self, key: &CacheKey) -> Option<Entry> {
+        for imported in self.options.cache_from {
+            let Some((entry, blob)) = imported.step(key) else {
+                continue;
+            };
+            if let (Some(digest), Some(path)) = (&entry.layer, blob) {
+                let digest = digest.parse().ok()?;
+                let file = std::fs::File::open(&path).ok()?;
+                if self.store.blobs().put_reader(file, Some(&digest)).is_err() {
+                    continue;
+                }
+            }
+            // Remembered here, so the next build needs no import.
+            self.options.cache.put_step(key, &entry).ok()?;
+            return Some(entry);
+        }
+        None
     }
 
     /// WORKDIR of a directory the stage lacks: a layer creating it.

@@ -15,4 +15,4 @@ mod stage;
 
 pub use base::{load_base, unpack_image, BaseImage};
 pub use error::BuildError;
-pub use executor::{build, BuildOptions, CacheOutcome, StepEvent};
+pub use executor::{build, BuildOptions, BuildOutcome, BuiltStep, CacheOutcome, StepEvent};

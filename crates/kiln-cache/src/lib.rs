@@ -1,12 +1,15 @@
 //! The layer cache: cache keys (a sha256 over a step's parent key, its
 //! definition and the digests of what it reads), the index that maps a key
 //! to the layer the step made, and the records that let a miss say why it
-//! happened. It never runs a step; the executor asks it and tells it.
+//! happened, and the export and import of entries through a directory.
+//! It never runs a step; the executor asks it and tells it.
 
 mod explain;
 mod index;
 mod key;
+mod transfer;
 
 pub use explain::{explain, Miss, StepRecord};
 pub use index::{CacheError, CacheIndex, Entry, ListedEntry};
 pub use key::{CacheKey, KeyBuilder};
+pub use transfer::{export, ImportedCache};

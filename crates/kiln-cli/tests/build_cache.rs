@@ -262,3 +262,56 @@ fn prune_forgets_by_age_size_or_all_and_cache_commands_list() {
     let bad = kiln(&p.root, &["prune", "--filter", "label=x"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+#[test]
+fn an_exported_cache_gives_hits_to_an_empty_store() {
+    let p = project(
+        "FROM scratch AS side\nCOPY src/b.txt /b\n\
+         FROM scratch\nCOPY src/a.txt /a\nCOPY --from=side /b /b\nENV DONE=1\n",
+    );
+    let exported = p.context.with_file_name("exported-cache");
+    let dest = format!("type=local,dest={},mode=max", exported.display());
+    let first = build(&p.root, &p.context, &["--cache-to", &dest]);
+    assert!(exported.join("kiln-cache.json").is_file());
+    assert!(exported.join("oci-layout").is_file());
+
+    // Another machine: an empty store, the same context elsewhere.
+    let other = p.root.with_file_name("other-store");
+    let src = format!("type=local,src={}", exported.display());
+    let second = build(&other, &p.context, &["--cache-from", &src]);
+    assert_eq!(
+        ran(&second, &[1, 3]),
+        Vec::<usize>::new(),
+        "{}",
+        second.stderr
+    );
+    assert_eq!(second.id, first.id);
+    let check = common::ok(kiln(&other, &["check"]));
+    assert!(check.starts_with("ok:"), "{check}");
+
+    // mode=min leaves the side stage out: it reruns, the rest still hits
+    // because it produced the same file.
+    let min_dir = p.context.with_file_name("min-cache");
+    let min = format!("type=local,dest={}", min_dir.display());
+    build(&p.root, &p.context, &["--cache-to", &min]);
+    let third_store = p.root.with_file_name("third-store");
+    let from_min = format!("type=local,src={}", min_dir.display());
+    let third = build(&third_store, &p.context, &["--cache-from", &from_min]);
+    assert_eq!(ran(&third, &[1, 3]), [2], "{}", third.stderr);
+
+    // A layer that lies about its digest is not taken: the step reruns.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(exported.join("kiln-cache.json")).unwrap()).unwrap();
+    for entry in manifest["steps"].as_object().unwrap().values() {
+        if let Some(layer) = entry["layer"].as_str() {
+            let blob = exported.join("blobs/sha256").join(&layer[7..]);
+            fs::write(blob, b"not the layer").unwrap();
+        }
+    }
+    let fourth_store = p.root.with_file_name("fourth-store");
+    let fourth = build(&fourth_store, &p.context, &["--cache-from", &src]);
+    // (Step 5 copies the very layer step 2 just rebuilt, so it is whole.)
+    assert_eq!(ran(&fourth, &[1, 3]), [2, 4], "{}", fourth.stderr);
+    let check = common::ok(kiln(&fourth_store, &["check"]));
+    assert!(check.starts_with("ok:"), "{check}");
+}

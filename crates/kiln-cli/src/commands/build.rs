@@ -14,7 +14,7 @@ use super::dockerfile::{load, print};
 use super::images::{creation_time, open_store};
 use super::plan::build_args;
 use super::progress::{PlainProgress, ProgressMode};
-use kiln_cache::CacheIndex;
+use kiln_cache::{CacheIndex, ImportedCache};
 use kiln_context::{load_dockerignore, StatCache};
 
 #[derive(Args)]
@@ -60,12 +60,24 @@ pub struct BuildArgs {
     /// After the build, say for every step that ran why it was not cached
     #[arg(long)]
     explain: bool,
+    /// Export the build cache: type=local,dest=DIR[,mode=min|max]
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    cache_to: Option<String>,
+    /// Use a cache exported before: type=local,src=DIR (repeatable)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    cache_from: Vec<String>,
     /// The build context directory
     context: PathBuf,
 }
 
 pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let labels = parse_labels(&args.labels)?;
+    let cache_to = args.cache_to.as_deref().map(CacheTo::parse).transpose()?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|spec| open_cache_from(spec))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let output = args.output.as_deref().map(Output::parse).transpose()?;
     let mut options = PlanOptions {
         build_args: build_args(&args.build_args)?,
@@ -145,6 +157,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             stat_cache: &stat_cache,
             ignore: &ignore,
             cache: &cache,
+            cache_from: &cache_from,
             no_cache: args.no_cache,
             no_cache_stages: &args.no_cache_filter,
             scope: &scope,
@@ -158,8 +171,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if args.explain {
         progress.explain();
     }
-    let record = match result {
-        Ok(record) => record,
+    let outcome = match result {
+        Ok(outcome) => outcome,
         Err(BuildError::Step {
             line,
             message,
@@ -180,6 +193,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
+    let record = &outcome.image;
     let manifest_digest: kiln_store::Digest = record.manifest.digest().to_string().parse()?;
     let _protected = store.protect(&manifest_digest)?;
     drop(lock);
@@ -189,6 +203,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let digest = record.manifest.digest().to_string();
     if let Some(path) = &args.iidfile {
         std::fs::write(path, &digest).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(cache_to) = &cache_to {
+        cache_to.export(&store, &graph, &outcome.steps)?;
     }
     if let Some(output) = &output {
         output.export(&store, &digest, &args.tags)?;
@@ -213,6 +230,90 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             _ => bail!("--label {item:?}: expected KEY=VALUE"),
         })
         .collect()
+}
+
+/// `--cache-from type=local,src=DIR`.
+fn open_cache_from(spec: &str) -> anyhow::Result<ImportedCache> {
+    let mut kind = None;
+    let mut src = None;
+    for field in spec.split(',') {
+        match field.split_once('=') {
+            Some(("type", value)) => kind = Some(value),
+            Some(("src", value)) => src = Some(PathBuf::from(value)),
+            _ => bail!("--cache-from {spec:?}: expected type=local,src=DIR"),
+        }
+    }
+    match (kind, src) {
+        (Some("local"), Some(dir)) => {
+            ImportedCache::open(&dir).with_context(|| format!("--cache-from {spec}"))
+        }
+        (Some("registry"), _) => {
+            bail!("--cache-from {spec:?}: registry caches come with kiln's registry client")
+        }
+        _ => bail!("--cache-from {spec:?}: expected type=local,src=DIR"),
+    }
+}
+
+/// `--cache-to type=local,dest=DIR[,mode=min|max]`.
+struct CacheTo {
+    dest: PathBuf,
+    /// max: every step built; min: only the target stage's (and the
+    /// stages it is built FROM), as BuildKit's modes.
+    all_stages: bool,
+}
+
+impl CacheTo {
+    fn parse(spec: &str) -> anyhow::Result<CacheTo> {
+        let mut kind = None;
+        let mut dest = None;
+        let mut all_stages = false;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", value)) => kind = Some(value.to_owned()),
+                Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+                Some(("mode", "min")) => all_stages = false,
+                Some(("mode", "max")) => all_stages = true,
+                _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max]"),
+            }
+        }
+        match (kind.as_deref(), dest) {
+            (Some("local"), Some(dest)) => Ok(CacheTo { dest, all_stages }),
+            (Some("registry"), _) => {
+                bail!("--cache-to {spec:?}: registry caches come with kiln's registry client")
+            }
+            _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max]"),
+        }
+    }
+
+    fn export(
+        &self,
+        store: &kiln_store::Store,
+        graph: &kiln_graph::BuildGraph,
+        steps: &[kiln_build::BuiltStep],
+    ) -> anyhow::Result<()> {
+        // The target and the stages it starts FROM.
+        let mut chain = vec![graph.target];
+        while let Some(base) = graph.nodes.iter().find_map(|node| match &node.op {
+            kiln_graph::Op::From {
+                base: kiln_graph::Base::Stage(id),
+                ..
+            } if Some(&node.stage) == chain.last() => Some(*id),
+            _ => None,
+        }) {
+            chain.push(base);
+        }
+        let selected: Vec<(kiln_cache::CacheKey, kiln_cache::Entry)> = steps
+            .iter()
+            .filter(|step| self.all_stages || chain.contains(&step.stage))
+            .map(|step| (step.key, step.entry.clone()))
+            .collect();
+        kiln_cache::export(&self.dest, &selected, |digest| {
+            let digest: kiln_store::Digest = digest.parse().ok()?;
+            Some(store.blobs().path(&digest))
+        })
+        .with_context(|| format!("exporting the cache to {}", self.dest.display()))?;
+        Ok(())
+    }
 }
 
 /// `--output`: where the image goes besides the store.

@@ -1,0 +1,123 @@
+//! Cache export and import through a directory (`--cache-to
+//! type=local,dest=DIR`, `--cache-from type=local,src=DIR`), so another
+//! machine with an empty store gets hits. The directory is an OCI image
+//! layout holding the layers (`blobs/sha256/…`, readable by OCI tools)
+//! plus `kiln-cache.json`, the key → entry map; exports into the same
+//! directory accumulate.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::index::{CacheError, Entry};
+use crate::key::CacheKey;
+
+const INDEX_FILE: &str = "kiln-cache.json";
+
+#[derive(Default, Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    /// Key (hex) → entry.
+    steps: BTreeMap<String, Entry>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
+    move |source| CacheError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A cache directory read for `--cache-from`.
+pub struct ImportedCache {
+    dir: PathBuf,
+    steps: BTreeMap<String, Entry>,
+}
+
+impl ImportedCache {
+    /// Reads the directory's index; a directory without one is an error
+    /// (the user named it, so a typo should not pass silently).
+    pub fn open(dir: &Path) -> Result<ImportedCache, CacheError> {
+        let path = dir.join(INDEX_FILE);
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| io_error(&path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        Ok(ImportedCache {
+            dir: dir.to_owned(),
+            steps: manifest.steps,
+        })
+    }
+
+    /// The entry for `key`, with the path of its layer blob, if the
+    /// directory has both. The caller verifies the blob as it stores it.
+    pub fn step(&self, key: &CacheKey) -> Option<(Entry, Option<PathBuf>)> {
+        let entry = self.steps.get(&key.hex())?.clone();
+        let blob = match &entry.layer {
+            None => None,
+            Some(digest) => {
+                let hex = digest.strip_prefix("sha256:")?;
+                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                let path = self.dir.join("blobs/sha256").join(hex);
+                if !path.is_file() {
+                    return None;
+                }
+                Some(path)
+            }
+        };
+        Some((entry, blob))
+    }
+}
+
+/// Writes `steps` (with their layers, found by `layer_path`) into `dir`,
+/// keeping what an earlier export put there.
+pub fn export(
+    dir: &Path,
+    steps: &[(CacheKey, Entry)],
+    layer_path: impl Fn(&str) -> Option<PathBuf>,
+) -> Result<usize, CacheError> {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(io_error(&blobs))?;
+    let layout = dir.join("oci-layout");
+    if !layout.exists() {
+        fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_error(&layout))?;
+    }
+    let index = dir.join("index.json");
+    if !index.exists() {
+        let empty = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        fs::write(&index, empty).map_err(io_error(&index))?;
+    }
+    let path = dir.join(INDEX_FILE);
+    let mut manifest: Manifest = fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default();
+    manifest.version = 1;
+    for (key, entry) in steps {
+        if let Some(digest) = &entry.layer {
+            let Some(hex) = digest.strip_prefix("sha256:") else {
+                continue;
+            };
+            let target = blobs.join(hex);
+            if !target.exists() {
+                let Some(source) = layer_path(digest) else {
+                    continue;
+                };
+                let temp = blobs.join(format!(".tmp-{hex}"));
+                fs::copy(&source, &temp).map_err(io_error(&source))?;
+                fs::rename(&temp, &target).map_err(io_error(&target))?;
+            }
+        }
+        manifest.steps.insert(key.hex(), entry.clone());
+    }
+    let bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| io_error(&path)(io::Error::other(e)))?;
+    let temp = dir.join(format!(".tmp-{INDEX_FILE}"));
+    fs::write(&temp, bytes).map_err(io_error(&temp))?;
+    fs::rename(&temp, &path).map_err(io_error(&path))?;
+    Ok(steps.len())
+}
