@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command, after `cargo build --release`: makes a busybox
 # base image from Debian's busybox-static (no container registry needed),
-# builds examples/static with kiln, and shows the result. The store is
-# $KILN_ROOT, default ./target/demo-store.
+# builds examples/hello (a RUN step in a container) and examples/static with
+# kiln, and shows the result. The store is $KILN_ROOT, default
+# ./target/demo-store. Building needs root (RUN uses namespaces and overlayfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kiln=./target/release/kiln
@@ -10,6 +11,7 @@ export KILN_ROOT=${KILN_ROOT:-$PWD/target/demo-store}
 rootfs=target/busybox-rootfs.tar
 sh ../shared/bench/busybox-rootfs.sh "$rootfs" >/dev/null
 "$kiln" import "$rootfs" busybox:latest >/dev/null
+"$kiln" build -t hello:latest examples/hello
 "$kiln" build -t static:latest examples/static
 "$kiln" images
 echo "inspect it with: skopeo inspect oci:$KILN_ROOT:static:latest"

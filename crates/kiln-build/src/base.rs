@@ -114,3 +114,29 @@ pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), 
     std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
     rootfs::unpack(store, &layers, dir)
 }
+
+/// A new image: the image `base` (a reference or id) with `layer` on top
+/// and a history entry saying `comment` (what `kiln commit` makes).
+pub fn commit_layer(
+    store: &Store,
+    base: &str,
+    layer: Layer,
+    created: &str,
+    comment: &str,
+) -> Result<kiln_store::ImageRecord, BuildError> {
+    let image = load_base(store, base)?;
+    let mut config = image.config;
+    let mut layers = image.layers;
+    layers.push(layer);
+    config["rootfs"] = serde_json::json!({
+        "type": "layers",
+        "diff_ids": layers.iter().map(|l| l.digest.to_string()).collect::<Vec<_>>(),
+    });
+    let mut history = config["history"].as_array().cloned().unwrap_or_default();
+    history.push(serde_json::json!({"created": created, "created_by": comment}));
+    config["history"] = history.into();
+    config["created"] = created.into();
+    let bytes = serde_json::to_vec(&config)
+        .map_err(|e| BuildError::step(0, format!("image config: {e}")))?;
+    Ok(kiln_store::write_image(store, &bytes, &layers)?)
+}

@@ -26,6 +26,9 @@ pub enum BuildError {
     },
     #[error("image {reference}: {message}")]
     BaseImage { reference: String, message: String },
+    /// Stopped through [`crate::Cancel`] (Ctrl-C, SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl BuildError {

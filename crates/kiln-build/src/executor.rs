@@ -19,10 +19,12 @@ use kiln_store::{write_image, ImageRecord, Layer, Store};
 use serde_json::{json, Value};
 
 use crate::base::load_base;
+use crate::cancel::Cancel;
 use crate::copy::{copy_layer, CopyRequest};
 use crate::copy_step::prepare_copy;
 use crate::error::BuildError;
 use crate::rootfs;
+use crate::run_step::run_step;
 use crate::stage::{image_config_document, StageFs, Stages};
 
 /// What a build needs besides the plan.
@@ -50,6 +52,10 @@ pub struct BuildOptions<'a> {
     /// Names this Dockerfile and context among others, so the records
     /// that explain misses compare a step with its own past.
     pub scope: &'a str,
+    /// Set from outside to stop the build (Ctrl-C).
+    pub cancel: &'a Cancel,
+    /// `--secret`: id → content, for `RUN --mount=type=secret`.
+    pub secrets: &'a BTreeMap<String, Vec<u8>>,
     /// Told when each step starts and ends.
     pub progress: &'a dyn Fn(StepEvent<'_>),
 }
@@ -58,6 +64,11 @@ pub struct BuildOptions<'a> {
 pub enum StepEvent<'a> {
     Started {
         node: &'a Node,
+    },
+    /// A line a RUN command printed (stdout or stderr).
+    Output {
+        node: &'a Node,
+        line: &'a str,
     },
     Finished {
         node: &'a Node,
@@ -109,6 +120,9 @@ pub fn build(
             if let Some((id, fs, key)) = current.take() {
                 stages.insert(id, (fs, key));
             }
+        }
+        if options.cancel.is_cancelled() {
+            return Err(BuildError::Interrupted);
         }
         (options.progress)(StepEvent::Started { node });
         let started = Instant::now();
@@ -236,6 +250,14 @@ struct Step<'a> {
     position: CacheKey,
 }
 
+/// Whether a step that made a layer also recorded its paths in the
+/// stage's path index (COPY, WORKDIR) or left them to be read from the
+/// layer when needed (RUN).
+enum Indexed {
+    Yes,
+    No,
+}
+
 /// The outcome of a step.
 struct Done {
     key: CacheKey,
@@ -267,11 +289,24 @@ impl Step<'_> {
         };
         match &node.op {
             Op::From { .. } => Err(BuildError::step(node.line, "FROM inside a stage")),
-            Op::Run(_) => Err(BuildError::Step {
-                line: node.line,
-                message: format!("{}: RUN is not supported yet", node.display),
-                hint: Some("kiln's container runtime lands with the runtime issue; until then build images from FROM, COPY, ADD and metadata instructions".into()),
-            }),
+            Op::Run(run) => {
+                let inputs = &node.inputs;
+                let env: Vec<String> = inputs.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let key = KeyBuilder::new("run")
+                    .key("parent", parent.as_ref())
+                    .text("op", &definition)
+                    .text("env", &env.join("\n"))
+                    .text("user", &inputs.user)
+                    .text("workdir", &inputs.workdir)
+                    .finish();
+                record.key = key.hex();
+                self.cached_or(key, &record, None, state, |state| {
+                    let layer = run_step(self.store, node, run, state, self.stages, self.options)?;
+                    // What the command changed is not in the path index;
+                    // it is read from the layer if a later step needs it.
+                    Ok(Some((layer, Indexed::No)))
+                })
+            }
             Op::Config { .. } => {
                 let key = KeyBuilder::new("config")
                     .key("parent", parent.as_ref())
@@ -297,7 +332,7 @@ impl Step<'_> {
                         return Ok(None);
                     }
                     let layer = self.mkdir_layer(&rel, state)?;
-                    Ok(Some(layer))
+                    Ok(Some((layer, Indexed::Yes)))
                 })
             }
             Op::Copy(copy) => {
@@ -328,7 +363,7 @@ impl Step<'_> {
                     };
                     let tree = state.tree(self.store)?;
                     let layer = prepared.selection.write_layer(self.store, tree)?;
-                    Ok(Some(layer))
+                    Ok(Some((layer, Indexed::Yes)))
                 })
             }
         }
@@ -343,7 +378,7 @@ impl Step<'_> {
         record: &StepRecord,
         hash_stats: Option<HashStats>,
         state: &mut StageFs,
-        compute: impl FnOnce(&mut StageFs) -> Result<Option<Layer>, BuildError>,
+        compute: impl FnOnce(&mut StageFs) -> Result<Option<(Layer, Indexed)>, BuildError>,
     ) -> Result<Done, BuildError> {
         let cache = self.options.cache;
         let forced =
@@ -367,10 +402,14 @@ impl Step<'_> {
         } else {
             explain(cache.record(&self.position).as_ref(), record).to_string()
         };
-        let layer = compute(state)?;
-        if let Some(layer) = layer {
-            state.push_indexed(layer);
-        }
+        let computed = compute(state)?;
+        let layer = computed.map(|(layer, indexed)| {
+            match indexed {
+                Indexed::Yes => state.push_indexed(layer),
+                Indexed::No => state.layers.push(layer),
+            }
+            layer
+        });
         let entry = Entry {
             layer: layer.map(|l| l.digest.to_string()),
             layer_size: layer.map_or(0, |l| l.size),

@@ -26,6 +26,23 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile
     Build(commands::build::BuildArgs),
+    /// Run a command in a new container from an image
+    Run(commands::containers::RunArgs),
+    /// List containers
+    Ps(commands::containers::PsArgs),
+    /// Start a stopped container again
+    Start(commands::containers::StartArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL)
+    Stop(commands::containers::StopArgs),
+    /// Remove containers
+    Rm(commands::containers::RmArgs),
+    /// Print a container's output
+    Logs(commands::containers::LogsArgs),
+    /// Make an image of a container's changes
+    Commit(commands::containers::CommitArgs),
+    /// Runs a container in the background (for run -d and start)
+    #[command(name = "__monitor", hide = true)]
+    Monitor(commands::containers::MonitorArgs),
     /// Parse a Dockerfile and print its syntax tree
     Parse(commands::parse::ParseArgs),
     /// Plan a build without running it: stages, steps and dependencies
@@ -60,6 +77,16 @@ fn main() -> ExitCode {
     let root = cli.root.as_deref();
     let result = match cli.command {
         Command::Build(args) => commands::build::run(root, args),
+        Command::Run(args) => commands::containers::run(root, args),
+        Command::Ps(args) => commands::containers::ps(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Start(args) => commands::containers::start(root, args),
+        Command::Stop(args) => commands::containers::stop(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Rm(args) => commands::containers::rm(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Logs(args) => commands::containers::logs(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Commit(args) => {
+            commands::containers::commit(root, args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Monitor(args) => commands::containers::monitor_command(root, args),
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Import(args) => commands::images::import(root, args).map(|()| ExitCode::SUCCESS),

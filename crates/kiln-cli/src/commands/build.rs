@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kiln_build::{build, load_base, BuildError, BuildOptions};
+use std::sync::Arc;
+
+use kiln_build::{build, load_base, BuildError, BuildOptions, Cancel};
 use kiln_graph::{plan, PlanOptions};
 
 use super::dockerfile::{load, print};
@@ -66,12 +68,16 @@ pub struct BuildArgs {
     /// Use a cache exported before: type=local,src=DIR (repeatable)
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
+    /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]
+    #[arg(long = "secret", value_name = "SPEC")]
+    secrets: Vec<String>,
     /// The build context directory
     context: PathBuf,
 }
 
 pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let labels = parse_labels(&args.labels)?;
+    let secrets = read_secrets(&args.secrets)?;
     let cache_to = args.cache_to.as_deref().map(CacheTo::parse).transpose()?;
     let cache_from = args
         .cache_from
@@ -146,6 +152,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         &store.root().join("kiln/statcache"),
         &args.context,
     ));
+    let cancel = Arc::new(Cancel::default());
+    let _signals = StopOnSignal::install(&cancel)?;
     let result = build(
         &store,
         &graph,
@@ -161,6 +169,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             no_cache: args.no_cache,
             no_cache_stages: &args.no_cache_filter,
             scope: &scope,
+            secrets: &secrets,
+            cancel: &cancel,
             progress: &|event| progress.event(event),
         },
     );
@@ -173,6 +183,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let outcome = match result {
         Ok(outcome) => outcome,
+        Err(BuildError::Interrupted) => {
+            eprintln!("error: interrupted");
+            return Ok(ExitCode::from(130));
+        }
         Err(BuildError::Step {
             line,
             message,
@@ -230,6 +244,79 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             _ => bail!("--label {item:?}: expected KEY=VALUE"),
         })
         .collect()
+}
+
+/// While it lives, SIGINT and SIGTERM cancel the build (running containers
+/// are killed, scratch directories removed, exit status 130); a second
+/// signal exits at once, which the store survives as it survives SIGKILL.
+struct StopOnSignal {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StopOnSignal {
+    fn install(cancel: &Arc<Cancel>) -> anyhow::Result<StopOnSignal> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+            .context("installing signal handlers")?;
+        let handle = signals.handle();
+        let cancel = Arc::clone(cancel);
+        let thread = std::thread::spawn(move || {
+            for _ in signals.forever() {
+                if cancel.is_cancelled() {
+                    std::process::exit(130);
+                }
+                eprintln!("interrupt: stopping the build (again to quit at once)");
+                cancel.cancel();
+            }
+        });
+        Ok(StopOnSignal {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for StopOnSignal {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `--secret id=ID[,src=FILE|,env=VAR]` (also `type=file|env`), read now:
+/// without `src` or `env`, the variable named ID, else the file named ID.
+fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut secrets = BTreeMap::new();
+    for spec in specs {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_owned()),
+                Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
+                Some(("env", v)) => env = Some(v.to_owned()),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("--secret {spec:?}: expected id=ID[,src=FILE|,env=VAR]"),
+            }
+        }
+        let id = id.with_context(|| format!("--secret {spec:?}: id= is required"))?;
+        let value = match (src, env) {
+            (Some(path), _) => std::fs::read(&path)
+                .with_context(|| format!("--secret {id}: reading {}", path.display()))?,
+            (None, Some(var)) => std::env::var(&var)
+                .with_context(|| format!("--secret {id}: environment variable {var} is not set"))?
+                .into_bytes(),
+            (None, None) => match std::env::var(&id) {
+                Ok(value) => value.into_bytes(),
+                Err(_) => std::fs::read(&id)
+                    .with_context(|| format!("--secret {id}: no variable or file named {id}"))?,
+            },
+        };
+        secrets.insert(id, value);
+    }
+    Ok(secrets)
 }
 
 /// `--cache-from type=local,src=DIR`.

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod containers;
 pub mod dockerfile;
 pub mod images;
 pub mod parse;

@@ -76,6 +76,9 @@ impl PlainProgress {
                 let title = self.titles.get(node.id).map_or("", String::as_str);
                 out.push_str(&format!("#{} {title}\n", node.id + 1));
             }
+            StepEvent::Output { node, line } => {
+                out.push_str(&format!("#{} {line}\n", node.id + 1));
+            }
             StepEvent::Finished {
                 node,
                 elapsed,

@@ -1,0 +1,419 @@
+//! A RUN step: the stage's layers as overlay lower dirs (store snapshots),
+//! the command in a container (kiln-runtime) with the step's environment,
+//! user, working directory, network and `--mount`s, its output streamed,
+//! and the overlay upper dir committed as the step's layer.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use kiln_graph::{MountKind, Network, Node, RunOp, SourceRef};
+use kiln_runtime::{ContainerSpec, ExitStatus, Mount, OutputSink, ResolvedUser};
+use kiln_store::{layer_from_upper, Layer, Store};
+
+use crate::base::load_base;
+use crate::error::BuildError;
+use crate::executor::{BuildOptions, StepEvent};
+use crate::rootfs;
+use crate::stage::{StageFs, Stages, TempDir};
+
+/// How many lines of output a failed step shows.
+const TAIL_LINES: usize = 12;
+
+/// The hostname RUN sees; BuildKit's, which some build scripts expect.
+const HOSTNAME: &str = "buildkitsandbox";
+
+/// Runs `run` on top of `state` and returns the layer of what it changed.
+pub fn run_step(
+    store: &Store,
+    node: &Node,
+    run: &RunOp,
+    state: &StageFs,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+) -> Result<Layer, BuildError> {
+    let fail = |message: String| BuildError::step(node.line, message);
+    // Top-most first. A layer that appears twice (two RUNs that changed
+    // nothing make the same empty layer) is kept only at its top-most
+    // place: overlayfs refuses a lower dir given twice, and the upper copy
+    // redoes everything the lower one did.
+    let mut lower_dirs = Vec::with_capacity(state.layers.len());
+    let mut seen = std::collections::HashSet::new();
+    for layer in state.layers.iter().rev() {
+        if seen.insert(layer.digest) {
+            lower_dirs.push(store.snapshot(&layer.digest)?);
+        }
+    }
+    let scratch = TempDir::new(store)?;
+    let mut mounts = Vec::new();
+    let mut keep_alive = Vec::new();
+    let mut secret_env = Vec::new();
+    for mount in &run.mounts {
+        if mount.kind == MountKind::Secret {
+            mounts.extend(secret_mount(
+                node,
+                mount,
+                options,
+                &scratch,
+                &mut secret_env,
+            )?);
+            continue;
+        }
+        mounts.push(prepare_mount(
+            store,
+            node,
+            mount,
+            stages,
+            options,
+            &scratch,
+            &mut keep_alive,
+        )?);
+    }
+
+    // No USER: root, with its groups if the image has an /etc/passwd
+    // (an image without one, such as scratch, still runs as 0:0).
+    let resolved = if node.inputs.user.is_empty() {
+        kiln_runtime::resolve_user(&lower_dirs, "root").unwrap_or(ResolvedUser {
+            user: kiln_runtime::User::default(),
+            home: "/root".into(),
+        })
+    } else {
+        kiln_runtime::resolve_user(&lower_dirs, &node.inputs.user)
+            .map_err(|e| fail(format!("{}: {e}", node.display)))?
+    };
+    let mut env: Vec<String> = node
+        .inputs
+        .env
+        .iter()
+        .chain(&node.inputs.proxy_env)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", resolved.home));
+    }
+    // Secrets reach the command only: never the key, the history or a log.
+    env.extend(secret_env);
+    let (args, pipes) = command_line(run, &scratch)?;
+    if let Some(pipes) = pipes {
+        mounts.push(pipes);
+    }
+    let spec = ContainerSpec {
+        lower_dirs,
+        upper_dir: scratch.0.join("upper"),
+        work_dir: scratch.0.join("work"),
+        args,
+        env,
+        cwd: if node.inputs.workdir.is_empty() {
+            "/".into()
+        } else {
+            node.inputs.workdir.clone()
+        },
+        user: resolved.user,
+        hostname: HOSTNAME.into(),
+        network: match run.network {
+            // The default is the host's network, so package managers work.
+            Network::Default | Network::Host => kiln_runtime::Network::Host,
+            Network::None => kiln_runtime::Network::None,
+        },
+        mounts,
+        hosts: None,
+        resolv_conf: None,
+        state_parent: Some(scratch.0.clone()),
+    };
+    let mut sink = StepOutput {
+        node,
+        progress: options.progress,
+        partial: [Vec::new(), Vec::new()],
+        tail: VecDeque::new(),
+    };
+    let container = kiln_runtime::Container::spawn(&spec)
+        .map_err(|e| fail(format!("{}: {e}", node.display)))?;
+    let tracked = options.cancel.track(container.kill_handle());
+    let waited = container.wait(&mut sink);
+    drop(tracked);
+    if options.cancel.is_cancelled() {
+        return Err(BuildError::Interrupted);
+    }
+    let status = waited.map_err(|e| fail(format!("{}: {e}", node.display)))?;
+    sink.flush();
+    if status != ExitStatus::Exited(0) {
+        let tail: Vec<String> = sink.tail.into_iter().collect();
+        return Err(BuildError::Step {
+            line: node.line,
+            message: format!(
+                "{} did not complete successfully: {}",
+                node.display,
+                match status {
+                    ExitStatus::Exited(code) => format!("exit code {code}"),
+                    ExitStatus::Signaled(signal) => format!("killed by signal {signal}"),
+                }
+            ),
+            hint: (!tail.is_empty()).then(|| format!("its last output:\n{}", tail.join("\n"))),
+        });
+    }
+    Ok(layer_from_upper(
+        store.blobs(),
+        &spec.upper_dir,
+        options.source_date_epoch,
+    )?)
+}
+
+/// The argv, and a mount for a script heredoc. As BuildKit: `RUN <<EOF`
+/// alone runs the body with the shell (or, with a `#!` line, as a file
+/// mounted read-only; BuildKit uses `/dev/pipes/`, kiln `/run/kiln/pipes/`
+/// because the runtime keeps `/dev` to itself); heredocs after a command
+/// are handed to the shell with the command.
+fn command_line(
+    run: &RunOp,
+    scratch: &TempDir,
+) -> Result<(Vec<String>, Option<Mount>), BuildError> {
+    let mut argv = run.argv.clone();
+    if run.heredocs.is_empty() || !run.shell_form {
+        return Ok((argv, None));
+    }
+    let Some(command) = argv.pop() else {
+        return Ok((argv, None));
+    };
+    let first = &run.heredocs[0];
+    let only_a_heredoc = run.heredocs.len() == 1 && command.trim().starts_with("<<");
+    if only_a_heredoc && first.content.starts_with("#!") {
+        let dir = scratch.0.join("pipes");
+        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+        let script = dir.join(&first.name);
+        std::fs::write(&script, &first.content).map_err(|e| BuildError::io(&script, e))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| BuildError::io(&script, e))?;
+        let target = format!("/run/kiln/pipes/{}", first.name);
+        let mount = Mount::Bind {
+            source: script,
+            target: target.clone(),
+            readonly: true,
+        };
+        return Ok((vec![target], Some(mount)));
+    }
+    if only_a_heredoc {
+        argv.push(first.content.clone());
+        return Ok((argv, None));
+    }
+    let mut script = command;
+    for heredoc in &run.heredocs {
+        script.push('\n');
+        script.push_str(&heredoc.content);
+        script.push_str(&heredoc.name);
+    }
+    argv.push(script);
+    Ok((argv, None))
+}
+
+/// One `RUN --mount`, as a runtime mount. Sources that must not change
+/// (a read-write bind's source) are copied into `scratch` first.
+fn prepare_mount(
+    store: &Store,
+    node: &Node,
+    mount: &kiln_graph::Mount,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+    scratch: &TempDir,
+    keep_alive: &mut Vec<TempDir>,
+) -> Result<Mount, BuildError> {
+    let fail = |message: String| BuildError::step(node.line, format!("--mount {message}"));
+    let option = |name: &str| {
+        mount
+            .options
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let target = mount.target.clone();
+    match mount.kind {
+        MountKind::Tmpfs => Ok(Mount::Tmpfs {
+            target,
+            size_bytes: option("size").and_then(|s| s.parse().ok()),
+        }),
+        MountKind::Bind => {
+            let root = match &mount.from {
+                None => std::fs::canonicalize(options.context)
+                    .map_err(|e| BuildError::io(options.context, e))?,
+                Some(from) => {
+                    let dir = TempDir::new(store)?;
+                    let layers = match from {
+                        SourceRef::Stage(id) => stages
+                            .get(id)
+                            .map(|(fs, _)| fs.layers.clone())
+                            .ok_or_else(|| fail(format!("from stage {id}: not built")))?,
+                        SourceRef::Image(reference) => load_base(store, reference)?.layers,
+                    };
+                    rootfs::unpack(store, &layers, &dir.0)?;
+                    let path = dir.0.clone();
+                    keep_alive.push(dir);
+                    path
+                }
+            };
+            let source = mount.source.as_deref().unwrap_or("");
+            let Some(relative) = crate::copy::contained(source) else {
+                return Err(fail(format!("source {source:?} leaves its root")));
+            };
+            let mut path = root.join(&relative);
+            if !path.exists() {
+                return Err(fail(format!("source {source:?} not found")));
+            }
+            let readonly = mount.read_only;
+            if !readonly {
+                // rw: the command may write, but the writes are discarded.
+                let copy = scratch.0.join(format!("bind-{}", keep_alive.len()));
+                copy_tree(&path, &copy)?;
+                path = copy;
+            }
+            Ok(Mount::Bind {
+                source: path,
+                target,
+                readonly,
+            })
+        }
+        MountKind::Cache => {
+            let id = option("id").unwrap_or(&mount.target);
+            let dir = cache_mount_dir(store, id);
+            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+            Ok(Mount::Bind {
+                source: dir,
+                target,
+                readonly: false,
+            })
+        }
+        MountKind::Secret => Err(fail("type=secret is handled apart".into())),
+        MountKind::Ssh => Err(fail(
+            "type=ssh is not supported yet (kiln build has no --ssh)".into(),
+        )),
+    }
+}
+
+/// A `--mount type=secret`: the secret `kiln build --secret` named, as a
+/// read-only file at the target (a copy in the run's scratch dir, with the
+/// mount's mode and owner) and/or in an environment variable (`env=`).
+/// A secret the build was not given is skipped unless `required=true`, as
+/// in BuildKit.
+fn secret_mount(
+    node: &Node,
+    mount: &kiln_graph::Mount,
+    options: &BuildOptions<'_>,
+    scratch: &TempDir,
+    env: &mut Vec<String>,
+) -> Result<Option<Mount>, BuildError> {
+    let option = |name: &str| {
+        mount
+            .options
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let id = option("id").unwrap_or_default();
+    let Some(value) = options.secrets.get(id) else {
+        if option("required") == Some("true") {
+            return Err(BuildError::step(
+                node.line,
+                format!("secret {id:?} is required but was not given (kiln build --secret id={id},src=FILE)"),
+            ));
+        }
+        return Ok(None);
+    };
+    if let Some(name) = option("env") {
+        env.push(format!("{name}={}", String::from_utf8_lossy(value)));
+    }
+    if mount.target.is_empty() {
+        return Ok(None);
+    }
+    let dir = scratch.0.join("secrets");
+    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+    let taken = dir.read_dir().map_or(0, |entries| entries.count());
+    let file = dir.join(format!("secret-{taken}"));
+    std::fs::write(&file, value).map_err(|e| BuildError::io(&file, e))?;
+    let mode = option("mode")
+        .and_then(|m| u32::from_str_radix(m, 8).ok())
+        .unwrap_or(0o400);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| BuildError::io(&file, e))?;
+    let uid = option("uid").and_then(|v| v.parse().ok());
+    let gid = option("gid").and_then(|v| v.parse().ok());
+    std::os::unix::fs::chown(&file, uid, gid).map_err(|e| BuildError::io(&file, e))?;
+    Ok(Some(Mount::Bind {
+        source: file,
+        target: mount.target.clone(),
+        readonly: true,
+    }))
+}
+
+/// Where a cache mount's content persists between builds, by id.
+pub fn cache_mount_dir(store: &Store, id: &str) -> PathBuf {
+    use sha2::Digest as _;
+    let name: String = sha2::Sha256::digest(id.as_bytes())[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    store.root().join("kiln/cache-mounts").join(name)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<(), BuildError> {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .map_err(|e| BuildError::io(from, e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::io(from, std::io::Error::other("cp -a failed")))
+    }
+}
+
+/// Passes a RUN's output on, line by line, and keeps the last lines for
+/// an error message.
+struct StepOutput<'a> {
+    node: &'a Node,
+    progress: &'a dyn Fn(StepEvent<'_>),
+    /// Unfinished lines of stdout and stderr.
+    partial: [Vec<u8>; 2],
+    tail: VecDeque<String>,
+}
+
+impl StepOutput<'_> {
+    fn take(&mut self, stream: usize, data: &[u8]) {
+        self.partial[stream].extend_from_slice(data);
+        while let Some(end) = self.partial[stream].iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial[stream].drain(..=end).collect();
+            self.emit(&line[..line.len() - 1]);
+        }
+    }
+
+    fn emit(&mut self, line: &[u8]) {
+        let text = String::from_utf8_lossy(line).into_owned();
+        (self.progress)(StepEvent::Output {
+            node: self.node,
+            line: &text,
+        });
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(text);
+    }
+
+    fn flush(&mut self) {
+        for stream in 0..2 {
+            let rest = std::mem::take(&mut self.partial[stream]);
+            if !rest.is_empty() {
+                self.emit(&rest);
+            }
+        }
+    }
+}
+
+impl OutputSink for StepOutput<'_> {
+    fn stdout(&mut self, data: &[u8]) {
+        self.take(0, data);
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        self.take(1, data);
+    }
+}

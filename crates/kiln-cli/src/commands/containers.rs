@@ -1,0 +1,601 @@
+//! `kiln run` and the containers it leaves: `ps`, `start`, `stop`, `rm`,
+//! `logs`, `commit`. A container runs under a monitor: the `kiln run`
+//! process itself in the foreground, or a detached `kiln` (`-d`, `start`)
+//! that streams its output to the log and records how it ended.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use kiln_runtime::containers::{now, ContainerConfig, ContainerRecord, Containers, State};
+use kiln_runtime::{Container, OutputSink};
+use kiln_store::Store;
+
+use super::dockerfile::print;
+use super::images::open_store;
+
+fn containers(store: &Store) -> Containers {
+    Containers::open(&store.root().join("kiln/containers"))
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// Run in the background and print the container id
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep standard input open (not supported yet)
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a terminal (not supported yet)
+    #[arg(short, long)]
+    tty: bool,
+    /// Name the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set an environment variable (NAME alone takes it from here)
+    #[arg(short, long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (NAME=VALUE lines)
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Bind a host path: HOST:CONTAINER[:ro]
+    #[arg(short, long = "volume", value_name = "HOST:CONTAINER[:ro]")]
+    volume: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User (name or uid, optionally :group)
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Override the image's ENTRYPOINT ("" clears it)
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// host (the default) or none
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// The container's hostname (default: the id's first 12 characters)
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The image (name, digest or id)
+    image: String,
+    /// The command and its arguments (default: the image's CMD)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// `kiln run`: creates a container from an image and runs it.
+pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.interactive || args.tty {
+        bail!("-i and -t are not supported yet: kiln run gives the container no standard input or terminal");
+    }
+    let store = open_store(root)?;
+    let image = kiln_build::load_base(&store, &args.image)?;
+    let image_config = image.image_config();
+    let mut lower_dirs = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for layer in image.layers.iter().rev() {
+        if seen.insert(layer.digest) {
+            lower_dirs.push(store.snapshot(&layer.digest)?);
+        }
+    }
+    let argv = command_line(
+        image_config.entrypoint.as_deref().unwrap_or_default(),
+        image_config.cmd.as_deref().unwrap_or_default(),
+        args.entrypoint.as_deref(),
+        &args.command,
+    )?;
+    let user_spec = args
+        .user
+        .clone()
+        .or_else(|| Some(image_config.user.clone()).filter(|u| !u.is_empty()));
+    let resolved = match &user_spec {
+        Some(spec) => kiln_runtime::resolve_user(&lower_dirs, spec)?,
+        None => {
+            kiln_runtime::resolve_user(&lower_dirs, "root").unwrap_or(kiln_runtime::ResolvedUser {
+                user: kiln_runtime::User::default(),
+                home: "/root".into(),
+            })
+        }
+    };
+    let mut env = image_config.env.clone();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--env-file {}", file.display()))?;
+        for line in text.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                set_env(&mut env, line);
+            }
+        }
+    }
+    for item in &args.env {
+        set_env(&mut env, item);
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", resolved.home));
+    }
+    let network = match args.network.as_str() {
+        "host" | "default" => "host",
+        "none" => "none",
+        other => bail!("--network {other:?}: kiln offers host and none"),
+    };
+    let binds = args
+        .volume
+        .iter()
+        .map(|v| parse_volume(v))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let cwd = args
+        .workdir
+        .clone()
+        .or_else(|| Some(image_config.working_dir.clone()).filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    let all = containers(&store);
+    let mut record = all.create(
+        args.name.as_deref(),
+        ContainerConfig {
+            image: args.image.clone(),
+            image_id: image.manifest.to_string(),
+            args: argv,
+            env,
+            cwd,
+            uid: resolved.user.uid,
+            gid: resolved.user.gid,
+            additional_gids: resolved.user.additional_gids,
+            hostname: String::new(),
+            network: network.into(),
+            binds,
+            lower_dirs,
+        },
+    )?;
+    record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());
+    record
+        .config
+        .env
+        .push(format!("HOSTNAME={}", record.config.hostname));
+    all.save(&record)?;
+    if args.detach {
+        spawn_monitor(&store, &record.id, args.rm)?;
+        wait_until_started(&all, &record)?;
+        print(&format!("{}\n", record.id))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = monitor(&all, &record.id, true)?;
+    if args.rm {
+        if let Some(record) = all.load(&record.id) {
+            all.remove(&record)?;
+        }
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Docker's rules: `--entrypoint` replaces the image's ENTRYPOINT (and
+/// then the image's CMD is dropped); a command given replaces CMD.
+fn command_line(
+    image_entrypoint: &[String],
+    image_cmd: &[String],
+    entrypoint: Option<&str>,
+    command: &[String],
+) -> anyhow::Result<Vec<String>> {
+    let (entrypoint, default_cmd): (Vec<String>, &[String]) = match entrypoint {
+        Some("") => (Vec::new(), &[]),
+        Some(e) => (vec![e.to_owned()], &[]),
+        None => (image_entrypoint.to_vec(), image_cmd),
+    };
+    let cmd = if command.is_empty() {
+        default_cmd.to_vec()
+    } else {
+        command.to_vec()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        bail!("no command specified: the image has no ENTRYPOINT or CMD; give one after the image name");
+    }
+    Ok(argv)
+}
+
+fn set_env(env: &mut Vec<String>, item: &str) {
+    let (name, value) = match item.split_once('=') {
+        Some((name, value)) => (name, value.to_owned()),
+        None => match std::env::var(item) {
+            Ok(value) => (item, value),
+            // Docker drops a NAME that is not set here.
+            Err(_) => return,
+        },
+    };
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
+    env.push(format!("{name}={value}"));
+}
+
+fn parse_volume(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, target, readonly) = match parts.as_slice() {
+        [host, target] => (*host, *target, false),
+        [host, target, "ro"] => (*host, *target, true),
+        [host, target, "rw"] => (*host, *target, false),
+        _ => bail!("-v {spec:?}: expected HOST:CONTAINER[:ro]"),
+    };
+    if !host.starts_with('/') {
+        bail!("-v {spec:?}: the host path must be absolute (named volumes are not supported)");
+    }
+    let host = std::fs::canonicalize(host).with_context(|| format!("-v {spec}: {host}"))?;
+    if !target.starts_with('/') {
+        bail!("-v {spec:?}: the container path must be absolute");
+    }
+    Ok((host, target.to_owned(), readonly))
+}
+
+/// Starts `kiln __monitor ID` in its own session, detached from this
+/// terminal, to run the container in the background.
+fn spawn_monitor(store: &Store, id: &str, remove: bool) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding the kiln binary")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("--root")
+        .arg(store.root())
+        .arg("__monitor")
+        .arg(id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    if remove {
+        command.arg("--rm");
+    }
+    command
+        .spawn()
+        .context("starting the container's monitor")?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct MonitorArgs {
+    id: String,
+    #[arg(long)]
+    rm: bool,
+}
+
+/// `kiln __monitor ID`: the background side of `run -d` and `start`.
+pub fn monitor_command(root: Option<&Path>, args: MonitorArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(root)?;
+    let all = containers(&store);
+    let code = monitor(&all, &args.id, false)?;
+    if args.rm {
+        if let Some(record) = all.load(&args.id) {
+            all.remove(&record)?;
+        }
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Runs the container `id` to its end: records it running, passes SIGINT
+/// and SIGTERM on to it, writes its output to the log (and, attached, to
+/// this process's stdout/stderr), records the exit code and returns it.
+fn monitor(all: &Containers, id: &str, attached: bool) -> anyhow::Result<i32> {
+    let mut record = all.load(id).with_context(|| format!("no container {id}"))?;
+    let dir = all.dir(id);
+    let spec = record.spec(&dir);
+    let container = Container::spawn(&spec)?;
+    let init = container.pid();
+    record.state = State::Running {
+        monitor: std::process::id() as i32,
+        init,
+        since: now(),
+    };
+    all.save(&record)?;
+    let forwarder = forward_signals(init)?;
+    let mut sink = LogSink {
+        log: all.log_writer(id)?,
+        attached,
+    };
+    let waited = container.wait(&mut sink);
+    forwarder.close();
+    let code = match waited {
+        Ok(status) => status.code(),
+        Err(kiln_runtime::RuntimeError::Killed) => 137,
+        Err(error) => {
+            record.state = State::Exited {
+                code: 127,
+                at: now(),
+            };
+            all.save(&record)?;
+            return Err(error.into());
+        }
+    };
+    record.state = State::Exited { code, at: now() };
+    all.save(&record)?;
+    Ok(code)
+}
+
+/// Sends SIGINT/SIGTERM/SIGHUP/SIGQUIT this process receives on to the
+/// container's init, which passes them to the command.
+fn forward_signals(init: i32) -> anyhow::Result<signal_hook::iterator::Handle> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        .context("installing signal handlers")?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if let Ok(signal) = nix::sys::signal::Signal::try_from(signal) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), signal);
+            }
+        }
+    });
+    Ok(handle)
+}
+
+struct LogSink {
+    log: std::fs::File,
+    attached: bool,
+}
+
+impl OutputSink for LogSink {
+    fn stdout(&mut self, data: &[u8]) {
+        let _ = self.log.write_all(data);
+        if self.attached {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(data).and_then(|()| out.flush());
+        }
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        let _ = self.log.write_all(data);
+        if self.attached {
+            let _ = std::io::stderr().lock().write_all(data);
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show stopped containers too
+    #[arg(short, long)]
+    all: bool,
+    /// Only the ids
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// `kiln ps`: running containers (with `-a`, all).
+pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let mut out = String::new();
+    if !args.quiet {
+        out.push_str(&format!(
+            "{:<14}{:<24}{:<32}{:<16}{}\n",
+            "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"
+        ));
+    }
+    for record in containers(&store).list() {
+        if !args.all && !record.is_running() {
+            continue;
+        }
+        if args.quiet {
+            out.push_str(&format!("{}\n", &record.id[..12]));
+            continue;
+        }
+        let mut command = format!("\"{}\"", record.config.args.join(" "));
+        if command.chars().count() > 30 {
+            command = command.chars().take(28).collect::<String>() + "…\"";
+        }
+        out.push_str(&format!(
+            "{:<14}{:<24}{:<32}{:<16}{}\n",
+            &record.id[..12],
+            record.config.image,
+            command,
+            record.status(),
+            record.name
+        ));
+    }
+    print(&out)
+}
+
+#[derive(Args)]
+pub struct NamesArgs {
+    /// Containers (names or ids)
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Stay attached and print its output
+    #[arg(short, long)]
+    attach: bool,
+    /// The container (name or id)
+    container: String,
+}
+
+/// `kiln start`: runs a stopped container again, on its own rw layer.
+pub fn start(root: Option<&Path>, args: StartArgs) -> anyhow::Result<ExitCode> {
+    let store = open_store(root)?;
+    let all = containers(&store);
+    let record = find(&all, &args.container)?;
+    if record.is_running() {
+        bail!("container {} is already running", record.name);
+    }
+    if args.attach {
+        let code = monitor(&all, &record.id, true)?;
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
+    spawn_monitor(&store, &record.id, false)?;
+    wait_until_started(&all, &record)?;
+    print(&format!("{}\n", record.name))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until the monitor has started `before` (its record changes to
+/// running, or straight to a new exit), as `docker run -d` and `docker
+/// start` return only once the container is up.
+fn wait_until_started(all: &Containers, before: &ContainerRecord) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let Some(now) = all.load(&before.id) else {
+            // Gone already: it ran with --rm and finished.
+            return Ok(());
+        };
+        let started = matches!(now.state, State::Running { .. }) || now.state != before.state;
+        if started {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("container {} did not start within 10 s", before.name);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn find(all: &Containers, what: &str) -> anyhow::Result<ContainerRecord> {
+    all.find(what)
+        .with_context(|| format!("no such container: {what}"))
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait after SIGTERM before SIGKILL
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+    #[command(flatten)]
+    names: NamesArgs,
+}
+
+/// `kiln stop`: SIGTERM, then SIGKILL after the timeout.
+pub fn stop(root: Option<&Path>, args: StopArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let all = containers(&store);
+    let mut out = String::new();
+    for name in &args.names.containers {
+        let record = find(&all, name)?;
+        stop_one(&all, &record, Duration::from_secs(args.time))?;
+        out.push_str(&format!("{name}\n"));
+    }
+    print(&out)
+}
+
+fn stop_one(all: &Containers, record: &ContainerRecord, grace: Duration) -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    let State::Running { init, .. } = record.state else {
+        return Ok(());
+    };
+    if !record.is_running() {
+        return Ok(());
+    }
+    let init = nix::unistd::Pid::from_raw(init);
+    let _ = kill(init, Signal::SIGTERM);
+    let stopped = |all: &Containers| all.load(&record.id).is_none_or(|r| !r.is_running());
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline && !stopped(all) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !stopped(all) {
+        let _ = kill(init, Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && !stopped(all) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Stop running containers first (SIGKILL)
+    #[arg(short, long)]
+    force: bool,
+    #[command(flatten)]
+    names: NamesArgs,
+}
+
+/// `kiln rm`: removes containers and their rw layers.
+pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let all = containers(&store);
+    let mut out = String::new();
+    for name in &args.names.containers {
+        let record = find(&all, name)?;
+        if record.is_running() {
+            if !args.force {
+                bail!("container {name} is running: stop it first or use rm -f");
+            }
+            stop_one(&all, &record, Duration::ZERO)?;
+        }
+        all.remove(&record)?;
+        out.push_str(&format!("{name}\n"));
+    }
+    print(&out)
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// The container (name or id)
+    container: String,
+}
+
+/// `kiln logs`: what the container printed, stdout and stderr together.
+pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let all = containers(&store);
+    let record = find(&all, &args.container)?;
+    let bytes = std::fs::read(all.log_path(&record.id)).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Args)]
+pub struct CommitArgs {
+    /// The container (name or id)
+    container: String,
+    /// Name the new image
+    name: Option<String>,
+}
+
+/// `kiln commit`: the container's changes as a new layer on its image.
+pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let all = containers(&store);
+    let record = find(&all, &args.container)?;
+    // As a build: written under the shared lock, then protected from GC
+    // while the tag (which takes the exclusive lock) is written.
+    let lock = store.lock(kiln_store::LockMode::Shared)?;
+    let layer =
+        kiln_store::layer_from_upper(store.blobs(), &all.dir(&record.id).join("upper"), None)?;
+    let created = super::images::creation_time()?;
+    let comment = format!("kiln commit {}", record.name);
+    let image =
+        kiln_build::commit_layer(&store, &record.config.image_id, layer, &created, &comment)?;
+    let _protected = store.protect(&image.manifest.digest().to_string().parse()?)?;
+    drop(lock);
+    if let Some(name) = &args.name {
+        store.tag(name, &image.manifest)?;
+    }
+    print(&format!("{}\n", image.manifest.digest()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn docker_entrypoint_and_cmd_rules() {
+        let ep = strings(&["/entry"]);
+        let cmd = strings(&["default"]);
+        let line = |e: Option<&str>, c: &[&str]| command_line(&ep, &cmd, e, &strings(c)).unwrap();
+        assert_eq!(line(None, &[]), ["/entry", "default"]);
+        assert_eq!(line(None, &["x"]), ["/entry", "x"]);
+        assert_eq!(line(Some("/other"), &[]), ["/other"]);
+        assert_eq!(line(Some(""), &["sh"]), ["sh"]);
+        assert!(command_line(&[], &[], None, &[]).is_err());
+    }
+}

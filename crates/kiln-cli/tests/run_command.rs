@@ -1,0 +1,195 @@
+//! `kiln run` and the container commands on a busybox image: Docker's
+//! ENTRYPOINT/CMD rules and flags, exit codes, signals passed on, and the
+//! life of a kept container (`-d`, `ps`, `logs`, `stop`, `start`, `commit`,
+//! `rm`).
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{busybox_rootfs, kiln, ok, text};
+
+fn store() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let rootfs = busybox_rootfs(dir.path());
+    ok(kiln(
+        &root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    (dir, root)
+}
+
+#[test]
+fn flags_and_the_entrypoint_rules() {
+    let (dir, root) = store();
+    let context = dir.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nENV GREETING=hi\nWORKDIR /srv\nENTRYPOINT [\"echo\", \"entry\"]\nCMD [\"default\"]\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &root,
+        &["build", "-t", "ep", context.to_str().unwrap()],
+    ));
+    let run = |args: &[&str]| {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        kiln(&root, &all)
+    };
+    assert_eq!(ok(run(&["ep"])), "entry default\n");
+    assert_eq!(ok(run(&["ep", "given"])), "entry given\n");
+    assert_eq!(ok(run(&["--entrypoint", "pwd", "ep"])), "/srv\n");
+    assert_eq!(
+        ok(run(&[
+            "--entrypoint",
+            "",
+            "-e",
+            "GREETING=hello",
+            "-w",
+            "/tmp",
+            "ep",
+            "sh",
+            "-c",
+            "echo $GREETING $(pwd)"
+        ])),
+        "hello /tmp\n"
+    );
+    assert_eq!(ok(run(&["-u", "nobody", "busybox", "id", "-u"])), "65534\n");
+    assert_eq!(
+        ok(run(&["--hostname", "box", "busybox", "hostname"])),
+        "box\n"
+    );
+    let net = ok(run(&[
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "tail -n +3 /proc/net/dev | cut -d: -f1",
+    ]));
+    assert_eq!(net.trim(), "lo");
+    // A read-only bind of a host directory.
+    let shared = dir.path().join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::write(shared.join("note"), "from the host\n").unwrap();
+    let volume = format!("{}:/mnt/shared:ro", shared.display());
+    assert_eq!(
+        ok(run(&["-v", &volume, "busybox", "cat", "/mnt/shared/note"])),
+        "from the host\n"
+    );
+    let out = run(&["-v", &volume, "busybox", "touch", "/mnt/shared/x"]);
+    assert_eq!(out.status.code(), Some(1), "read-only");
+    // Exit codes come through; a missing command is an error.
+    assert_eq!(
+        run(&["busybox", "sh", "-c", "exit 42"]).status.code(),
+        Some(42)
+    );
+    let missing = run(&["busybox", "no-such-program"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        text(&missing.stderr).contains("no-such-program"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn a_terminating_signal_reaches_the_command() {
+    let (_dir, root) = store();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&root)
+        .args([
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 3' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "got-term\n");
+    assert_eq!(status.code(), Some(3));
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kept_containers_live_stop_start_commit_and_go() {
+    let (_dir, root) = store();
+    let id = ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "busybox",
+            "sh",
+            "-c",
+            "echo up >> /state; cat /state; sleep 30",
+        ],
+    ));
+    assert_eq!(id.trim().len(), 64);
+    wait_for("the first output", || {
+        ok(kiln(&root, &["logs", "svc"])) == "up\n"
+    });
+    let ps = ok(kiln(&root, &["ps"]));
+    assert!(ps.contains("svc") && ps.contains(" Up "), "{ps}");
+
+    ok(kiln(&root, &["stop", "-t", "1", "svc"]));
+    let ps = ok(kiln(&root, &["ps", "-a"]));
+    assert!(ps.contains("Exited (143)"), "SIGTERM ended it: {ps}");
+    assert!(!ok(kiln(&root, &["ps"])).contains("svc"));
+
+    // Started again on the same rw layer: the file it wrote is still there.
+    ok(kiln(&root, &["start", "svc"]));
+    wait_for("the second run", || {
+        ok(kiln(&root, &["logs", "svc"])) == "up\nup\nup\n"
+    });
+    ok(kiln(&root, &["stop", "-t", "1", "svc"]));
+
+    let digest = ok(kiln(&root, &["commit", "svc", "with-state"]));
+    assert!(digest.starts_with("sha256:"));
+    assert_eq!(
+        ok(kiln(&root, &["run", "--rm", "with-state", "cat", "/state"])),
+        "up\nup\n"
+    );
+
+    let busy = ok(kiln(&root, &["run", "-d", "busybox", "sleep", "30"]));
+    let refused = kiln(&root, &["rm", busy.trim()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("is running"));
+    ok(kiln(&root, &["rm", "-f", busy.trim()]));
+    ok(kiln(&root, &["rm", "svc"]));
+    assert_eq!(ok(kiln(&root, &["ps", "-a", "-q"])), "");
+    assert!(fs::read_dir(root.join("kiln/containers"))
+        .unwrap()
+        .next()
+        .is_none());
+}

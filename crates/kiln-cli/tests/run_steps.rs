@@ -1,0 +1,421 @@
+//! RUN in `kiln build`: the benchmark projects build on a busybox base
+//! and their images hold what the Dockerfiles compute; each `--mount`
+//! type; secrets never reach a layer, the history or the cache; layers of
+//! deletions and replacements unpack (umoci) to the right tree; a failing
+//! command names its exit code and shows its last lines.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::{busybox_rootfs, kiln, ok, text, umoci_unpack};
+
+struct Store {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    work: PathBuf,
+}
+
+fn store_with_busybox() -> Store {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_owned();
+    let root = work.join("store");
+    let rootfs = busybox_rootfs(&work);
+    ok(kiln(
+        &root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    Store {
+        _dir: dir,
+        root,
+        work,
+    }
+}
+
+fn context(store: &Store, name: &str, dockerfile: &str) -> PathBuf {
+    let dir = store.work.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
+fn bench_project(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/bench/projects")
+        .join(name)
+}
+
+#[test]
+fn the_benchmark_projects_build_and_compute_what_they_say() {
+    let s = store_with_busybox();
+    for project in ["small", "edit", "multistage"] {
+        let out = kiln(
+            &s.root,
+            &[
+                "build",
+                "-t",
+                project,
+                bench_project(project).to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{project}: {}", text(&out.stderr));
+    }
+    let small = umoci_unpack(&s.root, "small", &s.work.join("small"));
+    assert_eq!(
+        fs::read_to_string(small.join("app/out/mode.txt")).unwrap(),
+        "built in bench mode\n",
+        "ENV reached the RUN"
+    );
+    assert_eq!(
+        fs::read_link(small.join("app/mode")).unwrap(),
+        Path::new("/app/out/mode.txt")
+    );
+    let sums = fs::read_to_string(small.join("app/out/SHA256SUMS")).unwrap();
+    assert_eq!(sums.lines().count(), 3, "{sums}");
+
+    let edit = umoci_unpack(&s.root, "edit", &s.work.join("edit"));
+    assert_eq!(
+        fs::read_to_string(edit.join("app/cfg/setup.txt")).unwrap(),
+        "static setup\n"
+    );
+    assert!(fs::read_to_string(edit.join("app/out/count.txt"))
+        .unwrap()
+        .ends_with(" /app/out/all.txt\n"));
+
+    let multi = umoci_unpack(&s.root, "multistage", &s.work.join("multistage"));
+    let summary = fs::read_to_string(multi.join("result/summary.txt")).unwrap();
+    assert!(summary.starts_with("loop=1200000\n"), "{summary}");
+    assert!(summary.ends_with("awk=285084\n"), "{summary}");
+    // sha256 of 256 MiB of zeros.
+    assert!(summary.contains("a6d72ac7690f53be6ae46ba88506bd97302a093f7108472bd9efc3cefda06484"));
+
+    // And under `kiln run`, each prints what its CMD says.
+    let run = |image: &str| ok(kiln(&s.root, &["run", "--rm", image]));
+    let small_out = run("small");
+    assert!(
+        small_out.starts_with("built in bench mode\n"),
+        "{small_out}"
+    );
+    assert_eq!(small_out.lines().count(), 4, "{small_out}");
+    assert!(run("edit").contains("/app/out/all.txt"));
+    assert_eq!(run("multistage"), summary);
+    let left = ok(kiln(&s.root, &["ps", "-a", "-q"]));
+    assert_eq!(left, "", "--rm removed them");
+}
+
+#[test]
+fn run_mounts_bind_cache_tmpfs_and_secrets() {
+    let s = store_with_busybox();
+    let secret = "kiln-test-secret-4f1d9";
+    let dir = context(
+        &s,
+        "mounts",
+        "FROM busybox\n\
+         RUN --mount=type=bind,source=data.txt,target=/in/data.txt cp /in/data.txt /copied\n\
+         RUN --mount=type=bind,target=/ctx,rw sh -c 'echo scribble > /ctx/data.txt && cat /ctx/data.txt > /rw-saw'\n\
+         RUN --mount=type=cache,target=/var/cache/app sh -c 'echo run >> /var/cache/app/runs; wc -l < /var/cache/app/runs > /runs-seen'\n\
+         RUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/tmp && grep -c \" /scratch \" /proc/mounts > /tmpfs-seen'\n\
+         RUN --mount=type=secret,id=token sh -c 'wc -c < /run/secrets/token > /secret-size'\n\
+         RUN --mount=type=secret,id=token,env=TOKEN sh -c 'test -n \"$TOKEN\" && echo ${#TOKEN} > /secret-env-size'\n\
+         RUN --mount=type=secret,id=missing sh -c 'test ! -e /run/secrets/missing && touch /optional-ok'\n",
+    );
+    fs::write(dir.join("data.txt"), "from the context\n").unwrap();
+    let token = s.work.join("token");
+    fs::write(&token, secret).unwrap();
+    let secret_arg = format!("id=token,src={}", token.display());
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-t", "mounts", "--secret", &secret_arg];
+        args.extend_from_slice(extra);
+        let dir = dir.to_str().unwrap();
+        args.push(dir);
+        let out = kiln(&s.root, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    build(&[]);
+    build(&["--no-cache"]);
+    let rootfs = umoci_unpack(&s.root, "mounts", &s.work.join("unpacked"));
+    let read = |p: &str| fs::read_to_string(rootfs.join(p)).unwrap();
+    assert_eq!(read("copied"), "from the context\n");
+    assert_eq!(read("rw-saw"), "scribble\n");
+    assert_eq!(
+        fs::read_to_string(dir.join("data.txt")).unwrap(),
+        "from the context\n",
+        "rw bind writes are discarded"
+    );
+    assert_eq!(
+        read("runs-seen").trim(),
+        "2",
+        "the cache mount persisted across builds"
+    );
+    assert!(
+        !rootfs.join("var/cache/app/runs").exists(),
+        "cache mounts are not in layers"
+    );
+    assert_eq!(read("tmpfs-seen").trim(), "1");
+    assert!(!rootfs.join("scratch/tmp").exists());
+    assert_eq!(read("secret-size").trim(), secret.len().to_string());
+    assert_eq!(read("secret-env-size").trim(), secret.len().to_string());
+    assert!(
+        rootfs.join("optional-ok").exists(),
+        "a secret not given is skipped"
+    );
+    assert!(
+        !rootfs.join("run/secrets/token").exists(),
+        "no mount point left in a layer"
+    );
+
+    // The secret is in no blob (layers, configs, history), no cache file.
+    for tree in [s.root.join("blobs"), s.root.join("kiln/cache")] {
+        for entry in walkdir::WalkDir::new(&tree).into_iter().flatten() {
+            if entry.file_type().is_file() {
+                let bytes = fs::read(entry.path()).unwrap();
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "the secret is in {}",
+                    entry.path().display()
+                );
+            }
+        }
+    }
+    let history = ok(kiln(&s.root, &["history", "--no-trunc", "mounts"]));
+    assert!(!history.contains(secret));
+}
+
+#[test]
+fn layers_of_deletions_and_replacements_unpack_right() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "diffs",
+        "FROM busybox\n\
+         RUN mkdir -p /t/dir/sub /t/gone-dir /t/file-to-dir /t/redo && \
+             echo a > /t/dir/sub/a && echo keep > /t/keep && echo f > /t/dir-to-file && \
+             echo old > /t/redo/old && echo x > /t/gone-file && echo y > /t/file-to-dir/y && \
+             mkdir /t/dir-to-file.d\n\
+         RUN rm -rf /t/gone-dir /t/gone-file /etc/group && \
+             rm -rf /t/file-to-dir && echo now-a-file > /t/file-to-dir && \
+             rm /t/dir-to-file && mkdir /t/dir-to-file && echo inside > /t/dir-to-file/i && \
+             rm -rf /t/redo && mkdir /t/redo && echo new > /t/redo/new && \
+             chmod 700 /t/dir/sub && echo changed > /t/keep\n",
+    );
+    ok(kiln(
+        &s.root,
+        &["build", "-t", "diffs", dir.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&s.root, "diffs", &s.work.join("unpacked"));
+    let t = rootfs.join("t");
+    let mut found: Vec<String> = walkdir::WalkDir::new(&t)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(&t).unwrap().display().to_string();
+            if e.file_type().is_dir() {
+                format!("{rel}/")
+            } else {
+                format!("{rel}={}", fs::read_to_string(e.path()).unwrap().trim())
+            }
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            "dir-to-file.d/",
+            "dir-to-file/",
+            "dir-to-file/i=inside",
+            "dir/",
+            "dir/sub/",
+            "dir/sub/a=a",
+            "file-to-dir=now-a-file",
+            "keep=changed",
+            "redo/",
+            "redo/new=new",
+        ]
+    );
+    assert!(!rootfs.join("etc/group").exists());
+    assert!(rootfs.join("etc/passwd").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(t.join("dir/sub"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}
+
+#[test]
+fn a_failing_run_names_its_exit_code_and_shows_its_last_lines() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "fails",
+        "FROM busybox\nRUN echo start-$((40+2)); for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do echo line $i; done; echo oops >&2; exit 7\n",
+    );
+    let out = kiln(&s.root, &["build", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("Dockerfile:2"), "{stderr}");
+    assert!(
+        stderr.contains("did not complete successfully: exit code 7"),
+        "{stderr}"
+    );
+    let error = &stderr[stderr.find("error:").unwrap()..];
+    assert!(
+        error.contains("line 15") && error.contains("oops"),
+        "{error}"
+    );
+    assert!(!error.contains("start-42"), "only the last lines: {error}");
+    let check = ok(kiln(&s.root, &["check"]));
+    assert!(check.starts_with("ok:"));
+}
+
+#[test]
+fn run_is_isolated_from_the_host() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "isolated",
+        "FROM busybox\n\
+         RUN hostname > /hostname && ls /proc | grep -c '^[0-9]' > /pids && \
+             (echo h > /proc/sysrq-trigger && echo writable || echo refused) > /sysrq\n\
+         RUN --network=none cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /netdevs\n",
+    );
+    ok(kiln(
+        &s.root,
+        &["build", "-t", "iso", dir.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&s.root, "iso", &s.work.join("unpacked"));
+    let read = |p: &str| fs::read_to_string(rootfs.join(p)).unwrap();
+    assert_eq!(read("hostname"), "buildkitsandbox\n");
+    let pids: u32 = read("pids").trim().parse().unwrap();
+    assert!(pids <= 5, "the host's processes are invisible: {pids} pids");
+    assert_eq!(read("sysrq"), "refused\n");
+    assert_eq!(read("netdevs"), "lo\n");
+    // What the runtime provides (/etc/hosts, /proc, /dev...) is in no
+    // layer a RUN made: those hold exactly the files the commands wrote.
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&s.root, &["inspect", "iso"]))).unwrap();
+    let layers = inspect["Manifest"]["layers"].as_array().unwrap();
+    let mut written = Vec::new();
+    for layer in &layers[1..] {
+        let digest = layer["digest"].as_str().unwrap();
+        let blob = s.root.join("blobs/sha256").join(&digest[7..]);
+        let mut archive = tar::Archive::new(fs::File::open(blob).unwrap());
+        for entry in archive.entries().unwrap() {
+            written.push(entry.unwrap().path().unwrap().display().to_string());
+        }
+    }
+    written.sort();
+    assert_eq!(written, ["hostname", "netdevs", "pids", "sysrq"]);
+}
+
+/// Mounts whose path mentions `needle`, from this (the host's) namespace.
+fn mounts_mentioning(needle: &Path) -> Vec<String> {
+    let needle = needle.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let s = store_with_busybox();
+    for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
+        // Unique to this run, so nothing else on the machine matches.
+        let marker = format!("kiln-sleeper-{signal}-{}", std::process::id());
+        let dir = context(
+            &s,
+            &format!("sleepy-{signal}"),
+            // The marker names the inner shell ($0), which waits for sleep.
+            &format!("FROM busybox\nRUN sh -c 'echo started; sleep 30; echo done' {marker}\n"),
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&s.root)
+            .args(["build", "--no-cache"])
+            .arg(&dir)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the command runs.
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        // The command's own line, not the step's title that quotes it.
+        while line.trim_end() != "#2 started" {
+            line.clear();
+            assert!(
+                stderr.read_line(&mut line).unwrap() > 0,
+                "the build ended early"
+            );
+        }
+        assert_eq!(processes_with(&marker), 1);
+        let started = std::time::Instant::now();
+        Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), code, "SIG{signal}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // The container's processes die with it (pid 1 of its namespace
+        // has a parent-death signal); give the kernel a moment.
+        for _ in 0..50 {
+            if processes_with(&marker) == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(
+            processes_with(&marker),
+            0,
+            "SIG{signal}: the command survived"
+        );
+        assert_eq!(
+            mounts_mentioning(&s.root),
+            Vec::<String>::new(),
+            "SIG{signal}"
+        );
+        if signal == "INT" {
+            let scratch = s.root.join("kiln/tmp");
+            let left = fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
+            assert_eq!(left, 0, "SIGINT: scratch directories were removed");
+        }
+    }
+    // The store is whole and the next build works.
+    assert!(ok(kiln(&s.root, &["check"])).starts_with("ok:"));
+    let dir = context(&s, "after", "FROM busybox\nRUN echo fine > /fine\n");
+    ok(kiln(&s.root, &["build", dir.to_str().unwrap()]));
+    ok(kiln(&s.root, &["prune"]));
+    let left = fs::read_dir(s.root.join("kiln/tmp"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "prune removes what SIGKILL left");
+}

@@ -1,0 +1,75 @@
+//! Capability sets: Docker's default set for the command, and what the
+//! container's init keeps. Plain bit masks, so applying them needs no
+//! allocation after `clone` (the `caps` crate works on `HashSet`s, which
+//! is why it is not used here).
+
+pub const CHOWN: u32 = 0;
+pub const DAC_OVERRIDE: u32 = 1;
+pub const FOWNER: u32 = 3;
+pub const FSETID: u32 = 4;
+pub const KILL: u32 = 5;
+pub const SETGID: u32 = 6;
+pub const SETUID: u32 = 7;
+pub const SETPCAP: u32 = 8;
+pub const NET_BIND_SERVICE: u32 = 10;
+pub const NET_RAW: u32 = 13;
+pub const SYS_CHROOT: u32 = 18;
+pub const MKNOD: u32 = 27;
+pub const AUDIT_WRITE: u32 = 29;
+pub const SETFCAP: u32 = 31;
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DOCKER_DEFAULT: &[u32] = &[
+    CHOWN,
+    DAC_OVERRIDE,
+    FSETID,
+    FOWNER,
+    MKNOD,
+    NET_RAW,
+    SETGID,
+    SETUID,
+    SETFCAP,
+    SETPCAP,
+    NET_BIND_SERVICE,
+    SYS_CHROOT,
+    KILL,
+    AUDIT_WRITE,
+];
+
+pub const fn mask(caps: &[u32]) -> u64 {
+    let mut mask = 0u64;
+    let mut i = 0;
+    while i < caps.len() {
+        mask |= 1 << caps[i];
+        i += 1;
+    }
+    mask
+}
+
+pub const DOCKER_DEFAULT_MASK: u64 = mask(DOCKER_DEFAULT);
+
+/// The init only signals (a command running as another uid needs
+/// CAP_KILL) and reaps; everything else is dropped once the command runs.
+pub const INIT_MASK: u64 = mask(&[KILL]);
+
+/// Highest capability number of the running kernel (read before `clone`).
+pub fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&n: &u32| n < 64)
+        .unwrap_or(40)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_mask_has_fourteen_caps() {
+        assert_eq!(DOCKER_DEFAULT_MASK.count_ones(), 14);
+        assert_ne!(DOCKER_DEFAULT_MASK & (1 << SETUID), 0);
+        // CAP_SYS_ADMIN (21) is not in Docker's default set.
+        assert_eq!(DOCKER_DEFAULT_MASK & (1 << 21), 0);
+    }
+}

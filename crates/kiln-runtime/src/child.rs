@@ -1,0 +1,205 @@
+//! Code that runs after `clone`: the container's init (pid 1) and the
+//! command it forks.
+//!
+//! The caller may be multi-threaded, and only the cloning thread exists in
+//! the child, so another thread may have held the allocator's or stdio's
+//! lock at clone time. Hence everything here is async-signal-safe: no
+//! allocation, no locks, no panics; only `Plan` data prepared by the
+//! parent and the raw syscalls of `sys`. Failures are written as a
+//! fixed-size record on the report pipe, then the process `_exit`s.
+
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+
+use crate::caps;
+use crate::plan::{encode_failure, encode_status, Plan, Stage};
+use crate::sys;
+
+/// Descriptors the child inherits (all opened `O_CLOEXEC` by the parent).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChildFds {
+    /// Read end of a pipe whose write end only the parent holds: hang-up
+    /// means the parent is gone.
+    pub alive: RawFd,
+    pub report: RawFd,
+    pub stdin: RawFd,
+    pub stdout: RawFd,
+    pub stderr: RawFd,
+}
+
+/// What the cloned child gets: references only, nothing to drop.
+pub(crate) struct ChildArgs<'a> {
+    pub plan: &'a Plan,
+    pub fds: ChildFds,
+    /// Descriptors to keep open in init (sorted).
+    pub keep: &'a [RawFd],
+    pub argv: &'a [*const libc::c_char],
+    pub envp: &'a [*const libc::c_char],
+}
+
+fn fail(report: RawFd, stage: Stage, index: usize, errno: Errno) -> ! {
+    sys::write_all(report, &encode_failure(stage, index, errno));
+    sys::exit(125)
+}
+
+/// The container's pid 1: sets up the rootfs, forks the command, forwards
+/// signals to it, reaps every orphan, and reports the command's status.
+pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
+    let plan = args.plan;
+    let fds = args.fds;
+    let check = |stage: Stage, index: usize, result: sys::SysResult| {
+        if let Err(errno) = result {
+            fail(fds.report, stage, index, errno);
+        }
+    };
+    // Die with the thread that cloned us; the pipe check closes the race
+    // where the parent died before prctl.
+    check(
+        Stage::ParentDeathSignal,
+        0,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
+    if sys::pipe_peer_gone(fds.alive) {
+        sys::exit(125);
+    }
+    // Init keeps its privileges while the command runs: nobody in the
+    // container may ptrace it or read its /proc entries.
+    check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
+    sys::close_fds_except(3, args.keep);
+    sys::setsid();
+    sys::umask(0);
+    // A caller ignoring SIGCHLD would make the kernel auto-reap the
+    // command and never tell us: start from default dispositions.
+    sys::reset_signals();
+    let signals = sys::init_signal_set();
+    check(Stage::Signals, 0, sys::block_signals(&signals));
+
+    for (i, (path, slot)) in plan.overlay_dirs.iter().enumerate() {
+        check(Stage::OverlayDir, i, sys::reopen_dir_at(path, *slot));
+    }
+    for (i, step) in plan.pre_pivot.iter().enumerate() {
+        check(Stage::PreStep, i, step.run());
+    }
+    // Nothing in the container may reach host dirs through init's fds.
+    for (_, slot) in &plan.overlay_dirs {
+        sys::close(*slot);
+    }
+    check(Stage::Hostname, 0, sys::sethostname(&plan.hostname));
+    if plan.loopback_up {
+        check(Stage::Loopback, 0, sys::loopback_up());
+    }
+    check(Stage::PivotRoot, 0, pivot_into(plan));
+    for (i, step) in plan.post_pivot.iter().enumerate() {
+        check(Stage::PostStep, i, step.run());
+    }
+    // As root and in the layer, like BuildKit's WORKDIR for RUN.
+    for (i, dir) in plan.cwd_dirs.iter().enumerate() {
+        check(Stage::CreateCwd, i, sys::mkdir_exist_ok(dir, 0o755));
+    }
+
+    let command = match sys::fork() {
+        Ok(0) => command_main(args),
+        Ok(pid) => pid,
+        Err(errno) => fail(fds.report, Stage::Fork, 0, errno),
+    };
+    for fd in [fds.stdin, fds.stdout, fds.stderr] {
+        sys::close(fd);
+    }
+    drop_init_privileges(plan.last_cap);
+    supervise(command, fds.report, &signals)
+}
+
+fn pivot_into(plan: &Plan) -> sys::SysResult {
+    sys::chdir(&plan.merged)?;
+    sys::pivot_root_here()?;
+    // The old root is stacked on "."; detach it so no host path remains.
+    sys::umount_detach(c".")?;
+    sys::chdir(c"/")
+}
+
+/// After the fork init only signals and reaps: keep CAP_KILL (the command
+/// may run as another uid) and drop the rest, best effort.
+fn drop_init_privileges(last_cap: u32) {
+    for cap in 0..=last_cap {
+        if caps::INIT_MASK & (1 << cap) == 0 {
+            let _ = sys::drop_bounding_cap(cap);
+        }
+    }
+    let _ = sys::capset(caps::INIT_MASK, caps::INIT_MASK, 0);
+}
+
+fn supervise(command: libc::pid_t, report: RawFd, signals: &libc::sigset_t) -> ! {
+    loop {
+        let sig = sys::wait_signal(signals);
+        if sig != libc::SIGCHLD {
+            sys::kill(command, sig);
+            continue;
+        }
+        while let Some((pid, status)) = sys::reap_one() {
+            if pid == command {
+                sys::write_all(report, &encode_status(status));
+                // Exiting as pid 1 makes the kernel kill whatever is left.
+                sys::exit(0);
+            }
+        }
+    }
+}
+
+/// The forked command: stdio, capabilities, credentials, cwd, exec.
+fn command_main(args: &ChildArgs<'_>) -> ! {
+    let plan = args.plan;
+    let fds = args.fds;
+    let check = |stage: Stage, result: sys::SysResult| {
+        if let Err(errno) = result {
+            fail(fds.report, stage, 0, errno);
+        }
+    };
+    sys::reset_signals();
+    check(Stage::Stdio, sys::dup2(fds.stdin, 0));
+    check(Stage::Stdio, sys::dup2(fds.stdout, 1));
+    check(Stage::Stdio, sys::dup2(fds.stderr, 2));
+    sys::close_fds_except(3, &[fds.report]);
+    sys::umask(0o022);
+
+    check(Stage::Capabilities, set_default_caps(plan.last_cap));
+    check(Stage::Groups, sys::setgroups(&plan.groups));
+    check(Stage::Setgid, sys::setresgid(plan.gid));
+    // Leaving uid 0 clears the permitted and effective sets, as Docker
+    // wants for non-root users; the bounding set stays limited.
+    check(Stage::Setuid, sys::setresuid(plan.uid));
+    check(Stage::NoNewPrivs, sys::set_no_new_privs());
+    check(Stage::Chdir, sys::chdir(&plan.cwd));
+    exec(plan, args, fds.report)
+}
+
+fn set_default_caps(last_cap: u32) -> sys::SysResult {
+    for cap in 0..=last_cap {
+        if caps::DOCKER_DEFAULT_MASK & (1 << cap) == 0 {
+            sys::drop_bounding_cap(cap)?;
+        }
+    }
+    sys::capset(caps::DOCKER_DEFAULT_MASK, caps::DOCKER_DEFAULT_MASK, 0)?;
+    match sys::clear_ambient_caps() {
+        // Kernels before 4.3 have no ambient set.
+        Err(Errno::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+fn exec(plan: &Plan, args: &ChildArgs<'_>, report: RawFd) -> ! {
+    let mut denied = false;
+    for candidate in &plan.exec_candidates {
+        match sys::execve(candidate, args.argv, args.envp) {
+            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENAMETOOLONG => {}
+            Errno::EACCES => denied = true,
+            errno => fail_exec(report, errno),
+        }
+    }
+    fail_exec(report, if denied { Errno::EACCES } else { Errno::ENOENT })
+}
+
+fn fail_exec(report: RawFd, errno: Errno) -> ! {
+    sys::write_all(report, &encode_failure(Stage::Exec, 0, errno));
+    sys::exit(if errno == Errno::ENOENT { 127 } else { 126 })
+}

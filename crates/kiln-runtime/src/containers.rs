@@ -1,0 +1,256 @@
+//! Containers that outlive one `kiln run`: each is a directory holding its
+//! record (`container.json`: what to run, over which lower dirs, and its
+//! state), its rw layer (`upper/`, overlay `work/`) and its output
+//! (`log`). `kiln ps`, `start`, `stop`, `rm`, `logs` and `commit` work on
+//! these; the record names its image only as text, for display.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RuntimeError;
+use crate::spec::{ContainerSpec, Mount, Network, User};
+
+/// What a container runs; fixed when it is created.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// The image as the user named it, and its id.
+    pub image: String,
+    pub image_id: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub hostname: String,
+    /// `host` or `none`.
+    pub network: String,
+    /// Bind mounts: (host path, container path, read-only).
+    pub binds: Vec<(PathBuf, String, bool)>,
+    /// The image's layers unpacked, top-most first.
+    pub lower_dirs: Vec<PathBuf>,
+}
+
+/// Where a container is in its life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum State {
+    Created,
+    /// `monitor` is the kiln process waiting for it; `init` its pid 1.
+    Running {
+        monitor: i32,
+        init: i32,
+        since: u64,
+    },
+    Exited {
+        code: i32,
+        at: u64,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub created: u64,
+    pub config: ContainerConfig,
+    pub state: State,
+}
+
+impl ContainerRecord {
+    /// The spec to run it, with its own upper and work dirs.
+    pub fn spec(&self, dir: &Path) -> ContainerSpec {
+        ContainerSpec {
+            lower_dirs: self.config.lower_dirs.clone(),
+            upper_dir: dir.join("upper"),
+            work_dir: dir.join("work"),
+            args: self.config.args.clone(),
+            env: self.config.env.clone(),
+            cwd: self.config.cwd.clone(),
+            user: User {
+                uid: self.config.uid,
+                gid: self.config.gid,
+                additional_gids: self.config.additional_gids.clone(),
+            },
+            hostname: self.config.hostname.clone(),
+            network: if self.config.network == "none" {
+                Network::None
+            } else {
+                Network::Host
+            },
+            mounts: self
+                .config
+                .binds
+                .iter()
+                .map(|(source, target, readonly)| Mount::Bind {
+                    source: source.clone(),
+                    target: target.clone(),
+                    readonly: *readonly,
+                })
+                .collect(),
+            hosts: None,
+            resolv_conf: None,
+            state_parent: Some(dir.to_owned()),
+        }
+    }
+
+    /// Running according to the record, and its monitor still alive (a
+    /// monitor killed with SIGKILL cannot update the record; its container
+    /// died with it).
+    pub fn is_running(&self) -> bool {
+        match self.state {
+            State::Running { monitor, .. } => process_alive(monitor),
+            _ => false,
+        }
+    }
+
+    /// Docker's status words: `Created`, `Up`, `Exited (3)`.
+    pub fn status(&self) -> String {
+        match &self.state {
+            State::Created => "Created".into(),
+            State::Running { .. } if self.is_running() => "Up".into(),
+            State::Running { .. } => "Exited (unknown)".into(),
+            State::Exited { code, .. } => format!("Exited ({code})"),
+        }
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+/// Seconds since the epoch, now.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// All containers, one directory each under `root`.
+pub struct Containers {
+    root: PathBuf,
+}
+
+impl Containers {
+    pub fn open(root: &Path) -> Containers {
+        Containers {
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Makes a container: a fresh id (64 hex, like Docker's), the name
+    /// given or a generated one, an empty rw layer.
+    pub fn create(
+        &self,
+        name: Option<&str>,
+        config: ContainerConfig,
+    ) -> Result<ContainerRecord, RuntimeError> {
+        let id = random_id()?;
+        let name = match name {
+            Some(name) => {
+                if self.find(name).is_some() {
+                    return Err(RuntimeError::InvalidSpec(format!(
+                        "the name {name:?} is already in use by a container"
+                    )));
+                }
+                name.to_owned()
+            }
+            None => format!("kiln_{}", &id[..8]),
+        };
+        let dir = self.dir(&id);
+        for sub in ["upper", "work"] {
+            fs::create_dir_all(dir.join(sub))
+                .map_err(|e| RuntimeError::io("mkdir", dir.join(sub), e))?;
+        }
+        let record = ContainerRecord {
+            id,
+            name,
+            created: now(),
+            config,
+            state: State::Created,
+        };
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// Writes the record atomically (temp file + rename).
+    pub fn save(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
+        let dir = self.dir(&record.id);
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| RuntimeError::io("encode", &dir, io::Error::other(e)))?;
+        let temp = dir.join(format!(".container.json.{}", std::process::id()));
+        fs::write(&temp, bytes).map_err(|e| RuntimeError::io("write", &temp, e))?;
+        let path = dir.join("container.json");
+        fs::rename(&temp, &path).map_err(|e| RuntimeError::io("rename", &path, e))
+    }
+
+    pub fn load(&self, id: &str) -> Option<ContainerRecord> {
+        let bytes = fs::read(self.dir(id).join("container.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every container, newest first.
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        let Ok(entries) = fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ContainerRecord> = entries
+            .flatten()
+            .filter_map(|e| self.load(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        out
+    }
+
+    /// By name, full id or an unambiguous id prefix.
+    pub fn find(&self, what: &str) -> Option<ContainerRecord> {
+        let all = self.list();
+        if let Some(found) = all.iter().find(|c| c.name == what || c.id == what) {
+            return Some(found.clone());
+        }
+        let mut prefixed = all.into_iter().filter(|c| c.id.starts_with(what));
+        match (prefixed.next(), prefixed.next()) {
+            (Some(only), None) if !what.is_empty() => Some(only),
+            _ => None,
+        }
+    }
+
+    pub fn remove(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
+        let dir = self.dir(&record.id);
+        fs::remove_dir_all(&dir).map_err(|e| RuntimeError::io("remove", dir, e))
+    }
+
+    /// Appends to the container's log.
+    pub fn log_writer(&self, id: &str) -> Result<fs::File, RuntimeError> {
+        let path = self.dir(id).join("log");
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| RuntimeError::io("open", path, e))
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join("log")
+    }
+}
+
+fn random_id() -> Result<String, RuntimeError> {
+    let mut bytes = [0u8; 32];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| RuntimeError::io("read", "/dev/urandom", e))?;
+    let mut id = String::with_capacity(64);
+    for byte in bytes {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    Ok(id)
+}

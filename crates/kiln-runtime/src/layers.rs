@@ -1,0 +1,218 @@
+//! A read-only view of a stack of overlay lower dirs, as overlayfs would
+//! merge them, computed without mounting anything: whiteouts (char device
+//! 0/0) delete, `trusted.overlay.opaque=y` directories hide what is below,
+//! and symlinks are resolved inside the root (never towards the host).
+//! The runtime uses it to place mount points and to read `/etc/passwd`.
+
+use std::ffi::CString;
+use std::fs::{self, Metadata};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Linux's limit on symlinks followed while resolving one path.
+const MAX_SYMLINKS: usize = 40;
+
+/// Lower dirs, top-most first.
+#[derive(Debug, Clone)]
+pub struct LowerView {
+    dirs: Vec<PathBuf>,
+}
+
+/// An entry of the merged view: which layer provides it, and its metadata.
+#[derive(Debug)]
+pub struct Found {
+    pub host_path: PathBuf,
+    pub metadata: Metadata,
+}
+
+impl LowerView {
+    pub fn new(dirs: Vec<PathBuf>) -> Self {
+        LowerView { dirs }
+    }
+
+    /// Looks up `parts` (no symlink following) in the merged view.
+    pub fn lookup(&self, parts: &[String]) -> Option<Found> {
+        if parts.is_empty() {
+            let dir = self.dirs.first()?;
+            let metadata = fs::symlink_metadata(dir).ok()?;
+            return Some(Found {
+                host_path: dir.clone(),
+                metadata,
+            });
+        }
+        for dir in &self.dirs {
+            match lookup_in_layer(dir, parts) {
+                LayerLookup::Found(found) => return Some(found),
+                LayerLookup::Deleted => return None,
+                LayerLookup::Absent { opaque_above } => {
+                    if opaque_above {
+                        return None;
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Resolves an absolute container path to its components with every
+    /// symlink followed inside the root (`..` and absolute targets clamp at
+    /// the root), like Docker's secure join. Missing tails are kept as is.
+    pub fn resolve(&self, parts: &[String]) -> Vec<String> {
+        let mut pending: Vec<String> = parts.iter().rev().cloned().collect();
+        let mut resolved: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(part) = pending.pop() {
+            match part.as_str() {
+                "" | "." => continue,
+                ".." => {
+                    resolved.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            resolved.push(part);
+            let Some(found) = self.lookup(&resolved) else {
+                continue;
+            };
+            if !found.metadata.file_type().is_symlink() || links >= MAX_SYMLINKS {
+                continue;
+            }
+            links += 1;
+            resolved.pop();
+            let Ok(target) = fs::read_link(&found.host_path) else {
+                continue;
+            };
+            if target.is_absolute() {
+                resolved.clear();
+            }
+            let target = target.to_string_lossy().into_owned();
+            pending.extend(target.split('/').rev().map(str::to_string));
+        }
+        resolved
+    }
+
+    /// Reads a regular file of the merged view (symlinks resolved in root).
+    pub fn read_file(&self, path: &str) -> Option<Vec<u8>> {
+        let parts: Vec<String> = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let found = self.lookup(&self.resolve(&parts))?;
+        if !found.metadata.is_file() {
+            return None;
+        }
+        fs::read(&found.host_path).ok()
+    }
+}
+
+enum LayerLookup {
+    Found(Found),
+    Deleted,
+    Absent { opaque_above: bool },
+}
+
+fn lookup_in_layer(dir: &Path, parts: &[String]) -> LayerLookup {
+    let mut path = dir.to_path_buf();
+    let mut opaque_above = false;
+    for (i, part) in parts.iter().enumerate() {
+        path.push(part);
+        let Ok(metadata) = fs::symlink_metadata(&path) else {
+            return LayerLookup::Absent { opaque_above };
+        };
+        if is_whiteout(&metadata) {
+            return LayerLookup::Deleted;
+        }
+        if i + 1 == parts.len() {
+            return LayerLookup::Found(Found {
+                host_path: path,
+                metadata,
+            });
+        }
+        if !metadata.is_dir() {
+            // A non-directory in a higher layer hides the whole subtree.
+            return LayerLookup::Deleted;
+        }
+        if is_opaque(&path) {
+            opaque_above = true;
+        }
+    }
+    LayerLookup::Absent { opaque_above }
+}
+
+pub(crate) fn is_whiteout(metadata: &Metadata) -> bool {
+    metadata.file_type().is_char_device() && metadata.rdev() == 0
+}
+
+fn is_opaque(path: &Path) -> bool {
+    let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let name = c"trusted.overlay.opaque";
+    let mut value = [0u8; 4];
+    // SAFETY: both strings are NUL-terminated and the buffer length is passed.
+    let len = unsafe {
+        libc::lgetxattr(
+            cpath.as_ptr(),
+            name.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    len == 1 && value[0] == b'y'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn parts(p: &str) -> Vec<String> {
+        p.split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn upper_layers_win_and_symlinks_stay_inside() {
+        let top = tempfile::tempdir().unwrap();
+        let bottom = tempfile::tempdir().unwrap();
+        fs::create_dir_all(bottom.path().join("etc")).unwrap();
+        fs::write(bottom.path().join("etc/passwd"), "old").unwrap();
+        fs::create_dir_all(top.path().join("etc")).unwrap();
+        fs::write(top.path().join("etc/passwd"), "new").unwrap();
+        fs::create_dir_all(bottom.path().join("real")).unwrap();
+        symlink("/real", top.path().join("link")).unwrap();
+        symlink("../../../../etc", top.path().join("escape")).unwrap();
+        let view = LowerView::new(vec![top.path().into(), bottom.path().into()]);
+
+        assert_eq!(view.read_file("/etc/passwd").unwrap(), b"new");
+        assert_eq!(view.resolve(&parts("/link/x")), parts("/real/x"));
+        assert_eq!(view.resolve(&parts("/escape/passwd")), parts("/etc/passwd"));
+        assert_eq!(view.read_file("/escape/passwd").unwrap(), b"new");
+        assert!(view.lookup(&parts("/missing")).is_none());
+    }
+
+    #[test]
+    fn symlink_loops_end() {
+        let top = tempfile::tempdir().unwrap();
+        symlink("/b", top.path().join("a")).unwrap();
+        symlink("/a", top.path().join("b")).unwrap();
+        let view = LowerView::new(vec![top.path().into()]);
+        let _ = view.resolve(&parts("/a/x"));
+        assert!(view.read_file("/a").is_none());
+    }
+
+    #[test]
+    fn non_directory_above_hides_subtree() {
+        let top = tempfile::tempdir().unwrap();
+        let bottom = tempfile::tempdir().unwrap();
+        fs::write(top.path().join("etc"), "file").unwrap();
+        fs::create_dir_all(bottom.path().join("etc")).unwrap();
+        fs::write(bottom.path().join("etc/passwd"), "x").unwrap();
+        let view = LowerView::new(vec![top.path().into(), bottom.path().into()]);
+        assert!(view.lookup(&parts("/etc/passwd")).is_none());
+    }
+}

@@ -1,0 +1,637 @@
+//! Turns a `ContainerSpec` into a `Plan` before anything is cloned: the
+//! per-run state dir (the runtime's own top lower dir, the merged mount
+//! point, the `/etc` files), the mount steps and the exec candidates.
+//!
+//! Mount points never leak into the upper dir: every mount target on the
+//! overlay (`/proc`, `/dev`, `/sys`, `/etc/hosts`, `/etc/resolv.conf`,
+//! `/etc/hostname`, the spec's mount targets) is created in a small
+//! "skeleton" directory that is mounted as the *top-most lower* dir. The
+//! merged view then already has every mount point, so nothing is created
+//! through the overlay and the upper dir holds only what the command did.
+//! Skeleton directories copy the mode, owner and times of the directory
+//! they cover, so the merged view (and a later copy-up) looks the same as
+//! without them. Targets are resolved inside the image with its symlinks
+//! followed (as Docker does), never towards the host.
+
+use std::ffi::CString;
+use std::fs::{self, File, FileTimes, Metadata};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+
+use crate::caps;
+use crate::error::RuntimeError;
+use crate::layers::LowerView;
+use crate::plan::{Plan, Step};
+use crate::spec::{container_path, ContainerSpec, Mount, Network};
+
+/// Linux limits mount data to one page, NUL included.
+const MOUNT_DATA_MAX: usize = 4095;
+
+/// Docker's default masked paths.
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// Docker's default read-only paths.
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Device nodes created in the container's `/dev` tmpfs.
+const DEVICES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+const ETC_FILES: &[&str] = &["hosts", "hostname", "resolv.conf"];
+
+/// A plan plus what must outlive the child: the state dir and the
+/// descriptors the overlay mount options name.
+pub(crate) struct Prepared {
+    pub plan: Plan,
+    pub state: tempfile::TempDir,
+    pub overlay_fds: Vec<OwnedFd>,
+}
+
+pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
+    spec.validate()?;
+    for dir in &spec.lower_dirs {
+        if !dir.is_dir() {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "lower dir {} is not a directory",
+                dir.display()
+            )));
+        }
+    }
+    for dir in [&spec.upper_dir, &spec.work_dir] {
+        fs::create_dir_all(dir).map_err(|e| RuntimeError::io("create", dir, e))?;
+    }
+    let device = |dir: &Path| {
+        fs::metadata(dir)
+            .map(|m| m.dev())
+            .map_err(|e| RuntimeError::io("stat", dir, e))
+    };
+    if device(&spec.upper_dir)? != device(&spec.work_dir)? {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "overlay upper dir {} and work dir {} are on different filesystems",
+            spec.upper_dir.display(),
+            spec.work_dir.display()
+        )));
+    }
+    let state = make_state_dir(spec)?;
+    let root = state.path().to_path_buf();
+    let view = LowerView::new(spec.lower_dirs.clone());
+    let mut skeleton = Skeleton::new(root.join("lower"), &view)?;
+    let merged = root.join("merged");
+    fs::create_dir(&merged).map_err(|e| RuntimeError::io("create", &merged, e))?;
+
+    let (overlay_fds, overlay_paths, overlay_data) = overlay_options(spec, &skeleton.root)?;
+    let mut pre = vec![Step::Mount {
+        source: Some(c"overlay".into()),
+        target: cstr(&merged)?,
+        fstype: Some(c"overlay".into()),
+        flags: 0,
+        data: Some(overlay_data),
+    }];
+    for dir in ["proc", "dev", "sys"] {
+        skeleton.add(&[dir.to_string()], true)?;
+    }
+    system_mounts(&merged, &mut pre)?;
+    etc_files(spec, &root, &merged, &view, &mut skeleton, &mut pre)?;
+    user_mounts(spec, &merged, &view, &mut skeleton, &mut pre)?;
+    skeleton.finish()?;
+
+    let plan = Plan {
+        clone_flags: clone_flags(spec.network),
+        pre_pivot: pre,
+        merged: cstr(&merged)?,
+        overlay_dirs: overlay_paths
+            .into_iter()
+            .zip(overlay_fds.iter().map(AsRawFd::as_raw_fd))
+            .collect(),
+        post_pivot: post_pivot_steps()?,
+        hostname: spec.hostname.as_bytes().to_vec(),
+        loopback_up: spec.network == Network::None,
+        cwd_dirs: cwd_dirs(&spec.cwd)?,
+        cwd: cstring(&spec.cwd)?,
+        exec_candidates: exec_candidates(&spec.args[0], &spec.path_var())?,
+        program: spec.args[0].clone(),
+        argv: spec
+            .args
+            .iter()
+            .map(|a| cstring(a))
+            .collect::<Result<_, _>>()?,
+        envp: spec
+            .effective_env()
+            .iter()
+            .map(|e| cstring(e))
+            .collect::<Result<_, _>>()?,
+        uid: spec.user.uid,
+        gid: spec.user.gid,
+        groups: spec.user.additional_gids.clone(),
+        last_cap: caps::last_cap(),
+    };
+    Ok(Prepared {
+        plan,
+        state,
+        overlay_fds,
+    })
+}
+
+fn make_state_dir(spec: &ContainerSpec) -> Result<tempfile::TempDir, RuntimeError> {
+    let parent = spec.state_parent.clone().unwrap_or_else(std::env::temp_dir);
+    let state = tempfile::Builder::new()
+        .prefix("kiln-run-")
+        .tempdir_in(&parent)
+        .map_err(|e| RuntimeError::io("create state dir in", &parent, e))?;
+    // The state dir holds the rootfs's mount point: keep others out.
+    fs::set_permissions(state.path(), fs::Permissions::from_mode(0o700))
+        .map_err(|e| RuntimeError::io("chmod", state.path(), e))?;
+    Ok(state)
+}
+
+fn clone_flags(network: Network) -> CloneFlags {
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if network == Network::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    flags
+}
+
+/// The overlay's dirs are passed as `/proc/self/fd/N`: no escaping of
+/// `:` or `,` in paths, and the option string stays short (about 17 bytes
+/// a layer) under the one-page limit. The parent opens a descriptor per
+/// dir only to reserve the number N; the child reopens each dir by path
+/// onto N, because overlayfs refuses a descriptor whose mount belongs to
+/// another mount namespace ("failed to clone lowerpath").
+fn overlay_options(
+    spec: &ContainerSpec,
+    skeleton: &Path,
+) -> Result<(Vec<OwnedFd>, Vec<CString>, CString), RuntimeError> {
+    let mut fds = Vec::new();
+    let mut paths = Vec::new();
+    let mut reserve = |path: &Path| -> Result<String, RuntimeError> {
+        let fd = open(
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| RuntimeError::io("open", path, e.into()))?;
+        let name = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        fds.push(fd);
+        paths.push(cstr(path)?);
+        Ok(name)
+    };
+    let mut lowers = vec![reserve(skeleton)?];
+    for dir in &spec.lower_dirs {
+        lowers.push(reserve(dir)?);
+    }
+    // redirect_dir, metacopy and index are forced off whatever the kernel's
+    // defaults: with them a renamed directory or a chown'd file would be a
+    // redirect xattr or a metadata-only copy in the upper dir, which is not
+    // a self-contained change set for the layer tar.
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
+        lowers.join(":"),
+        reserve(&spec.upper_dir)?,
+        reserve(&spec.work_dir)?
+    );
+    if data.len() > MOUNT_DATA_MAX {
+        return Err(RuntimeError::InvalidSpec(format!(
+            "too many lower dirs ({}) for one overlay mount",
+            spec.lower_dirs.len()
+        )));
+    }
+    Ok((fds, paths, cstring(&data)?))
+}
+
+fn system_mounts(merged: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+    let dev = merged.join("dev");
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    steps.push(mount(
+        "proc",
+        &merged.join("proc"),
+        "proc",
+        nosuid_nodev_noexec,
+        None,
+    )?);
+    steps.push(mount(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )?);
+    for (name, major, minor) in DEVICES {
+        steps.push(Step::Mknod {
+            path: cstr(&dev.join(name))?,
+            major: *major,
+            minor: *minor,
+        });
+    }
+    for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)] {
+        steps.push(Step::Mkdir {
+            path: cstr(&dev.join(name))?,
+            mode,
+        });
+    }
+    steps.push(mount(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?);
+    steps.push(mount(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    )?);
+    steps.push(mount(
+        "mqueue",
+        &dev.join("mqueue"),
+        "mqueue",
+        nosuid_nodev_noexec,
+        None,
+    )?);
+    for (name, target) in DEV_LINKS {
+        steps.push(Step::Symlink {
+            target: cstring(target)?,
+            link: cstr(&dev.join(name))?,
+        });
+    }
+    steps.push(Step::Sysfs {
+        target: cstr(&merged.join("sys"))?,
+    });
+    Ok(())
+}
+
+fn mount(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<Step, RuntimeError> {
+    Ok(Step::Mount {
+        source: Some(cstring(source)?),
+        target: cstr(target)?,
+        fstype: Some(cstring(fstype)?),
+        flags,
+        data: data.map(cstring).transpose()?,
+    })
+}
+
+fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> Result<Step, RuntimeError> {
+    Ok(Step::Mount {
+        source: Some(cstr(source)?),
+        target: cstr(target)?,
+        fstype: None,
+        flags,
+        data: None,
+    })
+}
+
+/// `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`: files in the state
+/// dir bound over the image's, so they never reach the upper dir.
+fn etc_files(
+    spec: &ContainerSpec,
+    state: &Path,
+    merged: &Path,
+    view: &LowerView,
+    skeleton: &mut Skeleton,
+    steps: &mut Vec<Step>,
+) -> Result<(), RuntimeError> {
+    let files = state.join("files");
+    fs::create_dir(&files).map_err(|e| RuntimeError::io("create", &files, e))?;
+    for name in ETC_FILES {
+        let source = files.join(name);
+        fs::write(&source, etc_content(spec, name))
+            .map_err(|e| RuntimeError::io("write", &source, e))?;
+        let lexical = vec!["etc".to_string(), name.to_string()];
+        let mut target = view.resolve(&lexical);
+        // A link into /dev, /proc or /sys would land on our own mounts:
+        // shadow it with a plain file instead.
+        if target.is_empty() || is_special(&target) {
+            target = lexical;
+        }
+        skeleton.add(&target, false)?;
+        steps.push(bind(&source, &join(merged, &target), libc::MS_BIND)?);
+    }
+    Ok(())
+}
+
+fn etc_content(spec: &ContainerSpec, name: &str) -> String {
+    match name {
+        "hosts" => spec.hosts.clone().unwrap_or_else(|| {
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                spec.hostname
+            )
+        }),
+        "hostname" => format!("{}\n", spec.hostname),
+        _ => spec
+            .resolv_conf
+            .clone()
+            .unwrap_or_else(|| fs::read_to_string("/etc/resolv.conf").unwrap_or_default()),
+    }
+}
+
+fn is_special(parts: &[String]) -> bool {
+    matches!(
+        parts.first().map(String::as_str),
+        Some("proc" | "sys" | "dev")
+    )
+}
+
+/// The spec's mounts. A target inside an earlier tmpfs is created in that
+/// tmpfs at run time (it is fresh, so no symlink can redirect it); one
+/// inside an earlier bind mount is refused, since the host directory's
+/// symlinks would decide where it lands.
+fn user_mounts(
+    spec: &ContainerSpec,
+    merged: &Path,
+    view: &LowerView,
+    skeleton: &mut Skeleton,
+    steps: &mut Vec<Step>,
+) -> Result<(), RuntimeError> {
+    let mut placed: Vec<(Vec<String>, Vec<String>, bool)> = Vec::new();
+    for m in &spec.mounts {
+        let lexical = container_path(m.target()).map_err(RuntimeError::InvalidSpec)?;
+        let is_dir = match m {
+            Mount::Tmpfs { .. } => true,
+            Mount::Bind { source, .. } => fs::metadata(source)
+                .map_err(|e| RuntimeError::io("stat bind source", source, e))?
+                .is_dir(),
+        };
+        let outer = placed
+            .iter()
+            .rev()
+            .find(|(lex, _, _)| lexical.len() > lex.len() && lexical.starts_with(lex));
+        let resolved = match outer {
+            Some((_, _, false)) => {
+                return Err(RuntimeError::InvalidSpec(format!(
+                    "mount target {} is inside a bind mount",
+                    m.target()
+                )))
+            }
+            Some((lex, res, true)) => {
+                let mut resolved = res.clone();
+                resolved.extend(lexical[lex.len()..].iter().cloned());
+                runtime_create(merged, res.len(), &resolved, is_dir, steps)?;
+                resolved
+            }
+            None => {
+                let resolved = view.resolve(&lexical);
+                if resolved.is_empty() || is_special(&resolved) {
+                    return Err(RuntimeError::InvalidSpec(format!(
+                        "mount target {} resolves into /, /proc, /sys or /dev",
+                        m.target()
+                    )));
+                }
+                skeleton.add(&resolved, is_dir)?;
+                resolved
+            }
+        };
+        push_user_mount(m, &join(merged, &resolved), steps)?;
+        placed.push((lexical, resolved, matches!(m, Mount::Tmpfs { .. })));
+    }
+    Ok(())
+}
+
+fn runtime_create(
+    merged: &Path,
+    existing: usize,
+    parts: &[String],
+    is_dir: bool,
+    steps: &mut Vec<Step>,
+) -> Result<(), RuntimeError> {
+    for len in existing + 1..=parts.len() {
+        let path = cstr(&join(merged, &parts[..len]))?;
+        steps.push(if len < parts.len() || is_dir {
+            Step::Mkdir { path, mode: 0o755 }
+        } else {
+            Step::Touch { path }
+        });
+    }
+    Ok(())
+}
+
+fn push_user_mount(m: &Mount, target: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+    match m {
+        Mount::Bind {
+            source, readonly, ..
+        } => {
+            steps.push(bind(source, target, libc::MS_BIND | libc::MS_REC)?);
+            if *readonly {
+                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
+                steps.push(bind(source, target, flags)?);
+            }
+        }
+        Mount::Tmpfs { size_bytes, .. } => {
+            let data = match size_bytes {
+                Some(size) => format!("mode=755,size={size}"),
+                None => "mode=755".to_string(),
+            };
+            steps.push(mount(
+                "tmpfs",
+                target,
+                "tmpfs",
+                libc::MS_NOSUID | libc::MS_NODEV,
+                Some(&data),
+            )?);
+        }
+    }
+    Ok(())
+}
+
+fn post_pivot_steps() -> Result<Vec<Step>, RuntimeError> {
+    let mut steps = Vec::new();
+    for path in MASKED_PATHS {
+        steps.push(Step::Mask {
+            path: cstring(path)?,
+        });
+    }
+    for path in READONLY_PATHS {
+        steps.push(Step::ReadOnly {
+            path: cstring(path)?,
+        });
+    }
+    Ok(steps)
+}
+
+fn cwd_dirs(cwd: &str) -> Result<Vec<CString>, RuntimeError> {
+    let parts = container_path(cwd).map_err(RuntimeError::InvalidSpec)?;
+    (1..=parts.len())
+        .map(|len| cstring(&format!("/{}", parts[..len].join("/"))))
+        .collect()
+}
+
+/// execvpe's search, done up front with the container's `PATH`: the
+/// child just tries each candidate in order.
+fn exec_candidates(program: &str, path_var: &str) -> Result<Vec<CString>, RuntimeError> {
+    if program.contains('/') {
+        return Ok(vec![cstring(program)?]);
+    }
+    path_var
+        .split(':')
+        .map(|dir| {
+            let dir = if dir.is_empty() { "." } else { dir };
+            cstring(&format!("{}/{program}", dir.trim_end_matches('/')))
+        })
+        .collect()
+}
+
+fn join(base: &Path, parts: &[String]) -> PathBuf {
+    let mut path = base.to_path_buf();
+    path.extend(parts);
+    path
+}
+
+fn cstring(s: &str) -> Result<CString, RuntimeError> {
+    CString::new(s).map_err(|_| RuntimeError::InvalidSpec(format!("{s:?} contains a NUL byte")))
+}
+
+fn cstr(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::InvalidSpec(format!("{} contains a NUL byte", path.display())))
+}
+
+/// The runtime's own top lower dir, holding only mount points.
+struct Skeleton<'a> {
+    root: PathBuf,
+    view: &'a LowerView,
+    /// Directories to give the covered directory's metadata, in creation
+    /// order (applied in reverse so children do not touch parents' times).
+    fixups: Vec<(PathBuf, Metadata)>,
+}
+
+impl<'a> Skeleton<'a> {
+    fn new(root: PathBuf, view: &'a LowerView) -> Result<Self, RuntimeError> {
+        fs::create_dir(&root).map_err(|e| RuntimeError::io("create", &root, e))?;
+        let mut skeleton = Skeleton {
+            root: root.clone(),
+            view,
+            fixups: Vec::new(),
+        };
+        if let Some(found) = view.lookup(&[]) {
+            skeleton.fixups.push((root, found.metadata));
+        } else {
+            set_mode(&skeleton.root, 0o755)?;
+        }
+        Ok(skeleton)
+    }
+
+    /// Adds a mount point at `parts` (already resolved) and its parents.
+    fn add(&mut self, parts: &[String], is_dir: bool) -> Result<(), RuntimeError> {
+        for len in 1..=parts.len() {
+            let path = join(&self.root, &parts[..len]);
+            let want_dir = len < parts.len() || is_dir;
+            if path.symlink_metadata().is_ok() {
+                continue;
+            }
+            let created = if want_dir {
+                fs::create_dir(&path)
+                    .and_then(|_| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)))
+            } else {
+                File::create(&path).map(drop)
+            };
+            created.map_err(|e| RuntimeError::io("create mount point", &path, e))?;
+            if let Some(found) = self.view.lookup(&parts[..len]) {
+                if found.metadata.is_dir() == want_dir {
+                    self.fixups.push((path, found.metadata));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), RuntimeError> {
+        for (path, metadata) in self.fixups.iter().rev() {
+            copy_metadata(path, metadata)?;
+        }
+        Ok(())
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), RuntimeError> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| RuntimeError::io("chmod", path, e))
+}
+
+fn copy_metadata(path: &Path, metadata: &Metadata) -> Result<(), RuntimeError> {
+    std::os::unix::fs::lchown(path, Some(metadata.uid()), Some(metadata.gid()))
+        .map_err(|e| RuntimeError::io("chown", path, e))?;
+    set_mode(path, metadata.mode() & 0o7777)?;
+    let mut times = FileTimes::new();
+    if let Ok(t) = metadata.accessed() {
+        times = times.set_accessed(t);
+    }
+    if let Ok(t) = metadata.modified() {
+        times = times.set_modified(t);
+    }
+    File::open(path)
+        .and_then(|f| f.set_times(times))
+        .map_err(|e| RuntimeError::io("set times of", path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_candidates_follow_path() {
+        let c = exec_candidates("sh", "/usr/bin:/bin/:").unwrap();
+        let c: Vec<_> = c.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(c, ["/usr/bin/sh", "/bin/sh", "./sh"]);
+        let c = exec_candidates("./run", "/bin").unwrap();
+        assert_eq!(c[0].to_str().unwrap(), "./run");
+    }
+
+    #[test]
+    fn cwd_dirs_are_parents_first() {
+        let d = cwd_dirs("/a/b/").unwrap();
+        let d: Vec<_> = d.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(d, ["/a", "/a/b"]);
+        assert!(cwd_dirs("/").unwrap().is_empty());
+    }
+}

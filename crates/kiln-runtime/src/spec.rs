@@ -1,0 +1,323 @@
+//! The typed description of one container run (`ContainerSpec` and its
+//! parts) and the result type `ExitStatus`. Validation lives here so that
+//! nothing is started for a spec that cannot work.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::error::RuntimeError;
+
+/// Default `PATH` when the spec's environment has none (Docker's).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What to run and in which filesystem.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    /// Overlay lower dirs, top-most first (unpacked layer snapshots). May be
+    /// empty (a `FROM scratch` stage): the runtime adds its own lower dir.
+    pub lower_dirs: Vec<PathBuf>,
+    /// Overlay upper dir; after the run it holds exactly the change set
+    /// (overlay whiteouts included). Created if missing.
+    pub upper_dir: PathBuf,
+    /// Overlay work dir, on the same filesystem as `upper_dir`. Created if
+    /// missing; the caller removes it after the run.
+    pub work_dir: PathBuf,
+    /// argv, already resolved (shell form is `["/bin/sh", "-c", cmd]`).
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries; `PATH` defaults to [`DEFAULT_PATH`].
+    pub env: Vec<String>,
+    /// Absolute working directory; created (root-owned, 0755) if missing,
+    /// and that creation is part of the change set, as in BuildKit.
+    pub cwd: String,
+    /// Credentials of the command (see [`crate::resolve_user`]).
+    pub user: User,
+    /// Hostname inside the container (also written to `/etc/hostname`).
+    pub hostname: String,
+    pub network: Network,
+    /// Extra mounts inside the rootfs, applied in order.
+    pub mounts: Vec<Mount>,
+    /// Content of `/etc/hosts`; `None`: localhost entries and the hostname.
+    pub hosts: Option<String>,
+    /// Content of `/etc/resolv.conf`; `None`: the host's file.
+    pub resolv_conf: Option<String>,
+    /// Where the per-run state dir is created (default: the system temp
+    /// dir). It never holds anything the caller needs after the run.
+    pub state_parent: Option<PathBuf>,
+}
+
+/// Numeric credentials of the container's command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// Network namespace choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Network {
+    /// Share the host's network namespace.
+    Host,
+    /// A new network namespace with only `lo`, up.
+    #[default]
+    None,
+}
+
+/// An extra mount inside the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// Bind a host file or directory to `target` (absolute, inside the rootfs).
+    Bind {
+        source: PathBuf,
+        target: String,
+        readonly: bool,
+    },
+    /// A fresh tmpfs at `target`.
+    Tmpfs {
+        target: String,
+        size_bytes: Option<u64>,
+    },
+}
+
+impl Mount {
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
+/// How the container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+
+    /// The shell convention Docker uses: the exit code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(sig) => 128 + sig,
+        }
+    }
+
+    pub(crate) fn from_wait_status(status: i32) -> Option<Self> {
+        if libc::WIFEXITED(status) {
+            Some(ExitStatus::Exited(libc::WEXITSTATUS(status)))
+        } else if libc::WIFSIGNALED(status) {
+            Some(ExitStatus::Signaled(libc::WTERMSIG(status)))
+        } else {
+            None
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signaled(sig) => write!(f, "killed by signal {sig}"),
+        }
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::InvalidSpec(msg.into())
+}
+
+impl ContainerSpec {
+    /// Checks everything that can be checked without starting anything.
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if self.args.is_empty() || self.args[0].is_empty() {
+            return Err(invalid("no command to run"));
+        }
+        for (what, value) in self.strings() {
+            if value.contains('\0') {
+                return Err(invalid(format!("{what} contains a NUL byte: {value:?}")));
+            }
+        }
+        for entry in &self.env {
+            if !entry.contains('=') || entry.starts_with('=') {
+                return Err(invalid(format!("env entry {entry:?} is not KEY=VALUE")));
+            }
+        }
+        container_path(&self.cwd).map_err(|e| invalid(format!("cwd: {e}")))?;
+        if self.hostname.is_empty() || self.hostname.len() > 64 {
+            return Err(invalid(format!(
+                "hostname {:?} must be 1 to 64 bytes",
+                self.hostname
+            )));
+        }
+        for dir in self
+            .lower_dirs
+            .iter()
+            .chain([&self.upper_dir, &self.work_dir])
+        {
+            if !dir.is_absolute() {
+                return Err(invalid(format!(
+                    "overlay dir {} is not absolute",
+                    dir.display()
+                )));
+            }
+        }
+        for mount in &self.mounts {
+            validate_mount(mount)?;
+        }
+        Ok(())
+    }
+
+    fn strings(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        let args = self.args.iter().map(|a| ("argument", a.as_str()));
+        let env = self.env.iter().map(|e| ("env entry", e.as_str()));
+        let rest = [
+            ("cwd", self.cwd.as_str()),
+            ("hostname", self.hostname.as_str()),
+        ];
+        args.chain(env).chain(rest)
+    }
+
+    /// The environment with `PATH` defaulted, as the command will see it.
+    pub(crate) fn effective_env(&self) -> Vec<String> {
+        let mut env = self.env.clone();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        env
+    }
+
+    /// `PATH` as the command will see it (last definition wins, like a shell).
+    pub(crate) fn path_var(&self) -> String {
+        self.env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH)
+            .to_string()
+    }
+}
+
+fn validate_mount(mount: &Mount) -> Result<(), RuntimeError> {
+    let target = mount.target();
+    let parts = container_path(target).map_err(|e| invalid(format!("mount target: {e}")))?;
+    match parts.first().map(String::as_str) {
+        None => return Err(invalid("a mount cannot replace the root directory")),
+        Some("proc") | Some("sys") => {
+            return Err(invalid(format!(
+                "mount target {target:?} is inside /proc or /sys"
+            )))
+        }
+        _ => {}
+    }
+    if let Mount::Bind { source, .. } = mount {
+        if !source.is_absolute() {
+            return Err(invalid(format!(
+                "bind source {} is not absolute",
+                source.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Splits an absolute container path into its normal components, refusing
+/// `..` (a target must not depend on symlink-free lexical tricks).
+pub(crate) fn container_path(path: &str) -> Result<Vec<String>, String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} is not absolute"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{path:?} contains a NUL byte"));
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => parts.push(name.to_string_lossy().into_owned()),
+            Component::ParentDir => return Err(format!("{path:?} contains '..'")),
+            Component::Prefix(_) => return Err(format!("{path:?} is not a Unix path")),
+        }
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            upper_dir: "/u".into(),
+            work_dir: "/w".into(),
+            args: vec!["/bin/true".into()],
+            cwd: "/".into(),
+            hostname: "h".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn accepts_minimal_spec() {
+        spec().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_input_without_panicking() {
+        type Edit = Box<dyn Fn(&mut ContainerSpec)>;
+        let cases: Vec<Edit> = vec![
+            Box::new(|s| s.args.clear()),
+            Box::new(|s| s.args = vec![String::new()]),
+            Box::new(|s| s.args.push("a\0b".into())),
+            Box::new(|s| s.env.push("NOEQUALS".into())),
+            Box::new(|s| s.cwd = "relative".into()),
+            Box::new(|s| s.cwd = "/a/../b".into()),
+            Box::new(|s| s.hostname = "x".repeat(65)),
+            Box::new(|s| s.upper_dir = "rel".into()),
+            Box::new(|s| {
+                s.mounts.push(Mount::Tmpfs {
+                    target: "/proc/x".into(),
+                    size_bytes: None,
+                })
+            }),
+            Box::new(|s| {
+                s.mounts.push(Mount::Tmpfs {
+                    target: "/".into(),
+                    size_bytes: None,
+                })
+            }),
+            Box::new(|s| {
+                s.mounts.push(Mount::Bind {
+                    source: "rel".into(),
+                    target: "/x".into(),
+                    readonly: true,
+                })
+            }),
+        ];
+        for case in cases {
+            let mut s = spec();
+            case(&mut s);
+            assert!(matches!(s.validate(), Err(RuntimeError::InvalidSpec(_))));
+        }
+    }
+
+    #[test]
+    fn path_defaults() {
+        let mut s = spec();
+        assert_eq!(s.path_var(), DEFAULT_PATH);
+        assert!(s.effective_env().contains(&format!("PATH={DEFAULT_PATH}")));
+        s.env = vec!["PATH=/a".into(), "PATH=/b".into()];
+        assert_eq!(s.path_var(), "/b");
+        assert_eq!(s.effective_env().len(), 2);
+    }
+
+    #[test]
+    fn exit_status_codes() {
+        assert_eq!(ExitStatus::Exited(3).code(), 3);
+        assert_eq!(ExitStatus::Signaled(9).code(), 137);
+        assert!(ExitStatus::Exited(0).success());
+    }
+}

@@ -1,0 +1,437 @@
+//! The narrow, typed syscall layer used between `clone` and `execve`.
+//!
+//! Everything here may run in a child cloned from a multi-threaded process,
+//! so every function is a thin wrapper over one or two raw syscalls: no
+//! allocation, no locks, no panics (only async-signal-safe work). Paths
+//! arrive as `&CStr` prepared by the parent.
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+use std::ptr;
+
+use libc::{c_int, c_ulong};
+use nix::errno::Errno;
+
+pub type SysResult = Result<(), Errno>;
+
+fn check(ret: c_int) -> SysResult {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_long(ret: libc::c_long) -> SysResult {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+fn opt_ptr(value: Option<&CStr>) -> *const libc::c_char {
+    value.map_or(ptr::null(), CStr::as_ptr)
+}
+
+pub fn mount(
+    source: Option<&CStr>,
+    target: &CStr,
+    fstype: Option<&CStr>,
+    flags: c_ulong,
+    data: Option<&CStr>,
+) -> SysResult {
+    // SAFETY: all pointers are NUL-terminated strings or null.
+    check(unsafe {
+        libc::mount(
+            opt_ptr(source),
+            target.as_ptr(),
+            opt_ptr(fstype),
+            flags,
+            opt_ptr(data).cast(),
+        )
+    })
+}
+
+pub fn umount_detach(target: &CStr) -> SysResult {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })
+}
+
+/// `pivot_root(".", ".")`: stacks the old root on the new one, so no
+/// `put_old` directory has to be created inside the rootfs.
+pub fn pivot_root_here() -> SysResult {
+    let dot = c".";
+    // SAFETY: NUL-terminated paths.
+    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) })
+}
+
+/// Opens the directory `path` (`O_PATH`) and moves it onto descriptor `slot`.
+pub fn reopen_dir_at(path: &CStr, slot: RawFd) -> SysResult {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: integer arguments only.
+    let result = check(unsafe { libc::dup3(fd, slot, libc::O_CLOEXEC) });
+    close(fd);
+    result
+}
+
+pub fn chdir(path: &CStr) -> SysResult {
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::chdir(path.as_ptr()) })
+}
+
+/// `mkdir`, treating an existing entry as success.
+pub fn mkdir_exist_ok(path: &CStr, mode: libc::mode_t) -> SysResult {
+    // SAFETY: NUL-terminated path.
+    match check(unsafe { libc::mkdir(path.as_ptr(), mode) }) {
+        Err(Errno::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates an empty file if nothing exists at `path`.
+pub fn touch(path: &CStr, mode: libc::mode_t) -> SysResult {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, mode as libc::c_uint) };
+    if fd < 0 {
+        return match Errno::last() {
+            Errno::EEXIST | Errno::ELOOP => Ok(()),
+            e => Err(e),
+        };
+    }
+    close(fd);
+    Ok(())
+}
+
+pub fn mknod_char(path: &CStr, mode: libc::mode_t, major: u32, minor: u32) -> SysResult {
+    let dev = libc::makedev(major, minor);
+    // SAFETY: NUL-terminated path.
+    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | mode, dev) })
+}
+
+pub fn symlink(target: &CStr, link: &CStr) -> SysResult {
+    // SAFETY: NUL-terminated paths.
+    check(unsafe { libc::symlink(target.as_ptr(), link.as_ptr()) })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    Other,
+}
+
+/// What is at `path` (following symlinks), `Err(ENOENT)` if nothing.
+pub fn kind(path: &CStr) -> Result<Kind, Errno> {
+    // SAFETY: zeroed stat is a valid out-buffer; path is NUL-terminated.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::stat(path.as_ptr(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        Ok(Kind::Dir)
+    } else {
+        Ok(Kind::Other)
+    }
+}
+
+pub fn sethostname(name: &[u8]) -> SysResult {
+    // SAFETY: pointer and length describe `name`.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
+}
+
+/// Brings `lo` up in the current network namespace.
+pub fn loopback_up() -> SysResult {
+    // SAFETY: plain socket/ioctl calls on a zeroed, correctly named ifreq.
+    unsafe {
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(Errno::last());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let mut result = check(libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut req));
+        if result.is_ok() {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            result = check(libc::ioctl(sock, libc::SIOCSIFFLAGS, &req));
+        }
+        close(sock);
+        result
+    }
+}
+
+fn prctl(option: c_int, arg: c_ulong) -> SysResult {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(option, arg, 0 as c_ulong, 0 as c_ulong, 0 as c_ulong) })
+}
+
+pub fn set_parent_death_signal(signal: c_int) -> SysResult {
+    prctl(libc::PR_SET_PDEATHSIG, signal as c_ulong)
+}
+
+pub fn set_not_dumpable() -> SysResult {
+    prctl(libc::PR_SET_DUMPABLE, 0)
+}
+
+pub fn set_no_new_privs() -> SysResult {
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
+}
+
+pub fn drop_bounding_cap(cap: u32) -> SysResult {
+    match prctl(libc::PR_CAPBSET_DROP, cap as c_ulong) {
+        // A capability this kernel does not know is already absent.
+        Err(Errno::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+pub fn clear_ambient_caps() -> SysResult {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+            0 as c_ulong,
+        )
+    })
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Sets the effective, permitted and inheritable sets (64-bit masks).
+pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> SysResult {
+    let mut header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [
+        CapData {
+            effective: effective as u32,
+            permitted: permitted as u32,
+            inheritable: inheritable as u32,
+        },
+        CapData {
+            effective: (effective >> 32) as u32,
+            permitted: (permitted >> 32) as u32,
+            inheritable: (inheritable >> 32) as u32,
+        },
+    ];
+    // SAFETY: v3 header with two data structs, as the ABI requires.
+    check_long(unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) })
+}
+
+// The credential calls are raw syscalls: glibc's wrappers believe the
+// process is still multi-threaded (as the caller was) and broadcast the
+// change to every thread under a lock another caller thread may have held
+// at clone time, which hangs. The raw syscall changes this single thread,
+// which is the whole process here.
+
+pub fn setgroups(gids: &[libc::gid_t]) -> SysResult {
+    // SAFETY: pointer and length describe `gids`.
+    check_long(unsafe { libc::syscall(libc::SYS_setgroups, gids.len(), gids.as_ptr()) })
+}
+
+pub fn setresgid(gid: libc::gid_t) -> SysResult {
+    // SAFETY: integer arguments only.
+    check_long(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })
+}
+
+pub fn setresuid(uid: libc::uid_t) -> SysResult {
+    // SAFETY: integer arguments only.
+    check_long(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
+}
+
+pub fn setsid() {
+    // SAFETY: no arguments; failure (already a leader) is harmless.
+    unsafe { libc::setsid() };
+}
+
+pub fn umask(mask: libc::mode_t) {
+    // SAFETY: integer argument only.
+    unsafe { libc::umask(mask) };
+}
+
+pub fn dup2(from: RawFd, to: RawFd) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::dup2(from, to) })
+}
+
+pub fn close(fd: RawFd) {
+    // SAFETY: closing a descriptor this process owns.
+    unsafe { libc::close(fd) };
+}
+
+/// Closes every descriptor from `first` on except those in `keep`
+/// (sorted ascending), so nothing the parent had open (other containers'
+/// pipes, snapshot dirs) leaks into the container.
+pub fn close_fds_except(first: RawFd, keep: &[RawFd]) {
+    let mut start = first;
+    for &fd in keep {
+        if fd >= start {
+            if fd > start {
+                close_range(start, fd - 1);
+            }
+            start = fd + 1;
+        }
+    }
+    close_range(start, RawFd::MAX);
+}
+
+fn close_range(first: RawFd, last: RawFd) {
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first as u32, last as u32, 0u32) };
+    if ret < 0 {
+        // Kernels before 5.9: close one by one up to a sane bound.
+        let last = last.min(65_536);
+        for fd in first..=last {
+            close(fd);
+        }
+    }
+}
+
+/// Signals the init waits for (and forwards, except SIGCHLD).
+pub fn init_signal_set() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGWINCH,
+        ] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+pub fn block_signals(set: &libc::sigset_t) -> SysResult {
+    // SAFETY: valid set pointer.
+    check(unsafe { libc::sigprocmask(libc::SIG_BLOCK, set, ptr::null_mut()) })
+}
+
+/// Empties the signal mask and resets every disposition to default, so the
+/// command does not inherit the caller's ignored signals (Rust ignores
+/// SIGPIPE, for one).
+pub fn reset_signals() {
+    // SAFETY: sigset manipulation on a local value; signal() with SIG_DFL.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+        for sig in 1..65 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    }
+}
+
+/// Waits for one of `set`; returns the signal number.
+pub fn wait_signal(set: &libc::sigset_t) -> c_int {
+    loop {
+        // SAFETY: valid set pointer; info may be null.
+        let sig = unsafe { libc::sigwaitinfo(set, ptr::null_mut()) };
+        if sig > 0 {
+            return sig;
+        }
+    }
+}
+
+/// A raw `fork` (clone with SIGCHLD only). glibc's `fork` takes the
+/// allocator's and stdio's locks for its atfork handling; in a process
+/// cloned from a multi-threaded caller those locks may be held forever.
+pub fn fork() -> Result<libc::pid_t, Errno> {
+    let flags = libc::SIGCHLD as libc::c_ulong;
+    // SAFETY: without CLONE_VM the child gets a copy of the address space
+    // and continues on its copy of this stack, like fork(2).
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    if pid < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(pid as libc::pid_t)
+    }
+}
+
+/// Reaps one exited child without blocking: `Some((pid, status))`.
+pub fn reap_one() -> Option<(libc::pid_t, c_int)> {
+    let mut status = 0;
+    // SAFETY: status is a valid out-pointer.
+    let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+    (pid > 0).then_some((pid, status))
+}
+
+pub fn kill(pid: libc::pid_t, signal: c_int) {
+    // SAFETY: integer arguments only.
+    unsafe { libc::kill(pid, signal) };
+}
+
+/// Writes all of `bytes` (small records: one write below PIPE_BUF).
+pub fn write_all(fd: RawFd, bytes: &[u8]) {
+    let mut done = 0;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
+        // SAFETY: pointer and length describe `rest`.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            if Errno::last() == Errno::EINTR {
+                continue;
+            }
+            return;
+        }
+        done += n as usize;
+    }
+}
+
+/// `execve`; returns only on failure.
+pub fn execve(path: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> Errno {
+    // SAFETY: argv and envp are null-terminated arrays of C strings that
+    // the parent built and keeps alive (copied into this process by clone).
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Errno::last()
+}
+
+pub fn exit(code: c_int) -> ! {
+    // SAFETY: _exit skips atexit handlers and stdio flushing, which belong
+    // to the parent's image of the process.
+    unsafe { libc::_exit(code) }
+}
+
+/// True when the other end of the pipe `fd` is closed (or it has data).
+pub fn pipe_peer_gone(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLIN | libc::POLLERR) != 0
+}

@@ -1,0 +1,656 @@
+//! Integration tests: real containers over a busybox rootfs. They need
+//! root, overlayfs and `/bin/busybox` (busybox-static); without them each
+//! test prints why and passes.
+
+use std::fs;
+use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use kiln_runtime::{
+    resolve_user, run, CollectedOutput, Container, ContainerSpec, ExitStatus, Mount, Network,
+    RuntimeError, User,
+};
+use tempfile::TempDir;
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// A rootfs lower dir plus upper/work/state dirs, all in one tempdir.
+struct Fixture {
+    dir: TempDir,
+}
+
+impl Fixture {
+    fn new() -> Option<Fixture> {
+        if let Some(reason) = skip_reason() {
+            println!("skipped: {reason}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        build_rootfs(&rootfs);
+        Some(Fixture { dir })
+    }
+
+    fn rootfs(&self) -> PathBuf {
+        self.dir.path().join("rootfs")
+    }
+
+    fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    fn spec(&self, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            lower_dirs: vec![self.rootfs()],
+            upper_dir: self.upper(),
+            work_dir: self.dir.path().join("work"),
+            args: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            hostname: "kiln-test".into(),
+            state_parent: Some(self.dir.path().to_path_buf()),
+            ..Default::default()
+        }
+    }
+
+    /// Runs `script`; returns status, stdout, stderr. Guards against hangs.
+    fn run(&self, spec: &ContainerSpec) -> (ExitStatus, String, String) {
+        let (status, out) = run_guarded(spec).expect("container run");
+        (
+            status,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn sh(&self, script: &str) -> (ExitStatus, String, String) {
+        self.run(&self.spec(script))
+    }
+
+    /// Every path in the upper dir, relative, sorted.
+    fn upper_entries(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.upper(), &self.upper(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // Whatever happened, nothing of ours is mounted on the host.
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let ours = self.dir.path().to_string_lossy().into_owned();
+        if !std::thread::panicking() {
+            assert!(
+                !mountinfo.contains(&ours),
+                "host mountinfo mentions {ours}:\n{mountinfo}"
+            );
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        out.push(
+            path.strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned(),
+        );
+        if entry.file_type().unwrap().is_dir() {
+            walk(root, &path, out);
+        }
+    }
+}
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root".into());
+    }
+    if !Path::new(BUSYBOX).exists() {
+        return Some(format!("needs {BUSYBOX} (busybox-static)"));
+    }
+    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.contains("overlay") {
+        return Some("needs overlayfs".into());
+    }
+    None
+}
+
+fn build_rootfs(root: &Path) {
+    let bin = root.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    fs::copy(BUSYBOX, bin.join("busybox")).unwrap();
+    let list = Command::new(BUSYBOX).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            symlink("busybox", bin.join(applet)).unwrap();
+        }
+    }
+    let etc = root.join("etc");
+    fs::create_dir_all(&etc).unwrap();
+    fs::write(
+        etc.join("passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(
+        etc.join("group"),
+        "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+    )
+    .unwrap();
+    fs::write(etc.join("to-delete"), "bye\n").unwrap();
+    for dir in ["tmp", "home/app", "root"] {
+        fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    std::os::unix::fs::chown(root.join("home/app"), Some(1000), Some(1000)).unwrap();
+    // tempdir() makes 0700 dirs; the image root must be traversable.
+    fs::set_permissions(root, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// Runs the container on a thread; a run that hangs is killed after a
+/// generous bound so the suite fails instead of hanging.
+fn run_guarded(spec: &ContainerSpec) -> Result<(ExitStatus, CollectedOutput), RuntimeError> {
+    let container = Container::spawn(spec)?;
+    let handle = container.kill_handle();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            handle.kill();
+        }
+    });
+    let mut out = CollectedOutput::default();
+    let result = container.wait(&mut out);
+    let _ = done_tx.send(());
+    watchdog.join().unwrap();
+    result.map(|status| (status, out))
+}
+
+#[test]
+fn stdout_and_stderr_are_captured() {
+    let Some(f) = Fixture::new() else { return };
+    let (status, out, err) = f.sh("echo hello; echo oops >&2; echo again");
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert_eq!(out, "hello\nagain\n");
+    assert_eq!(err, "oops\n");
+}
+
+#[test]
+fn large_output_does_not_deadlock() {
+    let Some(f) = Fixture::new() else { return };
+    let (status, out, err) =
+        f.sh("i=0; while [ $i -lt 3000 ]; do echo line $i; echo err $i >&2; i=$((i+1)); done");
+    assert!(status.success());
+    assert_eq!(out.lines().count(), 3000);
+    assert_eq!(err.lines().last(), Some("err 2999"));
+}
+
+#[test]
+fn exit_codes_and_signals_propagate() {
+    let Some(f) = Fixture::new() else { return };
+    assert_eq!(f.sh("exit 3").0, ExitStatus::Exited(3));
+    let (status, _, _) = f.sh("kill -9 $$");
+    assert_eq!(status, ExitStatus::Signaled(9));
+    assert_eq!(status.code(), 137);
+}
+
+#[test]
+fn env_and_cwd() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("echo $GREETING; pwd");
+    spec.env.push("GREETING=hi there".into());
+    spec.cwd = "/work/dir".into();
+    let (status, out, _) = f.run(&spec);
+    assert!(status.success());
+    assert_eq!(out, "hi there\n/work/dir\n");
+    // Creating the working directory is part of the change set.
+    assert_eq!(f.upper_entries(), ["work", "work/dir"]);
+    let meta = fs::metadata(f.upper().join("work/dir")).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o755));
+}
+
+#[test]
+fn path_lookup_uses_the_container_path() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("");
+    spec.args = vec!["echo".into(), "found".into()];
+    let (status, out, _) = f.run(&spec);
+    assert!(status.success());
+    assert_eq!(out, "found\n");
+
+    spec.args = vec!["no-such-program".into()];
+    match run_guarded(&spec) {
+        Err(RuntimeError::Exec { program, .. }) => assert_eq!(program, "no-such-program"),
+        other => panic!("expected an exec error, got {other:?}"),
+    }
+}
+
+#[test]
+fn hostname_is_the_specs() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, out, _) = f.sh("hostname; cat /etc/hostname; grep -c kiln-test /etc/hosts");
+    assert_eq!(out, "kiln-test\nkiln-test\n1\n");
+}
+
+#[test]
+fn only_container_processes_are_visible() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, out, _) = f.sh("echo $$; ls /proc | grep -c '^[0-9]'");
+    let lines: Vec<&str> = out.lines().collect();
+    // init is 1, the command 2; ls and grep are the only others.
+    assert_eq!(lines[0], "2");
+    let count: u32 = lines[1].parse().unwrap();
+    assert!(count <= 4, "saw {count} processes");
+}
+
+#[test]
+fn proc_is_hardened() {
+    let Some(f) = Fixture::new() else { return };
+    let (status, _, err) = f.sh("echo h > /proc/sysrq-trigger");
+    assert!(!status.success());
+    assert!(
+        err.contains("Read-only") || err.contains("can't create"),
+        "{err}"
+    );
+    assert!(!f.sh("echo 1 > /proc/sys/kernel/domainname").0.success());
+    // Masked: /proc/keys is /dev/null (/proc/kcore too where it exists).
+    let (status, out, _) = f.sh("test -c /proc/keys && wc -c < /proc/keys");
+    assert!(status.success());
+    assert_eq!(out.trim(), "0");
+    // sysfs is read-only.
+    assert!(!f.sh("echo x > /sys/kernel/uevent_helper").0.success());
+}
+
+#[test]
+fn dev_has_the_usual_nodes() {
+    let Some(f) = Fixture::new() else { return };
+    let script = "echo x > /dev/null && head -c 4 /dev/zero | wc -c && \
+                  test -c /dev/urandom && test -c /dev/tty && test -d /dev/pts && \
+                  test -L /dev/ptmx && touch /dev/shm/x && test -d /dev/mqueue && echo ok";
+    let (status, out, err) = f.sh(script);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "4\nok\n");
+}
+
+#[test]
+fn network_none_has_only_loopback_up() {
+    let Some(f) = Fixture::new() else { return };
+    let (status, out, err) =
+        f.sh("tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; cat /sys/class/net/lo/flags");
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "lo\n0x9\n");
+}
+
+#[test]
+fn network_host_sees_host_interfaces() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("tail -n +3 /proc/net/dev | wc -l");
+    spec.network = Network::Host;
+    let (status, out, _) = f.run(&spec);
+    assert!(status.success());
+    let host = fs::read_to_string("/proc/net/dev").unwrap().lines().count() - 2;
+    assert_eq!(out.trim(), host.to_string());
+}
+
+#[test]
+fn upper_dir_holds_exactly_the_changes() {
+    let Some(f) = Fixture::new() else { return };
+    let (status, _, err) = f.sh("echo new > /tmp/created && rm /etc/to-delete");
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        f.upper_entries(),
+        ["etc", "etc/to-delete", "tmp", "tmp/created"]
+    );
+    assert_eq!(
+        fs::read_to_string(f.upper().join("tmp/created")).unwrap(),
+        "new\n"
+    );
+    let whiteout = fs::symlink_metadata(f.upper().join("etc/to-delete")).unwrap();
+    assert!(whiteout.file_type().is_char_device());
+    assert_eq!(whiteout.rdev(), 0);
+    // Copied-up parents keep the image's metadata.
+    let tmp = fs::metadata(f.upper().join("tmp")).unwrap();
+    assert_eq!(tmp.mode() & 0o7777, 0o1777);
+}
+
+#[test]
+fn mount_points_never_reach_the_upper_dir() {
+    let Some(f) = Fixture::new() else { return };
+    // The image has no /proc, /dev, /sys, /etc/hosts...: a no-op run must
+    // still leave the upper dir empty.
+    let (status, _, _) = f.sh("cat /etc/hosts /etc/resolv.conf > /dev/null; echo x > /etc/hosts");
+    assert!(status.success());
+    assert!(f.upper_entries().is_empty(), "{:?}", f.upper_entries());
+    assert!(!f.rootfs().join("proc").exists());
+}
+
+#[test]
+fn extra_mounts_work_and_stay_out_of_the_layer() {
+    let Some(f) = Fixture::new() else { return };
+    let src = f.dir.path().join("src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("input"), "from host\n").unwrap();
+    let mut spec = f.spec(
+        "cat /mnt/src/input && ! touch /mnt/src/nope 2>/dev/null && \
+         echo tmp > /cache/f && mkdir /cache/sub/d && echo ok",
+    );
+    spec.mounts = vec![
+        Mount::Bind {
+            source: src.clone(),
+            target: "/mnt/src".into(),
+            readonly: true,
+        },
+        Mount::Tmpfs {
+            target: "/cache".into(),
+            size_bytes: Some(1 << 20),
+        },
+        Mount::Tmpfs {
+            target: "/cache/sub".into(),
+            size_bytes: None,
+        },
+    ];
+    let (status, out, err) = f.run(&spec);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "from host\nok\n");
+    assert!(f.upper_entries().is_empty(), "{:?}", f.upper_entries());
+    assert!(!src.join("nope").exists());
+}
+
+#[test]
+fn nested_mount_in_a_bind_is_refused() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("true");
+    spec.mounts = vec![
+        Mount::Bind {
+            source: f.rootfs(),
+            target: "/a".into(),
+            readonly: true,
+        },
+        Mount::Tmpfs {
+            target: "/a/b".into(),
+            size_bytes: None,
+        },
+    ];
+    assert!(matches!(
+        Container::spawn(&spec),
+        Err(RuntimeError::InvalidSpec(_))
+    ));
+}
+
+#[test]
+fn user_switching_and_capabilities() {
+    let Some(f) = Fixture::new() else { return };
+    let resolved = resolve_user(&[f.rootfs()], "app").unwrap();
+    assert_eq!(
+        resolved.user,
+        User {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![10]
+        }
+    );
+    let mut spec = f.spec("id -u; id -g; id -G; grep CapEff /proc/self/status; touch /x");
+    spec.user = resolved.user;
+    let (status, out, _) = f.run(&spec);
+    assert!(!status.success(), "a non-root user cannot write to /");
+    assert_eq!(out, "1000\n1000\n1000 10\nCapEff:\t0000000000000000\n");
+
+    let (_, out, _) = f.sh("grep -E 'Cap(Eff|Bnd)|NoNewPrivs' /proc/self/status");
+    // Docker's default set: 0x a80425fb.
+    assert_eq!(
+        out,
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n"
+    );
+}
+
+#[test]
+fn orphans_do_not_hold_the_run() {
+    let Some(f) = Fixture::new() else { return };
+    // The watchdog in run_guarded fails this test if the run waits for sleep.
+    let (status, _, _) = f.sh("sleep 100 & sleep 100 > /dev/null 2>&1 & exit 0");
+    assert_eq!(status, ExitStatus::Exited(0));
+}
+
+#[test]
+fn a_killed_container_reports_it() {
+    let Some(f) = Fixture::new() else { return };
+    let container = Container::spawn(&f.spec("echo started; sleep 100")).unwrap();
+    let handle = container.kill_handle();
+    struct KillOnOutput(kiln_runtime::KillHandle);
+    impl kiln_runtime::OutputSink for KillOnOutput {
+        fn stdout(&mut self, _: &[u8]) {
+            self.0.kill();
+        }
+        fn stderr(&mut self, _: &[u8]) {}
+    }
+    let result = container.wait(&mut KillOnOutput(handle));
+    assert!(matches!(result, Err(RuntimeError::Killed)), "{result:?}");
+}
+
+#[test]
+fn dropping_an_unwaited_container_kills_it() {
+    let Some(f) = Fixture::new() else { return };
+    let container = Container::spawn(&f.spec("sleep 100")).unwrap();
+    let pid = container.pid();
+    drop(container);
+    // Reaped: the pid is no longer our child.
+    let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    assert_eq!(r, -1);
+}
+
+#[test]
+fn bad_specs_fail_without_starting() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("true");
+    spec.lower_dirs.push(f.dir.path().join("missing"));
+    assert!(matches!(
+        run(&spec, &mut CollectedOutput::default()),
+        Err(RuntimeError::InvalidSpec(_))
+    ));
+    let mut spec = f.spec("true");
+    spec.cwd = "relative".into();
+    assert!(matches!(
+        run(&spec, &mut CollectedOutput::default()),
+        Err(RuntimeError::InvalidSpec(_))
+    ));
+}
+
+#[test]
+fn symlinked_etc_files_resolve_inside_the_image() {
+    let Some(f) = Fixture::new() else { return };
+    // An absolute link that would point at the host's file if followed
+    // outside the container.
+    fs::create_dir_all(f.rootfs().join("run")).unwrap();
+    fs::write(f.rootfs().join("run/resolv.conf"), "old\n").unwrap();
+    symlink("/run/resolv.conf", f.rootfs().join("etc/resolv.conf")).unwrap();
+    let mut spec = f.spec("cat /etc/resolv.conf");
+    spec.resolv_conf = Some("nameserver 10.0.0.1\n".into());
+    let (status, out, _) = f.run(&spec);
+    assert!(status.success());
+    assert_eq!(out, "nameserver 10.0.0.1\n");
+    assert!(f.upper_entries().is_empty());
+}
+
+#[test]
+fn concurrent_runs_from_a_busy_multithreaded_caller() {
+    let Some(f) = Fixture::new() else { return };
+    // Allocating threads make it likely that some lock is held at clone
+    // time; the child must not need any.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let v: Vec<String> = (0..256).map(|i| i.to_string()).collect();
+                    std::hint::black_box(v);
+                }
+            })
+        })
+        .collect();
+    let runners: Vec<_> = (0..3)
+        .map(|t| {
+            let base = f.spec("");
+            let dir = f.dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    let mut spec = base.clone();
+                    spec.upper_dir = dir.join(format!("upper-{t}-{i}"));
+                    spec.work_dir = dir.join(format!("work-{t}-{i}"));
+                    spec.user = User {
+                        uid: 1000,
+                        gid: 1000,
+                        additional_gids: vec![10],
+                    };
+                    spec.args = vec!["/bin/sh".into(), "-c".into(), format!("echo {t}-{i}")];
+                    let (status, out) = run_guarded(&spec).expect("run");
+                    assert!(status.success());
+                    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{t}-{i}\n"));
+                }
+            })
+        })
+        .collect();
+    for r in runners {
+        r.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in churn {
+        c.join().unwrap();
+    }
+}
+
+#[test]
+fn init_dies_with_the_spawning_thread() {
+    let Some(f) = Fixture::new() else { return };
+    let spec = f.spec("sleep 100");
+    let pid = std::thread::spawn(move || {
+        let container = Container::spawn(&spec).unwrap();
+        let pid = container.pid();
+        // Neither waited nor dropped: only PR_SET_PDEATHSIG can end it.
+        std::mem::forget(container);
+        pid
+    })
+    .join()
+    .unwrap();
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+}
+
+#[test]
+fn sigterm_to_init_reaches_the_command() {
+    let Some(f) = Fixture::new() else { return };
+    let script = "trap 'echo got term; exit 5' TERM; echo ready; while true; do sleep 0.1; done";
+    let container = Container::spawn(&f.spec(script)).unwrap();
+    struct TermOnReady {
+        pid: i32,
+        out: Vec<u8>,
+    }
+    impl kiln_runtime::OutputSink for TermOnReady {
+        fn stdout(&mut self, data: &[u8]) {
+            self.out.extend_from_slice(data);
+            if data.starts_with(b"ready") {
+                // SAFETY: signalling our own child, still unreaped.
+                unsafe { libc::kill(self.pid, libc::SIGTERM) };
+            }
+        }
+        fn stderr(&mut self, _: &[u8]) {}
+    }
+    let mut sink = TermOnReady {
+        pid: container.pid(),
+        out: Vec::new(),
+    };
+    let status = container.wait(&mut sink).unwrap();
+    assert_eq!(status, ExitStatus::Exited(5));
+    assert_eq!(String::from_utf8_lossy(&sink.out), "ready\ngot term\n");
+}
+
+#[test]
+fn setup_failures_name_the_step() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("true");
+    spec.cwd = "/etc/passwd/sub".into();
+    match run_guarded(&spec) {
+        Err(RuntimeError::Setup { step, errno }) => {
+            assert_eq!(step, "create working directory /etc/passwd/sub");
+            assert_eq!(errno, nix::errno::Errno::ENOTDIR);
+        }
+        other => panic!("expected a setup error, got {other:?}"),
+    }
+}
+
+fn xattr(path: &Path, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: NUL-terminated strings and a buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            cpath.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn upper_dir_is_self_contained() {
+    let Some(f) = Fixture::new() else { return };
+    fs::create_dir_all(f.rootfs().join("data/sub")).unwrap();
+    fs::write(f.rootfs().join("data/sub/file"), "content\n").unwrap();
+    let script = "chown 1000 /etc/passwd && mv /data /moved && \
+                  rm -rf /home/app && mkdir /home/app && touch /home/app/new";
+    let (status, _, err) = f.sh(script);
+    assert!(status.success(), "{err}");
+    let upper = f.upper();
+    // chown copies the data up (no metadata-only copy).
+    let passwd = fs::read(upper.join("etc/passwd")).unwrap();
+    assert_eq!(passwd, fs::read(f.rootfs().join("etc/passwd")).unwrap());
+    assert_eq!(fs::metadata(upper.join("etc/passwd")).unwrap().uid(), 1000);
+    // A renamed directory is a full copy plus a whiteout, no redirect.
+    assert_eq!(
+        fs::read(upper.join("moved/sub/file")).unwrap(),
+        b"content\n"
+    );
+    assert!(xattr(&upper.join("moved"), c"trusted.overlay.redirect").is_none());
+    assert!(fs::symlink_metadata(upper.join("data"))
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // A directory removed and recreated is opaque.
+    assert_eq!(
+        xattr(&upper.join("home/app"), c"trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..])
+    );
+}
+
+#[test]
+fn a_file_can_be_bound_like_a_secret() {
+    let Some(f) = Fixture::new() else { return };
+    let secret = f.dir.path().join("secret");
+    fs::write(&secret, "s3cr3t\n").unwrap();
+    let mut spec = f.spec("cat /run/secrets/token");
+    spec.mounts = vec![Mount::Bind {
+        source: secret,
+        target: "/run/secrets/token".into(),
+        readonly: true,
+    }];
+    let (status, out, _) = f.run(&spec);
+    assert!(status.success());
+    assert_eq!(out, "s3cr3t\n");
+    assert!(f.upper_entries().is_empty());
+}
