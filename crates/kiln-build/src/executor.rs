@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use kiln_cache::{explain, CacheIndex, CacheKey, Entry, ImportedCache, KeyBuilder, StepRecord};
 use kiln_context::{HashStats, Ignore, StatCache};
-use kiln_graph::{Base, BuildGraph, History, Node, Op, StageId};
+use kiln_graph::{Base, BuildGraph, History, Node, Op, SourceRef, StageId};
 use kiln_store::{write_image, ImageRecord, Layer, Store};
 use serde_json::{json, Value};
 
@@ -56,8 +56,10 @@ pub struct BuildOptions<'a> {
     pub cancel: &'a Cancel,
     /// `--secret`: id → content, for `RUN --mount=type=secret`.
     pub secrets: &'a BTreeMap<String, Vec<u8>>,
-    /// Told when each step starts and ends.
-    pub progress: &'a dyn Fn(StepEvent<'_>),
+    /// How many stages may run at once.
+    pub jobs: usize,
+    /// Told when each step starts and ends (from several threads).
+    pub progress: &'a (dyn Fn(StepEvent<'_>) + Sync),
 }
 
 /// What the executor reports as it goes.
@@ -105,29 +107,146 @@ pub struct BuiltStep {
     pub entry: Entry,
 }
 
-/// Runs the needed stages of `graph`; returns the target stage's image.
+/// Runs the needed stages of `graph`, each as soon as the stages it uses
+/// are done and at most `options.jobs` at once, and returns the target
+/// stage's image. Steps within a stage run in order. The first error stops
+/// the others (their containers are killed) and is the one returned.
 pub fn build(
     store: &Store,
     graph: &BuildGraph,
     options: &BuildOptions<'_>,
 ) -> Result<BuildOutcome, BuildError> {
-    let mut built = Vec::new();
-    let mut stages: Stages = BTreeMap::new();
-    let mut current: Option<(StageId, StageFs, Option<CacheKey>)> = None;
-    let mut position_in_stage = 0usize;
-    for node in &graph.nodes {
-        if current.as_ref().is_some_and(|(id, ..)| *id != node.stage) {
-            if let Some((id, fs, key)) = current.take() {
-                stages.insert(id, (fs, key));
+    let needs = stage_needs(graph);
+    let mut waiting: Vec<StageId> = needs.keys().copied().collect();
+    let mut done: Stages = BTreeMap::new();
+    let mut built: Vec<BuiltStep> = Vec::new();
+    let mut failure: Option<BuildError> = None;
+    let jobs = options.jobs.max(1);
+    std::thread::scope(|scope| {
+        let (finished, results) = std::sync::mpsc::channel();
+        let mut running = 0usize;
+        loop {
+            while running < jobs && failure.is_none() {
+                let Some(index) = waiting
+                    .iter()
+                    .position(|id| needs[id].iter().all(|need| done.contains_key(need)))
+                else {
+                    break;
+                };
+                let id = waiting.remove(index);
+                // The stages it uses, as they ended; cloned so it runs
+                // without holding anything the scheduler changes.
+                let inputs: Stages = needs[&id]
+                    .iter()
+                    .filter_map(|need| done.get(need).map(|s| (*need, s.clone())))
+                    .collect();
+                let finished = finished.clone();
+                running += 1;
+                scope.spawn(move || {
+                    let result = run_stage(store, graph, id, &inputs, options);
+                    let _ = finished.send((id, result));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((id, result)) = results.recv() else {
+                break;
+            };
+            running -= 1;
+            match result {
+                Ok((fs, key, steps)) => {
+                    done.insert(id, (fs, key));
+                    built.extend(steps);
+                }
+                Err(error) => {
+                    // Later failures are mostly the cancellation itself.
+                    let first_real =
+                        failure.is_none() || matches!(failure, Some(BuildError::Interrupted));
+                    if first_real {
+                        failure = Some(error);
+                    }
+                    waiting.clear();
+                    options.cancel.cancel();
+                }
             }
         }
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let (target, _) = done
+        .remove(&graph.target)
+        .ok_or_else(|| BuildError::step(0, "the target stage has no steps"))?;
+    let config = image_config_document(graph, &target, options);
+    let bytes = serde_json::to_vec(&config)
+        .map_err(|e| BuildError::step(0, format!("image config: {e}")))?;
+    let order: BTreeMap<StageId, usize> = graph
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(n, _)| (n, n))
+        .collect();
+    built.sort_by_key(|step| order.get(&step.stage).copied().unwrap_or(usize::MAX));
+    Ok(BuildOutcome {
+        image: write_image(store, &bytes, &target.layers)?,
+        steps: built,
+    })
+}
+
+/// For every stage that has steps: the stages it reads (its FROM, `COPY
+/// --from`, `RUN --mount from=`).
+fn stage_needs(graph: &BuildGraph) -> BTreeMap<StageId, Vec<StageId>> {
+    let mut needs: BTreeMap<StageId, Vec<StageId>> = BTreeMap::new();
+    for node in &graph.nodes {
+        let entry = needs.entry(node.stage).or_default();
+        let mut add = |id: StageId| {
+            if id != node.stage && !entry.contains(&id) {
+                entry.push(id);
+            }
+        };
+        match &node.op {
+            Op::From {
+                base: Base::Stage(id),
+                ..
+            } => add(*id),
+            Op::Copy(copy) => {
+                if let Some(SourceRef::Stage(id)) = &copy.from {
+                    add(*id);
+                }
+            }
+            Op::Run(run) => {
+                for mount in &run.mounts {
+                    if let Some(SourceRef::Stage(id)) = &mount.from {
+                        add(*id);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    needs
+}
+
+/// Runs one stage's steps in order, on top of the `inputs` stages it uses.
+fn run_stage(
+    store: &Store,
+    graph: &BuildGraph,
+    stage: StageId,
+    inputs: &Stages,
+    options: &BuildOptions<'_>,
+) -> Result<(StageFs, Option<CacheKey>, Vec<BuiltStep>), BuildError> {
+    let mut built = Vec::new();
+    let mut current: Option<(StageFs, Option<CacheKey>)> = None;
+    let mut position_in_stage = 0usize;
+    for node in graph.nodes.iter().filter(|n| n.stage == stage) {
         if options.cancel.is_cancelled() {
             return Err(BuildError::Interrupted);
         }
         (options.progress)(StepEvent::Started { node });
         let started = Instant::now();
         if let Op::From { base, platform } = &node.op {
-            let (fs, key) = start_stage(store, base, &stages)?;
+            let (fs, key) = start_stage(store, base, inputs)?;
             let key = KeyBuilder::new("from")
                 .text("base", &key)
                 .text(
@@ -135,7 +254,7 @@ pub fn build(
                     &serde_json::to_string(platform).unwrap_or_default(),
                 )
                 .finish();
-            current = Some((node.stage, fs, Some(key)));
+            current = Some((fs, Some(key)));
             position_in_stage = 0;
             (options.progress)(StepEvent::Finished {
                 node,
@@ -147,14 +266,14 @@ pub fn build(
             continue;
         }
         position_in_stage += 1;
-        let Some((_, state, parent_key)) = current.as_mut() else {
+        let Some((state, parent_key)) = current.as_mut() else {
             return Err(BuildError::step(node.line, "step outside a stage"));
         };
         let step = Step {
             store,
             graph,
             node,
-            stages: &stages,
+            stages: inputs,
             options,
             position: position_key(options.scope, graph, node, position_in_stage),
         };
@@ -183,19 +302,9 @@ pub fn build(
             hash_stats: done.hash_stats,
         });
     }
-    if let Some((id, fs, key)) = current.take() {
-        stages.insert(id, (fs, key));
-    }
-    let (target, _) = stages
-        .remove(&graph.target)
-        .ok_or_else(|| BuildError::step(0, "the target stage has no steps"))?;
-    let config = image_config_document(graph, &target, options);
-    let bytes = serde_json::to_vec(&config)
-        .map_err(|e| BuildError::step(0, format!("image config: {e}")))?;
-    Ok(BuildOutcome {
-        image: write_image(store, &bytes, &target.layers)?,
-        steps: built,
-    })
+    let (fs, key) =
+        current.ok_or_else(|| BuildError::step(0, format!("stage {stage} has no FROM")))?;
+    Ok((fs, key, built))
 }
 
 /// A stage's starting state and the text its FROM key is made of: the

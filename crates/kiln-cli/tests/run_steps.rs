@@ -419,3 +419,57 @@ fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
         .unwrap_or(0);
     assert_eq!(left, 0, "prune removes what SIGKILL left");
 }
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "parallel",
+        "FROM busybox AS a\nRUN sleep 1 && echo a > /a\n\
+         FROM busybox AS b\nRUN sleep 1 && echo b > /b\n\
+         FROM busybox AS c\nRUN sleep 1 && echo c > /c\n\
+         FROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\n",
+    );
+    let started = std::time::Instant::now();
+    ok(kiln(
+        &s.root,
+        &["build", "--no-cache", "-t", "par", dir.to_str().unwrap()],
+    ));
+    let took = started.elapsed();
+    // Three seconds of sleeping one after the other; a generous bound for
+    // them overlapping, not a benchmark.
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+    let rootfs = umoci_unpack(&s.root, "par", &s.work.join("par"));
+    for name in ["a", "b", "c"] {
+        assert_eq!(
+            fs::read_to_string(rootfs.join(name)).unwrap(),
+            format!("{name}\n")
+        );
+    }
+}
+
+#[test]
+fn a_failing_stage_stops_the_others_and_its_error_is_the_one_shown() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "failfast",
+        "FROM busybox AS slow\nRUN sleep 20\n\
+         FROM busybox AS broken\nRUN exit 9\n\
+         FROM busybox\nCOPY --from=slow / /slow\nCOPY --from=broken / /broken\n",
+    );
+    let started = std::time::Instant::now();
+    let out = kiln(&s.root, &["build", "--no-cache", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the sleeper was not stopped"
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("RUN exit 9 did not complete successfully: exit code 9"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("interrupted"), "{stderr}");
+}

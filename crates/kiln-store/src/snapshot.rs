@@ -43,10 +43,11 @@ impl Store {
             return Ok(target);
         }
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        let temp = dir.join(format!(".tmp-{}-{}", std::process::id(), layer.hex()));
-        if temp.exists() {
-            fs::remove_dir_all(&temp).map_err(|e| StoreError::io(&temp, e))?;
-        }
+        // Unique per process and call: threads of one build may unpack
+        // the same layer at once.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".tmp-{}-{n}-{}", std::process::id(), layer.hex()));
         fs::create_dir(&temp).map_err(|e| StoreError::io(&temp, e))?;
         if let Err(error) = unpack_layer(self.blobs(), layer, &temp) {
             let _ = fs::remove_dir_all(&temp);

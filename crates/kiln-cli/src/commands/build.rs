@@ -49,6 +49,9 @@ pub struct BuildArgs {
     /// How much to print while building
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     progress: ProgressMode,
+    /// How many stages may run at once (default: twice the number of cores)
+    #[arg(long, value_name = "N")]
+    jobs: Option<usize>,
     /// Run every step, even those the cache has
     #[arg(long)]
     no_cache: bool,
@@ -171,6 +174,12 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             scope: &scope,
             secrets: &secrets,
             cancel: &cancel,
+            // Twice the cores: RUN steps often wait (network, disk,
+            // sleep), and on `multistage` three stages at once on two
+            // cores beat two at a time (docs/benchmarks.md).
+            jobs: args
+                .jobs
+                .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             progress: &|event| progress.event(event),
         },
     );

@@ -3,8 +3,8 @@
 //! and `#3 DONE 0.12s` when it ends. The live terminal view and JSON events
 //! come with the progress issue.
 
-use std::cell::RefCell;
 use std::io::Write;
+use std::sync::Mutex;
 
 use kiln_build::{CacheOutcome, StepEvent};
 use kiln_graph::{BuildGraph, NodeId};
@@ -26,7 +26,7 @@ pub struct PlainProgress {
     titles: Vec<String>,
     quiet: bool,
     /// (title, reason) of every step that ran, for `--explain`.
-    misses: RefCell<Vec<(String, String)>>,
+    misses: Mutex<Vec<(String, String)>>,
 }
 
 impl PlainProgress {
@@ -52,13 +52,13 @@ impl PlainProgress {
         PlainProgress {
             titles,
             quiet: mode == ProgressMode::Quiet,
-            misses: RefCell::new(Vec::new()),
+            misses: Mutex::new(Vec::new()),
         }
     }
 
     /// One line per step that ran, saying why (`--explain`).
     pub fn explain(&self) {
-        let misses = self.misses.borrow();
+        let misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         if misses.is_empty() {
             out.push_str("every step came from the cache\n");
@@ -89,7 +89,10 @@ impl PlainProgress {
                 let number = node.id + 1;
                 if let CacheOutcome::Miss(reason) = &cache {
                     let title = self.titles.get(node.id).cloned().unwrap_or_default();
-                    self.misses.borrow_mut().push((title, reason.clone()));
+                    self.misses
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((title, reason.clone()));
                 }
                 if let Some(stats) = hash_stats.filter(|s| s.files > 0) {
                     out.push_str(&format!(
