@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Container start-to-exit: `RUN true` in a build (the step's own time as
+# kiln reports it) and `kiln run --rm busybox true` (the whole command),
+# each the median of RUNS runs. Needs root.
+#
+# Usage: benches/scripts/run-true.sh [RUNS]   (default 20)
+set -euo pipefail
+runs="${1:-20}"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cargo build --release -q -p kiln-cli --manifest-path "$here/Cargo.toml"
+kiln="$here/target/release/kiln"
+root="$work/store"
+sh "$here/../shared/bench/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
+"$kiln" --root "$root" import "$work/busybox.tar" busybox >/dev/null
+mkdir "$work/ctx"
+printf 'FROM busybox\nRUN true\n' >"$work/ctx/Dockerfile"
+"$kiln" --root "$root" build "$work/ctx" >/dev/null 2>&1 # snapshots made once
+
+step=$(for _ in $(seq "$runs"); do
+  "$kiln" --root "$root" build --no-cache "$work/ctx" 2>&1 >/dev/null |
+    sed -n 's/^#2 DONE \([0-9.]*\)s$/\1/p'
+done | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+whole=$(for _ in $(seq "$runs"); do
+  start=$(date +%s%N)
+  "$kiln" --root "$root" run --rm busybox true
+  echo $((($(date +%s%N) - start) / 1000))
+done | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+echo "RUN true step: ${step} s (as printed, 10 ms resolution)"
+echo "kiln run --rm busybox true: ${whole} µs (whole command)"
