@@ -6,9 +6,9 @@ set -euo pipefail
 # Debian packages the tests use: skopeo and umoci read what kiln-store
 # writes; busybox-static is the root filesystem of the test base image
 # (../shared/bench/busybox-rootfs.sh); git is what ADD of a repository
-# runs (and the tests make repositories with it). Later subsystems add
-# theirs here.
-APT_PACKAGES=(skopeo umoci busybox-static git)
+# runs (and the tests make repositories with it); tmux gives the progress
+# test a real terminal to capture. Later subsystems add theirs here.
+APT_PACKAGES=(skopeo umoci busybox-static git tmux)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

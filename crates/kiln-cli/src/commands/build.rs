@@ -15,7 +15,7 @@ use kiln_graph::{plan, PlanOptions};
 use super::dockerfile::{load, print};
 use super::images::{creation_time, open_store};
 use super::plan::build_args;
-use super::progress::{PlainProgress, ProgressMode};
+use super::progress::{Progress, ProgressMode};
 use kiln_cache::{CacheIndex, ImportedCache};
 use kiln_context::{load_dockerignore, StatCache};
 
@@ -46,9 +46,9 @@ pub struct BuildArgs {
     /// PATH means type=local)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     output: Option<String>,
-    /// How much to print while building
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    progress: ProgressMode,
+    /// How to show progress (default: $KILN_PROGRESS, else auto: tty on a terminal, plain otherwise)
+    #[arg(long, value_enum)]
+    progress: Option<ProgressMode>,
     /// How many stages may run at once (default: twice the number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
@@ -134,7 +134,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let created = creation_time()?;
-    let progress = PlainProgress::new(&graph, args.progress);
+    let progress = Progress::new(&graph, ProgressMode::resolve(args.progress));
     let cache = CacheIndex::open(store.root());
     // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
     // context's `.dockerignore`; a Dockerfile from stdin has only the latter.
@@ -187,6 +187,11 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = stat_cache.save() {
         eprintln!("warning: the stat cache was not saved: {error}");
     }
+    progress.summary(match &result {
+        Ok(_) => "built",
+        Err(BuildError::Interrupted) => "interrupted",
+        Err(_) => "failed",
+    });
     if args.explain {
         progress.explain();
     }
