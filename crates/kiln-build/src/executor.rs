@@ -54,6 +54,10 @@ pub struct BuildOptions<'a> {
     pub scope: &'a str,
     /// Set from outside to stop the build (Ctrl-C).
     pub cancel: &'a Cancel,
+    /// `--allow security.insecure`: lets `RUN --security=insecure` through.
+    pub allow_insecure: bool,
+    /// `--ssh ID=SOCKET`: agent sockets for `RUN --mount=type=ssh`.
+    pub ssh: &'a BTreeMap<String, std::path::PathBuf>,
     /// `--secret`: id → content, for `RUN --mount=type=secret`.
     pub secrets: &'a BTreeMap<String, Vec<u8>>,
     /// How many stages may run at once.
@@ -399,11 +403,38 @@ impl Step<'_> {
         match &node.op {
             Op::From { .. } => Err(BuildError::step(node.line, "FROM inside a stage")),
             Op::Run(run) => {
+                if run.insecure && !self.options.allow_insecure {
+                    return Err(BuildError::Step {
+                        line: node.line,
+                        message: format!("{}: security.insecure is not allowed", node.display),
+                        hint: Some("pass --allow security.insecure to kiln build".into()),
+                    });
+                }
+                if run.insecure {
+                    return Err(BuildError::step(
+                        node.line,
+                        format!(
+                            "{}: --security=insecure is not supported yet (kiln has no privileged containers)",
+                            node.display
+                        ),
+                    ));
+                }
                 let inputs = &node.inputs;
                 let env: Vec<String> = inputs.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                // What bind mounts show the command is an input like COPY's
+                // sources: by content (cache mounts and secrets never).
+                let (mounted, mounted_files) = crate::run_step::bind_sources_digest(
+                    self.store,
+                    node,
+                    run,
+                    self.stages,
+                    self.options,
+                )?;
+                record.files = mounted_files;
                 let key = KeyBuilder::new("run")
                     .key("parent", parent.as_ref())
                     .text("op", &definition)
+                    .field("mounted", &mounted)
                     .text("env", &env.join("\n"))
                     .text("user", &inputs.user)
                     .text("workdir", &inputs.workdir)

@@ -45,7 +45,7 @@ pub fn run_step(
     }
     let scratch = TempDir::new(store)?;
     let mut mounts = Vec::new();
-    let mut keep_alive = Vec::new();
+    let mut held = Held::default();
     let mut secret_env = Vec::new();
     for mount in &run.mounts {
         if mount.kind == MountKind::Secret {
@@ -58,14 +58,12 @@ pub fn run_step(
             )?);
             continue;
         }
+        let has_agent = secret_env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="));
+        if mount.kind == MountKind::Ssh && !has_agent {
+            secret_env.push(format!("SSH_AUTH_SOCK={}", mount.target));
+        }
         mounts.push(prepare_mount(
-            store,
-            node,
-            mount,
-            stages,
-            options,
-            &scratch,
-            &mut keep_alive,
+            store, node, mount, stages, options, &mut held,
         )?);
     }
 
@@ -205,6 +203,23 @@ fn command_line(
     Ok((argv, None))
 }
 
+/// What a RUN's mounts need kept until the command ends: unpacked stages
+/// or images they bind from, copies of `rw` bind sources, and the locks of
+/// `sharing=locked` cache mounts.
+#[derive(Default)]
+struct Held {
+    unpacked: Vec<TempDir>,
+    locks: Vec<std::fs::File>,
+}
+
+/// A fresh directory for a copy of a read-write bind's source.
+fn scratch_bind_copy(store: &Store, held: &mut Held) -> Result<PathBuf, BuildError> {
+    let dir = TempDir::new(store)?;
+    let path = dir.0.join("source");
+    held.unpacked.push(dir);
+    Ok(path)
+}
+
 /// One `RUN --mount`, as a runtime mount. Sources that must not change
 /// (a read-write bind's source) are copied into `scratch` first.
 fn prepare_mount(
@@ -213,8 +228,7 @@ fn prepare_mount(
     mount: &kiln_graph::Mount,
     stages: &Stages,
     options: &BuildOptions<'_>,
-    scratch: &TempDir,
-    keep_alive: &mut Vec<TempDir>,
+    held: &mut Held,
 ) -> Result<Mount, BuildError> {
     let fail = |message: String| BuildError::step(node.line, format!("--mount {message}"));
     let option = |name: &str| {
@@ -245,7 +259,7 @@ fn prepare_mount(
                     };
                     rootfs::unpack(store, &layers, &dir.0)?;
                     let path = dir.0.clone();
-                    keep_alive.push(dir);
+                    held.unpacked.push(dir);
                     path
                 }
             };
@@ -260,7 +274,7 @@ fn prepare_mount(
             let readonly = mount.read_only;
             if !readonly {
                 // rw: the command may write, but the writes are discarded.
-                let copy = scratch.0.join(format!("bind-{}", keep_alive.len()));
+                let copy = scratch_bind_copy(store, held)?;
                 copy_tree(&path, &copy)?;
                 path = copy;
             }
@@ -273,7 +287,35 @@ fn prepare_mount(
         MountKind::Cache => {
             let id = option("id").unwrap_or(&mount.target);
             let dir = cache_mount_dir(store, id);
-            std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
+            if !dir.exists() {
+                // Made once, with the mount's mode and owner (BuildKit's
+                // defaults: 0755, root).
+                let temp = dir.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::create_dir_all(&temp).map_err(|e| BuildError::io(&temp, e))?;
+                let mode = option("mode")
+                    .and_then(|m| u32::from_str_radix(m, 8).ok())
+                    .unwrap_or(0o755);
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+                    .map_err(|e| BuildError::io(&temp, e))?;
+                let uid = option("uid").and_then(|v| v.parse().ok());
+                let gid = option("gid").and_then(|v| v.parse().ok());
+                std::os::unix::fs::chown(&temp, uid, gid).map_err(|e| BuildError::io(&temp, e))?;
+                if std::fs::rename(&temp, &dir).is_err() {
+                    // Another build made it first.
+                    let _ = std::fs::remove_dir_all(&temp);
+                }
+            }
+            // sharing=locked: one step at a time uses the directory (shared,
+            // the default, lets concurrent steps share it; private is
+            // treated as shared).
+            if option("sharing") == Some("locked") {
+                let lock_path = dir.with_extension("lock");
+                let file =
+                    std::fs::File::create(&lock_path).map_err(|e| BuildError::io(&lock_path, e))?;
+                file.lock().map_err(|e| BuildError::io(&lock_path, e))?;
+                held.locks.push(file);
+            }
             Ok(Mount::Bind {
                 source: dir,
                 target,
@@ -281,9 +323,21 @@ fn prepare_mount(
             })
         }
         MountKind::Secret => Err(fail("type=secret is handled apart".into())),
-        MountKind::Ssh => Err(fail(
-            "type=ssh is not supported yet (kiln build has no --ssh)".into(),
-        )),
+        MountKind::Ssh => {
+            // The agent's socket, bound in; SSH_AUTH_SOCK is set by the
+            // caller when the mount is the default one.
+            let id = option("id").unwrap_or("default");
+            let socket = options.ssh.get(id).ok_or_else(|| {
+                fail(format!(
+                    "type=ssh: no SSH agent {id:?} was forwarded (kiln build --ssh {id})"
+                ))
+            })?;
+            Ok(Mount::Bind {
+                source: socket.clone(),
+                target,
+                readonly: false,
+            })
+        }
     }
 }
 
@@ -341,6 +395,73 @@ fn secret_mount(
         target: mount.target.clone(),
         readonly: true,
     }))
+}
+
+/// The content digest of what the step's bind mounts show (each source
+/// selected as COPY would select it, so `.dockerignore` and the stat cache
+/// apply), and each file's digest for explaining a miss. Sources from a
+/// stage or image are unpacked to be hashed.
+pub fn bind_sources_digest(
+    store: &Store,
+    node: &Node,
+    run: &RunOp,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+) -> Result<([u8; 32], std::collections::BTreeMap<String, String>), BuildError> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut files = std::collections::BTreeMap::new();
+    for mount in run.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+        let source = mount.source.clone().unwrap_or_else(|| ".".into());
+        let scratch;
+        let fresh = kiln_context::StatCache::in_memory();
+        let (root, stat_cache, ignore) = match &mount.from {
+            None => (
+                options.context.to_owned(),
+                options.stat_cache,
+                Some(options.ignore),
+            ),
+            Some(from) => {
+                let layers = match from {
+                    SourceRef::Stage(id) => stages
+                        .get(id)
+                        .map(|(fs, _)| fs.layers.clone())
+                        .unwrap_or_default(),
+                    SourceRef::Image(reference) => load_base(store, reference)?.layers,
+                };
+                scratch = TempDir::new(store)?;
+                rootfs::unpack(store, &layers, &scratch.0)?;
+                (scratch.0.clone(), &fresh, None)
+            }
+        };
+        let sources = [source];
+        let request = crate::copy::CopyRequest {
+            root: &root,
+            root_name: "the mount's source",
+            sources: &sources,
+            heredocs: &[],
+            dest: "/",
+            owner: None,
+            keep_source_owner: true,
+            extract_archives: false,
+            chmod: None,
+            excludes: &[],
+            parents: false,
+            link: false,
+            clamp_mtime: None,
+            stat_cache,
+            ignore,
+            line: node.line,
+            instruction: "RUN --mount",
+        };
+        let selection = crate::copy::select(&[request])?;
+        hasher.update(mount.target.as_bytes());
+        hasher.update(selection.content);
+        for (path, digest) in selection.inputs {
+            files.insert(format!("{} ({})", path, mount.target), digest);
+        }
+    }
+    Ok((hasher.finalize().into(), files))
 }
 
 /// Where a cache mount's content persists between builds, by id.

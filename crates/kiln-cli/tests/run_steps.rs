@@ -118,7 +118,8 @@ fn run_mounts_bind_cache_tmpfs_and_secrets() {
          RUN --mount=type=tmpfs,target=/scratch sh -c 'echo x > /scratch/tmp && grep -c \" /scratch \" /proc/mounts > /tmpfs-seen'\n\
          RUN --mount=type=secret,id=token sh -c 'wc -c < /run/secrets/token > /secret-size'\n\
          RUN --mount=type=secret,id=token,env=TOKEN sh -c 'test -n \"$TOKEN\" && echo ${#TOKEN} > /secret-env-size'\n\
-         RUN --mount=type=secret,id=missing sh -c 'test ! -e /run/secrets/missing && touch /optional-ok'\n",
+         RUN --mount=type=secret,id=missing sh -c 'test ! -e /run/secrets/missing && touch /optional-ok'\n\
+         RUN --mount=type=cache,target=/c2,id=owned,uid=1000,mode=0700,sharing=locked stat -c %u:%a /c2 > /cache-owner\n",
     );
     fs::write(dir.join("data.txt"), "from the context\n").unwrap();
     let token = s.work.join("token");
@@ -180,6 +181,16 @@ fn run_mounts_bind_cache_tmpfs_and_secrets() {
     }
     let history = ok(kiln(&s.root, &["history", "--no-trunc", "mounts"]));
     assert!(!history.contains(secret));
+
+    // prune --cache-mounts empties them: the count starts again.
+    let pruned = ok(kiln(&s.root, &["prune", "--cache-mounts"]));
+    assert!(pruned.contains(", 2 cache mounts,"), "{pruned}");
+    build(&["--no-cache"]);
+    let rootfs = umoci_unpack(&s.root, "mounts", &s.work.join("unpacked-again"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("runs-seen")).unwrap().trim(),
+        "1"
+    );
 }
 
 #[test]
@@ -472,4 +483,67 @@ fn a_failing_stage_stops_the_others_and_its_error_is_the_one_shown() {
         "{stderr}"
     );
     assert!(!stderr.contains("interrupted"), "{stderr}");
+}
+
+#[test]
+fn ssh_agents_insecure_steps_and_bind_sources_in_the_key() {
+    let s = store_with_busybox();
+    // An "agent": any unix socket will do to see it forwarded.
+    let socket = s.work.join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let dir = context(
+        &s,
+        "ssh",
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo forwarded > /ssh\n",
+    );
+    let ssh = format!("default={}", socket.display());
+    let out = kiln(
+        &s.root,
+        &["build", "-t", "ssh", "--ssh", &ssh, dir.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rootfs = umoci_unpack(&s.root, "ssh", &s.work.join("ssh-out"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("ssh")).unwrap(),
+        "forwarded\n"
+    );
+    let missing = kiln(&s.root, &["build", "--no-cache", dir.to_str().unwrap()]);
+    assert!(text(&missing.stderr).contains("no SSH agent \"default\" was forwarded"));
+
+    let insecure = context(
+        &s,
+        "insecure",
+        "FROM busybox\nRUN --security=insecure true\n",
+    );
+    let refused = kiln(&s.root, &["build", insecure.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("security.insecure is not allowed"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // A bind-mounted file is an input of the RUN: editing it reruns the
+    // step and says so; editing another file does not.
+    let bind = context(
+        &s,
+        "bind-key",
+        "FROM busybox\nRUN --mount=type=bind,source=data.txt,target=/in/data.txt cp /in/data.txt /out\n",
+    );
+    fs::write(bind.join("data.txt"), "one\n").unwrap();
+    fs::write(bind.join("other.txt"), "x\n").unwrap();
+    let build = || {
+        let out = kiln(&s.root, &["build", "--explain", bind.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    build();
+    fs::write(bind.join("other.txt"), "y\n").unwrap();
+    assert!(build().contains("#2 CACHED"));
+    fs::write(bind.join("data.txt"), "two\n").unwrap();
+    let rerun = build();
+    assert!(
+        rerun.contains("input data.txt (/in/data.txt) changed"),
+        "{rerun}"
+    );
 }

@@ -74,6 +74,12 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]
     #[arg(long = "secret", value_name = "SPEC")]
     secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: default (from $SSH_AUTH_SOCK) or ID=SOCKET
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    ssh: Vec<String>,
+    /// Allow an entitlement: security.insecure (RUN --security=insecure)
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    allow: Vec<String>,
     /// The build context directory
     context: PathBuf,
 }
@@ -81,6 +87,12 @@ pub struct BuildArgs {
 pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let labels = parse_labels(&args.labels)?;
     let secrets = read_secrets(&args.secrets)?;
+    let ssh = ssh_agents(&args.ssh)?;
+    for entitlement in &args.allow {
+        if entitlement != "security.insecure" {
+            bail!("--allow {entitlement:?}: kiln knows security.insecure");
+        }
+    }
     let cache_to = args.cache_to.as_deref().map(CacheTo::parse).transpose()?;
     let cache_from = args
         .cache_from
@@ -173,6 +185,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             no_cache_stages: &args.no_cache_filter,
             scope: &scope,
             secrets: &secrets,
+            ssh: &ssh,
+            allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
             cancel: &cancel,
             // Twice the cores: RUN steps often wait (network, disk,
             // sleep), and on `multistage` three stages at once on two
@@ -298,6 +312,26 @@ impl Drop for StopOnSignal {
             let _ = thread.join();
         }
     }
+}
+
+/// `--ssh default` (the agent at `$SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`.
+fn ssh_agents(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut agents = BTreeMap::new();
+    for spec in specs {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, socket)) => (id.to_owned(), PathBuf::from(socket)),
+            None => {
+                let socket = std::env::var_os("SSH_AUTH_SOCK").with_context(|| {
+                    format!("--ssh {spec}: SSH_AUTH_SOCK is not set (no agent to forward)")
+                })?;
+                (spec.clone(), PathBuf::from(socket))
+            }
+        };
+        let socket = std::fs::canonicalize(&socket)
+            .with_context(|| format!("--ssh {spec}: {}", socket.display()))?;
+        agents.insert(id, socket);
+    }
+    Ok(agents)
 }
 
 /// `--secret id=ID[,src=FILE|,env=VAR]` (also `type=file|env`), read now:

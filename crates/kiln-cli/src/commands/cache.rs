@@ -32,6 +32,9 @@ pub struct PruneArgs {
     /// until=DURATION: remove cache entries not used for that long (e.g. 24h)
     #[arg(long, value_name = "FILTER")]
     filter: Vec<String>,
+    /// Also empty the RUN --mount=type=cache directories
+    #[arg(long)]
+    cache_mounts: bool,
 }
 
 /// `kiln prune`: forgets the cache entries the options select (none by
@@ -67,6 +70,21 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
             doomed.len()
         }
     };
+    let mut mounts = 0;
+    if args.cache_mounts {
+        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
+        let dir = store.root().join("kiln/cache-mounts");
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    mounts += usize::from(std::fs::remove_dir_all(&path).is_ok());
+                } else {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+    }
     let report = store.gc(&cache_roots(&store))?;
     let scratch = store.root().join("kiln/tmp");
     let mut dirs = 0;
@@ -79,7 +97,7 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
         }
     }
     print(&format!(
-        "Deleted {forgotten} cache entries, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
+        "Deleted {forgotten} cache entries, {mounts} cache mounts, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
         report.removed.len(),
         human_size(report.freed_bytes),
         report.snapshots,
