@@ -12,4 +12,4 @@ mod transfer;
 pub use explain::{explain, Miss, StepRecord};
 pub use index::{CacheError, CacheIndex, Entry, ListedEntry};
 pub use key::{CacheKey, KeyBuilder};
-pub use transfer::{export, ImportedCache};
+pub use transfer::{export, export_cache_mounts, import_cache_mounts, ImportedCache};

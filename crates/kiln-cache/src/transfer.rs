@@ -121,3 +121,58 @@ pub fn export(
     fs::rename(&temp, &path).map_err(io_error(&path))?;
     Ok(steps.len())
 }
+
+const CACHE_MOUNTS_FILE: &str = "cache-mounts.tar";
+
+/// Adds the content of `RUN --mount=type=cache` directories (`mounts`, one
+/// directory per mount) to the export, as one tar, replacing an earlier one.
+pub fn export_cache_mounts(dir: &Path, mounts: &Path) -> Result<(), CacheError> {
+    let path = dir.join(CACHE_MOUNTS_FILE);
+    let temp = dir.join(format!(".tmp-{CACHE_MOUNTS_FILE}"));
+    let file = fs::File::create(&temp).map_err(io_error(&temp))?;
+    let mut tar = tar::Builder::new(io::BufWriter::new(file));
+    tar.follow_symlinks(false);
+    if mounts.is_dir() {
+        tar.append_dir_all(".", mounts).map_err(io_error(mounts))?;
+    }
+    tar.into_inner()
+        .and_then(|mut w| io::Write::flush(&mut w))
+        .map_err(io_error(&temp))?;
+    fs::rename(&temp, &path).map_err(io_error(&path))
+}
+
+/// Restores exported cache-mount directories into `mounts`, leaving alone
+/// those this machine already has. Returns how many were restored; an
+/// export without cache mounts restores none.
+pub fn import_cache_mounts(dir: &Path, mounts: &Path) -> Result<usize, CacheError> {
+    let path = dir.join(CACHE_MOUNTS_FILE);
+    let Ok(file) = fs::File::open(&path) else {
+        return Ok(0);
+    };
+    let staging = mounts.with_extension(format!("import-{}", std::process::id()));
+    fs::create_dir_all(&staging).map_err(io_error(&staging))?;
+    let result = (|| {
+        let mut archive = tar::Archive::new(io::BufReader::new(file));
+        archive.set_preserve_permissions(true);
+        archive.set_preserve_ownerships(true);
+        // unpack refuses entries that would land outside `staging`.
+        archive.unpack(&staging).map_err(io_error(&path))?;
+        fs::create_dir_all(mounts).map_err(io_error(mounts))?;
+        let mut restored = 0;
+        for entry in fs::read_dir(&staging)
+            .map_err(io_error(&staging))?
+            .flatten()
+        {
+            let target = mounts.join(entry.file_name());
+            if entry.path().is_dir()
+                && !target.exists()
+                && fs::rename(entry.path(), &target).is_ok()
+            {
+                restored += 1;
+            }
+        }
+        Ok(restored)
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    result
+}

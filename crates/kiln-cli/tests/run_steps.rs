@@ -547,3 +547,46 @@ fn ssh_agents_insecure_steps_and_bind_sources_in_the_key() {
         "{rerun}"
     );
 }
+
+#[test]
+fn cache_mounts_travel_with_an_exported_cache_when_asked() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "counted",
+        "FROM busybox\nRUN --mount=type=cache,target=/var/cache/c sh -c 'echo run >> /var/cache/c/runs; wc -l < /var/cache/c/runs > /count'\n",
+    );
+    let exported = s.work.join("exported");
+    let to = format!("type=local,dest={},cache-mounts=true", exported.display());
+    ok(kiln(
+        &s.root,
+        &["build", "--cache-to", &to, dir.to_str().unwrap()],
+    ));
+    assert!(exported.join("cache-mounts.tar").is_file());
+
+    // Another store: the step reruns (--no-cache) with the mount's content.
+    let other = s.work.join("other-store");
+    let rootfs = busybox_rootfs(&s.work);
+    ok(kiln(
+        &other,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    let from = format!("type=local,src={}", exported.display());
+    ok(kiln(
+        &other,
+        &[
+            "build",
+            "--no-cache",
+            "--cache-from",
+            &from,
+            "-t",
+            "counted",
+            dir.to_str().unwrap(),
+        ],
+    ));
+    let unpacked = umoci_unpack(&other, "counted", &s.work.join("counted"));
+    assert_eq!(
+        fs::read_to_string(unpacked.join("count")).unwrap().trim(),
+        "2"
+    );
+}

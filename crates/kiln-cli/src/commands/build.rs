@@ -148,6 +148,14 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let created = creation_time()?;
     let progress = Progress::new(&graph, ProgressMode::resolve(args.progress));
     let cache = CacheIndex::open(store.root());
+    for spec in &args.cache_from {
+        if let Some(dir) = spec.split(',').find_map(|f| f.strip_prefix("src=")) {
+            kiln_cache::import_cache_mounts(
+                Path::new(dir),
+                &store.root().join("kiln/cache-mounts"),
+            )?;
+        }
+    }
     // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
     // context's `.dockerignore`; a Dockerfile from stdin has only the latter.
     let dockerfile_path = match loaded.display.as_str() {
@@ -395,6 +403,9 @@ struct CacheTo {
     /// max: every step built; min: only the target stage's (and the
     /// stages it is built FROM), as BuildKit's modes.
     all_stages: bool,
+    /// `cache-mounts=true`: the RUN cache-mount directories go too (an
+    /// option BuildKit does not have).
+    cache_mounts: bool,
 }
 
 impl CacheTo {
@@ -402,21 +413,27 @@ impl CacheTo {
         let mut kind = None;
         let mut dest = None;
         let mut all_stages = false;
+        let mut cache_mounts = false;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", value)) => kind = Some(value.to_owned()),
                 Some(("dest", value)) => dest = Some(PathBuf::from(value)),
                 Some(("mode", "min")) => all_stages = false,
                 Some(("mode", "max")) => all_stages = true,
-                _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max]"),
+                Some(("cache-mounts", value)) => cache_mounts = value == "true",
+                _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true]"),
             }
         }
         match (kind.as_deref(), dest) {
-            (Some("local"), Some(dest)) => Ok(CacheTo { dest, all_stages }),
+            (Some("local"), Some(dest)) => Ok(CacheTo {
+                dest,
+                all_stages,
+                cache_mounts,
+            }),
             (Some("registry"), _) => {
                 bail!("--cache-to {spec:?}: registry caches come with kiln's registry client")
             }
-            _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max]"),
+            _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true]"),
         }
     }
 
@@ -447,6 +464,9 @@ impl CacheTo {
             Some(store.blobs().path(&digest))
         })
         .with_context(|| format!("exporting the cache to {}", self.dest.display()))?;
+        if self.cache_mounts {
+            kiln_cache::export_cache_mounts(&self.dest, &store.root().join("kiln/cache-mounts"))?;
+        }
         Ok(())
     }
 }
