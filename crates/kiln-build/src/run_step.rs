@@ -203,6 +203,15 @@ fn command_line(
     Ok((argv, None))
 }
 
+/// A `--mount` option's value (`id`, `mode`, `uid`...).
+fn mount_option<'m>(mount: &'m kiln_graph::Mount, name: &str) -> Option<&'m str> {
+    mount
+        .options
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
 /// What a RUN's mounts need kept until the command ends: unpacked stages
 /// or images they bind from, copies of `rw` bind sources, and the locks of
 /// `sharing=locked` cache mounts.
@@ -231,13 +240,7 @@ fn prepare_mount(
     held: &mut Held,
 ) -> Result<Mount, BuildError> {
     let fail = |message: String| BuildError::step(node.line, format!("--mount {message}"));
-    let option = |name: &str| {
-        mount
-            .options
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let option = |name: &str| mount_option(mount, name);
     let target = mount.target.clone();
     match mount.kind {
         MountKind::Tmpfs => Ok(Mount::Tmpfs {
@@ -353,13 +356,7 @@ fn secret_mount(
     scratch: &TempDir,
     env: &mut Vec<String>,
 ) -> Result<Option<Mount>, BuildError> {
-    let option = |name: &str| {
-        mount
-            .options
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let option = |name: &str| mount_option(mount, name);
     let id = option("id").unwrap_or_default();
     let Some(value) = options.secrets.get(id) else {
         if option("required") == Some("true") {

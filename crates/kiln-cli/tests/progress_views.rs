@@ -8,16 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{busybox_rootfs, kiln, ok, text};
+use common::{kiln, text};
 
 fn project(dockerfile: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let rootfs = busybox_rootfs(dir.path());
-    ok(kiln(
-        &root,
-        &["import", rootfs.to_str().unwrap(), "busybox"],
-    ));
+    let root = common::busybox_store(dir.path());
     let context = dir.path().join("ctx");
     fs::create_dir_all(&context).unwrap();
     fs::write(context.join("Dockerfile"), dockerfile).unwrap();

@@ -120,11 +120,16 @@ pub struct HistoryArgs {
     no_trunc: bool,
 }
 
-/// `kiln history NAME`: the config's history, newest first, with the size
-/// of the layer each entry made (as `docker history` shows it).
-pub fn history(root: Option<&Path>, args: HistoryArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let descriptor = store.resolve(&args.name)?;
+/// An image as stored: its manifest and config documents.
+struct StoredImage {
+    digest: Digest,
+    manifest: serde_json::Value,
+    config_digest: Digest,
+    config: serde_json::Value,
+}
+
+fn read_image(store: &Store, name: &str) -> anyhow::Result<StoredImage> {
+    let descriptor = store.resolve(name)?;
     let digest: Digest = descriptor.digest().to_string().parse()?;
     let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(&digest)?)?;
     let config_digest: Digest = manifest["config"]["digest"]
@@ -132,6 +137,24 @@ pub fn history(root: Option<&Path>, args: HistoryArgs) -> anyhow::Result<()> {
         .context("the manifest has no config digest")?
         .parse()?;
     let config: serde_json::Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)?;
+    Ok(StoredImage {
+        digest,
+        manifest,
+        config_digest,
+        config,
+    })
+}
+
+/// `kiln history NAME`: the config's history, newest first, with the size
+/// of the layer each entry made (as `docker history` shows it).
+pub fn history(root: Option<&Path>, args: HistoryArgs) -> anyhow::Result<()> {
+    let store = open_store(root)?;
+    let StoredImage {
+        digest,
+        manifest,
+        config_digest: _,
+        config,
+    } = read_image(&store, &args.name)?;
     let mut layer_sizes = manifest["layers"]
         .as_array()
         .into_iter()
@@ -217,18 +240,16 @@ fn time_ago(rfc3339: &str) -> String {
 /// `kiln inspect NAME`: the manifest digest, manifest and config as JSON.
 pub fn inspect(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let descriptor = store.resolve(&args.name)?;
-    let digest: Digest = descriptor.digest().to_string().parse()?;
-    let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(&digest)?)?;
-    let config_digest: Digest = manifest["config"]["digest"]
-        .as_str()
-        .context("the manifest has no config digest")?
-        .parse()?;
-    let config: serde_json::Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)?;
+    let StoredImage {
+        digest,
+        manifest,
+        config_digest,
+        config,
+    } = read_image(&store, &args.name)?;
     let tags: Vec<String> = store
         .tags()?
         .into_iter()
-        .filter(|t| t.manifest.digest() == descriptor.digest())
+        .filter(|t| t.manifest.digest().to_string() == digest.to_string())
         .map(|t| t.name)
         .collect();
     // The id is the manifest digest, as `kiln images` shows it and as

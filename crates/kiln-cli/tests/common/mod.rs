@@ -59,3 +59,14 @@ pub fn umoci_unpack(root: &Path, name: &str, into: &Path) -> PathBuf {
         .expect("umoci is installed by scripts/install-test-deps.sh"));
     into.join("rootfs")
 }
+
+/// A store under `dir` with the busybox rootfs imported as `busybox`.
+pub fn busybox_store(dir: &Path) -> PathBuf {
+    let root = dir.join("store");
+    let rootfs = busybox_rootfs(dir);
+    ok(kiln(
+        &root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    root
+}
