@@ -10,16 +10,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{busybox_rootfs, kiln, ok, text};
+use common::{kiln, ok, text};
 
 fn store() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("store");
-    let rootfs = busybox_rootfs(dir.path());
-    ok(kiln(
-        &root,
-        &["import", rootfs.to_str().unwrap(), "busybox"],
-    ));
+    let root = common::busybox_store(dir.path());
     (dir, root)
 }
 
@@ -192,4 +187,114 @@ fn kept_containers_live_stop_start_commit_and_go() {
         .unwrap()
         .next()
         .is_none());
+}
+
+#[test]
+fn stdin_with_i_and_a_terminal_with_t() {
+    use std::io::{Read, Write};
+    let (_dir, root) = store();
+    let kiln_bin = env!("CARGO_BIN_EXE_kiln");
+    let piped = |args: &[&str], input: &[u8]| {
+        let mut child = Command::new(kiln_bin)
+            .arg("--root")
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // -i: the container reads our stdin to its end.
+    let upper = piped(
+        &[
+            "run",
+            "-i",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "cat | tr a-z A-Z",
+        ],
+        b"hello from the host\n",
+    );
+    assert_eq!(ok(upper), "HELLO FROM THE HOST\n");
+    // Without -i, stdin is /dev/null.
+    let ignored = piped(
+        &["run", "--rm", "busybox", "sh", "-c", "cat; echo end"],
+        b"ignored\n",
+    );
+    assert_eq!(ok(ignored), "end\n");
+    // Refused as Docker refuses them.
+    let refused = piped(&["run", "-it", "--rm", "busybox", "true"], b"");
+    assert!(
+        text(&refused.stderr).contains("not a TTY"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let refused = piped(&["run", "-d", "-i", "busybox", "true"], b"");
+    assert!(text(&refused.stderr).contains("-d"));
+
+    // -t under a real terminal (script(1) runs the command on a pty): the
+    // command's stdio is a terminal of this terminal's size, stderr too.
+    let under_script = |command: &str| {
+        let mut child = Command::new("timeout")
+            .args(["60", "script", "-qec", command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script(1) from util-linux");
+        (child.stdin.take().unwrap(), child)
+    };
+    let kiln_cmd = format!("{kiln_bin} --root {}", root.display());
+    let (input, child) = under_script(&format!(
+        "stty rows 40 cols 100; {kiln_cmd} run -t --rm busybox sh -c \
+         'test -t 0 && test -t 1 && test -t 2 && echo tty-ok; stty size; tty; echo err >&2'"
+    ));
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let out = text(&out.stdout);
+    for expected in ["tty-ok", "40 100", "/dev/pts/0", "err"] {
+        assert!(out.contains(expected), "{expected:?} missing in {out:?}");
+    }
+
+    // A change of our terminal's size (SIGWINCH) reaches the container's.
+    let (input, child) = under_script(&format!(
+        "stty rows 40 cols 100; {kiln_cmd} run -t --rm busybox sh -c \
+         'stty size; while [ \"$(stty size)\" = \"40 100\" ]; do sleep 0.1; done; stty size' & \
+         pid=$!; sleep 2; \
+         while kill -0 $pid 2>/dev/null; do stty rows 50 cols 120; kill -WINCH $pid; sleep 0.2; done; \
+         wait"
+    ));
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let out = text(&out.stdout);
+    let resized = out.find("40 100").and_then(|at| out[at..].find("50 120"));
+    assert!(resized.is_some(), "{out:?}");
+
+    // -it: an interactive shell on the terminal; raw mode while attached
+    // (the shell's own line editing sees each key), restored afterwards.
+    let (mut input, mut child) = under_script(&format!(
+        "{kiln_cmd} run -it --rm busybox sh; echo rc=$?; stty -a"
+    ));
+    input.write_all(b"echo hi-$((6*7))\rexit 3\r").unwrap();
+    // Kept open until script ends: its end of file would reach the shell
+    // as Ctrl-D.
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child.wait().unwrap();
+    drop(input);
+    assert!(out.contains("hi-42"), "{out:?}");
+    assert!(out.contains("rc=3"), "{out:?}");
+    assert!(
+        out.contains(" icanon") && !out.contains("-icanon") && out.contains(" echo "),
+        "the terminal is back in cooked mode: {out:?}"
+    );
 }

@@ -22,10 +22,16 @@ pub(crate) struct ChildFds {
     /// Read end of a pipe whose write end only the parent holds: hang-up
     /// means the parent is gone.
     pub alive: RawFd,
+    /// Write end of a pipe the parent waits on: written (then closed with
+    /// the other unkept descriptors) once the parent-death signal is set.
+    pub armed: RawFd,
     pub report: RawFd,
     pub stdin: RawFd,
     pub stdout: RawFd,
     pub stderr: RawFd,
+    /// With a tty: our end of a unix socket pair; the pty master goes back
+    /// to the parent over it. -1 without a tty.
+    pub tty_socket: RawFd,
 }
 
 /// What the cloned child gets: references only, nothing to drop.
@@ -63,6 +69,9 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     if sys::pipe_peer_gone(fds.alive) {
         sys::exit(125);
     }
+    // From here the signal fires if the cloning thread exits; tell it so it
+    // may return (and exit) without racing us.
+    sys::write_byte(fds.armed);
     // Init keeps its privileges while the command runs: nobody in the
     // container may ptrace it or read its /proc entries.
     check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
@@ -98,16 +107,62 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
         check(Stage::CreateCwd, i, sys::mkdir_exist_ok(dir, 0o755));
     }
 
+    let mut stdio = [fds.stdin, fds.stdout, fds.stderr];
+    if let Some((rows, cols)) = plan.tty {
+        let slave = open_tty(fds.report, fds.tty_socket, rows, cols);
+        stdio = [slave; 3];
+    }
+
     let command = match sys::fork() {
-        Ok(0) => command_main(args),
+        Ok(0) => command_main(args, stdio),
         Ok(pid) => pid,
         Err(errno) => fail(fds.report, Stage::Fork, 0, errno),
     };
     for fd in [fds.stdin, fds.stdout, fds.stderr] {
         sys::close(fd);
     }
+    if plan.tty.is_some() {
+        // The slave: only the command's processes hold it now, so the
+        // parent reads EIO on the master once they are all gone.
+        sys::close(stdio[0]);
+    }
     drop_init_privileges(plan.last_cap);
     supervise(command, fds.report, &signals)
+}
+
+/// Allocates the container's terminal, as runc does with a console
+/// socket: the pty comes from the container's own devpts instance (mounted
+/// by `prepare`'s steps with `newinstance`), so inside the container
+/// `tty` names a real `/dev/pts/N` and `/dev/console` is that terminal;
+/// the master goes back to the parent over `socket` (SCM_RIGHTS) and the
+/// slave is returned for the command's stdio. A pty opened on the host's
+/// devpts would work too, but its name would resolve to nothing inside.
+fn open_tty(report: RawFd, socket: RawFd, rows: u16, cols: u16) -> RawFd {
+    let check = |stage: Stage, result: sys::SysResult| {
+        if let Err(errno) = result {
+            fail(report, stage, 0, errno);
+        }
+    };
+    let (master, slave) = match sys::open_pty(rows, cols) {
+        Ok(pair) => pair,
+        Err(errno) => fail(report, Stage::Tty, 0, errno),
+    };
+    let mut path = [0u8; 32];
+    check(Stage::Console, sys::pts_path(master, &mut path));
+    let console = c"/dev/console";
+    check(Stage::Console, sys::touch(console, 0o600));
+    let pts = match std::ffi::CStr::from_bytes_until_nul(&path) {
+        Ok(pts) => pts,
+        Err(_) => fail(report, Stage::Console, 0, Errno::EINVAL),
+    };
+    check(
+        Stage::Console,
+        sys::mount(Some(pts), console, None, libc::MS_BIND, None),
+    );
+    check(Stage::Tty, sys::send_fd(socket, master));
+    sys::close(master);
+    sys::close(socket);
+    slave
 }
 
 fn pivot_into(plan: &Plan) -> sys::SysResult {
@@ -147,7 +202,7 @@ fn supervise(command: libc::pid_t, report: RawFd, signals: &libc::sigset_t) -> !
 }
 
 /// The forked command: stdio, capabilities, credentials, cwd, exec.
-fn command_main(args: &ChildArgs<'_>) -> ! {
+fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     let plan = args.plan;
     let fds = args.fds;
     let check = |stage: Stage, result: sys::SysResult| {
@@ -156,10 +211,17 @@ fn command_main(args: &ChildArgs<'_>) -> ! {
         }
     };
     sys::reset_signals();
-    check(Stage::Stdio, sys::dup2(fds.stdin, 0));
-    check(Stage::Stdio, sys::dup2(fds.stdout, 1));
-    check(Stage::Stdio, sys::dup2(fds.stderr, 2));
+    for (target, fd) in stdio.into_iter().enumerate() {
+        check(Stage::Stdio, sys::dup2(fd, target as RawFd));
+    }
     sys::close_fds_except(3, &[fds.report]);
+    if plan.tty.is_some() {
+        // The command (not the init) owns the terminal: it leads a new
+        // session whose controlling tty it is, so job control, Ctrl-C
+        // from the terminal and SIGWINCH on resize reach its process group.
+        check(Stage::ControllingTty, sys::new_session());
+        check(Stage::ControllingTty, sys::set_controlling_tty(0));
+    }
     sys::umask(0o022);
 
     check(Stage::Capabilities, set_default_caps(plan.last_cap));

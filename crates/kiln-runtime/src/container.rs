@@ -5,7 +5,8 @@
 //! `PR_SET_PDEATHSIG`; every mount lives only in the container's mount
 //! namespace, which dies with its last process).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -20,12 +21,19 @@ use crate::child::{init_main, ChildArgs, ChildFds};
 use crate::error::RuntimeError;
 use crate::plan::{decode, Plan, Report, Stage};
 use crate::prepare::{prepare, Prepared};
-use crate::spec::{ContainerSpec, ExitStatus};
+use crate::spec::{ContainerSpec, ExitStatus, Stdin, Stdio, WindowSize};
 
 /// Stack of the cloned init; it runs only `child.rs`, which keeps its
 /// frames small.
 const CHILD_STACK: usize = 1 << 20;
 const READ_CHUNK: usize = 64 * 1024;
+
+/// Output sources `wait` reads: stdout, stderr, the report, the pty master.
+const SLOTS: usize = 4;
+const STDOUT: usize = 0;
+const STDERR: usize = 1;
+const REPORT: usize = 2;
+const TTY: usize = 3;
 
 /// Receives the command's output while it runs. Called from the thread
 /// that waits; a slow sink slows the container down, nothing deadlocks.
@@ -75,6 +83,30 @@ impl KillHandle {
     }
 }
 
+/// Resizes a running container's terminal from any thread (e.g. on
+/// SIGWINCH); the kernel then signals SIGWINCH to the command.
+#[derive(Debug, Clone)]
+pub struct TtyHandle {
+    master: Arc<OwnedFd>,
+}
+
+nix::ioctl_write_ptr_bad!(set_window_size, libc::TIOCSWINSZ, libc::winsize);
+
+impl TtyHandle {
+    pub fn resize(&self, size: WindowSize) -> Result<(), RuntimeError> {
+        let size = libc::winsize {
+            ws_row: size.rows,
+            ws_col: size.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: the master is a pty descriptor we own; winsize is valid.
+        unsafe { set_window_size(self.master.as_raw_fd(), &size) }
+            .map(drop)
+            .map_err(|e| RuntimeError::sys("resize the container's terminal", e))
+    }
+}
+
 /// A started container. Call [`Container::wait`]; dropping it unwaited
 /// kills it.
 pub struct Container {
@@ -86,6 +118,11 @@ pub struct Container {
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
     report: Option<OwnedFd>,
+    /// The pty master (with a tty): read for output, shared with
+    /// [`TtyHandle`]s for resizing.
+    tty: Option<Arc<OwnedFd>>,
+    /// What [`Container::take_stdin`] hands out.
+    stdin: Option<File>,
     /// Held until the init is reaped; its hang-up tells a freshly cloned
     /// init that the caller already died.
     _alive: OwnedFd,
@@ -101,38 +138,70 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
 }
 
 impl Container {
-    /// Prepares the rootfs plan and clones the init into new namespaces.
+    /// Prepares the rootfs plan and clones the init into new namespaces,
+    /// with stdin `/dev/null` and no terminal.
     pub fn spawn(spec: &ContainerSpec) -> Result<Container, RuntimeError> {
+        Container::spawn_with(spec, Stdio::default())
+    }
+
+    /// [`Container::spawn`] with the command's stdin and terminal chosen.
+    /// With a tty this returns once the init has allocated it (or failed:
+    /// [`Container::wait`] then reports why).
+    pub fn spawn_with(spec: &ContainerSpec, stdio: Stdio) -> Result<Container, RuntimeError> {
         let Prepared {
-            plan,
+            mut plan,
             state,
             overlay_fds,
         } = prepare(spec)?;
+        plan.tty = stdio.tty.map(|size| (size.rows, size.cols));
         let (alive_r, alive_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        let stdin = open(
-            "/dev/null",
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| RuntimeError::io("open", "/dev/null", e.into()))?;
+        let (stdin, stdin_w) = if stdio.stdin == Stdin::Pipe && stdio.tty.is_none() {
+            let (r, w) = pipe()?;
+            (r, Some(File::from(w)))
+        } else {
+            let null = open(
+                "/dev/null",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| RuntimeError::io("open", "/dev/null", e.into()))?;
+            (null, None)
+        };
+        let tty_socket = match stdio.tty {
+            Some(_) => Some(socket_pair()?),
+            None => None,
+        };
 
+        let (armed_r, armed_w) = pipe()?;
         let fds = ChildFds {
             alive: alive_r.as_raw_fd(),
+            armed: armed_w.as_raw_fd(),
             report: report_w.as_raw_fd(),
             stdin: stdin.as_raw_fd(),
             stdout: out_w.as_raw_fd(),
             stderr: err_w.as_raw_fd(),
+            tty_socket: tty_socket
+                .as_ref()
+                .map_or(-1, |(_, child)| child.as_raw_fd()),
         };
         let mut keep: Vec<RawFd> = vec![fds.alive, fds.report, fds.stdin, fds.stdout, fds.stderr];
+        if fds.tty_socket >= 0 {
+            keep.push(fds.tty_socket);
+        }
         keep.extend(plan.overlay_dirs.iter().map(|(_, fd)| *fd));
         keep.sort_unstable();
         let pid = clone_init(&plan, fds, &keep)?;
         // The child's ends are closed here so EOF means the container ended.
-        drop((alive_r, report_w, out_w, err_w, stdin, overlay_fds));
-        Ok(Container {
+        drop((alive_r, report_w, out_w, err_w, stdin, overlay_fds, armed_w));
+        // Return only once the init's parent-death signal is set (a byte)
+        // or the init is gone (EOF): a caller whose thread exits right
+        // after spawning must still take the container with it.
+        let mut byte = [0u8; 1];
+        while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(&armed_r, &mut byte) {}
+        let mut container = Container {
             plan,
             _state: state,
             pid,
@@ -143,7 +212,40 @@ impl Container {
             stdout: Some(out_r),
             stderr: Some(err_r),
             report: Some(report_r),
+            tty: None,
+            stdin: stdin_w,
             _alive: alive_w,
+        };
+        if let Some((ours, theirs)) = tty_socket {
+            drop(theirs);
+            // On failure the init exits without sending: end of file, and
+            // `wait` reports what failed. (Dropping `container` on an error
+            // here kills and reaps the init.)
+            if let Some(master) = receive_fd(&ours)? {
+                let master = Arc::new(master);
+                if stdio.stdin == Stdin::Pipe {
+                    let writer = master
+                        .try_clone()
+                        .map_err(|e| RuntimeError::io("dup", "the pty master", e))?;
+                    container.stdin = Some(File::from(writer));
+                }
+                container.tty = Some(master);
+            }
+        }
+        Ok(container)
+    }
+
+    /// The writer for the command's input ([`Stdin::Pipe`]); `None` once
+    /// taken or without it. Dropping it closes the pipe (end of file); on a
+    /// terminal send Ctrl-D (`\x04`) at the start of a line instead.
+    pub fn take_stdin(&mut self) -> Option<File> {
+        self.stdin.take()
+    }
+
+    /// Resizes the terminal (with a tty).
+    pub fn tty_handle(&self) -> Option<TtyHandle> {
+        self.tty.as_ref().map(|master| TtyHandle {
+            master: Arc::clone(master),
         })
     }
 
@@ -170,23 +272,22 @@ impl Container {
     fn pump(&mut self, sink: &mut dyn OutputSink) -> Result<Vec<u8>, RuntimeError> {
         let mut report = Vec::new();
         let mut buf = vec![0u8; READ_CHUNK];
-        while self.stdout.is_some() || self.stderr.is_some() || self.report.is_some() {
+        while (0..SLOTS).any(|i| self.slot_fd(i).is_some()) {
             let ready = self.poll_ready()?;
             for (index, readable) in ready.into_iter().enumerate() {
                 if !readable {
                     continue;
                 }
-                let slot = match index {
-                    0 => &mut self.stdout,
-                    1 => &mut self.stderr,
-                    _ => &mut self.report,
+                let Some(fd) = self.slot_fd(index) else {
+                    continue;
                 };
-                let Some(fd) = slot.as_ref() else { continue };
-                match read(fd.as_fd(), &mut buf) {
-                    Ok(0) => *slot = None,
+                match read(fd, &mut buf) {
+                    // A pty master reads EIO once no slave is left open.
+                    Ok(0) => self.close_slot(index),
+                    Err(Errno::EIO) if index == TTY => self.close_slot(index),
                     Ok(n) => match index {
-                        0 => sink.stdout(&buf[..n]),
-                        1 => sink.stderr(&buf[..n]),
+                        STDOUT | TTY => sink.stdout(&buf[..n]),
+                        STDERR => sink.stderr(&buf[..n]),
                         _ => report.extend_from_slice(&buf[..n]),
                     },
                     Err(Errno::EINTR) | Err(Errno::EAGAIN) => {}
@@ -197,14 +298,32 @@ impl Container {
         Ok(report)
     }
 
-    /// Which of stdout, stderr, report can be read (or hit EOF).
-    fn poll_ready(&self) -> Result<[bool; 3], RuntimeError> {
-        let slots = [&self.stdout, &self.stderr, &self.report];
+    /// The descriptor read for output source `index` (see [`SLOTS`]).
+    fn slot_fd(&self, index: usize) -> Option<BorrowedFd<'_>> {
+        match index {
+            STDOUT => self.stdout.as_ref().map(|fd| fd.as_fd()),
+            STDERR => self.stderr.as_ref().map(|fd| fd.as_fd()),
+            REPORT => self.report.as_ref().map(|fd| fd.as_fd()),
+            _ => self.tty.as_deref().map(|fd| fd.as_fd()),
+        }
+    }
+
+    fn close_slot(&mut self, index: usize) {
+        match index {
+            STDOUT => self.stdout = None,
+            STDERR => self.stderr = None,
+            REPORT => self.report = None,
+            _ => self.tty = None,
+        }
+    }
+
+    /// Which output sources can be read (or hit EOF).
+    fn poll_ready(&self) -> Result<[bool; SLOTS], RuntimeError> {
         let mut pollfds: Vec<PollFd> = Vec::new();
         let mut index = Vec::new();
-        for (i, slot) in slots.iter().enumerate() {
-            if let Some(fd) = slot {
-                pollfds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+        for i in 0..SLOTS {
+            if let Some(fd) = self.slot_fd(i) {
+                pollfds.push(PollFd::new(fd, PollFlags::POLLIN));
                 index.push(i);
             }
         }
@@ -212,7 +331,7 @@ impl Container {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(RuntimeError::sys("poll container output", e)),
         }
-        let mut ready = [false; 3];
+        let mut ready = [false; SLOTS];
         for (pfd, i) in pollfds.iter().zip(index) {
             ready[i] = pfd.revents().is_some_and(|r| !r.is_empty());
         }
@@ -312,6 +431,69 @@ fn clone_init(plan: &Plan, fds: ChildFds, keep: &[RawFd]) -> Result<Pid, Runtime
     let pid =
         unsafe { nix::sched::clone(callback, &mut stack, plan.clone_flags, Some(libc::SIGCHLD)) };
     pid.map_err(|e| RuntimeError::sys("clone container init", e))
+}
+
+/// A connected pair of unix stream sockets, close-on-exec. (libc rather
+/// than nix's `socket` feature, which would add a dependency for two calls.)
+fn socket_pair() -> Result<(OwnedFd, OwnedFd), RuntimeError> {
+    let mut fds = [-1; 2];
+    let kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    // SAFETY: `fds` has room for the two descriptors.
+    if unsafe { libc::socketpair(libc::AF_UNIX, kind, 0, fds.as_mut_ptr()) } < 0 {
+        return Err(RuntimeError::sys("socketpair", Errno::last()));
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Receives one descriptor sent with SCM_RIGHTS (`sys::send_fd`); `None`
+/// at end of file.
+fn receive_fd(socket: &OwnedFd) -> Result<Option<OwnedFd>, RuntimeError> {
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data pointing at locals that outlive the
+    // call; the control buffer is aligned and large enough for one
+    // descriptor; the CMSG_* walk stays inside what the kernel filled.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = control.0.len() as _;
+        loop {
+            let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n >= 0 {
+                break;
+            }
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(RuntimeError::sys("receive the container's terminal", e)),
+            }
+        }
+        let mut received = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let count = ((*cmsg).cmsg_len as usize - (data as usize - cmsg as usize))
+                    / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    // The kernel installed it in our table; we own it.
+                    let owned = OwnedFd::from_raw_fd(fd);
+                    received.get_or_insert(owned);
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        Ok(received)
+    }
 }
 
 fn null_terminated(strings: &[std::ffi::CString]) -> Vec<*const libc::c_char> {

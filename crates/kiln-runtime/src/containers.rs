@@ -33,6 +33,9 @@ pub struct ContainerConfig {
     pub binds: Vec<(PathBuf, String, bool)>,
     /// The image's layers unpacked, top-most first.
     pub lower_dirs: Vec<PathBuf>,
+    /// Run on a terminal (`run -t`); every start allocates a new one.
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Where a container is in its life.

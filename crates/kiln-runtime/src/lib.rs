@@ -66,11 +66,27 @@
 //! The init calls `setsid`, so a terminal's Ctrl-C reaches kiln and not
 //! the container; kiln decides (e.g. [`KillHandle::kill`]).
 //!
+//! # Standard streams
+//!
+//! By default ([`Container::spawn`], [`run`], every build step) stdin is
+//! `/dev/null` and stdout/stderr are pipes read into the [`OutputSink`].
+//! [`Container::spawn_with`] takes a [`Stdio`]: [`Stdin::Pipe`] gives the
+//! caller a writer ([`Container::take_stdin`]); `tty: Some(size)` runs the
+//! command on a pseudo-terminal, as runc does with a console socket: the
+//! init opens it on the container's own devpts instance after
+//! `pivot_root` (so `tty` prints `/dev/pts/0` inside, and `/dev/console` is
+//! bound to it), sends the master back over a unix socket (SCM_RIGHTS,
+//! a stack buffer: no allocation), and the command (pid 2) makes the slave
+//! its stdin/stdout/stderr and, in a session of its own, its controlling
+//! terminal (`setsid` + `TIOCSCTTY`; the init opened it `O_NOCTTY`). The
+//! parent reads the master as stdout, writes input to it and resizes it
+//! ([`TtyHandle`]); [`terminal`] puts the caller's own terminal in raw
+//! mode while attached.
+//!
 //! Not done yet: user namespaces for rootless runs (TODO: needs uid/gid
 //! maps written by the parent between clone and setup, and the
 //! mount-option limits of unprivileged overlayfs), seccomp (Docker's
-//! default profile), cgroups (limits and `/sys/fs/cgroup`), a tty or
-//! interactive stdin for `kiln run` (stdin is `/dev/null`).
+//! default profile), cgroups (limits and `/sys/fs/cgroup`).
 
 mod caps;
 mod child;
@@ -82,9 +98,12 @@ mod plan;
 mod prepare;
 mod spec;
 mod sys;
+pub mod terminal;
 mod user;
 
-pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink};
+pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
 pub use error::RuntimeError;
-pub use spec::{ContainerSpec, ExitStatus, Mount, Network, User, DEFAULT_PATH};
+pub use spec::{
+    ContainerSpec, ExitStatus, Mount, Network, Stdin, Stdio, User, WindowSize, DEFAULT_PATH,
+};
 pub use user::{resolve_user, ResolvedUser};

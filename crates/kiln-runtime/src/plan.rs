@@ -172,6 +172,8 @@ pub(crate) struct Plan {
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
     pub last_cap: u32,
+    /// Allocate a pty of this size (rows, cols) in the container's devpts.
+    pub tty: Option<(u16, u16)>,
 }
 
 /// Where the child was when it failed.
@@ -196,6 +198,9 @@ pub(crate) enum Stage {
     NoNewPrivs,
     Chdir,
     Exec,
+    Tty,
+    Console,
+    ControllingTty,
 }
 
 impl Stage {
@@ -220,6 +225,9 @@ impl Stage {
             NoNewPrivs,
             Chdir,
             Exec,
+            Tty,
+            Console,
+            ControllingTty,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -320,6 +328,9 @@ impl Plan {
             Stage::NoNewPrivs => "prctl(PR_SET_NO_NEW_PRIVS)".into(),
             Stage::Chdir => format!("chdir {}", self.cwd.to_string_lossy()),
             Stage::Exec => format!("exec {}", self.program),
+            Stage::Tty => "allocate a terminal on the container's /dev/ptmx".into(),
+            Stage::Console => "bind the terminal on /dev/console".into(),
+            Stage::ControllingTty => "make the terminal the command's controlling tty".into(),
         }
     }
 }

@@ -163,6 +163,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         gid: spec.user.gid,
         groups: spec.user.additional_gids.clone(),
         last_cap: caps::last_cap(),
+        tty: None,
     };
     Ok(Prepared {
         plan,

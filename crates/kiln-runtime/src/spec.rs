@@ -44,6 +44,40 @@ pub struct ContainerSpec {
     pub state_parent: Option<PathBuf>,
 }
 
+/// How the command's standard streams are connected. Kept apart from
+/// [`ContainerSpec`] (build steps always run with the default: stdin
+/// `/dev/null`, stdout and stderr piped to the sink).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stdio {
+    pub stdin: Stdin,
+    /// `Some`: a pseudo-terminal of this size, allocated inside the
+    /// container, is the command's stdin, stdout and stderr (and its
+    /// controlling terminal, `/dev/tty`, and `/dev/console`). Its output
+    /// reaches [`crate::OutputSink::stdout`]: stdout and stderr are one
+    /// stream on a terminal, as with `docker run -t`.
+    pub tty: Option<WindowSize>,
+}
+
+/// Where the command's input comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Stdin {
+    /// `/dev/null` (with a tty: the terminal, but nobody writes to it).
+    #[default]
+    Null,
+    /// The caller writes it through [`crate::Container::take_stdin`]: a
+    /// pipe (closing it is end of file), or with a tty the terminal's
+    /// master side (input is then subject to the terminal's line
+    /// discipline: echo, Ctrl-C, Ctrl-D...).
+    Pipe,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
 /// Numeric credentials of the container's command.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {

@@ -425,6 +425,13 @@ pub fn exit(code: c_int) -> ! {
 }
 
 /// True when the other end of the pipe `fd` is closed (or it has data).
+/// Writes one byte, ignoring failure (the reader may be gone).
+pub fn write_byte(fd: RawFd) {
+    let byte = [1u8];
+    // SAFETY: a valid one-byte buffer.
+    let _ = unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
+}
+
 pub fn pipe_peer_gone(fd: RawFd) -> bool {
     let mut pfd = libc::pollfd {
         fd,
@@ -434,4 +441,140 @@ pub fn pipe_peer_gone(fd: RawFd) -> bool {
     // SAFETY: one valid pollfd, zero timeout.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     n > 0 && pfd.revents & (libc::POLLHUP | libc::POLLIN | libc::POLLERR) != 0
+}
+
+// The terminal calls below run in the init after `pivot_root`, on the
+// container's own devpts instance; the parent side (termios, window size
+// changes) uses nix in `terminal.rs` and `container.rs`.
+
+/// Opens a new pseudo-terminal on the container's `/dev/ptmx` and returns
+/// `(master, slave)`, both `O_NOCTTY` (the init is a session leader and
+/// must not acquire it) and close-on-exec, the slave unlocked and sized.
+pub fn open_pty(rows: u16, cols: u16) -> Result<(RawFd, RawFd), Errno> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path.
+    let master = unsafe { libc::open(c"/dev/ptmx".as_ptr(), flags) };
+    if master < 0 {
+        return Err(Errno::last());
+    }
+    match open_peer(master, flags) {
+        Ok(slave) => {
+            let size = libc::winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: a valid winsize for TIOCSWINSZ.
+            match check(unsafe { libc::ioctl(master, libc::TIOCSWINSZ, &size) }) {
+                Ok(()) => Ok((master, slave)),
+                Err(e) => {
+                    close(slave);
+                    close(master);
+                    Err(e)
+                }
+            }
+        }
+        Err(e) => {
+            close(master);
+            Err(e)
+        }
+    }
+}
+
+fn open_peer(master: RawFd, flags: c_int) -> Result<RawFd, Errno> {
+    let unlock: c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int.
+    check(unsafe { libc::ioctl(master, libc::TIOCSPTLCK, &unlock) })?;
+    // SAFETY: TIOCGPTPEER takes open flags by value (Linux 4.13+).
+    let slave = unsafe { libc::ioctl(master, libc::TIOCGPTPEER, flags) };
+    if slave >= 0 {
+        return Ok(slave);
+    }
+    // Older kernels: open /dev/pts/N by name.
+    let mut path = [0u8; 32];
+    pts_path(master, &mut path)?;
+    // SAFETY: `pts_path` left a NUL-terminated path in `path`.
+    let slave = unsafe { libc::open(path.as_ptr().cast(), flags) };
+    if slave < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(slave)
+    }
+}
+
+/// Writes `/dev/pts/N`, NUL-terminated, for the pty `master` into `out`.
+pub fn pts_path(master: RawFd, out: &mut [u8; 32]) -> SysResult {
+    let mut number: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int.
+    check(unsafe { libc::ioctl(master, libc::TIOCGPTN, &mut number) })?;
+    let prefix = b"/dev/pts/";
+    out[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 10];
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (number % 10) as u8;
+        count += 1;
+        number /= 10;
+        if number == 0 {
+            break;
+        }
+    }
+    for i in 0..count {
+        out[prefix.len() + i] = digits[count - 1 - i];
+    }
+    out[prefix.len() + count] = 0;
+    Ok(())
+}
+
+/// Sends descriptor `fd` over the unix socket `sock` (SCM_RIGHTS, one
+/// byte of payload), with a buffer on the stack.
+pub fn send_fd(sock: RawFd, fd: RawFd) -> SysResult {
+    #[repr(C, align(8))]
+    struct Control([u8; 64]);
+    let mut control = Control([0; 64]);
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; every pointer below points at locals
+    // that outlive the sendmsg call, and CMSG_SPACE of one int fits in 64
+    // aligned bytes.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) as usize;
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as _;
+        ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        loop {
+            let n = libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL);
+            if n >= 0 {
+                return Ok(());
+            }
+            if Errno::last() != Errno::EINTR {
+                return Err(Errno::last());
+            }
+        }
+    }
+}
+
+/// Makes the terminal on `fd` the calling session leader's controlling
+/// terminal.
+pub fn set_controlling_tty(fd: RawFd) -> SysResult {
+    // SAFETY: TIOCSCTTY takes an int by value (0: do not steal).
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) })
+}
+
+/// `setsid`, reporting failure (the command must lead its own session to
+/// take a controlling terminal).
+pub fn new_session() -> SysResult {
+    // SAFETY: no arguments.
+    check(unsafe { libc::setsid() })
 }

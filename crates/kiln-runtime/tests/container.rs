@@ -654,3 +654,142 @@ fn a_file_can_be_bound_like_a_secret() {
     assert_eq!(out, "s3cr3t\n");
     assert!(f.upper_entries().is_empty());
 }
+
+/// Sends what the command prints on to a channel, for a test that
+/// answers it from another thread.
+struct ChannelSink {
+    out: CollectedOutput,
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+impl kiln_runtime::OutputSink for ChannelSink {
+    fn stdout(&mut self, data: &[u8]) {
+        self.out.stdout.extend_from_slice(data);
+        let _ = self.tx.send(data.to_vec());
+    }
+    fn stderr(&mut self, data: &[u8]) {
+        self.out.stderr.extend_from_slice(data);
+    }
+}
+
+/// Runs `spec` with `stdio`; `converse` gets the container's stdin writer,
+/// its tty handle and what it prints, on another thread. Guards against
+/// hangs like `run_guarded`.
+fn run_with(
+    spec: &ContainerSpec,
+    stdio: kiln_runtime::Stdio,
+    converse: impl FnOnce(Option<fs::File>, Option<kiln_runtime::TtyHandle>, mpsc::Receiver<Vec<u8>>)
+        + Send
+        + 'static,
+) -> (ExitStatus, String, String) {
+    let mut container = Container::spawn_with(spec, stdio).expect("spawn");
+    let handle = container.kill_handle();
+    let stdin = container.take_stdin();
+    let tty = container.tty_handle();
+    let (tx, rx) = mpsc::channel();
+    let talker = std::thread::spawn(move || converse(stdin, tty, rx));
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            handle.kill();
+        }
+    });
+    let mut sink = ChannelSink {
+        out: CollectedOutput::default(),
+        tx,
+    };
+    let result = container.wait(&mut sink);
+    let _ = done_tx.send(());
+    watchdog.join().unwrap();
+    talker.join().unwrap();
+    let status = result.expect("container run");
+    (
+        status,
+        String::from_utf8_lossy(&sink.out.stdout).into_owned(),
+        String::from_utf8_lossy(&sink.out.stderr).into_owned(),
+    )
+}
+
+/// Reads `rx` until what arrived contains `marker` (or the sender is gone).
+fn wait_for_output(rx: &mpsc::Receiver<Vec<u8>>, seen: &mut Vec<u8>, marker: &str) -> bool {
+    while !String::from_utf8_lossy(seen).contains(marker) {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn stdin_can_be_fed_through_a_pipe() {
+    use std::io::Write;
+    let Some(f) = Fixture::new() else { return };
+    let stdio = kiln_runtime::Stdio {
+        stdin: kiln_runtime::Stdin::Pipe,
+        tty: None,
+    };
+    let (status, out, err) = run_with(
+        &f.spec("cat | tr a-z A-Z; echo done"),
+        stdio,
+        |stdin, tty, _| {
+            assert!(tty.is_none());
+            let mut stdin = stdin.expect("a stdin writer");
+            stdin.write_all(b"hello\nworld\n").unwrap();
+            // Dropped: end of file, so `cat` ends.
+        },
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "HELLO\nWORLD\ndone\n");
+    // Without Stdin::Pipe stdin stays /dev/null.
+    let (status, out, _) = f.sh("cat; test -t 0 || echo not-a-tty");
+    assert!(status.success());
+    assert_eq!(out, "not-a-tty\n");
+}
+
+#[test]
+fn a_tty_is_the_commands_controlling_terminal() {
+    use std::io::Write;
+    let Some(f) = Fixture::new() else { return };
+    let stdio = kiln_runtime::Stdio {
+        stdin: kiln_runtime::Stdin::Pipe,
+        tty: Some(kiln_runtime::WindowSize { rows: 24, cols: 80 }),
+    };
+    let script = "test -t 0 && test -t 1 && test -t 2 && echo tty-ok; echo to-stderr >&2; \
+                  tty; stty size; [ /dev/console -ef /proc/self/fd/0 ] && echo console-ok; \
+                  read line; echo got:$line; stty size; sleep 30; echo not-interrupted";
+    let (status, out, err) = run_with(&f.spec(script), stdio, |stdin, tty, rx| {
+        let mut stdin = stdin.expect("the terminal's input");
+        let tty = tty.expect("a tty handle");
+        let mut seen = Vec::new();
+        if !wait_for_output(&rx, &mut seen, "24 80") {
+            return;
+        }
+        tty.resize(kiln_runtime::WindowSize {
+            rows: 30,
+            cols: 100,
+        })
+        .unwrap();
+        stdin.write_all(b"hello\n").unwrap();
+        if !wait_for_output(&rx, &mut seen, "30 100") {
+            return;
+        }
+        // Ctrl-C: the terminal's line discipline signals the command's
+        // process group, which only works if the tty is its controlling one.
+        stdin.write_all(b"\x03").unwrap();
+    });
+    assert_eq!(err, "", "stderr goes to the terminal too");
+    for expected in [
+        "tty-ok\r\n",
+        "to-stderr\r\n",
+        "/dev/pts/0\r\n",
+        "24 80\r\n",
+        "console-ok\r\n",
+        "got:hello\r\n",
+        "30 100\r\n",
+    ] {
+        assert!(out.contains(expected), "{expected:?} missing in {out:?}");
+    }
+    assert!(!out.contains("not-interrupted"), "{out:?}");
+    assert_eq!(status.code(), 130, "{status} {out:?}");
+}

@@ -4,6 +4,7 @@
 //! that streams its output to the log and records how it ended.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use kiln_runtime::containers::{now, ContainerConfig, ContainerRecord, Containers, State};
-use kiln_runtime::{Container, OutputSink};
+use kiln_runtime::{terminal, Container, OutputSink, Stdin, Stdio, TtyHandle, WindowSize};
 use kiln_store::Store;
 
 use super::dockerfile::print;
@@ -29,10 +30,10 @@ pub struct RunArgs {
     /// Run in the background and print the container id
     #[arg(short, long)]
     detach: bool,
-    /// Keep standard input open (not supported yet)
+    /// Keep standard input open: the container reads this process's stdin
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a terminal (not supported yet)
+    /// Allocate a pseudo-terminal for the container (stdout and stderr merge)
     #[arg(short, long)]
     tty: bool,
     /// Name the container
@@ -71,8 +72,11 @@ pub struct RunArgs {
 
 /// `kiln run`: creates a container from an image and runs it.
 pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.interactive || args.tty {
-        bail!("-i and -t are not supported yet: kiln run gives the container no standard input or terminal");
+    if args.interactive && args.detach {
+        bail!("-i cannot be combined with -d: kiln has no attach command to feed a detached container's stdin");
+    }
+    if args.interactive && args.tty && !terminal::is_terminal(std::io::stdin().as_fd()) {
+        bail!("the input device is not a TTY: -it needs a terminal on stdin (use -i alone to pipe input)");
     }
     let store = open_store(root)?;
     let image = kiln_build::load_base(&store, &args.image)?;
@@ -150,6 +154,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             network: network.into(),
             binds,
             lower_dirs,
+            tty: args.tty,
         },
     )?;
     record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());
@@ -164,7 +169,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         print(&format!("{}\n", record.id))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let code = monitor(&all, &record.id, true)?;
+    let code = monitor_with(&all, &record.id, true, args.interactive)?;
     if args.rm {
         if let Some(record) = all.load(&record.id) {
             all.remove(&record)?;
@@ -277,10 +282,37 @@ pub fn monitor_command(root: Option<&Path>, args: MonitorArgs) -> anyhow::Result
 /// and SIGTERM on to it, writes its output to the log (and, attached, to
 /// this process's stdout/stderr), records the exit code and returns it.
 fn monitor(all: &Containers, id: &str, attached: bool) -> anyhow::Result<i32> {
+    monitor_with(all, id, attached, false)
+}
+
+/// [`monitor`], with `interactive` feeding this process's stdin to the
+/// container (`run -i`). A container created with `-t` runs on a new
+/// pseudo-terminal: attached, it gets this terminal's size (and its
+/// changes), and with `-i` this terminal is in raw mode until the
+/// container ends, so keys (Ctrl-C too) go to the container's terminal.
+fn monitor_with(
+    all: &Containers,
+    id: &str,
+    attached: bool,
+    interactive: bool,
+) -> anyhow::Result<i32> {
     let mut record = all.load(id).with_context(|| format!("no container {id}"))?;
     let dir = all.dir(id);
     let spec = record.spec(&dir);
-    let container = Container::spawn(&spec)?;
+    let stdio = Stdio {
+        stdin: if interactive {
+            Stdin::Pipe
+        } else {
+            Stdin::Null
+        },
+        // Detached or not on a terminal: 24x80 (Docker leaves 0x0, which
+        // busybox's stty and some full-screen programs refuse).
+        tty: record.config.tty.then(|| {
+            (if attached { own_window_size() } else { None })
+                .unwrap_or(WindowSize { rows: 24, cols: 80 })
+        }),
+    };
+    let mut container = Container::spawn_with(&spec, stdio)?;
     let init = container.pid();
     record.state = State::Running {
         monitor: std::process::id() as i32,
@@ -289,12 +321,31 @@ fn monitor(all: &Containers, id: &str, attached: bool) -> anyhow::Result<i32> {
     };
     all.save(&record)?;
     let forwarder = forward_signals(init)?;
+    let resizer = match container.tty_handle() {
+        Some(tty) if attached => Some(follow_window_size(tty)?),
+        _ => None,
+    };
+    // Restored when this function returns, whichever way.
+    let _raw = match record.config.tty && interactive && attached {
+        true => terminal::RawMode::enable(std::io::stdin().as_fd())?,
+        false => None,
+    };
+    if let Some(mut input) = container.take_stdin() {
+        // Ends at our end of file (closing the container's stdin) or when
+        // the container is gone (EPIPE/EIO); otherwise it dies with us.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+        });
+    }
     let mut sink = LogSink {
         log: all.log_writer(id)?,
         attached,
     };
     let waited = container.wait(&mut sink);
     forwarder.close();
+    if let Some(resizer) = resizer {
+        resizer.close();
+    }
     let code = match waited {
         Ok(status) => status.code(),
         Err(kiln_runtime::RuntimeError::Killed) => 137,
@@ -310,6 +361,27 @@ fn monitor(all: &Containers, id: &str, attached: bool) -> anyhow::Result<i32> {
     record.state = State::Exited { code, at: now() };
     all.save(&record)?;
     Ok(code)
+}
+
+/// This process's terminal size: stdout's, else stdin's.
+fn own_window_size() -> Option<WindowSize> {
+    terminal::window_size(std::io::stdout().as_fd())
+        .or_else(|| terminal::window_size(std::io::stdin().as_fd()))
+}
+
+/// Copies this terminal's size to the container's on every SIGWINCH.
+fn follow_window_size(tty: TtyHandle) -> anyhow::Result<signal_hook::iterator::Handle> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGWINCH])
+        .context("installing the SIGWINCH handler")?;
+    let handle = signals.handle();
+    std::thread::spawn(move || {
+        for _ in signals.forever() {
+            if let Some(size) = own_window_size() {
+                let _ = tty.resize(size);
+            }
+        }
+    });
+    Ok(handle)
 }
 
 /// Sends SIGINT/SIGTERM/SIGHUP/SIGQUIT this process receives on to the
