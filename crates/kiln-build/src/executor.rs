@@ -410,15 +410,6 @@ impl Step<'_> {
                         hint: Some("pass --allow security.insecure to kiln build".into()),
                     });
                 }
-                if run.insecure {
-                    return Err(BuildError::step(
-                        node.line,
-                        format!(
-                            "{}: --security=insecure is not supported yet (kiln has no privileged containers)",
-                            node.display
-                        ),
-                    ));
-                }
                 let inputs = &node.inputs;
                 let env: Vec<String> = inputs.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 // What bind mounts show the command is an input like COPY's

@@ -116,6 +116,8 @@ pub fn run_step(
         hosts: None,
         resolv_conf: None,
         state_parent: Some(scratch.0.clone()),
+        // Reached only with --allow security.insecure (the executor checks).
+        privileged: run.insecure,
     };
     let mut sink = StepOutput {
         node,

@@ -52,6 +52,18 @@ pub const DOCKER_DEFAULT_MASK: u64 = mask(DOCKER_DEFAULT);
 /// CAP_KILL) and reaps; everything else is dropped once the command runs.
 pub const INIT_MASK: u64 = mask(&[KILL]);
 
+/// Every capability this process has (a privileged container gets what
+/// its caller holds; asking for more fails with EPERM).
+pub fn own_permitted() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapPrm:"))?;
+            u64::from_str_radix(line["CapPrm:".len()..].trim(), 16).ok()
+        })
+        .unwrap_or(DOCKER_DEFAULT_MASK)
+}
+
 /// Highest capability number of the running kernel (read before `clone`).
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")

@@ -224,7 +224,10 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     }
     sys::umask(0o022);
 
-    check(Stage::Capabilities, set_default_caps(plan.last_cap));
+    check(
+        Stage::Capabilities,
+        set_command_caps(plan.last_cap, plan.command_caps),
+    );
     check(Stage::Groups, sys::setgroups(&plan.groups));
     check(Stage::Setgid, sys::setresgid(plan.gid));
     // Leaving uid 0 clears the permitted and effective sets, as Docker
@@ -235,13 +238,13 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     exec(plan, args, fds.report)
 }
 
-fn set_default_caps(last_cap: u32) -> sys::SysResult {
+fn set_command_caps(last_cap: u32, keep: u64) -> sys::SysResult {
     for cap in 0..=last_cap {
-        if caps::DOCKER_DEFAULT_MASK & (1 << cap) == 0 {
+        if keep & (1 << cap) == 0 {
             sys::drop_bounding_cap(cap)?;
         }
     }
-    sys::capset(caps::DOCKER_DEFAULT_MASK, caps::DOCKER_DEFAULT_MASK, 0)?;
+    sys::capset(keep, keep, 0)?;
     match sys::clear_ambient_caps() {
         // Kernels before 4.3 have no ambient set.
         Err(Errno::EINVAL) => Ok(()),

@@ -36,6 +36,9 @@ pub struct ContainerConfig {
     /// Run on a terminal (`run -t`); every start allocates a new one.
     #[serde(default)]
     pub tty: bool,
+    /// `--privileged`: every capability, no masked `/proc` paths.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 /// Where a container is in its life.
@@ -98,6 +101,7 @@ impl ContainerRecord {
             hosts: None,
             resolv_conf: None,
             state_parent: Some(dir.to_owned()),
+            privileged: self.config.privileged,
         }
     }
 

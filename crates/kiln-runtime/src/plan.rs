@@ -172,6 +172,8 @@ pub(crate) struct Plan {
     pub gid: libc::gid_t,
     pub groups: Vec<libc::gid_t>,
     pub last_cap: u32,
+    /// The command's capabilities: Docker's defaults, or all of them.
+    pub command_caps: u64,
     /// Allocate a pty of this size (rows, cols) in the container's devpts.
     pub tty: Option<(u16, u16)>,
 }

@@ -142,7 +142,11 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
             .into_iter()
             .zip(overlay_fds.iter().map(AsRawFd::as_raw_fd))
             .collect(),
-        post_pivot: post_pivot_steps()?,
+        post_pivot: if spec.privileged {
+            Vec::new()
+        } else {
+            post_pivot_steps()?
+        },
         hostname: spec.hostname.as_bytes().to_vec(),
         loopback_up: spec.network == Network::None,
         cwd_dirs: cwd_dirs(&spec.cwd)?,
@@ -163,6 +167,11 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         gid: spec.user.gid,
         groups: spec.user.additional_gids.clone(),
         last_cap: caps::last_cap(),
+        command_caps: if spec.privileged {
+            caps::own_permitted()
+        } else {
+            caps::DOCKER_DEFAULT_MASK
+        },
         tty: None,
     };
     Ok(Prepared {

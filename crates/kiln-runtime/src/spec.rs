@@ -42,6 +42,9 @@ pub struct ContainerSpec {
     /// Where the per-run state dir is created (default: the system temp
     /// dir). It never holds anything the caller needs after the run.
     pub state_parent: Option<PathBuf>,
+    /// `RUN --security=insecure` / `kiln run --privileged`: every
+    /// capability, no masked or read-only `/proc` paths.
+    pub privileged: bool,
 }
 
 /// How the command's standard streams are connected. Kept apart from

@@ -52,6 +52,7 @@ impl Fixture {
             cwd: "/".into(),
             hostname: "kiln-test".into(),
             state_parent: Some(self.dir.path().to_path_buf()),
+            privileged: false,
             ..Default::default()
         }
     }

@@ -63,6 +63,9 @@ pub struct RunArgs {
     /// The container's hostname (default: the id's first 12 characters)
     #[arg(long)]
     hostname: Option<String>,
+    /// Every capability and no masked /proc paths
+    #[arg(long)]
+    privileged: bool,
     /// The image (name, digest or id)
     image: String,
     /// The command and its arguments (default: the image's CMD)
@@ -155,6 +158,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             binds,
             lower_dirs,
             tty: args.tty,
+            privileged: args.privileged,
         },
     )?;
     record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());
