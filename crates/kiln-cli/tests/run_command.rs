@@ -298,3 +298,28 @@ fn stdin_with_i_and_a_terminal_with_t() {
         "the terminal is back in cooked mode: {out:?}"
     );
 }
+
+#[test]
+fn an_untagged_build_runs_by_its_digest() {
+    let (dir, root) = store();
+    let context = dir.path().join("untagged");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nCMD [\"echo\", \"no name\"]\n",
+    )
+    .unwrap();
+    let digest = ok(kiln(
+        &root,
+        &["build", "--progress", "quiet", context.to_str().unwrap()],
+    ));
+    assert_eq!(
+        ok(kiln(&root, &["run", "--rm", digest.trim()])),
+        "no name\n"
+    );
+    let unknown = kiln(
+        &root,
+        &["run", "--rm", &format!("sha256:{}", "0".repeat(64))],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+}

@@ -17,7 +17,11 @@ pub struct ImageRecord {
     pub config: Digest,
 }
 
-fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Result<Descriptor, StoreError> {
+pub(crate) fn descriptor(
+    media_type: MediaType,
+    digest: &Digest,
+    size: u64,
+) -> Result<Descriptor, StoreError> {
     let digest: oci_spec::image::Digest = digest
         .to_string()
         .parse()

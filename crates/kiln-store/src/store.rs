@@ -254,7 +254,27 @@ impl Store {
                 }
             }
         }
+        // A whole digest of an image no name points at (a build without
+        // -t prints one): the manifest itself, while it is in the store.
+        if let Ok(digest) = format!("sha256:{hex}").parse::<Digest>() {
+            if let Some(found) = self.untagged_manifest(&digest) {
+                return Ok(found);
+            }
+        }
         Err(StoreError::UnknownImage(name.to_owned()))
+    }
+
+    fn untagged_manifest(&self, digest: &Digest) -> Option<Descriptor> {
+        let size = fs::metadata(self.blobs.path(digest)).ok()?.len();
+        if size > MAX_DOCUMENT_SIZE {
+            return None;
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&self.blobs.read(digest).ok()?).ok()?;
+        let is_manifest = doc.get("config").is_some() && doc.get("layers").is_some();
+        if !is_manifest {
+            return None;
+        }
+        crate::image::descriptor(MediaType::ImageManifest, digest, size).ok()
     }
 
     /// Every blob reachable from `roots` (manifests, indexes, or blobs
