@@ -161,17 +161,24 @@ pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildEr
             let mut entry = entry.map_err(io)?;
             let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
             let (parent, name) = split(&path);
+            // Whiteouts act only inside the tree: never through a symlink
+            // an earlier layer planted, never on `.` or `..`.
             if name == OPAQUE {
-                let target = dir.join(parent);
-                if let Ok(children) = fs::read_dir(&target) {
-                    for child in children.flatten() {
-                        remove_any(&child.path());
+                if let Some(target) = real_dir(dir, parent) {
+                    if let Ok(children) = fs::read_dir(&target) {
+                        for child in children.flatten() {
+                            remove_any(&child.path());
+                        }
                     }
                 }
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(WHITEOUT) {
-                remove_any(&dir.join(join(parent, hidden)));
+                if let Some(target) = real_dir(dir, parent) {
+                    if !matches!(hidden, "" | "." | "..") {
+                        remove_any(&target.join(hidden));
+                    }
+                }
                 continue;
             }
             entry.unpack_in(dir).map_err(io)?;
@@ -180,6 +187,22 @@ pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildEr
     Ok(())
 }
 
+/// `dir/rel` if each of its components is a real directory, not a link.
+fn real_dir(dir: &Path, rel: &str) -> Option<std::path::PathBuf> {
+    let mut current = dir.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return None;
+        }
+        current.push(part);
+        if !fs::symlink_metadata(&current).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(current)
+}
+
+/// Removes a file, link (not what it points at) or whole directory.
 fn remove_any(path: &Path) {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => {

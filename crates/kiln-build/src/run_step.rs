@@ -32,17 +32,8 @@ pub fn run_step(
     options: &BuildOptions<'_>,
 ) -> Result<Layer, BuildError> {
     let fail = |message: String| BuildError::step(node.line, message);
-    // Top-most first. A layer that appears twice (two RUNs that changed
-    // nothing make the same empty layer) is kept only at its top-most
-    // place: overlayfs refuses a lower dir given twice, and the upper copy
-    // redoes everything the lower one did.
-    let mut lower_dirs = Vec::with_capacity(state.layers.len());
-    let mut seen = std::collections::HashSet::new();
-    for layer in state.layers.iter().rev() {
-        if seen.insert(layer.digest) {
-            lower_dirs.push(store.snapshot(&layer.digest)?);
-        }
-    }
+    let digests: Vec<_> = state.layers.iter().map(|l| l.digest).collect();
+    let lower_dirs = store.lower_dirs(&digests)?;
     let scratch = TempDir::new(store)?;
     let mut mounts = Vec::new();
     let mut held = Held::default();

@@ -603,3 +603,55 @@ fn dockerignore_hides_files_from_copy_and_the_dockerfiles_own_wins() {
     assert!(!rootfs.join("ctx/src").exists());
     assert!(rootfs.join("ctx/logs/today.log").is_file());
 }
+
+#[test]
+fn whiteouts_in_an_image_never_reach_outside_its_tree() {
+    let f = fixture(None);
+    let victim_dir = f.work.join("victim");
+    fs::create_dir_all(&victim_dir).unwrap();
+    fs::write(victim_dir.join("victim"), "still here\n").unwrap();
+    // A root filesystem whose symlink points out of it, and whiteouts and
+    // an opaque marker that would act through it.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    tar.append_link(&mut link, "escape", &victim_dir).unwrap();
+    for name in ["escape/.wh.victim", "escape/.wh..wh..opq", "etc/.wh..."] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(0);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, std::io::empty())
+            .unwrap();
+    }
+    let rootfs = f.work.join("evil.tar");
+    fs::write(&rootfs, tar.into_inner().unwrap()).unwrap();
+    ok(kiln(&f.root, &["import", rootfs.to_str().unwrap(), "evil"]));
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch\nCOPY --from=evil / /copied/\n",
+    )
+    .unwrap();
+    let _ = kiln(&f.root, &["build", f.context.to_str().unwrap()]);
+    let out = f.work.join("local-out");
+    fs::write(f.context.join("Dockerfile"), "FROM evil\n").unwrap();
+    let _ = kiln(
+        &f.root,
+        &[
+            "build",
+            "-o",
+            out.to_str().unwrap(),
+            f.context.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        fs::read_to_string(victim_dir.join("victim")).unwrap(),
+        "still here\n"
+    );
+    assert!(
+        f.work.join("store").is_dir(),
+        "the store's parent is untouched"
+    );
+}

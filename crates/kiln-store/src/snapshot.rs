@@ -66,6 +66,22 @@ impl Store {
         }
     }
 
+    /// The overlay lower dirs for a stack of layers given bottom first:
+    /// their snapshots, top-most first. A layer that appears twice (two
+    /// RUNs that changed nothing make the same empty layer) is kept only at
+    /// its top-most place: overlayfs refuses a lower dir given twice, and
+    /// the upper copy redoes everything the lower one did.
+    pub fn lower_dirs(&self, layers: &[Digest]) -> Result<Vec<PathBuf>, StoreError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut dirs = Vec::with_capacity(layers.len());
+        for layer in layers.iter().rev() {
+            if seen.insert(*layer) {
+                dirs.push(self.snapshot(layer)?);
+            }
+        }
+        Ok(dirs)
+    }
+
     /// Removes snapshots whose layer blob is gone, and leftovers of killed
     /// unpackers. Returns how many directories went.
     pub(crate) fn remove_orphan_snapshots(&self) -> Result<usize, StoreError> {
@@ -89,43 +105,146 @@ impl Store {
 }
 
 /// Unpacks one layer into the empty directory `dir`, owners, modes, times
-/// and xattrs kept, whiteouts in overlay form.
+/// and xattrs kept, whiteouts in overlay form. Nothing is ever written
+/// through a symlink: the parents of files and whiteouts are walked
+/// component by component and must be real directories inside `dir`
+/// (links and special files go through the tar crate, which checks the
+/// same).
 fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<(), StoreError> {
     let what = format!("layer {layer}");
     let io_error = |e| StoreError::io(&what, e);
+    let hostile = |raw: &Path, reason: &str| StoreError::HostileArchive {
+        what: what.clone(),
+        entry: raw.display().to_string(),
+        reason: reason.into(),
+    };
     let mut archive = tar::Archive::new(open_layer(blobs, layer)?);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
+    let mut dirs = SafeDirs::default();
     for entry in archive.entries().map_err(io_error)? {
         let mut entry = entry.map_err(io_error)?;
         let raw = entry.path().map_err(io_error)?.into_owned();
         let Some(path) = contained_path(&raw) else {
-            return Err(StoreError::HostileArchive {
-                what: what.clone(),
-                entry: raw.display().to_string(),
-                reason: "the path leaves the root (..)".into(),
-            });
+            return Err(hostile(&raw, "the path leaves the root (..)"));
         };
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let parent = dir.join(path.parent().unwrap_or(Path::new("")));
+        let parent_rel = path.parent().unwrap_or(Path::new("")).to_owned();
         match name.as_deref() {
             Some(OPAQUE_MARKER) => {
-                fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+                let parent = dirs
+                    .ensure(dir, &parent_rel)
+                    .map_err(|_| hostile(&raw, "its directory is not a directory of the layer"))?;
                 xattr::set(&parent, OPAQUE_XATTR, b"y").map_err(|e| StoreError::io(&parent, e))?;
             }
             Some(name) if name.starts_with(WHITEOUT_PREFIX) => {
-                let hidden = parent.join(&name[WHITEOUT_PREFIX.len()..]);
-                fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
-                make_whiteout(&hidden)?;
+                let parent = dirs
+                    .ensure(dir, &parent_rel)
+                    .map_err(|_| hostile(&raw, "its directory is not a directory of the layer"))?;
+                make_whiteout(&parent.join(&name[WHITEOUT_PREFIX.len()..]))?;
+            }
+            _ if entry.header().entry_type() == tar::EntryType::Regular
+                && !path.as_os_str().is_empty() =>
+            {
+                let parent = dirs
+                    .ensure(dir, &parent_rel)
+                    .map_err(|_| hostile(&raw, "its directory is not a directory of the layer"))?;
+                let target = parent.join(path.file_name().unwrap_or_default());
+                write_file(&mut entry, &target).map_err(|e| StoreError::io(&target, e))?;
             }
             _ => {
+                let kind = entry.header().entry_type();
                 entry.unpack_in(dir).map_err(io_error)?;
+                if kind.is_dir() {
+                    dirs.add(dir, &path);
+                } else {
+                    dirs.forget(&path);
+                }
             }
         }
     }
     Ok(())
+}
+
+/// Directories of the snapshot known to be real directories (no symlink on
+/// the way), relative to its root.
+#[derive(Default)]
+struct SafeDirs {
+    known: std::collections::HashSet<PathBuf>,
+}
+
+impl SafeDirs {
+    /// `dir/rel` as a real directory inside `dir`, created if missing; an
+    /// error if a component is anything but a directory.
+    fn ensure(&mut self, dir: &Path, rel: &Path) -> io::Result<PathBuf> {
+        let mut current = PathBuf::new();
+        for component in rel.components() {
+            current.push(component);
+            if self.known.contains(&current) {
+                continue;
+            }
+            let full = dir.join(&current);
+            match fs::symlink_metadata(&full) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(_) => return Err(io::Error::other("not a directory")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&full)?,
+                Err(e) => return Err(e),
+            }
+            self.known.insert(current.clone());
+        }
+        Ok(dir.join(rel))
+    }
+
+    fn add(&mut self, dir: &Path, rel: &Path) {
+        if fs::symlink_metadata(dir.join(rel)).is_ok_and(|m| m.is_dir()) {
+            self.known.insert(rel.to_owned());
+        }
+    }
+
+    /// Something that is not a directory now stands at `rel`.
+    fn forget(&mut self, rel: &Path) {
+        self.known.retain(|known| !known.starts_with(rel));
+    }
+}
+
+/// Writes a regular file from the archive at `path` (replacing a file an
+/// earlier entry left there, never following a link at its place), with
+/// its owner, mode, xattrs and time.
+fn write_file<R: io::Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let header = entry.header();
+    let mode = header.mode()? & 0o7777;
+    let uid = u32::try_from(header.uid()?).unwrap_or(0);
+    let gid = u32::try_from(header.gid()?).unwrap_or(0);
+    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(header.mtime()?);
+    let mut xattrs = Vec::new();
+    if let Some(extensions) = entry.pax_extensions()? {
+        for extension in extensions {
+            let extension = extension?;
+            let key = extension.key().unwrap_or_default();
+            if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                xattrs.push((name.to_owned(), extension.value_bytes().to_vec()));
+            }
+        }
+    }
+    let create = || fs::File::options().write(true).create_new(true).open(path);
+    let mut file = match create() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            create()?
+        }
+        other => other?,
+    };
+    io::copy(entry, &mut file)?;
+    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+    // After chown, which clears set-id bits.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    for (name, value) in &xattrs {
+        xattr::FileExt::set_xattr(&file, name, value)?;
+    }
+    file.set_modified(mtime)
 }
 
 /// An overlay whiteout: a character device with device number 0:0.

@@ -208,3 +208,80 @@ fn gc_removes_snapshots_of_deleted_layers() {
     assert_eq!(report.snapshots, 2);
     assert!(!snapshot.exists());
 }
+
+#[test]
+fn a_layer_cannot_write_through_its_own_symlinks() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let target = format!("->{}", outside.display());
+    for evil in [
+        vec![
+            ("escape", Some(target.as_str())),
+            ("escape/.wh.victim", Some("")),
+        ],
+        vec![
+            ("escape", Some(target.as_str())),
+            ("escape/.wh..wh..opq", Some("")),
+        ],
+        vec![
+            ("escape", Some(target.as_str())),
+            ("escape/planted", Some("x")),
+        ],
+    ] {
+        let layer = layer(&store, &evil);
+        let error = store.snapshot(&layer.digest).unwrap_err();
+        assert!(error.to_string().contains("escape"), "{evil:?}: {error}");
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "{evil:?} wrote outside"
+        );
+        assert!(xattr::get(&outside, "trusted.overlay.opaque")
+            .unwrap()
+            .is_none());
+    }
+}
+
+#[test]
+fn many_files_unpack_with_their_metadata() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    for n in 0..5000u32 {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(if n % 2 == 0 { 0o640 } else { 0o4755 });
+        header.set_uid(u64::from(n % 7));
+        header.set_gid(u64::from(n % 5));
+        header.set_mtime(1_000_000 + u64::from(n));
+        let body = format!("file {n}\n");
+        header.set_size(body.len() as u64);
+        builder
+            .append_data(&mut header, format!("d{}/f{n}", n % 10), body.as_bytes())
+            .unwrap();
+    }
+    let bytes = builder.into_inner().unwrap();
+    let layer = import_layer(store.blobs(), &bytes[..], "many").unwrap();
+    let snapshot = store.snapshot(&layer.digest).unwrap();
+    for n in [0u32, 1, 2500, 4999] {
+        let path = snapshot.join(format!("d{}/f{n}", n % 10));
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), format!("file {n}\n"));
+        assert_eq!(
+            meta.mode() & 0o7777,
+            if n % 2 == 0 { 0o640 } else { 0o4755 }
+        );
+        assert_eq!((meta.uid(), meta.gid()), (n % 7, n % 5));
+        assert_eq!(meta.mtime(), 1_000_000 + i64::from(n));
+    }
+}

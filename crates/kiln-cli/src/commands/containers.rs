@@ -84,13 +84,8 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(root)?;
     let image = kiln_build::load_base(&store, &args.image)?;
     let image_config = image.image_config();
-    let mut lower_dirs = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for layer in image.layers.iter().rev() {
-        if seen.insert(layer.digest) {
-            lower_dirs.push(store.snapshot(&layer.digest)?);
-        }
-    }
+    let digests: Vec<_> = image.layers.iter().map(|l| l.digest).collect();
+    let lower_dirs = store.lower_dirs(&digests)?;
     let argv = command_line(
         image_config.entrypoint.as_deref().unwrap_or_default(),
         image_config.cmd.as_deref().unwrap_or_default(),
