@@ -2,7 +2,7 @@
 # The README's first command, after `cargo build --release`: makes a busybox
 # base image from Debian's busybox-static (no container registry needed),
 # builds examples/hello (a RUN step in a container) and examples/static with
-# kiln, and shows the result. The store is $KILN_ROOT, default
+# kiln, shows the images and runs one. The store is $KILN_ROOT, default
 # ./target/demo-store. Building needs root (RUN uses namespaces and overlayfs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,4 +14,5 @@ sh ../shared/bench/busybox-rootfs.sh "$rootfs" >/dev/null
 "$kiln" build -t hello:latest examples/hello
 "$kiln" build -t static:latest examples/static
 "$kiln" images
+"$kiln" run --rm hello:latest
 echo "inspect it with: skopeo inspect oci:$KILN_ROOT:static:latest"
