@@ -87,6 +87,15 @@ fn glob(pattern: &str, line: u32, instruction: &str) -> Result<GlobMatcher, Buil
         })
 }
 
+/// `inner` under `base` (either may be empty).
+fn join_rel(base: &str, inner: &str) -> String {
+    match (base.is_empty(), inner.is_empty()) {
+        (true, _) => inner.to_owned(),
+        (_, true) => base.to_owned(),
+        _ => format!("{base}/{inner}"),
+    }
+}
+
 /// Whether `.dockerignore` excludes `rel` (a path relative to the root).
 fn ignored(req: &CopyRequest<'_>, rel: &str) -> Result<bool, BuildError> {
     match req.ignore {
@@ -308,28 +317,30 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
             if req.parents || !base.is_empty() {
                 items.push(item_for(req, base.clone(), &path, &meta)?);
             }
+            // Directories are decided during the walk (so excluded ones are
+            // not entered); the files, most of the work (an lstat and the
+            // pattern matching each), are decided after it, in parallel.
             let walker = WalkDir::new(&path)
                 .min_depth(1)
                 .sort_by_file_name()
                 .follow_links(false);
+            let mut files = Vec::new();
             let mut walker = walker.into_iter();
             while let Some(entry) = walker.next() {
                 let entry = entry.map_err(|e| BuildError::io(&path, e.into()))?;
+                if !entry.file_type().is_dir() {
+                    files.push(entry);
+                    continue;
+                }
                 let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
                 let inner = inner.to_string_lossy();
                 if excludes.iter().any(|g| g.is_match(inner.as_ref())) {
-                    if entry.file_type().is_dir() {
-                        walker.skip_current_dir();
-                    }
+                    walker.skip_current_dir();
                     continue;
                 }
-                let in_context = if rel.is_empty() {
-                    inner.to_string()
-                } else {
-                    format!("{rel}/{inner}")
-                };
+                let in_context = join_rel(&rel, &inner);
                 if ignored(req, &in_context)? {
-                    if entry.file_type().is_dir() && dir_ignored_entirely(req, &in_context) {
+                    if dir_ignored_entirely(req, &in_context) {
                         walker.skip_current_dir();
                     }
                     continue;
@@ -337,13 +348,26 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
                 let meta = entry
                     .metadata()
                     .map_err(|e| BuildError::io(entry.path(), e.into()))?;
-                let target = if base.is_empty() {
-                    inner.to_string()
-                } else {
-                    format!("{base}/{inner}")
-                };
-                items.push(item_for(req, target, entry.path(), &meta)?);
+                items.push(item_for(req, join_rel(&base, &inner), entry.path(), &meta)?);
             }
+            use rayon::prelude::*;
+            let decided: Vec<Option<Item>> = files
+                .par_iter()
+                .map(|entry| {
+                    let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
+                    let inner = inner.to_string_lossy();
+                    if excludes.iter().any(|g| g.is_match(inner.as_ref()))
+                        || ignored(req, &join_rel(&rel, &inner))?
+                    {
+                        return Ok(None);
+                    }
+                    let meta = entry
+                        .metadata()
+                        .map_err(|e| BuildError::io(entry.path(), e.into()))?;
+                    item_for(req, join_rel(&base, &inner), entry.path(), &meta).map(Some)
+                })
+                .collect::<Result<_, BuildError>>()?;
+            items.extend(decided.into_iter().flatten());
         } else {
             if excludes.iter().any(|g| g.is_match(&rel)) {
                 continue;
