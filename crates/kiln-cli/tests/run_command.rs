@@ -323,3 +323,30 @@ fn an_untagged_build_runs_by_its_digest() {
     );
     assert_eq!(unknown.status.code(), Some(1));
 }
+
+#[test]
+fn a_kept_container_keeps_its_image_through_rmi_and_prune() {
+    let (dir, root) = store();
+    let context = dir.path().join("own");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo mine > /mine\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &root,
+        &["build", "-t", "own", context.to_str().unwrap()],
+    ));
+    ok(kiln(
+        &root,
+        &["run", "--name", "keeper", "own", "cat", "/mine"],
+    ));
+    ok(kiln(&root, &["rmi", "own"]));
+    ok(kiln(&root, &["prune", "--all"]));
+    assert_eq!(ok(kiln(&root, &["start", "-a", "keeper"])), "mine\n");
+    ok(kiln(&root, &["rm", "keeper"]));
+    // With the container gone, so is what only it kept.
+    let pruned = ok(kiln(&root, &["prune"]));
+    assert!(!pruned.contains(" 0 blobs"), "{pruned}");
+}

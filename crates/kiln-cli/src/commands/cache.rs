@@ -12,13 +12,20 @@ use kiln_store::{Digest, Store};
 use super::dockerfile::print;
 use super::images::{human_size, open_store};
 
-/// The blobs the build cache keeps: layers of cached steps.
-pub fn cache_roots(store: &Store) -> Vec<Digest> {
-    CacheIndex::open(store.root())
+/// What GC keeps besides tagged images: the layers of cached steps, and
+/// the images of kept containers (their snapshots are those containers'
+/// lower dirs; `kiln rmi` of such an image removes the name only).
+pub fn gc_roots(store: &Store) -> Vec<Digest> {
+    let cached = CacheIndex::open(store.root())
         .entries()
         .into_iter()
-        .filter_map(|entry| entry.blob?.parse().ok())
-        .collect()
+        .filter_map(|entry| entry.blob?.parse().ok());
+    let containers =
+        kiln_runtime::containers::Containers::open(&store.root().join("kiln/containers"))
+            .list()
+            .into_iter()
+            .filter_map(|record| record.config.image_id.parse().ok());
+    cached.chain(containers).collect()
 }
 
 #[derive(Args)]
@@ -85,7 +92,7 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let report = store.gc(&cache_roots(&store))?;
+    let report = store.gc(&gc_roots(&store))?;
     let scratch = store.root().join("kiln/tmp");
     let mut dirs = 0;
     if let Ok(entries) = std::fs::read_dir(&scratch) {

@@ -284,7 +284,7 @@ pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
 pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let removed = store.untag(&args.name)?;
-    let report = store.gc(&super::cache::cache_roots(&store))?;
+    let report = store.gc(&super::cache::gc_roots(&store))?;
     print(&format!(
         "Untagged: {}\nDeleted: {} blobs ({}) of {}\n",
         args.name,
