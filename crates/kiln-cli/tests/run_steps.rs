@@ -1,6 +1,4 @@
-//! RUN in `kiln build`: the benchmark projects build on a busybox base
-//! and their images hold what the Dockerfiles compute; each `--mount`
-//! type; secrets never reach a layer, the history or the cache; layers of
+//! RUN in `kiln build`: each `--mount` type; secrets never reach a layer, the history or the cache; layers of
 //! deletions and replacements unpack (umoci) to the right tree; a failing
 //! command names its exit code and shows its last lines.
 
@@ -38,70 +36,6 @@ fn context(store: &Store, name: &str, dockerfile: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
     dir
-}
-
-fn bench_project(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/bench/projects")
-        .join(name)
-}
-
-#[test]
-fn the_benchmark_projects_build_and_compute_what_they_say() {
-    let s = store_with_busybox();
-    for project in ["small", "edit", "multistage"] {
-        let out = kiln(
-            &s.root,
-            &[
-                "build",
-                "-t",
-                project,
-                bench_project(project).to_str().unwrap(),
-            ],
-        );
-        assert!(out.status.success(), "{project}: {}", text(&out.stderr));
-    }
-    let small = umoci_unpack(&s.root, "small", &s.work.join("small"));
-    assert_eq!(
-        fs::read_to_string(small.join("app/out/mode.txt")).unwrap(),
-        "built in bench mode\n",
-        "ENV reached the RUN"
-    );
-    assert_eq!(
-        fs::read_link(small.join("app/mode")).unwrap(),
-        Path::new("/app/out/mode.txt")
-    );
-    let sums = fs::read_to_string(small.join("app/out/SHA256SUMS")).unwrap();
-    assert_eq!(sums.lines().count(), 3, "{sums}");
-
-    let edit = umoci_unpack(&s.root, "edit", &s.work.join("edit"));
-    assert_eq!(
-        fs::read_to_string(edit.join("app/cfg/setup.txt")).unwrap(),
-        "static setup\n"
-    );
-    assert!(fs::read_to_string(edit.join("app/out/count.txt"))
-        .unwrap()
-        .ends_with(" /app/out/all.txt\n"));
-
-    let multi = umoci_unpack(&s.root, "multistage", &s.work.join("multistage"));
-    let summary = fs::read_to_string(multi.join("result/summary.txt")).unwrap();
-    assert!(summary.starts_with("loop=1200000\n"), "{summary}");
-    assert!(summary.ends_with("awk=285084\n"), "{summary}");
-    // sha256 of 256 MiB of zeros.
-    assert!(summary.contains("a6d72ac7690f53be6ae46ba88506bd97302a093f7108472bd9efc3cefda06484"));
-
-    // And under `kiln run`, each prints what its CMD says.
-    let run = |image: &str| ok(kiln(&s.root, &["run", "--rm", image]));
-    let small_out = run("small");
-    assert!(
-        small_out.starts_with("built in bench mode\n"),
-        "{small_out}"
-    );
-    assert_eq!(small_out.lines().count(), 4, "{small_out}");
-    assert!(run("edit").contains("/app/out/all.txt"));
-    assert_eq!(run("multistage"), summary);
-    let left = ok(kiln(&s.root, &["ps", "-a", "-q"]));
-    assert_eq!(left, "", "--rm removed them");
 }
 
 #[test]
