@@ -558,3 +558,44 @@ fn cache_mounts_travel_with_an_exported_cache_when_asked() {
         "2"
     );
 }
+
+#[test]
+fn the_same_step_in_two_stages_runs_once() {
+    let s = store_with_busybox();
+    let dir = context(
+        &s,
+        "twins",
+        "FROM busybox AS a\nRUN sleep 1 && date +%s%N > /made\n\
+         FROM busybox AS b\nRUN sleep 1 && date +%s%N > /made\n\
+         FROM busybox\nCOPY --from=a /made /a\nCOPY --from=b /made /b\n",
+    );
+    let out = kiln(
+        &s.root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "twins",
+            dir.to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // One of the two RUNs ran; the other waited for it and hit.
+    let ran = stderr
+        .lines()
+        .filter(|l| l.starts_with("#2 DONE") || l.starts_with("#4 DONE"))
+        .count();
+    let cached = stderr
+        .lines()
+        .filter(|l| *l == "#2 CACHED" || *l == "#4 CACHED")
+        .count();
+    assert_eq!((ran, cached), (1, 1), "{stderr}");
+    let rootfs = umoci_unpack(&s.root, "twins", &s.work.join("twins-out"));
+    assert_eq!(
+        fs::read_to_string(rootfs.join("a")).unwrap(),
+        fs::read_to_string(rootfs.join("b")).unwrap(),
+        "both stages have the one result"
+    );
+}
