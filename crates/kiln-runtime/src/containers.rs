@@ -261,3 +261,74 @@ fn random_id() -> Result<String, RuntimeError> {
     }
     Ok(id)
 }
+
+/// Docker's rules: `--entrypoint` replaces the image's ENTRYPOINT (and
+/// then the image's CMD is dropped); a command given replaces CMD.
+pub fn command_line(
+    image_entrypoint: &[String],
+    image_cmd: &[String],
+    entrypoint: Option<&str>,
+    command: &[String],
+) -> Result<Vec<String>, RuntimeError> {
+    let (entrypoint, default_cmd): (Vec<String>, &[String]) = match entrypoint {
+        Some("") => (Vec::new(), &[]),
+        Some(e) => (vec![e.to_owned()], &[]),
+        None => (image_entrypoint.to_vec(), image_cmd),
+    };
+    let cmd = if command.is_empty() {
+        default_cmd.to_vec()
+    } else {
+        command.to_vec()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(RuntimeError::InvalidSpec(
+            "no command specified: the image has no ENTRYPOINT or CMD; give one after the image name".into(),
+        ));
+    }
+    Ok(argv)
+}
+
+/// `NAME=VALUE` replaces NAME in `env`; a bare `NAME` takes the value
+/// from this process's environment (`docker run -e NAME`).
+pub fn set_env(env: &mut Vec<String>, item: &str) {
+    let (name, value) = match item.split_once('=') {
+        Some((name, value)) => (name, value.to_owned()),
+        None => match std::env::var(item) {
+            Ok(value) => (item, value),
+            // Docker drops a NAME that is not set here.
+            Err(_) => return,
+        },
+    };
+    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
+    env.push(format!("{name}={value}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn docker_entrypoint_and_cmd_rules() {
+        let ep = strings(&["/entry"]);
+        let cmd = strings(&["default"]);
+        let line = |e: Option<&str>, c: &[&str]| command_line(&ep, &cmd, e, &strings(c)).unwrap();
+        assert_eq!(line(None, &[]), ["/entry", "default"]);
+        assert_eq!(line(None, &["x"]), ["/entry", "x"]);
+        assert_eq!(line(Some("/other"), &[]), ["/other"]);
+        assert_eq!(line(Some(""), &["sh"]), ["sh"]);
+        assert!(command_line(&[], &[], None, &[]).is_err());
+    }
+
+    #[test]
+    fn env_items_replace_and_bare_names_come_from_here() {
+        let mut env = strings(&["A=1", "B=2"]);
+        set_env(&mut env, "A=3");
+        set_env(&mut env, "KILN_SURELY_UNSET_VARIABLE");
+        assert_eq!(env, ["B=2", "A=3"]);
+    }
+}

@@ -86,7 +86,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let image_config = image.image_config();
     let digests: Vec<_> = image.layers.iter().map(|l| l.digest).collect();
     let lower_dirs = store.lower_dirs(&digests)?;
-    let argv = command_line(
+    let argv = kiln_runtime::containers::command_line(
         image_config.entrypoint.as_deref().unwrap_or_default(),
         image_config.cmd.as_deref().unwrap_or_default(),
         args.entrypoint.as_deref(),
@@ -111,12 +111,12 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--env-file {}", file.display()))?;
         for line in text.lines().map(str::trim) {
             if !line.is_empty() && !line.starts_with('#') {
-                set_env(&mut env, line);
+                kiln_runtime::containers::set_env(&mut env, line);
             }
         }
     }
     for item in &args.env {
-        set_env(&mut env, item);
+        kiln_runtime::containers::set_env(&mut env, item);
     }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!("HOME={}", resolved.home));
@@ -175,44 +175,6 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
-}
-
-/// Docker's rules: `--entrypoint` replaces the image's ENTRYPOINT (and
-/// then the image's CMD is dropped); a command given replaces CMD.
-fn command_line(
-    image_entrypoint: &[String],
-    image_cmd: &[String],
-    entrypoint: Option<&str>,
-    command: &[String],
-) -> anyhow::Result<Vec<String>> {
-    let (entrypoint, default_cmd): (Vec<String>, &[String]) = match entrypoint {
-        Some("") => (Vec::new(), &[]),
-        Some(e) => (vec![e.to_owned()], &[]),
-        None => (image_entrypoint.to_vec(), image_cmd),
-    };
-    let cmd = if command.is_empty() {
-        default_cmd.to_vec()
-    } else {
-        command.to_vec()
-    };
-    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
-    if argv.is_empty() {
-        bail!("no command specified: the image has no ENTRYPOINT or CMD; give one after the image name");
-    }
-    Ok(argv)
-}
-
-fn set_env(env: &mut Vec<String>, item: &str) {
-    let (name, value) = match item.split_once('=') {
-        Some((name, value)) => (name, value.to_owned()),
-        None => match std::env::var(item) {
-            Ok(value) => (item, value),
-            // Docker drops a NAME that is not set here.
-            Err(_) => return,
-        },
-    };
-    env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
-    env.push(format!("{name}={value}"));
 }
 
 fn parse_volume(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
@@ -648,25 +610,4 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<()> {
         store.tag(name, &image.manifest)?;
     }
     print(&format!("{}\n", image.manifest.digest()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn docker_entrypoint_and_cmd_rules() {
-        let ep = strings(&["/entry"]);
-        let cmd = strings(&["default"]);
-        let line = |e: Option<&str>, c: &[&str]| command_line(&ep, &cmd, e, &strings(c)).unwrap();
-        assert_eq!(line(None, &[]), ["/entry", "default"]);
-        assert_eq!(line(None, &["x"]), ["/entry", "x"]);
-        assert_eq!(line(Some("/other"), &[]), ["/other"]);
-        assert_eq!(line(Some(""), &["sh"]), ["sh"]);
-        assert!(command_line(&[], &[], None, &[]).is_err());
-    }
 }
