@@ -166,7 +166,7 @@ pub fn copy_layer(
     request: &CopyRequest<'_>,
     tree: &mut Tree,
 ) -> Result<Layer, BuildError> {
-    select(std::slice::from_ref(request))?.write_layer(store, tree)
+    select(std::slice::from_ref(request))?.write_layer(store, tree, false)
 }
 
 /// Feeds `items` into `hasher` in destination order: path, kind, mode,
@@ -644,10 +644,40 @@ pub fn apply_chmod(mode: u32, chmod: Option<&str>, is_dir: bool) -> Result<u32, 
     Ok(mode)
 }
 
+/// The layer's bytes, also handed to a snapshot being unpacked; if the
+/// snapshot fails, the layer goes on alone.
+struct Tee {
+    layer: kiln_store::BlobWriter,
+    snapshot: Option<kiln_store::snapshot::SnapshotWriter>,
+}
+
+impl std::io::Write for Tee {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let written = self.layer.write(bytes)?;
+        if let Some(snapshot) = self.snapshot.as_mut() {
+            if snapshot.write_all(&bytes[..written]).is_err() {
+                self.snapshot = None;
+            }
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.layer.flush()
+    }
+}
+
 impl Selection {
     /// Writes the layer and records its paths in `tree` (the stage's files so
     /// far, which decide the parent directories the layer must create).
-    pub fn write_layer(self, store: &Store, tree: &mut Tree) -> Result<Layer, BuildError> {
+    /// With `snapshot`, the layer is also unpacked as a snapshot while it is
+    /// written (a RUN will want it next).
+    pub fn write_layer(
+        self,
+        store: &Store,
+        tree: &mut Tree,
+        snapshot: bool,
+    ) -> Result<Layer, BuildError> {
         let Selection {
             mut items,
             clamp_mtime,
@@ -681,7 +711,14 @@ impl Selection {
         items.sort_by(|a, b| a.dest.cmp(&b.dest));
         items.dedup_by(|later, earlier| later.dest == earlier.dest);
 
-        let mut writer = store.blobs().writer()?;
+        let mut writer = Tee {
+            layer: store.blobs().writer()?,
+            snapshot: if snapshot {
+                store.snapshot_writer().ok()
+            } else {
+                None
+            },
+        };
         let mut builder = tar::Builder::new(&mut writer);
         let tmp = "layer";
         let io = |e| BuildError::io(tmp, e);
@@ -742,7 +779,12 @@ impl Selection {
         }
         builder.finish().map_err(io)?;
         drop(builder);
-        let (digest, size) = writer.commit()?;
+        let Tee { layer, snapshot } = writer;
+        let (digest, size) = layer.commit()?;
+        if let Some(snapshot) = snapshot {
+            // A failed snapshot only costs the RUN an unpack of the layer.
+            let _ = snapshot.finish(&digest);
+        }
         Ok(Layer {
             digest,
             size,

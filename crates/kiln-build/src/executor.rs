@@ -492,8 +492,9 @@ impl Step<'_> {
                     let Some(prepared) = prepared.take() else {
                         return Err(BuildError::step(node.line, "COPY prepared twice"));
                     };
+                    let snapshot = self.run_follows() && !self.snapshot_known(&key);
                     let tree = state.tree(self.store)?;
-                    let layer = prepared.selection.write_layer(self.store, tree)?;
+                    let layer = prepared.selection.write_layer(self.store, tree, snapshot)?;
                     Ok(Some((layer, Indexed::Yes)))
                 })
             }
@@ -619,6 +620,30 @@ impl Step<'_> {
             return Some(entry);
         }
         None
+    }
+
+    /// Whether a RUN comes later in this stage: it will need this step's
+    /// layer as a snapshot, which is best made while the layer is written.
+    fn run_follows(&self) -> bool {
+        self.graph
+            .nodes
+            .iter()
+            .skip_while(|n| n.id != self.node.id)
+            .skip(1)
+            .take_while(|n| n.stage == self.node.stage)
+            .any(|n| matches!(n.op, Op::Run(_)))
+    }
+
+    /// Whether an earlier run of this step (say, before `--no-cache`) left a
+    /// snapshot of its layer, which this run will most likely reproduce:
+    /// then unpacking while writing would be work thrown away.
+    fn snapshot_known(&self, key: &CacheKey) -> bool {
+        self.options
+            .cache
+            .step(key)
+            .and_then(|entry| entry.layer)
+            .and_then(|digest| digest.strip_prefix("sha256:").map(str::to_owned))
+            .is_some_and(|hex| self.store.snapshots_dir().join(hex).is_dir())
     }
 
     /// WORKDIR of a directory the stage lacks: a layer creating it.

@@ -66,6 +66,32 @@ impl Store {
         }
     }
 
+    /// A writer for a layer's tar that unpacks it as a snapshot while it is
+    /// written (a COPY whose layer a RUN will need next: the unpacking
+    /// overlaps the writing instead of following it). Made from the very
+    /// bytes of the layer, so it is the snapshot [`Store::snapshot`] would
+    /// make; [`SnapshotWriter::finish`] names it once the digest is known.
+    pub fn snapshot_writer(&self) -> Result<SnapshotWriter, StoreError> {
+        let parent = self.snapshots_dir();
+        fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = parent.join(format!(".tmp-{}-{n}-stream", std::process::id()));
+        fs::create_dir(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        let (reader, writer) = io::pipe().map_err(|e| StoreError::io(&temp, e))?;
+        let dir = temp.clone();
+        let unpacker = std::thread::spawn(move || {
+            let reader = io::BufReader::with_capacity(1 << 20, reader);
+            unpack_stream(reader, &dir, "a layer being written")
+        });
+        Ok(SnapshotWriter {
+            pipe: Some(writer),
+            unpacker: Some(unpacker),
+            temp,
+            target_dir: parent,
+        })
+    }
+
     /// The overlay lower dirs for a stack of layers given bottom first:
     /// their snapshots, top-most first. A layer that appears twice (two
     /// RUNs that changed nothing make the same empty layer) is kept only at
@@ -111,14 +137,19 @@ impl Store {
 /// (links and special files go through the tar crate, which checks the
 /// same).
 fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<(), StoreError> {
-    let what = format!("layer {layer}");
+    unpack_stream(open_layer(blobs, layer)?, dir, &format!("layer {layer}"))
+}
+
+/// [`unpack_layer`] on any plain tar stream; `what` names it in errors.
+fn unpack_stream(reader: impl io::Read, dir: &Path, what: &str) -> Result<(), StoreError> {
+    let what = what.to_owned();
     let io_error = |e| StoreError::io(&what, e);
     let hostile = |raw: &Path, reason: &str| StoreError::HostileArchive {
         what: what.clone(),
         entry: raw.display().to_string(),
         reason: reason.into(),
     };
-    let mut archive = tar::Archive::new(open_layer(blobs, layer)?);
+    let mut archive = tar::Archive::new(reader);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
     archive.set_preserve_mtime(true);
@@ -166,6 +197,59 @@ fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<(), StoreEr
         }
     }
     Ok(())
+}
+
+/// See [`Store::snapshot_writer`]. Dropped without `finish`, it throws the
+/// half snapshot away.
+pub struct SnapshotWriter {
+    pipe: Option<io::PipeWriter>,
+    unpacker: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
+    temp: PathBuf,
+    target_dir: PathBuf,
+}
+
+impl io::Write for SnapshotWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match self.pipe.as_mut() {
+            Some(pipe) => pipe.write(bytes),
+            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl SnapshotWriter {
+    /// Waits for the unpacking and keeps the snapshot as `layer`'s (unless
+    /// one exists already). On failure the snapshot is dropped; a later
+    /// [`Store::snapshot`] makes it from the layer.
+    pub fn finish(mut self, layer: &Digest) -> Result<(), StoreError> {
+        self.pipe = None;
+        let unpacked = self.unpacker.take().map_or(Ok(()), |t| {
+            t.join()
+                .unwrap_or_else(|_| Err(StoreError::Unsupported("snapshot thread panicked".into())))
+        });
+        if unpacked.is_ok() {
+            let target = self.target_dir.join(layer.hex());
+            if fs::rename(&self.temp, &target).is_ok() || target.is_dir() {
+                return Ok(());
+            }
+        }
+        unpacked
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        // Closing the pipe ends the unpacker; then its directory can go.
+        self.pipe = None;
+        if let Some(thread) = self.unpacker.take() {
+            let _ = thread.join();
+        }
+        let _ = fs::remove_dir_all(&self.temp);
+    }
 }
 
 /// Directories of the snapshot known to be real directories (no symlink on

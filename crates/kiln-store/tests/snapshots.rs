@@ -285,3 +285,79 @@ fn many_files_unpack_with_their_metadata() {
         assert_eq!(meta.mtime(), 1_000_000 + i64::from(n));
     }
 }
+
+/// Every path under `dir` with its kind, mode, owner and content.
+fn describe(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = walkdir::WalkDir::new(dir)
+        .min_depth(1)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let content = if meta.is_file() {
+                fs::read_to_string(e.path()).unwrap()
+            } else if meta.file_type().is_symlink() {
+                fs::read_link(e.path()).unwrap().display().to_string()
+            } else {
+                String::new()
+            };
+            format!(
+                "{rel} {:o} {}:{} {content}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid()
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_snapshot_made_while_writing_equals_one_made_after() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let streamed = Store::open(&dir.path().join("a")).unwrap();
+    let unpacked = Store::open(&dir.path().join("b")).unwrap();
+    let bytes = {
+        let scratch = Store::open(&dir.path().join("scratch")).unwrap();
+        let layer = layer(
+            &scratch,
+            &[
+                ("app", None),
+                ("app/bin", None),
+                ("app/bin/tool", Some("#!/bin/sh\n")),
+                ("app/link", Some("->bin/tool")),
+                ("app/.wh.old", Some("")),
+            ],
+        );
+        scratch.blobs().read(&layer.digest).unwrap()
+    };
+    let mut writer = streamed.snapshot_writer().unwrap();
+    for chunk in bytes.chunks(700) {
+        writer.write_all(chunk).unwrap();
+    }
+    let digest = streamed.blobs().put(&bytes).unwrap();
+    writer.finish(&digest).unwrap();
+    assert_eq!(unpacked.blobs().put(&bytes).unwrap(), digest);
+    let made_while = streamed.snapshots_dir().join(digest.hex());
+    assert!(made_while.is_dir());
+    assert_eq!(
+        describe(&made_while),
+        describe(&unpacked.snapshot(&digest).unwrap())
+    );
+    // A writer dropped unfinished leaves nothing behind.
+    let mut abandoned = streamed.snapshot_writer().unwrap();
+    abandoned.write_all(&bytes[..512]).unwrap();
+    drop(abandoned);
+    let left: Vec<_> = fs::read_dir(streamed.snapshots_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, [std::ffi::OsString::from(digest.hex())]);
+}
