@@ -185,13 +185,8 @@ pub fn build(
     let config = image_config_document(graph, &target, options);
     let bytes = serde_json::to_vec(&config)
         .map_err(|e| BuildError::step(0, format!("image config: {e}")))?;
-    let order: BTreeMap<StageId, usize> = graph
-        .stages
-        .iter()
-        .enumerate()
-        .map(|(n, _)| (n, n))
-        .collect();
-    built.sort_by_key(|step| order.get(&step.stage).copied().unwrap_or(usize::MAX));
+    // Stage ids are in Dockerfile order; the steps of a stage already are.
+    built.sort_by_key(|step| step.stage);
     Ok(BuildOutcome {
         image: write_image(store, &bytes, &target.layers)?,
         steps: built,

@@ -8,12 +8,10 @@ use std::fs;
 use std::io::Read;
 use std::path::Path;
 
+use kiln_store::snapshot::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use kiln_store::{Layer, Store};
 
 use crate::error::BuildError;
-
-const WHITEOUT: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
 
 /// Metadata of one path of a stage's filesystem.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +39,11 @@ impl Tree {
             let entry = entry.map_err(io)?;
             let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
             let (parent, name) = split(&path);
-            if name == OPAQUE {
+            if name == OPAQUE_MARKER {
                 self.remove_children(parent);
                 continue;
             }
-            if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
                 let target = join(parent, hidden);
                 self.remove_children(&target);
                 self.paths.remove(&target);
@@ -130,9 +128,9 @@ pub fn read_file(
             let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
             let (parent, name) = split(&path);
             let whited_out = name
-                .strip_prefix(WHITEOUT)
+                .strip_prefix(WHITEOUT_PREFIX)
                 .is_some_and(|hidden| join(parent, hidden) == wanted)
-                || (name == OPAQUE && wanted.starts_with(&format!("{parent}/")));
+                || (name == OPAQUE_MARKER && wanted.starts_with(&format!("{parent}/")));
             if whited_out {
                 found = None;
             } else if path == wanted && entry.header().entry_type().is_file() {
@@ -163,7 +161,7 @@ pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildEr
             let (parent, name) = split(&path);
             // Whiteouts act only inside the tree: never through a symlink
             // an earlier layer planted, never on `.` or `..`.
-            if name == OPAQUE {
+            if name == OPAQUE_MARKER {
                 if let Some(target) = real_dir(dir, parent) {
                     if let Ok(children) = fs::read_dir(&target) {
                         for child in children.flatten() {
@@ -173,7 +171,7 @@ pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildEr
                 }
                 continue;
             }
-            if let Some(hidden) = name.strip_prefix(WHITEOUT) {
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
                 if let Some(target) = real_dir(dir, parent) {
                     if !matches!(hidden, "" | "." | "..") {
                         remove_any(&target.join(hidden));

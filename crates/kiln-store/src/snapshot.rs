@@ -19,8 +19,10 @@ use crate::error::StoreError;
 use crate::layer::{contained_path, open_layer, Layer};
 use crate::store::Store;
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
+/// An OCI whiteout's name prefix: `.wh.name` deletes `name` below.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// An OCI opaque marker: the directory hides what lower layers hold in it.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Overlay features that would put information in xattrs a layer cannot
 /// carry; kiln mounts with them off, so meeting one means a foreign upper.
