@@ -19,20 +19,7 @@ fn skopeo_inspect(transport: &str) -> serde_json::Value {
 }
 
 fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut tar = Vec::new();
-    for (name, body) in entries {
-        let mut header = tar::Header::new_ustar();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_mode(0o644);
-        header.set_size(body.len() as u64);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        tar.extend_from_slice(header.as_bytes());
-        tar.extend_from_slice(body);
-        tar.extend(std::iter::repeat_n(0u8, (512 - body.len() % 512) % 512));
-    }
-    tar.extend([0u8; 1024]);
-    tar
+    common::raw_tar(entries, 0o644)
 }
 
 #[test]

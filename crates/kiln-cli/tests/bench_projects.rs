@@ -11,23 +11,6 @@ use std::path::{Path, PathBuf};
 
 use common::{kiln, ok, text, umoci_unpack};
 
-struct Store {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    work: PathBuf,
-}
-
-fn store_with_busybox() -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().to_owned();
-    let root = common::busybox_store(&work);
-    Store {
-        _dir: dir,
-        root,
-        work,
-    }
-}
-
 fn bench_project(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared/bench/projects")
@@ -36,7 +19,7 @@ fn bench_project(name: &str) -> PathBuf {
 
 #[test]
 fn the_benchmark_projects_build_and_compute_what_they_say() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     for project in ["small", "edit", "multistage"] {
         let out = kiln(
             &s.root,

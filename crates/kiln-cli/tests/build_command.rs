@@ -354,7 +354,6 @@ fn outputs_and_metadata_file() {
 
 /// A tar with two files, compressed with `compression` (`""` for none).
 fn small_archive(compression: &str, evil: bool) -> Vec<u8> {
-    let mut tar = Vec::new();
     let entries: &[(&str, &[u8])] = if evil {
         &[("ok.txt", b"ok\n"), ("../../escape.txt", b"no\n")]
     } else {
@@ -363,18 +362,7 @@ fn small_archive(compression: &str, evil: bool) -> Vec<u8> {
             ("pkg/README", b"read me\n"),
         ]
     };
-    for (name, body) in entries {
-        let mut header = tar::Header::new_ustar();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_mode(0o755);
-        header.set_size(body.len() as u64);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        tar.extend_from_slice(header.as_bytes());
-        tar.extend_from_slice(body);
-        tar.extend(std::iter::repeat_n(0u8, (512 - body.len() % 512) % 512));
-    }
-    tar.extend([0u8; 1024]);
+    let tar = common::raw_tar(entries, 0o755);
     use std::io::Write;
     match compression {
         "" => tar,

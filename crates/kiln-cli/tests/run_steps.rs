@@ -1,6 +1,7 @@
-//! RUN in `kiln build`: each `--mount` type; secrets never reach a layer, the history or the cache; layers of
-//! deletions and replacements unpack (umoci) to the right tree; a failing
-//! command names its exit code and shows its last lines.
+//! RUN in `kiln build`: each `--mount` type; secrets never reach a layer,
+//! the history or the cache; layers of deletions and replacements unpack
+//! (umoci) to the right tree; a failing command names its exit code and
+//! shows its last lines; stages in parallel; interruption.
 
 mod common;
 
@@ -9,29 +10,7 @@ use std::path::{Path, PathBuf};
 
 use common::{busybox_rootfs, kiln, ok, text, umoci_unpack};
 
-struct Store {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    work: PathBuf,
-}
-
-fn store_with_busybox() -> Store {
-    let dir = tempfile::tempdir().unwrap();
-    let work = dir.path().to_owned();
-    let root = work.join("store");
-    let rootfs = busybox_rootfs(&work);
-    ok(kiln(
-        &root,
-        &["import", rootfs.to_str().unwrap(), "busybox"],
-    ));
-    Store {
-        _dir: dir,
-        root,
-        work,
-    }
-}
-
-fn context(store: &Store, name: &str, dockerfile: &str) -> PathBuf {
+fn context(store: &common::BusyboxStore, name: &str, dockerfile: &str) -> PathBuf {
     let dir = store.work.join(name);
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
@@ -40,7 +19,7 @@ fn context(store: &Store, name: &str, dockerfile: &str) -> PathBuf {
 
 #[test]
 fn run_mounts_bind_cache_tmpfs_and_secrets() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let secret = "kiln-test-secret-4f1d9";
     let dir = context(
         &s,
@@ -129,7 +108,7 @@ fn run_mounts_bind_cache_tmpfs_and_secrets() {
 
 #[test]
 fn layers_of_deletions_and_replacements_unpack_right() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "diffs",
@@ -193,7 +172,7 @@ fn layers_of_deletions_and_replacements_unpack_right() {
 
 #[test]
 fn a_failing_run_names_its_exit_code_and_shows_its_last_lines() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "fails",
@@ -219,7 +198,7 @@ fn a_failing_run_names_its_exit_code_and_shows_its_last_lines() {
 
 #[test]
 fn run_is_isolated_from_the_host() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "isolated",
@@ -291,7 +270,7 @@ fn processes_with(marker: &str) -> usize {
 fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     for (signal, code) in [("INT", Some(130)), ("KILL", None)] {
         // Unique to this run, so nothing else on the machine matches.
         let marker = format!("kiln-sleeper-{signal}-{}", std::process::id());
@@ -368,7 +347,7 @@ fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
 
 #[test]
 fn independent_stages_run_at_the_same_time() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "parallel",
@@ -397,7 +376,7 @@ fn independent_stages_run_at_the_same_time() {
 
 #[test]
 fn a_failing_stage_stops_the_others_and_its_error_is_the_one_shown() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "failfast",
@@ -422,7 +401,7 @@ fn a_failing_stage_stops_the_others_and_its_error_is_the_one_shown() {
 
 #[test]
 fn ssh_agents_insecure_steps_and_bind_sources_in_the_key() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     // An "agent": any unix socket will do to see it forwarded.
     let socket = s.work.join("agent.sock");
     let _agent = std::os::unix::net::UnixListener::bind(&socket).unwrap();
@@ -518,7 +497,7 @@ fn ssh_agents_insecure_steps_and_bind_sources_in_the_key() {
 
 #[test]
 fn cache_mounts_travel_with_an_exported_cache_when_asked() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "counted",
@@ -561,7 +540,7 @@ fn cache_mounts_travel_with_an_exported_cache_when_asked() {
 
 #[test]
 fn the_same_step_in_two_stages_runs_once() {
-    let s = store_with_busybox();
+    let s = common::busybox_workspace();
     let dir = context(
         &s,
         "twins",

@@ -70,3 +70,41 @@ pub fn busybox_store(dir: &Path) -> PathBuf {
     ));
     root
 }
+
+/// A temporary directory with a store holding `busybox`; `work` is where a
+/// test puts its contexts and outputs.
+pub struct BusyboxStore {
+    _dir: tempfile::TempDir,
+    pub root: PathBuf,
+    pub work: PathBuf,
+}
+
+pub fn busybox_workspace() -> BusyboxStore {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().to_owned();
+    let root = busybox_store(&work);
+    BusyboxStore {
+        _dir: dir,
+        root,
+        work,
+    }
+}
+
+/// A plain tar written byte by byte (ustar headers), so tests can make
+/// archives the tar crate would refuse to write (`..`, absolute paths).
+pub fn raw_tar(entries: &[(&str, &[u8])], mode: u32) -> Vec<u8> {
+    let mut tar = Vec::new();
+    for (name, body) in entries {
+        let mut header = tar::Header::new_ustar();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        header.set_mode(mode);
+        header.set_size(body.len() as u64);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(body);
+        tar.extend(std::iter::repeat_n(0u8, (512 - body.len() % 512) % 512));
+    }
+    tar.extend([0u8; 1024]);
+    tar
+}
