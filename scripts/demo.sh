@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# The README's first command, after `cargo build --release`: makes a busybox
-# base image from Debian's busybox-static (no container registry needed),
-# builds examples/hello (a RUN step in a container) and examples/static with
-# kiln, shows the images and runs one. The store is $KILN_ROOT, default
-# ./target/demo-store. Building needs root (RUN uses namespaces and overlayfs).
+# The README's first command. On a fresh Debian 12 machine with Rust: installs
+# what the build needs (scripts/install-build-deps.sh), builds kiln (release),
+# makes the offline busybox base image from Debian's busybox-static, builds
+# examples/hello (a RUN step in a container) and examples/static into the
+# store $KILN_ROOT (default ./target/demo-store), runs hello, then builds both
+# again to show the cache at work: same base bytes, every step CACHED.
+# Needs root: RUN uses namespaces and overlayfs. Nothing outside the
+# repository is read.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+scripts/install-build-deps.sh
+cargo build --release --locked
 kiln=./target/release/kiln
 export KILN_ROOT=${KILN_ROOT:-$PWD/target/demo-store}
-rootfs=target/busybox-rootfs.tar
-sh ../shared/bench/busybox-rootfs.sh "$rootfs" >/dev/null
+
+rootfs=$(scripts/busybox-rootfs.sh target/busybox-rootfs.tar)
 "$kiln" import "$rootfs" busybox:latest >/dev/null
-"$kiln" build -t hello:latest examples/hello
-"$kiln" build -t static:latest examples/static
+
+build_examples() {
+  "$kiln" build --progress plain -t hello:latest examples/hello
+  "$kiln" build --progress plain -t static:latest examples/static
+}
+
+echo "== first build"
+build_examples
 "$kiln" images
-"$kiln" run --rm hello:latest
-echo "inspect it with: skopeo inspect oci:$KILN_ROOT:static:latest"
+"$kiln" run --rm --network none hello:latest
+
+echo "== second build: nothing changed, so every step is CACHED"
+"$kiln" import "$rootfs" busybox:latest >/dev/null
+build_examples
+
+echo "store: $KILN_ROOT (an OCI layout: skopeo inspect oci:$KILN_ROOT:static:latest)"

@@ -23,7 +23,7 @@ python3 "$project/gen-context.py" "$work/context" >/dev/null
 cp "$project/.dockerignore" "$work/context/"
 mkdir "$work/df"
 printf 'FROM busybox\nWORKDIR /data\nCOPY . /data/\n' >"$work/df/Dockerfile"
-sh "$here/../shared/bench/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
+sh "$here/scripts/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
 "$kiln" --root "$root" import "$work/busybox.tar" busybox >/dev/null
 
 build() {

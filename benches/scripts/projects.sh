@@ -16,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 cargo build --release -q -p kiln-cli --manifest-path "$here/Cargo.toml"
 kiln="$here/target/release/kiln"
 root="$work/store"
-sh "$here/../shared/bench/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
+sh "$here/scripts/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
 "$kiln" --root "$root" import "$work/busybox.tar" busybox:latest >/dev/null
 
 # Copies of the projects, so edits never touch ../shared.

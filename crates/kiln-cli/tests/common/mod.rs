@@ -33,11 +33,10 @@ pub fn ok(out: Output) -> String {
     text(&out.stdout)
 }
 
-/// The busybox rootfs tar, written by the shared script (busybox-static is
-/// installed by scripts/install-test-deps.sh).
+/// The busybox rootfs tar, written by the repository's own script from
+/// Debian's busybox-static (installed by scripts/install-test-deps.sh).
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/busybox-rootfs.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/busybox-rootfs.sh");
     let out = dir.join("busybox-rootfs.tar");
     let status = Command::new("sh").arg(&script).arg(&out).output().unwrap();
     assert!(
