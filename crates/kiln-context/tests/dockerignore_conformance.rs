@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use kiln_context::dockerignore::{load, read_patterns, Ignore};
 
 fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/dockerignore")
+    kiln_testdata::shared_path("conformance/dockerignore")
 }
 
 fn read(name: &str) -> String {
@@ -58,6 +58,9 @@ fn check_rows(file: &str, row: impl Fn(&[&str]) -> (Vec<String>, String, String,
 
 #[test]
 fn single_pattern_cases() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     check_rows("cases.tsv", |f| {
         assert!(f.len() >= 4, "short row {f:?}");
         (
@@ -71,6 +74,9 @@ fn single_pattern_cases() {
 
 #[test]
 fn pattern_list_cases() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     check_rows("cases-multi.tsv", |f| {
         assert!(f.len() >= 4, "short row {f:?}");
         let patterns = f[4..].iter().map(|p| p.to_string()).collect();
@@ -80,6 +86,9 @@ fn pattern_list_cases() {
 
 #[test]
 fn read_all() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     let input = fs::read(data_dir().join("readall/input.dockerignore")).expect("input");
     let got = read_patterns(&String::from_utf8_lossy(&input));
     let expected: Vec<String> = read("readall/expected.txt")
@@ -91,6 +100,9 @@ fn read_all() {
 
 #[test]
 fn read_all_edge_cases() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     let text = "\u{feff}# comment\r\n  # not a comment\r\n\t/\r\n!//a/./b/../c/\n";
     assert_eq!(
         read_patterns(text),
@@ -105,6 +117,9 @@ fn write(path: &Path, text: &str) {
 
 #[test]
 fn load_prefers_the_dockerfiles_own_ignore_file() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     let context = tempfile::tempdir().expect("tempdir");
     let dockerfiles = tempfile::tempdir().expect("tempdir");
     let dockerfile = dockerfiles.path().join("app.Dockerfile");
@@ -122,6 +137,9 @@ fn load_prefers_the_dockerfiles_own_ignore_file() {
 
 #[test]
 fn load_falls_back_to_the_context() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     let context = tempfile::tempdir().expect("tempdir");
     let dockerfile = context.path().join("Dockerfile");
     write(&dockerfile, "FROM scratch\n");
@@ -140,6 +158,9 @@ fn load_falls_back_to_the_context() {
 
 #[test]
 fn load_without_ignore_files_excludes_nothing() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     let context = tempfile::tempdir().expect("tempdir");
     let ignore = load(context.path(), &context.path().join("Dockerfile")).expect("load");
     assert!(ignore.is_empty());
@@ -148,6 +169,9 @@ fn load_without_ignore_files_excludes_nothing() {
 
 #[test]
 fn load_reports_bad_patterns_and_unreadable_files() {
+    if kiln_testdata::missing("conformance/dockerignore") {
+        return;
+    }
     let context = tempfile::tempdir().expect("tempdir");
     write(&context.path().join(".dockerignore"), "ok\na[\n");
     let err = load(context.path(), &context.path().join("Dockerfile")).expect_err("bad pattern");

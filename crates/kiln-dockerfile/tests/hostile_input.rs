@@ -8,7 +8,7 @@ use std::path::Path;
 use kiln_dockerfile::{parse, parse_bytes};
 
 fn real_world() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-world");
+    let dir = kiln_testdata::shared_path("conformance/real-world");
     let mut files: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -24,6 +24,9 @@ fn real_world() -> Vec<(String, String)> {
 /// half-finished construct: open quotes, JSON, heredocs, continuations).
 #[test]
 fn truncated_files_never_panic() {
+    if kiln_testdata::missing("conformance/real-world") {
+        return;
+    }
     let mut parsed = 0;
     for (_, text) in real_world() {
         for cut in (0..text.len())
@@ -40,6 +43,9 @@ fn truncated_files_never_panic() {
 /// Flips bytes of real files into other bytes, invalid UTF-8 included.
 #[test]
 fn damaged_bytes_never_panic() {
+    if kiln_testdata::missing("conformance/real-world") {
+        return;
+    }
     let replacements: &[u8] = b"\0\\`\"'[]{}$<\n\r\t \xff\xc3";
     for (_, text) in real_world() {
         let bytes = text.as_bytes();
@@ -53,6 +59,9 @@ fn damaged_bytes_never_panic() {
 
 #[test]
 fn deep_nesting_in_expansions_and_json_is_an_error_or_a_parse() {
+    if kiln_testdata::missing("conformance/real-world") {
+        return;
+    }
     let deep_json = format!("FROM a\nCMD {}\n", "[".repeat(60_000));
     assert!(
         parse(&deep_json).is_ok(),

@@ -11,7 +11,7 @@ use kiln_dockerfile::{dump, parse, parse_directives, Arguments, Instruction};
 use serde_json::{json, Value};
 
 fn conformance() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance")
+    kiln_testdata::shared_path("conformance")
 }
 
 fn read(path: &Path) -> String {
@@ -40,6 +40,9 @@ fn report(what: &str, total: usize, failures: Vec<String>) {
 
 #[test]
 fn buildkit_parser_cases_dump_exactly() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let dirs = case_dirs("buildkit-parser");
     let mut failures = Vec::new();
     for dir in &dirs {
@@ -61,6 +64,9 @@ fn buildkit_parser_cases_dump_exactly() {
 
 #[test]
 fn negative_cases_fail_to_parse() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let dirs = case_dirs("buildkit-parser-negative");
     let mut failures = Vec::new();
     for dir in &dirs {
@@ -84,6 +90,9 @@ fn real_world_files() -> Vec<PathBuf> {
 
 #[test]
 fn real_world_dumps_match() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let files = real_world_files();
     let mut failures = Vec::new();
     for file in &files {
@@ -170,6 +179,9 @@ fn comparable(expected: &Value) -> Value {
 
 #[test]
 fn real_world_asts_match() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let files = real_world_files();
     let mut failures = Vec::new();
     for file in &files {
@@ -222,6 +234,9 @@ fn real_world_asts_match() {
 
 #[test]
 fn line_numbers() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let dir = conformance().join("buildkit-parser-extra/line-numbers");
     let df = parse(&read(&dir.join("Dockerfile"))).unwrap();
     let mut checked = 0;
@@ -245,6 +260,9 @@ fn line_numbers() {
 
 #[test]
 fn heredoc_extraction() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let dir = conformance().join("buildkit-parser-extra/heredoc-extract");
     let df = parse(&read(&dir.join("Dockerfile"))).unwrap();
     let expected: Value = serde_json::from_str(&read(&dir.join("expected.json"))).unwrap();
@@ -302,6 +320,9 @@ fn tsv_rows(name: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn heredoc_words() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let rows = tsv_rows("heredoc-words.tsv");
     let mut failures = Vec::new();
     for row in &rows {
@@ -320,6 +341,9 @@ fn heredoc_words() {
 
 #[test]
 fn heredoc_lines() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let rows = tsv_rows("heredoc-lines.tsv");
     let mut failures = Vec::new();
     for row in &rows {
@@ -343,6 +367,9 @@ fn heredoc_lines() {
 
 #[test]
 fn parse_words_of_arg() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let rows = tsv_rows("parse-words.tsv");
     let mut failures = Vec::new();
     for row in &rows {
@@ -371,6 +398,9 @@ fn jsonl(path: &str) -> Vec<Value> {
 
 #[test]
 fn json_arrays() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let cases = jsonl("buildkit-parser-extra/json-arrays.jsonl");
     let mut failures = Vec::new();
     for case in &cases {
@@ -397,6 +427,9 @@ fn json_arrays() {
 
 #[test]
 fn directives() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let cases = jsonl("buildkit-parser-extra/directives.jsonl");
     let mut failures = Vec::new();
     for case in &cases {
@@ -440,6 +473,9 @@ fn directives() {
 
 #[test]
 fn empty_continuation_warnings() {
+    if kiln_testdata::missing("conformance") {
+        return;
+    }
     let dir = conformance().join("buildkit-parser-extra/empty-continuation-warning");
     let df = parse(&read(&dir.join("Dockerfile"))).unwrap();
     let expected: Value = serde_json::from_str(&read(&dir.join("expected.json"))).unwrap();

@@ -11,9 +11,7 @@ use kiln_dockerfile::shell::{Env, Lexer};
 use serde_json::Value;
 
 fn data_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/shell-lexer")
-        .join(name)
+    kiln_testdata::shared_path("conformance/shell-lexer").join(name)
 }
 
 fn read_data(name: &str) -> String {
@@ -34,6 +32,9 @@ fn report(file: &str, cases: usize, failures: &[String]) {
 
 #[test]
 fn env_var_test() {
+    if kiln_testdata::missing("conformance/shell-lexer") {
+        return;
+    }
     let env = [
         ("PWD", "/home"),
         ("SHELL", "bash"),
@@ -74,6 +75,9 @@ fn env_var_test() {
 
 #[test]
 fn words_test() {
+    if kiln_testdata::missing("conformance/shell-lexer") {
+        return;
+    }
     let lex = Lexer::new('\\');
     let mut env: Vec<(String, String)> = Vec::new();
     let mut cases = 0;
@@ -227,10 +231,16 @@ fn run_jsonl(name: &str) {
 
 #[test]
 fn process_with_matches() {
+    if kiln_testdata::missing("conformance/shell-lexer") {
+        return;
+    }
     run_jsonl("process-with-matches.jsonl");
 }
 
 #[test]
 fn process_word_extra() {
+    if kiln_testdata::missing("conformance/shell-lexer") {
+        return;
+    }
     run_jsonl("process-word-extra.jsonl");
 }

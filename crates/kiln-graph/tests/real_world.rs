@@ -48,7 +48,10 @@ const EXPECTED_FAILURES: &[(&str, &str, &str)] = &[
 
 #[test]
 fn real_world_dockerfiles_plan() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/real-world");
+    if kiln_testdata::missing("conformance/real-world") {
+        return;
+    }
+    let dir = kiln_testdata::shared_path("conformance/real-world");
     let mut files: Vec<_> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
