@@ -21,9 +21,17 @@ pub struct BaseImage {
 }
 
 impl BaseImage {
-    /// The runtime config part, for planning.
-    pub fn image_config(&self) -> ImageConfig {
-        serde_json::from_value(self.config["config"].clone()).unwrap_or_default()
+    /// The runtime config part, for planning and `kiln run`. An image
+    /// without one has the empty config; one that does not parse is an
+    /// error (never silently empty: that would drop the base's ENV, CMD...).
+    pub fn image_config(&self) -> Result<ImageConfig, BuildError> {
+        match &self.config["config"] {
+            Value::Null => Ok(ImageConfig::default()),
+            config => serde_json::from_value(config.clone()).map_err(|e| BuildError::BaseImage {
+                reference: self.manifest.to_string(),
+                message: format!("its image config does not parse: {e}"),
+            }),
+        }
     }
 }
 

@@ -324,7 +324,7 @@ fn start_stage(
         }
         Base::Image(reference) => {
             let image = load_base(store, reference)?;
-            let config = image.image_config();
+            let config = image.image_config()?;
             let history = image.config["history"]
                 .as_array()
                 .cloned()

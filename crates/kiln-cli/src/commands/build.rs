@@ -132,7 +132,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         let base = load_base(&store, reference)?;
         options
             .base_configs
-            .insert(reference.clone(), base.image_config());
+            .insert(reference.clone(), base.image_config()?);
     }
     let graph = match plan(&loaded.dockerfile, &options) {
         Ok(graph) => graph,

@@ -83,7 +83,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let store = open_store(root)?;
     let image = kiln_build::load_base(&store, &args.image)?;
-    let image_config = image.image_config();
+    let image_config = image.image_config()?;
     let digests: Vec<_> = image.layers.iter().map(|l| l.digest).collect();
     let lower_dirs = store.lower_dirs(&digests)?;
     let argv = kiln_runtime::containers::command_line(
