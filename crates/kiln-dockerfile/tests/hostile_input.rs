@@ -3,7 +3,6 @@
 //! built to exhaust recursion.
 
 use std::fs;
-use std::path::Path;
 
 use kiln_dockerfile::{parse, parse_bytes};
 

@@ -3,7 +3,6 @@
 //! fail for a reason of their own (checked, so the list cannot go stale).
 
 use std::fs;
-use std::path::Path;
 
 use kiln_graph::{plan, PlanOptions};
 
