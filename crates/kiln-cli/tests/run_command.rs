@@ -95,6 +95,50 @@ fn flags_and_the_entrypoint_rules() {
 }
 
 #[test]
+fn everything_after_the_image_belongs_to_the_command() {
+    let (dir, root) = store();
+    // An image whose entrypoint prints its arguments, like `node` would
+    // read `-e CODE`.
+    let context = dir.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nENTRYPOINT [\"sh\", \"-c\", \"printf '%s ' \\\"$@\\\"\", \"sh\"]\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &root,
+        &["build", "-t", "args", context.to_str().unwrap()],
+    ));
+    // -e, -v, -w and --rm right after the image are the command's, as with
+    // docker, never kiln's own flags.
+    let out = ok(kiln(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "args",
+            "-e",
+            "X=1",
+            "-v",
+            "/:/host",
+            "-w",
+            "/tmp",
+            "--rm",
+        ],
+    ));
+    assert_eq!(out, "-e X=1 -v /:/host -w /tmp --rm ");
+    // Flags before the image are still kiln's.
+    let out = ok(kiln(
+        &root,
+        &["run", "--rm", "-e", "X=1", "busybox", "sh", "-c", "echo $X"],
+    ));
+    assert_eq!(out, "1\n");
+}
+
+#[test]
 fn a_terminating_signal_reaches_the_command() {
     let (_dir, root) = store();
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))

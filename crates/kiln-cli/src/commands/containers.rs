@@ -66,11 +66,29 @@ pub struct RunArgs {
     /// Every capability and no masked /proc paths
     #[arg(long)]
     privileged: bool,
-    /// The image (name, digest or id)
-    image: String,
-    /// The command and its arguments (default: the image's CMD)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
+    /// The image (name, digest or id), then the command and its arguments
+    /// (default: the image's CMD). Everything after the image belongs to
+    /// the command, as with docker: `kiln run node -e 'code'` passes `-e`
+    /// to node. (One positional: clap stops reading flags only once a
+    /// trailing positional has begun.)
+    #[arg(
+        value_name = "IMAGE [COMMAND [ARG...]]",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    image_and_command: Vec<String>,
+}
+
+impl RunArgs {
+    fn image(&self) -> &str {
+        &self.image_and_command[0]
+    }
+
+    fn command(&self) -> &[String] {
+        &self.image_and_command[1..]
+    }
 }
 
 /// `kiln run`: creates a container from an image and runs it.
@@ -82,7 +100,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("the input device is not a TTY: -it needs a terminal on stdin (use -i alone to pipe input)");
     }
     let store = open_store(root)?;
-    let image = kiln_build::load_base(&store, &args.image)?;
+    let image = kiln_build::load_base(&store, args.image())?;
     let image_config = image.image_config()?;
     let digests: Vec<_> = image.layers.iter().map(|l| l.digest).collect();
     let lower_dirs = store.lower_dirs(&digests)?;
@@ -90,7 +108,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         image_config.entrypoint.as_deref().unwrap_or_default(),
         image_config.cmd.as_deref().unwrap_or_default(),
         args.entrypoint.as_deref(),
-        &args.command,
+        args.command(),
     )?;
     let user_spec = args
         .user
@@ -140,7 +158,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut record = all.create(
         args.name.as_deref(),
         ContainerConfig {
-            image: args.image.clone(),
+            image: args.image().to_owned(),
             image_id: image.manifest.to_string(),
             args: argv,
             env,
