@@ -653,6 +653,29 @@ fn clean_path(path: &str) -> String {
     format!("/{}", parts.join("/"))
 }
 
+/// Go's `path.Clean`, relative paths included (`""` is `"."`, leading
+/// `..` of a relative path stay).
+fn go_clean(path: &str) -> String {
+    if path.starts_with('/') {
+        return clean_path(path);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|last| *last != "..") => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    if parts.is_empty() {
+        ".".to_owned()
+    } else {
+        parts.join("/")
+    }
+}
+
 /// What a RUN step gets as environment.
 struct RunEnvironment {
     /// Config env, then declared args it does not shadow.
@@ -755,9 +778,7 @@ fn run(
             _ => {}
         }
         if mount.kind == MountKind::Cache {
-            let id = option(&mount.options, "id")
-                .unwrap_or(&mount.target)
-                .to_owned();
+            let id = option(&mount.options, "id").unwrap_or_default().to_owned();
             sources.push(Source::CacheMount { id });
         }
         mounts.push(mount);
@@ -858,7 +879,6 @@ fn mount(
     };
     let id = option(&spec.options, "id").map(str::to_owned);
     let target = match (spec.kind, &spec.target) {
-        (_, Some(target)) => join_path(workdir, target),
         (MountKind::Secret, None) => match &id {
             Some(id) => format!("/run/secrets/{id}"),
             None if option(&spec.options, "env").is_some() => String::new(),
@@ -870,12 +890,24 @@ fn mount(
             }
         },
         (MountKind::Ssh, None) => format!("/run/buildkit/ssh_agent.{index}"),
-        (_, None) => {
-            return Err(PlanError::at(span, "--mount: target= is required")
-                .hint("add target=/path/in/container"))
+        // Bind, cache and tmpfs mounts with no target mount at the WORKDIR,
+        // as BuildKit does (a relative target is relative to it).
+        (_, target) => {
+            let joined = join_path(workdir, target.as_deref().unwrap_or(""));
+            if joined == "/" {
+                return Err(PlanError::at(span, "--mount: invalid mount target \"/\"")
+                    .hint("add target=/path/in/container, or set a WORKDIR other than /"));
+            }
+            joined
         }
     };
     let mut options = spec.options;
+    if spec.kind == MountKind::Cache && id.is_none() {
+        // BuildKit's default cache id is the target as written, cleaned
+        // (`.` when there is none), not the path it mounts at.
+        let raw = spec.target.as_deref().unwrap_or("");
+        options.push(("id".into(), go_clean(raw)));
+    }
     if spec.kind == MountKind::Secret && id.is_none() && !target.is_empty() {
         let name = target.rsplit('/').next().unwrap_or_default().to_owned();
         options.push(("id".into(), name));

@@ -445,6 +445,29 @@ fn onbuild_is_recorded_and_base_triggers_run_after_from() {
 // ---- RUN and COPY inputs ----
 
 #[test]
+fn mounts_without_a_target_mount_at_the_workdir() {
+    // BuildKit: bind, cache and tmpfs mounts need no target (they mount at
+    // the WORKDIR); a cache mount's default id is its target as written,
+    // cleaned (`.` when there is none), not where it mounts.
+    let g = ok("FROM alpine\nWORKDIR /src\n\
+                RUN --mount=type=bind --mount=type=cache --mount=type=tmpfs \
+                --mount=type=cache,target=deps/ --mount=type=cache,target=/abs/./c/ make\n");
+    let node = at_line(&g, 3);
+    let Op::Run(run) = &node.op else { panic!() };
+    let targets: Vec<&str> = run.mounts.iter().map(|m| m.target.as_str()).collect();
+    assert_eq!(targets, ["/src", "/src", "/src", "/src/deps", "/abs/c"]);
+    for id in [".", "deps", "/abs/c"] {
+        assert!(
+            node.inputs
+                .sources
+                .contains(&Source::CacheMount { id: id.into() }),
+            "cache id {id:?} in {:?}",
+            node.inputs.sources
+        );
+    }
+}
+
+#[test]
 fn run_op_mounts_network_and_history() {
     let g = ok("FROM alpine AS deps\nFROM alpine\nARG V=1\nWORKDIR /src\n\
                 RUN --network=none --mount=type=cache,target=.cache,id=c1 --mount=type=bind,from=deps,source=/lib,target=/deps --mount=type=secret,id=token make\n");
@@ -601,7 +624,7 @@ fn errors_name_their_position() {
         "FROM alpine\nRUN --mount=type=cache x\n",
         2,
         5,
-        "target= is required",
+        "invalid mount target \"/\"",
     );
     assert_error(
         "FROM alpine\nCOPY onlyone\n",
