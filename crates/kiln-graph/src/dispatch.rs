@@ -607,8 +607,16 @@ fn workdir(
         workdir: joined.clone(),
         ..Inputs::default()
     };
-    Arc::make_mut(&mut state.image.config).working_dir = joined.clone();
-    let created_by = format!("WORKDIR {joined}");
+    // BuildKit records an absolute WORKDIR as written (`/app/` stays
+    // `/app/`) and a relative one joined to the current one, cleaned; the
+    // directory it makes is the cleaned path either way.
+    let recorded = if path.starts_with('/') {
+        path.clone()
+    } else {
+        joined.clone()
+    };
+    Arc::make_mut(&mut state.image.config).working_dir = recorded.clone();
+    let created_by = format!("WORKDIR {recorded}");
     let history = Some(record(
         state,
         History {
@@ -682,6 +690,9 @@ struct RunEnvironment {
     env: Vec<(String, String)>,
     /// Declared args with values, proxies excluded: part of the cache key.
     build_args: Vec<(String, String)>,
+    /// Every declared arg (unset ones empty), proxies excluded: the
+    /// history text's `|N K=V ...` prefix.
+    history_args: Vec<(String, String)>,
     /// Proxy args from the command line: passed, never keyed or recorded.
     proxy_env: Vec<(String, String)>,
 }
@@ -702,6 +713,12 @@ fn run_environment(state: &StageState, ctx: &DispatchContext<'_>) -> RunEnvironm
             env.push((name.to_owned(), value.to_owned()));
         }
     }
+    let history_args = state
+        .args
+        .all_or_empty()
+        .filter(|(name, _)| !is_proxy_arg(name))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     let proxy_env = ctx
         .options
         .build_args
@@ -712,6 +729,7 @@ fn run_environment(state: &StageState, ctx: &DispatchContext<'_>) -> RunEnvironm
     RunEnvironment {
         env,
         build_args,
+        history_args,
         proxy_env,
     }
 }
@@ -786,9 +804,10 @@ fn run(
     let RunEnvironment {
         env,
         build_args,
+        history_args,
         proxy_env,
     } = run_environment(state, ctx);
-    let created_by = run_history(&build_args, &argv);
+    let created_by = run_history(&history_args, &argv);
     let history = Some(record(
         state,
         History {
@@ -837,11 +856,11 @@ fn run_display(ins: &Instruction) -> &str {
 }
 
 /// BuildKit's history line for RUN: `RUN |2 A=1 B=2 /bin/sh -c make`.
-fn run_history(build_args: &[(String, String)], argv: &[String]) -> String {
+fn run_history(args: &[(String, String)], argv: &[String]) -> String {
     let mut out = String::from("RUN ");
-    if !build_args.is_empty() {
-        out.push_str(&format!("|{} ", build_args.len()));
-        for (k, v) in build_args {
+    if !args.is_empty() {
+        out.push_str(&format!("|{} ", args.len()));
+        for (k, v) in args {
             out.push_str(&format!("{k}={v} "));
         }
     }

@@ -111,6 +111,24 @@ pub struct ImageState {
     pub history: Vec<History>,
 }
 
+impl ImageState {
+    /// What `FROM scratch` starts from: BuildKit's empty image, whose
+    /// config has the default `PATH` and `WorkingDir` `/`.
+    pub fn scratch() -> Self {
+        let mut config = ImageConfig::default();
+        config.set_env("PATH", DEFAULT_PATH);
+        config.working_dir = "/".to_owned();
+        ImageState {
+            config: Arc::new(config),
+            ..ImageState::default()
+        }
+    }
+}
+
+/// The `PATH` of an image that sets none (Docker's and BuildKit's default
+/// for Linux).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// One instruction of a needed stage.
 #[derive(Clone, Debug, Serialize)]
 pub struct Node {

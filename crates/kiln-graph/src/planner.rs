@@ -566,7 +566,7 @@ fn plan_stage(
     let names = context.refs.names;
     let mut uses = BTreeSet::new();
     let (image, args) = match &head.base {
-        Base::Scratch => (ImageState::default(), ArgScope::default()),
+        Base::Scratch => (ImageState::scratch(), ArgScope::default()),
         Base::Image(reference) => (
             ImageState {
                 config: Arc::new(

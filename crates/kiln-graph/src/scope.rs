@@ -73,6 +73,14 @@ impl ArgScope {
         self.declared.iter().find(|(n, _)| n == name)
     }
 
+    /// Every declared arg, an unset one with the empty value (as BuildKit
+    /// lists them in a RUN's history: `RUN |2 A=1 B= ...`).
+    pub fn all_or_empty(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.declared
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_deref().unwrap_or("")))
+    }
+
     /// Declared args that have a value.
     pub fn with_values(&self) -> impl Iterator<Item = (&str, &str)> {
         self.declared

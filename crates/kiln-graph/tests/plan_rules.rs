@@ -309,6 +309,46 @@ fn workdir_is_relative_to_the_previous_one() {
 }
 
 #[test]
+fn an_absolute_workdir_is_recorded_as_written() {
+    // BuildKit keeps `/app/` (config and history); the directory made and
+    // the paths joined to it are clean.
+    let g = ok("FROM alpine\nWORKDIR /app/\nCOPY x.txt ./\nWORKDIR sub/\n");
+    let node = at_line(&g, 2);
+    assert_eq!(node.config.working_dir, "/app/");
+    assert_eq!(node.history.as_ref().unwrap().created_by, "WORKDIR /app/");
+    assert!(matches!(&node.op, Op::Workdir { path } if path == "/app"));
+    let Op::Copy(copy) = &at_line(&g, 3).op else {
+        panic!()
+    };
+    assert_eq!(copy.dest, "/app/");
+    assert_eq!(final_config(&g).working_dir, "/app/sub");
+}
+
+#[test]
+fn scratch_starts_with_the_default_path_and_root_workdir() {
+    let g = ok("FROM scratch\nCOPY x /\n");
+    let config = final_config(&g);
+    assert_eq!(
+        config.env,
+        ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    );
+    assert_eq!(config.working_dir, "/");
+}
+
+#[test]
+fn run_history_lists_args_without_a_value() {
+    // `RUN |2 A=1 B= ...`, as BuildKit writes it; only A is in the
+    // environment.
+    let g = ok("FROM alpine\nARG A=1\nARG B\nRUN true\n");
+    let node = at_line(&g, 4);
+    assert_eq!(
+        node.history.as_ref().unwrap().created_by,
+        "RUN |2 A=1 B= /bin/sh -c true"
+    );
+    assert!(!run_env(node).contains_key("B"));
+}
+
+#[test]
 fn metadata_instructions_fill_the_config() {
     let g = ok("FROM alpine\n\
                 USER app:app\n\
