@@ -20,6 +20,21 @@ fn project(dockerfile: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 #[test]
+fn a_failed_step_counts_as_run_not_as_a_hit() {
+    let (_dir, root, context) = project("FROM busybox\nRUN echo a\nRUN exit 3\n");
+    let ctx = context.to_str().unwrap();
+    kiln(&root, &["build", "--progress", "plain", ctx]);
+    let again = kiln(&root, &["build", "--progress", "plain", ctx]);
+    assert!(!again.status.success());
+    let plain = text(&again.stderr);
+    assert!(
+        plain.contains("failed in ")
+            && plain.contains(": 1 steps run (1 failed), 1 cached (50% hit rate)"),
+        "{plain}"
+    );
+}
+
+#[test]
 fn plain_and_json_describe_every_step() {
     let (_dir, root, context) = project("FROM busybox\nRUN echo hello\nENV A=1\n");
     let ctx = context.to_str().unwrap();

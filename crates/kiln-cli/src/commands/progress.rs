@@ -51,6 +51,9 @@ struct Totals {
     ran: usize,
     cached: usize,
     bytes_written: u64,
+    /// Steps started and not finished: at the summary, the ones that
+    /// failed or were cut short (they ran, so they are no cache hits).
+    unfinished: std::collections::BTreeSet<NodeId>,
 }
 
 /// The progress of one build.
@@ -112,11 +115,15 @@ impl Progress {
     }
 
     pub fn event(&self, event: StepEvent<'_>) {
+        if let StepEvent::Started { node } = &event {
+            lock(&self.totals).unfinished.insert(node.id);
+        }
         if let StepEvent::Finished {
             node, cache, layer, ..
         } = &event
         {
             let mut totals = lock(&self.totals);
+            totals.unfinished.remove(&node.id);
             match cache {
                 CacheOutcome::Hit => totals.cached += 1,
                 CacheOutcome::Miss(reason) => {
@@ -270,7 +277,9 @@ impl Progress {
             }
         }
         let totals = lock(&self.totals);
-        let steps = totals.ran + totals.cached;
+        let failed = totals.unfinished.len();
+        let ran = totals.ran + failed;
+        let steps = ran + totals.cached;
         let rate = if steps == 0 {
             0.0
         } else {
@@ -283,13 +292,17 @@ impl Progress {
                 "{}\n",
                 serde_json::json!({
                     "event": "summary", "outcome": outcome, "time": elapsed,
-                    "steps_run": totals.ran, "steps_cached": totals.cached,
+                    "steps_run": ran, "steps_failed": failed, "steps_cached": totals.cached,
                     "cache_hit_rate": rate / 100.0, "bytes_written": totals.bytes_written,
                 })
             )),
             _ => write_stderr(&format!(
-                "{outcome} in {elapsed:.2}s: {} steps run, {} cached ({rate:.0}% hit rate), {} written\n",
-                totals.ran,
+                "{outcome} in {elapsed:.2}s: {ran} steps run{}, {} cached ({rate:.0}% hit rate), {} written\n",
+                if failed > 0 {
+                    format!(" ({failed} failed)")
+                } else {
+                    String::new()
+                },
                 totals.cached,
                 super::images::human_size(totals.bytes_written)
             )),
