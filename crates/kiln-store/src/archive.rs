@@ -174,17 +174,30 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
     // Small JSON files are kept by path; blobs go straight to the store.
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut stored: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+    // `docker save A B` writes a layer the images share once and links the
+    // other `layer.tar` to it: links are followed inside the archive only.
+    let mut links: BTreeMap<String, String> = BTreeMap::new();
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
+        let kind = entry.header().entry_type();
         let path = entry
             .path()
             .map_err(bad)?
             .to_string_lossy()
             .trim_start_matches("./")
             .to_owned();
+        if kind.is_symlink() {
+            if let Some(target) = entry.link_name().map_err(bad)? {
+                let target = target.to_string_lossy().into_owned();
+                if let Some(resolved) = resolve_in_archive(&path, &target) {
+                    links.insert(path, resolved);
+                }
+            }
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
         if let Some(hex) = path.strip_prefix("blobs/sha256/") {
             let expected: Digest = format!("sha256:{hex}").parse()?;
             let (digest, size) = store.blobs().put_reader(&mut entry, Some(&expected))?;
@@ -206,7 +219,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
     }
     if let Some(index) = small.get("index.json") {
         let index: Value = serde_json::from_slice(index).map_err(json_error("index.json"))?;
-        let mut names = Vec::new();
+        let mut tags = Vec::new();
         for manifest in index["manifests"].as_array().into_iter().flatten() {
             let descriptor: oci_spec::image::Descriptor = serde_json::from_value(manifest.clone())
                 .map_err(json_error("index.json descriptor"))?;
@@ -218,11 +231,10 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
                 )));
             }
             if let Some(name) = manifest["annotations"][REF_NAME].as_str() {
-                store.tag(name, &descriptor)?;
-                names.push(name.to_owned());
+                tags.push((name.to_owned(), descriptor));
             }
         }
-        return Ok(names);
+        return tag_all(store, tags);
     }
     let manifest = small.get("manifest.json").ok_or_else(|| {
         StoreError::Unsupported(format!(
@@ -231,7 +243,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
     })?;
     let images: Vec<Value> =
         serde_json::from_slice(manifest).map_err(json_error("manifest.json"))?;
-    let mut names = Vec::new();
+    let mut tags = Vec::new();
     for image in images {
         let config_path = image["Config"].as_str().unwrap_or_default().to_owned();
         let config = small.get(&config_path).ok_or_else(|| {
@@ -247,7 +259,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
             .collect();
         let mut layers = Vec::new();
         for (n, path) in image["Layers"].as_array().into_iter().flatten().enumerate() {
-            let path = path.as_str().unwrap_or_default();
+            let path = follow_links(&links, path.as_str().unwrap_or_default());
             let (digest, size) = *stored.get(path).ok_or_else(|| {
                 StoreError::Unsupported(format!("{what}: layer {path} is missing"))
             })?;
@@ -269,10 +281,56 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
         let record = crate::image::write_image(store, config, &layers)?;
         for tag in image["RepoTags"].as_array().into_iter().flatten() {
             if let Some(tag) = tag.as_str() {
-                store.tag(tag, &record.manifest)?;
-                names.push(tag.to_owned());
+                tags.push((tag.to_owned(), record.manifest.clone()));
             }
         }
     }
+    tag_all(store, tags)
+}
+
+/// Tags only once every image of the archive was read and verified, so a
+/// load that fails names nothing (its blobs are left for GC).
+fn tag_all(
+    store: &Store,
+    tags: Vec<(String, oci_spec::image::Descriptor)>,
+) -> Result<Vec<String>, StoreError> {
+    let mut names = Vec::new();
+    for (name, descriptor) in tags {
+        store.tag(&name, &descriptor)?;
+        names.push(name);
+    }
     Ok(names)
+}
+
+/// Where a link at `path` pointing to `target` leads, as an archive path,
+/// or `None` when it leaves the archive's root (an absolute target, or
+/// `..` past the top): such links are ignored, never followed on the host.
+fn resolve_in_archive(path: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
+    parts.pop(); // the link's own name
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// `path` after following archive links (a bounded number of hops, so a
+/// loop cannot hang the load).
+fn follow_links<'a>(links: &'a BTreeMap<String, String>, mut path: &'a str) -> &'a str {
+    for _ in 0..16 {
+        match links.get(path) {
+            Some(next) => path = next,
+            None => break,
+        }
+    }
+    path
 }
