@@ -16,7 +16,10 @@ kiln=./target/release/kiln
 export KILN_ROOT=${KILN_ROOT:-$PWD/target/demo-store}
 
 rootfs=$(scripts/busybox-rootfs.sh target/busybox-rootfs.tar)
-"$kiln" import "$rootfs" busybox:latest >/dev/null
+# A fixed creation time: the same tarball is then the same image (digest),
+# however often it is imported.
+import_base() { SOURCE_DATE_EPOCH=0 "$kiln" import "$rootfs" busybox:latest >/dev/null; }
+import_base
 
 build_examples() {
   "$kiln" build --progress plain -t hello:latest examples/hello
@@ -28,8 +31,8 @@ build_examples
 "$kiln" images
 "$kiln" run --rm --network none hello:latest
 
-echo "== second build: nothing changed, so every step is CACHED"
-"$kiln" import "$rootfs" busybox:latest >/dev/null
+echo "== second build: the base imported again from the same bytes, nothing changed, so every step is CACHED"
+import_base
 build_examples
 
 echo "store: $KILN_ROOT (an OCI layout: skopeo inspect oci:$KILN_ROOT:static:latest)"
