@@ -90,12 +90,14 @@
 
 mod caps;
 mod child;
+mod cmdline;
 mod container;
 pub mod containers;
 mod error;
 mod layers;
 mod plan;
 mod prepare;
+pub mod seccomp;
 mod spec;
 mod sys;
 pub mod terminal;
@@ -103,7 +105,9 @@ mod user;
 
 pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
 pub use error::RuntimeError;
+pub use seccomp::Seccomp;
 pub use spec::{
-    ContainerSpec, ExitStatus, Mount, Network, Stdin, Stdio, User, WindowSize, DEFAULT_PATH,
+    ContainerSpec, ExitStatus, Mount, Network, SecretData, Stdin, Stdio, User, WindowSize,
+    DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser};

@@ -406,12 +406,35 @@ fn user_switching_and_capabilities() {
     assert!(!status.success(), "a non-root user cannot write to /");
     assert_eq!(out, "1000\n1000\n1000 10\nCapEff:\t0000000000000000\n");
 
-    let (_, out, _) = f.sh("grep -E 'Cap(Eff|Bnd)|NoNewPrivs' /proc/self/status");
-    // Docker's default set: 0x a80425fb.
+    let script = "grep -E 'Cap(Eff|Bnd)|NoNewPrivs|Seccomp:' /proc/self/status";
+    let (_, out, _) = f.sh(script);
+    // Docker's default set: 0x a80425fb; no no_new_privs unless asked for
+    // (setuid binaries work, as in Docker); seccomp in filter mode (2).
     assert_eq!(
         out,
-        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n"
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t0\nSeccomp:\t2\n"
     );
+    let mut spec = f.spec(script);
+    spec.no_new_privileges = true;
+    spec.seccomp = kiln_runtime::Seccomp::Unconfined;
+    let (_, out, _) = f.run(&spec);
+    assert!(out.ends_with("NoNewPrivs:\t1\nSeccomp:\t0\n"), "{out}");
+}
+
+/// `/proc/sys` and the other read-only `/proc` paths keep the `nosuid`,
+/// `nodev` and `noexec` of `/proc` when remounted read-only.
+#[test]
+fn read_only_proc_paths_keep_nosuid_nodev_noexec() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, out, _) = f.sh("grep -E ' /proc/(bus|fs|irq|sys) ' /proc/self/mountinfo");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "{out}");
+    for line in lines {
+        let options = line.split(' ').nth(5).unwrap();
+        for flag in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(options.split(',').any(|o| o == flag), "{line}");
+        }
+    }
 }
 
 #[test]
