@@ -183,7 +183,14 @@ fn seccomp_profile_file_is_applied_and_bad_options_are_refused() {
     let out = kiln(
         &s.root,
         &[
-            "run", "--rm", "--network", "none", "--security-opt", &option, "busybox", "mkdir",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--security-opt",
+            &option,
+            "busybox",
+            "mkdir",
             "/x",
         ],
     );
@@ -292,7 +299,10 @@ fn files_holding(dir: &Path, search: &Search<'_>, found: &mut Vec<PathBuf>) {
             files_holding(&path, search, found);
         } else if meta.is_file() && recent && path != search.skip && meta.len() < (64 << 20) {
             if let Ok(bytes) = fs::read(&path) {
-                if bytes.windows(search.needle.len()).any(|w| w == search.needle) {
+                if bytes
+                    .windows(search.needle.len())
+                    .any(|w| w == search.needle)
+                {
                     found.push(path);
                 }
             }
@@ -345,7 +355,10 @@ fn secrets_never_reach_the_disk_even_when_kiln_is_killed() {
         // The store (under /tmp too) and whatever else is new in /tmp.
         files_holding(&s.root, &search, &mut found);
         files_holding(Path::new("/tmp"), &search, &mut found);
-        assert!(found.is_empty(), "{when}: the secret is on disk in {found:?}");
+        assert!(
+            found.is_empty(),
+            "{when}: the secret is on disk in {found:?}"
+        );
     };
     if running {
         look("while the step runs");
@@ -358,10 +371,14 @@ fn secrets_never_reach_the_disk_even_when_kiln_is_killed() {
 
 /// True if some process's argv is exactly `args`.
 fn process_with_args(args: &[&str]) -> bool {
-    let wanted: Vec<u8> = args.iter().flat_map(|a| [a.as_bytes(), b"\0"].concat()).collect();
-    fs::read_dir("/proc").unwrap().flatten().any(|entry| {
-        fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted)
-    })
+    let wanted: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|entry| fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted))
 }
 
 /// As Docker: no `no_new_privs` unless asked for, so a setuid-root
@@ -378,12 +395,22 @@ fn setuid_binaries_work_unless_no_new_privileges() {
     );
     probe(&dir);
     build(&s, "setuid", &dir, &["--no-cache"]);
-    assert_eq!(run(&s, &["setuid", "cat", "/tmp/euid-in-run"]), "0\n", "RUN");
+    assert_eq!(
+        run(&s, &["setuid", "cat", "/tmp/euid-in-run"]),
+        "0\n",
+        "RUN"
+    );
     assert_eq!(run(&s, &["setuid", "/probe", "euid"]), "0\n", "kiln run");
     assert_eq!(
         run(
             &s,
-            &["--security-opt", "no-new-privileges", "setuid", "/probe", "euid"]
+            &[
+                "--security-opt",
+                "no-new-privileges",
+                "setuid",
+                "/probe",
+                "euid"
+            ]
         ),
         "65534\n"
     );

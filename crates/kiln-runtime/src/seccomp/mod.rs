@@ -269,7 +269,13 @@ impl Filter {
 }
 
 fn holds_cap(target: &Target<'_>, name: &str) -> bool {
-    caps::number(name).is_some_and(|n| target.caps & (1 << n) != 0)
+    cap_number(name).is_some_and(|n| target.caps & (1 << n) != 0)
+}
+
+/// The number of capability `name` (`CAP_SYS_ADMIN` is 21), for
+/// [`Target::caps`].
+pub fn cap_number(name: &str) -> Option<u32> {
+    caps::number(name)
 }
 
 fn kernel_at_least(kernel: (u32, u32), min: &str) -> bool {
