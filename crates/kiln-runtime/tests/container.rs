@@ -817,3 +817,35 @@ fn a_tty_is_the_commands_controlling_terminal() {
     assert!(!out.contains("not-interrupted"), "{out:?}");
     assert_eq!(status.code(), 130, "{status} {out:?}");
 }
+
+/// A secret is a read-only file with the mount's mode and owner, on a
+/// tmpfs of the container's own (nosuid, nodev, noexec), and nothing of it
+/// is left in the state dir on disk.
+#[test]
+fn secrets_are_read_only_files_on_the_containers_own_tmpfs() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec(
+        "cat /run/secrets/tok; echo; stat -c %a:%u:%g /run/secrets/tok; \
+         grep ' /run/secrets/tok ' /proc/self/mountinfo | cut -d' ' -f6,9; \
+         echo more >> /run/secrets/tok || echo refused",
+    );
+    spec.mounts = vec![Mount::Secret {
+        target: "/run/secrets/tok".into(),
+        data: kiln_runtime::SecretData(b"s3cr3t".to_vec()),
+        mode: 0o440,
+        uid: 7,
+        gid: 8,
+    }];
+    let (status, out, err) = f.run(&spec);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out,
+        "s3cr3t\n440:7:8\nro,nosuid,nodev,noexec,relatime tmpfs\nrefused\n"
+    );
+    let leftovers: Vec<_> = fs::read_dir(f.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kiln-run-"))
+        .collect();
+    assert!(leftovers.is_empty(), "state dir left: {leftovers:?}");
+}
