@@ -68,6 +68,8 @@ int main(int argc, char **argv) {
     report("add_key", syscall(SYS_add_key, "user", "kiln-probe", "x", 1, -2));
     report("personality", personality(READ_IMPLIES_EXEC));
     report("unshare", unshare(CLONE_NEWUSER));
+    /* No valid arguments: the kernel says EINVAL, the profile ENOSYS. */
+    report("clone3", syscall(SYS_clone3, 0, 0));
     return 0;
 }
 "#;
@@ -132,8 +134,9 @@ fn container_unmounts_never_reach_the_hosts_shared_mounts() {
 }
 
 /// Docker's default seccomp profile: keyrings (shared with the host),
-/// new user namespaces and READ_IMPLIES_EXEC are refused with EPERM, in
-/// RUN and in `kiln run`; `seccomp=unconfined` and `--privileged` lift it.
+/// new user namespaces and READ_IMPLIES_EXEC are refused with EPERM (and
+/// clone3 with ENOSYS), in RUN and in `kiln run`; `seccomp=unconfined`,
+/// `RUN --security=insecure` and `--privileged` lift it.
 #[test]
 fn seccomp_refuses_keyrings_user_namespaces_and_personalities() {
     let s = common::busybox_workspace();
@@ -150,7 +153,10 @@ fn seccomp_refuses_keyrings_user_namespaces_and_personalities() {
         &dir,
         &["--allow", "security.insecure", "--no-cache"],
     );
-    let denied = "keyctl=errno 1\nadd_key=errno 1\npersonality=errno 1\nunshare=errno 1\n";
+    // EPERM, Docker's default action; clone3's own ENOSYS (libc then
+    // falls back to clone, whose namespace flags the profile can see).
+    let denied = "keyctl=errno 1\nadd_key=errno 1\npersonality=errno 1\nunshare=errno 1\n\
+                  clone3=errno 38\n";
     assert_eq!(run(&s, &["seccomp", "cat", "/probed"]), denied, "in RUN");
     assert_eq!(run(&s, &["seccomp", "/probe"]), denied, "in kiln run");
 
@@ -159,6 +165,7 @@ fn seccomp_refuses_keyrings_user_namespaces_and_personalities() {
         assert!(out.contains("personality=ok\n"), "{out}");
         assert!(out.contains("add_key=ok\n"), "{out}");
         assert!(!out.contains("keyctl=errno 1\n"), "{out}");
+        assert!(out.contains("clone3=errno 22\n"), "{out}");
     };
     lifted(run(&s, &["seccomp", "cat", "/probed-insecure"]));
     lifted(run(
