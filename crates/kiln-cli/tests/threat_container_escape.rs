@@ -208,8 +208,25 @@ fn seccomp_profile_file_is_applied_and_bad_options_are_refused() {
         text(&out.stderr)
     );
 
-    fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap();
-    for bad in [option.as_str(), "apparmor=unconfined", "seccomp="] {
+    let unknown_action = s.work.join("notify.json");
+    fs::write(&unknown_action, r#"{"defaultAction":"SCMP_ACT_NOTIFY"}"#).unwrap();
+    let bad_index = s.work.join("index.json");
+    fs::write(
+        &bad_index,
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],
+            "action":"SCMP_ACT_ALLOW","args":[{"index":9,"value":1,"op":"SCMP_CMP_EQ"}]}]}"#,
+    )
+    .unwrap();
+    let unknown_action = format!("seccomp={}", unknown_action.display());
+    let bad_index = format!("seccomp={}", bad_index.display());
+    let missing = format!("seccomp={}", s.work.join("missing.json").display());
+    for bad in [
+        unknown_action.as_str(),
+        bad_index.as_str(),
+        missing.as_str(),
+        "apparmor=unconfined",
+        "seccomp=",
+    ] {
         let out = kiln(
             &s.root,
             &["run", "--rm", "--security-opt", bad, "busybox", "true"],
@@ -219,6 +236,12 @@ fn seccomp_profile_file_is_applied_and_bad_options_are_refused() {
         assert!(err.contains("--security-opt"), "{bad}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let listed = ok(kiln(&s.root, &["ps", "-a"]));
+    assert_eq!(
+        listed.lines().count(),
+        1,
+        "no container was created: {listed}"
+    );
 }
 
 /// The container's init is a fork of kiln: its `/proc/1/cmdline` and

@@ -206,9 +206,12 @@ fn security_options(options: &[String]) -> anyhow::Result<SecurityOptions> {
             ("seccomp", Some("unconfined")) => security.seccomp = kiln_runtime::Seccomp::Unconfined,
             ("seccomp", Some(path)) if !path.is_empty() => {
                 let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("--security-opt {option}: {path}"))?;
+                    .with_context(|| format!("--security-opt {option}"))?;
                 let profile = kiln_runtime::seccomp::Profile::from_json(&text)
-                    .with_context(|| format!("--security-opt {option}: {path} is not a seccomp profile"))?;
+                    .with_context(|| format!("--security-opt {option}: not a seccomp profile"))?;
+                profile
+                    .check()
+                    .with_context(|| format!("--security-opt {option}"))?;
                 security.seccomp = kiln_runtime::Seccomp::Profile(Box::new(profile));
             }
             _ => bail!(

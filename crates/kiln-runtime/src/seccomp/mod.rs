@@ -197,6 +197,13 @@ impl Profile {
         serde_json::from_str(text)
     }
 
+    /// Checks that the profile compiles on this machine (for Docker's
+    /// default capabilities), so a bad file is refused before anything is
+    /// created.
+    pub fn check(&self) -> Result<(), RuntimeError> {
+        compile(self, caps::DOCKER_DEFAULT_MASK).map(drop)
+    }
+
     /// The default action and its errno.
     pub fn default_rule(&self) -> (Action, u32) {
         (self.default_action, self.default_errno_ret.unwrap_or(EPERM))
