@@ -291,13 +291,13 @@ fn pid_1_shows_nothing_of_kilns_command_line_or_environment() {
             "busybox",
             "sh",
             "-c",
-            "cat /proc/1/cmdline /proc/1/environ 2>&1 || true",
+            "cat /proc/1/cmdline /proc/1/comm /proc/1/environ 2>&1 || true",
         ],
         &[("KILN_TEST_HOST_ONLY", marker)],
     );
     let seen = ok(out);
     let root = s.root.to_str().unwrap();
-    assert!(seen.starts_with("kiln-init"), "{seen:?}");
+    assert!(seen.starts_with("kiln-init\0kiln-init\n"), "{seen:?}");
     assert!(
         !seen.contains(marker) && !seen.contains(root),
         "kiln run sees the host: {seen:?}"

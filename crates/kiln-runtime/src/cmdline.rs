@@ -72,6 +72,8 @@ pub(crate) fn scrub(areas: &ArgEnvAreas) {
             (areas.env_end - areas.env_start) as usize,
         );
     }
+    // The thread's name (`/proc/1/comm`) too, for one name everywhere.
+    let _ = crate::sys::set_name(c"kiln-init");
     let _ = crate::sys::set_mm_map(&crate::sys::MmMap {
         start_code: areas.start_code,
         end_code: areas.end_code,

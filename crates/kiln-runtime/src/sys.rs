@@ -199,6 +199,11 @@ pub fn set_mm_map(map: &MmMap) -> SysResult {
     })
 }
 
+/// `prctl(PR_SET_NAME)`: the thread's name, 15 bytes at most.
+pub fn set_name(name: &CStr) -> SysResult {
+    prctl(libc::PR_SET_NAME, name.as_ptr() as c_ulong)
+}
+
 /// The current program break (`brk(0)` returns it).
 pub fn current_brk() -> u64 {
     // SAFETY: brk(0) changes nothing.
