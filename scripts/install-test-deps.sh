@@ -7,8 +7,11 @@ set -euo pipefail
 # writes; busybox-static is the root filesystem of the test base image
 # (../shared/bench/busybox-rootfs.sh); git is what ADD of a repository
 # runs (and the tests make repositories with it); tmux gives the progress
-# test a real terminal to capture. Later subsystems add theirs here.
-APT_PACKAGES=(skopeo umoci busybox-static git tmux)
+# test a real terminal to capture; gcc and libc6-dev (its libc.a) build
+# the static probe of threat_container_escape.rs (keyctl, personality...),
+# which runs some tests under util-linux's unshare. Later subsystems add
+# theirs here.
+APT_PACKAGES=(skopeo umoci busybox-static git tmux gcc libc6-dev util-linux)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()
