@@ -10,9 +10,12 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # Debian packages the tests use: skopeo and umoci read what kiln-store
 # writes; git is what ADD of a repository runs (and the tests make
 # repositories with it); tmux gives the progress test a real terminal to
-# capture; debootstrap makes the bare Debian root of
-# scripts/fresh-check.sh. Later subsystems add theirs here.
-APT_PACKAGES=(skopeo umoci git tmux debootstrap)
+# capture; debootstrap makes the bare Debian root of scripts/fresh-check.sh;
+# gcc and libc6-dev (its libc.a, from install-build-deps.sh) build the
+# static probe of threat_container_escape.rs (keyctl, personality...), which
+# runs some tests under util-linux's unshare. Later subsystems add theirs
+# here.
+APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

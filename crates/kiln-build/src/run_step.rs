@@ -40,13 +40,7 @@ pub fn run_step(
     let mut secret_env = Vec::new();
     for mount in &run.mounts {
         if mount.kind == MountKind::Secret {
-            mounts.extend(secret_mount(
-                node,
-                mount,
-                options,
-                &scratch,
-                &mut secret_env,
-            )?);
+            mounts.extend(secret_mount(node, mount, options, &mut secret_env)?);
             continue;
         }
         let has_agent = secret_env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK="));
@@ -107,8 +101,12 @@ pub fn run_step(
         hosts: None,
         resolv_conf: None,
         state_parent: Some(scratch.0.clone()),
-        // Reached only with --allow security.insecure (the executor checks).
+        // Reached only with --allow security.insecure (the executor checks);
+        // it also lifts seccomp, as in BuildKit.
         privileged: run.insecure,
+        seccomp: kiln_runtime::Seccomp::Default,
+        // As BuildKit: setuid binaries (su, sudo, gosu) work in RUN.
+        no_new_privileges: false,
     };
     let mut sink = StepOutput {
         node,
@@ -338,15 +336,15 @@ fn prepare_mount(
 }
 
 /// A `--mount type=secret`: the secret `kiln build --secret` named, as a
-/// read-only file at the target (a copy in the run's scratch dir, with the
-/// mount's mode and owner) and/or in an environment variable (`env=`).
-/// A secret the build was not given is skipped unless `required=true`, as
-/// in BuildKit.
+/// read-only file at the target, with the mount's mode and owner, that the
+/// runtime writes on a tmpfs of the container's own mount namespace (never
+/// on disk; gone with the container, even if kiln is killed), and/or in
+/// an environment variable (`env=`). A secret the build was not given is
+/// skipped unless `required=true`, as in BuildKit.
 fn secret_mount(
     node: &Node,
     mount: &kiln_graph::Mount,
     options: &BuildOptions<'_>,
-    scratch: &TempDir,
     env: &mut Vec<String>,
 ) -> Result<Option<Mount>, BuildError> {
     let option = |name: &str| mount_option(mount, name);
@@ -366,24 +364,17 @@ fn secret_mount(
     if mount.target.is_empty() {
         return Ok(None);
     }
-    let dir = scratch.0.join("secrets");
-    std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
-    let taken = dir.read_dir().map_or(0, |entries| entries.count());
-    let file = dir.join(format!("secret-{taken}"));
-    std::fs::write(&file, value).map_err(|e| BuildError::io(&file, e))?;
-    let mode = option("mode")
-        .and_then(|m| u32::from_str_radix(m, 8).ok())
-        .unwrap_or(0o400);
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| BuildError::io(&file, e))?;
-    let uid = option("uid").and_then(|v| v.parse().ok());
-    let gid = option("gid").and_then(|v| v.parse().ok());
-    std::os::unix::fs::chown(&file, uid, gid).map_err(|e| BuildError::io(&file, e))?;
-    Ok(Some(Mount::Bind {
-        source: file,
+    let number = |name: &str, radix: u32, default: u32| {
+        option(name)
+            .and_then(|v| u32::from_str_radix(v, radix).ok())
+            .unwrap_or(default)
+    };
+    Ok(Some(Mount::Secret {
         target: mount.target.clone(),
-        readonly: true,
+        data: kiln_runtime::SecretData(value.to_vec()),
+        mode: number("mode", 8, 0o400),
+        uid: number("uid", 10, 0),
+        gid: number("gid", 10, 0),
     }))
 }
 

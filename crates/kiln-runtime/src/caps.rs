@@ -52,6 +52,57 @@ pub const DOCKER_DEFAULT_MASK: u64 = mask(DOCKER_DEFAULT);
 /// CAP_KILL) and reaps; everything else is dropped once the command runs.
 pub const INIT_MASK: u64 = mask(&[KILL]);
 
+/// Capability names by number (`linux/capability.h`), as seccomp
+/// profiles name them.
+const NAMES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The number of capability `name` (`CAP_SYS_ADMIN`), if kiln knows it.
+pub fn number(name: &str) -> Option<u32> {
+    NAMES.iter().position(|n| *n == name).map(|n| n as u32)
+}
+
 /// Every capability this process has (a privileged container gets what
 /// its caller holds; asking for more fails with EPERM).
 pub fn own_permitted() -> u64 {
@@ -83,5 +134,8 @@ mod tests {
         assert_ne!(DOCKER_DEFAULT_MASK & (1 << SETUID), 0);
         // CAP_SYS_ADMIN (21) is not in Docker's default set.
         assert_eq!(DOCKER_DEFAULT_MASK & (1 << 21), 0);
+        assert_eq!(number("CAP_SYS_ADMIN"), Some(21));
+        assert_eq!(number("CAP_MKNOD"), Some(MKNOD));
+        assert_eq!(number("CAP_CHECKPOINT_RESTORE"), Some(40));
     }
 }

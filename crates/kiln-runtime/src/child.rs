@@ -13,6 +13,7 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 
 use crate::caps;
+use crate::cmdline;
 use crate::plan::{encode_failure, encode_status, Plan, Stage};
 use crate::sys;
 
@@ -75,6 +76,11 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     // Init keeps its privileges while the command runs: nobody in the
     // container may ptrace it or read its /proc entries.
     check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
+    // Before anything of the container runs: kiln's argv and environment
+    // (build args, secret paths) must not show in /proc/1.
+    if let Some(areas) = &plan.arg_env {
+        cmdline::scrub(areas);
+    }
     sys::close_fds_except(3, args.keep);
     sys::setsid();
     sys::umask(0);
@@ -84,6 +90,9 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     let signals = sys::init_signal_set();
     check(Stage::Signals, 0, sys::block_signals(&signals));
 
+    // Before the first mount: nothing done in this namespace may reach
+    // the host's mounts through shared propagation.
+    check(Stage::MountPropagation, 0, sys::make_mounts_slave());
     for (i, (path, slot)) in plan.overlay_dirs.iter().enumerate() {
         check(Stage::OverlayDir, i, sys::reopen_dir_at(path, *slot));
     }
@@ -224,6 +233,13 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     }
     sys::umask(0o022);
 
+    // As runc: without no_new_privs installing a filter needs
+    // CAP_SYS_ADMIN, so it comes before the capabilities are dropped (the
+    // calls up to exec are all in Docker's profile); with it, as late as
+    // possible.
+    if !plan.no_new_privs {
+        check(Stage::Seccomp, install_seccomp(plan));
+    }
     check(
         Stage::Capabilities,
         set_command_caps(plan.last_cap, plan.command_caps),
@@ -233,9 +249,19 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     // Leaving uid 0 clears the permitted and effective sets, as Docker
     // wants for non-root users; the bounding set stays limited.
     check(Stage::Setuid, sys::setresuid(plan.uid));
-    check(Stage::NoNewPrivs, sys::set_no_new_privs());
+    if plan.no_new_privs {
+        check(Stage::NoNewPrivs, sys::set_no_new_privs());
+        check(Stage::Seccomp, install_seccomp(plan));
+    }
     check(Stage::Chdir, sys::chdir(&plan.cwd));
     exec(plan, args, fds.report)
+}
+
+fn install_seccomp(plan: &Plan) -> sys::SysResult {
+    for program in &plan.seccomp {
+        sys::install_seccomp(program)?;
+    }
+    Ok(())
 }
 
 fn set_command_caps(last_cap: u32, keep: u64) -> sys::SysResult {

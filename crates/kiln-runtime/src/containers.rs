@@ -36,9 +36,16 @@ pub struct ContainerConfig {
     /// Run on a terminal (`run -t`); every start allocates a new one.
     #[serde(default)]
     pub tty: bool,
-    /// `--privileged`: every capability, no masked `/proc` paths.
+    /// `--privileged`: every capability, no masked `/proc` paths, no
+    /// seccomp.
     #[serde(default)]
     pub privileged: bool,
+    /// `--security-opt seccomp=...` (the profile's content is kept here).
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Seccomp,
+    /// `--security-opt no-new-privileges`.
+    #[serde(default)]
+    pub no_new_privileges: bool,
 }
 
 /// Where a container is in its life.
@@ -102,6 +109,8 @@ impl ContainerRecord {
             resolv_conf: None,
             state_parent: Some(dir.to_owned()),
             privileged: self.config.privileged,
+            seccomp: self.config.seccomp.clone(),
+            no_new_privileges: self.config.no_new_privileges,
         }
     }
 

@@ -42,6 +42,10 @@ pub enum RuntimeError {
     #[error("the container was killed")]
     Killed,
 
+    /// A seccomp profile cannot be compiled for this machine.
+    #[error("seccomp profile: {0}")]
+    Seccomp(String),
+
     /// The container's init ended without reporting the command's status.
     #[error("container init ended unexpectedly: {0}")]
     InitDied(String),

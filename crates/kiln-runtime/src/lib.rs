@@ -83,19 +83,32 @@
 //! ([`TtyHandle`]); [`terminal`] puts the caller's own terminal in raw
 //! mode while attached.
 //!
+//! # Containment
+//!
+//! Besides the namespaces: the init makes every mount `rslave` before it
+//! mounts anything (nothing propagates back to the host), blanks kiln's
+//! argv and environment in its memory (`cmdline`), and the command runs
+//! under Docker's default seccomp profile (`seccomp`, compiled before
+//! `clone`, installed by the command before exec), with Docker's default
+//! capabilities, masked and read-only `/proc` paths, and `no_new_privs`
+//! only when asked for (as Docker). Secrets are written by the child on a
+//! tmpfs of the container's own mount namespace.
+//!
 //! Not done yet: user namespaces for rootless runs (TODO: needs uid/gid
 //! maps written by the parent between clone and setup, and the
-//! mount-option limits of unprivileged overlayfs), seccomp (Docker's
-//! default profile), cgroups (limits and `/sys/fs/cgroup`).
+//! mount-option limits of unprivileged overlayfs), cgroups (limits and
+//! `/sys/fs/cgroup`), AppArmor/SELinux.
 
 mod caps;
 mod child;
+mod cmdline;
 mod container;
 pub mod containers;
 mod error;
 mod layers;
 mod plan;
 mod prepare;
+pub mod seccomp;
 mod spec;
 mod sys;
 pub mod terminal;
@@ -103,7 +116,9 @@ mod user;
 
 pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
 pub use error::RuntimeError;
+pub use seccomp::Seccomp;
 pub use spec::{
-    ContainerSpec, ExitStatus, Mount, Network, Stdin, Stdio, User, WindowSize, DEFAULT_PATH,
+    ContainerSpec, ExitStatus, Mount, Network, SecretData, Stdin, Stdio, User, WindowSize,
+    DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser};

@@ -10,6 +10,7 @@ use libc::{c_ulong, mode_t};
 use nix::errno::Errno;
 use nix::sched::CloneFlags;
 
+use crate::cmdline::ArgEnvAreas;
 use crate::sys;
 
 /// One filesystem action inside the container's mount namespace.
@@ -48,13 +49,25 @@ pub(crate) enum Step {
     Mask {
         path: CString,
     },
-    /// Docker's read-only paths: a read-only bind of the path onto itself.
+    /// Docker's read-only paths: a read-only bind of the path onto itself
+    /// (keeping its `nosuid`, `nodev`, `noexec`).
     ReadOnly {
         path: CString,
     },
+    /// Makes the mount at `path` read-only, keeping its other flags.
+    RemountReadOnly {
+        path: CString,
+    },
+    /// Creates `path` (which must not exist) holding `data`: a secret,
+    /// written on the container's own tmpfs.
+    WriteFile {
+        path: CString,
+        data: Vec<u8>,
+        mode: mode_t,
+        uid: libc::uid_t,
+        gid: libc::gid_t,
+    },
 }
-
-const RDONLY_BIND: c_ulong = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
 
 impl Step {
     /// Runs the step (in the child: syscalls only).
@@ -84,9 +97,17 @@ impl Step {
                 Err(e) => Err(e),
                 Ok(_) => {
                     sys::mount(Some(path), path, None, libc::MS_BIND | libc::MS_REC, None)?;
-                    sys::mount(Some(path), path, None, RDONLY_BIND, None)
+                    sys::remount_readonly(path)
                 }
             },
+            Step::RemountReadOnly { path } => sys::remount_readonly(path),
+            Step::WriteFile {
+                path,
+                data,
+                mode,
+                uid,
+                gid,
+            } => sys::write_new_file(path, data, *mode, *uid, *gid),
         }
     }
 
@@ -111,7 +132,13 @@ impl Step {
             Step::Symlink { link, .. } => format!("symlink {}", s(link)),
             Step::Sysfs { target } => format!("mount sysfs on {}", s(target)),
             Step::Mask { path } => format!("mask {}", s(path)),
-            Step::ReadOnly { path } => format!("make {} read-only", s(path)),
+            Step::ReadOnly { path } | Step::RemountReadOnly { path } => {
+                format!("make {} read-only", s(path))
+            }
+            // The secret's name and bytes stay out of messages.
+            Step::WriteFile { data, .. } => {
+                format!("write a secret of {} bytes on tmpfs", data.len())
+            }
         }
     }
 }
@@ -128,7 +155,7 @@ fn run_sysfs(target: &CString) -> sys::SysResult {
                 libc::MS_BIND | libc::MS_REC,
                 None,
             )?;
-            sys::mount(Some(host_sys), target, None, RDONLY_BIND, None)
+            sys::remount_readonly(target)
         }
         other => other,
     }
@@ -176,6 +203,14 @@ pub(crate) struct Plan {
     pub command_caps: u64,
     /// Allocate a pty of this size (rows, cols) in the container's devpts.
     pub tty: Option<(u16, u16)>,
+    /// Seccomp BPF programs installed, in order, before the command runs
+    /// (none: unconfined).
+    pub seccomp: Vec<seccompiler::BpfProgram>,
+    /// `PR_SET_NO_NEW_PRIVS` for the command.
+    pub no_new_privs: bool,
+    /// Where kiln's argv and environment are in memory: the init, a fork
+    /// of kiln, blanks them so `/proc/1/cmdline` shows nothing of the host.
+    pub arg_env: Option<ArgEnvAreas>,
 }
 
 /// Where the child was when it failed.
@@ -203,6 +238,8 @@ pub(crate) enum Stage {
     Tty,
     Console,
     ControllingTty,
+    Seccomp,
+    MountPropagation,
 }
 
 impl Stage {
@@ -230,6 +267,8 @@ impl Stage {
             Tty,
             Console,
             ControllingTty,
+            Seccomp,
+            MountPropagation,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -333,6 +372,8 @@ impl Plan {
             Stage::Tty => "allocate a terminal on the container's /dev/ptmx".into(),
             Stage::Console => "bind the terminal on /dev/console".into(),
             Stage::ControllingTty => "make the terminal the command's controlling tty".into(),
+            Stage::Seccomp => "install the seccomp filter".into(),
+            Stage::MountPropagation => "make the container's mounts slaves of the host's".into(),
         }
     }
 }

@@ -25,9 +25,11 @@ use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 
 use crate::caps;
+use crate::cmdline;
 use crate::error::RuntimeError;
 use crate::layers::LowerView;
 use crate::plan::{Plan, Step};
+use crate::seccomp::{self, Seccomp};
 use crate::spec::{container_path, ContainerSpec, Mount, Network};
 
 /// Linux limits mount data to one page, NUL included.
@@ -131,8 +133,14 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     }
     system_mounts(&merged, &mut pre)?;
     etc_files(spec, &root, &merged, &view, &mut skeleton, &mut pre)?;
-    user_mounts(spec, &merged, &view, &mut skeleton, &mut pre)?;
+    let secrets = secrets_tmpfs(spec, &root, &mut pre)?;
+    user_mounts(spec, &merged, &view, &mut skeleton, &secrets, &mut pre)?;
     skeleton.finish()?;
+    let command_caps = if spec.privileged {
+        caps::own_permitted()
+    } else {
+        caps::DOCKER_DEFAULT_MASK
+    };
 
     let plan = Plan {
         clone_flags: clone_flags(spec.network),
@@ -167,18 +175,66 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         gid: spec.user.gid,
         groups: spec.user.additional_gids.clone(),
         last_cap: caps::last_cap(),
-        command_caps: if spec.privileged {
-            caps::own_permitted()
-        } else {
-            caps::DOCKER_DEFAULT_MASK
-        },
+        command_caps,
         tty: None,
+        seccomp: seccomp_programs(spec, command_caps)?,
+        no_new_privs: spec.no_new_privileges,
+        arg_env: cmdline::own_areas(),
     };
     Ok(Prepared {
         plan,
         state,
         overlay_fds,
     })
+}
+
+/// The BPF programs for the command: none when privileged (as Docker) or
+/// unconfined.
+fn seccomp_programs(
+    spec: &ContainerSpec,
+    caps: u64,
+) -> Result<Vec<seccompiler::BpfProgram>, RuntimeError> {
+    if spec.privileged {
+        return Ok(Vec::new());
+    }
+    match &spec.seccomp {
+        Seccomp::Unconfined => Ok(Vec::new()),
+        Seccomp::Default => seccomp::compile(&seccomp::docker_default(), caps),
+        Seccomp::Profile(profile) => seccomp::compile(profile, caps),
+    }
+}
+
+/// With secrets to mount: an empty dir in the state dir and the step that
+/// mounts a tmpfs on it in the container's namespace, sized for them. The
+/// secrets are written there by the child, never on the state dir's disk.
+fn secrets_tmpfs(
+    spec: &ContainerSpec,
+    state: &Path,
+    steps: &mut Vec<Step>,
+) -> Result<PathBuf, RuntimeError> {
+    let dir = state.join("secrets");
+    let sizes: Vec<usize> = spec
+        .mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Secret { data, .. } => Some(data.0.len()),
+            _ => None,
+        })
+        .collect();
+    if sizes.is_empty() {
+        return Ok(dir);
+    }
+    fs::create_dir(&dir).map_err(|e| RuntimeError::io("create", &dir, e))?;
+    const PAGE: usize = 4096;
+    let bytes: usize = sizes.iter().map(|n| n.div_ceil(PAGE).max(1) * PAGE).sum();
+    steps.push(mount(
+        "tmpfs",
+        &dir,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(&format!("mode=700,size={}", bytes + PAGE)),
+    )?);
+    Ok(dir)
 }
 
 fn make_state_dir(spec: &ContainerSpec) -> Result<tempfile::TempDir, RuntimeError> {
@@ -402,13 +458,15 @@ fn user_mounts(
     merged: &Path,
     view: &LowerView,
     skeleton: &mut Skeleton,
+    secrets: &Path,
     steps: &mut Vec<Step>,
 ) -> Result<(), RuntimeError> {
     let mut placed: Vec<(Vec<String>, Vec<String>, bool)> = Vec::new();
-    for m in &spec.mounts {
+    for (index, m) in spec.mounts.iter().enumerate() {
         let lexical = container_path(m.target()).map_err(RuntimeError::InvalidSpec)?;
         let is_dir = match m {
             Mount::Tmpfs { .. } => true,
+            Mount::Secret { .. } => false,
             Mount::Bind { source, .. } => fs::metadata(source)
                 .map_err(|e| RuntimeError::io("stat bind source", source, e))?
                 .is_dir(),
@@ -442,7 +500,8 @@ fn user_mounts(
                 resolved
             }
         };
-        push_user_mount(m, &join(merged, &resolved), steps)?;
+        let secret_file = secrets.join(format!("secret-{index}"));
+        push_user_mount(m, &join(merged, &resolved), &secret_file, steps)?;
         placed.push((lexical, resolved, matches!(m, Mount::Tmpfs { .. })));
     }
     Ok(())
@@ -466,8 +525,34 @@ fn runtime_create(
     Ok(())
 }
 
-fn push_user_mount(m: &Mount, target: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+/// The steps of one of the spec's mounts; a secret is written at
+/// `secret_file` (on the secrets tmpfs) and bound read-only on `target`.
+fn push_user_mount(
+    m: &Mount,
+    target: &Path,
+    secret_file: &Path,
+    steps: &mut Vec<Step>,
+) -> Result<(), RuntimeError> {
     match m {
+        Mount::Secret {
+            data,
+            mode,
+            uid,
+            gid,
+            ..
+        } => {
+            steps.push(Step::WriteFile {
+                path: cstr(secret_file)?,
+                data: data.0.clone(),
+                mode: *mode & 0o7777,
+                uid: *uid,
+                gid: *gid,
+            });
+            steps.push(bind(secret_file, target, libc::MS_BIND)?);
+            steps.push(Step::RemountReadOnly {
+                path: cstr(target)?,
+            });
+        }
         Mount::Bind {
             source, readonly, ..
         } => {

@@ -5,6 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::RuntimeError;
+use crate::seccomp::Seccomp;
 
 /// Default `PATH` when the spec's environment has none (Docker's).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -43,8 +44,14 @@ pub struct ContainerSpec {
     /// dir). It never holds anything the caller needs after the run.
     pub state_parent: Option<PathBuf>,
     /// `RUN --security=insecure` / `kiln run --privileged`: every
-    /// capability, no masked or read-only `/proc` paths.
+    /// capability, no masked or read-only `/proc` paths, no seccomp.
     pub privileged: bool,
+    /// The command's seccomp filter (ignored when `privileged`).
+    pub seccomp: Seccomp,
+    /// `--security-opt no-new-privileges`: `PR_SET_NO_NEW_PRIVS` for the
+    /// command, so setuid binaries and file capabilities grant nothing.
+    /// Off by default, as in Docker (`su`, `sudo`, `gosu` work).
+    pub no_new_privileges: bool,
 }
 
 /// How the command's standard streams are connected. Kept apart from
@@ -113,12 +120,34 @@ pub enum Mount {
         target: String,
         size_bytes: Option<u64>,
     },
+    /// A read-only file holding `data` at `target`, written by the child
+    /// on a tmpfs of the container's own mount namespace: it never touches
+    /// a disk and is gone with the container, even after a SIGKILL.
+    Secret {
+        target: String,
+        data: SecretData,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// A secret's bytes; `Debug` shows only their length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretData(pub Vec<u8>);
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
 }
 
 impl Mount {
     pub fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. }
+            | Mount::Tmpfs { target, .. }
+            | Mount::Secret { target, .. } => target,
         }
     }
 }

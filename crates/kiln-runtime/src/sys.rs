@@ -53,6 +53,163 @@ pub fn mount(
     })
 }
 
+/// Remounts the bind mount at `target` read-only, keeping its `nosuid`,
+/// `nodev`, `noexec` and atime flags (a remount sets every per-mount flag,
+/// so those not passed would be cleared), as runc does for read-only paths.
+pub fn remount_readonly(target: &CStr) -> SysResult {
+    let mut st = KernelStatfs::default();
+    // SAFETY: `st` has the kernel's `struct statfs` layout; path is
+    // NUL-terminated.
+    check_long(unsafe { libc::syscall(libc::SYS_statfs, target.as_ptr(), &mut st) })?;
+    let have = st.f_flags as c_ulong;
+    let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+    for (st_flag, ms_flag) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if have & st_flag != 0 {
+            flags |= ms_flag;
+        }
+    }
+    mount(None, target, None, flags, None)
+}
+
+/// The kernel's `struct statfs` (`asm-generic/statfs.h`): libc's hides
+/// `f_flags`, and glibc's `statvfs` may read `/proc/mounts`.
+#[repr(C)]
+#[derive(Default)]
+struct KernelStatfs {
+    f_type: libc::c_long,
+    f_bsize: libc::c_long,
+    f_blocks: c_ulong,
+    f_bfree: c_ulong,
+    f_bavail: c_ulong,
+    f_files: c_ulong,
+    f_ffree: c_ulong,
+    f_fsid: [c_int; 2],
+    f_namelen: libc::c_long,
+    f_frsize: libc::c_long,
+    f_flags: libc::c_long,
+    f_spare: [libc::c_long; 4],
+}
+
+/// Makes every mount of this (new) namespace a slave of its peer group,
+/// as runc does first: mounts and unmounts made here, down to the lazy
+/// unmount of the old root, never propagate back to the host's mounts,
+/// while the host's later mounts still reach us.
+pub fn make_mounts_slave() -> SysResult {
+    mount(None, c"/", None, libc::MS_SLAVE | libc::MS_REC, None)
+}
+
+/// Creates `path` (`O_EXCL`, no symlink followed) holding `data`, owned by
+/// `uid:gid` with `mode`.
+pub fn write_new_file(
+    path: &CStr,
+    data: &[u8],
+    mode: libc::mode_t,
+    uid: libc::uid_t,
+    gid: libc::gid_t,
+) -> SysResult {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: NUL-terminated path.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    let result = write_fully(fd, data)
+        // SAFETY: integer arguments on a descriptor we own.
+        .and_then(|()| check(unsafe { libc::fchown(fd, uid, gid) }))
+        .and_then(|()| check(unsafe { libc::fchmod(fd, mode) }));
+    close(fd);
+    result
+}
+
+fn write_fully(fd: RawFd, mut data: &[u8]) -> SysResult {
+    while !data.is_empty() {
+        // SAFETY: pointer and length describe `data`.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n < 0 {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
+            }
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Installs a seccomp BPF program for this thread (the whole process
+/// here). Without no_new_privs this needs CAP_SYS_ADMIN, so the command
+/// calls it before dropping capabilities.
+pub fn install_seccomp(program: &[seccompiler::sock_filter]) -> SysResult {
+    let prog = libc::sock_fprog {
+        len: program.len() as libc::c_ushort,
+        // seccompiler's sock_filter has libc's layout (linux/filter.h).
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `program`, alive during the call; the
+    // kernel copies the program.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            0 as c_ulong,
+            &prog as *const libc::sock_fprog,
+        )
+    })
+}
+
+/// The kernel's `struct prctl_mm_map` (`linux/prctl.h`).
+#[repr(C)]
+pub struct MmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    /// With `auxv_size` 0 the auxiliary vector stays as it is.
+    pub auxv: *mut u64,
+    pub auxv_size: u32,
+    /// `u32::MAX`: keep `/proc/self/exe`.
+    pub exe_fd: u32,
+}
+
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP, map)`.
+pub fn set_mm_map(map: &MmMap) -> SysResult {
+    // SAFETY: `map` has the kernel's layout and lives during the call.
+    check(unsafe {
+        libc::prctl(
+            libc::PR_SET_MM,
+            libc::PR_SET_MM_MAP as c_ulong,
+            map as *const MmMap,
+            std::mem::size_of::<MmMap>() as c_ulong,
+            0 as c_ulong,
+        )
+    })
+}
+
+/// `prctl(PR_SET_NAME)`: the thread's name, 15 bytes at most.
+pub fn set_name(name: &CStr) -> SysResult {
+    prctl(libc::PR_SET_NAME, name.as_ptr() as c_ulong)
+}
+
+/// The current program break (`brk(0)` returns it).
+pub fn current_brk() -> u64 {
+    // SAFETY: brk(0) changes nothing.
+    unsafe { libc::syscall(libc::SYS_brk, 0usize) as u64 }
+}
+
 pub fn umount_detach(target: &CStr) -> SysResult {
     // SAFETY: NUL-terminated path.
     check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })

@@ -406,12 +406,35 @@ fn user_switching_and_capabilities() {
     assert!(!status.success(), "a non-root user cannot write to /");
     assert_eq!(out, "1000\n1000\n1000 10\nCapEff:\t0000000000000000\n");
 
-    let (_, out, _) = f.sh("grep -E 'Cap(Eff|Bnd)|NoNewPrivs' /proc/self/status");
-    // Docker's default set: 0x a80425fb.
+    let script = "grep -E 'Cap(Eff|Bnd)|NoNewPrivs|Seccomp:' /proc/self/status";
+    let (_, out, _) = f.sh(script);
+    // Docker's default set: 0x a80425fb; no no_new_privs unless asked for
+    // (setuid binaries work, as in Docker); seccomp in filter mode (2).
     assert_eq!(
         out,
-        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t1\n"
+        "CapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nNoNewPrivs:\t0\nSeccomp:\t2\n"
     );
+    let mut spec = f.spec(script);
+    spec.no_new_privileges = true;
+    spec.seccomp = kiln_runtime::Seccomp::Unconfined;
+    let (_, out, _) = f.run(&spec);
+    assert!(out.ends_with("NoNewPrivs:\t1\nSeccomp:\t0\n"), "{out}");
+}
+
+/// `/proc/sys` and the other read-only `/proc` paths keep the `nosuid`,
+/// `nodev` and `noexec` of `/proc` when remounted read-only.
+#[test]
+fn read_only_proc_paths_keep_nosuid_nodev_noexec() {
+    let Some(f) = Fixture::new() else { return };
+    let (_, out, _) = f.sh("grep -E ' /proc/(bus|fs|irq|sys) ' /proc/self/mountinfo");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() >= 2, "{out}");
+    for line in lines {
+        let options = line.split(' ').nth(5).unwrap();
+        for flag in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(options.split(',').any(|o| o == flag), "{line}");
+        }
+    }
 }
 
 #[test]
@@ -793,4 +816,36 @@ fn a_tty_is_the_commands_controlling_terminal() {
     }
     assert!(!out.contains("not-interrupted"), "{out:?}");
     assert_eq!(status.code(), 130, "{status} {out:?}");
+}
+
+/// A secret is a read-only file with the mount's mode and owner, on a
+/// tmpfs of the container's own (nosuid, nodev, noexec), and nothing of it
+/// is left in the state dir on disk.
+#[test]
+fn secrets_are_read_only_files_on_the_containers_own_tmpfs() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec(
+        "cat /run/secrets/tok; echo; stat -c %a:%u:%g /run/secrets/tok; \
+         grep ' /run/secrets/tok ' /proc/self/mountinfo | cut -d' ' -f6,9; \
+         echo more >> /run/secrets/tok || echo refused",
+    );
+    spec.mounts = vec![Mount::Secret {
+        target: "/run/secrets/tok".into(),
+        data: kiln_runtime::SecretData(b"s3cr3t".to_vec()),
+        mode: 0o440,
+        uid: 7,
+        gid: 8,
+    }];
+    let (status, out, err) = f.run(&spec);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        out,
+        "s3cr3t\n440:7:8\nro,nosuid,nodev,noexec,relatime tmpfs\nrefused\n"
+    );
+    let leftovers: Vec<_> = fs::read_dir(f.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("kiln-run-"))
+        .collect();
+    assert!(leftovers.is_empty(), "state dir left: {leftovers:?}");
 }

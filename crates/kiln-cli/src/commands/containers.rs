@@ -63,9 +63,13 @@ pub struct RunArgs {
     /// The container's hostname (default: the id's first 12 characters)
     #[arg(long)]
     hostname: Option<String>,
-    /// Every capability and no masked /proc paths
+    /// Every capability, no masked /proc paths and no seccomp filter
     #[arg(long)]
     privileged: bool,
+    /// seccomp=unconfined, seccomp=PROFILE.json (Docker's format) or
+    /// no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPTION")]
+    security_opt: Vec<String>,
     /// The image (name, digest or id), then the command and its arguments
     /// (default: the image's CMD). Everything after the image belongs to
     /// the command, as with docker: `kiln run node -e 'code'` passes `-e`
@@ -154,6 +158,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| Some(image_config.working_dir.clone()).filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
+    let security = security_options(&args.security_opt)?;
     let all = containers(&store);
     let mut record = all.create(
         args.name.as_deref(),
@@ -172,6 +177,8 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             lower_dirs,
             tty: args.tty,
             privileged: args.privileged,
+            seccomp: security.seccomp,
+            no_new_privileges: security.no_new_privileges,
         },
     )?;
     record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());
@@ -193,6 +200,44 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// What `--security-opt` asked for.
+#[derive(Debug, Default, PartialEq)]
+struct SecurityOptions {
+    seccomp: kiln_runtime::Seccomp,
+    no_new_privileges: bool,
+}
+
+/// Docker's `--security-opt` values kiln knows (`KEY=VALUE`, or the older
+/// `KEY:VALUE`).
+fn security_options(options: &[String]) -> anyhow::Result<SecurityOptions> {
+    let mut security = SecurityOptions::default();
+    for option in options {
+        let (key, value) = match option.split_once(['=', ':']) {
+            Some((key, value)) => (key, Some(value)),
+            None => (option.as_str(), None),
+        };
+        match (key, value) {
+            ("no-new-privileges", None | Some("true")) => security.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => security.no_new_privileges = false,
+            ("seccomp", Some("unconfined")) => security.seccomp = kiln_runtime::Seccomp::Unconfined,
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--security-opt {option}"))?;
+                let profile = kiln_runtime::seccomp::Profile::from_json(&text)
+                    .with_context(|| format!("--security-opt {option}: not a seccomp profile"))?;
+                profile
+                    .check()
+                    .with_context(|| format!("--security-opt {option}"))?;
+                security.seccomp = kiln_runtime::Seccomp::Profile(Box::new(profile));
+            }
+            _ => bail!(
+                "--security-opt {option:?}: kiln knows seccomp=unconfined, seccomp=PROFILE.json and no-new-privileges"
+            ),
+        }
+    }
+    Ok(security)
 }
 
 fn parse_volume(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
