@@ -13,6 +13,7 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 
 use crate::caps;
+use crate::cgroups;
 use crate::plan::{encode_failure, encode_status, Plan, Stage};
 use crate::sys;
 
@@ -75,6 +76,11 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     // Init keeps its privileges while the command runs: nobody in the
     // container may ptrace it or read its /proc entries.
     check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
+    // Into the container's cgroup before anything else runs here, so the
+    // command (forked below) starts inside its limits.
+    if let Err((index, errno)) = cgroups::join(&plan.cgroup_procs) {
+        fail(fds.report, Stage::Cgroup, index, errno);
+    }
     sys::close_fds_except(3, args.keep);
     sys::setsid();
     sys::umask(0);

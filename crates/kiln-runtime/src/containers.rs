@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
-use crate::spec::{ContainerSpec, Mount, Network, User};
+use crate::spec::{ContainerSpec, Mount, Network, Resources, User};
 
 /// What a container runs; fixed when it is created.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -39,6 +39,9 @@ pub struct ContainerConfig {
     /// `--privileged`: every capability, no masked `/proc` paths.
     #[serde(default)]
     pub privileged: bool,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 /// Where a container is in its life.
@@ -102,6 +105,7 @@ impl ContainerRecord {
             resolv_conf: None,
             state_parent: Some(dir.to_owned()),
             privileged: self.config.privileged,
+            resources: self.config.resources,
         }
     }
 

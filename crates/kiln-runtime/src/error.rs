@@ -42,6 +42,14 @@ pub enum RuntimeError {
     #[error("the container was killed")]
     Killed,
 
+    /// The container's cgroup could not be created, limited or removed.
+    #[error("cgroup {}: {what}: {reason}", path.display())]
+    Cgroup {
+        path: PathBuf,
+        what: String,
+        reason: String,
+    },
+
     /// The container's init ended without reporting the command's status.
     #[error("container init ended unexpectedly: {0}")]
     InitDied(String),

@@ -89,6 +89,7 @@
 //! default profile), cgroups (limits and `/sys/fs/cgroup`).
 
 mod caps;
+mod cgroups;
 mod child;
 mod container;
 pub mod containers;
@@ -104,6 +105,7 @@ mod user;
 pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
 pub use error::RuntimeError;
 pub use spec::{
-    ContainerSpec, ExitStatus, Mount, Network, Stdin, Stdio, User, WindowSize, DEFAULT_PATH,
+    parse_memory_size, ContainerSpec, ExitStatus, Mount, Network, Resources, Stdin, Stdio, User,
+    WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
 };
 pub use user::{resolve_user, ResolvedUser};

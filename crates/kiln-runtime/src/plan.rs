@@ -176,6 +176,10 @@ pub(crate) struct Plan {
     pub command_caps: u64,
     /// Allocate a pty of this size (rows, cols) in the container's devpts.
     pub tty: Option<(u16, u16)>,
+    /// `cgroup.procs` of the container's cgroup in each hierarchy, for the
+    /// init to join first (`cgroups::join`), and those cgroups' paths.
+    pub cgroup_procs: Vec<RawFd>,
+    pub cgroup_dirs: Vec<String>,
 }
 
 /// Where the child was when it failed.
@@ -203,6 +207,7 @@ pub(crate) enum Stage {
     Tty,
     Console,
     ControllingTty,
+    Cgroup,
 }
 
 impl Stage {
@@ -230,6 +235,7 @@ impl Stage {
             Tty,
             Console,
             ControllingTty,
+            Cgroup,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -333,6 +339,10 @@ impl Plan {
             Stage::Tty => "allocate a terminal on the container's /dev/ptmx".into(),
             Stage::Console => "bind the terminal on /dev/console".into(),
             Stage::ControllingTty => "make the terminal the command's controlling tty".into(),
+            Stage::Cgroup => match self.cgroup_dirs.get(index) {
+                Some(dir) => format!("join cgroup {dir}"),
+                None => "unshare the cgroup namespace".into(),
+            },
         }
     }
 }
