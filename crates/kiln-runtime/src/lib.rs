@@ -86,7 +86,8 @@
 //! Not done yet: user namespaces for rootless runs (TODO: needs uid/gid
 //! maps written by the parent between clone and setup, and the
 //! mount-option limits of unprivileged overlayfs), seccomp (Docker's
-//! default profile), cgroups (limits and `/sys/fs/cgroup`).
+//! default profile), a `/sys/fs/cgroup` mount inside the container and
+//! cgroup v2 device rules (see `cgroups.rs`).
 
 mod caps;
 mod cgroups;
