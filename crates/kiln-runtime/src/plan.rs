@@ -176,8 +176,8 @@ pub(crate) struct Plan {
     pub command_caps: u64,
     /// Allocate a pty of this size (rows, cols) in the container's devpts.
     pub tty: Option<(u16, u16)>,
-    /// `cgroup.procs` of the container's cgroup in each hierarchy, for the
-    /// init to join first (`cgroups::join`), and those cgroups' paths.
+    /// The container's cgroup in each hierarchy: the descriptors the init
+    /// joins through first (`cgroups::join`), and the cgroups' paths.
     pub cgroup_procs: Vec<RawFd>,
     pub cgroup_dirs: Vec<String>,
 }
