@@ -27,7 +27,10 @@ fn cgroup_dirs(controller: &str, owner: u32) -> Vec<PathBuf> {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap();
         let path = own
             .lines()
-            .filter_map(|l| l.splitn(3, ':').nth(1).zip(l.splitn(3, ':').nth(2)))
+            .filter_map(|l| {
+                let mut fields = l.splitn(3, ':').skip(1);
+                fields.next().zip(fields.next())
+            })
             .find(|(controllers, _)| controllers.split(',').any(|c| c == controller))
             .map(|(_, path)| path.trim_start_matches('/').to_owned())
             .unwrap_or_default();
