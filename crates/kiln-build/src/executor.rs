@@ -62,6 +62,10 @@ pub struct BuildOptions<'a> {
     pub secrets: &'a BTreeMap<String, Vec<u8>>,
     /// How many stages may run at once.
     pub jobs: usize,
+    /// Most tasks (processes and threads) one RUN step may have at once
+    /// (`None`: unlimited); [`crate::DEFAULT_RUN_PIDS_LIMIT`] unless the
+    /// user says otherwise.
+    pub run_pids_limit: Option<u64>,
     /// Told when each step starts and ends (from several threads).
     pub progress: &'a (dyn Fn(StepEvent<'_>) + Sync),
 }

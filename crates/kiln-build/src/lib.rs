@@ -20,3 +20,4 @@ pub use base::{commit_layer, load_base, unpack_image, BaseImage};
 pub use cancel::Cancel;
 pub use error::BuildError;
 pub use executor::{build, BuildOptions, BuildOutcome, BuiltStep, CacheOutcome, StepEvent};
+pub use run_step::DEFAULT_RUN_PIDS_LIMIT;

@@ -22,6 +22,14 @@ const TAIL_LINES: usize = 12;
 /// The hostname RUN sees; BuildKit's, which some build scripts expect.
 const HOSTNAME: &str = "buildkitsandbox";
 
+/// The default pids limit of a RUN step, so that a fork bomb in a
+/// Dockerfile stops at EAGAIN instead of filling the host's pid table
+/// (32768 entries by default; threads count too). Podman's default is
+/// 2048; 4096 leaves room for parallel compilers and test runners (`make
+/// -j`, a JVM's or rustc's threads) while keeping the host usable.
+/// Docker and BuildKit set none.
+pub const DEFAULT_RUN_PIDS_LIMIT: u64 = 4096;
+
 /// Runs `run` on top of `state` and returns the layer of what it changed.
 pub fn run_step(
     store: &Store,
@@ -107,6 +115,10 @@ pub fn run_step(
         seccomp: kiln_runtime::Seccomp::Default,
         // As BuildKit: setuid binaries (su, sudo, gosu) work in RUN.
         no_new_privileges: false,
+        resources: kiln_runtime::Resources {
+            pids_limit: options.run_pids_limit,
+            ..Default::default()
+        },
     };
     let mut sink = StepOutput {
         node,

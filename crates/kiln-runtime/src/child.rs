@@ -13,6 +13,7 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 
 use crate::caps;
+use crate::cgroups;
 use crate::cmdline;
 use crate::plan::{encode_failure, encode_status, Plan, Stage};
 use crate::sys;
@@ -80,6 +81,11 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     // (build args, secret paths) must not show in /proc/1.
     if let Some(areas) = &plan.arg_env {
         cmdline::scrub(areas);
+    }
+    // Into the container's cgroup before anything else runs here, so the
+    // command (forked below) starts inside its limits.
+    if let Err((index, errno)) = cgroups::join(&plan.cgroup_procs) {
+        fail(fds.report, Stage::Cgroup, index, errno);
     }
     sys::close_fds_except(3, args.keep);
     sys::setsid();

@@ -17,6 +17,7 @@ use nix::sys::stat::Mode;
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, read, Pid};
 
+use crate::cgroups::ContainerCgroup;
 use crate::child::{init_main, ChildArgs, ChildFds};
 use crate::error::RuntimeError;
 use crate::plan::{decode, Plan, Report, Stage};
@@ -126,6 +127,8 @@ pub struct Container {
     /// Held until the init is reaped; its hang-up tells a freshly cloned
     /// init that the caller already died.
     _alive: OwnedFd,
+    /// Removed when dropped, after `Drop for Container` reaped the init.
+    _cgroup: ContainerCgroup,
 }
 
 /// Runs `spec` to completion, streaming output to `sink`.
@@ -154,6 +157,16 @@ impl Container {
             overlay_fds,
         } = prepare(spec)?;
         plan.tty = stdio.tty.map(|size| (size.rows, size.cols));
+        let mut cgroup = ContainerCgroup::create(&spec.resources, spec.privileged)?;
+        plan.cgroup_procs = cgroup.procs_fds();
+        plan.cgroup_dirs = cgroup
+            .dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        if cgroup.no_device_rules {
+            plan.command_caps &= !(1 << crate::caps::MKNOD);
+        }
         let (alive_r, alive_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -196,6 +209,7 @@ impl Container {
         let pid = clone_init(&plan, fds, &keep)?;
         // The child's ends are closed here so EOF means the container ended.
         drop((alive_r, report_w, out_w, err_w, stdin, overlay_fds, armed_w));
+        cgroup.close_procs();
         // Return only once the init's parent-death signal is set (a byte)
         // or the init is gone (EOF): a caller whose thread exits right
         // after spawning must still take the container with it.
@@ -215,6 +229,7 @@ impl Container {
             tty: None,
             stdin: stdin_w,
             _alive: alive_w,
+            _cgroup: cgroup,
         };
         if let Some((ours, theirs)) = tty_socket {
             drop(theirs);

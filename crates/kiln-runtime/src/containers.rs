@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::RuntimeError;
-use crate::spec::{ContainerSpec, Mount, Network, User};
+use crate::spec::{ContainerSpec, Mount, Network, Resources, User};
 
 /// What a container runs; fixed when it is created.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +46,9 @@ pub struct ContainerConfig {
     /// `--security-opt no-new-privileges`.
     #[serde(default)]
     pub no_new_privileges: bool,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    #[serde(default)]
+    pub resources: Resources,
 }
 
 /// Where a container is in its life.
@@ -111,6 +114,7 @@ impl ContainerRecord {
             privileged: self.config.privileged,
             seccomp: self.config.seccomp.clone(),
             no_new_privileges: self.config.no_new_privileges,
+            resources: self.config.resources,
         }
     }
 

@@ -45,6 +45,13 @@ pub enum RuntimeError {
     /// A seccomp profile cannot be compiled for this machine.
     #[error("seccomp profile: {0}")]
     Seccomp(String),
+    /// The container's cgroup could not be created, limited or removed.
+    #[error("cgroup {}: {what}: {reason}", path.display())]
+    Cgroup {
+        path: PathBuf,
+        what: String,
+        reason: String,
+    },
 
     /// The container's init ended without reporting the command's status.
     #[error("container init ended unexpectedly: {0}")]

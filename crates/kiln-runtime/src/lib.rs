@@ -96,10 +96,12 @@
 //!
 //! Not done yet: user namespaces for rootless runs (TODO: needs uid/gid
 //! maps written by the parent between clone and setup, and the
-//! mount-option limits of unprivileged overlayfs), cgroups (limits and
-//! `/sys/fs/cgroup`), AppArmor/SELinux.
+//! mount-option limits of unprivileged overlayfs), a `/sys/fs/cgroup`
+//! mount inside the container, cgroup v2 device rules (see `cgroups.rs`),
+//! AppArmor/SELinux.
 
 mod caps;
+mod cgroups;
 mod child;
 mod cmdline;
 mod container;
@@ -118,7 +120,7 @@ pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, Tty
 pub use error::RuntimeError;
 pub use seccomp::Seccomp;
 pub use spec::{
-    ContainerSpec, ExitStatus, Mount, Network, SecretData, Stdin, Stdio, User, WindowSize,
-    DEFAULT_PATH,
+    parse_memory_size, ContainerSpec, ExitStatus, Mount, Network, Resources, SecretData, Stdin,
+    Stdio, User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
 };
 pub use user::{resolve_user, ResolvedUser};

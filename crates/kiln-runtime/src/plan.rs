@@ -211,6 +211,10 @@ pub(crate) struct Plan {
     /// Where kiln's argv and environment are in memory: the init, a fork
     /// of kiln, blanks them so `/proc/1/cmdline` shows nothing of the host.
     pub arg_env: Option<ArgEnvAreas>,
+    /// The container's cgroup in each hierarchy: the descriptors the init
+    /// joins through first (`cgroups::join`), and the cgroups' paths.
+    pub cgroup_procs: Vec<RawFd>,
+    pub cgroup_dirs: Vec<String>,
 }
 
 /// Where the child was when it failed.
@@ -240,6 +244,7 @@ pub(crate) enum Stage {
     ControllingTty,
     Seccomp,
     MountPropagation,
+    Cgroup,
 }
 
 impl Stage {
@@ -269,6 +274,7 @@ impl Stage {
             ControllingTty,
             Seccomp,
             MountPropagation,
+            Cgroup,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -374,6 +380,10 @@ impl Plan {
             Stage::ControllingTty => "make the terminal the command's controlling tty".into(),
             Stage::Seccomp => "install the seccomp filter".into(),
             Stage::MountPropagation => "make the container's mounts slaves of the host's".into(),
+            Stage::Cgroup => match self.cgroup_dirs.get(index) {
+                Some(dir) => format!("join cgroup {dir}"),
+                None => "unshare the cgroup namespace".into(),
+            },
         }
     }
 }

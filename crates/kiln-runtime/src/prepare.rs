@@ -121,11 +121,15 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     fs::create_dir(&merged).map_err(|e| RuntimeError::io("create", &merged, e))?;
 
     let (overlay_fds, overlay_paths, overlay_data) = overlay_options(spec, &skeleton.root)?;
+    // nodev: a device node the command creates in the rootfs (it keeps
+    // CAP_MKNOD, as in Docker) cannot be opened there; `/dev` is its own
+    // tmpfs, where the device cgroup decides (see cgroups.rs).
+    let rootfs_flags = if spec.privileged { 0 } else { libc::MS_NODEV };
     let mut pre = vec![Step::Mount {
         source: Some(c"overlay".into()),
         target: cstr(&merged)?,
         fstype: Some(c"overlay".into()),
-        flags: 0,
+        flags: rootfs_flags,
         data: Some(overlay_data),
     }];
     for dir in ["proc", "dev", "sys"] {
@@ -180,6 +184,8 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         seccomp: seccomp_programs(spec, command_caps)?,
         no_new_privs: spec.no_new_privileges,
         arg_env: cmdline::own_areas(),
+        cgroup_procs: Vec::new(),
+        cgroup_dirs: Vec::new(),
     };
     Ok(Prepared {
         plan,
@@ -250,11 +256,12 @@ fn make_state_dir(spec: &ContainerSpec) -> Result<tempfile::TempDir, RuntimeErro
 }
 
 fn clone_flags(network: Network) -> CloneFlags {
+    // No CLONE_NEWCGROUP: the init makes its cgroup namespace once it is
+    // in its own cgroup (cgroups::join), so that is the namespace's root.
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
-        | CloneFlags::CLONE_NEWIPC
-        | CloneFlags::CLONE_NEWCGROUP;
+        | CloneFlags::CLONE_NEWIPC;
     if network == Network::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }

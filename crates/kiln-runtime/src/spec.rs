@@ -4,6 +4,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::RuntimeError;
 use crate::seccomp::Seccomp;
 
@@ -44,7 +46,8 @@ pub struct ContainerSpec {
     /// dir). It never holds anything the caller needs after the run.
     pub state_parent: Option<PathBuf>,
     /// `RUN --security=insecure` / `kiln run --privileged`: every
-    /// capability, no masked or read-only `/proc` paths, no seccomp.
+    /// capability, no masked or read-only `/proc` paths, every device, no
+    /// seccomp.
     pub privileged: bool,
     /// The command's seccomp filter (ignored when `privileged`).
     pub seccomp: Seccomp,
@@ -52,6 +55,97 @@ pub struct ContainerSpec {
     /// command, so setuid binaries and file capabilities grant nothing.
     /// Off by default, as in Docker (`su`, `sudo`, `gosu` work).
     pub no_new_privileges: bool,
+    /// Limits of the container's cgroup (see [`Resources`]).
+    pub resources: Resources,
+}
+
+/// Limits of the container's cgroup, as `docker run --memory --cpus
+/// --pids-limit` set them; `None` is unlimited. Every container gets a
+/// cgroup (with the device rules) whatever these say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Memory in bytes; memory plus swap is twice that (Docker's default
+    /// when `--memory-swap` is not given). Over it the kernel's OOM killer
+    /// SIGKILLs a process of the container (exit 137).
+    pub memory_bytes: Option<u64>,
+    /// CPU time as a number of CPUs (`0.5`: half of one), enforced as a
+    /// CFS quota per 100 ms period.
+    pub cpus: Option<f64>,
+    /// Tasks (processes and threads) the container may have at once,
+    /// its init included; past it `fork` and `clone` fail with EAGAIN.
+    pub pids_limit: Option<u64>,
+}
+
+/// Docker's smallest `--memory`.
+pub const MIN_MEMORY_BYTES: u64 = 6 * 1024 * 1024;
+
+impl Resources {
+    /// Checks the limits (also part of [`ContainerSpec::validate`]).
+    pub fn validate(&self) -> Result<(), RuntimeError> {
+        if let Some(bytes) = self.memory_bytes {
+            if bytes < MIN_MEMORY_BYTES {
+                return Err(invalid(format!(
+                    "memory limit {bytes} bytes is below the minimum of 6 MiB"
+                )));
+            }
+        }
+        if let Some(cpus) = self.cpus {
+            let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if !(cpus >= 0.01 && cpus <= available as f64) {
+                return Err(invalid(format!(
+                    "cpus {cpus}: the range is 0.01 to {available} (the CPUs available)"
+                )));
+            }
+        }
+        if self.pids_limit == Some(0) {
+            return Err(invalid("a pids limit of 0 would not even let the init run"));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a memory size in Docker's grammar (`docker run --memory`):
+/// a number, possibly with a fraction, and an optional unit `b`, `k`,
+/// `m`, `g`, `t` or `p` (any case, binary multiples, optionally followed
+/// by `i` and/or `b`: `64m`, `1.5g`, `512MiB`, `1048576`).
+pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {text:?}: expected a number with an optional unit (b, k, m, g, t, p), e.g. 64m")
+    };
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let (letter, rest) = match unit.chars().next() {
+        Some(c @ ('k' | 'm' | 'g' | 't' | 'p')) => (Some(c), &unit[1..]),
+        _ => (None, unit.as_str()),
+    };
+    let rest = if letter.is_some() {
+        rest.strip_prefix('i').unwrap_or(rest)
+    } else {
+        rest
+    };
+    if !(rest.is_empty() || rest == "b") {
+        return Err(bad());
+    }
+    let shift = match letter {
+        None => 0,
+        Some('k') => 10,
+        Some('m') => 20,
+        Some('g') => 30,
+        Some('t') => 40,
+        _ => 50,
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// How the command's standard streams are connected. Kept apart from
@@ -234,7 +328,7 @@ impl ContainerSpec {
         for mount in &self.mounts {
             validate_mount(mount)?;
         }
-        Ok(())
+        self.resources.validate()
     }
 
     fn strings(&self) -> impl Iterator<Item = (&'static str, &str)> {
@@ -378,6 +472,43 @@ mod tests {
         s.env = vec!["PATH=/a".into(), "PATH=/b".into()];
         assert_eq!(s.path_var(), "/b");
         assert_eq!(s.effective_env().len(), 2);
+    }
+
+    #[test]
+    fn memory_sizes_follow_docker() {
+        let mib = 1024 * 1024;
+        for (text, bytes) in [
+            ("64m", 64 * mib),
+            ("64M", 64 * mib),
+            ("64mb", 64 * mib),
+            ("64MiB", 64 * mib),
+            ("1.5g", 1536 * mib),
+            ("512k", 512 * 1024),
+            ("100", 100),
+            ("100b", 100),
+            ("2 g", 2048 * mib),
+        ] {
+            assert_eq!(parse_memory_size(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "m", "-1m", "1x", "1.m", ".5m", "1mm", "1ib", "1e9"] {
+            assert!(parse_memory_size(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn resources_are_validated() {
+        let mut s = spec();
+        s.resources.memory_bytes = Some(MIN_MEMORY_BYTES - 1);
+        assert!(s.validate().is_err());
+        s.resources.memory_bytes = Some(MIN_MEMORY_BYTES);
+        s.validate().unwrap();
+        for cpus in [0.0, -1.0, f64::NAN, 1e6] {
+            s.resources.cpus = Some(cpus);
+            assert!(s.validate().is_err(), "{cpus}");
+        }
+        s.resources.cpus = Some(0.5);
+        s.resources.pids_limit = Some(0);
+        assert!(s.validate().is_err());
     }
 
     #[test]

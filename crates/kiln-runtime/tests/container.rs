@@ -849,3 +849,42 @@ fn secrets_are_read_only_files_on_the_containers_own_tmpfs() {
         .collect();
     assert!(leftovers.is_empty(), "state dir left: {leftovers:?}");
 }
+
+#[test]
+fn resources_limit_the_container() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec("n=0; while [ $n -lt 50 ]; do sleep 30 & n=$((n+1)); done; echo all");
+    spec.resources.pids_limit = Some(10);
+    let (status, out, err) = f.run(&spec);
+    assert_ne!(status, ExitStatus::Exited(0), "{out}");
+    assert!(err.contains("can't fork"), "{err}");
+}
+
+/// The init joins its cgroup before it makes its cgroup namespace, so the
+/// container sees its own cgroup as the root of every hierarchy (made the
+/// other way round it would see `/kiln/<pid>-<n>`, and the caller's
+/// cgroup above it).
+#[test]
+fn the_cgroup_namespace_is_rooted_at_the_container() {
+    let Some(f) = Fixture::new() else { return };
+    let (status, out, err) = f.sh("cat /proc/self/cgroup");
+    assert!(status.success(), "{err}");
+    for line in out.lines() {
+        assert!(line.ends_with(":/"), "{out}");
+    }
+}
+
+#[test]
+fn privileged_containers_keep_every_device() {
+    let Some(f) = Fixture::new() else { return };
+    // /dev/kmsg (1:11) is not among Docker's default devices.
+    let script = "mknod /dev/k c 1 11 && if dd if=/dev/k of=/dev/null count=0 2>/dev/null; then echo open; else echo denied; fi";
+    let (status, out, err) = f.sh(script);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "denied\n");
+    let mut spec = f.spec(script);
+    spec.privileged = true;
+    let (status, out, err) = f.run(&spec);
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "open\n");
+}

@@ -52,6 +52,10 @@ pub struct BuildArgs {
     /// How many stages may run at once (default: twice the number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
+    /// Most tasks (processes and threads) each RUN step may have at once
+    /// (default: 4096; -1: unlimited)
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
     /// Run every step, even those the cache has
     #[arg(long)]
     no_cache: bool,
@@ -203,6 +207,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
                 .jobs
                 .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get())),
             progress: &|event| progress.event(event),
+            run_pids_limit: match args.pids_limit {
+                None => Some(kiln_build::DEFAULT_RUN_PIDS_LIMIT),
+                Some(n) => pids_limit_flag(n)?,
+            },
         },
     );
     // What was hashed stays true whether or not the build succeeded.
@@ -568,4 +576,14 @@ fn tempfile_dir(store: &kiln_store::Store) -> anyhow::Result<PathBuf> {
         .join(format!("export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// `--pids-limit N`: Docker's convention, a positive number, or -1 (or
+/// 0) for no limit.
+pub(crate) fn pids_limit_flag(n: i64) -> anyhow::Result<Option<u64>> {
+    match n {
+        -1 | 0 => Ok(None),
+        n if n > 0 => Ok(Some(n as u64)),
+        n => bail!("--pids-limit {n}: give a positive number, or -1 for no limit"),
+    }
 }

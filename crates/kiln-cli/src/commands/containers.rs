@@ -15,6 +15,7 @@ use kiln_runtime::containers::{now, ContainerConfig, ContainerRecord, Containers
 use kiln_runtime::{terminal, Container, OutputSink, Stdin, Stdio, TtyHandle, WindowSize};
 use kiln_store::Store;
 
+use super::build::pids_limit_flag;
 use super::dockerfile::print;
 use super::images::open_store;
 
@@ -70,6 +71,16 @@ pub struct RunArgs {
     /// no-new-privileges
     #[arg(long = "security-opt", value_name = "OPTION")]
     security_opt: Vec<String>,
+    /// Memory limit: a number and a unit b, k, m or g (64m); past it the
+    /// kernel kills a process of the container (exit 137)
+    #[arg(short, long, value_name = "SIZE", value_parser = kiln_runtime::parse_memory_size)]
+    memory: Option<u64>,
+    /// How much CPU time the container may use, in CPUs (0.5: half of one)
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Most tasks (processes and threads) at once (-1: unlimited, the default)
+    #[arg(long = "pids-limit", value_name = "N", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
     /// The image (name, digest or id), then the command and its arguments
     /// (default: the image's CMD). Everything after the image belongs to
     /// the command, as with docker: `kiln run node -e 'code'` passes `-e`
@@ -159,6 +170,13 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         .or_else(|| Some(image_config.working_dir.clone()).filter(|w| !w.is_empty()))
         .unwrap_or_else(|| "/".into());
     let security = security_options(&args.security_opt)?;
+    let resources = kiln_runtime::Resources {
+        memory_bytes: args.memory,
+        cpus: args.cpus,
+        pids_limit: args.pids_limit.map(pids_limit_flag).transpose()?.flatten(),
+    };
+    // Before the container exists: a bad limit leaves nothing behind.
+    resources.validate()?;
     let all = containers(&store);
     let mut record = all.create(
         args.name.as_deref(),
@@ -179,6 +197,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             privileged: args.privileged,
             seccomp: security.seccomp,
             no_new_privileges: security.no_new_privileges,
+            resources,
         },
     )?;
     record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());

@@ -1,0 +1,498 @@
+//! One cgroup per container: its memory, CPU and pids limits
+//! ([`Resources`]) and, on cgroup v1, Docker's default device rules,
+//! through `cgroups-rs` (mount discovery, the v1/v2 file names and value
+//! formats, the device rule syntax).
+//!
+//! # Where
+//!
+//! On cgroup v1 (a hierarchy per controller; ours have a `unified` v2
+//! mount besides, which holds no controller and is left alone) the
+//! container's cgroup is `<caller's own cgroup>/kiln/<pid>-<n>` in the
+//! memory, pids, cpu and devices hierarchies, as runc places a relative
+//! cgroup path: kiln in a limited service (a CI runner's cgroup) keeps
+//! its containers inside that limit. On v2 (one unified hierarchy) it is
+//! `/kiln/<pid>-<n>` under the hierarchy's root, as Docker's cgroupfs
+//! driver does with `/docker`: the caller's own cgroup holds processes, so
+//! by v2's "no internal processes" rule it cannot hand controllers to a
+//! child. `<pid>` is the kiln process that owns it.
+//!
+//! # Joining without a race
+//!
+//! The parent creates and limits the cgroup and opens each hierarchy's
+//! `tasks` (v1) or `cgroup.procs` (v2) before `clone`; the init writes `0`
+//! (itself) to each before any other setup, then enters a new cgroup
+//! namespace rooted there (so the container sees its cgroup as `/`), and
+//! only then forks
+//! the command, which inherits it: nothing of the container ever runs
+//! outside its limits. (That is why the init unshares the cgroup
+//! namespace itself rather than `clone` creating it: a namespace made
+//! before the move would be rooted at the caller's cgroup.)
+//!
+//! # Removal
+//!
+//! The cgroup is removed when the [`ContainerCgroup`] is dropped, after
+//! the init is reaped (every process of the container is gone by then:
+//! the kernel kills the pid namespace when its init exits), on every path
+//! (error, kill, drop). A kiln killed with SIGKILL cannot do that; its
+//! containers die with it (parent-death signal), and the next container
+//! created under the same parent removes every empty `<pid>-<n>` whose
+//! owner is no longer running.
+//!
+//! # Devices
+//!
+//! On v1 the devices controller denies everything, then allows Docker's
+//! default list (`DEFAULT_DEVICES`); privileged containers keep every
+//! device. On v2 device rules need a BPF program (`BPF_CGROUP_DEVICE`),
+//! which kiln does not load yet: there the command loses `CAP_MKNOD`
+//! instead, so it cannot create a device node at all (the rootfs is
+//! mounted `nodev` in both cases; see `prepare.rs`).
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cgroups_rs::cpu::CpuController;
+use cgroups_rs::devices::{DevicePermissions, DeviceType, DevicesController};
+use cgroups_rs::hierarchies::{self, V1};
+use cgroups_rs::memory::MemController;
+use cgroups_rs::pid::PidController;
+use cgroups_rs::{Controllers, MaxValue};
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::error::RuntimeError;
+use crate::spec::Resources;
+
+/// kiln's parent cgroup, in each hierarchy.
+const PARENT: &str = "kiln";
+
+/// The CFS period `--cpus` is expressed in (Docker's: 100 ms).
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// The v1 hierarchies a container joins.
+const V1_CONTROLLERS: [Controllers; 4] = [
+    Controllers::Mem,
+    Controllers::Pids,
+    Controllers::Cpu,
+    Controllers::Devices,
+];
+
+/// The v2 controllers kiln enables for its containers.
+const V2_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+
+/// Docker's default device rules (runc's `AllowedDevices`, which moby
+/// uses): creating any device node is allowed, using one only for these.
+/// `-1` is the wildcard `*`.
+const DEFAULT_DEVICES: &[(DeviceType, i64, i64, &str)] = &[
+    (DeviceType::Char, -1, -1, "m"),
+    (DeviceType::Block, -1, -1, "m"),
+    (DeviceType::Char, 1, 3, "rwm"),    // /dev/null
+    (DeviceType::Char, 1, 5, "rwm"),    // /dev/zero
+    (DeviceType::Char, 1, 7, "rwm"),    // /dev/full
+    (DeviceType::Char, 1, 8, "rwm"),    // /dev/random
+    (DeviceType::Char, 1, 9, "rwm"),    // /dev/urandom
+    (DeviceType::Char, 5, 0, "rwm"),    // /dev/tty
+    (DeviceType::Char, 5, 1, "rwm"),    // /dev/console
+    (DeviceType::Char, 5, 2, "rwm"),    // /dev/ptmx
+    (DeviceType::Char, 136, -1, "rwm"), // /dev/pts/*
+    (DeviceType::Char, 10, 200, "rwm"), // /dev/net/tun (no node is created)
+];
+
+/// Numbers the cgroups of this process.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A container's cgroup: a directory per hierarchy (one on v2), removed
+/// on drop.
+#[derive(Debug)]
+pub(crate) struct ContainerCgroup {
+    dirs: Vec<PathBuf>,
+    /// The file of each dir the init writes itself to (v1 `tasks`, v2
+    /// `cgroup.procs`; write-only, close-on-exec); the parent closes its
+    /// copies once the init is cloned.
+    procs: Vec<OwnedFd>,
+    /// No device rules apply (v2): the command must not get CAP_MKNOD.
+    pub no_device_rules: bool,
+    v2: bool,
+}
+
+impl ContainerCgroup {
+    /// Creates the container's cgroup with `resources` applied and, unless
+    /// `privileged`, the device rules; removes what dead kiln processes
+    /// left under the same parent.
+    pub(crate) fn create(resources: &Resources, privileged: bool) -> Result<Self, RuntimeError> {
+        let name = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut cgroup = ContainerCgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            no_device_rules: false,
+            v2: hierarchies::is_cgroup2_unified_mode(),
+        };
+        if cgroup.v2 {
+            cgroup.create_v2(&name, resources)?;
+            cgroup.no_device_rules = !privileged;
+        } else {
+            cgroup.create_v1(&name, resources, privileged)?;
+        }
+        // v1: `tasks`, which moves one thread: the init is single-threaded,
+        // and for the writer itself ("0") the kernel then skips the global
+        // threadgroup lock, whose RCU grace period made every start 5 to
+        // 15 ms slower through `cgroup.procs` (strace, a loaded 2-core
+        // machine). v2 has no such file for domain cgroups.
+        let join_file = if cgroup.v2 { "cgroup.procs" } else { "tasks" };
+        for dir in &cgroup.dirs {
+            let procs = dir.join(join_file);
+            let fd = open(&procs, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| RuntimeError::io("open", &procs, e.into()))?;
+            cgroup.procs.push(fd);
+        }
+        Ok(cgroup)
+    }
+
+    fn create_v1(
+        &mut self,
+        name: &str,
+        resources: &Resources,
+        privileged: bool,
+    ) -> Result<(), RuntimeError> {
+        let v1 = V1::new();
+        let own =
+            cgroups_rs::cgroup::get_cgroups_relative_paths().map_err(|e| RuntimeError::Cgroup {
+                path: "/proc/self/cgroup".into(),
+                what: "read kiln's own cgroups".into(),
+                reason: crate_error(&e),
+            })?;
+        for controller in V1_CONTROLLERS {
+            let key = controller.to_string();
+            let Some(mount) = v1.get_mount_point(controller.clone()) else {
+                if needed(&controller, resources, privileged) {
+                    return Err(RuntimeError::Cgroup {
+                        path: hierarchies::UNIFIED_MOUNTPOINT.into(),
+                        what: format!("find the {key} hierarchy"),
+                        reason: "it is not mounted".into(),
+                    });
+                }
+                continue;
+            };
+            let own_path = own.get(&key).map_or("", |p| p.trim_start_matches('/'));
+            let parent = mount.join(own_path).join(PARENT);
+            let dir = parent.join(name);
+            // Co-mounted controllers (`cpu,cpuacct`) share one directory.
+            if self.dirs.contains(&dir) {
+                self.configure_v1(&controller, &dir, resources, privileged)?;
+                continue;
+            }
+            remove_stale(&parent);
+            make_dir(&parent, &dir)?;
+            self.dirs.push(dir.clone());
+            self.configure_v1(&controller, &dir, resources, privileged)?;
+        }
+        Ok(())
+    }
+
+    fn configure_v1(
+        &self,
+        controller: &Controllers,
+        dir: &Path,
+        resources: &Resources,
+        privileged: bool,
+    ) -> Result<(), RuntimeError> {
+        let dir = dir.to_path_buf();
+        match controller {
+            Controllers::Mem => {
+                if let Some(bytes) = resources.memory_bytes {
+                    let memory = MemController::new(dir.clone(), false);
+                    let limit = clamp(bytes);
+                    memory
+                        .set_limit(limit)
+                        .map_err(|e| failed(&dir, "set the memory limit", &e))?;
+                    // Memory plus swap: twice the memory, as Docker.
+                    // Absent when the kernel does not account swap.
+                    if dir.join("memory.memsw.limit_in_bytes").exists() {
+                        memory
+                            .set_memswap_limit(limit.saturating_mul(2))
+                            .map_err(|e| failed(&dir, "set the memory+swap limit", &e))?;
+                    }
+                }
+            }
+            Controllers::Pids => {
+                if let Some(max) = resources.pids_limit {
+                    PidController::new(dir.clone(), false)
+                        .set_pid_max(MaxValue::Value(clamp(max)))
+                        .map_err(|e| failed(&dir, "set the pids limit", &e))?;
+                }
+            }
+            Controllers::Cpu => {
+                if let Some(cpus) = resources.cpus {
+                    CpuController::new(dir.clone(), false)
+                        .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
+                        .map_err(|e| failed(&dir, "set the CPU quota", &e))?;
+                }
+            }
+            Controllers::Devices if !privileged => {
+                let devices = DevicesController::new(dir.clone());
+                devices
+                    .deny_device(DeviceType::All, -1, -1, &DevicePermissions::all())
+                    .map_err(|e| failed(&dir, "deny all devices", &e))?;
+                for (kind, major, minor, access) in DEFAULT_DEVICES {
+                    let access = DevicePermissions::from_str(access)
+                        .map_err(|e| failed(&dir, "parse a device rule", &e))?;
+                    devices
+                        .allow_device(*kind, *major, *minor, &access)
+                        .map_err(|e| failed(&dir, "allow a default device", &e))?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn create_v2(&mut self, name: &str, resources: &Resources) -> Result<(), RuntimeError> {
+        let root = PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT);
+        let parent = root.join(PARENT);
+        let available = read_words(&root.join("cgroup.controllers"));
+        for (controller, wanted) in [
+            ("memory", resources.memory_bytes.is_some()),
+            ("pids", resources.pids_limit.is_some()),
+            ("cpu", resources.cpus.is_some()),
+        ] {
+            if wanted && !available.iter().any(|c| c == controller) {
+                return Err(RuntimeError::Cgroup {
+                    path: root.clone(),
+                    what: format!("limit {controller}"),
+                    reason: "the controller is not available in the unified hierarchy".into(),
+                });
+            }
+        }
+        let enable: Vec<&str> = V2_CONTROLLERS
+            .into_iter()
+            .filter(|c| available.iter().any(|a| a == c))
+            .collect();
+        enable_v2(&root, &enable)?;
+        remove_stale(&parent);
+        let dir = parent.join(name);
+        make_dir(&parent, &dir)?;
+        self.dirs.push(dir.clone());
+        enable_v2(&parent, &enable)?;
+        if let Some(bytes) = resources.memory_bytes {
+            let memory = MemController::new(dir.clone(), true);
+            memory
+                .set_limit(clamp(bytes))
+                .map_err(|e| failed(&dir, "set memory.max", &e))?;
+            // v2's swap limit excludes memory: twice the memory in total,
+            // as Docker.
+            if dir.join("memory.swap.max").exists() {
+                memory
+                    .set_memswap_limit(clamp(bytes))
+                    .map_err(|e| failed(&dir, "set memory.swap.max", &e))?;
+            }
+        }
+        if let Some(max) = resources.pids_limit {
+            PidController::new(dir.clone(), true)
+                .set_pid_max(MaxValue::Value(clamp(max)))
+                .map_err(|e| failed(&dir, "set pids.max", &e))?;
+        }
+        if let Some(cpus) = resources.cpus {
+            CpuController::new(dir.clone(), true)
+                .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
+                .map_err(|e| failed(&dir, "set cpu.max", &e))?;
+        }
+        Ok(())
+    }
+
+    /// The `cgroup.procs` descriptors, for the plan.
+    pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// The directories, for naming a failed join.
+    pub(crate) fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Closes the parent's `cgroup.procs` descriptors (the init has its own).
+    pub(crate) fn close_procs(&mut self) {
+        self.procs.clear();
+    }
+}
+
+impl Drop for ContainerCgroup {
+    fn drop(&mut self) {
+        self.procs.clear();
+        for dir in self.dirs.iter().rev() {
+            remove_dir(dir);
+        }
+    }
+}
+
+/// Whether a missing v1 controller makes the container impossible.
+fn needed(controller: &Controllers, resources: &Resources, privileged: bool) -> bool {
+    match controller {
+        Controllers::Mem => resources.memory_bytes.is_some(),
+        Controllers::Pids => resources.pids_limit.is_some(),
+        Controllers::Cpu => resources.cpus.is_some(),
+        Controllers::Devices => !privileged,
+        _ => false,
+    }
+}
+
+fn cpu_quota(cpus: f64) -> i64 {
+    // Validated to 0.01..=CPUs: at least 1000 us a period.
+    (cpus * CPU_PERIOD_US as f64).round() as i64
+}
+
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Creates `parent` if needed and `dir` afresh: a directory of the same
+/// name can only be a leftover of a dead process whose pid we now have.
+fn make_dir(parent: &Path, dir: &Path) -> Result<(), RuntimeError> {
+    fs::create_dir_all(parent).map_err(|e| RuntimeError::io("create cgroup", parent, e))?;
+    match fs::create_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_dir(dir).map_err(|e| RuntimeError::io("remove stale cgroup", dir, e))?;
+            fs::create_dir(dir)
+        }
+        other => other,
+    }
+    .map_err(|e| RuntimeError::io("create cgroup", dir, e))
+}
+
+/// Removes a cgroup directory. Right after the init is reaped the kernel
+/// may still count a dying task (EBUSY) for a moment: retry briefly, then
+/// leave it to [`remove_stale`] of a later run.
+fn remove_dir(dir: &Path) {
+    let mut delay = std::time::Duration::from_millis(1);
+    for _ in 0..6 {
+        match fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Removes the children of `parent` named `<pid>-<n>` whose owner is no
+/// longer running (a kiln killed with SIGKILL). One still holding a
+/// process is refused by the kernel (EBUSY) and stays.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(owner) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if owner != me && !process_alive(owner) {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(Errno::ESRCH)
+    )
+}
+
+/// Lets `dir`'s children use `controllers` (v2 `cgroup.subtree_control`).
+fn enable_v2(dir: &Path, controllers: &[&str]) -> Result<(), RuntimeError> {
+    let file = dir.join("cgroup.subtree_control");
+    let enabled = read_words(&file);
+    for controller in controllers {
+        if !enabled.iter().any(|c| c == controller) {
+            fs::write(&file, format!("+{controller}"))
+                .map_err(|e| RuntimeError::io("enable a cgroup controller in", &file, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn read_words(file: &Path) -> Vec<String> {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn failed(dir: &Path, what: &str, error: &cgroups_rs::error::Error) -> RuntimeError {
+    RuntimeError::Cgroup {
+        path: dir.to_path_buf(),
+        what: what.into(),
+        reason: crate_error(error),
+    }
+}
+
+/// cgroups-rs's message with its cause's (its `Display` prints the
+/// cause's `Debug`).
+fn crate_error(error: &cgroups_rs::error::Error) -> String {
+    match std::error::Error::source(error) {
+        Some(cause) => format!("{}: {cause}", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+// ---- In the init, after clone: no allocation, raw syscalls only. ----
+
+/// Moves the calling process (the container's init, single-threaded)
+/// into the cgroup whose `tasks`/`cgroup.procs` descriptors are `procs`,
+/// closing each, then makes
+/// a new cgroup namespace rooted there. On failure: the index of the
+/// descriptor (`procs.len()` for the namespace) and the errno.
+pub(crate) fn join(procs: &[RawFd]) -> Result<(), (usize, Errno)> {
+    for (index, &fd) in procs.iter().enumerate() {
+        let zero = b"0";
+        // SAFETY: a valid one-byte buffer; `fd` is ours.
+        let written = unsafe { libc::write(fd, zero.as_ptr().cast(), zero.len()) };
+        let errno = Errno::last();
+        // SAFETY: closing a descriptor this process owns.
+        unsafe { libc::close(fd) };
+        if written < 0 {
+            return Err((index, errno));
+        }
+    }
+    // SAFETY: integer argument only.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err((procs.len(), Errno::last()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_quota_is_a_share_of_the_period() {
+        assert_eq!(cpu_quota(0.5), 50_000);
+        assert_eq!(cpu_quota(1.5), 150_000);
+        assert_eq!(cpu_quota(0.01), 1_000);
+    }
+
+    #[test]
+    fn device_rules_parse() {
+        for (_, _, _, access) in DEFAULT_DEVICES {
+            DevicePermissions::from_str(access).unwrap();
+        }
+    }
+}
