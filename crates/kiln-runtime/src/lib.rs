@@ -104,6 +104,7 @@ mod user;
 pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
 pub use error::RuntimeError;
 pub use spec::{
-    ContainerSpec, ExitStatus, Mount, Network, Stdin, Stdio, User, WindowSize, DEFAULT_PATH,
+    BindSource, ContainerSpec, ExitStatus, Mount, Network, Stdin, Stdio, User, WindowSize,
+    DEFAULT_PATH,
 };
 pub use user::{resolve_user, ResolvedUser};

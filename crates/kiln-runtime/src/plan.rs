@@ -52,6 +52,12 @@ pub(crate) enum Step {
     ReadOnly {
         path: CString,
     },
+    /// Attach a detached mount tree (a `Mount::BindFd` source cloned with
+    /// `open_tree` by the parent) at `target`.
+    MoveMount {
+        tree: RawFd,
+        target: CString,
+    },
 }
 
 const RDONLY_BIND: c_ulong = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
@@ -79,6 +85,7 @@ impl Step {
             Step::Symlink { target, link } => sys::symlink(target, link),
             Step::Sysfs { target } => run_sysfs(target),
             Step::Mask { path } => run_mask(path),
+            Step::MoveMount { tree, target } => sys::move_mount_tree(*tree, target),
             Step::ReadOnly { path } => match sys::kind(path) {
                 Err(Errno::ENOENT) => Ok(()),
                 Err(e) => Err(e),
@@ -112,6 +119,7 @@ impl Step {
             Step::Sysfs { target } => format!("mount sysfs on {}", s(target)),
             Step::Mask { path } => format!("mask {}", s(path)),
             Step::ReadOnly { path } => format!("make {} read-only", s(path)),
+            Step::MoveMount { target, .. } => format!("bind a resolved source on {}", s(target)),
         }
     }
 }
@@ -176,6 +184,9 @@ pub(crate) struct Plan {
     pub command_caps: u64,
     /// Allocate a pty of this size (rows, cols) in the container's devpts.
     pub tty: Option<(u16, u16)>,
+    /// Descriptors `Mount::BindFd` sources are mounted from: kept open in
+    /// init for the pre-pivot mounts, closed after them.
+    pub mount_fds: Vec<RawFd>,
 }
 
 /// Where the child was when it failed.

@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::fs::{self, File, FileTimes, Metadata};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -79,7 +79,8 @@ const DEV_LINKS: &[(&str, &str)] = &[
 const ETC_FILES: &[&str] = &["hosts", "hostname", "resolv.conf"];
 
 /// A plan plus what must outlive the child: the state dir and the
-/// descriptors the overlay mount options name.
+/// descriptors the child's steps use (the overlay mount options name
+/// some; `Step::MoveMount` attaches others).
 pub(crate) struct Prepared {
     pub plan: Plan,
     pub state: tempfile::TempDir,
@@ -131,7 +132,8 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     }
     system_mounts(&merged, &mut pre)?;
     etc_files(spec, &root, &merged, &view, &mut skeleton, &mut pre)?;
-    user_mounts(spec, &merged, &view, &mut skeleton, &mut pre)?;
+    let mut trees = Vec::new();
+    user_mounts(spec, &merged, &view, &mut skeleton, &mut pre, &mut trees)?;
     skeleton.finish()?;
 
     let plan = Plan {
@@ -173,7 +175,10 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
             caps::DOCKER_DEFAULT_MASK
         },
         tty: None,
+        mount_fds: trees.iter().map(AsRawFd::as_raw_fd).collect(),
     };
+    let mut overlay_fds = overlay_fds;
+    overlay_fds.extend(trees);
     Ok(Prepared {
         plan,
         state,
@@ -403,14 +408,15 @@ fn user_mounts(
     view: &LowerView,
     skeleton: &mut Skeleton,
     steps: &mut Vec<Step>,
+    trees: &mut Vec<OwnedFd>,
 ) -> Result<(), RuntimeError> {
     let mut placed: Vec<(Vec<String>, Vec<String>, bool)> = Vec::new();
     for m in &spec.mounts {
         let lexical = container_path(m.target()).map_err(RuntimeError::InvalidSpec)?;
-        let is_dir = match m {
-            Mount::Tmpfs { .. } => true,
-            Mount::Bind { source, .. } => fs::metadata(source)
-                .map_err(|e| RuntimeError::io("stat bind source", source, e))?
+        let is_dir = match m.bind_source() {
+            None => true,
+            Some((source, _)) => fs::metadata(&source)
+                .map_err(|e| RuntimeError::io("stat bind source", &source, e))?
                 .is_dir(),
         };
         let outer = placed
@@ -442,7 +448,7 @@ fn user_mounts(
                 resolved
             }
         };
-        push_user_mount(m, &join(merged, &resolved), steps)?;
+        push_user_mount(m, &join(merged, &resolved), steps, trees)?;
         placed.push((lexical, resolved, matches!(m, Mount::Tmpfs { .. })));
     }
     Ok(())
@@ -466,15 +472,30 @@ fn runtime_create(
     Ok(())
 }
 
-fn push_user_mount(m: &Mount, target: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+fn push_user_mount(
+    m: &Mount,
+    target: &Path,
+    steps: &mut Vec<Step>,
+    trees: &mut Vec<OwnedFd>,
+) -> Result<(), RuntimeError> {
     match m {
-        Mount::Bind {
-            source, readonly, ..
-        } => {
-            steps.push(bind(source, target, libc::MS_BIND | libc::MS_REC)?);
-            if *readonly {
+        Mount::Bind { .. } | Mount::BindFd { .. } => {
+            let (source, readonly) = m.bind_source().unwrap_or_default();
+            if let Mount::BindFd { source: fd, .. } = m {
+                // A descriptor of our mount namespace cannot be bound in the
+                // child's: clone it as a detached tree the child attaches.
+                let tree = open_tree(fd)?;
+                steps.push(Step::MoveMount {
+                    tree: tree.as_raw_fd(),
+                    target: cstr(target)?,
+                });
+                trees.push(tree);
+            } else {
+                steps.push(bind(&source, target, libc::MS_BIND | libc::MS_REC)?);
+            }
+            if readonly {
                 let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
-                steps.push(bind(source, target, flags)?);
+                steps.push(bind(&source, target, flags)?);
             }
         }
         Mount::Tmpfs { size_bytes, .. } => {
@@ -492,6 +513,24 @@ fn push_user_mount(m: &Mount, target: &Path, steps: &mut Vec<Step>) -> Result<()
         }
     }
     Ok(())
+}
+
+/// A detached copy of the mount tree at `source` (`open_tree` with
+/// `OPEN_TREE_CLONE`, recursive): what a bind mount of it would attach.
+fn open_tree(source: &crate::spec::BindSource) -> Result<OwnedFd, RuntimeError> {
+    use std::os::fd::FromRawFd;
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_EMPTY_PATH as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: a NUL-terminated empty path; the kernel returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, source.raw(), c"".as_ptr(), flags) };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(RuntimeError::io("open_tree", source.proc_path(), error));
+    }
+    // SAFETY: open_tree returned a descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 fn post_pivot_steps() -> Result<Vec<Step>, RuntimeError> {
