@@ -10,8 +10,10 @@
 //! in between fails the step.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -60,17 +62,19 @@ pub struct CopyRequest<'a> {
     pub instruction: &'a str,
 }
 
+/// A file to copy: its path inside `root` (as resolved, no symlink in
+/// it), its metadata from the walk (the stat cache needs it, and statting
+/// 20,000 files twice is not free), and once hashed the digest the cache
+/// key was made of, which the layer must match.
+struct SourceFile {
+    root: Arc<Root>,
+    real: PathBuf,
+    meta: fs::Metadata,
+    digest: Option<ContentDigest>,
+}
+
 enum Content {
-    /// A file to copy: its path inside `root` (as resolved, no symlink in
-    /// it), its metadata from the walk (the stat cache needs it, and
-    /// statting 20,000 files twice is not free), and once hashed the
-    /// digest the cache key was made of, which the layer must match.
-    File {
-        root: Arc<Root>,
-        real: PathBuf,
-        meta: fs::Metadata,
-        digest: Option<ContentDigest>,
-    },
+    File(Box<SourceFile>),
     Dir,
     Symlink(PathBuf),
     /// A hard link to another path of the layer.
@@ -79,7 +83,8 @@ enum Content {
 }
 
 struct Item {
-    dest: String,
+    /// The path in the layer, byte for byte (names need not be UTF-8).
+    dest: RawPath,
     content: Content,
     mode: u32,
     uid: u64,
@@ -101,12 +106,29 @@ fn glob(pattern: &str, line: u32, instruction: &str) -> Result<GlobMatcher, Buil
         })
 }
 
+/// A relative path as raw bytes: file names need not be UTF-8, and must
+/// reach the layer (and the cache key) byte for byte, never renamed.
+type RawPath = Vec<u8>;
+
+fn bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
+fn as_path(raw: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(raw))
+}
+
+/// For `.dockerignore` patterns and messages, which are text.
+fn lossy(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
 /// `inner` under `base` (either may be empty).
-fn join_rel(base: &str, inner: &str) -> String {
+fn join_rel(base: &[u8], inner: &[u8]) -> RawPath {
     match (base.is_empty(), inner.is_empty()) {
-        (true, _) => inner.to_owned(),
-        (_, true) => base.to_owned(),
-        _ => format!("{base}/{inner}"),
+        (true, _) => inner.to_vec(),
+        (_, true) => base.to_vec(),
+        _ => [base, b"/", inner].concat(),
     }
 }
 
@@ -213,8 +235,8 @@ fn digest_items(
 ) -> Result<HashStats, BuildError> {
     let mut files = Vec::new();
     for item in items.iter() {
-        if let Content::File { real, meta, .. } = &item.content {
-            files.push((real.clone(), meta.clone()));
+        if let Content::File(file) = &item.content {
+            files.push((file.real.clone(), file.meta.clone()));
         }
     }
     let (digests, stats) = req
@@ -227,17 +249,17 @@ fn digest_items(
     }
     let mut file_digests = digests.into_iter();
     for item in items.iter_mut() {
-        if let Content::File { digest, .. } = &mut item.content {
-            *digest = file_digests.next();
+        if let Content::File(file) = &mut item.content {
+            file.digest = file_digests.next();
         }
     }
     let mut order: Vec<&Item> = items.iter().collect();
     order.sort_by(|a, b| a.dest.cmp(&b.dest));
     for item in order {
-        hasher.update(item.dest.as_bytes());
+        hasher.update(&item.dest);
         hasher.update([0]);
         let (kind, body): (u8, Vec<u8>) = match &item.content {
-            Content::File { digest, .. } => (b'f', digest.map(|d| d.to_vec()).unwrap_or_default()),
+            Content::File(file) => (b'f', file.digest.map(|d| d.to_vec()).unwrap_or_default()),
             Content::Dir => (b'd', Vec::new()),
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
             Content::HardLink(target) => (b'h', target.as_bytes().to_vec()),
@@ -252,8 +274,7 @@ fn digest_items(
     Ok(stats)
 }
 
-/// `rel` as a string for `.dockerignore`, the cache's explanations and
-/// layer paths.
+/// `rel` as text, for `.dockerignore`.
 fn text(rel: &Path) -> String {
     rel.to_string_lossy().into_owned()
 }
@@ -274,9 +295,9 @@ fn expand_wildcards(
     req: &CopyRequest<'_>,
     root: &Root,
     pattern: &str,
-) -> Result<Vec<(String, PathBuf)>, BuildError> {
+) -> Result<Vec<(RawPath, PathBuf)>, BuildError> {
     let parts: Vec<&str> = pattern.split('/').collect();
-    let mut found: Vec<(String, PathBuf)> = vec![(String::new(), PathBuf::new())];
+    let mut found: Vec<(RawPath, PathBuf)> = vec![(RawPath::new(), PathBuf::new())];
     for (index, part) in parts.iter().enumerate() {
         let last = index + 1 == parts.len();
         let matcher = has_wildcard(part)
@@ -284,30 +305,30 @@ fn expand_wildcards(
             .transpose()?;
         let mut next = Vec::new();
         for (lexical, real) in &found {
-            let names: Vec<String> = match &matcher {
-                None => vec![(*part).to_owned()],
+            let names: Vec<OsString> = match &matcher {
+                None => vec![OsString::from(*part)],
                 Some(matcher) => {
                     let Ok(entries) = fs::read_dir(root.host_path(real)) else {
                         continue;
                     };
-                    let mut names: Vec<String> = entries
+                    let mut names: Vec<OsString> = entries
                         .flatten()
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|name| matcher.is_match(name))
+                        .map(|e| e.file_name())
+                        .filter(|name| matcher.is_match(Path::new(name)))
                         .collect();
                     names.sort();
                     names
                 }
             };
             for name in names {
-                let written = join_rel(lexical, &name);
+                let written = join_rel(lexical, name.as_bytes());
                 let Some(resolved) = resolve_in(root, &real.join(&name))? else {
                     continue;
                 };
                 let skip = if last {
-                    ignored(req, &written)? || ignored(req, &text(&resolved))?
+                    ignored(req, &lossy(&written))? || ignored(req, &text(&resolved))?
                 } else {
-                    dir_ignored_entirely(req, &written)
+                    dir_ignored_entirely(req, &lossy(&written))
                 };
                 if !skip {
                     next.push((written, resolved));
@@ -328,7 +349,7 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
         .map(|p| glob(p, req.line, what))
         .collect::<Result<Vec<_>, _>>()?;
     // Each source as written (wildcards expanded) and as resolved.
-    let mut selected: Vec<(String, PathBuf)> = Vec::new();
+    let mut selected: Vec<(RawPath, PathBuf)> = Vec::new();
     let mut wildcard = false;
     for source in req.sources {
         let Some(clean) = contained(source) else {
@@ -350,7 +371,7 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
         } else {
             let real =
                 resolve_in(root, Path::new(&clean))?.ok_or_else(|| no_source(req, source))?;
-            selected.push((clean, real));
+            selected.push((clean.into_bytes(), real));
         }
     }
     let heredoc_count = req.heredocs.len();
@@ -358,14 +379,16 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
     let mut metas = Vec::with_capacity(selected.len());
     for (rel, real) in selected {
         let path = root.host_path(&real);
-        let meta = fs::symlink_metadata(&path).map_err(|_| no_source(req, &rel))?;
+        let rel_text = lossy(&rel);
+        let meta = fs::symlink_metadata(&path).map_err(|_| no_source(req, &rel_text))?;
         // An excluded file is not in the context; an excluded directory
         // still gives what `!` patterns bring back inside it.
         let real_text = text(&real);
-        let excluded = ignored(req, &rel)? || ignored(req, &real_text)?;
-        let entirely = dir_ignored_entirely(req, &rel) || dir_ignored_entirely(req, &real_text);
+        let excluded = ignored(req, &rel_text)? || ignored(req, &real_text)?;
+        let entirely =
+            dir_ignored_entirely(req, &rel_text) || dir_ignored_entirely(req, &real_text);
         if excluded && (!meta.is_dir() || entirely) {
-            return Err(no_source(req, &rel));
+            return Err(no_source(req, &rel_text));
         }
         any_dir |= meta.is_dir();
         metas.push((rel, real, path, meta));
@@ -373,13 +396,8 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
     let dest_is_dir =
         req.dest.ends_with('/') || metas.len() + heredoc_count > 1 || wildcard || any_dir;
     let dest = normalize(req.dest);
-    let under = |name: &str| {
-        if dest.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{dest}/{name}")
-        }
-    };
+    let dest_raw = dest.as_bytes().to_vec();
+    let under = |name: &[u8]| join_rel(&dest_raw, name);
 
     let mut items = Vec::new();
     for (rel, real, path, meta) in metas {
@@ -393,35 +411,35 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
             let base = if req.parents {
                 under(&rel)
             } else {
-                dest.clone()
+                dest_raw.clone()
             };
             if req.parents || !base.is_empty() {
                 items.push(item_for(req, base.clone(), root, &real, &meta)?);
             }
             walk_dir(req, root, &real, &base, &excludes, &mut items)?;
         } else {
-            if excludes.iter().any(|g| g.is_match(&rel)) {
+            if excludes.iter().any(|g| g.is_match(as_path(&rel))) {
                 continue;
             }
-            let name = Path::new(&rel)
+            let name = as_path(&rel)
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(OsStr::as_bytes)
                 .unwrap_or_default();
             let target = if req.parents {
                 under(&rel)
             } else if dest_is_dir {
-                under(&name)
+                under(name)
             } else {
-                dest.clone()
+                dest_raw.clone()
             };
             items.push(item_for(req, target, root, &real, &meta)?);
         }
     }
     for heredoc in req.heredocs {
         let target = if dest_is_dir {
-            under(&heredoc.name)
+            under(heredoc.name.as_bytes())
         } else {
-            dest.clone()
+            dest_raw.clone()
         };
         let (uid, gid) = req.owner.unwrap_or((0, 0));
         items.push(Item {
@@ -434,10 +452,10 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
             mtime: req.clamp_mtime.unwrap_or(0),
         });
     }
-    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest) {
+    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest_raw) {
         let (uid, gid) = req.owner.unwrap_or((0, 0));
         items.push(Item {
-            dest: dest.clone(),
+            dest: dest_raw.clone(),
             content: Content::Dir,
             mode: 0o755,
             uid,
@@ -455,12 +473,12 @@ fn walk_dir(
     req: &CopyRequest<'_>,
     root: &Arc<Root>,
     real: &Path,
-    base: &str,
+    base: &[u8],
     excludes: &[GlobMatcher],
     items: &mut Vec<Item>,
 ) -> Result<(), BuildError> {
     let path = root.host_path(real);
-    let in_root = text(real);
+    let in_root = bytes(real);
     // Directories are decided during the walk (so excluded ones are
     // not entered); the files, most of the work (an lstat and the
     // pattern matching each), are decided after it, in parallel.
@@ -477,12 +495,11 @@ fn walk_dir(
             continue;
         }
         let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
-        let inner_text = inner.to_string_lossy();
-        if excludes.iter().any(|g| g.is_match(inner_text.as_ref())) {
+        if excludes.iter().any(|g| g.is_match(inner)) {
             walker.skip_current_dir();
             continue;
         }
-        let in_context = join_rel(&in_root, &inner_text);
+        let in_context = lossy(&join_rel(in_root, bytes(inner)));
         if ignored(req, &in_context)? {
             if dir_ignored_entirely(req, &in_context) {
                 walker.skip_current_dir();
@@ -494,7 +511,7 @@ fn walk_dir(
             .map_err(|e| BuildError::io(entry.path(), e.into()))?;
         items.push(item_for(
             req,
-            join_rel(base, &inner_text),
+            join_rel(base, bytes(inner)),
             root,
             &real.join(inner),
             &meta,
@@ -505,9 +522,8 @@ fn walk_dir(
         .par_iter()
         .map(|entry| {
             let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
-            let inner_text = inner.to_string_lossy();
-            if excludes.iter().any(|g| g.is_match(inner_text.as_ref()))
-                || ignored(req, &join_rel(&in_root, &inner_text))?
+            if excludes.iter().any(|g| g.is_match(inner))
+                || ignored(req, &lossy(&join_rel(in_root, bytes(inner))))?
             {
                 return Ok(None);
             }
@@ -516,7 +532,7 @@ fn walk_dir(
                 .map_err(|e| BuildError::io(entry.path(), e.into()))?;
             item_for(
                 req,
-                join_rel(base, &inner_text),
+                join_rel(base, bytes(inner)),
                 root,
                 &real.join(inner),
                 &meta,
@@ -531,8 +547,8 @@ fn walk_dir(
 /// Whether a name is layer metadata rather than a file (an OCI whiteout
 /// `.wh.NAME`, or the opaque marker `.wh..wh..opq`): in a layer it would
 /// delete a file of the image, not add one.
-fn is_layer_metadata(name: &str) -> bool {
-    name.starts_with(kiln_store::snapshot::WHITEOUT_PREFIX)
+fn is_layer_metadata(name: &[u8]) -> bool {
+    name.starts_with(kiln_store::snapshot::WHITEOUT_PREFIX.as_bytes())
 }
 
 /// An error for a path of the layer with such a name in it.
@@ -551,12 +567,13 @@ fn layer_metadata_error(req: &CopyRequest<'_>, what: &str, dest: &str) -> BuildE
 /// metadata, naming the source file.
 fn refuse_layer_metadata_names(req: &CopyRequest<'_>, items: &[Item]) -> Result<(), BuildError> {
     for item in items {
-        if item.dest.split('/').any(is_layer_metadata) {
+        if item.dest.split(|&b| b == b'/').any(is_layer_metadata) {
+            let dest = lossy(&item.dest);
             let what = match &item.content {
-                Content::File { root, real, .. } => root.host_path(real).display().to_string(),
-                _ => format!("{:?}", item.dest),
+                Content::File(file) => file.root.host_path(&file.real).display().to_string(),
+                _ => format!("{dest:?}"),
             };
-            return Err(layer_metadata_error(req, &what, &item.dest));
+            return Err(layer_metadata_error(req, &what, &dest));
         }
     }
     Ok(())
@@ -600,7 +617,10 @@ fn extract_archive(
         if rel.is_empty() {
             continue;
         }
-        if rel.split('/').any(is_layer_metadata) {
+        if rel
+            .split('/')
+            .any(|name| is_layer_metadata(name.as_bytes()))
+        {
             let what = format!("archive entry {raw:?} of {}", path.display());
             return Err(layer_metadata_error(req, &what, &rel));
         }
@@ -653,7 +673,7 @@ fn extract_archive(
             .unwrap_or((header.uid().unwrap_or(0), header.gid().unwrap_or(0)));
         let mtime = header.mtime().unwrap_or(0);
         items.push(Item {
-            dest: target,
+            dest: target.into_bytes(),
             content,
             mode: header.mode().unwrap_or(0o644) & 0o7777,
             uid,
@@ -697,7 +717,7 @@ pub(crate) fn contained(source: &str) -> Option<String> {
 /// lstat of it) at `dest`.
 fn item_for(
     req: &CopyRequest<'_>,
-    dest: String,
+    dest: RawPath,
     root: &Arc<Root>,
     real: &Path,
     meta: &fs::Metadata,
@@ -710,12 +730,12 @@ fn item_for(
     } else if file_type.is_symlink() {
         Content::Symlink(fs::read_link(&path).map_err(|e| BuildError::io(&path, e))?)
     } else if file_type.is_file() {
-        Content::File {
+        Content::File(Box::new(SourceFile {
             root: Arc::clone(root),
             real: real.to_owned(),
             meta: meta.clone(),
             digest: None,
-        }
+        }))
     } else {
         return Err(BuildError::step(
             req.line,
@@ -877,18 +897,19 @@ impl Selection {
         } = self;
         // Parents the stage does not have yet are created, root-owned 0755
         // (with --link, all of them: the layer must not depend on the stage).
-        let mut present: std::collections::HashSet<String> =
+        let mut present: std::collections::HashSet<RawPath> =
             items.iter().map(|i| i.dest.clone()).collect();
         let mut parents = Vec::new();
         for item in &items {
-            let mut path = item.dest.as_str();
-            while let Some((parent, _)) = path.rsplit_once('/') {
+            let mut path: &[u8] = &item.dest;
+            while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
+                let parent = &path[..slash];
                 let in_stage = !link && tree.get(parent).is_some();
-                if in_stage || !present.insert(parent.to_owned()) {
+                if in_stage || !present.insert(parent.to_vec()) {
                     break;
                 }
                 parents.push(Item {
-                    dest: parent.to_owned(),
+                    dest: parent.to_vec(),
                     content: Content::Dir,
                     mode: 0o755,
                     uid: 0,
@@ -924,22 +945,27 @@ impl Selection {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_size(0);
                     builder
-                        .append_data(&mut header, format!("{}/", item.dest), std::io::empty())
+                        .append_data(
+                            &mut header,
+                            as_path(&[&item.dest[..], b"/"].concat()),
+                            std::io::empty(),
+                        )
                         .map_err(io)?;
                 }
                 Content::Symlink(target) => {
                     header.set_entry_type(tar::EntryType::Symlink);
                     header.set_size(0);
                     builder
-                        .append_link(&mut header, &item.dest, target)
+                        .append_link(&mut header, as_path(&item.dest), target)
                         .map_err(io)?;
                 }
-                Content::File {
-                    root,
-                    real,
-                    meta,
-                    digest,
-                } => {
+                Content::File(source) => {
+                    let SourceFile {
+                        root,
+                        real,
+                        meta,
+                        digest,
+                    } = &**source;
                     let path = root.host_path(real);
                     let file = root.open_file(real).map_err(|e| BuildError::io(&path, e))?;
                     // Exactly the bytes that were hashed, or the step fails:
@@ -950,7 +976,7 @@ impl Selection {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(len);
                     builder
-                        .append_data(&mut header, &item.dest, &mut reader)
+                        .append_data(&mut header, as_path(&item.dest), &mut reader)
                         .map_err(|e| BuildError::io(&path, e))?;
                     if !reader.matches(len, digest) {
                         return Err(BuildError::Step {
@@ -967,14 +993,14 @@ impl Selection {
                     header.set_entry_type(tar::EntryType::Link);
                     header.set_size(0);
                     builder
-                        .append_link(&mut header, &item.dest, target)
+                        .append_link(&mut header, as_path(&item.dest), target)
                         .map_err(io)?;
                 }
                 Content::Data(bytes) => {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(bytes.len() as u64);
                     builder
-                        .append_data(&mut header, &item.dest, &bytes[..])
+                        .append_data(&mut header, as_path(&item.dest), &bytes[..])
                         .map_err(io)?;
                 }
             }

@@ -452,7 +452,7 @@ impl Step<'_> {
                     let exists = rel.is_empty()
                         || state
                             .tree(self.store)?
-                            .get(&rel)
+                            .get(rel.as_bytes())
                             .is_some_and(|meta| meta.is_dir);
                     if exists {
                         return Ok(None);
