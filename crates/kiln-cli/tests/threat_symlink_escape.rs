@@ -239,3 +239,41 @@ fn bind_mount_from_an_image_whose_directory_links_to_the_host_shows_nothing() {
         "in-img\n"
     );
 }
+
+/// A context that holds a decoy at the host path its link names, so the
+/// link resolves inside the context: the mount must show the decoy, as
+/// the cache key hashed it, and never the host file the same path names
+/// on the host.
+fn decoy_behind_absolute_link(s: &Scene) {
+    let inside = s.context.join(s.host.strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    fs::write(inside.join("shadow"), "decoy\n").unwrap();
+    symlink(s.host.join("shadow"), s.context.join("s")).unwrap();
+}
+
+#[test]
+fn bind_mount_of_an_absolute_link_shows_the_context_not_the_host() {
+    let s = scene("FROM busybox\nRUN --mount=type=bind,source=s,target=/m cat /m > /out\n");
+    decoy_behind_absolute_link(&s);
+    let out = s.build("decoy");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        fs::read_to_string(s.rootfs("decoy").join("out")).unwrap(),
+        "decoy\n"
+    );
+}
+
+#[test]
+fn rw_bind_mount_of_an_absolute_link_never_writes_the_host_file() {
+    let s = scene(
+        "FROM busybox\nRUN --mount=type=bind,source=s,target=/m,rw sh -c 'cat /m > /out; echo pwned > /m'\n",
+    );
+    decoy_behind_absolute_link(&s);
+    let out = s.build("decoy-rw");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(fs::read_to_string(s.host.join("shadow")).unwrap(), SECRET);
+    assert_eq!(
+        fs::read_to_string(s.rootfs("decoy-rw").join("out")).unwrap(),
+        "decoy\n"
+    );
+}
