@@ -308,12 +308,11 @@ fn expand_wildcards(
             let names: Vec<OsString> = match &matcher {
                 None => vec![OsString::from(*part)],
                 Some(matcher) => {
-                    let Ok(entries) = fs::read_dir(root.host_path(real)) else {
+                    let Ok(entries) = root.list(real) else {
                         continue;
                     };
                     let mut names: Vec<OsString> = entries
-                        .flatten()
-                        .map(|e| e.file_name())
+                        .into_iter()
                         .filter(|name| matcher.is_match(Path::new(name)))
                         .collect();
                     names.sort();

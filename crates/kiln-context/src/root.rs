@@ -188,6 +188,20 @@ impl Root {
         Ok(openat2(&self.dir, or_dot(real), how)?)
     }
 
+    /// The names in directory `real` (a resolved path), read through a
+    /// descriptor opened inside the root.
+    pub fn list(&self, real: &Path) -> io::Result<Vec<OsString>> {
+        let mut dir = Dir::from_fd(self.open_dir(real)?)?;
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(OsString::from_vec(name));
+            }
+        }
+        Ok(names)
+    }
+
     /// An `O_PATH` descriptor of `rel` resolved inside the root, symlinks
     /// (the last one too) followed as if the root were `/`: what a bind
     /// mount of `rel` must show.
@@ -312,5 +326,9 @@ mod tests {
         assert!(root.open_path(Path::new("host/secret")).is_err());
         assert!(root.open_path(Path::new("up/secret")).is_err());
         assert!(root.open_path(Path::new("alias/f")).is_ok());
+        assert_eq!(
+            root.list(Path::new("sub")).unwrap(),
+            vec![OsString::from("f")]
+        );
     }
 }
