@@ -425,6 +425,17 @@ fn secret_mount(
     }))
 }
 
+/// What a RUN's bind mounts show, by content, as its cache key takes it.
+pub struct BindSources {
+    /// Every bind mount's target and content digest.
+    pub digest: [u8; 32],
+    /// Each file's short digest, for explaining a miss.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// The same for the mounts from the build context alone: those can
+    /// change while the command runs (a stage's or image's tree cannot).
+    pub context: [u8; 32],
+}
+
 /// The content digest of what the step's bind mounts show (each source
 /// selected as COPY would select it, so `.dockerignore` and the stat cache
 /// apply), and each file's digest for explaining a miss. Sources from a
@@ -435,11 +446,55 @@ pub fn bind_sources_digest(
     run: &RunOp,
     stages: &Stages,
     options: &BuildOptions<'_>,
-) -> Result<([u8; 32], std::collections::BTreeMap<String, String>), BuildError> {
+) -> Result<BindSources, BuildError> {
+    bind_sources(store, node, run, stages, options, false)
+}
+
+/// Fails the step if what its context bind mounts show changed since the
+/// key was made from `before` (the `context` of its [`BindSources`]): the
+/// command may have read other bytes than the key says, so its layer must
+/// not be stored under that key.
+pub fn check_context_binds(
+    store: &Store,
+    node: &Node,
+    run: &RunOp,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+    before: &[u8; 32],
+) -> Result<(), BuildError> {
+    let from_context = |m: &&kiln_graph::Mount| m.kind == MountKind::Bind && m.from.is_none();
+    if !run.mounts.iter().any(|m| from_context(&m)) {
+        return Ok(());
+    }
+    let after = bind_sources(store, node, run, stages, options, true)?.context;
+    if after != *before {
+        return Err(BuildError::step(
+            node.line,
+            format!(
+                "{}: a file bind-mounted from the build context changed while the command ran; build again",
+                node.display
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// [`bind_sources_digest`], of the context's mounts only with
+/// `context_only` (then `digest` covers those too).
+fn bind_sources(
+    store: &Store,
+    node: &Node,
+    run: &RunOp,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+    context_only: bool,
+) -> Result<BindSources, BuildError> {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
+    let mut context_hasher = sha2::Sha256::new();
     let mut files = std::collections::BTreeMap::new();
-    for mount in run.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+    let binds = run.mounts.iter().filter(|m| m.kind == MountKind::Bind);
+    for mount in binds.filter(|m| !context_only || m.from.is_none()) {
         let source = mount.source.clone().unwrap_or_else(|| ".".into());
         let scratch;
         let fresh = kiln_context::StatCache::in_memory();
@@ -485,11 +540,19 @@ pub fn bind_sources_digest(
         let selection = crate::copy::select(&[request])?;
         hasher.update(mount.target.as_bytes());
         hasher.update(selection.content);
+        if mount.from.is_none() {
+            context_hasher.update(mount.target.as_bytes());
+            context_hasher.update(selection.content);
+        }
         for (path, digest) in selection.inputs {
             files.insert(format!("{} ({})", path, mount.target), digest);
         }
     }
-    Ok((hasher.finalize().into(), files))
+    Ok(BindSources {
+        digest: hasher.finalize().into(),
+        files,
+        context: context_hasher.finalize().into(),
+    })
 }
 
 /// Where a cache mount's content persists between builds, by id.

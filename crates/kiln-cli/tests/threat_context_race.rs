@@ -89,3 +89,41 @@ fn a_file_edited_between_hashing_and_writing_never_lands_under_the_old_key() {
     let wrong = content.iter().filter(|&&b| b != b'A').count();
     assert_eq!((content.len(), wrong), (SIZE, 0), "the layer under A's key");
 }
+
+#[test]
+fn a_bind_mounted_file_edited_before_the_command_reads_it_is_not_cached_under_the_old_key() {
+    let s = common::busybox_workspace();
+    let context = s.work.join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN --mount=type=bind,source=big,target=/big cp /big /copied\n",
+    )
+    .unwrap();
+    let big = context.join("big");
+    fs::write(&big, vec![b'A'; SIZE]).unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-t", "raced-run"];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        kiln(&s.root, &args)
+    };
+    // Hashed as A for the key, then B by the time the command copies it.
+    let editor = edit_after_first_read(&big, b'B');
+    let out = build(&["--no-cache"]);
+    assert!(editor.join().unwrap(), "kiln read the file");
+    if !out.status.success() {
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("changed while the command ran; build again"),
+            "{stderr}"
+        );
+    }
+    overwrite(&big, b'A');
+    let out = build(&[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rootfs = umoci_unpack(&s.root, "raced-run", &s.work.join("edited"));
+    let content = fs::read(rootfs.join("copied")).unwrap();
+    let wrong = content.iter().filter(|&&b| b != b'A').count();
+    assert_eq!((content.len(), wrong), (SIZE, 0), "the layer under A's key");
+}
