@@ -1,15 +1,24 @@
 //! COPY (and ADD of local files): which files the sources select, where
 //! they land under the destination (Docker's rules for directories,
 //! wildcards and trailing slashes), and the layer tar that holds them.
-//! Nothing here follows a symlink out of the root it reads from: links are
-//! copied as links.
+//! Sources are resolved inside their root ([`kiln_context::Root`]): a
+//! symlink on the way is followed as it resolves inside the root (so
+//! `alias -> sub` works, and `etc -> /etc` means the root's own `etc`),
+//! never on the host; links inside a copied directory are copied as links.
+//! The layer holds exactly the bytes that were hashed for the cache key:
+//! files are hashed again while they are written, and a file that changed
+//! in between fails the step.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use globset::{GlobBuilder, GlobMatcher};
-use kiln_context::{ContentDigest, HashStats, Ignore, StatCache};
+use kiln_context::{ContentDigest, HashStats, Ignore, Root, StatCache};
 use kiln_graph::HeredocInput;
 use kiln_store::{Layer, Store};
 use sha2::{Digest as _, Sha256};
@@ -53,10 +62,19 @@ pub struct CopyRequest<'a> {
     pub instruction: &'a str,
 }
 
+/// A file to copy: its path inside `root` (as resolved, no symlink in
+/// it), its metadata from the walk (the stat cache needs it, and statting
+/// 20,000 files twice is not free), and once hashed the digest the cache
+/// key was made of, which the layer must match.
+struct SourceFile {
+    root: Arc<Root>,
+    real: PathBuf,
+    meta: fs::Metadata,
+    digest: Option<ContentDigest>,
+}
+
 enum Content {
-    /// A file to copy, with its metadata from the walk (the stat cache
-    /// needs it, and statting 20,000 files twice is not free).
-    File(PathBuf, fs::Metadata),
+    File(Box<SourceFile>),
     Dir,
     Symlink(PathBuf),
     /// A hard link to another path of the layer.
@@ -65,7 +83,8 @@ enum Content {
 }
 
 struct Item {
-    dest: String,
+    /// The path in the layer, byte for byte (names need not be UTF-8).
+    dest: RawPath,
     content: Content,
     mode: u32,
     uid: u64,
@@ -87,12 +106,29 @@ fn glob(pattern: &str, line: u32, instruction: &str) -> Result<GlobMatcher, Buil
         })
 }
 
+/// A relative path as raw bytes: file names need not be UTF-8, and must
+/// reach the layer (and the cache key) byte for byte, never renamed.
+type RawPath = Vec<u8>;
+
+fn bytes(path: &Path) -> &[u8] {
+    path.as_os_str().as_bytes()
+}
+
+fn as_path(raw: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(raw))
+}
+
+/// For `.dockerignore` patterns and messages, which are text.
+fn lossy(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).into_owned()
+}
+
 /// `inner` under `base` (either may be empty).
-fn join_rel(base: &str, inner: &str) -> String {
+fn join_rel(base: &[u8], inner: &[u8]) -> RawPath {
     match (base.is_empty(), inner.is_empty()) {
-        (true, _) => inner.to_owned(),
-        (_, true) => base.to_owned(),
-        _ => format!("{base}/{inner}"),
+        (true, _) => inner.to_vec(),
+        (_, true) => base.to_vec(),
+        _ => [base, b"/", inner].concat(),
     }
 }
 
@@ -131,6 +167,8 @@ pub struct Selection {
     pub inputs: BTreeMap<String, String>,
     clamp_mtime: Option<u64>,
     link: bool,
+    line: u32,
+    instruction: String,
 }
 
 /// Selects and hashes the sources of one or more requests with the same
@@ -148,11 +186,27 @@ pub fn select(requests: &[CopyRequest<'_>]) -> Result<Selection, BuildError> {
         inputs: BTreeMap::new(),
         clamp_mtime: first.clamp_mtime,
         link: first.link,
+        line: first.line,
+        instruction: first.instruction.to_owned(),
     };
     let mut hasher = Sha256::new();
     for request in requests {
-        let collected = collect(request)?;
-        let stats = digest_items(request, &collected, &mut hasher, &mut selection.inputs)?;
+        let root = Root::open(request.root).map_err(|e| {
+            BuildError::step(
+                request.line,
+                format!("{}: {}: {e}", request.instruction, request.root_name),
+            )
+        })?;
+        let root = Arc::new(root);
+        let mut collected = collect(request, &root)?;
+        refuse_layer_metadata_names(request, &collected)?;
+        let stats = digest_items(
+            request,
+            &root,
+            &mut collected,
+            &mut hasher,
+            &mut selection.inputs,
+        )?;
         selection.hash_stats.add(&stats);
         selection.items.extend(collected);
     }
@@ -174,41 +228,38 @@ pub fn copy_layer(
 /// records each file's digest in `inputs`.
 fn digest_items(
     req: &CopyRequest<'_>,
-    items: &[Item],
+    root: &Root,
+    items: &mut [Item],
     hasher: &mut Sha256,
     inputs: &mut BTreeMap<String, String>,
 ) -> Result<HashStats, BuildError> {
     let mut files = Vec::new();
-    for item in items {
-        if let Content::File(path, meta) = &item.content {
-            let key = path.strip_prefix(req.root).unwrap_or(path).to_owned();
-            files.push((key, path.clone(), meta.clone()));
+    for item in items.iter() {
+        if let Content::File(file) = &item.content {
+            files.push((file.real.clone(), file.meta.clone()));
         }
     }
     let (digests, stats) = req
         .stat_cache
-        .hash_files(&files)
+        .hash_files(root, &files)
         .map_err(|e| BuildError::step(req.line, format!("{}: {e}", req.instruction)))?;
-    for ((key, _, _), digest) in files.iter().zip(&digests) {
+    for ((key, _), digest) in files.iter().zip(&digests) {
         let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         inputs.insert(key.to_string_lossy().into_owned(), short);
     }
     let mut file_digests = digests.into_iter();
-    let mut order: Vec<(&Item, Option<ContentDigest>)> = items
-        .iter()
-        .map(|item| {
-            let digest = matches!(item.content, Content::File(..))
-                .then(|| file_digests.next())
-                .flatten();
-            (item, digest)
-        })
-        .collect();
-    order.sort_by(|a, b| a.0.dest.cmp(&b.0.dest));
-    for (item, digest) in order {
-        hasher.update(item.dest.as_bytes());
+    for item in items.iter_mut() {
+        if let Content::File(file) = &mut item.content {
+            file.digest = file_digests.next();
+        }
+    }
+    let mut order: Vec<&Item> = items.iter().collect();
+    order.sort_by(|a, b| a.dest.cmp(&b.dest));
+    for item in order {
+        hasher.update(&item.dest);
         hasher.update([0]);
         let (kind, body): (u8, Vec<u8>) = match &item.content {
-            Content::File(..) => (b'f', digest.map(|d| d.to_vec()).unwrap_or_default()),
+            Content::File(file) => (b'f', file.digest.map(|d| d.to_vec()).unwrap_or_default()),
             Content::Dir => (b'd', Vec::new()),
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
             Content::HardLink(target) => (b'h', target.as_bytes().to_vec()),
@@ -223,15 +274,81 @@ fn digest_items(
     Ok(stats)
 }
 
-fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
+/// `rel` as text, for `.dockerignore`.
+fn text(rel: &Path) -> String {
+    rel.to_string_lossy().into_owned()
+}
+
+/// `source` (relative, cleaned) resolved inside `root`, its last symlink
+/// followed too (as Docker's COPY does); `None` if it does not exist there.
+fn resolve_in(root: &Root, source: &Path) -> Result<Option<PathBuf>, BuildError> {
+    root.resolve(source, true)
+        .map_err(|e| BuildError::io(root.host_path(source), e))
+}
+
+/// The paths a wildcard source matches, as (path as written with the
+/// wildcards expanded, resolved path), sorted. Each component is matched
+/// against the entries of the directory the previous ones resolved to,
+/// inside the root, so a directory reached through a symlink is listed
+/// where the link leads inside the root, never outside.
+fn expand_wildcards(
+    req: &CopyRequest<'_>,
+    root: &Root,
+    pattern: &str,
+) -> Result<Vec<(RawPath, PathBuf)>, BuildError> {
+    let parts: Vec<&str> = pattern.split('/').collect();
+    let mut found: Vec<(RawPath, PathBuf)> = vec![(RawPath::new(), PathBuf::new())];
+    for (index, part) in parts.iter().enumerate() {
+        let last = index + 1 == parts.len();
+        let matcher = has_wildcard(part)
+            .then(|| glob(part, req.line, req.instruction))
+            .transpose()?;
+        let mut next = Vec::new();
+        for (lexical, real) in &found {
+            let names: Vec<OsString> = match &matcher {
+                None => vec![OsString::from(*part)],
+                Some(matcher) => {
+                    let Ok(entries) = root.list(real) else {
+                        continue;
+                    };
+                    let mut names: Vec<OsString> = entries
+                        .into_iter()
+                        .filter(|name| matcher.is_match(Path::new(name)))
+                        .collect();
+                    names.sort();
+                    names
+                }
+            };
+            for name in names {
+                let written = join_rel(lexical, name.as_bytes());
+                let Some(resolved) = resolve_in(root, &real.join(&name))? else {
+                    continue;
+                };
+                let skip = if last {
+                    ignored(req, &lossy(&written))? || ignored(req, &text(&resolved))?
+                } else {
+                    dir_ignored_entirely(req, &lossy(&written))
+                };
+                if !skip {
+                    next.push((written, resolved));
+                }
+            }
+        }
+        found = next;
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildError> {
     let what = req.instruction;
     let excludes = req
         .excludes
         .iter()
         .map(|p| glob(p, req.line, what))
         .collect::<Result<Vec<_>, _>>()?;
-    // Expand wildcards into concrete relative paths.
-    let mut selected: Vec<String> = Vec::new();
+    // Each source as written (wildcards expanded) and as resolved.
+    let mut selected: Vec<(RawPath, PathBuf)> = Vec::new();
     let mut wildcard = false;
     for source in req.sources {
         let Some(clean) = contained(source) else {
@@ -245,63 +362,44 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
         };
         if has_wildcard(&clean) {
             wildcard = true;
-            let matcher = glob(&clean, req.line, what)?;
-            let mut matches: Vec<String> = Vec::new();
-            let mut walker = WalkDir::new(req.root).min_depth(1).into_iter();
-            while let Some(entry) = walker.next() {
-                let Ok(entry) = entry else { continue };
-                let rel = entry
-                    .path()
-                    .strip_prefix(req.root)
-                    .unwrap_or(entry.path())
-                    .to_string_lossy()
-                    .into_owned();
-                if ignored(req, &rel)? {
-                    if entry.file_type().is_dir() && dir_ignored_entirely(req, &rel) {
-                        walker.skip_current_dir();
-                    }
-                    continue;
-                }
-                if matcher.is_match(&rel) {
-                    matches.push(rel);
-                }
-            }
-            matches.sort();
+            let matches = expand_wildcards(req, root, &clean)?;
             if matches.is_empty() {
                 return Err(no_source(req, source));
             }
             selected.extend(matches);
         } else {
-            selected.push(clean);
+            let real =
+                resolve_in(root, Path::new(&clean))?.ok_or_else(|| no_source(req, source))?;
+            selected.push((clean.into_bytes(), real));
         }
     }
     let heredoc_count = req.heredocs.len();
     let mut any_dir = false;
     let mut metas = Vec::with_capacity(selected.len());
-    for rel in &selected {
-        let path = req.root.join(rel);
-        let meta = fs::symlink_metadata(&path).map_err(|_| no_source(req, rel))?;
+    for (rel, real) in selected {
+        let path = root.host_path(&real);
+        let rel_text = lossy(&rel);
+        let meta = fs::symlink_metadata(&path).map_err(|_| no_source(req, &rel_text))?;
         // An excluded file is not in the context; an excluded directory
         // still gives what `!` patterns bring back inside it.
-        if ignored(req, rel)? && (!meta.is_dir() || dir_ignored_entirely(req, rel)) {
-            return Err(no_source(req, rel));
+        let real_text = text(&real);
+        let excluded = ignored(req, &rel_text)? || ignored(req, &real_text)?;
+        let entirely =
+            dir_ignored_entirely(req, &rel_text) || dir_ignored_entirely(req, &real_text);
+        if excluded && (!meta.is_dir() || entirely) {
+            return Err(no_source(req, &rel_text));
         }
         any_dir |= meta.is_dir();
-        metas.push((rel.clone(), path, meta));
+        metas.push((rel, real, path, meta));
     }
     let dest_is_dir =
-        req.dest.ends_with('/') || selected.len() + heredoc_count > 1 || wildcard || any_dir;
+        req.dest.ends_with('/') || metas.len() + heredoc_count > 1 || wildcard || any_dir;
     let dest = normalize(req.dest);
-    let under = |name: &str| {
-        if dest.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{dest}/{name}")
-        }
-    };
+    let dest_raw = dest.as_bytes().to_vec();
+    let under = |name: &[u8]| join_rel(&dest_raw, name);
 
     let mut items = Vec::new();
-    for (rel, path, meta) in metas {
+    for (rel, real, path, meta) in metas {
         if req.extract_archives && meta.is_file() {
             if let Some(extracted) = extract_archive(req, &path, &dest)? {
                 items.extend(extracted);
@@ -312,85 +410,35 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
             let base = if req.parents {
                 under(&rel)
             } else {
-                dest.clone()
+                dest_raw.clone()
             };
             if req.parents || !base.is_empty() {
-                items.push(item_for(req, base.clone(), &path, &meta)?);
+                items.push(item_for(req, base.clone(), root, &real, &meta)?);
             }
-            // Directories are decided during the walk (so excluded ones are
-            // not entered); the files, most of the work (an lstat and the
-            // pattern matching each), are decided after it, in parallel.
-            let walker = WalkDir::new(&path)
-                .min_depth(1)
-                .sort_by_file_name()
-                .follow_links(false);
-            let mut files = Vec::new();
-            let mut walker = walker.into_iter();
-            while let Some(entry) = walker.next() {
-                let entry = entry.map_err(|e| BuildError::io(&path, e.into()))?;
-                if !entry.file_type().is_dir() {
-                    files.push(entry);
-                    continue;
-                }
-                let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
-                let inner = inner.to_string_lossy();
-                if excludes.iter().any(|g| g.is_match(inner.as_ref())) {
-                    walker.skip_current_dir();
-                    continue;
-                }
-                let in_context = join_rel(&rel, &inner);
-                if ignored(req, &in_context)? {
-                    if dir_ignored_entirely(req, &in_context) {
-                        walker.skip_current_dir();
-                    }
-                    continue;
-                }
-                let meta = entry
-                    .metadata()
-                    .map_err(|e| BuildError::io(entry.path(), e.into()))?;
-                items.push(item_for(req, join_rel(&base, &inner), entry.path(), &meta)?);
-            }
-            use rayon::prelude::*;
-            let decided: Vec<Option<Item>> = files
-                .par_iter()
-                .map(|entry| {
-                    let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
-                    let inner = inner.to_string_lossy();
-                    if excludes.iter().any(|g| g.is_match(inner.as_ref()))
-                        || ignored(req, &join_rel(&rel, &inner))?
-                    {
-                        return Ok(None);
-                    }
-                    let meta = entry
-                        .metadata()
-                        .map_err(|e| BuildError::io(entry.path(), e.into()))?;
-                    item_for(req, join_rel(&base, &inner), entry.path(), &meta).map(Some)
-                })
-                .collect::<Result<_, BuildError>>()?;
-            items.extend(decided.into_iter().flatten());
+            walk_dir(req, root, &real, &base, &excludes, &mut items)?;
         } else {
-            if excludes.iter().any(|g| g.is_match(&rel)) {
+            if excludes.iter().any(|g| g.is_match(as_path(&rel))) {
                 continue;
             }
-            let name = Path::new(&rel)
+            let name = as_path(&rel)
                 .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
+                .map(OsStr::as_bytes)
                 .unwrap_or_default();
             let target = if req.parents {
                 under(&rel)
             } else if dest_is_dir {
-                under(&name)
+                under(name)
             } else {
-                dest.clone()
+                dest_raw.clone()
             };
-            items.push(item_for(req, target, &path, &meta)?);
+            items.push(item_for(req, target, root, &real, &meta)?);
         }
     }
     for heredoc in req.heredocs {
         let target = if dest_is_dir {
-            under(&heredoc.name)
+            under(heredoc.name.as_bytes())
         } else {
-            dest.clone()
+            dest_raw.clone()
         };
         let (uid, gid) = req.owner.unwrap_or((0, 0));
         items.push(Item {
@@ -403,10 +451,10 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
             mtime: req.clamp_mtime.unwrap_or(0),
         });
     }
-    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest) {
+    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest_raw) {
         let (uid, gid) = req.owner.unwrap_or((0, 0));
         items.push(Item {
-            dest: dest.clone(),
+            dest: dest_raw.clone(),
             content: Content::Dir,
             mode: 0o755,
             uid,
@@ -417,6 +465,119 @@ fn collect(req: &CopyRequest<'_>) -> Result<Vec<Item>, BuildError> {
     Ok(items)
 }
 
+/// The items of everything under directory `real` (resolved, inside
+/// `root`), placed under `base`. Links inside it are items themselves,
+/// never followed.
+fn walk_dir(
+    req: &CopyRequest<'_>,
+    root: &Arc<Root>,
+    real: &Path,
+    base: &[u8],
+    excludes: &[GlobMatcher],
+    items: &mut Vec<Item>,
+) -> Result<(), BuildError> {
+    let path = root.host_path(real);
+    let in_root = bytes(real);
+    // Directories are decided during the walk (so excluded ones are
+    // not entered); the files, most of the work (an lstat and the
+    // pattern matching each), are decided after it, in parallel.
+    let walker = WalkDir::new(&path)
+        .min_depth(1)
+        .sort_by_file_name()
+        .follow_links(false);
+    let mut files = Vec::new();
+    let mut walker = walker.into_iter();
+    while let Some(entry) = walker.next() {
+        let entry = entry.map_err(|e| BuildError::io(&path, e.into()))?;
+        if !entry.file_type().is_dir() {
+            files.push(entry);
+            continue;
+        }
+        let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
+        if excludes.iter().any(|g| g.is_match(inner)) {
+            walker.skip_current_dir();
+            continue;
+        }
+        let in_context = lossy(&join_rel(in_root, bytes(inner)));
+        if ignored(req, &in_context)? {
+            if dir_ignored_entirely(req, &in_context) {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
+        let meta = entry
+            .metadata()
+            .map_err(|e| BuildError::io(entry.path(), e.into()))?;
+        items.push(item_for(
+            req,
+            join_rel(base, bytes(inner)),
+            root,
+            &real.join(inner),
+            &meta,
+        )?);
+    }
+    use rayon::prelude::*;
+    let decided: Vec<Option<Item>> = files
+        .par_iter()
+        .map(|entry| {
+            let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
+            if excludes.iter().any(|g| g.is_match(inner))
+                || ignored(req, &lossy(&join_rel(in_root, bytes(inner))))?
+            {
+                return Ok(None);
+            }
+            let meta = entry
+                .metadata()
+                .map_err(|e| BuildError::io(entry.path(), e.into()))?;
+            item_for(
+                req,
+                join_rel(base, bytes(inner)),
+                root,
+                &real.join(inner),
+                &meta,
+            )
+            .map(Some)
+        })
+        .collect::<Result<_, BuildError>>()?;
+    items.extend(decided.into_iter().flatten());
+    Ok(())
+}
+
+/// Whether a name is layer metadata rather than a file (an OCI whiteout
+/// `.wh.NAME`, or the opaque marker `.wh..wh..opq`): in a layer it would
+/// delete a file of the image, not add one.
+fn is_layer_metadata(name: &[u8]) -> bool {
+    name.starts_with(kiln_store::snapshot::WHITEOUT_PREFIX.as_bytes())
+}
+
+/// An error for a path of the layer with such a name in it.
+fn layer_metadata_error(req: &CopyRequest<'_>, what: &str, dest: &str) -> BuildError {
+    BuildError::Step {
+        line: req.line,
+        message: format!(
+            "{}: {what} would be written as /{dest}, and a name starting with \".wh.\" is a whiteout that deletes files of the image",
+            req.instruction
+        ),
+        hint: Some("rename the file, or exclude it with .dockerignore".into()),
+    }
+}
+
+/// Refuses items whose layer path has a component that is layer
+/// metadata, naming the source file.
+fn refuse_layer_metadata_names(req: &CopyRequest<'_>, items: &[Item]) -> Result<(), BuildError> {
+    for item in items {
+        if item.dest.split(|&b| b == b'/').any(is_layer_metadata) {
+            let dest = lossy(&item.dest);
+            let what = match &item.content {
+                Content::File(file) => file.root.host_path(&file.real).display().to_string(),
+                _ => format!("{dest:?}"),
+            };
+            return Err(layer_metadata_error(req, &what, &dest));
+        }
+    }
+    Ok(())
+}
+
 /// The entries of `path` placed under `dest` if it is a tar archive
 /// (plain, gzip, zstd, bzip2 or xz, by content), `None` if it is any
 /// other file. Entries that would leave the destination are refused.
@@ -425,7 +586,6 @@ fn extract_archive(
     path: &Path,
     dest: &str,
 ) -> Result<Option<Vec<Item>>, BuildError> {
-    use std::io::Read;
     let io = |e| BuildError::io(path, e);
     let reader = std::io::BufReader::new(File::open(path).map_err(io)?);
     let stream = kiln_store::decompress(reader).map_err(io)?;
@@ -455,6 +615,13 @@ fn extract_archive(
         };
         if rel.is_empty() {
             continue;
+        }
+        if rel
+            .split('/')
+            .any(|name| is_layer_metadata(name.as_bytes()))
+        {
+            let what = format!("archive entry {raw:?} of {}", path.display());
+            return Err(layer_metadata_error(req, &what, &rel));
         }
         let target = if dest.is_empty() {
             rel.clone()
@@ -505,7 +672,7 @@ fn extract_archive(
             .unwrap_or((header.uid().unwrap_or(0), header.gid().unwrap_or(0)));
         let mtime = header.mtime().unwrap_or(0);
         items.push(Item {
-            dest: target,
+            dest: target.into_bytes(),
             content,
             mode: header.mode().unwrap_or(0o644) & 0o7777,
             uid,
@@ -545,20 +712,29 @@ pub(crate) fn contained(source: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// The item for `real` (resolved inside `root`, with `meta` from an
+/// lstat of it) at `dest`.
 fn item_for(
     req: &CopyRequest<'_>,
-    dest: String,
-    path: &Path,
+    dest: RawPath,
+    root: &Arc<Root>,
+    real: &Path,
     meta: &fs::Metadata,
 ) -> Result<Item, BuildError> {
     use std::os::unix::fs::MetadataExt;
+    let path = root.host_path(real);
     let file_type = meta.file_type();
     let content = if file_type.is_dir() {
         Content::Dir
     } else if file_type.is_symlink() {
-        Content::Symlink(fs::read_link(path).map_err(|e| BuildError::io(path, e))?)
+        Content::Symlink(fs::read_link(&path).map_err(|e| BuildError::io(&path, e))?)
     } else if file_type.is_file() {
-        Content::File(path.to_owned(), meta.clone())
+        Content::File(Box::new(SourceFile {
+            root: Arc::clone(root),
+            real: real.to_owned(),
+            meta: meta.clone(),
+            digest: None,
+        }))
     } else {
         return Err(BuildError::step(
             req.line,
@@ -644,6 +820,38 @@ pub fn apply_chmod(mode: u32, chmod: Option<&str>, is_dir: bool) -> Result<u32, 
     Ok(mode)
 }
 
+/// A reader that hashes what it gives and counts it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// Whether what was read is `len` bytes whose digest is `expected`.
+    fn matches(self, len: u64, expected: &Option<ContentDigest>) -> bool {
+        let digest: ContentDigest = self.hasher.finalize().into();
+        self.read == len && expected.as_ref() == Some(&digest)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
 /// The layer's bytes, also handed to a snapshot being unpacked; if the
 /// snapshot fails, the layer goes on alone.
 struct Tee {
@@ -682,22 +890,25 @@ impl Selection {
             mut items,
             clamp_mtime,
             link,
+            line,
+            instruction,
             ..
         } = self;
         // Parents the stage does not have yet are created, root-owned 0755
         // (with --link, all of them: the layer must not depend on the stage).
-        let mut present: std::collections::HashSet<String> =
+        let mut present: std::collections::HashSet<RawPath> =
             items.iter().map(|i| i.dest.clone()).collect();
         let mut parents = Vec::new();
         for item in &items {
-            let mut path = item.dest.as_str();
-            while let Some((parent, _)) = path.rsplit_once('/') {
+            let mut path: &[u8] = &item.dest;
+            while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
+                let parent = &path[..slash];
                 let in_stage = !link && tree.get(parent).is_some();
-                if in_stage || !present.insert(parent.to_owned()) {
+                if in_stage || !present.insert(parent.to_vec()) {
                     break;
                 }
                 parents.push(Item {
-                    dest: parent.to_owned(),
+                    dest: parent.to_vec(),
                     content: Content::Dir,
                     mode: 0o755,
                     uid: 0,
@@ -733,37 +944,62 @@ impl Selection {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_size(0);
                     builder
-                        .append_data(&mut header, format!("{}/", item.dest), std::io::empty())
+                        .append_data(
+                            &mut header,
+                            as_path(&[&item.dest[..], b"/"].concat()),
+                            std::io::empty(),
+                        )
                         .map_err(io)?;
                 }
                 Content::Symlink(target) => {
                     header.set_entry_type(tar::EntryType::Symlink);
                     header.set_size(0);
                     builder
-                        .append_link(&mut header, &item.dest, target)
+                        .append_link(&mut header, as_path(&item.dest), target)
                         .map_err(io)?;
                 }
-                Content::File(path, _) => {
-                    let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
-                    let len = file.metadata().map_err(|e| BuildError::io(path, e))?.len();
+                Content::File(source) => {
+                    let SourceFile {
+                        root,
+                        real,
+                        meta,
+                        digest,
+                    } = &**source;
+                    let path = root.host_path(real);
+                    let file = root.open_file(real).map_err(|e| BuildError::io(&path, e))?;
+                    // Exactly the bytes that were hashed, or the step fails:
+                    // a file edited since would otherwise put new content
+                    // (or a torn mix) under the old content's cache key.
+                    let len = meta.len();
+                    let mut reader = HashingReader::new(file.take(len));
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(len);
                     builder
-                        .append_data(&mut header, &item.dest, file)
-                        .map_err(|e| BuildError::io(path, e))?;
+                        .append_data(&mut header, as_path(&item.dest), &mut reader)
+                        .map_err(|e| BuildError::io(&path, e))?;
+                    if !reader.matches(len, digest) {
+                        return Err(BuildError::Step {
+                            line,
+                            message: format!(
+                                "{instruction}: {} changed while it was being copied; build again",
+                                path.display()
+                            ),
+                            hint: None,
+                        });
+                    }
                 }
                 Content::HardLink(target) => {
                     header.set_entry_type(tar::EntryType::Link);
                     header.set_size(0);
                     builder
-                        .append_link(&mut header, &item.dest, target)
+                        .append_link(&mut header, as_path(&item.dest), target)
                         .map_err(io)?;
                 }
                 Content::Data(bytes) => {
                     header.set_entry_type(tar::EntryType::Regular);
                     header.set_size(bytes.len() as u64);
                     builder
-                        .append_data(&mut header, &item.dest, &bytes[..])
+                        .append_data(&mut header, as_path(&item.dest), &bytes[..])
                         .map_err(io)?;
                 }
             }

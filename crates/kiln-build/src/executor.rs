@@ -413,18 +413,18 @@ impl Step<'_> {
                 let env: Vec<String> = inputs.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 // What bind mounts show the command is an input like COPY's
                 // sources: by content (cache mounts and secrets never).
-                let (mounted, mounted_files) = crate::run_step::bind_sources_digest(
+                let mounted = crate::run_step::bind_sources_digest(
                     self.store,
                     node,
                     run,
                     self.stages,
                     self.options,
                 )?;
-                record.files = mounted_files;
+                record.files = mounted.files;
                 let key = KeyBuilder::new("run")
                     .key("parent", parent.as_ref())
                     .text("op", &definition)
-                    .field("mounted", &mounted)
+                    .field("mounted", &mounted.digest)
                     .text("env", &env.join("\n"))
                     .text("user", &inputs.user)
                     .text("workdir", &inputs.workdir)
@@ -432,6 +432,15 @@ impl Step<'_> {
                 record.key = key.hex();
                 self.cached_or(key, &record, None, state, |state| {
                     let layer = run_step(self.store, node, run, state, self.stages, self.options)?;
+                    // The command must have seen what the key hashed.
+                    crate::run_step::check_context_binds(
+                        self.store,
+                        node,
+                        run,
+                        self.stages,
+                        self.options,
+                        &mounted.context,
+                    )?;
                     // What the command changed is not in the path index;
                     // it is read from the layer if a later step needs it.
                     Ok(Some((layer, Indexed::No)))
@@ -456,7 +465,7 @@ impl Step<'_> {
                     let exists = rel.is_empty()
                         || state
                             .tree(self.store)?
-                            .get(&rel)
+                            .get(rel.as_bytes())
                             .is_some_and(|meta| meta.is_dir);
                     if exists {
                         return Ok(None);

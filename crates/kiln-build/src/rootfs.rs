@@ -22,10 +22,11 @@ pub struct PathMeta {
     pub gid: u64,
 }
 
-/// The merged view of a stack of layers: path (no leading `/`) → metadata.
+/// The merged view of a stack of layers: path (no leading `/`, raw
+/// bytes: names need not be UTF-8) → metadata.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
-    paths: BTreeMap<String, PathMeta>,
+    paths: BTreeMap<Vec<u8>, PathMeta>,
 }
 
 impl Tree {
@@ -37,14 +38,18 @@ impl Tree {
         let io = |e| BuildError::io(&what, e);
         for entry in archive.entries().map_err(io)? {
             let entry = entry.map_err(io)?;
-            let path = normalize(&entry.path().map_err(io)?.to_string_lossy());
-            let (parent, name) = split(&path);
-            if name == OPAQUE_MARKER {
+            let path = normalize_bytes(&entry.path_bytes());
+            let (parent, name) = split_bytes(&path);
+            if name == OPAQUE_MARKER.as_bytes() {
                 self.remove_children(parent);
                 continue;
             }
-            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
-                let target = join(parent, hidden);
+            if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+                let target = if parent.is_empty() {
+                    hidden.to_vec()
+                } else {
+                    [parent, b"/", hidden].concat()
+                };
                 self.remove_children(&target);
                 self.paths.remove(&target);
                 continue;
@@ -61,13 +66,13 @@ impl Tree {
         Ok(())
     }
 
-    fn remove_children(&mut self, dir: &str) {
+    fn remove_children(&mut self, dir: &[u8]) {
         let prefix = if dir.is_empty() {
-            String::new()
+            Vec::new()
         } else {
-            format!("{dir}/")
+            [dir, b"/"].concat()
         };
-        let doomed: Vec<String> = self
+        let doomed: Vec<Vec<u8>> = self
             .paths
             .range(prefix.clone()..)
             .take_while(|(p, _)| p.starts_with(&prefix))
@@ -78,12 +83,27 @@ impl Tree {
         }
     }
 
-    pub fn get(&self, path: &str) -> Option<&PathMeta> {
+    pub fn get(&self, path: &[u8]) -> Option<&PathMeta> {
         self.paths.get(path)
     }
 
-    pub fn insert(&mut self, path: String, meta: PathMeta) {
+    pub fn insert(&mut self, path: Vec<u8>, meta: PathMeta) {
         self.paths.insert(path, meta);
+    }
+}
+
+/// [`normalize`] on raw bytes.
+fn normalize_bytes(path: &[u8]) -> Vec<u8> {
+    path.split(|&b| b == b'/')
+        .filter(|part| !part.is_empty() && *part != b".")
+        .collect::<Vec<_>>()
+        .join(&b'/')
+}
+
+fn split_bytes(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(slash) => (&path[..slash], &path[slash + 1..]),
+        None => (&[], path),
     }
 }
 

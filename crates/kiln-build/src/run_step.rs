@@ -6,8 +6,9 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
+use kiln_context::Root;
 use kiln_graph::{MountKind, Network, Node, RunOp, SourceRef};
-use kiln_runtime::{ContainerSpec, ExitStatus, Mount, OutputSink, ResolvedUser};
+use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink, ResolvedUser};
 use kiln_store::{layer_from_upper, Layer, Store};
 
 use crate::base::load_base;
@@ -232,8 +233,84 @@ fn scratch_bind_copy(store: &Store, held: &mut Held) -> Result<PathBuf, BuildErr
     Ok(path)
 }
 
-/// One `RUN --mount`, as a runtime mount. Sources that must not change
-/// (a read-write bind's source) are copied into `scratch` first.
+/// A `type=bind` mount. The source is resolved inside its root (the
+/// context, or the stage's or image's unpacked tree) with symlinks
+/// followed as they resolve there, never on the host, and mounted by
+/// descriptor. `rw`: the command may write, but to a copy made through
+/// descriptors, so the writes are discarded and nothing outside the root
+/// is read or written.
+fn bind_mount(
+    store: &Store,
+    mount: &kiln_graph::Mount,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+    held: &mut Held,
+    fail: impl Fn(String) -> BuildError,
+) -> Result<Mount, BuildError> {
+    let (root_dir, root_name) = match &mount.from {
+        None => (options.context.to_owned(), "the build context".to_owned()),
+        Some(from) => {
+            let dir = TempDir::new(store)?;
+            let (layers, name) = match from {
+                SourceRef::Stage(id) => (
+                    stages
+                        .get(id)
+                        .map(|(fs, _)| fs.layers.clone())
+                        .ok_or_else(|| fail(format!("from stage {id}: not built")))?,
+                    format!("stage {id}"),
+                ),
+                SourceRef::Image(reference) => (
+                    load_base(store, reference)?.layers,
+                    format!("image {reference}"),
+                ),
+            };
+            rootfs::unpack(store, &layers, &dir.0)?;
+            let path = dir.0.clone();
+            held.unpacked.push(dir);
+            (path, name)
+        }
+    };
+    let root = Root::open(&root_dir).map_err(|e| fail(e.to_string()))?;
+    let source = mount.source.as_deref().unwrap_or("");
+    let Some(relative) = crate::copy::contained(source) else {
+        return Err(fail(format!("source {source:?} leaves its root")));
+    };
+    let relative = std::path::Path::new(&relative);
+    let not_found = || fail(format!("source {source:?} not found in {root_name}"));
+    let io = |e: std::io::Error| BuildError::io(root.host_path(relative), e);
+    if mount.read_only {
+        let fd = match root.open_path(relative) {
+            Ok(fd) => fd,
+            Err(e) if missing(&e) => return Err(not_found()),
+            Err(e) => return Err(io(e)),
+        };
+        return Ok(Mount::BindFd {
+            source: BindSource::new(fd),
+            target: mount.target.clone(),
+            readonly: true,
+        });
+    }
+    let real = root
+        .resolve(relative, true)
+        .map_err(io)?
+        .ok_or_else(not_found)?;
+    let copy = scratch_bind_copy(store, held)?;
+    copy_tree(&root, &real, &copy)?;
+    Ok(Mount::Bind {
+        source: copy,
+        target: mount.target.clone(),
+        readonly: false,
+    })
+}
+
+/// Whether resolving failed because the path is not there (inside its
+/// root) rather than for an I/O reason.
+fn missing(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(error.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+/// One `RUN --mount`, as a runtime mount.
 fn prepare_mount(
     store: &Store,
     node: &Node,
@@ -250,46 +327,7 @@ fn prepare_mount(
             target,
             size_bytes: option("size").and_then(|s| s.parse().ok()),
         }),
-        MountKind::Bind => {
-            let root = match &mount.from {
-                None => std::fs::canonicalize(options.context)
-                    .map_err(|e| BuildError::io(options.context, e))?,
-                Some(from) => {
-                    let dir = TempDir::new(store)?;
-                    let layers = match from {
-                        SourceRef::Stage(id) => stages
-                            .get(id)
-                            .map(|(fs, _)| fs.layers.clone())
-                            .ok_or_else(|| fail(format!("from stage {id}: not built")))?,
-                        SourceRef::Image(reference) => load_base(store, reference)?.layers,
-                    };
-                    rootfs::unpack(store, &layers, &dir.0)?;
-                    let path = dir.0.clone();
-                    held.unpacked.push(dir);
-                    path
-                }
-            };
-            let source = mount.source.as_deref().unwrap_or("");
-            let Some(relative) = crate::copy::contained(source) else {
-                return Err(fail(format!("source {source:?} leaves its root")));
-            };
-            let mut path = root.join(&relative);
-            if !path.exists() {
-                return Err(fail(format!("source {source:?} not found")));
-            }
-            let readonly = mount.read_only;
-            if !readonly {
-                // rw: the command may write, but the writes are discarded.
-                let copy = scratch_bind_copy(store, held)?;
-                copy_tree(&path, &copy)?;
-                path = copy;
-            }
-            Ok(Mount::Bind {
-                source: path,
-                target,
-                readonly,
-            })
-        }
+        MountKind::Bind => bind_mount(store, mount, stages, options, held, fail),
         MountKind::Cache => {
             let id = option("id").unwrap_or(&mount.target);
             let dir = cache_mount_dir(store, id);
@@ -390,6 +428,17 @@ fn secret_mount(
     }))
 }
 
+/// What a RUN's bind mounts show, by content, as its cache key takes it.
+pub struct BindSources {
+    /// Every bind mount's target and content digest.
+    pub digest: [u8; 32],
+    /// Each file's short digest, for explaining a miss.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// The same for the mounts from the build context alone: those can
+    /// change while the command runs (a stage's or image's tree cannot).
+    pub context: [u8; 32],
+}
+
 /// The content digest of what the step's bind mounts show (each source
 /// selected as COPY would select it, so `.dockerignore` and the stat cache
 /// apply), and each file's digest for explaining a miss. Sources from a
@@ -400,11 +449,55 @@ pub fn bind_sources_digest(
     run: &RunOp,
     stages: &Stages,
     options: &BuildOptions<'_>,
-) -> Result<([u8; 32], std::collections::BTreeMap<String, String>), BuildError> {
+) -> Result<BindSources, BuildError> {
+    bind_sources(store, node, run, stages, options, false)
+}
+
+/// Fails the step if what its context bind mounts show changed since the
+/// key was made from `before` (the `context` of its [`BindSources`]): the
+/// command may have read other bytes than the key says, so its layer must
+/// not be stored under that key.
+pub fn check_context_binds(
+    store: &Store,
+    node: &Node,
+    run: &RunOp,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+    before: &[u8; 32],
+) -> Result<(), BuildError> {
+    let from_context = |m: &&kiln_graph::Mount| m.kind == MountKind::Bind && m.from.is_none();
+    if !run.mounts.iter().any(|m| from_context(&m)) {
+        return Ok(());
+    }
+    let after = bind_sources(store, node, run, stages, options, true)?.context;
+    if after != *before {
+        return Err(BuildError::step(
+            node.line,
+            format!(
+                "{}: a file bind-mounted from the build context changed while the command ran; build again",
+                node.display
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// [`bind_sources_digest`], of the context's mounts only with
+/// `context_only` (then `digest` covers those too).
+fn bind_sources(
+    store: &Store,
+    node: &Node,
+    run: &RunOp,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+    context_only: bool,
+) -> Result<BindSources, BuildError> {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
+    let mut context_hasher = sha2::Sha256::new();
     let mut files = std::collections::BTreeMap::new();
-    for mount in run.mounts.iter().filter(|m| m.kind == MountKind::Bind) {
+    let binds = run.mounts.iter().filter(|m| m.kind == MountKind::Bind);
+    for mount in binds.filter(|m| !context_only || m.from.is_none()) {
         let source = mount.source.clone().unwrap_or_else(|| ".".into());
         let scratch;
         let fresh = kiln_context::StatCache::in_memory();
@@ -450,11 +543,19 @@ pub fn bind_sources_digest(
         let selection = crate::copy::select(&[request])?;
         hasher.update(mount.target.as_bytes());
         hasher.update(selection.content);
+        if mount.from.is_none() {
+            context_hasher.update(mount.target.as_bytes());
+            context_hasher.update(selection.content);
+        }
         for (path, digest) in selection.inputs {
             files.insert(format!("{} ({})", path, mount.target), digest);
         }
     }
-    Ok((hasher.finalize().into(), files))
+    Ok(BindSources {
+        digest: hasher.finalize().into(),
+        files,
+        context: context_hasher.finalize().into(),
+    })
 }
 
 /// Where a cache mount's content persists between builds, by id.
@@ -467,18 +568,10 @@ pub fn cache_mount_dir(store: &Store, id: &str) -> PathBuf {
     store.root().join("kiln/cache-mounts").join(name)
 }
 
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> Result<(), BuildError> {
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .map_err(|e| BuildError::io(from, e))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(BuildError::io(from, std::io::Error::other("cp -a failed")))
-    }
+/// Copies `real` (resolved inside `root`) to `to`, through descriptors.
+fn copy_tree(root: &Root, real: &std::path::Path, to: &std::path::Path) -> Result<(), BuildError> {
+    root.copy_to(real, to)
+        .map_err(|e| BuildError::io(root.host_path(real), e))
 }
 
 /// Passes a RUN's output on, line by line, and keeps the last lines for

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::ContextError;
+use crate::root::Root;
 
 /// A sha256 digest of a file's bytes.
 pub type ContentDigest = [u8; 32];
@@ -143,17 +144,19 @@ impl StatCache {
         Ok(())
     }
 
-    /// The content digests of `files` (each a path and its metadata from
-    /// the caller's walk, in any order), in parallel. `key` names a file
-    /// in the cache: its path relative to the context root.
+    /// The content digests of `files` (each a path inside `root`, as
+    /// [`Root::resolve`] gives it, and its metadata from the caller's
+    /// walk, in any order), in parallel. The path also names the file in
+    /// the cache; files are read through `root`, never outside it.
     pub fn hash_files(
         &self,
-        files: &[(PathBuf, PathBuf, fs::Metadata)],
+        root: &Root,
+        files: &[(PathBuf, fs::Metadata)],
     ) -> Result<(Vec<ContentDigest>, HashStats), ContextError> {
         let started = std::time::Instant::now();
         let results: Vec<Result<(ContentDigest, bool, u64), ContextError>> = files
             .par_iter()
-            .map(|(key, path, meta)| self.hash_one(key, path, meta))
+            .map(|(key, meta)| self.hash_one(root, key, meta))
             .collect();
         let mut stats = HashStats {
             files: files.len(),
@@ -173,8 +176,8 @@ impl StatCache {
     /// (digest, from the cache, bytes read).
     fn hash_one(
         &self,
+        root: &Root,
         key: &Path,
-        path: &Path,
         meta: &fs::Metadata,
     ) -> Result<(ContentDigest, bool, u64), ContextError> {
         let stamp = Stamp::of(meta);
@@ -186,7 +189,11 @@ impl StatCache {
                 }
             }
         }
-        let digest = hash_file(path)?;
+        let path = root.host_path(key);
+        let file = root
+            .open_file(key)
+            .map_err(|e| ContextError::io(&path, e))?;
+        let digest = hash_reader(file).map_err(|e| ContextError::io(&path, e))?;
         lock(&self.entries).insert(key.to_owned(), (stamp, digest));
         *lock(&self.dirty) = true;
         Ok((digest, false, stamp.size))
@@ -203,15 +210,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// The sha256 of a file's bytes.
 pub fn hash_file(path: &Path) -> Result<ContentDigest, ContextError> {
-    let mut file = File::open(path).map_err(|e| ContextError::io(path, e))?;
+    let file = File::open(path).map_err(|e| ContextError::io(path, e))?;
+    hash_reader(file).map_err(|e| ContextError::io(path, e))
+}
+
+/// The sha256 of everything `reader` gives.
+fn hash_reader(mut reader: impl Read) -> io::Result<ContentDigest> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 17];
     loop {
-        match file.read(&mut buffer) {
+        match reader.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => hasher.update(&buffer[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ContextError::io(path, e)),
+            Err(e) => return Err(e),
         }
     }
     Ok(hasher.finalize().into())
@@ -287,15 +299,11 @@ impl<'a> Reader<'a> {
 mod tests {
     use super::*;
 
-    fn walk(root: &Path) -> Vec<(PathBuf, PathBuf, fs::Metadata)> {
+    fn walk(root: &Path) -> Vec<(PathBuf, fs::Metadata)> {
         let mut out = Vec::new();
         for entry in fs::read_dir(root).unwrap() {
             let entry = entry.unwrap();
-            out.push((
-                PathBuf::from(entry.file_name()),
-                entry.path(),
-                entry.metadata().unwrap(),
-            ));
+            out.push((PathBuf::from(entry.file_name()), entry.metadata().unwrap()));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -319,23 +327,24 @@ mod tests {
         age(&context.join("a"));
         age(&context.join("b"));
         let cache_file = dir.path().join("cache");
+        let root = Root::open(&context).unwrap();
 
         let first = StatCache::load(&cache_file);
-        let (digests, stats) = first.hash_files(&walk(&context)).unwrap();
+        let (digests, stats) = first.hash_files(&root, &walk(&context)).unwrap();
         assert_eq!(digests[0], <[u8; 32]>::from(Sha256::digest(b"alpha")));
         assert_eq!((stats.files, stats.unchanged, stats.bytes_read), (2, 0, 9));
         assert!(stats.elapsed > std::time::Duration::ZERO);
         first.save().unwrap();
 
         let second = StatCache::load(&cache_file);
-        let (again, stats) = second.hash_files(&walk(&context)).unwrap();
+        let (again, stats) = second.hash_files(&root, &walk(&context)).unwrap();
         assert_eq!(again, digests);
         assert_eq!((stats.unchanged, stats.bytes_read), (2, 0));
 
         // An edit that keeps the size and the mtime: ctime still moves.
         fs::write(context.join("a"), "ALPHA").unwrap();
         age(&context.join("a"));
-        let (edited, stats) = second.hash_files(&walk(&context)).unwrap();
+        let (edited, stats) = second.hash_files(&root, &walk(&context)).unwrap();
         assert_ne!(edited[0], digests[0]);
         assert_eq!(edited[1], digests[1]);
         assert_eq!(stats.unchanged, 1);

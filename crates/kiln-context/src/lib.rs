@@ -5,7 +5,9 @@
 pub mod dockerignore;
 mod error;
 pub mod hash;
+pub mod root;
 
 pub use dockerignore::{load as load_dockerignore, read_patterns, Ignore, IgnoreError};
 pub use error::ContextError;
 pub use hash::{hash_file, ContentDigest, HashStats, StatCache};
+pub use root::Root;

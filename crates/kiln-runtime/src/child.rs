@@ -109,6 +109,9 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     for (_, slot) in &plan.overlay_dirs {
         sys::close(*slot);
     }
+    for fd in &plan.mount_fds {
+        sys::close(*fd);
+    }
     check(Stage::Hostname, 0, sys::sethostname(&plan.hostname));
     if plan.loopback_up {
         check(Stage::Loopback, 0, sys::loopback_up());

@@ -205,6 +205,7 @@ impl Container {
             keep.push(fds.tty_socket);
         }
         keep.extend(plan.overlay_dirs.iter().map(|(_, fd)| *fd));
+        keep.extend(&plan.mount_fds);
         keep.sort_unstable();
         let pid = clone_init(&plan, fds, &keep)?;
         // The child's ends are closed here so EOF means the container ended.

@@ -67,6 +67,12 @@ pub(crate) enum Step {
         uid: libc::uid_t,
         gid: libc::gid_t,
     },
+    /// Attach a detached mount tree (a `Mount::BindFd` source cloned with
+    /// `open_tree` by the parent) at `target`.
+    MoveMount {
+        tree: RawFd,
+        target: CString,
+    },
 }
 
 impl Step {
@@ -92,6 +98,7 @@ impl Step {
             Step::Symlink { target, link } => sys::symlink(target, link),
             Step::Sysfs { target } => run_sysfs(target),
             Step::Mask { path } => run_mask(path),
+            Step::MoveMount { tree, target } => sys::move_mount_tree(*tree, target),
             Step::ReadOnly { path } => match sys::kind(path) {
                 Err(Errno::ENOENT) => Ok(()),
                 Err(e) => Err(e),
@@ -139,6 +146,7 @@ impl Step {
             Step::WriteFile { data, .. } => {
                 format!("write a secret of {} bytes on tmpfs", data.len())
             }
+            Step::MoveMount { target, .. } => format!("bind a resolved source on {}", s(target)),
         }
     }
 }
@@ -215,6 +223,9 @@ pub(crate) struct Plan {
     /// joins through first (`cgroups::join`), and the cgroups' paths.
     pub cgroup_procs: Vec<RawFd>,
     pub cgroup_dirs: Vec<String>,
+    /// Descriptors `Mount::BindFd` sources are mounted from: kept open in
+    /// init for the pre-pivot mounts, closed after them.
+    pub mount_fds: Vec<RawFd>,
 }
 
 /// Where the child was when it failed.

@@ -15,7 +15,7 @@
 
 use std::ffi::CString;
 use std::fs::{self, File, FileTimes, Metadata};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -81,7 +81,8 @@ const DEV_LINKS: &[(&str, &str)] = &[
 const ETC_FILES: &[&str] = &["hosts", "hostname", "resolv.conf"];
 
 /// A plan plus what must outlive the child: the state dir and the
-/// descriptors the overlay mount options name.
+/// descriptors the child's steps use (the overlay mount options name
+/// some; `Step::MoveMount` attaches others).
 pub(crate) struct Prepared {
     pub plan: Plan,
     pub state: tempfile::TempDir,
@@ -138,7 +139,16 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     system_mounts(&merged, &mut pre)?;
     etc_files(spec, &root, &merged, &view, &mut skeleton, &mut pre)?;
     let secrets = secrets_tmpfs(spec, &root, &mut pre)?;
-    user_mounts(spec, &merged, &view, &mut skeleton, &secrets, &mut pre)?;
+    let mut trees = Vec::new();
+    user_mounts(
+        spec,
+        &merged,
+        &view,
+        &mut skeleton,
+        &secrets,
+        &mut pre,
+        &mut trees,
+    )?;
     skeleton.finish()?;
     let command_caps = if spec.privileged {
         caps::own_permitted()
@@ -186,7 +196,10 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         arg_env: cmdline::own_areas(),
         cgroup_procs: Vec::new(),
         cgroup_dirs: Vec::new(),
+        mount_fds: trees.iter().map(AsRawFd::as_raw_fd).collect(),
     };
+    let mut overlay_fds = overlay_fds;
+    overlay_fds.extend(trees);
     Ok(Prepared {
         plan,
         state,
@@ -467,6 +480,7 @@ fn user_mounts(
     skeleton: &mut Skeleton,
     secrets: &Path,
     steps: &mut Vec<Step>,
+    trees: &mut Vec<OwnedFd>,
 ) -> Result<(), RuntimeError> {
     let mut placed: Vec<(Vec<String>, Vec<String>, bool)> = Vec::new();
     for (index, m) in spec.mounts.iter().enumerate() {
@@ -474,9 +488,12 @@ fn user_mounts(
         let is_dir = match m {
             Mount::Tmpfs { .. } => true,
             Mount::Secret { .. } => false,
-            Mount::Bind { source, .. } => fs::metadata(source)
-                .map_err(|e| RuntimeError::io("stat bind source", source, e))?
-                .is_dir(),
+            Mount::Bind { .. } | Mount::BindFd { .. } => {
+                let source = m.bind_source().map(|(s, _)| s).unwrap_or_default();
+                fs::metadata(&source)
+                    .map_err(|e| RuntimeError::io("stat bind source", &source, e))?
+                    .is_dir()
+            }
         };
         let outer = placed
             .iter()
@@ -508,7 +525,7 @@ fn user_mounts(
             }
         };
         let secret_file = secrets.join(format!("secret-{index}"));
-        push_user_mount(m, &join(merged, &resolved), &secret_file, steps)?;
+        push_user_mount(m, &join(merged, &resolved), &secret_file, steps, trees)?;
         placed.push((lexical, resolved, matches!(m, Mount::Tmpfs { .. })));
     }
     Ok(())
@@ -539,6 +556,7 @@ fn push_user_mount(
     target: &Path,
     secret_file: &Path,
     steps: &mut Vec<Step>,
+    trees: &mut Vec<OwnedFd>,
 ) -> Result<(), RuntimeError> {
     match m {
         Mount::Secret {
@@ -560,13 +578,26 @@ fn push_user_mount(
                 path: cstr(target)?,
             });
         }
-        Mount::Bind {
-            source, readonly, ..
-        } => {
-            steps.push(bind(source, target, libc::MS_BIND | libc::MS_REC)?);
-            if *readonly {
-                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC;
-                steps.push(bind(source, target, flags)?);
+        Mount::Bind { .. } | Mount::BindFd { .. } => {
+            let (source, readonly) = m.bind_source().unwrap_or_default();
+            if let Mount::BindFd { source: fd, .. } = m {
+                // A descriptor of our mount namespace cannot be bound in the
+                // child's: clone it as a detached tree the child attaches.
+                let tree = open_tree(fd)?;
+                steps.push(Step::MoveMount {
+                    tree: tree.as_raw_fd(),
+                    target: cstr(target)?,
+                });
+                trees.push(tree);
+            } else {
+                steps.push(bind(&source, target, libc::MS_BIND | libc::MS_REC)?);
+            }
+            if readonly {
+                // Keeps the mount's nosuid/nodev/noexec (a plain remount
+                // would clear them).
+                steps.push(Step::RemountReadOnly {
+                    path: cstr(target)?,
+                });
             }
         }
         Mount::Tmpfs { size_bytes, .. } => {
@@ -584,6 +615,24 @@ fn push_user_mount(
         }
     }
     Ok(())
+}
+
+/// A detached copy of the mount tree at `source` (`open_tree` with
+/// `OPEN_TREE_CLONE`, recursive): what a bind mount of it would attach.
+fn open_tree(source: &crate::spec::BindSource) -> Result<OwnedFd, RuntimeError> {
+    use std::os::fd::FromRawFd;
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_EMPTY_PATH as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint;
+    // SAFETY: a NUL-terminated empty path; the kernel returns a new fd.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, source.raw(), c"".as_ptr(), flags) };
+    if fd < 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(RuntimeError::io("open_tree", source.proc_path(), error));
+    }
+    // SAFETY: open_tree returned a descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 fn post_pivot_steps() -> Result<Vec<Step>, RuntimeError> {

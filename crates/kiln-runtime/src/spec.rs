@@ -2,7 +2,9 @@
 //! parts) and the result type `ExitStatus`. Validation lives here so that
 //! nothing is started for a spec that cannot work.
 
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -209,6 +211,15 @@ pub enum Mount {
         target: String,
         readonly: bool,
     },
+    /// Bind what an open descriptor refers to (typically an `O_PATH` one
+    /// the caller resolved inside a root with `openat2(RESOLVE_IN_ROOT)`),
+    /// so no path is resolved on the host again: the child mounts
+    /// `/proc/self/fd/N`.
+    BindFd {
+        source: BindSource,
+        target: String,
+        readonly: bool,
+    },
     /// A fresh tmpfs at `target`.
     Tmpfs {
         target: String,
@@ -236,12 +247,55 @@ impl std::fmt::Debug for SecretData {
     }
 }
 
+/// The descriptor of a [`Mount::BindFd`], shared by clones of the spec
+/// and open as long as any of them.
+#[derive(Debug, Clone)]
+pub struct BindSource(Arc<OwnedFd>);
+
+impl BindSource {
+    pub fn new(fd: OwnedFd) -> BindSource {
+        BindSource(Arc::new(fd))
+    }
+
+    pub(crate) fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// The path the child mounts (its descriptor table is a copy of ours).
+    pub(crate) fn proc_path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.raw()))
+    }
+}
+
+impl PartialEq for BindSource {
+    fn eq(&self, other: &BindSource) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BindSource {}
+
 impl Mount {
     pub fn target(&self) -> &str {
         match self {
             Mount::Bind { target, .. }
+            | Mount::BindFd { target, .. }
             | Mount::Tmpfs { target, .. }
             | Mount::Secret { target, .. } => target,
+        }
+    }
+
+    /// A bind mount's source path as the child mounts it, and whether it
+    /// is read-only; `None` for a tmpfs.
+    pub(crate) fn bind_source(&self) -> Option<(PathBuf, bool)> {
+        match self {
+            Mount::Bind {
+                source, readonly, ..
+            } => Some((source.clone(), *readonly)),
+            Mount::BindFd {
+                source, readonly, ..
+            } => Some((source.proc_path(), *readonly)),
+            Mount::Tmpfs { .. } | Mount::Secret { .. } => None,
         }
     }
 }

@@ -210,6 +210,21 @@ pub fn current_brk() -> u64 {
     unsafe { libc::syscall(libc::SYS_brk, 0usize) as u64 }
 }
 
+/// Attaches the detached mount tree `tree` (from `open_tree`) at `target`.
+pub fn move_mount_tree(tree: RawFd, target: &CStr) -> SysResult {
+    // SAFETY: NUL-terminated paths; the kernel only reads them.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        ) as libc::c_int
+    })
+}
+
 pub fn umount_detach(target: &CStr) -> SysResult {
     // SAFETY: NUL-terminated path.
     check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })

@@ -10,8 +10,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use kiln_runtime::{
-    resolve_user, run, CollectedOutput, Container, ContainerSpec, ExitStatus, Mount, Network,
-    RuntimeError, User,
+    resolve_user, run, BindSource, CollectedOutput, Container, ContainerSpec, ExitStatus, Mount,
+    Network, RuntimeError, User,
 };
 use tempfile::TempDir;
 
@@ -365,6 +365,49 @@ fn extra_mounts_work_and_stay_out_of_the_layer() {
     assert_eq!(out, "from host\nok\n");
     assert!(f.upper_entries().is_empty(), "{:?}", f.upper_entries());
     assert!(!src.join("nope").exists());
+}
+
+#[test]
+fn descriptor_binds_mount_what_the_descriptor_is() {
+    use std::os::fd::OwnedFd;
+    let Some(f) = Fixture::new() else { return };
+    let src = f.dir.path().join("fd-src");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("input"), "by descriptor\n").unwrap();
+    let open = |path: &Path| -> OwnedFd {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .unwrap()
+            .into()
+    };
+    let dir = open(&src);
+    let file = open(&src.join("input"));
+    // Renaming the source away after opening changes nothing: no path is
+    // resolved again.
+    fs::rename(&src, f.dir.path().join("moved")).unwrap();
+    let mut spec = f.spec(
+        "cat /mnt/d/input /mnt/f && ! touch /mnt/d/nope 2>/dev/null && ls /proc/self/fd | wc -l",
+    );
+    spec.mounts = vec![
+        Mount::BindFd {
+            source: BindSource::new(dir),
+            target: "/mnt/d".into(),
+            readonly: true,
+        },
+        Mount::BindFd {
+            source: BindSource::new(file),
+            target: "/mnt/f".into(),
+            readonly: true,
+        },
+    ];
+    let (status, out, err) = f.run(&spec);
+    assert!(status.success(), "{err}");
+    // stdin, stdout, stderr and the one `ls` reads: nothing of ours leaks.
+    assert_eq!(out, "by descriptor\nby descriptor\n4\n");
+    assert!(f.upper_entries().is_empty(), "{:?}", f.upper_entries());
 }
 
 #[test]
