@@ -80,7 +80,7 @@ const V1_CONTROLLERS: [Controllers; 4] = [
     Controllers::Devices,
 ];
 
-/// The v2 controllers kiln enables for its containers.
+/// The v2 controllers of `Resources`' memory, pids and CPU limits.
 const V2_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// Docker's default device rules (runc's `AllowedDevices`, which moby
@@ -257,23 +257,27 @@ impl ContainerCgroup {
         let root = PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT);
         let parent = root.join(PARENT);
         let available = read_words(&root.join("cgroup.controllers"));
-        for (controller, wanted) in [
-            ("memory", resources.memory_bytes.is_some()),
-            ("pids", resources.pids_limit.is_some()),
-            ("cpu", resources.cpus.is_some()),
-        ] {
-            if wanted && !available.iter().any(|c| c == controller) {
+        // Only what this container's limits need: a container without
+        // limits then works where kiln may not hand out controllers (the
+        // root of a cgroup namespace that holds processes).
+        let mut enable = Vec::new();
+        for (controller, wanted) in V2_CONTROLLERS.into_iter().zip([
+            resources.memory_bytes.is_some(),
+            resources.pids_limit.is_some(),
+            resources.cpus.is_some(),
+        ]) {
+            if !wanted {
+                continue;
+            }
+            if !available.iter().any(|c| c == controller) {
                 return Err(RuntimeError::Cgroup {
                     path: root.clone(),
                     what: format!("limit {controller}"),
                     reason: "the controller is not available in the unified hierarchy".into(),
                 });
             }
+            enable.push(controller);
         }
-        let enable: Vec<&str> = V2_CONTROLLERS
-            .into_iter()
-            .filter(|c| available.iter().any(|a| a == c))
-            .collect();
         enable_v2(&root, &enable)?;
         remove_stale(&parent);
         let dir = parent.join(name);
