@@ -28,6 +28,9 @@
 //! namespace itself rather than `clone` creating it: a namespace made
 //! before the move would be rooted at the caller's cgroup.)
 //!
+//! The init then mounts them read-only at `/sys/fs/cgroup`
+//! ([`ContainerCgroup::mount_steps`]), as Docker does.
+//!
 //! # Removal
 //!
 //! The cgroup is removed when the [`ContainerCgroup`] is dropped, after

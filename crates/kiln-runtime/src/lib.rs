@@ -86,8 +86,7 @@
 //! Not done yet: user namespaces for rootless runs (TODO: needs uid/gid
 //! maps written by the parent between clone and setup, and the
 //! mount-option limits of unprivileged overlayfs), seccomp (Docker's
-//! default profile), a `/sys/fs/cgroup` mount inside the container and
-//! cgroup v2 device rules (see `cgroups.rs`).
+//! default profile), cgroup v2 device rules (see `cgroups.rs`).
 
 mod caps;
 mod cgroups;
