@@ -419,3 +419,63 @@ fn bad_limits_are_refused_before_anything_starts() {
     let ps = ok(kiln(&ws.root, &["ps", "-a"]));
     assert_eq!(ps.lines().count(), 1, "a container was left: {ps}");
 }
+
+/// Prints `limit N` for each of `files` (relative to `/sys/fs/cgroup`)
+/// that exists: v1 and v2 name them differently.
+fn show_limits(files: &[&str]) -> String {
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| format!("/sys/fs/cgroup/{f}"))
+        .collect();
+    format!(
+        "for f in {}; do if [ -e $f ]; then echo limit $(cat $f); fi; done",
+        paths.join(" ")
+    )
+}
+
+#[test]
+fn run_steps_see_their_pids_limit_in_sys_fs_cgroup() {
+    let ws = busybox_workspace();
+    let ctx = ws.work.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM busybox\nRUN {}\n",
+            show_limits(&["pids/pids.max", "pids.max"])
+        ),
+    )
+    .unwrap();
+    let out = kiln(
+        &ws.root,
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+    );
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("limit 4096"), "{all}");
+}
+
+#[test]
+fn kiln_run_shows_its_limits_read_only_in_sys_fs_cgroup() {
+    let ws = busybox_workspace();
+    let script = format!(
+        "{}; echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null || echo read-only",
+        show_limits(&["memory/memory.limit_in_bytes", "memory.max"])
+    );
+    let out = ok(kiln(
+        &ws.root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            &script,
+        ],
+    ));
+    assert_eq!(out, format!("limit {}\nread-only\n", 64u64 << 20));
+}

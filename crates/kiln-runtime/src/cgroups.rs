@@ -28,6 +28,9 @@
 //! namespace itself rather than `clone` creating it: a namespace made
 //! before the move would be rooted at the caller's cgroup.)
 //!
+//! The init then mounts them read-only at `/sys/fs/cgroup`
+//! ([`ContainerCgroup::mount_steps`]), as Docker does.
+//!
 //! # Removal
 //!
 //! The cgroup is removed when the [`ContainerCgroup`] is dropped, after
@@ -47,9 +50,11 @@
 //! instead, so it cannot create a device node at all (the rootfs is
 //! mounted `nodev` in both cases; see `prepare.rs`).
 
+use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -64,6 +69,7 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
 use crate::error::RuntimeError;
+use crate::plan::Step;
 use crate::spec::Resources;
 
 /// kiln's parent cgroup, in each hierarchy.
@@ -80,7 +86,7 @@ const V1_CONTROLLERS: [Controllers; 4] = [
     Controllers::Devices,
 ];
 
-/// The v2 controllers kiln enables for its containers.
+/// The v2 controllers of `Resources`' memory, pids and CPU limits.
 const V2_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
 
 /// Docker's default device rules (runc's `AllowedDevices`, which moby
@@ -116,6 +122,9 @@ pub(crate) struct ContainerCgroup {
     /// No device rules apply (v2): the command must not get CAP_MKNOD.
     pub no_device_rules: bool,
     v2: bool,
+    /// v1: the hierarchies joined, as (directory name under
+    /// `/sys/fs/cgroup`, mount options), to show them inside.
+    hierarchies: Vec<(String, String)>,
 }
 
 impl ContainerCgroup {
@@ -133,6 +142,7 @@ impl ContainerCgroup {
             procs: Vec::new(),
             no_device_rules: false,
             v2: hierarchies::is_cgroup2_unified_mode(),
+            hierarchies: Vec::new(),
         };
         if cgroup.v2 {
             cgroup.create_v2(&name, resources)?;
@@ -191,6 +201,7 @@ impl ContainerCgroup {
             remove_stale(&parent);
             make_dir(&parent, &dir)?;
             self.dirs.push(dir.clone());
+            self.hierarchies.extend(hierarchy_mount(&mount));
             self.configure_v1(&controller, &dir, resources, privileged)?;
         }
         Ok(())
@@ -257,23 +268,27 @@ impl ContainerCgroup {
         let root = PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT);
         let parent = root.join(PARENT);
         let available = read_words(&root.join("cgroup.controllers"));
-        for (controller, wanted) in [
-            ("memory", resources.memory_bytes.is_some()),
-            ("pids", resources.pids_limit.is_some()),
-            ("cpu", resources.cpus.is_some()),
-        ] {
-            if wanted && !available.iter().any(|c| c == controller) {
+        // Only what this container's limits need: a container without
+        // limits then works where kiln may not hand out controllers (the
+        // root of a cgroup namespace that holds processes).
+        let mut enable = Vec::new();
+        for (controller, wanted) in V2_CONTROLLERS.into_iter().zip([
+            resources.memory_bytes.is_some(),
+            resources.pids_limit.is_some(),
+            resources.cpus.is_some(),
+        ]) {
+            if !wanted {
+                continue;
+            }
+            if !available.iter().any(|c| c == controller) {
                 return Err(RuntimeError::Cgroup {
                     path: root.clone(),
                     what: format!("limit {controller}"),
                     reason: "the controller is not available in the unified hierarchy".into(),
                 });
             }
+            enable.push(controller);
         }
-        let enable: Vec<&str> = V2_CONTROLLERS
-            .into_iter()
-            .filter(|c| available.iter().any(|a| a == c))
-            .collect();
         enable_v2(&root, &enable)?;
         remove_stale(&parent);
         let dir = parent.join(name);
@@ -306,6 +321,56 @@ impl ContainerCgroup {
         Ok(())
     }
 
+    /// Steps (for the init, after it joined: the mounts are then rooted
+    /// at the container's cgroup) that show the container its cgroups
+    /// read-only at `target` (the rootfs's `/sys/fs/cgroup`), as Docker
+    /// does: tools size themselves from them (a JVM's heap from the memory
+    /// limit, Go's GOMAXPROCS from the CPU quota). v1: a tmpfs with the
+    /// joined hierarchies (and a link per co-mounted controller); v2: the
+    /// unified hierarchy.
+    pub(crate) fn mount_steps(&self, target: &Path) -> Result<Vec<Step>, RuntimeError> {
+        let ro = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        if self.v2 {
+            return Ok(vec![mount_step(
+                Some("cgroup2"),
+                target,
+                Some("cgroup2"),
+                ro,
+                None,
+            )?]);
+        }
+        let rw = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let mut steps = vec![mount_step(
+            Some("cgroup"),
+            target,
+            Some("tmpfs"),
+            rw,
+            Some("mode=755"),
+        )?];
+        for (name, options) in &self.hierarchies {
+            let dir = target.join(name);
+            steps.push(Step::Mkdir {
+                path: c_path(&dir)?,
+                mode: 0o755,
+            });
+            steps.push(mount_step(
+                Some("cgroup"),
+                &dir,
+                Some("cgroup"),
+                ro,
+                Some(options),
+            )?);
+            for controller in name.split(',').filter(|c| c != name) {
+                steps.push(Step::Symlink {
+                    target: c_path(Path::new(name))?,
+                    link: c_path(&target.join(controller))?,
+                });
+            }
+        }
+        steps.push(mount_step(None, target, None, libc::MS_REMOUNT | ro, None)?);
+        Ok(steps)
+    }
+
     /// The `cgroup.procs` descriptors, for the plan.
     pub(crate) fn procs_fds(&self) -> Vec<RawFd> {
         self.procs.iter().map(AsRawFd::as_raw_fd).collect()
@@ -329,6 +394,46 @@ impl Drop for ContainerCgroup {
             remove_dir(dir);
         }
     }
+}
+
+/// The directory name and mount options of the v1 hierarchy mounted at
+/// `mount_point` (`cpu,cpuacct` and `rw,cpu,cpuacct` give `cpu,cpuacct`).
+fn hierarchy_mount(mount_point: &Path) -> Option<(String, String)> {
+    let info = hierarchies::mountinfo_self()
+        .into_iter()
+        .find(|m| m.mount_point == mount_point)?;
+    let name = mount_point.file_name()?.to_str()?.to_owned();
+    let options: Vec<&str> = info
+        .super_opts
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !matches!(*o, "rw" | "ro"))
+        .collect();
+    Some((name, options.join(",")))
+}
+
+fn mount_step(
+    source: Option<&str>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<Step, RuntimeError> {
+    let c = |s: &str| {
+        CString::new(s).map_err(|_| RuntimeError::InvalidSpec(format!("{s:?} contains a NUL byte")))
+    };
+    Ok(Step::Mount {
+        source: source.map(c).transpose()?,
+        target: c_path(target)?,
+        fstype: fstype.map(c).transpose()?,
+        flags,
+        data: data.map(c).transpose()?,
+    })
+}
+
+fn c_path(path: &Path) -> Result<CString, RuntimeError> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::InvalidSpec(format!("{} contains a NUL byte", path.display())))
 }
 
 /// Whether a missing v1 controller makes the container impossible.

@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 
 use nix::errno::Errno;
@@ -167,6 +168,9 @@ impl Container {
         if cgroup.no_device_rules {
             plan.command_caps &= !(1 << crate::caps::MKNOD);
         }
+        let merged = std::path::Path::new(std::ffi::OsStr::from_bytes(plan.merged.as_bytes()));
+        plan.pre_pivot
+            .extend(cgroup.mount_steps(&merged.join("sys/fs/cgroup"))?);
         let (alive_r, alive_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
         let (out_r, out_w) = pipe()?;

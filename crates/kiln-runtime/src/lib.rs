@@ -96,9 +96,8 @@
 //!
 //! Not done yet: user namespaces for rootless runs (TODO: needs uid/gid
 //! maps written by the parent between clone and setup, and the
-//! mount-option limits of unprivileged overlayfs), a `/sys/fs/cgroup`
-//! mount inside the container, cgroup v2 device rules (see `cgroups.rs`),
-//! AppArmor/SELinux.
+//! mount-option limits of unprivileged overlayfs), cgroup v2 device rules
+//! (see `cgroups.rs`), AppArmor/SELinux.
 
 mod caps;
 mod cgroups;
