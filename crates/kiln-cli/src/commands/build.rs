@@ -14,6 +14,7 @@ use kiln_graph::{plan, PlanOptions};
 
 use super::dockerfile::{load, print};
 use super::images::{creation_time, open_store};
+use super::output_file::{write_file, OutputFile};
 use super::plan::build_args;
 use super::progress::{Progress, ProgressMode};
 use kiln_cache::{CacheIndex, ImportedCache};
@@ -252,7 +253,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let digest = record.manifest.digest().to_string();
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, &digest).with_context(|| format!("writing {}", path.display()))?;
+        write_file(path, digest.as_bytes())?;
     }
     if let Some(cache_to) = &cache_to {
         cache_to.export(&store, &graph, &outcome.steps)?;
@@ -266,8 +267,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             "containerimage.config.digest": record.config.to_string(),
             "image.name": args.tags.join(","),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&metadata)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_file(
+            path,
+            (serde_json::to_string_pretty(&metadata)? + "\n").as_bytes(),
+        )?;
     }
     print(&format!("{digest}\n"))?;
     Ok(ExitCode::SUCCESS)
@@ -530,15 +533,15 @@ impl Output {
                 } else {
                     tags.to_vec()
                 };
-                let file = std::fs::File::create(dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
+                let mut file = OutputFile::create(dest)?;
                 kiln_store::save(
                     store,
                     &names,
                     *format,
                     *compression,
-                    std::io::BufWriter::new(file),
+                    std::io::BufWriter::new(file.file()),
                 )?;
+                file.commit()?;
             }
             Output::Local(dest) => {
                 kiln_build::unpack_image(store, &digest.parse()?, dest)?;
@@ -546,15 +549,15 @@ impl Output {
             Output::Tar(dest) => {
                 let scratch = tempfile_dir(store)?;
                 kiln_build::unpack_image(store, &digest.parse()?, &scratch)?;
-                let file = std::fs::File::create(dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+                let mut file = OutputFile::create(dest)?;
+                let mut tar = tar::Builder::new(std::io::BufWriter::new(file.file()));
                 tar.follow_symlinks(false);
                 let result = tar
                     .append_dir_all(".", &scratch)
-                    .and_then(|()| tar.finish());
+                    .and_then(|()| std::io::Write::flush(&mut tar.into_inner()?));
                 let _ = std::fs::remove_dir_all(&scratch);
                 result.with_context(|| format!("writing {}", dest.display()))?;
+                file.commit()?;
             }
         }
         Ok(())
