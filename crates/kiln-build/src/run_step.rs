@@ -433,7 +433,7 @@ pub fn bind_sources_digest(
             dest: "/",
             owner: None,
             keep_source_owner: true,
-            extract_archives: false,
+            extract_archives: None,
             chmod: None,
             excludes: &[],
             parents: false,

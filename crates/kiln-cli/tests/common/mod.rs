@@ -108,3 +108,49 @@ pub fn raw_tar(entries: &[(&str, &[u8])], mode: u32) -> Vec<u8> {
     tar.extend([0u8; 1024]);
     tar
 }
+
+/// Runs `cmd` to the end and returns its output with the peak resident set
+/// size of that one process, in KiB (from `wait4`'s rusage, so other
+/// children of the test process do not count).
+pub fn run_measuring_memory(mut cmd: Command) -> (Output, u64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waits for our own child, with valid pointers to locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
+    (output, usage.ru_maxrss as u64)
+}
+
+/// The `kiln` command for `root`, to run with [`run_measuring_memory`].
+pub fn kiln_command(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH");
+    cmd
+}
