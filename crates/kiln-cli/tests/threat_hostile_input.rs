@@ -67,3 +67,56 @@ fn add_of_a_gzip_bomb_streams_with_bounded_memory() {
     let size = layers.last().unwrap()["size"].as_u64().unwrap();
     assert!(size > BOMB_MIB << 20, "layer of {size} bytes");
 }
+
+/// `ENV A=x` then `ENV A=$A$A` `doublings` times, then `rest`.
+fn doubling_dockerfile(doublings: usize, rest: &str) -> String {
+    let mut text = String::from("FROM scratch\nENV A=xxxxxxxxxxxxxxxx\n");
+    text.push_str(&"ENV A=$A$A\n".repeat(doublings));
+    text.push_str(rest);
+    text
+}
+
+/// Runs `kiln plan` on `dockerfile`; returns its output and peak RSS (KiB).
+fn plan_measuring_memory(dockerfile: &str) -> (std::process::Output, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Dockerfile");
+    fs::write(&path, dockerfile).unwrap();
+    let cmd = kiln_command(
+        &dir.path().join("store"),
+        &[
+            "plan",
+            "-f",
+            path.to_str().unwrap(),
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    run_measuring_memory(cmd)
+}
+
+const PLAN_MEMORY_LIMIT_KIB: u64 = 150 << 10;
+
+/// Each node keeps its config: 40 labels of a 512 KiB variable used to
+/// take 560 MB to plan (quadratic); the stage's config is now bounded.
+#[test]
+fn wide_labels_stop_at_the_stage_config_limit_naming_the_line() {
+    let labels: String = (1..=40).map(|i| format!("LABEL l{i}=$A\n")).collect();
+    let (out, peak_kib) = plan_measuring_memory(&doubling_dockerfile(15, &labels));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(":18:"), "{stderr}");
+    assert!(stderr.contains("LABEL l1=$A"), "{stderr}");
+    assert!(stderr.contains("limit of 1 MiB"), "{stderr}");
+    assert!(peak_kib < PLAN_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
+}
+
+/// A config just under the limit, copied by hundreds of one-word steps.
+#[test]
+fn many_steps_over_a_large_config_stop_at_the_plan_limit() {
+    let (out, peak_kib) =
+        plan_measuring_memory(&doubling_dockerfile(15, &"LABEL x=y\n".repeat(400)));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("limit of 64 MiB"), "{stderr}");
+    assert!(stderr.contains("LABEL x=y"), "{stderr}");
+    assert!(peak_kib < PLAN_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
+}
