@@ -9,7 +9,9 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{busybox_workspace, kiln, kiln_command, ok, run_measuring_memory, text};
+use common::{
+    busybox_workspace, kiln, kiln_command, limit_address_space, ok, run_measuring_memory, text,
+};
 
 /// A gzip file of a tar holding one file of `mib` MiB of zeros, made of
 /// gzip members (a valid gzip stream: decoders read members one after the
@@ -119,4 +121,83 @@ fn many_steps_over_a_large_config_stop_at_the_plan_limit() {
     assert!(stderr.contains("limit of 64 MiB"), "{stderr}");
     assert!(stderr.contains("LABEL x=y"), "{stderr}");
     assert!(peak_kib < PLAN_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
+}
+
+/// Runs kiln with at most 2 GiB of address space (a reader without a
+/// bound dies of it) and `stdin`; returns its output and peak RSS (KiB).
+fn run_bounded(
+    root: &Path,
+    args: &[&str],
+    stdin: std::process::Stdio,
+) -> (std::process::Output, u64) {
+    let mut cmd = kiln_command(root, args);
+    limit_address_space(&mut cmd, 2 << 30);
+    cmd.stdin(stdin);
+    run_measuring_memory(cmd)
+}
+
+fn assert_refused_as_too_large(out: &std::process::Output, peak_kib: u64, what: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
+    assert!(stderr.contains("16 MiB"), "{what}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(peak_kib < 150 << 10, "{what}: peak RSS {peak_kib} KiB");
+}
+
+/// `kiln parse -f /dev/zero` used to read until memory ran out; every
+/// command that reads a Dockerfile stops at 16 MiB (BuildKit's bound).
+#[test]
+fn an_endless_dockerfile_is_refused_by_every_command_that_reads_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let ctx = dir.path();
+    for command in ["parse", "plan", "build"] {
+        let mut args = vec![command, "-f", "/dev/zero"];
+        if command != "parse" {
+            args.push(ctx.to_str().unwrap());
+        }
+        let (out, peak) = run_bounded(&root, &args, std::process::Stdio::null());
+        assert_refused_as_too_large(&out, peak, command);
+    }
+    // From standard input, and as the context's own Dockerfile (a link the
+    // context planted).
+    let zero = fs::File::open("/dev/zero").unwrap();
+    let (out, peak) = run_bounded(
+        &root,
+        &["plan", "-f", "-", ctx.to_str().unwrap()],
+        zero.into(),
+    );
+    assert_refused_as_too_large(&out, peak, "plan -f -");
+    std::os::unix::fs::symlink("/dev/zero", ctx.join("Dockerfile")).unwrap();
+    let (out, peak) = run_bounded(
+        &root,
+        &["build", ctx.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    assert_refused_as_too_large(
+        &out,
+        peak,
+        "build of a context whose Dockerfile is /dev/zero",
+    );
+}
+
+/// The context's `.dockerignore` is read before anything else of it.
+#[test]
+fn an_endless_dockerignore_is_refused_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::os::unix::fs::symlink("/dev/zero", ctx.join(".dockerignore")).unwrap();
+    let (out, peak) = run_bounded(
+        &dir.path().join("store"),
+        &["build", ctx.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    assert_refused_as_too_large(&out, peak, "build");
+    assert!(
+        text(&out.stderr).contains(".dockerignore"),
+        "{}",
+        text(&out.stderr)
+    );
 }

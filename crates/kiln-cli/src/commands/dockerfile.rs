@@ -22,13 +22,10 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     let path = file.unwrap_or_else(|| context.join("Dockerfile"));
     let display = path.display().to_string();
     let bytes = if display == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading standard input")?;
-        buf
+        read_bounded(std::io::stdin().lock()).context("reading standard input")?
     } else {
-        std::fs::read(&path).with_context(|| format!("reading {display}"))?
+        let file = std::fs::File::open(&path).with_context(|| format!("reading {display}"))?;
+        read_bounded(file).with_context(|| format!("reading {display}"))?
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let dockerfile = match kiln_dockerfile::parse_bytes(&bytes) {
@@ -46,6 +43,17 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
         source,
         dockerfile,
     }))
+}
+
+/// Reads at most one byte more than a Dockerfile may have: the parser
+/// refuses that with an error naming the limit, and `/dev/zero` or a huge
+/// file never fills memory.
+fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    reader
+        .take(kiln_dockerfile::MAX_DOCKERFILE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Writes `text` to standard output; a closed pipe (`kiln ... | head`) is

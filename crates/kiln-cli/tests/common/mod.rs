@@ -117,7 +117,6 @@ pub fn run_measuring_memory(mut cmd: Command) -> (Output, u64) {
     use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
     let mut child = cmd
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -151,6 +150,27 @@ pub fn kiln_command(root: &Path, args: &[&str]) -> Command {
     cmd.arg("--root")
         .arg(root)
         .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(std::process::Stdio::null());
     cmd
+}
+
+/// Caps the address space of the process `cmd` starts (RLIMIT_AS), so a
+/// test of unbounded reading fails (allocation failure) instead of taking
+/// the machine's memory when the bound is missing.
+pub fn limit_address_space(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the hook.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
