@@ -201,3 +201,66 @@ fn an_endless_dockerignore_is_refused_naming_it() {
         text(&out.stderr)
     );
 }
+
+// What kiln runs under can be hostile too: a reader that went away, a
+// supervisor's SIGTERM.
+
+/// A pipe whose read end is already closed: every write to it fails with
+/// EPIPE.
+fn closed_pipe() -> std::process::Stdio {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills two fds we then own; the read end is closed at once.
+    unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        libc::close(fds[0]);
+        std::process::Stdio::from_raw_fd(fds[1])
+    }
+}
+
+/// A failed build with nobody reading its stderr used to panic (exit 101).
+#[test]
+fn a_failed_build_with_a_closed_stderr_exits_1_without_a_panic() {
+    let ws = busybox_workspace();
+    let ctx = context(&ws.work, "FROM busybox\nRUN echo doomed; exit 3\n");
+    let mut cmd = kiln_command(&ws.root, &["build", ctx.to_str().unwrap()]);
+    cmd.stderr(closed_pipe()).stdout(closed_pipe());
+    let status = cmd.status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    // And a listing into a closed pipe is no error either.
+    let mut cmd = kiln_command(&ws.root, &["images"]);
+    cmd.stdout(closed_pipe()).stderr(closed_pipe());
+    assert_eq!(cmd.status().unwrap().code(), Some(0));
+}
+
+/// SIGTERM ends a build with the shell's status for it (128 + 15), not
+/// SIGINT's 130.
+#[test]
+fn sigterm_ends_a_build_with_status_143() {
+    use std::io::{BufRead, BufReader};
+    let ws = busybox_workspace();
+    let ctx = context(&ws.work, "FROM busybox\nRUN echo started; sleep 30\n");
+    let mut cmd = kiln_command(
+        &ws.root,
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+    );
+    let mut child = cmd
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while line.trim_end() != "#2 started" {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "the build ended early"
+        );
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
+}

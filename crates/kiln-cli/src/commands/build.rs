@@ -1,6 +1,7 @@
 //! `kiln build`: plans the Dockerfile, loads the base images from the
 //! store, runs the steps and tags the resulting image.
 
+use crate::output::report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -120,7 +121,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // build writes (or expands from a base) disappears before it is tagged.
     let lock = store.lock(kiln_store::LockMode::Shared)?;
     let report_plan_error = |error: kiln_graph::PlanError| {
-        eprintln!("error: {}", error.render(&loaded.display, &loaded.source));
+        report!("error: {}", error.render(&loaded.display, &loaded.source));
         ExitCode::FAILURE
     };
     // Plan once to learn the base images, then again with their configs
@@ -140,7 +141,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Ok(report_plan_error(error)),
     };
     for warning in &graph.warnings {
-        eprintln!("warning: {}", warning.message);
+        report!("warning: {}", warning.message);
     }
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.is_empty() => Some(text.parse::<u64>().context("SOURCE_DATE_EPOCH")?),
@@ -177,7 +178,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         &args.context,
     ));
     let cancel = Arc::new(Cancel::default());
-    let _signals = StopOnSignal::install(&cancel)?;
+    let signals = StopOnSignal::install(&cancel)?;
     let result = build(
         &store,
         &graph,
@@ -208,7 +209,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     );
     // What was hashed stays true whether or not the build succeeded.
     if let Err(error) = stat_cache.save() {
-        eprintln!("warning: the stat cache was not saved: {error}");
+        report!("warning: the stat cache was not saved: {error}");
     }
     progress.summary(match &result {
         Ok(_) => "built",
@@ -221,8 +222,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(BuildError::Interrupted) => {
-            eprintln!("error: interrupted");
-            return Ok(ExitCode::from(130));
+            report!("error: interrupted");
+            return Ok(ExitCode::from(signals.exit_status()));
         }
         Err(BuildError::Step {
             line,
@@ -230,7 +231,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             hint,
         }) if line > 0 => {
             let position = kiln_dockerfile::Position { line, column: 0 };
-            eprintln!(
+            report!(
                 "error: {}",
                 kiln_dockerfile::render_diagnostic(
                     &loaded.display,
@@ -286,11 +287,14 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// While it lives, SIGINT and SIGTERM cancel the build (running containers
-/// are killed, scratch directories removed, exit status 130); a second
-/// signal exits at once, which the store survives as it survives SIGKILL.
+/// are killed, scratch directories removed); a second signal exits at once,
+/// which the store survives as it survives SIGKILL. Either way the exit
+/// status is the shell's for that signal: 130 for SIGINT, 143 for SIGTERM.
 struct StopOnSignal {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The first signal received (0: none yet).
+    received: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl StopOnSignal {
@@ -300,19 +304,32 @@ impl StopOnSignal {
             .context("installing signal handlers")?;
         let handle = signals.handle();
         let cancel = Arc::clone(cancel);
+        let received = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let first = Arc::clone(&received);
         let thread = std::thread::spawn(move || {
-            for _ in signals.forever() {
+            for signal in signals.forever() {
                 if cancel.is_cancelled() {
-                    std::process::exit(130);
+                    std::process::exit(128 + signal);
                 }
-                eprintln!("interrupt: stopping the build (again to quit at once)");
+                first.store(signal, std::sync::atomic::Ordering::SeqCst);
+                report!("interrupt: stopping the build (again to quit at once)");
                 cancel.cancel();
             }
         });
         Ok(StopOnSignal {
             handle,
             thread: Some(thread),
+            received,
         })
+    }
+
+    /// 128 + the signal that stopped the build (SIGINT's 130 when the build
+    /// was cancelled otherwise).
+    fn exit_status(&self) -> u8 {
+        match self.received.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => 130,
+            signal => u8::try_from(128 + signal).unwrap_or(130),
+        }
     }
 }
 

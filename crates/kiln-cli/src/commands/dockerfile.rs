@@ -1,6 +1,7 @@
 //! Reading and parsing the Dockerfile a command was pointed at, with parse
 //! errors and warnings printed the same way by every command.
 
+use crate::output::report;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -31,12 +32,12 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     let dockerfile = match kiln_dockerfile::parse_bytes(&bytes) {
         Ok(dockerfile) => dockerfile,
         Err(error) => {
-            eprintln!("error: {}", error.render(&display, &source));
+            report!("error: {}", error.render(&display, &source));
             return Ok(None);
         }
     };
     for warning in &dockerfile.warnings {
-        eprintln!("{display}:{}: warning: {}", warning.line, warning.message);
+        report!("{display}:{}: warning: {}", warning.line, warning.message);
     }
     Ok(Some(Loaded {
         display,
