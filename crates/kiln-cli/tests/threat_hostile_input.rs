@@ -264,3 +264,103 @@ fn sigterm_ends_a_build_with_status_143() {
     let _ = std::io::Read::read_to_string(&mut stderr, &mut rest);
     assert_eq!(child.wait().unwrap().code(), Some(143), "{rest}");
 }
+
+// A full disk: the error names the file being written, once.
+
+/// Runs `script` (sh) in a private mount namespace where `$ST` is a store
+/// on a 4 MiB tmpfs holding busybox, `$SMALL` a 1 MiB tmpfs and `$K` kiln;
+/// both mounts die with the namespace. Returns what the script printed.
+fn on_small_filesystems(work: &Path, script: &str) -> (std::process::Output, PathBuf, PathBuf) {
+    let store = work.join("small-store");
+    let small = work.join("small");
+    fs::create_dir_all(&store).unwrap();
+    fs::create_dir_all(&small).unwrap();
+    let rootfs = common::busybox_rootfs(work);
+    let setup = "mount -t tmpfs -o size=4m kiln-test \"$ST\" && \
+                 mount -t tmpfs -o size=1m kiln-test \"$SMALL\" && \
+                 \"$K\" --root \"$ST\" import \"$ROOTFS\" busybox >/dev/null && ";
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("{setup}{script}"))
+        .env("ST", &store)
+        .env("SMALL", &small)
+        .env("K", env!("CARGO_BIN_EXE_kiln"))
+        .env("ROOTFS", &rootfs)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    (out, store, small)
+}
+
+fn random_file(path: &Path, len: usize) {
+    let mut bytes = vec![0u8; len];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in bytes.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+fn assert_names_once(stderr: &str, written: &Path, read: &str) {
+    assert_eq!(
+        stderr.matches("No space left on device").count(),
+        1,
+        "the OS error once: {stderr}"
+    );
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("No space left"))
+        .unwrap();
+    assert!(
+        line.contains(&written.display().to_string()),
+        "names {}: {stderr}",
+        written.display()
+    );
+    assert!(!line.contains(read), "does not blame {read}: {stderr}");
+}
+
+#[test]
+fn a_full_store_during_import_names_the_store_file_not_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input-layer.tar");
+    random_file(&dir.path().join("big"), 3 << 20);
+    let mut tar = tar::Builder::new(fs::File::create(&input).unwrap());
+    tar.append_path_with_name(dir.path().join("big"), "big")
+        .unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let (out, store, _) = on_small_filesystems(
+        dir.path(),
+        &format!("\"$K\" --root \"$ST\" import {} big", input.display()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_names_once(&text(&out.stderr), &store.join("blobs"), "input-layer.tar");
+}
+
+#[test]
+fn a_full_store_during_copy_names_the_store_file_not_the_context_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), "FROM busybox\nCOPY context-file /big\n");
+    random_file(&ctx.join("context-file"), 3 << 20);
+    let (out, store, _) = on_small_filesystems(
+        dir.path(),
+        &format!("\"$K\" --root \"$ST\" build {}", ctx.display()),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_names_once(&text(&out.stderr), &store.join("blobs"), "context-file");
+}
+
+#[test]
+fn a_full_disk_during_save_names_the_archive_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _, small) = on_small_filesystems(
+        dir.path(),
+        "\"$K\" --root \"$ST\" save -o \"$SMALL/saved.tar\" busybox; status=$?; ls -A \"$SMALL\"; exit $status",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_names_once(&text(&out.stderr), &small.join("saved.tar"), "blobs");
+    assert_eq!(text(&out.stdout), "", "left on the disk");
+}

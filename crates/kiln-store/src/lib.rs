@@ -22,7 +22,7 @@ pub use atomic::write_atomic;
 pub use blobs::{BlobWriter, Blobs};
 pub use compression::{compress_layer, decompress, Compression, LayerCompression};
 pub use digest::Digest;
-pub use error::StoreError;
+pub use error::{written_file, NamedWriter, StoreError};
 pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
 pub use layer::{import_layer, open_layer, Layer};
 pub use lock::{LockMode, StoreLock};

@@ -556,7 +556,7 @@ impl Output {
                     &names,
                     *format,
                     *compression,
-                    std::io::BufWriter::new(file.file()),
+                    kiln_store::NamedWriter::new(dest, std::io::BufWriter::new(file.file())),
                 )?;
                 file.commit()?;
             }

@@ -343,7 +343,7 @@ pub fn save(root: Option<&Path>, args: SaveArgs) -> anyhow::Result<()> {
         &args.names,
         format,
         compression,
-        std::io::BufWriter::new(output.file()),
+        kiln_store::NamedWriter::new(&args.output, std::io::BufWriter::new(output.file())),
     )?;
     output.commit()
 }

@@ -116,6 +116,8 @@ pub fn run_measuring_memory(mut cmd: Command) -> (Output, u64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
+    // Reaped by the wait4 below, which std's Child cannot do.
+    #[allow(clippy::zombie_processes)]
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
