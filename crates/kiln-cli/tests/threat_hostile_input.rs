@@ -364,3 +364,84 @@ fn a_full_disk_during_save_names_the_archive_and_leaves_nothing() {
     assert_names_once(&text(&out.stderr), &small.join("saved.tar"), "blobs");
     assert_eq!(text(&out.stdout), "", "left on the disk");
 }
+
+// `kiln run`: what the user types is input too.
+
+fn container_dirs(root: &Path) -> usize {
+    fs::read_dir(root.join("kiln/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// `--rm` used to keep the container when its command could not start.
+#[test]
+fn run_rm_removes_a_container_whose_command_cannot_be_executed() {
+    let ws = busybox_workspace();
+    for (command, status) in [("/no/such/program", 127), ("/etc/passwd", 126)] {
+        let out = kiln(
+            &ws.root,
+            &["run", "--rm", "--network", "none", "busybox", command],
+        );
+        assert_eq!(out.status.code(), Some(status), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("cannot execute"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert_eq!(
+            container_dirs(&ws.root),
+            0,
+            "{command}: the container was kept"
+        );
+    }
+}
+
+/// Names follow Docker's grammar; they are never paths.
+#[test]
+fn run_name_must_follow_dockers_grammar() {
+    let ws = busybox_workspace();
+    let outside = ws.root.join("kiln/not-a-container");
+    fs::create_dir_all(&outside).unwrap();
+    for bad in [
+        "../x",
+        "../../kiln/not-a-container",
+        "a/b",
+        "a b",
+        "-x",
+        "x",
+        "é1",
+    ] {
+        let name = format!("--name={bad}");
+        let out = kiln(
+            &ws.root,
+            &["run", "--rm", "--network", "none", &name, "busybox", "true"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(
+            text(&out.stderr).contains("invalid container name"),
+            "{bad:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(container_dirs(&ws.root), 0, "{bad:?}: a container was made");
+        for command in ["rm", "logs", "stop", "start"] {
+            let out = kiln(&ws.root, &[command, bad]);
+            assert!(!out.status.success(), "{command} {bad:?}");
+        }
+    }
+    assert!(outside.is_dir(), "rm reached outside kiln/containers");
+    let out = kiln(
+        &ws.root,
+        &[
+            "run",
+            "--network",
+            "none",
+            "--name",
+            "web_1.a-b",
+            "busybox",
+            "true",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    ok(kiln(&ws.root, &["rm", "web_1.a-b"]));
+    assert_eq!(container_dirs(&ws.root), 0);
+}
