@@ -443,17 +443,18 @@ fn extract_archive(
     let mut spill: Option<Spill> = None;
     let reader = std::io::BufReader::new(File::open(path).map_err(io)?);
     let stream = kiln_store::decompress(reader).map_err(io)?;
+    let (stream, header_budget) = kiln_store::tar_headers::limit_headers(stream);
     let mut archive = tar::Archive::new(stream);
-    let Ok(entries) = archive.entries() else {
+    let Ok(mut entries) = archive.entries() else {
         return Ok(None);
     };
     let mut items = Vec::new();
     let mut first = true;
-    for entry in entries {
+    while let Some(entry) = header_budget.next(&mut entries) {
         let mut entry = match entry {
             Ok(entry) => entry,
             // Not a tar after all: ADD copies the file as it is.
-            Err(_) if first => return Ok(None),
+            Err(e) if first && !kiln_store::tar_headers::is_too_large(&e) => return Ok(None),
             Err(e) => return Err(BuildError::io(path, e)),
         };
         first = false;
@@ -514,6 +515,7 @@ fn extract_archive(
             };
             spill.append(&mut entry, path)?
         } else {
+            kiln_store::tar_headers::drain(&mut entry).map_err(io)?;
             continue;
         };
         let (uid, gid) = req

@@ -37,6 +37,78 @@ fn gzip_bomb(path: &Path, mib: u64) {
     out.write_all(&member(&[0u8; 1024])).unwrap();
 }
 
+/// A gzip file of a tar whose first entry is a PAX extended header of
+/// `mib` MiB (made of gzip members, as [`gzip_bomb`]): tar-rs reads such a
+/// header whole into memory before the entry it describes.
+fn pax_header_bomb(path: &Path, mib: u64) {
+    let member = |bytes: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    };
+    let mut header = tar::Header::new_ustar();
+    header.set_path("PaxHeader").unwrap();
+    header.set_size(mib << 20);
+    header.set_mode(0o644);
+    header.set_entry_type(tar::EntryType::XHeader);
+    header.set_cksum();
+    let mut out = fs::File::create(path).unwrap();
+    out.write_all(&member(header.as_bytes())).unwrap();
+    let mib_of_records = member(&vec![b'a'; 1 << 20]);
+    for _ in 0..mib {
+        out.write_all(&mib_of_records).unwrap();
+    }
+    let mut file = tar::Header::new_ustar();
+    file.set_path("file").unwrap();
+    file.set_size(0);
+    file.set_mode(0o644);
+    file.set_cksum();
+    let mut end = file.as_bytes().to_vec();
+    end.extend([0u8; 1024]);
+    out.write_all(&member(&end)).unwrap();
+}
+
+const PAX_BOMB_MIB: u64 = 128;
+const PAX_MEMORY_LIMIT_KIB: u64 = 64 << 10;
+
+/// `kiln import` of a tar whose PAX header is 128 MiB: one clear error,
+/// and memory never holds the header (Go's archive/tar's 1 MiB limit).
+#[test]
+fn import_refuses_a_huge_pax_header_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let bomb = dir.path().join("pax-bomb.tar.gz");
+    pax_header_bomb(&bomb, PAX_BOMB_MIB);
+    let cmd = kiln_command(
+        &dir.path().join("store"),
+        &["import", bomb.to_str().unwrap(), "bomb"],
+    );
+    let (out, peak_kib) = run_measuring_memory(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pax-bomb.tar.gz") && stderr.contains("1 MiB"),
+        "{stderr}"
+    );
+    assert!(peak_kib < PAX_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
+}
+
+/// The same archive in ADD.
+#[test]
+fn add_refuses_a_huge_pax_header_with_bounded_memory() {
+    let ws = busybox_workspace();
+    let ctx = context(&ws.work, "FROM busybox\nADD pax-bomb.tar.gz /x/\n");
+    pax_header_bomb(&ctx.join("pax-bomb.tar.gz"), PAX_BOMB_MIB);
+    let cmd = kiln_command(&ws.root, &["build", ctx.to_str().unwrap()]);
+    let (out, peak_kib) = run_measuring_memory(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("pax-bomb.tar.gz") && stderr.contains("1 MiB"),
+        "{stderr}"
+    );
+    assert!(peak_kib < PAX_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
+}
+
 fn context(work: &Path, dockerfile: &str) -> PathBuf {
     let ctx = work.join("ctx");
     fs::create_dir_all(&ctx).unwrap();

@@ -169,14 +169,17 @@ pub fn save(
 /// Reads an OCI archive or docker-archive; stores every blob (verified),
 /// and tags the images it names. Returns the names tagged.
 pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>, StoreError> {
+    let (archive, header_budget) = crate::tar_headers::limit_headers(archive);
     let mut tar = tar::Archive::new(archive);
     let bad = |e: io::Error| StoreError::io(what, e);
     // Small JSON files are kept by path; blobs go straight to the store.
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut stored: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
-    for entry in tar.entries().map_err(bad)? {
+    let mut entries = tar.entries().map_err(bad)?;
+    while let Some(entry) = header_budget.next(&mut entries) {
         let mut entry = entry.map_err(bad)?;
         if !entry.header().entry_type().is_file() {
+            crate::tar_headers::drain(&mut entry).map_err(bad)?;
             continue;
         }
         let path = entry
@@ -196,6 +199,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
                 .take(64 << 20)
                 .read_to_end(&mut bytes)
                 .map_err(bad)?;
+            crate::tar_headers::drain(&mut entry).map_err(bad)?;
             small.insert(path, bytes);
         } else {
             // docker-archive layers: stored under their content digest,

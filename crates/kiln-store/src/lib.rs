@@ -16,6 +16,7 @@ pub mod lock;
 pub mod reference;
 pub mod snapshot;
 pub mod store;
+pub mod tar_headers;
 
 pub use archive::{load, save, ArchiveFormat};
 pub use atomic::write_atomic;
