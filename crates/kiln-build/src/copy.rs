@@ -577,7 +577,7 @@ impl Spill {
             };
             hasher.update(&buf[..n]);
             out.write_all(&buf[..n])
-                .map_err(|e| BuildError::io(self.dir.join("(a temp file for ADD's archive)"), e))?;
+                .map_err(|e| BuildError::io(&self.dir, e))?;
             self.len += n as u64;
         }
         Ok(Content::Spilled {
