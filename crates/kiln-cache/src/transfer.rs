@@ -81,7 +81,7 @@ pub fn export(
     layer_path: impl Fn(&str) -> Option<PathBuf>,
 ) -> Result<usize, CacheError> {
     let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(io_error(&blobs))?;
+    real_dirs(dir, &["blobs", "sha256"])?;
     let layout = dir.join("oci-layout");
     if fs::symlink_metadata(&layout).is_err() {
         write_replacing(&layout, |f| {
@@ -119,6 +119,28 @@ pub fn export(
         serde_json::to_vec_pretty(&manifest).map_err(|e| io_error(&path)(io::Error::other(e)))?;
     write_replacing(&path, |f| io::Write::write_all(f, &bytes))?;
     Ok(steps.len())
+}
+
+/// Creates `dir/a/b...` where missing, refusing any component that is a
+/// link: a link planted at `blobs` would put the layers wherever it points.
+fn real_dirs(dir: &Path, parts: &[&str]) -> Result<(), CacheError> {
+    let mut path = dir.to_path_buf();
+    for part in parts {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(io_error(&path)(io::Error::other(
+                    "not a directory (a link here is not followed)",
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&path).map_err(io_error(&path))?
+            }
+            Err(e) => return Err(io_error(&path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `target` (in a directory the user named, where anyone may have

@@ -155,6 +155,29 @@ fn cache_export_never_writes_through_links_in_its_directory() {
     assert!(is_regular(&cache.join("kiln-cache.json")));
 }
 
+#[test]
+fn cache_export_never_follows_a_link_planted_for_its_blobs_directory() {
+    let ws = busybox_workspace();
+    let ctx = context(&ws.work);
+    let cache = ws.work.join("cache");
+    let elsewhere = ws.work.join("elsewhere");
+    fs::create_dir_all(&cache).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    symlink(&elsewhere, cache.join("blobs")).unwrap();
+    let spec = format!("type=local,dest={}", cache.display());
+    let out = kiln(
+        &ws.root,
+        &["build", "--cache-to", &spec, ctx.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("blobs"), "{}", text(&out.stderr));
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through the link"
+    );
+}
+
 /// An image whose layer plants `link -> VICTIM_DIR` and `file -> VICTIM`,
 /// then writes through both: exporting it as a directory must keep every
 /// write inside the directory.
