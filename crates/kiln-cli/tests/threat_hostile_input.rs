@@ -39,8 +39,11 @@ fn gzip_bomb(path: &Path, mib: u64) {
 
 /// A gzip file of a tar whose first entry is a PAX extended header of
 /// `mib` MiB (made of gzip members, as [`gzip_bomb`]): tar-rs reads such a
-/// header whole into memory before the entry it describes.
-fn pax_header_bomb(path: &Path, mib: u64) {
+/// header whole into memory before the entry it describes. Returns the
+/// sha256 of the plain tar (its diffID).
+fn pax_header_bomb(path: &Path, mib: u64) -> String {
+    use sha2::Digest as _;
+    let mut plain = sha2::Sha256::new();
     let member = |bytes: &[u8]| {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(bytes).unwrap();
@@ -54,7 +57,12 @@ fn pax_header_bomb(path: &Path, mib: u64) {
     header.set_cksum();
     let mut out = fs::File::create(path).unwrap();
     out.write_all(&member(header.as_bytes())).unwrap();
-    let mib_of_records = member(&vec![b'a'; 1 << 20]);
+    plain.update(header.as_bytes());
+    let records = vec![b'a'; 1 << 20];
+    let mib_of_records = member(&records);
+    for _ in 0..mib {
+        plain.update(&records);
+    }
     for _ in 0..mib {
         out.write_all(&mib_of_records).unwrap();
     }
@@ -66,6 +74,13 @@ fn pax_header_bomb(path: &Path, mib: u64) {
     let mut end = file.as_bytes().to_vec();
     end.extend([0u8; 1024]);
     out.write_all(&member(&end)).unwrap();
+    plain.update(&end);
+    let hex: String = plain
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    hex
 }
 
 const PAX_BOMB_MIB: u64 = 128;
@@ -77,7 +92,7 @@ const PAX_MEMORY_LIMIT_KIB: u64 = 64 << 10;
 fn import_refuses_a_huge_pax_header_with_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
     let bomb = dir.path().join("pax-bomb.tar.gz");
-    pax_header_bomb(&bomb, PAX_BOMB_MIB);
+    let _ = pax_header_bomb(&bomb, PAX_BOMB_MIB);
     let cmd = kiln_command(
         &dir.path().join("store"),
         &["import", bomb.to_str().unwrap(), "bomb"],
@@ -97,7 +112,7 @@ fn import_refuses_a_huge_pax_header_with_bounded_memory() {
 fn add_refuses_a_huge_pax_header_with_bounded_memory() {
     let ws = busybox_workspace();
     let ctx = context(&ws.work, "FROM busybox\nADD pax-bomb.tar.gz /x/\n");
-    pax_header_bomb(&ctx.join("pax-bomb.tar.gz"), PAX_BOMB_MIB);
+    let _ = pax_header_bomb(&ctx.join("pax-bomb.tar.gz"), PAX_BOMB_MIB);
     let cmd = kiln_command(&ws.root, &["build", ctx.to_str().unwrap()]);
     let (out, peak_kib) = run_measuring_memory(cmd);
     let stderr = text(&out.stderr);
@@ -106,6 +121,72 @@ fn add_refuses_a_huge_pax_header_with_bounded_memory() {
         stderr.contains("pax-bomb.tar.gz") && stderr.contains("1 MiB"),
         "{stderr}"
     );
+    assert!(peak_kib < PAX_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
+}
+
+/// An OCI archive of image `evil` whose one (gzip) layer is a PAX bomb:
+/// `kiln load` stores layers as they come, so the bound must hold wherever
+/// stored layers are read (expanding, unpacking, snapshots).
+#[test]
+fn a_loaded_image_whose_layer_has_a_huge_pax_header_fails_cleanly() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().unwrap();
+    let layer_path = dir.path().join("layer.tar.gz");
+    let diff_id = pax_header_bomb(&layer_path, PAX_BOMB_MIB);
+    let layer = fs::read(&layer_path).unwrap();
+    let sha = |bytes: &[u8]| -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{diff_id}")]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": format!("sha256:{}", sha(&config)), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": format!("sha256:{}", sha(&layer)), "size": layer.len()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": format!("sha256:{}", sha(&manifest)), "size": manifest.len(),
+                       "annotations": {"org.opencontainers.image.ref.name": "evil"}}],
+    }))
+    .unwrap();
+    let archive = dir.path().join("evil-oci.tar");
+    let mut tar = tar::Builder::new(fs::File::create(&archive).unwrap());
+    let mut add = |name: String, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes).unwrap();
+    };
+    add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
+    for blob in [&config, &layer, &manifest] {
+        add(format!("blobs/sha256/{}", sha(blob)), blob);
+    }
+    add("index.json".into(), &index);
+    drop(add);
+    tar.finish().unwrap();
+    let root = dir.path().join("store");
+    ok(kiln(&root, &["load", "-i", archive.to_str().unwrap()]));
+    let ctx = context(dir.path(), "FROM evil\nRUN true\n");
+    let cmd = kiln_command(
+        &root,
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+    );
+    let (out, peak_kib) = run_measuring_memory(cmd);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1 MiB"), "{stderr}");
     assert!(peak_kib < PAX_MEMORY_LIMIT_KIB, "peak RSS {peak_kib} KiB");
 }
 

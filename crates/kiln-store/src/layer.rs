@@ -13,10 +13,14 @@ use crate::digest::Digest;
 use crate::error::StoreError;
 
 /// Opens a stored layer as a plain tar stream, decompressing a compressed
-/// layer (as loaded or pulled images have) by its content.
+/// layer (as loaded or pulled images have) by its content. Layers of loaded
+/// archives are stored as they came, so the stream is checked as it is
+/// read: an entry whose headers pass 1 MiB is an error
+/// ([`crate::tar_headers::CheckedTar`]), never a buffer of that size.
 pub fn open_layer(blobs: &Blobs, digest: &Digest) -> Result<Box<dyn Read>, StoreError> {
     let reader = BufReader::new(blobs.open(digest)?);
-    decompress(reader).map_err(|e| StoreError::io(blobs.path(digest), e))
+    let plain = decompress(reader).map_err(|e| StoreError::io(blobs.path(digest), e))?;
+    Ok(Box::new(crate::tar_headers::CheckedTar::new(plain)))
 }
 
 /// A stored layer.

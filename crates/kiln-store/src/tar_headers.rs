@@ -89,6 +89,209 @@ impl HeaderBudget {
     }
 }
 
+/// A tar stream checked as it is read, for readers that do not take
+/// entries through [`HeaderBudget::next`] (the unpacking of stored layers):
+/// it follows the stream's entry boundaries as tar-rs does (sizes, PAX
+/// `size` records, GNU sparse extension blocks) and fails once the headers
+/// of one entry pass [`MAX_TAR_HEADER_BYTES`]. After the end-of-archive
+/// block, or a block that is not a valid header (tar-rs refuses it too),
+/// it stops checking.
+pub struct CheckedTar<R> {
+    inner: R,
+    state: Scan,
+    /// The header block being collected.
+    block: Box<[u8; 512]>,
+    filled: usize,
+    /// Header bytes of the entry being described (headers, extension data).
+    header_bytes: u64,
+    /// A PAX `size` record for the next entry.
+    pax_size: Option<u64>,
+    /// The PAX record data being collected.
+    pax: Vec<u8>,
+}
+
+enum Scan {
+    Header,
+    /// Data (and padding) to pass over; then `then`.
+    Skip {
+        left: u64,
+        then: AfterSkip,
+    },
+    PaxData {
+        left: u64,
+        padding: u64,
+    },
+    SparseBlocks {
+        data: u64,
+    },
+    Unchecked,
+}
+
+#[derive(Clone, Copy)]
+enum AfterSkip {
+    /// The entry is complete: the next header starts a new entry.
+    NewEntry,
+    /// An extension's data is done: its entry's header comes next.
+    SameEntry,
+}
+
+impl<R: Read> CheckedTar<R> {
+    pub fn new(inner: R) -> CheckedTar<R> {
+        CheckedTar {
+            inner,
+            state: Scan::Header,
+            block: Box::new([0; 512]),
+            filled: 0,
+            header_bytes: 0,
+            pax_size: None,
+            pax: Vec::new(),
+        }
+    }
+
+    fn charge(&mut self, bytes: u64) -> io::Result<()> {
+        self.header_bytes += bytes;
+        if self.header_bytes > MAX_TAR_HEADER_BYTES {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge));
+        }
+        Ok(())
+    }
+
+    /// Moves the scan over `bytes`, which were just read.
+    fn scan(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                Scan::Unchecked => return Ok(()),
+                Scan::Skip { left, then } => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    bytes = &bytes[n as usize..];
+                    if *left == 0 {
+                        let then = *then;
+                        self.state = self.next(0, then);
+                    }
+                }
+                Scan::PaxData { left, padding } => {
+                    let n = (*left).min(bytes.len() as u64) as usize;
+                    *left -= n as u64;
+                    let (done, padding) = (*left == 0, *padding);
+                    self.pax.extend_from_slice(&bytes[..n]);
+                    bytes = &bytes[n..];
+                    if done {
+                        self.pax_size = tar::PaxExtensions::new(&self.pax)
+                            .flatten()
+                            .find(|ext| ext.key() == Ok("size"))
+                            .and_then(|ext| ext.value().ok()?.parse().ok());
+                        self.pax = Vec::new();
+                        self.state = self.next(padding, AfterSkip::SameEntry);
+                    }
+                }
+                Scan::Header | Scan::SparseBlocks { .. } => {
+                    let n = (512 - self.filled).min(bytes.len());
+                    self.block[self.filled..self.filled + n].copy_from_slice(&bytes[..n]);
+                    self.filled += n;
+                    bytes = &bytes[n..];
+                    if self.filled == 512 {
+                        self.filled = 0;
+                        self.charge(512)?;
+                        self.state = match self.state {
+                            Scan::SparseBlocks { data } => self.after_sparse_block(data),
+                            _ => self.after_header()?,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes over `left` bytes, then reads a header: of a new entry, or of
+    /// the entry an extension describes.
+    fn next(&mut self, left: u64, then: AfterSkip) -> Scan {
+        if left > 0 {
+            return Scan::Skip { left, then };
+        }
+        if let AfterSkip::NewEntry = then {
+            self.header_bytes = 0;
+        }
+        Scan::Header
+    }
+
+    fn after_header(&mut self) -> io::Result<Scan> {
+        let header = tar::Header::from_byte_slice(&self.block[..]);
+        if self.block.iter().all(|&b| b == 0) || !checksum_ok(&self.block) {
+            return Ok(Scan::Unchecked);
+        }
+        let Ok(mut size) = header.entry_size() else {
+            return Ok(Scan::Unchecked);
+        };
+        let kind = header.entry_type();
+        // What tar-rs treats as extensions of the next entry (kept in memory).
+        let recognized = header.as_gnu().is_some() || header.as_ustar().is_some();
+        let long_name = recognized && (kind.is_gnu_longname() || kind.is_gnu_longlink());
+        let local_pax = recognized && kind.is_pax_local_extensions();
+        let extension_type = kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+            || kind.is_pax_local_extensions()
+            || kind.is_pax_global_extensions();
+        if !(long_name || local_pax) {
+            // This header is an entry to tar-rs, which uses a pending PAX
+            // `size` record for it unless its type is an extension's.
+            if let (Some(pax), false) = (self.pax_size.take(), extension_type) {
+                size = pax;
+            }
+        }
+        let padding = (512 - size % 512) % 512;
+        if local_pax {
+            self.charge(size)?;
+            self.pax = Vec::with_capacity(size as usize);
+            if size == 0 {
+                return Ok(self.next(padding, AfterSkip::SameEntry));
+            }
+            return Ok(Scan::PaxData {
+                left: size,
+                padding,
+            });
+        }
+        if long_name {
+            self.charge(size)?;
+            return Ok(self.next(size + padding, AfterSkip::SameEntry));
+        }
+        let data = size + padding;
+        if kind.is_gnu_sparse() && header.as_gnu().is_some_and(|gnu| gnu.is_extended()) {
+            return Ok(Scan::SparseBlocks { data });
+        }
+        Ok(self.next(data, AfterSkip::NewEntry))
+    }
+
+    fn after_sparse_block(&mut self, data: u64) -> Scan {
+        // `isextended` of a GNU sparse extension block, after its 21 records.
+        if self.block[504] == 1 {
+            return Scan::SparseBlocks { data };
+        }
+        self.next(data, AfterSkip::NewEntry)
+    }
+}
+
+fn checksum_ok(block: &[u8; 512]) -> bool {
+    let sum: u32 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|&b| u32::from(b))
+        .sum::<u32>()
+        + 8 * 32;
+    tar::Header::from_byte_slice(&block[..])
+        .cksum()
+        .is_ok_and(|c| c == sum)
+}
+
+impl<R: Read> Read for CheckedTar<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.scan(&buf[..n])?;
+        Ok(n)
+    }
+}
+
 /// Reads the rest of an entry's data, so that the next header read does
 /// not have to skip it.
 pub fn drain(entry: &mut impl Read) -> io::Result<()> {
@@ -134,6 +337,96 @@ mod tests {
         let error = names(&archive_with_pax_header(2 << 20)).unwrap_err();
         assert!(error.to_string().contains("1 MiB"), "{error}");
         assert!(is_too_large(&error));
+    }
+
+    /// Every entry's path and content, read by tar-rs through `CheckedTar`.
+    fn read_checked(bytes: &[u8]) -> io::Result<Vec<(String, Vec<u8>)>> {
+        let mut archive = tar::Archive::new(CheckedTar::new(bytes));
+        let mut out = Vec::new();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            let path = entry.path()?.display().to_string();
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            out.push((path, data));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn checked_tar_refuses_huge_headers() {
+        assert_eq!(
+            read_checked(&archive_with_pax_header(1000)).unwrap().len(),
+            1
+        );
+        let error = read_checked(&archive_with_pax_header(2 << 20)).unwrap_err();
+        assert!(is_too_large(&error), "{error}");
+    }
+
+    #[test]
+    fn checked_tar_follows_long_names_pax_sizes_and_big_entries() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let long = format!("{}/file", "d".repeat(300));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, &long, &b"abc"[..])
+            .unwrap();
+        // A PAX size record, the ustar size field left at 0.
+        builder
+            .append_pax_extensions([("size", &b"700"[..]), ("path", b"sized")])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("ignored").unwrap();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_cksum();
+        // (get_ref: into_inner would end the archive here.)
+        let mut raw = builder.get_ref().clone();
+        raw.extend_from_slice(header.as_bytes());
+        raw.extend(std::iter::repeat_n(b'z', 700));
+        raw.extend(std::iter::repeat_n(0u8, 1024 - 700));
+        // Still in step after all that: a huge header further on is seen.
+        let mut bomb_after = raw.clone();
+        bomb_after.extend(archive_with_pax_header(2 << 20));
+        assert!(is_too_large(&read_checked(&bomb_after).unwrap_err()));
+        let mut builder = tar::Builder::new(raw);
+        let mut header = tar::Header::new_ustar();
+        header.set_size(3 << 20);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, "big", &vec![0u8; 3 << 20][..])
+            .unwrap();
+        let bytes = builder.into_inner().unwrap();
+        let plain: Vec<(String, usize)> = {
+            let mut archive = tar::Archive::new(&bytes[..]);
+            archive
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let mut data = Vec::new();
+                    e.read_to_end(&mut data).unwrap();
+                    (e.path().unwrap().display().to_string(), data.len())
+                })
+                .collect()
+        };
+        let checked: Vec<(String, usize)> = read_checked(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|(p, d)| (p, d.len()))
+            .collect();
+        assert_eq!(checked, plain);
+        assert_eq!(
+            checked,
+            [
+                (long, 3),
+                ("sized".to_owned(), 700),
+                ("big".to_owned(), 3 << 20)
+            ]
+        );
     }
 
     #[test]
