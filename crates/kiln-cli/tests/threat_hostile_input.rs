@@ -174,7 +174,6 @@ fn a_loaded_image_whose_layer_has_a_huge_pax_header_fails_cleanly() {
         add(format!("blobs/sha256/{}", sha(blob)), blob);
     }
     add("index.json".into(), &index);
-    drop(add);
     tar.finish().unwrap();
     let root = dir.path().join("store");
     ok(kiln(&root, &["load", "-i", archive.to_str().unwrap()]));
