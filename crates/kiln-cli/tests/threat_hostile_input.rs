@@ -597,3 +597,26 @@ fn run_name_must_follow_dockers_grammar() {
     ok(kiln(&ws.root, &["rm", "web_1.a-b"]));
     assert_eq!(container_dirs(&ws.root), 0);
 }
+
+/// `--root store` (relative) made `kiln run` fail with "overlay dir ... is
+/// not absolute".
+#[test]
+fn run_works_with_a_relative_store_root() {
+    let ws = busybox_workspace();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .current_dir(&ws.work)
+        .args([
+            "--root",
+            "store",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(container_dirs(&ws.root), 0);
+}

@@ -14,6 +14,10 @@ use super::output_file::OutputFile;
 /// Opens the store at `--root`, else `KILN_ROOT`, else the default.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
     let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+    // Absolute, so that what is derived from it (overlay dirs, a detached
+    // monitor's --root) means the same from anywhere.
+    let root = std::path::absolute(&root)
+        .with_context(|| format!("opening the store at {}", root.display()))?;
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
