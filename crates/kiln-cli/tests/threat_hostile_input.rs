@@ -620,3 +620,28 @@ fn run_works_with_a_relative_store_root() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(container_dirs(&ws.root), 0);
 }
+
+/// `kiln logs` read the whole log into memory; a container decides how
+/// much it prints.
+#[test]
+fn logs_of_a_chatty_container_stream_with_bounded_memory() {
+    let ws = busybox_workspace();
+    ok(kiln(
+        &ws.root,
+        &[
+            "run",
+            "--name",
+            "chatty",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "head -c 200000000 /dev/zero",
+        ],
+    ));
+    let (out, peak_kib) = run_measuring_memory(kiln_command(&ws.root, &["logs", "chatty"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout.len(), 200_000_000);
+    assert!(peak_kib < 100 << 10, "peak RSS {peak_kib} KiB");
+}

@@ -598,9 +598,12 @@ pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let all = containers(&store);
     let record = find(&all, &args.container)?;
-    let bytes = std::fs::read(all.log_path(&record.id)).unwrap_or_default();
+    // Streamed: a container may have printed more than fits in memory.
+    let Ok(mut log) = std::fs::File::open(all.log_path(&record.id)) else {
+        return Ok(());
+    };
     let mut out = std::io::stdout().lock();
-    match out.write_all(&bytes) {
+    match std::io::copy(&mut log, &mut out) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }

@@ -110,40 +110,47 @@ pub fn raw_tar(entries: &[(&str, &[u8])], mode: u32) -> Vec<u8> {
 }
 
 /// Runs `cmd` to the end and returns its output with the peak resident set
-/// size of that one process, in KiB (from `wait4`'s rusage, so other
-/// children of the test process do not count).
+/// size of that one process, in KiB: its `VmHWM` (the high-water mark of
+/// its own memory since it exec'd), sampled every few milliseconds until it
+/// exits. (`wait4`'s `ru_maxrss` would not do: it counts the memory of the
+/// process that forked it, the test binary, at the time of the exec.) A
+/// peak in the last few milliseconds of the process could be missed; the
+/// hostile inputs tested hold their memory for far longer.
 pub fn run_measuring_memory(mut cmd: Command) -> (Output, u64) {
-    use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
     use std::process::Stdio;
-    // Reaped by the wait4 below, which std's Child cannot do.
-    #[allow(clippy::zombie_processes)]
-    let mut child = cmd
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let drain = |mut pipe: Box<dyn Read + Send>| {
+    let status_file = format!("/proc/{}/status", child.id());
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, peak) = (Arc::clone(&done), Arc::clone(&peak));
         std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            bytes
+            while !done.load(Ordering::SeqCst) {
+                if let Some(kib) = std::fs::read_to_string(&status_file)
+                    .ok()
+                    .and_then(|status| vm_hwm_kib(&status))
+                {
+                    peak.fetch_max(kib, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
         })
     };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child, with valid pointers to locals.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4: {}", std::io::Error::last_os_error());
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    (output, usage.ru_maxrss as u64)
+    let output = child.wait_with_output().unwrap();
+    done.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    (output, peak.load(Ordering::SeqCst))
+}
+
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The `kiln` command for `root`, to run with [`run_measuring_memory`].
