@@ -149,7 +149,7 @@ impl<R: Read> CheckedTar<R> {
     }
 
     fn charge(&mut self, bytes: u64) -> io::Result<()> {
-        self.header_bytes += bytes;
+        self.header_bytes = self.header_bytes.saturating_add(bytes);
         if self.header_bytes > MAX_TAR_HEADER_BYTES {
             return Err(io::Error::new(io::ErrorKind::InvalidData, HeadersTooLarge));
         }
@@ -177,10 +177,7 @@ impl<R: Read> CheckedTar<R> {
                     self.pax.extend_from_slice(&bytes[..n]);
                     bytes = &bytes[n..];
                     if done {
-                        self.pax_size = tar::PaxExtensions::new(&self.pax)
-                            .flatten()
-                            .find(|ext| ext.key() == Ok("size"))
-                            .and_then(|ext| ext.value().ok()?.parse().ok());
+                        self.pax_size = pax_size(&self.pax);
                         self.pax = Vec::new();
                         self.state = self.next(padding, AfterSkip::SameEntry);
                     }
@@ -241,6 +238,10 @@ impl<R: Read> CheckedTar<R> {
             }
         }
         let padding = (512 - size % 512) % 512;
+        let Some(data) = size.checked_add(padding) else {
+            // tar-rs refuses the size too.
+            return Ok(Scan::Unchecked);
+        };
         if local_pax {
             self.charge(size)?;
             self.pax = Vec::with_capacity(size as usize);
@@ -254,9 +255,8 @@ impl<R: Read> CheckedTar<R> {
         }
         if long_name {
             self.charge(size)?;
-            return Ok(self.next(size + padding, AfterSkip::SameEntry));
+            return Ok(self.next(data, AfterSkip::SameEntry));
         }
-        let data = size + padding;
         if kind.is_gnu_sparse() && header.as_gnu().is_some_and(|gnu| gnu.is_extended()) {
             return Ok(Scan::SparseBlocks { data });
         }
@@ -270,6 +270,20 @@ impl<R: Read> CheckedTar<R> {
         }
         self.next(data, AfterSkip::NewEntry)
     }
+}
+
+/// The `size` record of PAX data, read exactly as tar-rs reads it (the
+/// first `size` record; none at all once a record does not parse), so the
+/// scan stays in step with what tar-rs does.
+fn pax_size(data: &[u8]) -> Option<u64> {
+    for record in tar::PaxExtensions::new(data) {
+        let record = record.ok()?;
+        if record.key() != Ok("size") {
+            continue;
+        }
+        return record.value().ok()?.parse().ok();
+    }
+    None
 }
 
 fn checksum_ok(block: &[u8; 512]) -> bool {
@@ -427,6 +441,48 @@ mod tests {
                 ("big".to_owned(), 3 << 20)
             ]
         );
+    }
+
+    #[test]
+    fn absurd_sizes_do_not_panic() {
+        let mut builder = tar::Builder::new(Vec::new());
+        builder
+            .append_pax_extensions([("size", format!("{}", u64::MAX).as_bytes())])
+            .unwrap();
+        let mut raw = builder.get_ref().clone();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("huge").unwrap();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_cksum();
+        raw.extend_from_slice(header.as_bytes());
+        raw.extend([0u8; 1024]);
+        // tar-rs refuses these sizes itself; the scan must only not panic.
+        assert!(read_checked(&raw).is_err());
+        let mut long = tar::Header::new_gnu();
+        long.set_entry_type(tar::EntryType::GNULongName);
+        long.set_path("././@LongLink").unwrap();
+        long.set_size(u64::MAX - 3);
+        long.set_cksum();
+        let mut raw = long.as_bytes().to_vec();
+        raw.extend([0u8; 1024]);
+        assert!(read_checked(&raw).is_err());
+        // Huge but without overflow: refused by the bound, before tar-rs
+        // starts to read it.
+        long.set_size(u64::MAX - 511);
+        long.set_cksum();
+        let mut raw = long.as_bytes().to_vec();
+        raw.extend([0u8; 1024]);
+        assert!(is_too_large(&read_checked(&raw).unwrap_err()));
+    }
+
+    #[test]
+    fn pax_sizes_are_read_as_tar_rs_reads_them() {
+        assert_eq!(pax_size(b"12 size=700\n"), Some(700));
+        assert_eq!(pax_size(b"12 size=700\n12 size=800\n"), Some(700));
+        // tar-rs gives up at a record that does not parse.
+        assert_eq!(pax_size(b"garbage\n12 size=700\n"), None);
+        assert_eq!(pax_size(b"13 path=abcd\n"), None);
     }
 
     #[test]
