@@ -42,8 +42,10 @@ pub struct CopyRequest<'a> {
     pub owner: Option<(u64, u64)>,
     pub keep_source_owner: bool,
     /// ADD: local tar archives (any compression) are extracted into the
-    /// destination instead of copied.
-    pub extract_archives: bool,
+    /// destination instead of copied, their files' content spilled to an
+    /// unnamed temp file in this directory (the store's `kiln/tmp`) until
+    /// the layer is written: an archive's content never sits in memory.
+    pub extract_archives: Option<&'a Path>,
     pub chmod: Option<&'a str>,
     pub excludes: &'a [String],
     pub parents: bool,
@@ -80,6 +82,14 @@ enum Content {
     /// A hard link to another path of the layer.
     HardLink(String),
     Data(Vec<u8>),
+    /// A file extracted from an archive: `len` bytes at `offset` of the
+    /// archive's spill file, with their sha256.
+    Spilled {
+        spill: std::sync::Arc<File>,
+        offset: u64,
+        len: u64,
+        sha256: [u8; 32],
+    },
 }
 
 struct Item {
@@ -264,6 +274,7 @@ fn digest_items(
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
             Content::HardLink(target) => (b'h', target.as_bytes().to_vec()),
             Content::Data(bytes) => (b'f', Sha256::digest(bytes).to_vec()),
+            Content::Spilled { sha256, .. } => (b'f', sha256.to_vec()),
         };
         hasher.update([kind]);
         hasher.update(format!("{:o} {} {}", item.mode, item.uid, item.gid).as_bytes());
@@ -400,8 +411,8 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
 
     let mut items = Vec::new();
     for (rel, real, path, meta) in metas {
-        if req.extract_archives && meta.is_file() {
-            if let Some(extracted) = extract_archive(req, &path, &dest)? {
+        if let (Some(spill_dir), true) = (req.extract_archives, meta.is_file()) {
+            if let Some(extracted) = extract_archive(req, &path, &dest, spill_dir)? {
                 items.extend(extracted);
                 continue;
             }
@@ -581,25 +592,30 @@ fn refuse_layer_metadata_names(req: &CopyRequest<'_>, items: &[Item]) -> Result<
 /// The entries of `path` placed under `dest` if it is a tar archive
 /// (plain, gzip, zstd, bzip2 or xz, by content), `None` if it is any
 /// other file. Entries that would leave the destination are refused.
+/// The archive is read as a stream; file content goes to one unnamed spill
+/// file in `spill_dir`, so memory stays bounded whatever the archive holds.
 fn extract_archive(
     req: &CopyRequest<'_>,
     path: &Path,
     dest: &str,
+    spill_dir: &Path,
 ) -> Result<Option<Vec<Item>>, BuildError> {
     let io = |e| BuildError::io(path, e);
+    let mut spill: Option<Spill> = None;
     let reader = std::io::BufReader::new(File::open(path).map_err(io)?);
     let stream = kiln_store::decompress(reader).map_err(io)?;
+    let (stream, header_budget) = kiln_store::tar_headers::limit_headers(stream);
     let mut archive = tar::Archive::new(stream);
-    let Ok(entries) = archive.entries() else {
+    let Ok(mut entries) = archive.entries() else {
         return Ok(None);
     };
     let mut items = Vec::new();
     let mut first = true;
-    for entry in entries {
+    while let Some(entry) = header_budget.next(&mut entries) {
         let mut entry = match entry {
             Ok(entry) => entry,
             // Not a tar after all: ADD copies the file as it is.
-            Err(_) if first => return Ok(None),
+            Err(e) if first && !kiln_store::tar_headers::is_too_large(&e) => return Ok(None),
             Err(e) => return Err(BuildError::io(path, e)),
         };
         first = false;
@@ -661,10 +677,13 @@ fn extract_archive(
                 format!("{dest}/{link}")
             })
         } else if kind.is_file() {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(io)?;
-            Content::Data(bytes)
+            let spill = match &mut spill {
+                Some(spill) => spill,
+                None => spill.insert(Spill::new(spill_dir)?),
+            };
+            spill.append(&mut entry, path)?
         } else {
+            kiln_store::tar_headers::drain(&mut entry).map_err(io)?;
             continue;
         };
         let (uid, gid) = req
@@ -684,6 +703,85 @@ fn extract_archive(
         return Ok(None);
     }
     Ok(Some(items))
+}
+
+/// The unnamed file an archive's file entries are copied into, one after
+/// the other, hashed on the way.
+struct Spill {
+    file: std::sync::Arc<File>,
+    dir: PathBuf,
+    len: u64,
+}
+
+impl Spill {
+    fn new(dir: &Path) -> Result<Spill, BuildError> {
+        fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
+        let file = tempfile::tempfile_in(dir).map_err(|e| BuildError::io(dir, e))?;
+        Ok(Spill {
+            file: std::sync::Arc::new(file),
+            dir: dir.to_owned(),
+            len: 0,
+        })
+    }
+
+    /// Copies `entry` (of `archive`) to the end of the spill file. Errors
+    /// name what failed: reading the archive, or writing the spill file.
+    fn append(
+        &mut self,
+        entry: &mut impl std::io::Read,
+        archive: &Path,
+    ) -> Result<Content, BuildError> {
+        use std::io::Write;
+        let offset = self.len;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut out = &*self.file;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BuildError::io(archive, e)),
+            };
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])
+                .map_err(|e| BuildError::io(&self.dir, e))?;
+            self.len += n as u64;
+        }
+        Ok(Content::Spilled {
+            spill: self.file.clone(),
+            offset,
+            len: self.len - offset,
+            sha256: hasher.finalize().into(),
+        })
+    }
+}
+
+/// `len` bytes of `file` from `offset`, read without moving a shared
+/// file position.
+struct SpillReader<'a> {
+    file: &'a File,
+    offset: u64,
+    left: u64,
+}
+
+impl std::io::Read for SpillReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.offset)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.offset += n as u64;
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
@@ -1000,6 +1098,20 @@ impl Selection {
                     header.set_size(bytes.len() as u64);
                     builder
                         .append_data(&mut header, as_path(&item.dest), &bytes[..])
+                        .map_err(io)?;
+                }
+                Content::Spilled {
+                    spill, offset, len, ..
+                } => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_size(*len);
+                    let reader = SpillReader {
+                        file: spill,
+                        offset: *offset,
+                        left: *len,
+                    };
+                    builder
+                        .append_data(&mut header, as_path(&item.dest), reader)
                         .map_err(io)?;
                 }
             }

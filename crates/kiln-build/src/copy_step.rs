@@ -94,6 +94,7 @@ pub fn prepare_copy(
     } else {
         copy.dest.clone()
     };
+    let spill_dir = store.root().join("kiln/tmp");
     let base = CopyRequest {
         root,
         root_name,
@@ -102,7 +103,7 @@ pub fn prepare_copy(
         dest: &dest,
         owner,
         keep_source_owner: copy.from.is_some(),
-        extract_archives: copy.add && copy.unpack != Some(false),
+        extract_archives: (copy.add && copy.unpack != Some(false)).then_some(&spill_dir),
         chmod: copy.chmod.as_deref(),
         excludes: &copy.excludes,
         parents: copy.parents,
@@ -127,7 +128,7 @@ pub fn prepare_copy(
         root_name: "the downloaded sources",
         sources: &fetched,
         heredocs: &[],
-        extract_archives: false,
+        extract_archives: None,
         keep_source_owner: false,
         excludes: &[],
         parents: false,

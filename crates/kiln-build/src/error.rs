@@ -40,10 +40,14 @@ impl BuildError {
         }
     }
 
+    /// An I/O error about `path`, or about the store file a failed write
+    /// was writing (see [`kiln_store::written_file`]): ENOSPC while copying
+    /// a context file into a layer names the layer, not the context file.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> BuildError {
-        BuildError::Io {
-            path: path.into(),
-            source,
-        }
+        let (path, source) = match kiln_store::written_file(source) {
+            Ok((written, source)) => (written, source),
+            Err(source) => (path.into(), source),
+        };
+        BuildError::Io { path, source }
     }
 }

@@ -665,7 +665,7 @@ impl Step<'_> {
             dest: &format!("/{rel}/"),
             owner: None,
             keep_source_owner: false,
-            extract_archives: false,
+            extract_archives: None,
             chmod: None,
             excludes: &[],
             parents: false,

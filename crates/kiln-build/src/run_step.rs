@@ -529,7 +529,7 @@ fn bind_sources(
             dest: "/",
             owner: None,
             keep_source_owner: true,
-            extract_archives: false,
+            extract_archives: None,
             chmod: None,
             excludes: &[],
             parents: false,

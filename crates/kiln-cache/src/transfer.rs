@@ -81,15 +81,17 @@ pub fn export(
     layer_path: impl Fn(&str) -> Option<PathBuf>,
 ) -> Result<usize, CacheError> {
     let blobs = dir.join("blobs/sha256");
-    fs::create_dir_all(&blobs).map_err(io_error(&blobs))?;
+    real_dirs(dir, &["blobs", "sha256"])?;
     let layout = dir.join("oci-layout");
-    if !layout.exists() {
-        fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_error(&layout))?;
+    if fs::symlink_metadata(&layout).is_err() {
+        write_replacing(&layout, |f| {
+            io::Write::write_all(f, br#"{"imageLayoutVersion":"1.0.0"}"#)
+        })?;
     }
     let index = dir.join("index.json");
-    if !index.exists() {
+    if fs::symlink_metadata(&index).is_err() {
         let empty = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-        fs::write(&index, empty).map_err(io_error(&index))?;
+        write_replacing(&index, |f| io::Write::write_all(f, empty))?;
     }
     let path = dir.join(INDEX_FILE);
     let mut manifest: Manifest = fs::read(&path)
@@ -103,23 +105,63 @@ pub fn export(
                 continue;
             };
             let target = blobs.join(hex);
-            if !target.exists() {
+            if fs::symlink_metadata(&target).is_err() {
                 let Some(source) = layer_path(digest) else {
                     continue;
                 };
-                let temp = blobs.join(format!(".tmp-{hex}"));
-                fs::copy(&source, &temp).map_err(io_error(&source))?;
-                fs::rename(&temp, &target).map_err(io_error(&target))?;
+                let mut layer = fs::File::open(&source).map_err(io_error(&source))?;
+                write_replacing(&target, |f| io::copy(&mut layer, f).map(drop))?;
             }
         }
         manifest.steps.insert(key.hex(), entry.clone());
     }
     let bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|e| io_error(&path)(io::Error::other(e)))?;
-    let temp = dir.join(format!(".tmp-{INDEX_FILE}"));
-    fs::write(&temp, bytes).map_err(io_error(&temp))?;
-    fs::rename(&temp, &path).map_err(io_error(&path))?;
+    write_replacing(&path, |f| io::Write::write_all(f, &bytes))?;
     Ok(steps.len())
+}
+
+/// Creates `dir/a/b...` where missing, refusing any component that is a
+/// link: a link planted at `blobs` would put the layers wherever it points.
+fn real_dirs(dir: &Path, parts: &[&str]) -> Result<(), CacheError> {
+    let mut path = dir.to_path_buf();
+    for part in parts {
+        path.push(part);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => continue,
+            Ok(_) => {
+                return Err(io_error(&path)(io::Error::other(
+                    "not a directory (a link here is not followed)",
+                )))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&path).map_err(io_error(&path))?
+            }
+            Err(e) => return Err(io_error(&path)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `target` (in a directory the user named, where anyone may have
+/// planted links) through a temp file with an unpredictable name created
+/// with `O_EXCL`, renamed over `target`: nothing is ever written through a
+/// link, and a failed write leaves `target` as it was.
+fn write_replacing(
+    target: &Path,
+    write: impl FnOnce(&mut fs::File) -> io::Result<()>,
+) -> Result<(), CacheError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .map_err(io_error(dir))?;
+    write(temp.as_file_mut()).map_err(io_error(target))?;
+    temp.persist(target)
+        .map_err(|e| e.error)
+        .map_err(io_error(target))?;
+    Ok(())
 }
 
 const CACHE_MOUNTS_FILE: &str = "cache-mounts.tar";
@@ -128,17 +170,14 @@ const CACHE_MOUNTS_FILE: &str = "cache-mounts.tar";
 /// directory per mount) to the export, as one tar, replacing an earlier one.
 pub fn export_cache_mounts(dir: &Path, mounts: &Path) -> Result<(), CacheError> {
     let path = dir.join(CACHE_MOUNTS_FILE);
-    let temp = dir.join(format!(".tmp-{CACHE_MOUNTS_FILE}"));
-    let file = fs::File::create(&temp).map_err(io_error(&temp))?;
-    let mut tar = tar::Builder::new(io::BufWriter::new(file));
-    tar.follow_symlinks(false);
-    if mounts.is_dir() {
-        tar.append_dir_all(".", mounts).map_err(io_error(mounts))?;
-    }
-    tar.into_inner()
-        .and_then(|mut w| io::Write::flush(&mut w))
-        .map_err(io_error(&temp))?;
-    fs::rename(&temp, &path).map_err(io_error(&path))
+    write_replacing(&path, |file| {
+        let mut tar = tar::Builder::new(io::BufWriter::new(file));
+        tar.follow_symlinks(false);
+        if mounts.is_dir() {
+            tar.append_dir_all(".", mounts)?;
+        }
+        tar.into_inner().and_then(|mut w| io::Write::flush(&mut w))
+    })
 }
 
 /// Restores exported cache-mount directories into `mounts`, leaving alone

@@ -3,6 +3,7 @@
 //! inputs, calls them, and prints.
 
 mod commands;
+mod output;
 
 use std::process::ExitCode;
 
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            output::report!("error: {}", output::render_error(&error));
             ExitCode::FAILURE
         }
     }

@@ -113,7 +113,14 @@ fn builds_an_image_that_umoci_unpacks_as_the_dockerfile_says() {
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(&f.root, &["inspect", "app:2"]))).unwrap();
     let config = &inspect["Config"];
-    assert_eq!(config["config"]["Env"], serde_json::json!(["A=1"]));
+    // FROM scratch starts with BuildKit's default PATH.
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=1"
+        ])
+    );
     assert_eq!(
         config["config"]["Cmd"],
         serde_json::json!(["/app/src/a.txt"])

@@ -75,7 +75,7 @@ pub fn load(context_dir: &Path, dockerfile: &Path) -> Result<Ignore, IgnoreError
     }
     candidates.push(context_dir.join(".dockerignore"));
     for path in candidates {
-        match std::fs::read(&path) {
+        match read_bounded(&path) {
             Ok(bytes) => {
                 return Ignore::new(&read_patterns(&String::from_utf8_lossy(&bytes)));
             }
@@ -84,6 +84,22 @@ pub fn load(context_dir: &Path, dockerfile: &Path) -> Result<Ignore, IgnoreError
         }
     }
     Ok(Ignore::default())
+}
+
+/// The most of a `.dockerignore` kiln reads: as much as of a Dockerfile
+/// (the context is untrusted: its `.dockerignore` may be `/dev/zero`).
+const MAX_DOCKERIGNORE_BYTES: u64 = 16 << 20;
+
+fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_DOCKERIGNORE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_DOCKERIGNORE_BYTES {
+        return Err(io::Error::other("larger than 16 MiB, the most kiln reads"));
+    }
+    Ok(bytes)
 }
 
 /// A compiled pattern list; the default one excludes nothing.

@@ -22,5 +22,5 @@ pub use ast::*;
 pub use directive::{detect_check, detect_syntax, parse_directives, DetectedDirective};
 pub use dump::dump;
 pub use error::{render_diagnostic, ParseError};
-pub use parser::{parse, parse_bytes, MAX_LINE_BYTES};
+pub use parser::{parse, parse_bytes, MAX_DOCKERFILE_BYTES, MAX_LINE_BYTES};
 pub use validate::validate;

@@ -16,6 +16,14 @@ use crate::heredoc::heredocs_in_line;
 /// line; longer lines are an error there, and so they are here.
 pub const MAX_LINE_BYTES: usize = 64 * 1024 - 1;
 
+/// The largest Dockerfile kiln parses: 16 MiB. BuildKit sets no limit of
+/// its own, but its frontend receives the Dockerfile in one gRPC message,
+/// and BuildKit's gRPC calls carry at most 16 MiB (containerd's
+/// `DefaultMaxRecvMsgSize`): kiln reads what BuildKit can read. Readers
+/// should stop after one byte more (`Read::take`), so that `/dev/zero` or a
+/// huge file ends in this error instead of filling memory.
+pub const MAX_DOCKERFILE_BYTES: usize = 16 << 20;
+
 /// Where each piece of a joined logical line came from, so any offset in it
 /// maps back to a line and column.
 #[derive(Debug, Default)]
@@ -153,6 +161,7 @@ fn reject_binary(source: &str) -> Result<(), ParseError> {
 /// Parses Dockerfile text. Never panics; every rejection is one
 /// [`ParseError`] naming the line (and column where known).
 pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
+    check_size(source.len())?;
     let source = source.strip_prefix('\u{feff}').unwrap_or(source);
     reject_binary(source)?;
     let mut lines = Lines {
@@ -239,6 +248,7 @@ pub fn parse(source: &str) -> Result<Dockerfile, ParseError> {
 /// Parses bytes that may not be UTF-8: invalid sequences become U+FFFD and
 /// a warning names the first line that had one.
 pub fn parse_bytes(bytes: &[u8]) -> Result<Dockerfile, ParseError> {
+    check_size(bytes.len())?;
     match std::str::from_utf8(bytes) {
         Ok(text) => parse(text),
         Err(e) => {
@@ -332,6 +342,19 @@ fn set_lines(instruction: &mut Instruction, start: u32, end: u32) {
     }
 }
 
+fn check_size(len: usize) -> Result<(), ParseError> {
+    if len <= MAX_DOCKERFILE_BYTES {
+        return Ok(());
+    }
+    Err(ParseError::at_line(
+        format!(
+            "the Dockerfile is more than {MAX_DOCKERFILE_BYTES} bytes (16 MiB), the most kiln reads"
+        ),
+        1,
+    )
+    .with_hint("BuildKit's frontend cannot read a larger one either"))
+}
+
 /// Warnings BuildKit's linter gives for constructs that parse but are
 /// deprecated.
 fn warn_about(instruction: &Instruction, warnings: &mut Vec<Warning>) {
@@ -382,6 +405,24 @@ fn looks_like_json(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dockerfile_over_16_mib_is_refused() {
+        let mut text = String::from("FROM x\n");
+        while text.len() <= MAX_DOCKERFILE_BYTES {
+            text.push_str(&format!("RUN {}\n", "a".repeat(60_000)));
+        }
+        for error in [
+            parse(&text).unwrap_err(),
+            parse_bytes(text.as_bytes()).unwrap_err(),
+        ] {
+            assert_eq!(error.position.line, 1);
+            assert!(error.message.contains("16 MiB"), "{}", error.message);
+        }
+        text.truncate(MAX_DOCKERFILE_BYTES - 100);
+        text.truncate(text.rfind('\n').unwrap() + 1);
+        assert!(parse(&text).is_ok());
+    }
 
     #[test]
     fn continuation_rules() {

@@ -9,6 +9,7 @@ pub mod config;
 mod dispatch;
 mod error;
 pub mod graph;
+pub mod limits;
 mod planner;
 pub mod platform;
 pub mod render;

@@ -15,6 +15,7 @@ use crate::config::{History, ImageConfig};
 use crate::dispatch::{dispatch, StageRefs};
 use crate::error::{PlanError, PlanWarning};
 use crate::graph::{Base, BuildGraph, ImageState, Node, Op, Source, SourceRef, Stage, StageId};
+use crate::limits::Budget;
 use crate::platform::Platform;
 use crate::scope::{platform_args, ArgScope, Consumed, GlobalVars};
 
@@ -133,6 +134,7 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
     // clear from the text; their errors would not be reported anyway.
     let statically_needed = statically_needed(&stage_heads, &names, target, options);
     let mut planned: Vec<Result<PlannedStage, PlanError>> = Vec::with_capacity(stage_heads.len());
+    let mut budget = Budget::default();
     for (id, head) in stage_heads.iter().enumerate() {
         for ins in head.body {
             if ins.kind == InstructionKind::Arg {
@@ -155,7 +157,7 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
                 head.line,
                 "stage not planned: the target does not need it",
             )),
-            _ => plan_stage(head, &planned, &context),
+            _ => plan_stage(head, &planned, &context, &mut budget),
         };
         planned.push(result);
     }
@@ -561,6 +563,7 @@ fn plan_stage(
     head: &StageHead<'_>,
     planned: &[Result<PlannedStage, PlanError>],
     context: &DispatchContext<'_>,
+    budget: &mut Budget,
 ) -> Result<PlannedStage, PlanError> {
     let id = context.refs.current;
     let names = context.refs.names;
@@ -637,12 +640,14 @@ fn plan_stage(
                 dispatch(ins, &mut state, context).map_err(|e| in_trigger(&e.message))?;
             node.line = head.line;
             node.trigger = true;
+            budget.charge(&node, &nodes[nodes.len() - 1].config)?;
             note_uses(&node, &mut uses);
             nodes.push(node);
         }
     }
     for ins in head.body {
         let node = dispatch(ins, &mut state, context)?;
+        budget.charge(&node, &nodes[nodes.len() - 1].config)?;
         note_uses(&node, &mut uses);
         nodes.push(node);
     }

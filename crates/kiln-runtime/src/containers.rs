@@ -162,8 +162,14 @@ impl Containers {
         }
     }
 
+    /// The container's directory. Only an id (64 lower-case hex digits)
+    /// names one, so nothing else can lead outside `kiln/containers`.
     pub fn dir(&self, id: &str) -> PathBuf {
-        self.root.join(id)
+        if is_id(id) {
+            self.root.join(id)
+        } else {
+            self.root.join("(not a container id)")
+        }
     }
 
     /// Makes a container: a fresh id (64 hex, like Docker's), the name
@@ -176,6 +182,7 @@ impl Containers {
         let id = random_id()?;
         let name = match name {
             Some(name) => {
+                let name = valid_name(name)?;
                 if self.find(name).is_some() {
                     return Err(RuntimeError::InvalidSpec(format!(
                         "the name {name:?} is already in use by a container"
@@ -263,6 +270,29 @@ impl Containers {
     }
 }
 
+fn is_id(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `name` if it follows Docker's grammar for container names,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]+` (a leading `/` allowed and dropped, as
+/// Docker does).
+pub fn valid_name(name: &str) -> Result<&str, RuntimeError> {
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    let mut bytes = bare.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let rest_ok = bare.len() >= 2
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if first_ok && rest_ok {
+        Ok(bare)
+    } else {
+        Err(RuntimeError::InvalidSpec(format!(
+            "invalid container name {name:?}: a name is a letter or digit then one or more \
+             of [a-zA-Z0-9_.-] (Docker's rule)"
+        )))
+    }
+}
+
 fn random_id() -> Result<String, RuntimeError> {
     let mut bytes = [0u8; 32];
     fs::File::open("/dev/urandom")
@@ -335,6 +365,28 @@ mod tests {
         assert_eq!(line(Some("/other"), &[]), ["/other"]);
         assert_eq!(line(Some(""), &["sh"]), ["sh"]);
         assert!(command_line(&[], &[], None, &[]).is_err());
+    }
+
+    #[test]
+    fn container_names_follow_dockers_grammar() {
+        for good in ["web", "a1", "my_app.v2-x", "/web", "0x"] {
+            assert!(valid_name(good).is_ok(), "{good}");
+        }
+        assert_eq!(valid_name("/web").unwrap(), "web");
+        for bad in [
+            "", "a", "-a", ".a", "_a", "../x", "a/b", "a b", "a:b", "é1", "/",
+        ] {
+            assert!(valid_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_id_names_a_directory() {
+        let all = Containers::open(Path::new("/store/containers"));
+        let id = "a".repeat(64);
+        assert_eq!(all.dir(&id), Path::new("/store/containers").join(&id));
+        assert!(!all.dir("../../etc").starts_with("/etc"));
+        assert!(all.dir("../../etc").starts_with("/store/containers"));
     }
 
     #[test]

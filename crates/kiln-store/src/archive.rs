@@ -169,6 +169,7 @@ pub fn save(
 /// Reads an OCI archive or docker-archive; stores every blob (verified),
 /// and tags the images it names. Returns the names tagged.
 pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>, StoreError> {
+    let (archive, header_budget) = crate::tar_headers::limit_headers(archive);
     let mut tar = tar::Archive::new(archive);
     let bad = |e: io::Error| StoreError::io(what, e);
     // Small JSON files are kept by path; blobs go straight to the store.
@@ -177,7 +178,8 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
     // `docker save A B` writes a layer the images share once and links the
     // other `layer.tar` to it: links are followed inside the archive only.
     let mut links: BTreeMap<String, String> = BTreeMap::new();
-    for entry in tar.entries().map_err(bad)? {
+    let mut entries = tar.entries().map_err(bad)?;
+    while let Some(entry) = header_budget.next(&mut entries) {
         let mut entry = entry.map_err(bad)?;
         let kind = entry.header().entry_type();
         let path = entry
@@ -196,6 +198,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
             continue;
         }
         if !kind.is_file() {
+            crate::tar_headers::drain(&mut entry).map_err(bad)?;
             continue;
         }
         if let Some(hex) = path.strip_prefix("blobs/sha256/") {
@@ -209,6 +212,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
                 .take(64 << 20)
                 .read_to_end(&mut bytes)
                 .map_err(bad)?;
+            crate::tar_headers::drain(&mut entry).map_err(bad)?;
             small.insert(path, bytes);
         } else {
             // docker-archive layers: stored under their content digest,

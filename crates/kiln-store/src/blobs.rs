@@ -212,19 +212,29 @@ impl BlobWriter {
     }
 }
 
+/// Errors name the blob's temp file (as a [`crate::NamedWriter`]'s do), so
+/// a copy into the blob that fails (ENOSPC) names what was written.
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self.inner.as_mut() {
+        let result = match self.inner.as_mut() {
             Some(w) => w.write(buf),
             None => Err(io::Error::other("blob already committed")),
-        }
+        };
+        result.map_err(|e| self.tagged(e))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self.inner.as_mut() {
+        let result = match self.inner.as_mut() {
             Some(w) => w.flush(),
             None => Ok(()),
-        }
+        };
+        result.map_err(|e| self.tagged(e))
+    }
+}
+
+impl BlobWriter {
+    fn tagged(&self, error: io::Error) -> io::Error {
+        crate::error::tag_write_error(&self.temp, error)
     }
 }
 

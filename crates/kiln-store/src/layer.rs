@@ -13,10 +13,14 @@ use crate::digest::Digest;
 use crate::error::StoreError;
 
 /// Opens a stored layer as a plain tar stream, decompressing a compressed
-/// layer (as loaded or pulled images have) by its content.
+/// layer (as loaded or pulled images have) by its content. Layers of loaded
+/// archives are stored as they came, so the stream is checked as it is
+/// read: an entry whose headers pass 1 MiB is an error
+/// ([`crate::tar_headers::CheckedTar`]), never a buffer of that size.
 pub fn open_layer(blobs: &Blobs, digest: &Digest) -> Result<Box<dyn Read>, StoreError> {
     let reader = BufReader::new(blobs.open(digest)?);
-    decompress(reader).map_err(|e| StoreError::io(blobs.path(digest), e))
+    let plain = decompress(reader).map_err(|e| StoreError::io(blobs.path(digest), e))?;
+    Ok(Box::new(crate::tar_headers::CheckedTar::new(plain)))
 }
 
 /// A stored layer.
@@ -62,13 +66,17 @@ pub fn contained_path(path: &Path) -> Option<PathBuf> {
 pub fn import_layer(blobs: &Blobs, reader: impl Read, what: &str) -> Result<Layer, StoreError> {
     let reader = BufReader::with_capacity(1 << 16, reader);
     let stream = decompress(reader).map_err(|e| StoreError::io(what, e))?;
+    let (stream, header_budget) = crate::tar_headers::limit_headers(stream);
     let mut archive = tar::Archive::new(stream);
     let mut writer = blobs.writer()?;
     let mut builder = tar::Builder::new(&mut writer);
     builder.mode(tar::HeaderMode::Complete);
     let mut entries = 0u64;
     let bad = |e: io::Error| StoreError::io(what, e);
-    for entry in archive.entries().map_err(bad)? {
+    let mut archive_entries = archive.entries().map_err(bad)?;
+    // Every entry's data is read below (links and directories have none),
+    // so the bounded `next` reads only headers.
+    while let Some(entry) = header_budget.next(&mut archive_entries) {
         let mut entry = entry.map_err(bad)?;
         let raw_path = entry.path().map_err(bad)?.into_owned();
         let Some(path) = contained_path(&raw_path) else {

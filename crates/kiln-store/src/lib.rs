@@ -16,13 +16,14 @@ pub mod lock;
 pub mod reference;
 pub mod snapshot;
 pub mod store;
+pub mod tar_headers;
 
 pub use archive::{load, save, ArchiveFormat};
 pub use atomic::write_atomic;
 pub use blobs::{BlobWriter, Blobs};
 pub use compression::{compress_layer, decompress, Compression, LayerCompression};
 pub use digest::Digest;
-pub use error::StoreError;
+pub use error::{written_file, NamedWriter, StoreError};
 pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
 pub use layer::{import_layer, open_layer, Layer};
 pub use lock::{LockMode, StoreLock};

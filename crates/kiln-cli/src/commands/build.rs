@@ -1,6 +1,7 @@
 //! `kiln build`: plans the Dockerfile, loads the base images from the
 //! store, runs the steps and tags the resulting image.
 
+use crate::output::report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use kiln_graph::{plan, PlanOptions};
 
 use super::dockerfile::{load, print};
 use super::images::{creation_time, open_store};
+use super::output_file::{write_file, OutputFile};
 use super::plan::build_args;
 use super::progress::{Progress, ProgressMode};
 use kiln_cache::{CacheIndex, ImportedCache};
@@ -123,7 +125,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // build writes (or expands from a base) disappears before it is tagged.
     let lock = store.lock(kiln_store::LockMode::Shared)?;
     let report_plan_error = |error: kiln_graph::PlanError| {
-        eprintln!("error: {}", error.render(&loaded.display, &loaded.source));
+        report!("error: {}", error.render(&loaded.display, &loaded.source));
         ExitCode::FAILURE
     };
     // Plan once to learn the base images, then again with their configs
@@ -143,7 +145,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Ok(report_plan_error(error)),
     };
     for warning in &graph.warnings {
-        eprintln!("warning: {}", warning.message);
+        report!("warning: {}", warning.message);
     }
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.is_empty() => Some(text.parse::<u64>().context("SOURCE_DATE_EPOCH")?),
@@ -180,7 +182,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         &args.context,
     ));
     let cancel = Arc::new(Cancel::default());
-    let _signals = StopOnSignal::install(&cancel)?;
+    let signals = StopOnSignal::install(&cancel)?;
     let result = build(
         &store,
         &graph,
@@ -215,7 +217,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     );
     // What was hashed stays true whether or not the build succeeded.
     if let Err(error) = stat_cache.save() {
-        eprintln!("warning: the stat cache was not saved: {error}");
+        report!("warning: the stat cache was not saved: {error}");
     }
     progress.summary(match &result {
         Ok(_) => "built",
@@ -228,8 +230,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(BuildError::Interrupted) => {
-            eprintln!("error: interrupted");
-            return Ok(ExitCode::from(130));
+            report!("error: interrupted");
+            return Ok(ExitCode::from(signals.exit_status()));
         }
         Err(BuildError::Step {
             line,
@@ -237,7 +239,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             hint,
         }) if line > 0 => {
             let position = kiln_dockerfile::Position { line, column: 0 };
-            eprintln!(
+            report!(
                 "error: {}",
                 kiln_dockerfile::render_diagnostic(
                     &loaded.display,
@@ -260,7 +262,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     let digest = record.manifest.digest().to_string();
     if let Some(path) = &args.iidfile {
-        std::fs::write(path, &digest).with_context(|| format!("writing {}", path.display()))?;
+        write_file(path, digest.as_bytes())?;
     }
     if let Some(cache_to) = &cache_to {
         cache_to.export(&store, &graph, &outcome.steps)?;
@@ -274,8 +276,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
             "containerimage.config.digest": record.config.to_string(),
             "image.name": args.tags.join(","),
         });
-        std::fs::write(path, serde_json::to_string_pretty(&metadata)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_file(
+            path,
+            (serde_json::to_string_pretty(&metadata)? + "\n").as_bytes(),
+        )?;
     }
     print(&format!("{digest}\n"))?;
     Ok(ExitCode::SUCCESS)
@@ -291,11 +295,14 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 /// While it lives, SIGINT and SIGTERM cancel the build (running containers
-/// are killed, scratch directories removed, exit status 130); a second
-/// signal exits at once, which the store survives as it survives SIGKILL.
+/// are killed, scratch directories removed); a second signal exits at once,
+/// which the store survives as it survives SIGKILL. Either way the exit
+/// status is the shell's for that signal: 130 for SIGINT, 143 for SIGTERM.
 struct StopOnSignal {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The first signal received (0: none yet).
+    received: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl StopOnSignal {
@@ -305,19 +312,32 @@ impl StopOnSignal {
             .context("installing signal handlers")?;
         let handle = signals.handle();
         let cancel = Arc::clone(cancel);
+        let received = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let first = Arc::clone(&received);
         let thread = std::thread::spawn(move || {
-            for _ in signals.forever() {
+            for signal in signals.forever() {
                 if cancel.is_cancelled() {
-                    std::process::exit(130);
+                    std::process::exit(128 + signal);
                 }
-                eprintln!("interrupt: stopping the build (again to quit at once)");
+                first.store(signal, std::sync::atomic::Ordering::SeqCst);
+                report!("interrupt: stopping the build (again to quit at once)");
                 cancel.cancel();
             }
         });
         Ok(StopOnSignal {
             handle,
             thread: Some(thread),
+            received,
         })
+    }
+
+    /// 128 + the signal that stopped the build (SIGINT's 130 when the build
+    /// was cancelled otherwise).
+    fn exit_status(&self) -> u8 {
+        match self.received.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => 130,
+            signal => u8::try_from(128 + signal).unwrap_or(130),
+        }
     }
 }
 
@@ -538,15 +558,15 @@ impl Output {
                 } else {
                     tags.to_vec()
                 };
-                let file = std::fs::File::create(dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
+                let mut file = OutputFile::create(dest)?;
                 kiln_store::save(
                     store,
                     &names,
                     *format,
                     *compression,
-                    std::io::BufWriter::new(file),
+                    kiln_store::NamedWriter::new(dest, std::io::BufWriter::new(file.file())),
                 )?;
+                file.commit()?;
             }
             Output::Local(dest) => {
                 kiln_build::unpack_image(store, &digest.parse()?, dest)?;
@@ -554,15 +574,15 @@ impl Output {
             Output::Tar(dest) => {
                 let scratch = tempfile_dir(store)?;
                 kiln_build::unpack_image(store, &digest.parse()?, &scratch)?;
-                let file = std::fs::File::create(dest)
-                    .with_context(|| format!("creating {}", dest.display()))?;
-                let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+                let mut file = OutputFile::create(dest)?;
+                let mut tar = tar::Builder::new(std::io::BufWriter::new(file.file()));
                 tar.follow_symlinks(false);
                 let result = tar
                     .append_dir_all(".", &scratch)
-                    .and_then(|()| tar.finish());
+                    .and_then(|()| std::io::Write::flush(&mut tar.into_inner()?));
                 let _ = std::fs::remove_dir_all(&scratch);
                 result.with_context(|| format!("writing {}", dest.display()))?;
+                file.commit()?;
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ use kiln_store::Store;
 use super::build::pids_limit_flag;
 use super::dockerfile::print;
 use super::images::open_store;
+use crate::output::report;
 
 fn containers(store: &Store) -> Containers {
     Containers::open(&store.root().join("kiln/containers"))
@@ -113,6 +114,9 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if args.interactive && args.tty && !terminal::is_terminal(std::io::stdin().as_fd()) {
         bail!("the input device is not a TTY: -it needs a terminal on stdin (use -i alone to pipe input)");
+    }
+    if let Some(name) = &args.name {
+        kiln_runtime::containers::valid_name(name)?;
     }
     let store = open_store(root)?;
     let image = kiln_build::load_base(&store, args.image())?;
@@ -212,13 +216,33 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         print(&format!("{}\n", record.id))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let code = monitor_with(&all, &record.id, true, args.interactive)?;
+    let result = monitor_with(&all, &record.id, true, args.interactive);
+    // Whether or not the command could even start.
     if args.rm {
         if let Some(record) = all.load(&record.id) {
             all.remove(&record)?;
         }
     }
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    Ok(ExitCode::from(exit_status(result)?))
+}
+
+/// The container's exit status, or Docker's for a command that could not
+/// be executed (the error printed): 127 not found, 126 not executable.
+fn exit_status(result: anyhow::Result<i32>) -> anyhow::Result<u8> {
+    match result {
+        Ok(code) => Ok(code.clamp(0, 255) as u8),
+        Err(error) => match error.downcast_ref::<kiln_runtime::RuntimeError>() {
+            Some(kiln_runtime::RuntimeError::Exec { errno, .. }) => {
+                report!("error: {error}");
+                Ok(if *errno == nix::errno::Errno::ENOENT {
+                    127
+                } else {
+                    126
+                })
+            }
+            _ => Err(error),
+        },
+    }
 }
 
 /// What `--security-opt` asked for.
@@ -312,13 +336,13 @@ pub struct MonitorArgs {
 pub fn monitor_command(root: Option<&Path>, args: MonitorArgs) -> anyhow::Result<ExitCode> {
     let store = open_store(root)?;
     let all = containers(&store);
-    let code = monitor(&all, &args.id, false)?;
+    let result = monitor(&all, &args.id, false);
     if args.rm {
         if let Some(record) = all.load(&args.id) {
             all.remove(&record)?;
         }
     }
-    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+    Ok(ExitCode::from(exit_status(result)?))
 }
 
 /// Runs the container `id` to its end: records it running, passes SIGINT
@@ -656,9 +680,12 @@ pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let all = containers(&store);
     let record = find(&all, &args.container)?;
-    let bytes = std::fs::read(all.log_path(&record.id)).unwrap_or_default();
+    // Streamed: a container may have printed more than fits in memory.
+    let Ok(mut log) = std::fs::File::open(all.log_path(&record.id)) else {
+        return Ok(());
+    };
     let mut out = std::io::stdout().lock();
-    match out.write_all(&bytes) {
+    match std::io::copy(&mut log, &mut out) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }

@@ -1,6 +1,7 @@
 //! Reading and parsing the Dockerfile a command was pointed at, with parse
 //! errors and warnings printed the same way by every command.
 
+use crate::output::report;
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -22,30 +23,38 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     let path = file.unwrap_or_else(|| context.join("Dockerfile"));
     let display = path.display().to_string();
     let bytes = if display == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("reading standard input")?;
-        buf
+        read_bounded(std::io::stdin().lock()).context("reading standard input")?
     } else {
-        std::fs::read(&path).with_context(|| format!("reading {display}"))?
+        let file = std::fs::File::open(&path).with_context(|| format!("reading {display}"))?;
+        read_bounded(file).with_context(|| format!("reading {display}"))?
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let dockerfile = match kiln_dockerfile::parse_bytes(&bytes) {
         Ok(dockerfile) => dockerfile,
         Err(error) => {
-            eprintln!("error: {}", error.render(&display, &source));
+            report!("error: {}", error.render(&display, &source));
             return Ok(None);
         }
     };
     for warning in &dockerfile.warnings {
-        eprintln!("{display}:{}: warning: {}", warning.line, warning.message);
+        report!("{display}:{}: warning: {}", warning.line, warning.message);
     }
     Ok(Some(Loaded {
         display,
         source,
         dockerfile,
     }))
+}
+
+/// Reads at most one byte more than a Dockerfile may have: the parser
+/// refuses that with an error naming the limit, and `/dev/zero` or a huge
+/// file never fills memory.
+fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    reader
+        .take(kiln_dockerfile::MAX_DOCKERFILE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
 }
 
 /// Writes `text` to standard output; a closed pipe (`kiln ... | head`) is

@@ -9,10 +9,15 @@ use clap::Args;
 use kiln_store::{import_rootfs, Digest, RootfsImport, Store};
 
 use super::dockerfile::print;
+use super::output_file::OutputFile;
 
 /// Opens the store at `--root`, else `KILN_ROOT`, else the default.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
     let root = root.map_or_else(Store::default_root, Path::to_path_buf);
+    // Absolute, so that what is derived from it (overlay dirs, a detached
+    // monitor's --root) means the same from anywhere.
+    let root = std::path::absolute(&root)
+        .with_context(|| format!("opening the store at {}", root.display()))?;
     Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
 }
 
@@ -323,35 +328,28 @@ enum SaveCompression {
     Zstd,
 }
 
-/// `kiln save`: writes to a temp file beside the target, then renames, so
-/// a failed save never leaves half an archive under the wanted name.
+/// `kiln save`: writes through an [`OutputFile`], so a failed save never
+/// leaves half an archive under the wanted name and a link planted beside
+/// it is never written through.
 pub fn save(root: Option<&Path>, args: SaveArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let format = match args.format {
         SaveFormat::Oci => kiln_store::ArchiveFormat::Oci,
         SaveFormat::Docker => kiln_store::ArchiveFormat::Docker,
     };
-    let temp = args.output.with_extension("kiln-partial");
-    let file =
-        std::fs::File::create(&temp).with_context(|| format!("creating {}", temp.display()))?;
     let compression = match args.compression {
         SaveCompression::Gzip => kiln_store::LayerCompression::Gzip,
         SaveCompression::Zstd => kiln_store::LayerCompression::Zstd,
     };
-    let result = kiln_store::save(
+    let mut output = OutputFile::create(&args.output)?;
+    kiln_store::save(
         &store,
         &args.names,
         format,
         compression,
-        std::io::BufWriter::new(file),
-    );
-    if let Err(error) = result {
-        let _ = std::fs::remove_file(&temp);
-        return Err(error.into());
-    }
-    std::fs::rename(&temp, &args.output)
-        .with_context(|| format!("writing {}", args.output.display()))?;
-    Ok(())
+        kiln_store::NamedWriter::new(&args.output, std::io::BufWriter::new(output.file())),
+    )?;
+    output.commit()
 }
 
 #[derive(Args)]

@@ -1,6 +1,7 @@
 //! `kiln parse`: prints a Dockerfile's parse in BuildKit's dump format (to
 //! compare with BuildKit byte for byte) or as JSON with spans and heredocs.
 
+use crate::output::report;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -40,7 +41,7 @@ pub fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
         let errors = kiln_dockerfile::validate(&loaded.dockerfile);
         if !errors.is_empty() {
             for error in &errors {
-                eprintln!("error: {}", error.render(&loaded.display, &loaded.source));
+                report!("error: {}", error.render(&loaded.display, &loaded.source));
             }
             return Ok(ExitCode::FAILURE);
         }

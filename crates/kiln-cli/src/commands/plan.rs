@@ -2,6 +2,7 @@
 //! (stages, steps with their expanded instructions, dependencies, pruned
 //! stages) as text, JSON or Graphviz dot.
 
+use crate::output::report;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,21 +63,21 @@ pub fn run(args: PlanArgs) -> anyhow::Result<ExitCode> {
     let graph = match plan(&loaded.dockerfile, &options) {
         Ok(graph) => graph,
         Err(error) if error.position.line == 0 => {
-            eprintln!("error: {}", error.message);
+            report!("error: {}", error.message);
             if let Some(hint) = &error.hint {
-                eprintln!("hint: {hint}");
+                report!("hint: {hint}");
             }
             return Ok(ExitCode::FAILURE);
         }
         Err(error) => {
-            eprintln!("error: {}", error.render(&loaded.display, &loaded.source));
+            report!("error: {}", error.render(&loaded.display, &loaded.source));
             return Ok(ExitCode::FAILURE);
         }
     };
     for warning in &graph.warnings {
         match warning.line {
-            0 => eprintln!("warning: {}", warning.message),
-            line => eprintln!("{}:{line}: warning: {}", loaded.display, warning.message),
+            0 => report!("warning: {}", warning.message),
+            line => report!("{}:{line}: warning: {}", loaded.display, warning.message),
         }
     }
     let out = match args.format {

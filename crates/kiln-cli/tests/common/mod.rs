@@ -107,3 +107,78 @@ pub fn raw_tar(entries: &[(&str, &[u8])], mode: u32) -> Vec<u8> {
     tar.extend([0u8; 1024]);
     tar
 }
+
+/// Runs `cmd` to the end and returns its output with the peak resident set
+/// size of that one process, in KiB: its `VmHWM` (the high-water mark of
+/// its own memory since it exec'd), sampled every few milliseconds until it
+/// exits. (`wait4`'s `ru_maxrss` would not do: it counts the memory of the
+/// process that forked it, the test binary, at the time of the exec.) A
+/// peak in the last few milliseconds of the process could be missed; the
+/// hostile inputs tested hold their memory for far longer.
+pub fn run_measuring_memory(mut cmd: Command) -> (Output, u64) {
+    use std::process::Stdio;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status_file = format!("/proc/{}/status", child.id());
+    let done = Arc::new(AtomicBool::new(false));
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (done, peak) = (Arc::clone(&done), Arc::clone(&peak));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                if let Some(kib) = std::fs::read_to_string(&status_file)
+                    .ok()
+                    .and_then(|status| vm_hwm_kib(&status))
+                {
+                    peak.fetch_max(kib, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let output = child.wait_with_output().unwrap();
+    done.store(true, Ordering::SeqCst);
+    sampler.join().unwrap();
+    (output, peak.load(Ordering::SeqCst))
+}
+
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The `kiln` command for `root`, to run with [`run_measuring_memory`].
+pub fn kiln_command(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root")
+        .arg(root)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Caps the address space of the process `cmd` starts (RLIMIT_AS), so a
+/// test of unbounded reading fails (allocation failure) instead of taking
+/// the machine's memory when the bound is missing.
+pub fn limit_address_space(cmd: &mut Command, bytes: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the hook.
+    unsafe {
+        cmd.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes,
+                rlim_max: bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
