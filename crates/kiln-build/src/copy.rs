@@ -292,9 +292,32 @@ fn text(rel: &Path) -> String {
 
 /// `source` (relative, cleaned) resolved inside `root`, its last symlink
 /// followed too (as Docker's COPY does); `None` if it does not exist there.
-fn resolve_in(root: &Root, source: &Path) -> Result<Option<PathBuf>, BuildError> {
-    root.resolve(source, true)
-        .map_err(|e| BuildError::io(root.host_path(source), e))
+fn resolve_in(
+    req: &CopyRequest<'_>,
+    root: &Root,
+    source: &Path,
+) -> Result<Option<PathBuf>, BuildError> {
+    root.resolve(source, true).map_err(|e| {
+        if kiln_context::is_symlink_loop(&e) {
+            symlink_loop(req, &source.to_string_lossy())
+        } else {
+            BuildError::io(root.host_path(source), e)
+        }
+    })
+}
+
+/// A source whose symlinks never end inside the root.
+fn symlink_loop(req: &CopyRequest<'_>, source: &str) -> BuildError {
+    BuildError::Step {
+        line: req.line,
+        message: format!(
+            "{} source {source:?}: too many levels of symbolic links in {}",
+            req.instruction, req.root_name
+        ),
+        hint: Some(
+            "symlinks resolve inside it, an absolute one as if it were / (so `etc -> /etc` points at itself)".into(),
+        ),
+    }
 }
 
 /// The paths a wildcard source matches, as (path as written with the
@@ -332,7 +355,7 @@ fn expand_wildcards(
             };
             for name in names {
                 let written = join_rel(lexical, name.as_bytes());
-                let Some(resolved) = resolve_in(root, &real.join(&name))? else {
+                let Some(resolved) = resolve_in(req, root, &real.join(&name))? else {
                     continue;
                 };
                 let skip = if last {
@@ -380,7 +403,7 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
             selected.extend(matches);
         } else {
             let real =
-                resolve_in(root, Path::new(&clean))?.ok_or_else(|| no_source(req, source))?;
+                resolve_in(req, root, Path::new(&clean))?.ok_or_else(|| no_source(req, source))?;
             selected.push((clean.into_bytes(), real));
         }
     }

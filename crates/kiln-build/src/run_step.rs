@@ -277,7 +277,15 @@ fn bind_mount(
     };
     let relative = std::path::Path::new(&relative);
     let not_found = || fail(format!("source {source:?} not found in {root_name}"));
-    let io = |e: std::io::Error| BuildError::io(root.host_path(relative), e);
+    let io = |e: std::io::Error| {
+        if kiln_context::is_symlink_loop(&e) {
+            fail(format!(
+                "source {source:?}: too many levels of symbolic links in {root_name}"
+            ))
+        } else {
+            BuildError::io(root.host_path(relative), e)
+        }
+    };
     if mount.read_only {
         let fd = match root.open_path(relative) {
             Ok(fd) => fd,

@@ -117,6 +117,17 @@ fn copy_of_a_file_link_to_the_host_finds_nothing() {
 }
 
 #[test]
+fn a_link_to_its_own_name_as_the_host_path_is_a_clear_loop_error() {
+    // `etc -> /etc` inside the context is the context's etc: itself.
+    let s = scene("FROM busybox\nCOPY etc/shadow /x\n");
+    symlink("/etc", s.context.join("etc")).unwrap();
+    s.refused(
+        "loop",
+        "COPY source \"etc/shadow\": too many levels of symbolic links in the build context",
+    );
+}
+
+#[test]
 fn wildcards_never_list_a_host_directory() {
     let s = scene("FROM busybox\nCOPY etcdir/sha* /x/\n");
     symlink(&s.host, s.context.join("etcdir")).unwrap();

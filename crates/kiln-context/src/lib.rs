@@ -10,4 +10,4 @@ pub mod root;
 pub use dockerignore::{load as load_dockerignore, read_patterns, Ignore, IgnoreError};
 pub use error::ContextError;
 pub use hash::{hash_file, ContentDigest, HashStats, StatCache};
-pub use root::Root;
+pub use root::{is_symlink_loop, Root};

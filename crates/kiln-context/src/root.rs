@@ -30,6 +30,12 @@ use crate::error::ContextError;
 /// Linux's limit of symlinks followed in one resolution.
 const MAX_LINKS: usize = 40;
 
+/// Whether `error` is a resolution that met too many symlinks (a loop:
+/// inside a root, `etc -> /etc` is one), as [`Root`]'s methods report it.
+pub fn is_symlink_loop(error: &io::Error) -> bool {
+    error.raw_os_error() == Some(Errno::ELOOP as i32)
+}
+
 /// An open directory that untrusted relative paths are resolved inside.
 #[derive(Debug)]
 pub struct Root {
@@ -213,9 +219,9 @@ impl Root {
     }
 
     /// Copies `real` (a resolved path) to `to` on the host, which must
-    /// not exist yet, with modes, owners and times. Reads go through
-    /// descriptors only: symlinks are copied as links, never followed, so
-    /// nothing outside the root is read.
+    /// not exist yet, with modes, owners and times (device nodes left
+    /// out). Reads go through descriptors only: symlinks are copied as
+    /// links, never followed, so nothing outside the root is read.
     pub fn copy_to(&self, real: &Path, to: &Path) -> io::Result<()> {
         let (parent, name) = match (real.parent(), real.file_name()) {
             (Some(parent), Some(name)) => (parent, name),
@@ -262,8 +268,11 @@ fn copy_at(dir: BorrowedFd<'_>, name: &OsStr, to: &Path) -> io::Result<()> {
             io::copy(&mut File::from(fd), &mut target)?;
         }
         SFlag::S_IFLNK => std::os::unix::fs::symlink(readlinkat(dir, name)?, to)?,
-        // FIFOs, sockets and devices: the node, not what it leads to.
-        _ => mknod(to, file_kind, Mode::empty(), stat.st_rdev)?,
+        // A device node from an untrusted tree would give whoever gets the
+        // copy the host's device: left out.
+        SFlag::S_IFCHR | SFlag::S_IFBLK => return Ok(()),
+        // FIFOs and sockets: the node, not what it leads to.
+        _ => mknod(to, file_kind, Mode::empty(), 0)?,
     }
     std::os::unix::fs::lchown(to, Some(stat.st_uid), Some(stat.st_gid))?;
     if file_kind != SFlag::S_IFLNK {
@@ -313,7 +322,9 @@ mod tests {
         assert_eq!(resolve("flink", false), Some("flink".into()));
         assert_eq!(resolve("", true), Some(PathBuf::new()));
         assert_eq!(resolve("sub/f/x", true), None);
-        assert!(root.resolve(Path::new("loop"), true).is_err());
+        assert!(is_symlink_loop(
+            &root.resolve(Path::new("loop"), true).unwrap_err()
+        ));
         let mut read = String::new();
         use std::io::Read;
         root.open_file(Path::new("sub/f"))
@@ -330,5 +341,36 @@ mod tests {
             root.list(Path::new("sub")).unwrap(),
             vec![OsString::from("f")]
         );
+    }
+
+    #[test]
+    fn copies_out_through_descriptors_links_as_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path().join("ctx");
+        fs::create_dir_all(ctx.join("sub/inner")).unwrap();
+        fs::write(ctx.join("sub/f"), "in").unwrap();
+        symlink("/etc/passwd", ctx.join("sub/host")).unwrap();
+        nix::unistd::mkfifo(&ctx.join("sub/fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let root = Root::open(&ctx).unwrap();
+        let to = dir.path().join("copy");
+        root.copy_to(Path::new("sub"), &to).unwrap();
+        assert_eq!(fs::read_to_string(to.join("f")).unwrap(), "in");
+        assert_eq!(
+            fs::read_link(to.join("host")).unwrap(),
+            Path::new("/etc/passwd")
+        );
+        assert!(to.join("inner").is_dir());
+        use std::os::unix::fs::FileTypeExt;
+        assert!(fs::symlink_metadata(to.join("fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        // The whole root, and a single file.
+        root.copy_to(Path::new(""), &dir.path().join("all"))
+            .unwrap();
+        assert!(dir.path().join("all/sub/f").is_file());
+        root.copy_to(Path::new("sub/f"), &dir.path().join("one"))
+            .unwrap();
+        assert_eq!(fs::read_to_string(dir.path().join("one")).unwrap(), "in");
     }
 }
