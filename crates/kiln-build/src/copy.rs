@@ -79,8 +79,8 @@ enum Content {
     File(Box<SourceFile>),
     Dir,
     Symlink(PathBuf),
-    /// A hard link to another path of the layer.
-    HardLink(String),
+    /// A hard link to another path of the layer (byte for byte).
+    HardLink(RawPath),
     Data(Vec<u8>),
     /// A file extracted from an archive: `len` bytes at `offset` of the
     /// archive's spill file, with their sha256.
@@ -272,7 +272,7 @@ fn digest_items(
             Content::File(file) => (b'f', file.digest.map(|d| d.to_vec()).unwrap_or_default()),
             Content::Dir => (b'd', Vec::new()),
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
-            Content::HardLink(target) => (b'h', target.as_bytes().to_vec()),
+            Content::HardLink(target) => (b'h', target.clone()),
             Content::Data(bytes) => (b'f', Sha256::digest(bytes).to_vec()),
             Content::Spilled { sha256, .. } => (b'f', sha256.to_vec()),
         };
@@ -642,12 +642,14 @@ fn extract_archive(
             Err(e) => return Err(BuildError::io(path, e)),
         };
         first = false;
-        let raw = entry.path().map_err(io)?.to_string_lossy().into_owned();
-        let Some(rel) = contained(&raw) else {
+        // Entry names are kept byte for byte (they need not be UTF-8).
+        let raw = entry.path_bytes().into_owned();
+        let shown = lossy(&raw);
+        let Some(rel) = contained_bytes(&raw) else {
             return Err(BuildError::step(
                 req.line,
                 format!(
-                    "ADD {}: archive entry {raw:?} leaves the destination",
+                    "ADD {}: archive entry {shown:?} leaves the destination",
                     path.display()
                 ),
             ));
@@ -655,18 +657,18 @@ fn extract_archive(
         if rel.is_empty() {
             continue;
         }
-        if rel
-            .split('/')
-            .any(|name| is_layer_metadata(name.as_bytes()))
-        {
-            let what = format!("archive entry {raw:?} of {}", path.display());
-            return Err(layer_metadata_error(req, &what, &rel));
+        if rel.split(|&b| b == b'/').any(is_layer_metadata) {
+            let what = format!("archive entry {shown:?} of {}", path.display());
+            return Err(layer_metadata_error(req, &what, &lossy(&rel)));
         }
-        let target = if dest.is_empty() {
-            rel.clone()
-        } else {
-            format!("{dest}/{rel}")
+        let under_dest = |rel: Vec<u8>| -> RawPath {
+            if dest.is_empty() {
+                rel
+            } else {
+                [dest.as_bytes(), b"/", &rel].concat()
+            }
         };
+        let target = under_dest(rel);
         let header = entry.header().clone();
         let kind = header.entry_type();
         let content = if kind.is_dir() {
@@ -681,24 +683,19 @@ fn extract_archive(
             )
         } else if kind.is_hard_link() {
             let link = entry
-                .link_name()
-                .map_err(io)?
-                .map(|l| l.to_string_lossy().into_owned())
+                .link_name_bytes()
+                .map(|l| l.into_owned())
                 .unwrap_or_default();
-            let Some(link) = contained(&link) else {
+            let Some(link) = contained_bytes(&link) else {
                 return Err(BuildError::step(
                     req.line,
                     format!(
-                        "ADD {}: hard link {raw:?} points outside the archive",
+                        "ADD {}: hard link {shown:?} points outside the archive",
                         path.display()
                     ),
                 ));
             };
-            Content::HardLink(if dest.is_empty() {
-                link
-            } else {
-                format!("{dest}/{link}")
-            })
+            Content::HardLink(under_dest(link))
         } else if kind.is_file() {
             let spill = match &mut spill {
                 Some(spill) => spill,
@@ -714,7 +711,7 @@ fn extract_archive(
             .unwrap_or((header.uid().unwrap_or(0), header.gid().unwrap_or(0)));
         let mtime = header.mtime().unwrap_or(0);
         items.push(Item {
-            dest: target.into_bytes(),
+            dest: target,
             content,
             mode: header.mode().unwrap_or(0o644) & 0o7777,
             uid,
@@ -816,6 +813,51 @@ fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
         ),
         hint: Some("check the path and that .dockerignore does not exclude it".into()),
     }
+}
+
+/// In a tar a hard link must come after the file it names, but the layer
+/// is sorted by name (an archive's `l -> n` sorts first): where a link
+/// comes first, it takes the file's content and the file becomes the link.
+fn hard_links_after_their_targets(items: &mut [Item]) {
+    let position: std::collections::HashMap<RawPath, usize> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (item.dest.clone(), i))
+        .collect();
+    for i in 0..items.len() {
+        let Content::HardLink(target) = &items[i].content else {
+            continue;
+        };
+        let Some(&j) = position.get(target) else {
+            continue;
+        };
+        if j <= i {
+            continue;
+        }
+        let (before, after) = items.split_at_mut(j);
+        let (link, file) = (&mut before[i], &mut after[0]);
+        std::mem::swap(&mut link.content, &mut file.content);
+        std::mem::swap(&mut link.mode, &mut file.mode);
+        std::mem::swap(&mut link.uid, &mut file.uid);
+        std::mem::swap(&mut link.gid, &mut file.gid);
+        std::mem::swap(&mut link.mtime, &mut file.mtime);
+        file.content = Content::HardLink(link.dest.clone());
+    }
+}
+
+/// [`contained`] for a path of raw bytes (an archive's entry name).
+fn contained_bytes(source: &[u8]) -> Option<RawPath> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for part in source.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join(&b'/'))
 }
 
 /// `source` relative to the root, or `None` if it climbs out of it.
@@ -1042,6 +1084,7 @@ impl Selection {
         items.extend(parents);
         items.sort_by(|a, b| a.dest.cmp(&b.dest));
         items.dedup_by(|later, earlier| later.dest == earlier.dest);
+        hard_links_after_their_targets(&mut items);
 
         let mut writer = Tee {
             layer: store.blobs().writer()?,
@@ -1113,7 +1156,7 @@ impl Selection {
                     header.set_entry_type(tar::EntryType::Link);
                     header.set_size(0);
                     builder
-                        .append_link(&mut header, as_path(&item.dest), target)
+                        .append_link(&mut header, as_path(&item.dest), as_path(target))
                         .map_err(io)?;
                 }
                 Content::Data(bytes) => {

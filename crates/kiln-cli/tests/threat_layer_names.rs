@@ -105,3 +105,32 @@ fn names_that_are_not_utf8_stay_byte_for_byte_and_apart() {
     );
     assert!(!rootfs.join(name(b"n\xff")).exists());
 }
+
+#[test]
+fn add_archive_entries_that_are_not_utf8_stay_byte_for_byte() {
+    let s = common::busybox_workspace();
+    let dir = context(&s, "FROM busybox\nADD names.tar /x/\n");
+    let name = |b: &[u8]| std::path::Path::new(OsStr::from_bytes(b)).to_owned();
+    let mut tar = tar::Builder::new(Vec::new());
+    for (path, body) in [(&b"n\xff"[..], &b"ff"[..]), (b"n\xfe", b"fe")] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name(path), body).unwrap();
+    }
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Link);
+    link.set_size(0);
+    link.set_mode(0o644);
+    tar.append_link(&mut link, name(b"l\xfe"), name(b"n\xfe"))
+        .unwrap();
+    fs::write(dir.join("names.tar"), tar.into_inner().unwrap()).unwrap();
+    let out = kiln(&s.root, &["build", "-t", "names", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rootfs = umoci_unpack(&s.root, "names", &s.work.join("names")).join("x");
+    assert_eq!(fs::read(rootfs.join(name(b"n\xff"))).unwrap(), b"ff");
+    assert_eq!(fs::read(rootfs.join(name(b"n\xfe"))).unwrap(), b"fe");
+    assert_eq!(fs::read(rootfs.join(name(b"l\xfe"))).unwrap(), b"fe");
+    assert_eq!(fs::read_dir(&rootfs).unwrap().count(), 3);
+}
