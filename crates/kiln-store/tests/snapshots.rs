@@ -203,7 +203,9 @@ fn gc_removes_snapshots_of_deleted_layers() {
     assert_eq!(fs::read_to_string(snapshot.join("file")).unwrap(), "x");
     // A half-made snapshot of a killed kiln.
     fs::create_dir_all(store.snapshots_dir().join(".tmp-1-abc")).unwrap();
-    let report = store.gc(&[]).unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let report = store.gc(&Vec::new).unwrap();
     assert_eq!(report.removed, vec![layer.digest]);
     assert_eq!(report.snapshots, 2);
     assert!(!snapshot.exists());
@@ -345,8 +347,9 @@ fn a_snapshot_made_while_writing_equals_one_made_after() {
     let digest = streamed.blobs().put(&bytes).unwrap();
     writer.finish(&digest).unwrap();
     assert_eq!(unpacked.blobs().put(&bytes).unwrap(), digest);
-    let made_while = streamed.snapshots_dir().join(digest.hex());
+    let made_while = streamed.snapshots_dir().join(digest.hex()).join("fs");
     assert!(made_while.is_dir());
+    assert!(streamed.has_snapshot(&digest));
     assert_eq!(
         describe(&made_while),
         describe(&unpacked.snapshot(&digest).unwrap())

@@ -190,7 +190,10 @@ fn gc_keeps_what_tags_and_cache_roots_reach() {
         b"x",
     )
     .unwrap();
-    let report = store.gc(&[cached_blobs[0]]).unwrap();
+    // The writer is done; its leases end with it.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.gc(&|| vec![cached_blobs[0]]).unwrap();
     assert_eq!(report.strays, 1);
     let mut removed = report.removed.clone();
     removed.sort();
@@ -250,23 +253,23 @@ fn a_damaged_index_is_an_error_naming_the_file() {
 }
 
 #[test]
-fn protected_results_survive_gc_until_released() {
+fn leases_of_a_live_store_survive_gc_and_end_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let (_, [manifest, config, layer]) = put_image(&store, "building");
-    let guard = store.protect(&manifest).unwrap();
-    assert!(store.gc(&[]).unwrap().removed.is_empty());
-    // A protection left by a process that no longer exists does not count.
+    let writer = Store::open(dir.path()).unwrap();
+    let (_, [manifest, config, layer]) = put_image(&writer, "building");
+    let collector = Store::open(dir.path()).unwrap();
+    assert!(collector.gc(&Vec::new).unwrap().removed.is_empty());
+    // An owner file nobody holds: a dead process's leases do not count.
     fs::write(
-        dir.path().join("kiln/pending/999999999-0"),
-        manifest.to_string(),
+        dir.path().join("kiln/owners/999999999.0.0"),
+        format!("{manifest}\n"),
     )
     .unwrap();
-    drop(guard);
-    let mut removed = store.gc(&[]).unwrap().removed;
+    drop(writer);
+    let mut removed = collector.gc(&Vec::new).unwrap().removed;
     removed.sort();
     let mut expected = vec![manifest, config, layer];
     expected.sort();
     assert_eq!(removed, expected);
-    assert!(!dir.path().join("kiln/pending/999999999-0").exists());
+    assert!(!dir.path().join("kiln/owners/999999999.0.0").exists());
 }

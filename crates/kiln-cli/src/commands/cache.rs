@@ -63,8 +63,9 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
     }
     let store = open_store(root)?;
     let cache = CacheIndex::open(store.root());
+    // Forgetting cache entries needs no lock: a build that finds one leases
+    // its layer, or misses if GC took it first.
     let forgotten = {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
         if args.all {
             let count = cache.entries().len();
             cache.clear()?;
@@ -92,24 +93,14 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let report = store.gc(&gc_roots(&store))?;
-    let scratch = store.root().join("kiln/tmp");
-    let mut dirs = 0;
-    if let Ok(entries) = std::fs::read_dir(&scratch) {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
-        for entry in entries.flatten() {
-            if std::fs::remove_dir_all(entry.path()).is_ok() {
-                dirs += 1;
-            }
-        }
-    }
+    let report = store.gc(&|| gc_roots(&store))?;
     print(&format!(
         "Deleted {forgotten} cache entries, {mounts} cache mounts, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
         report.removed.len(),
         human_size(report.freed_bytes),
         report.snapshots,
         report.strays,
-        dirs
+        report.scratch_dirs
     ))
 }
 
