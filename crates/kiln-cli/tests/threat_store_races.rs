@@ -432,3 +432,26 @@ fn a_snapshot_not_marked_complete_is_made_again() {
     ));
     assert!(marker.exists());
 }
+
+#[test]
+fn prune_of_cache_mounts_keeps_the_ones_in_use() {
+    let s = busybox_workspace();
+    let mut build = spawn_build(
+        &s.root,
+        &s.work,
+        "cached",
+        "FROM busybox\nRUN --mount=type=cache,target=/cache touch /cache/kept /in-cached && sleep 60\n",
+    );
+    wait_for("the build to reach its RUN step", || {
+        run_step_reached(&s.root, "in-cached")
+    });
+    ok(kiln(&s.root, &["prune", "--cache-mounts"]));
+    let still_running = build.try_wait().unwrap().is_none();
+    let kept = walkdir::WalkDir::new(s.root.join("kiln/cache-mounts"))
+        .into_iter()
+        .flatten()
+        .any(|e| e.file_name() == "kept");
+    interrupt(build);
+    assert!(still_running, "prune waited for the build");
+    assert!(kept, "prune removed a cache mount a RUN step was using");
+}

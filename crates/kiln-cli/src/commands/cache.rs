@@ -78,21 +78,11 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
             doomed.len()
         }
     };
-    let mut mounts = 0;
-    if args.cache_mounts {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
-        let dir = store.root().join("kiln/cache-mounts");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    mounts += usize::from(std::fs::remove_dir_all(&path).is_ok());
-                } else {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-    }
+    let mounts = if args.cache_mounts {
+        remove_idle_cache_mounts(&store.root().join("kiln/cache-mounts"))
+    } else {
+        0
+    };
     let report = store.gc(&|| gc_roots(&store))?;
     print(&format!(
         "Deleted {forgotten} cache entries, {mounts} cache mounts, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
@@ -102,6 +92,31 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
         report.strays,
         report.scratch_dirs
     ))
+}
+
+/// Removes the cache mount directories no RUN step is using (a step holds
+/// `<id>.lock` while it runs; a directory whose lock is held is kept).
+/// Returns how many went.
+fn remove_idle_cache_mounts(dir: &Path) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let lock_path = path.with_extension("lock");
+        let Ok(lock) = std::fs::File::create(&lock_path) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        // The lock file stays: a step may have it open, about to lock it.
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The entries to forget: those unused for longer than `until`, then,
