@@ -46,13 +46,13 @@ k import "$work/busybox.tar" busybox >/dev/null || exit 1
 # Two projects: files to COPY, RUN steps that write and wait a little.
 for p in one two; do
     mkdir -p "$work/$p/data"
-    head -c $((3 << 20)) /dev/urandom >"$work/$p/data/blob"
+    head -c $((1 << 20)) /dev/urandom >"$work/$p/data/blob"
     for n in $(seq 1 40); do echo "$p $n" >"$work/$p/data/f$n"; done
 done
 cat >"$work/one/Dockerfile" <<'EOF'
 FROM busybox
 COPY data /data
-RUN mkdir /made && for n in 1 2 3 4 5 6 7 8; do cp /data/blob /made/b$n; done && sleep 0.3
+RUN mkdir /made && for n in 1 2 3 4; do cp /data/blob /made/b$n; done && sleep 0.3
 RUN ls /made /data | wc -l > /count
 EOF
 cat >"$work/two/Dockerfile" <<'EOF'
@@ -92,7 +92,7 @@ for round in $(seq 1 "$rounds"); do
     ((RANDOM % 2)) && nocache=(--no-cache)
     start k build "${nocache[@]}" -t one "$work/one"
     start k build --no-cache -t "two:$round" "$work/two"
-    start k run --rm --network none busybox sh -c 'cat /bin/busybox >/dev/null; ls -R / >/dev/null'
+    start k run --rm --network none busybox sh -c 'cat /bin/busybox >/dev/null; ls -R /bin /etc >/dev/null'
     start k import "$work/import.tar" "imported:$round"
     start k load -i "$work/one.tar"
     case $((RANDOM % 3)) in
@@ -102,18 +102,18 @@ for round in $(seq 1 "$rounds"); do
     esac
     races=$((races + ${#pids[@]} - 1))
 
-    # Kill about half of them, each at a random moment in its first 2 s.
+    # Kill about half of them, each at a random moment in its first 1.2 s.
     declare -A killed=()
     for n in "${!pids[@]}"; do
         if ((RANDOM % 2)); then
-            delay=$((RANDOM % 20))
+            delay=$((RANDOM % 12))
             (sleep "$((delay / 10)).$((delay % 10))"
              kill -KILL "${pids[n]}" 2>/dev/null) &
             killed[$n]=$!
         fi
     done
     for n in "${!pids[@]}"; do
-        wait "${pids[n]}"
+        wait "${pids[n]}" 2>/dev/null
         status=$?
         if [[ -n ${killed[$n]:-} ]]; then
             kill "${killed[$n]}" 2>/dev/null
