@@ -89,7 +89,14 @@ impl Store {
     /// that a kill half-way leaves a leftover GC removes, never a half
     /// snapshot under its layer's name.
     pub(crate) fn discard_snapshot(&self, dir: &Path) -> Result<(), StoreError> {
-        let aside = self.set_aside(dir)?;
+        let aside = match self.set_aside(dir) {
+            Ok(aside) => aside,
+            // Another kiln discarded it first.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(())
+            }
+            Err(e) => return Err(e),
+        };
         fs::remove_dir_all(&aside).map_err(|e| StoreError::io(&aside, e))
     }
 

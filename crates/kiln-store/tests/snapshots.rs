@@ -364,3 +364,71 @@ fn a_snapshot_made_while_writing_equals_one_made_after() {
         .collect();
     assert_eq!(left, [std::ffi::OsString::from(digest.hex())]);
 }
+
+#[test]
+fn snapshots_are_verified_against_their_layers() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let layer = layer(
+        &store,
+        &[
+            ("app", None),
+            ("app/bin", None),
+            ("app/bin/tool", Some("#!/bin/sh\n")),
+            ("app/link", Some("->bin/tool")),
+            ("app/.wh.old", Some("")),
+            ("gone/.wh..wh..opq", Some("")),
+            ("implied/dir/file", Some("x")),
+        ],
+    );
+    let tree = store.snapshot(&layer.digest).unwrap();
+    store.verify_snapshot(&layer.digest).unwrap();
+    assert!(store.check().unwrap().is_empty());
+
+    let damage: [(&str, &dyn Fn(&Path)); 6] = [
+        ("app/bin/tool: content", &|t| {
+            fs::write(t.join("app/bin/tool"), "#!/bin/sh\n".replace('s', "z")).unwrap()
+        }),
+        ("app/bin/tool: mode", &|t| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(t.join("app/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap()
+        }),
+        ("app/link: links to", &|t| {
+            fs::remove_file(t.join("app/link")).unwrap();
+            std::os::unix::fs::symlink("/etc/passwd", t.join("app/link")).unwrap();
+        }),
+        ("app/old: missing", &|t| {
+            fs::remove_file(t.join("app/old")).unwrap()
+        }),
+        ("gone: not opaque", &|t| {
+            xattr::remove(t.join("gone"), "trusted.overlay.opaque").unwrap()
+        }),
+        ("extra: not in the layer", &|t| {
+            fs::write(t.join("extra"), "").unwrap()
+        }),
+    ];
+    for (expected, damage) in damage {
+        let tree = store.snapshot(&layer.digest).unwrap();
+        damage(&tree);
+        let error = store
+            .verify_snapshot(&layer.digest)
+            .unwrap_err()
+            .to_string();
+        let (path, what) = expected.split_once(": ").unwrap();
+        assert!(
+            error.contains(path) && error.contains(what),
+            "{expected}: {error}"
+        );
+        // check reports it and discards the snapshot; the next use makes it again.
+        let problems = store.check().unwrap();
+        assert_eq!(problems.len(), 1, "{expected}: {problems:?}");
+        assert!(problems[0].what.contains(&layer.digest.to_string()));
+        assert!(!store.has_snapshot(&layer.digest));
+    }
+    assert_eq!(store.snapshot(&layer.digest).unwrap(), tree);
+    store.verify_snapshot(&layer.digest).unwrap();
+}
