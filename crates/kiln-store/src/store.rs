@@ -157,8 +157,8 @@ impl Store {
     }
 
     /// Keeps `digest` (and what it reaches) from GC for as long as this
-    /// process lives; an error if it is not stored (GC may just have taken
-    /// it). Builds lease their base images and cache hits, and every blob
+    /// `Store` value lives (for the CLI: the process); an error if it is
+    /// not stored (GC may just have taken it). Builds lease their base images and cache hits, and every blob
     /// they write is leased, so nothing they use goes before it is tagged.
     pub fn lease(&self, digest: &Digest) -> Result<(), StoreError> {
         self.blobs.lease(digest)
