@@ -389,7 +389,8 @@ fn snapshots_are_verified_against_their_layers() {
     store.verify_snapshot(&layer.digest).unwrap();
     assert!(store.check().unwrap().is_empty());
 
-    let damage: [(&str, &dyn Fn(&Path)); 6] = [
+    type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+    let damage: [Damage; 6] = [
         ("app/bin/tool: content", &|t| {
             fs::write(t.join("app/bin/tool"), "#!/bin/sh\n".replace('s', "z")).unwrap()
         }),
