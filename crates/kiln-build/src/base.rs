@@ -45,6 +45,10 @@ pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError
         fail("not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into())
     })?;
     let manifest_digest: Digest = descriptor.digest().to_string().parse()?;
+    // Kept from GC while this process uses it, whatever `rmi` does.
+    store
+        .lease(&manifest_digest)
+        .map_err(|_| fail("removed from the store while being read".into()))?;
     let manifest: Value = serde_json::from_slice(&store.blobs().read(&manifest_digest)?)
         .map_err(|e| fail(format!("bad manifest: {e}")))?;
     let config_digest: Digest = manifest["config"]["digest"]

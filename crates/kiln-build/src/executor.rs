@@ -583,7 +583,9 @@ impl Step<'_> {
             None => None,
             Some(digest) => {
                 let digest = digest.parse().ok()?;
-                if !self.store.blobs().contains(&digest) {
+                // Leased: GC keeps it for this build from now on (or has
+                // just taken it, and the step runs again).
+                if self.store.lease(&digest).is_err() {
                     return None;
                 }
                 Some(Layer {
@@ -650,8 +652,8 @@ impl Step<'_> {
             .cache
             .step(key)
             .and_then(|entry| entry.layer)
-            .and_then(|digest| digest.strip_prefix("sha256:").map(str::to_owned))
-            .is_some_and(|hex| self.store.snapshots_dir().join(hex).is_dir())
+            .and_then(|digest| digest.parse().ok())
+            .is_some_and(|digest| self.store.has_snapshot(&digest))
     }
 
     /// WORKDIR of a directory the stage lacks: a layer creating it.

@@ -339,6 +339,25 @@ fn prepare_mount(
         MountKind::Cache => {
             let id = option("id").unwrap_or(&mount.target);
             let dir = cache_mount_dir(store, id);
+            // Held for the step. sharing=locked: one step at a time uses
+            // the directory (shared, the default, lets concurrent steps
+            // share it; private is treated as shared). `kiln prune
+            // --cache-mounts` skips a directory whose lock it cannot take;
+            // taken before the directory is made, so prune cannot take it
+            // in between.
+            let lock_path = dir.with_extension("lock");
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| BuildError::io(parent, e))?;
+            }
+            let file =
+                std::fs::File::create(&lock_path).map_err(|e| BuildError::io(&lock_path, e))?;
+            if option("sharing") == Some("locked") {
+                file.lock()
+            } else {
+                file.lock_shared()
+            }
+            .map_err(|e| BuildError::io(&lock_path, e))?;
+            held.locks.push(file);
             if !dir.exists() {
                 // Made once, with the mount's mode and owner (BuildKit's
                 // defaults: 0755, root).
@@ -357,16 +376,6 @@ fn prepare_mount(
                     // Another build made it first.
                     let _ = std::fs::remove_dir_all(&temp);
                 }
-            }
-            // sharing=locked: one step at a time uses the directory (shared,
-            // the default, lets concurrent steps share it; private is
-            // treated as shared).
-            if option("sharing") == Some("locked") {
-                let lock_path = dir.with_extension("lock");
-                let file =
-                    std::fs::File::create(&lock_path).map_err(|e| BuildError::io(&lock_path, e))?;
-                file.lock().map_err(|e| BuildError::io(&lock_path, e))?;
-                held.locks.push(file);
             }
             Ok(Mount::Bind {
                 source: dir,

@@ -110,20 +110,14 @@ pub fn image_config_document(
     doc
 }
 
-/// A scratch directory under the store's `kiln/tmp`, removed on drop.
+/// A scratch directory under the store's `kiln/tmp`, removed on drop. Its
+/// name carries this process's owner id, so GC leaves it alone while the
+/// build lives and the next kiln removes it if the build is killed.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(store: &Store) -> Result<TempDir, BuildError> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = store.root().join("kiln/tmp").join(format!(
-            "unpack-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).map_err(|e| BuildError::io(&dir, e))?;
-        Ok(TempDir(dir))
+        Ok(TempDir(store.scratch_dir("unpack")?))
     }
 }
 

@@ -4,23 +4,15 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use crate::error::{IoContext, StoreError};
 
-/// A unique name for a temp file beside `target` (pid + counter, so two
-/// processes or threads never collide).
-pub(crate) fn temp_path(dir: &Path, stem: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".tmp-{stem}-{}-{n}", std::process::id()))
-}
-
-/// Replaces `target` with `bytes` atomically.
-pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Replaces `target` with `bytes` atomically, through the temp file
+/// `temp_name` beside it (an owner's temp name, so GC knows whose it is).
+pub(crate) fn write_atomic(target: &Path, temp_name: &str, bytes: &[u8]) -> Result<(), StoreError> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let temp = temp_path(dir, "write");
+    let temp = dir.join(temp_name);
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)

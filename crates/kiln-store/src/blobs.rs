@@ -5,22 +5,49 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::atomic::{sync_dir, temp_path};
+use crate::atomic::sync_dir;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{IoContext, StoreError};
+use crate::owner::Owner;
 
-/// The blob directory of a store.
+/// The blob directory of a store. Every blob this process writes (or finds
+/// already there when asked to write it) is leased by its owner, so GC
+/// keeps it until a tag or cache entry reaches it, or the process ends.
 #[derive(Clone, Debug)]
 pub struct Blobs {
     dir: PathBuf,
+    owner: Arc<Owner>,
 }
 
 impl Blobs {
-    pub(crate) fn new(root: &Path) -> Blobs {
+    pub(crate) fn new(root: &Path, owner: Arc<Owner>) -> Blobs {
         Blobs {
             dir: root.join("blobs").join("sha256"),
+            owner,
         }
+    }
+
+    /// Keeps `digest` for this process if it is stored (see
+    /// [`crate::Store::lease`]).
+    pub(crate) fn lease(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.owner.keep(digest, || match self.contains(digest) {
+            true => Ok(()),
+            false => Err(StoreError::MissingBlob(*digest)),
+        })
+    }
+
+    /// Leases `digest` and renames `temp` into place as it.
+    fn publish(&self, temp: &Path, digest: &Digest) -> Result<(), StoreError> {
+        let target = self.path(digest);
+        self.owner
+            .keep(digest, || fs::rename(temp, &target).at(&target))?;
+        sync_dir(&self.dir)
+    }
+
+    fn temp(&self) -> Result<PathBuf, StoreError> {
+        Ok(self.dir.join(self.owner.temp_name("blob")?))
     }
 
     pub(crate) fn create_dirs(&self) -> Result<(), StoreError> {
@@ -52,7 +79,7 @@ impl Blobs {
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), StoreError> {
         if let Some(digest) = expected {
-            if self.contains(digest) {
+            if self.lease(digest).is_ok() {
                 // Still drain the reader so callers streaming an archive stay in step.
                 io::copy(&mut reader, &mut io::sink()).at(&self.path(digest))?;
                 return Ok((
@@ -63,7 +90,7 @@ impl Blobs {
                 ));
             }
         }
-        let temp = temp_path(&self.dir, "blob");
+        let temp = self.temp()?;
         let result = (|| {
             let file = OpenOptions::new()
                 .write(true)
@@ -85,9 +112,7 @@ impl Blobs {
                 }
             }
             file.sync_all().at(&temp)?;
-            let target = self.path(&digest);
-            fs::rename(&temp, &target).at(&target)?;
-            sync_dir(&self.dir)?;
+            self.publish(&temp, &digest)?;
             Ok((digest, size))
         })();
         if result.is_err() {
@@ -140,8 +165,8 @@ impl Blobs {
         Ok(())
     }
 
-    /// Every blob's digest; files that are not blobs (temp files of a
-    /// crashed writer) are returned separately so GC can remove them.
+    /// Every blob's digest; files that are not blobs (temp files of
+    /// writers, live or dead) are returned separately.
     pub fn list(&self) -> Result<(Vec<Digest>, Vec<PathBuf>), StoreError> {
         let mut digests = Vec::new();
         let mut strays = Vec::new();
@@ -170,14 +195,14 @@ impl Blobs {
 /// produce a blob incrementally (a layer tar being compressed).
 pub struct BlobWriter {
     temp: PathBuf,
-    dir: PathBuf,
+    blobs: Blobs,
     inner: Option<HashingWriter<io::BufWriter<File>>>,
 }
 
 impl Blobs {
     /// Starts a blob written piece by piece; `commit` names it.
     pub fn writer(&self) -> Result<BlobWriter, StoreError> {
-        let temp = temp_path(&self.dir, "blob");
+        let temp = self.temp()?;
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -185,7 +210,7 @@ impl Blobs {
             .at(&temp)?;
         Ok(BlobWriter {
             temp,
-            dir: self.dir.clone(),
+            blobs: self.clone(),
             inner: Some(HashingWriter::new(io::BufWriter::new(file))),
         })
     }
@@ -205,9 +230,7 @@ impl BlobWriter {
             .into_inner()
             .map_err(|e| StoreError::io(&self.temp, e.into_error()))?;
         file.sync_all().at(&self.temp)?;
-        let target = self.dir.join(digest.hex());
-        fs::rename(&self.temp, &target).at(&target)?;
-        sync_dir(&self.dir)?;
+        self.blobs.publish(&self.temp, &digest)?;
         Ok((digest, size))
     }
 }

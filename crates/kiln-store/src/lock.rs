@@ -1,6 +1,16 @@
-//! The store lock: builds and reads hold it shared, changes to the index and
-//! garbage collection hold it exclusively, so GC never deletes a blob that
-//! a running build has written but not yet tagged.
+//! The store's locks, both `flock`s on files under `kiln/` (released by the
+//! kernel when the process dies, so a killed kiln never leaves the store
+//! locked):
+//!
+//! - `kiln/lock`, the GC lock: writers hold it *shared* only for the
+//!   instant they lease a digest and make a blob or snapshot visible (see
+//!   `owner.rs`); GC holds it *exclusively* only to re-read its roots and
+//!   delete. Nobody holds it for a whole build, so builds run side by side
+//!   and readers (images, inspect, history, ps) take no lock at all:
+//!   `index.json` and blobs are replaced by atomic renames.
+//! - `kiln/index.lock`: held exclusively around each read-modify-write of
+//!   `index.json` (tag, untag, creating the layout), so two writers never
+//!   lose each other's tags. Short: it covers one small file.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;

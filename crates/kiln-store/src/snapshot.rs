@@ -1,9 +1,12 @@
 //! Layers as directories for overlayfs, both ways. A snapshot is one
-//! layer's tar unpacked on its own under `kiln/snapshots/<hex>`, with OCI
+//! layer's tar unpacked on its own under `kiln/snapshots/<hex>/fs`, with OCI
 //! whiteouts turned into overlay whiteouts (a `0:0` character device for
 //! `.wh.name`, the `trusted.overlay.opaque` xattr for `.wh..wh..opq`), so a
-//! stack of snapshots is exactly the lower dirs of an overlay mount. The
-//! other way, [`layer_from_upper`] turns an overlay upper dir (the change
+//! stack of snapshots is exactly the lower dirs of an overlay mount.
+//! `kiln/snapshots/<hex>/complete` marks a snapshot whole: it is written in
+//! the temp dir after the last entry, before the rename to `<hex>`, and
+//! checked at every use; a snapshot without it (a crash, an older kiln) is
+//! made again. The other way, [`layer_from_upper`] turns an overlay upper dir (the change
 //! set of a container) into a layer with OCI whiteouts.
 
 use std::collections::HashMap;
@@ -34,38 +37,74 @@ impl Store {
         self.root().join("kiln/snapshots")
     }
 
-    /// The directory holding `layer` unpacked, made on first use. Made in
-    /// a temp dir and renamed into place, so a killed kiln never leaves a
-    /// half snapshot under the final name; two kilns racing both unpack
-    /// and the loser throws its copy away.
+    /// The directory holding `layer` unpacked, made on first use (and
+    /// made again if it is not marked complete). Made in a temp dir of
+    /// this process and renamed into place, so a killed kiln never leaves a
+    /// half snapshot under the final name; two kilns racing both unpack and
+    /// the loser throws its copy away. The layer is leased first, so GC
+    /// keeps it (and the snapshot) while this process lives.
     pub fn snapshot(&self, layer: &Digest) -> Result<PathBuf, StoreError> {
-        let dir = self.snapshots_dir();
-        let target = dir.join(layer.hex());
-        if target.is_dir() {
-            return Ok(target);
+        let target = self.snapshots_dir().join(layer.hex());
+        if is_complete(&target, layer) {
+            return Ok(target.join(TREE));
         }
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
-        // Unique per process and call: threads of one build may unpack
-        // the same layer at once.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = dir.join(format!(".tmp-{}-{n}-{}", std::process::id(), layer.hex()));
-        fs::create_dir(&temp).map_err(|e| StoreError::io(&temp, e))?;
-        if let Err(error) = unpack_layer(self.blobs(), layer, &temp) {
+        self.lease(layer)?;
+        if target.exists() {
+            self.discard_snapshot(&target)?;
+        }
+        let temp = self.snapshot_temp("unpack")?;
+        if let Err(error) = unpack_layer(self.blobs(), layer, &temp.join(TREE)) {
             let _ = fs::remove_dir_all(&temp);
             return Err(error);
         }
-        match fs::rename(&temp, &target) {
-            Ok(()) => Ok(target),
-            Err(_) if target.is_dir() => {
-                let _ = fs::remove_dir_all(&temp);
-                Ok(target)
+        install(&temp, &target, layer)
+    }
+
+    /// How many snapshots (complete or not) there are.
+    pub fn snapshot_count(&self) -> usize {
+        fs::read_dir(self.snapshots_dir()).map_or(0, |entries| {
+            entries
+                .flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    }
+
+    /// Whether `layer`'s snapshot exists and is marked complete.
+    pub fn has_snapshot(&self, layer: &Digest) -> bool {
+        is_complete(&self.snapshots_dir().join(layer.hex()), layer)
+    }
+
+    /// A new temp dir of this process in `kiln/snapshots`, with an empty
+    /// `fs` in it.
+    fn snapshot_temp(&self, what: &str) -> Result<PathBuf, StoreError> {
+        let dir = self.snapshots_dir();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        let temp = dir.join(self.temp_name(what)?);
+        fs::create_dir_all(temp.join(TREE)).map_err(|e| StoreError::io(&temp, e))?;
+        Ok(temp)
+    }
+
+    /// Removes a snapshot: renamed to a temp name of this process first, so
+    /// that a kill half-way leaves a leftover GC removes, never a half
+    /// snapshot under its layer's name.
+    pub(crate) fn discard_snapshot(&self, dir: &Path) -> Result<(), StoreError> {
+        let aside = match self.set_aside(dir) {
+            Ok(aside) => aside,
+            // Another kiln discarded it first.
+            Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(())
             }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&temp);
-                Err(StoreError::io(&target, e))
-            }
-        }
+            Err(e) => return Err(e),
+        };
+        fs::remove_dir_all(&aside).map_err(|e| StoreError::io(&aside, e))
+    }
+
+    /// Renames `dir` to a temp name of this process; returns it.
+    fn set_aside(&self, dir: &Path) -> Result<PathBuf, StoreError> {
+        let aside = self.snapshots_dir().join(self.temp_name("gone")?);
+        fs::rename(dir, &aside).map_err(|e| StoreError::io(dir, e))?;
+        Ok(aside)
     }
 
     /// A writer for a layer's tar that unpacks it as a snapshot while it is
@@ -75,13 +114,9 @@ impl Store {
     /// make; [`SnapshotWriter::finish`] names it once the digest is known.
     pub fn snapshot_writer(&self) -> Result<SnapshotWriter, StoreError> {
         let parent = self.snapshots_dir();
-        fs::create_dir_all(&parent).map_err(|e| StoreError::io(&parent, e))?;
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let temp = parent.join(format!(".tmp-{}-{n}-stream", std::process::id()));
-        fs::create_dir(&temp).map_err(|e| StoreError::io(&temp, e))?;
+        let temp = self.snapshot_temp("stream")?;
         let (reader, writer) = io::pipe().map_err(|e| StoreError::io(&temp, e))?;
-        let dir = temp.clone();
+        let dir = temp.join(TREE);
         let unpacker = std::thread::spawn(move || {
             let reader = io::BufReader::with_capacity(1 << 20, reader);
             unpack_stream(reader, &dir, "a layer being written")
@@ -110,26 +145,64 @@ impl Store {
         Ok(dirs)
     }
 
-    /// Removes snapshots whose layer blob is gone, and leftovers of killed
-    /// unpackers. Returns how many directories went.
-    pub(crate) fn remove_orphan_snapshots(&self) -> Result<usize, StoreError> {
-        let dir = self.snapshots_dir();
-        let Ok(entries) = fs::read_dir(&dir) else {
-            return Ok(0);
+    /// Snapshots (under their layer's name) whose layer blob is gone.
+    pub(crate) fn orphan_snapshots(&self) -> Vec<PathBuf> {
+        let Ok(entries) = fs::read_dir(self.snapshots_dir()) else {
+            return Vec::new();
         };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let keep = format!("sha256:{name}")
-                .parse::<Digest>()
-                .is_ok_and(|d| self.blobs().contains(&d));
-            if !keep && fs::remove_dir_all(entry.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        Ok(removed)
+        entries
+            .flatten()
+            .filter(|entry| {
+                let name = entry.file_name();
+                format!("sha256:{}", name.to_string_lossy())
+                    .parse::<Digest>()
+                    .is_ok_and(|d| !self.blobs().contains(&d))
+            })
+            .map(|entry| entry.path())
+            .collect()
     }
+
+    /// Renames the orphan snapshots to temp names (done under GC's lock;
+    /// the caller deletes them after it); returns the new names.
+    pub(crate) fn set_aside_orphan_snapshots(&self) -> Result<Vec<PathBuf>, StoreError> {
+        self.orphan_snapshots()
+            .iter()
+            .map(|dir| self.set_aside(dir))
+            .collect()
+    }
+}
+
+/// The snapshot's tree inside its directory (the overlay lower dir).
+const TREE: &str = "fs";
+/// The completion marker beside the tree.
+const COMPLETE: &str = "complete";
+
+fn marker_text(layer: &Digest) -> String {
+    format!("kiln snapshot of {layer}\n")
+}
+
+fn is_complete(dir: &Path, layer: &Digest) -> bool {
+    fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text == marker_text(layer))
+}
+
+/// Marks the unpacked `temp` complete and renames it to `target`; if
+/// another kiln got there first with a complete one, that one is used.
+fn install(temp: &Path, target: &Path, layer: &Digest) -> Result<PathBuf, StoreError> {
+    let marker = temp.join(COMPLETE);
+    let result = fs::write(&marker, marker_text(layer))
+        .map_err(|e| StoreError::io(&marker, e))
+        .and_then(|()| match fs::rename(temp, target) {
+            Ok(()) => Ok(()),
+            Err(_) if is_complete(target, layer) => {
+                let _ = fs::remove_dir_all(temp);
+                Ok(())
+            }
+            Err(e) => Err(StoreError::io(target, e)),
+        });
+    if result.is_err() {
+        let _ = fs::remove_dir_all(temp);
+    }
+    result.map(|()| target.join(TREE))
 }
 
 /// Unpacks one layer into the empty directory `dir`, owners, modes, times
@@ -233,13 +306,16 @@ impl SnapshotWriter {
             t.join()
                 .unwrap_or_else(|_| Err(StoreError::Unsupported("snapshot thread panicked".into())))
         });
-        if unpacked.is_ok() {
-            let target = self.target_dir.join(layer.hex());
-            if fs::rename(&self.temp, &target).is_ok() || target.is_dir() {
-                return Ok(());
-            }
+        unpacked?;
+        let target = self.target_dir.join(layer.hex());
+        if is_complete(&target, layer) {
+            return Ok(());
         }
-        unpacked
+        if target.exists() {
+            // Incomplete: renamed away by whoever makes it next; leave it.
+            return Ok(());
+        }
+        install(&self.temp, &target, layer).map(|_| ())
     }
 }
 

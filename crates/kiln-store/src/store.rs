@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use crate::blobs::Blobs;
 use crate::digest::Digest;
 use crate::error::{IoContext, StoreError};
 use crate::lock::{LockMode, StoreLock};
+use crate::owner::{Owner, Sweep};
 use crate::reference::Reference;
 
 /// The annotation OCI layouts use for tags.
@@ -28,6 +30,7 @@ const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 pub struct Store {
     root: PathBuf,
     blobs: Blobs,
+    owner: Arc<Owner>,
 }
 
 /// One tag: the name as written and the manifest it points at.
@@ -42,22 +45,12 @@ pub struct Tag {
 pub struct GcReport {
     pub removed: Vec<Digest>,
     pub freed_bytes: u64,
-    /// Temp files of interrupted writers that were cleaned up.
+    /// Temp files of dead writers that were cleaned up.
     pub strays: usize,
-    /// Snapshots of deleted layers, and half-made ones, removed.
+    /// Snapshots of deleted layers, and half-made ones of dead writers.
     pub snapshots: usize,
-}
-
-/// While it lives, GC keeps what it protects (see [`Store::protect`]).
-#[derive(Debug)]
-pub struct Protection {
-    path: PathBuf,
-}
-
-impl Drop for Protection {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
+    /// Scratch directories of dead builds (`kiln/tmp`).
+    pub scratch_dirs: usize,
 }
 
 /// What a set of roots reaches.
@@ -93,20 +86,25 @@ impl Store {
     }
 
     /// Opens the store at `root`, creating an empty layout if there is none.
+    /// Takes no lock once the layout exists: opening never waits.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let owner = Arc::new(Owner::new(root));
         let store = Store {
             root: root.to_owned(),
-            blobs: Blobs::new(root),
+            blobs: Blobs::new(root, owner.clone()),
+            owner,
         };
-        fs::create_dir_all(store.kiln_dir()).at(&store.kiln_dir())?;
-        let _lock = store.lock(LockMode::Exclusive)?;
-        store.blobs.create_dirs()?;
         let layout = root.join("oci-layout");
-        if !layout.exists() {
-            write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
-        }
-        if !store.index_path().exists() {
-            store.write_index(&empty_index()?)?;
+        if !layout.exists() || !store.index_path().exists() {
+            fs::create_dir_all(store.kiln_dir()).at(&store.kiln_dir())?;
+            let _lock = store.index_lock()?;
+            store.blobs.create_dirs()?;
+            if !layout.exists() {
+                store.write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
+            }
+            if !store.index_path().exists() {
+                store.write_index(&empty_index()?)?;
+            }
         }
         // Reading it now turns a damaged index into an error at open.
         store.read_index()?;
@@ -129,10 +127,48 @@ impl Store {
         self.root.join("index.json")
     }
 
-    /// Takes the store lock: shared while building or reading, exclusive
-    /// to change tags or collect garbage.
+    /// Takes the GC lock (see [`crate::lock`]): exclusive to delete what
+    /// no root reaches; shared, briefly, to make something visible that GC
+    /// must not delete. Builds and readers do not hold it.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock, StoreError> {
         StoreLock::acquire(&self.kiln_dir().join("lock"), mode)
+    }
+
+    /// Serialises read-modify-writes of `index.json`.
+    fn index_lock(&self) -> Result<StoreLock, StoreError> {
+        StoreLock::acquire(&self.kiln_dir().join("index.lock"), LockMode::Exclusive)
+    }
+
+    /// Writes `target` atomically through a temp file of this process.
+    pub(crate) fn write_atomic(&self, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        write_atomic(target, &self.owner.temp_name("write")?, bytes)
+    }
+
+    /// A temp name of this process, for a file or directory in the store.
+    pub(crate) fn temp_name(&self, what: &str) -> Result<String, StoreError> {
+        self.owner.temp_name(what)
+    }
+
+    /// A new scratch directory `kiln/tmp/<owner>-<what>-<n>` for this
+    /// process. The caller removes it; if the process dies first, the next
+    /// kiln that writes to the store does.
+    pub fn scratch_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
+        self.owner.scratch_dir(what)
+    }
+
+    /// Keeps `digest` (and what it reaches) from GC for as long as this
+    /// `Store` value lives (for the CLI: the process); an error if it is
+    /// not stored (GC may just have taken it). Builds lease their base images and cache hits, and every blob
+    /// they write is leased, so nothing they use goes before it is tagged.
+    pub fn lease(&self, digest: &Digest) -> Result<(), StoreError> {
+        self.blobs.lease(digest)
+    }
+
+    /// Removes what dead kiln processes left (temp files, half-made
+    /// snapshots, scratch directories of killed builds), never anything of
+    /// a live one. Every kiln that writes does this when it first writes.
+    pub fn clean_leftovers(&self) -> Result<Sweep, StoreError> {
+        self.owner.clean_leftovers()
     }
 
     fn read_index(&self) -> Result<ImageIndex, StoreError> {
@@ -149,7 +185,7 @@ impl Store {
             what: "index.json".into(),
             source,
         })?;
-        write_atomic(&self.index_path(), &bytes)
+        self.write_atomic(&self.index_path(), &bytes)
     }
 
     /// Every tag, in index order.
@@ -173,10 +209,9 @@ impl Store {
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
         let wanted = Reference::parse(name)?.normalized();
         let digest: Digest = manifest.digest().to_string().parse()?;
-        if !self.blobs.contains(&digest) {
-            return Err(StoreError::MissingBlob(digest));
-        }
-        let _lock = self.lock(LockMode::Exclusive)?;
+        // Leased, so GC cannot take it between this check and the tag.
+        self.lease(&digest)?;
+        let _lock = self.index_lock()?;
         let index = self.read_index()?;
         // A rebuild that changed nothing leaves index.json untouched.
         let unchanged = index.manifests().iter().any(|d| {
@@ -206,7 +241,7 @@ impl Store {
     /// Removes a tag; returns the manifest it pointed at.
     pub fn untag(&self, name: &str) -> Result<Descriptor, StoreError> {
         let wanted = Reference::parse(name)?.normalized();
-        let _lock = self.lock(LockMode::Exclusive)?;
+        let _lock = self.index_lock()?;
         let mut index = self.read_index()?;
         let (removed, kept): (Vec<Descriptor>, Vec<Descriptor>) = index
             .manifests()
@@ -326,80 +361,76 @@ impl Store {
         Ok(reach)
     }
 
-    /// Keeps `digest` (and what it reaches) safe from GC until the guard
-    /// is dropped or this process dies, for the moment between finishing
-    /// a build under the shared lock and tagging it under the exclusive one.
-    pub fn protect(&self, digest: &Digest) -> Result<Protection, StoreError> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let dir = self.kiln_dir().join("pending");
-        fs::create_dir_all(&dir).at(&dir)?;
-        let path = dir.join(format!(
-            "{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        write_atomic(&path, digest.to_string().as_bytes())?;
-        Ok(Protection { path })
-    }
-
-    /// Digests protected by live processes; files of dead ones are removed.
-    fn protected(&self) -> Vec<Digest> {
-        let dir = self.kiln_dir().join("pending");
-        let mut digests = Vec::new();
-        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let pid = name.split('-').next().unwrap_or_default();
-            let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
-            if !alive {
-                let _ = fs::remove_file(entry.path());
-                continue;
-            }
-            if let Some(digest) = fs::read_to_string(entry.path())
-                .ok()
-                .and_then(|text| text.trim().parse().ok())
-            {
-                digests.push(digest);
-            }
-        }
-        digests
-    }
-
-    /// Deletes every blob that no tag, no protected build result and none
-    /// of `extra_roots` (cache entries) reaches, and temp files of
-    /// interrupted writers. Holds the exclusive lock, so it waits for
-    /// running builds.
-    pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport, StoreError> {
-        let _lock = self.lock(LockMode::Exclusive)?;
-        let mut roots: Vec<Digest> = extra_roots.to_vec();
-        roots.extend(self.protected());
+    /// What GC must keep: the leases of live processes, `extra_roots` and
+    /// every tag. Leases are read first: a process records a cache entry
+    /// or a tag, then ends (dropping its leases), so of the lease and the
+    /// record read later, one shows what it made.
+    fn roots(&self, extra_roots: &dyn Fn() -> Vec<Digest>) -> Result<Vec<Digest>, StoreError> {
+        let mut roots = self.owner.live_leases();
+        roots.extend(extra_roots());
         for tag in self.tags()? {
             roots.push(tag.manifest.digest().to_string().parse()?);
         }
-        let keep = self.reachable(&roots)?.present;
-        let (digests, strays) = self.blobs.list()?;
+        Ok(roots)
+    }
+
+    /// Blobs that nothing reaches now.
+    fn unreachable(
+        &self,
+        extra_roots: &dyn Fn() -> Vec<Digest>,
+    ) -> Result<Vec<Digest>, StoreError> {
+        let (digests, _) = self.blobs.list()?;
+        let keep = self.reachable(&self.roots(extra_roots)?)?.present;
+        Ok(digests.into_iter().filter(|d| !keep.contains(d)).collect())
+    }
+
+    /// Deletes every blob that no tag, no lease of a live process and none
+    /// of `extra_roots` (cache entries, kept containers: read twice, so it
+    /// is a function) reaches, the snapshots of deleted layers, and what
+    /// dead processes left. What to delete is found without the exclusive
+    /// lock; it is taken only to re-read the roots and delete, so builds
+    /// never wait for more than that short moment.
+    pub fn gc(&self, extra_roots: &dyn Fn() -> Vec<Digest>) -> Result<GcReport, StoreError> {
+        let swept = self.clean_leftovers()?;
         let mut report = GcReport {
-            strays: strays.len(),
+            strays: swept.temp_files,
+            snapshots: swept.snapshots,
+            scratch_dirs: swept.scratch_dirs,
             ..GcReport::default()
         };
-        for stray in strays {
-            let _ = fs::remove_file(stray);
+        let candidates = self.unreachable(extra_roots)?;
+        if candidates.is_empty() && self.orphan_snapshots().is_empty() {
+            return Ok(report);
         }
-        for digest in digests {
-            if keep.contains(&digest) {
-                continue;
+        let doomed = {
+            let _lock = self.lock(LockMode::Exclusive)?;
+            let keep = self.reachable(&self.roots(extra_roots)?)?.present;
+            for digest in candidates {
+                if keep.contains(&digest) {
+                    continue;
+                }
+                let size = fs::metadata(self.blobs.path(&digest)).map_or(0, |m| m.len());
+                self.blobs.remove(&digest)?;
+                report.freed_bytes += size;
+                report.removed.push(digest);
             }
-            let size = fs::metadata(self.blobs.path(&digest)).map_or(0, |m| m.len());
-            self.blobs.remove(&digest)?;
-            report.freed_bytes += size;
-            report.removed.push(digest);
+            self.set_aside_orphan_snapshots()?
+        };
+        // Renamed to temp names under the lock; deleting them can be slow.
+        for dir in doomed {
+            if fs::remove_dir_all(&dir).is_ok() {
+                report.snapshots += 1;
+            }
         }
-        report.snapshots = self.remove_orphan_snapshots()?;
         Ok(report)
     }
 
-    /// Verifies every blob against its name and that everything a tag
-    /// reaches is present. Returns the problems found (empty: clean).
+    /// Verifies every blob against its name, that everything a tag
+    /// reaches is present, and every snapshot against its layer (see
+    /// [`Store::verify_snapshot`]). A damaged snapshot is discarded (it is
+    /// derived data: the next use makes it again from the layer) and
+    /// reported. Returns the problems found (empty: clean). Holds the GC
+    /// lock shared, so GC does not delete what it is reading.
     pub fn check(&self) -> Result<Vec<Problem>, StoreError> {
         let _lock = self.lock(LockMode::Shared)?;
         let mut problems = Vec::new();
@@ -421,6 +452,7 @@ impl Store {
                 });
             }
         }
+        problems.extend(self.check_snapshots()?);
         Ok(problems)
     }
 }

@@ -203,7 +203,9 @@ fn gc_removes_snapshots_of_deleted_layers() {
     assert_eq!(fs::read_to_string(snapshot.join("file")).unwrap(), "x");
     // A half-made snapshot of a killed kiln.
     fs::create_dir_all(store.snapshots_dir().join(".tmp-1-abc")).unwrap();
-    let report = store.gc(&[]).unwrap();
+    drop(store);
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let report = store.gc(&Vec::new).unwrap();
     assert_eq!(report.removed, vec![layer.digest]);
     assert_eq!(report.snapshots, 2);
     assert!(!snapshot.exists());
@@ -345,8 +347,9 @@ fn a_snapshot_made_while_writing_equals_one_made_after() {
     let digest = streamed.blobs().put(&bytes).unwrap();
     writer.finish(&digest).unwrap();
     assert_eq!(unpacked.blobs().put(&bytes).unwrap(), digest);
-    let made_while = streamed.snapshots_dir().join(digest.hex());
+    let made_while = streamed.snapshots_dir().join(digest.hex()).join("fs");
     assert!(made_while.is_dir());
+    assert!(streamed.has_snapshot(&digest));
     assert_eq!(
         describe(&made_while),
         describe(&unpacked.snapshot(&digest).unwrap())
@@ -360,4 +363,73 @@ fn a_snapshot_made_while_writing_equals_one_made_after() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, [std::ffi::OsString::from(digest.hex())]);
+}
+
+#[test]
+fn snapshots_are_verified_against_their_layers() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let layer = layer(
+        &store,
+        &[
+            ("app", None),
+            ("app/bin", None),
+            ("app/bin/tool", Some("#!/bin/sh\n")),
+            ("app/link", Some("->bin/tool")),
+            ("app/.wh.old", Some("")),
+            ("gone/.wh..wh..opq", Some("")),
+            ("implied/dir/file", Some("x")),
+        ],
+    );
+    let tree = store.snapshot(&layer.digest).unwrap();
+    store.verify_snapshot(&layer.digest).unwrap();
+    assert!(store.check().unwrap().is_empty());
+
+    type Damage<'a> = (&'a str, &'a dyn Fn(&Path));
+    let damage: [Damage; 6] = [
+        ("app/bin/tool: content", &|t| {
+            fs::write(t.join("app/bin/tool"), "#!/bin/sh\n".replace('s', "z")).unwrap()
+        }),
+        ("app/bin/tool: mode", &|t| {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(t.join("app/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap()
+        }),
+        ("app/link: links to", &|t| {
+            fs::remove_file(t.join("app/link")).unwrap();
+            std::os::unix::fs::symlink("/etc/passwd", t.join("app/link")).unwrap();
+        }),
+        ("app/old: missing", &|t| {
+            fs::remove_file(t.join("app/old")).unwrap()
+        }),
+        ("gone: not opaque", &|t| {
+            xattr::remove(t.join("gone"), "trusted.overlay.opaque").unwrap()
+        }),
+        ("extra: not in the layer", &|t| {
+            fs::write(t.join("extra"), "").unwrap()
+        }),
+    ];
+    for (expected, damage) in damage {
+        let tree = store.snapshot(&layer.digest).unwrap();
+        damage(&tree);
+        let error = store
+            .verify_snapshot(&layer.digest)
+            .unwrap_err()
+            .to_string();
+        let (path, what) = expected.split_once(": ").unwrap();
+        assert!(
+            error.contains(path) && error.contains(what),
+            "{expected}: {error}"
+        );
+        // check reports it and discards the snapshot; the next use makes it again.
+        let problems = store.check().unwrap();
+        assert_eq!(problems.len(), 1, "{expected}: {problems:?}");
+        assert!(problems[0].what.contains(&layer.digest.to_string()));
+        assert!(!store.has_snapshot(&layer.digest));
+    }
+    assert_eq!(store.snapshot(&layer.digest).unwrap(), tree);
+    store.verify_snapshot(&layer.digest).unwrap();
 }

@@ -190,7 +190,10 @@ fn gc_keeps_what_tags_and_cache_roots_reach() {
         b"x",
     )
     .unwrap();
-    let report = store.gc(&[cached_blobs[0]]).unwrap();
+    // The writer is done; its leases end with it.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.gc(&|| vec![cached_blobs[0]]).unwrap();
     assert_eq!(report.strays, 1);
     let mut removed = report.removed.clone();
     removed.sort();
@@ -250,23 +253,62 @@ fn a_damaged_index_is_an_error_naming_the_file() {
 }
 
 #[test]
-fn protected_results_survive_gc_until_released() {
+fn leases_of_a_live_store_survive_gc_and_end_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let (_, [manifest, config, layer]) = put_image(&store, "building");
-    let guard = store.protect(&manifest).unwrap();
-    assert!(store.gc(&[]).unwrap().removed.is_empty());
-    // A protection left by a process that no longer exists does not count.
+    let writer = Store::open(dir.path()).unwrap();
+    let (_, [manifest, config, layer]) = put_image(&writer, "building");
+    let collector = Store::open(dir.path()).unwrap();
+    assert!(collector.gc(&Vec::new).unwrap().removed.is_empty());
+    // An owner file nobody holds: a dead process's leases do not count.
     fs::write(
-        dir.path().join("kiln/pending/999999999-0"),
-        manifest.to_string(),
+        dir.path().join("kiln/owners/999999999.0.0"),
+        format!("{manifest}\n"),
     )
     .unwrap();
-    drop(guard);
-    let mut removed = store.gc(&[]).unwrap().removed;
+    drop(writer);
+    let mut removed = collector.gc(&Vec::new).unwrap().removed;
     removed.sort();
     let mut expected = vec![manifest, config, layer];
     expected.sort();
     assert_eq!(removed, expected);
-    assert!(!dir.path().join("kiln/pending/999999999-0").exists());
+    assert!(!dir.path().join("kiln/owners/999999999.0.0").exists());
+}
+
+#[test]
+fn gc_removes_dead_writers_temps_and_never_a_live_ones() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = Store::open(dir.path()).unwrap();
+    let mut blob = writer.blobs().writer().unwrap();
+    blob.write_all(b"half a layer").unwrap();
+    let scratch = writer.scratch_dir("unpack").unwrap();
+    let live_temps = || store_temps(dir.path());
+    assert_eq!(live_temps().len(), 1);
+    // Temps of a writer that died: its owner file is no longer locked.
+    let dead = "4242.0.0";
+    fs::write(dir.path().join("kiln/owners").join(dead), "").unwrap();
+    fs::write(
+        dir.path().join(format!("blobs/sha256/.tmp-{dead}-blob-0")),
+        b"x",
+    )
+    .unwrap();
+    fs::write(dir.path().join(format!(".tmp-{dead}-write-1")), b"{").unwrap();
+    fs::create_dir_all(dir.path().join(format!("kiln/tmp/{dead}-unpack-2/upper"))).unwrap();
+
+    let collector = Store::open(dir.path()).unwrap();
+    let report = collector.gc(&Vec::new).unwrap();
+    assert_eq!((report.strays, report.scratch_dirs), (2, 1), "{report:?}");
+    assert_eq!(live_temps().len(), 1, "the live writer's temp is kept");
+    assert!(scratch.is_dir(), "the live writer's scratch dir is kept");
+    assert!(!dir.path().join("kiln/owners").join(dead).exists());
+    let (digest, _) = blob.commit().unwrap();
+    assert_eq!(writer.blobs().read(&digest).unwrap(), b"half a layer");
+}
+
+fn store_temps(root: &std::path::Path) -> Vec<String> {
+    fs::read_dir(root.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tmp-"))
+        .collect()
 }

@@ -120,10 +120,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     let Some(loaded) = load(args.file, &args.context)? else {
         return Ok(ExitCode::FAILURE);
     };
+    // No store lock is held: what this build writes or uses (bases, cache
+    // hits) is leased by this process, so GC keeps it until it is tagged,
+    // and other builds, readers and GC go on meanwhile.
     let store = open_store(root)?;
-    // Held for the whole build: GC and prune wait for it, so nothing this
-    // build writes (or expands from a base) disappears before it is tagged.
-    let lock = store.lock(kiln_store::LockMode::Shared)?;
     let report_plan_error = |error: kiln_graph::PlanError| {
         report!("error: {}", error.render(&loaded.display, &loaded.source));
         ExitCode::FAILURE
@@ -254,9 +254,6 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         Err(error) => return Err(error.into()),
     };
     let record = &outcome.image;
-    let manifest_digest: kiln_store::Digest = record.manifest.digest().to_string().parse()?;
-    let _protected = store.protect(&manifest_digest)?;
-    drop(lock);
     for tag in &args.tags {
         store.tag(tag, &record.manifest)?;
     }
@@ -590,12 +587,7 @@ impl Output {
 }
 
 fn tempfile_dir(store: &kiln_store::Store) -> anyhow::Result<PathBuf> {
-    let dir = store
-        .root()
-        .join("kiln/tmp")
-        .join(format!("export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+    Ok(store.scratch_dir("export")?)
 }
 
 /// `--pids-limit N`: Docker's convention, a positive number, or -1 (or

@@ -63,8 +63,9 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
     }
     let store = open_store(root)?;
     let cache = CacheIndex::open(store.root());
+    // Forgetting cache entries needs no lock: a build that finds one leases
+    // its layer, or misses if GC took it first.
     let forgotten = {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
         if args.all {
             let count = cache.entries().len();
             cache.clear()?;
@@ -77,40 +78,45 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
             doomed.len()
         }
     };
-    let mut mounts = 0;
-    if args.cache_mounts {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
-        let dir = store.root().join("kiln/cache-mounts");
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    mounts += usize::from(std::fs::remove_dir_all(&path).is_ok());
-                } else {
-                    let _ = std::fs::remove_file(&path);
-                }
-            }
-        }
-    }
-    let report = store.gc(&gc_roots(&store))?;
-    let scratch = store.root().join("kiln/tmp");
-    let mut dirs = 0;
-    if let Ok(entries) = std::fs::read_dir(&scratch) {
-        let _lock = store.lock(kiln_store::LockMode::Exclusive)?;
-        for entry in entries.flatten() {
-            if std::fs::remove_dir_all(entry.path()).is_ok() {
-                dirs += 1;
-            }
-        }
-    }
+    let mounts = if args.cache_mounts {
+        remove_idle_cache_mounts(&store.root().join("kiln/cache-mounts"))
+    } else {
+        0
+    };
+    let report = store.gc(&|| gc_roots(&store))?;
     print(&format!(
         "Deleted {forgotten} cache entries, {mounts} cache mounts, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
         report.removed.len(),
         human_size(report.freed_bytes),
         report.snapshots,
         report.strays,
-        dirs
+        report.scratch_dirs
     ))
+}
+
+/// Removes the cache mount directories no RUN step is using (a step holds
+/// `<id>.lock` while it runs; a directory whose lock is held is kept).
+/// Returns how many went.
+fn remove_idle_cache_mounts(dir: &Path) -> usize {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let lock_path = path.with_extension("lock");
+        let Ok(lock) = std::fs::File::create(&lock_path) else {
+            continue;
+        };
+        if lock.try_lock().is_err() {
+            continue;
+        }
+        // The lock file stays: a step may have it open, about to lock it.
+        if std::fs::remove_dir_all(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// The entries to forget: those unused for longer than `until`, then,

@@ -704,17 +704,13 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let all = containers(&store);
     let record = find(&all, &args.container)?;
-    // As a build: written under the shared lock, then protected from GC
-    // while the tag (which takes the exclusive lock) is written.
-    let lock = store.lock(kiln_store::LockMode::Shared)?;
+    // As a build: what it writes is leased by this process until tagged.
     let layer =
         kiln_store::layer_from_upper(store.blobs(), &all.dir(&record.id).join("upper"), None)?;
     let created = super::images::creation_time()?;
     let comment = format!("kiln commit {}", record.name);
     let image =
         kiln_build::commit_layer(&store, &record.config.image_id, layer, &created, &comment)?;
-    let _protected = store.protect(&image.manifest.digest().to_string().parse()?)?;
-    drop(lock);
     if let Some(name) = &args.name {
         store.tag(name, &image.manifest)?;
     }

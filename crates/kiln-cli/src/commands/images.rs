@@ -289,7 +289,7 @@ pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
 pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let removed = store.untag(&args.name)?;
-    let report = store.gc(&super::cache::gc_roots(&store))?;
+    let report = store.gc(&|| super::cache::gc_roots(&store))?;
     print(&format!(
         "Untagged: {}\nDeleted: {} blobs ({}) of {}\n",
         args.name,
@@ -375,8 +375,10 @@ pub fn load(root: Option<&Path>, args: LoadArgs) -> anyhow::Result<()> {
     print(&out)
 }
 
-/// `kiln check`: verifies every blob against its digest and that every
-/// tagged image has all its blobs. Exit 1 when anything is wrong.
+/// `kiln check`: verifies every blob against its digest, that every
+/// tagged image has all its blobs, and every snapshot against its layer
+/// (a damaged one is discarded: the next RUN or `kiln run` unpacks the
+/// layer again). Exit 1 when anything was wrong.
 pub fn check(root: Option<&Path>) -> anyhow::Result<bool> {
     let store = open_store(root)?;
     let problems = store.check()?;
@@ -387,9 +389,10 @@ pub fn check(root: Option<&Path>) -> anyhow::Result<bool> {
     if problems.is_empty() {
         let (blobs, _) = store.blobs().list()?;
         out.push_str(&format!(
-            "ok: {} blobs, {} names\n",
+            "ok: {} blobs, {} names, {} snapshots\n",
             blobs.len(),
-            store.tags()?.len()
+            store.tags()?.len(),
+            store.snapshot_count()
         ));
     }
     print(&out)?;
