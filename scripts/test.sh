@@ -14,3 +14,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/crash-race.sh 10
+# CI also runs the README's two commands on a bare Debian root, so a
+# forgotten install step fails here rather than on a new user's machine
+# (a few minutes; by hand: scripts/fresh-check.sh).
+if [ -n "${CI:-}" ]; then
+  scripts/fresh-check.sh
+fi
