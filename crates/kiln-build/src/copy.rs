@@ -845,19 +845,11 @@ fn hard_links_after_their_targets(items: &mut [Item]) {
     }
 }
 
-/// [`contained`] for a path of raw bytes (an archive's entry name).
+/// An archive entry's path (raw bytes) relative to the destination, or
+/// `None` if it climbs out (kiln-store's rule for every archive).
 fn contained_bytes(source: &[u8]) -> Option<RawPath> {
-    let mut parts: Vec<&[u8]> = Vec::new();
-    for part in source.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts.join(&b'/'))
+    let path = kiln_store::contained_path(as_path(source))?;
+    Some(path.into_os_string().into_encoded_bytes())
 }
 
 /// `source` relative to the root, or `None` if it climbs out of it.

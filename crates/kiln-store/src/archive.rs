@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
+use std::path::Path;
 
 use serde_json::{json, Value};
 
@@ -313,18 +314,9 @@ fn resolve_in_archive(path: &str, target: &str) -> Option<String> {
     if target.starts_with('/') {
         return None;
     }
-    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
-    parts.pop(); // the link's own name
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            other => parts.push(other),
-        }
-    }
-    Some(parts.join("/"))
+    let beside = Path::new(path).parent().unwrap_or(Path::new(""));
+    let resolved = crate::layer::contained_path(&beside.join(target))?;
+    Some(resolved.to_string_lossy().into_owned())
 }
 
 /// `path` after following archive links (a bounded number of hops, so a

@@ -26,7 +26,7 @@ pub use compression::{compress_layer, decompress, Compression, LayerCompression}
 pub use digest::Digest;
 pub use error::{written_file, NamedWriter, StoreError};
 pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
-pub use layer::{import_layer, open_layer, Layer};
+pub use layer::{contained_path, import_layer, open_layer, Layer};
 pub use lock::{LockMode, StoreLock};
 pub use owner::Sweep;
 pub use reference::Reference;
