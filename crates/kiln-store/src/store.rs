@@ -106,9 +106,36 @@ impl Store {
                 store.write_index(&empty_index()?)?;
             }
         }
+        store.keep_kiln_dir_private()?;
         // Reading it now turns a damaged index into an error at open.
         store.read_index()?;
         Ok(store)
+    }
+
+    /// `kiln/` holds unpacked layers (snapshots, containers' rw layers,
+    /// scratch trees): real files of untrusted images, setuid-root binaries
+    /// among them. Only the store's owner may reach them (0700, as Docker's
+    /// data root is 0710), or any local user could run such a binary as
+    /// root. Made so at every open, which also mends stores made before.
+    fn keep_kiln_dir_private(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::DirBuilderExt;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.kiln_dir();
+        // An OCI layout made by another tool has no kiln/ yet.
+        if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&dir) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Ok(()); // a layout we may only read: nothing of ours in it
+            }
+        }
+        let meta = fs::metadata(&dir).map_err(|e| StoreError::io(dir.display().to_string(), e))?;
+        if meta.permissions().mode() & 0o077 == 0 {
+            return Ok(());
+        }
+        match fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)) {
+            // Someone else's store, opened to read: not ours to change.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
+            other => other.map_err(|e| StoreError::io(dir.display().to_string(), e)),
+        }
     }
 
     pub fn root(&self) -> &Path {
