@@ -44,10 +44,16 @@ tar -C "$repo" --exclude=./target --exclude=./.git -cf - . | tar -C "$root/src/k
 # What this machine's network needs, as a machine with rustup has it:
 # its resolver, and its CA bundle (rustup comes with curl and
 # ca-certificates; the bundle may hold a proxy's CA that a stock one lacks).
+# The local CAs go where update-ca-certificates finds them too, since a
+# package that pulls in ca-certificates rebuilds the bundle.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
   mkdir -p "$root/etc/ssl/certs"
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+fi
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
 fi
 
 # Inside: a private mount and pid namespace, the tree as its root, the
