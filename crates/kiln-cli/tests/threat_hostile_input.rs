@@ -645,3 +645,41 @@ fn logs_of_a_chatty_container_stream_with_bounded_memory() {
     assert_eq!(out.stdout.len(), 200_000_000);
     assert!(peak_kib < 100 << 10, "peak RSS {peak_kib} KiB");
 }
+
+/// A tar of `count` entries `N.json` of `mib` MiB of zeros each, as a
+/// sparse file (the headers are its only data), so it takes no disk.
+fn sparse_json_archive(path: &Path, count: u64, mib: u64) {
+    use std::io::{Seek, SeekFrom};
+    let size = mib << 20;
+    let mut file = fs::File::create(path).unwrap();
+    for n in 0..count {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(format!("{n}.json")).unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        file.seek(SeekFrom::Start(n * (512 + size))).unwrap();
+        file.write_all(header.as_bytes()).unwrap();
+    }
+    // The data of the last entry and the two zero blocks that end a tar.
+    file.set_len(count * (512 + size) + 1024).unwrap();
+}
+
+/// `kiln load` kept every small (`.json`) file of an archive in memory
+/// until the end, with no bound on their total: 1.2 GB of them streamed on
+/// standard input took 1.2 GB. Together they may take 64 MiB.
+#[test]
+fn load_of_an_archive_of_endless_json_files_is_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let archive = dir.path().join("json-bomb.tar");
+    sparse_json_archive(&archive, 48, 32);
+    let input = fs::File::open(&archive).unwrap();
+    let (out, peak_kib) = run_bounded(&root, &["load", "-i", "-"], input.into());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("64 MiB"), "{stderr}");
+    assert!(stderr.contains(".json"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
+}

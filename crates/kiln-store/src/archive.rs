@@ -166,6 +166,13 @@ pub fn save(
     tar.into_inner().map_err(io_err)?.flush().map_err(io_err)
 }
 
+/// The most the small files of an archive (index.json, manifest.json, a
+/// docker-archive's configs) may take in memory, all together: they are
+/// kept until the whole archive is read, so without a bound an archive
+/// streamed on standard input made of `.json` entries grew kiln without
+/// end (1.2 GB of them took 1.2 GB). Real ones take kilobytes.
+pub const MAX_ARCHIVE_JSON_BYTES: u64 = 64 << 20;
+
 /// Reads an OCI archive or docker-archive; stores every blob (verified),
 /// and tags the images it names. Returns the names tagged.
 pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>, StoreError> {
@@ -178,6 +185,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
     // `docker save A B` writes a layer the images share once and links the
     // other `layer.tar` to it: links are followed inside the archive only.
     let mut links: BTreeMap<String, String> = BTreeMap::new();
+    let mut small_left = MAX_ARCHIVE_JSON_BYTES;
     let mut entries = tar.entries().map_err(bad)?;
     while let Some(entry) = header_budget.next(&mut entries) {
         let mut entry = entry.map_err(bad)?;
@@ -206,13 +214,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
             let (digest, size) = store.blobs().put_reader(&mut entry, Some(&expected))?;
             stored.insert(path, (digest, size));
         } else if path.ends_with(".json") || path == "oci-layout" {
-            let mut bytes = Vec::new();
-            entry
-                .by_ref()
-                .take(64 << 20)
-                .read_to_end(&mut bytes)
-                .map_err(bad)?;
-            crate::tar_headers::drain(&mut entry).map_err(bad)?;
+            let bytes = read_small(&mut entry, &mut small_left, what, &path)?;
             small.insert(path, bytes);
         } else {
             // docker-archive layers: stored under their content digest,
@@ -290,6 +292,31 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
         }
     }
     tag_all(store, tags)
+}
+
+/// Reads a small file of an archive whole, taking its size from what is
+/// `left` of [`MAX_ARCHIVE_JSON_BYTES`]; past it, an error naming the entry.
+fn read_small(
+    entry: &mut impl Read,
+    left: &mut u64,
+    what: &str,
+    path: &str,
+) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::new();
+    entry
+        .take(*left + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| StoreError::io(what, e))?;
+    match left.checked_sub(bytes.len() as u64) {
+        Some(rest) => {
+            *left = rest;
+            Ok(bytes)
+        }
+        None => Err(StoreError::Unsupported(format!(
+            "{what}: {path}: the archive's JSON files take more than \
+             {MAX_ARCHIVE_JSON_BYTES} bytes (64 MiB), the most kiln reads"
+        ))),
+    }
 }
 
 /// Tags only once every image of the archive was read and verified, so a
