@@ -683,3 +683,41 @@ fn load_of_an_archive_of_endless_json_files_is_refused_with_bounded_memory() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
 }
+
+/// Writes to `out`, until kiln stops reading, a tar of 300 empty files
+/// whose names take about 1 MB each (GNU long names, within the 1 MiB
+/// header bound).
+fn write_long_named_entries(out: impl Write) {
+    let mut tar = tar::Builder::new(out);
+    for n in 0..300 {
+        let component = "a".repeat(250);
+        let name = format!("{n:08}/{component}/").repeat(3900) + "x";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        if tar
+            .append_data(&mut header, name, std::io::empty())
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = tar.finish();
+}
+
+/// `kiln load` kept every entry's name until the end: 300 entries with
+/// names of 1 MB took 311 MB. Names count against the same 64 MiB.
+#[test]
+fn load_of_an_archive_of_endless_long_names_is_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let feeder = std::thread::spawn(move || write_long_named_entries(writer));
+    let (out, peak_kib) = run_bounded(&root, &["load", "-i", "-"], reader.into());
+    feeder.join().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("64 MiB"), "{stderr}");
+    assert!(stderr.len() < 2000, "the error shows the name shortened");
+    assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
+}
