@@ -657,6 +657,16 @@ fn extract_archive(
         if rel.is_empty() {
             continue;
         }
+        if rel.len() > PATH_MAX {
+            let shown: String = shown.chars().take(200).collect();
+            return Err(BuildError::step(
+                req.line,
+                format!(
+                    "ADD {}: archive entry {shown:?}... is longer than {PATH_MAX} bytes, which no file system holds",
+                    path.display()
+                ),
+            ));
+        }
         if rel.split(|&b| b == b'/').any(is_layer_metadata) {
             let what = format!("archive entry {shown:?} of {}", path.display());
             return Err(layer_metadata_error(req, &what, &lossy(&rel)));
@@ -844,6 +854,15 @@ fn hard_links_after_their_targets(items: &mut [Item]) {
         file.content = Content::HardLink(link.dest.clone());
     }
 }
+
+/// The most path bytes the parent directories a layer creates may hold
+/// (a million parents of 256 bytes; a real tree has far fewer).
+const MAX_PARENT_PATH_BYTES: usize = 256 << 20;
+
+/// Linux's PATH_MAX: no path a file system holds is longer, so an archive
+/// entry that is names an error (and the parents of a path are made one
+/// item each: a longer one would cost its length squared).
+const PATH_MAX: usize = 4096;
 
 /// An archive entry's path (raw bytes) relative to the destination, or
 /// `None` if it climbs out (kiln-store's rule for every archive).
@@ -1054,6 +1073,9 @@ impl Selection {
         let mut present: std::collections::HashSet<RawPath> =
             items.iter().map(|i| i.dest.clone()).collect();
         let mut parents = Vec::new();
+        // Each parent is an item with its own path: deep, distinct names
+        // cost their depth times their length, so the total is bounded.
+        let mut parent_bytes = 0usize;
         for item in &items {
             let mut path: &[u8] = &item.dest;
             while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
@@ -1061,6 +1083,16 @@ impl Selection {
                 let in_stage = !link && tree.get(parent).is_some();
                 if in_stage || !present.insert(parent.to_vec()) {
                     break;
+                }
+                parent_bytes += parent.len();
+                if parent_bytes > MAX_PARENT_PATH_BYTES {
+                    return Err(BuildError::step(
+                        line,
+                        format!(
+                            "{instruction}: the parent directories of what it copies have more than {} MiB of path names",
+                            MAX_PARENT_PATH_BYTES >> 20
+                        ),
+                    ));
                 }
                 parents.push(Item {
                     dest: parent.to_vec(),

@@ -645,3 +645,144 @@ fn logs_of_a_chatty_container_stream_with_bounded_memory() {
     assert_eq!(out.stdout.len(), 200_000_000);
     assert!(peak_kib < 100 << 10, "peak RSS {peak_kib} KiB");
 }
+
+/// A tar of `count` entries `N.json` of `mib` MiB of zeros each, as a
+/// sparse file (the headers are its only data), so it takes no disk.
+fn sparse_json_archive(path: &Path, count: u64, mib: u64) {
+    use std::io::{Seek, SeekFrom};
+    let size = mib << 20;
+    let mut file = fs::File::create(path).unwrap();
+    for n in 0..count {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(format!("{n}.json")).unwrap();
+        header.set_size(size);
+        header.set_mode(0o644);
+        header.set_cksum();
+        file.seek(SeekFrom::Start(n * (512 + size))).unwrap();
+        file.write_all(header.as_bytes()).unwrap();
+    }
+    // The data of the last entry and the two zero blocks that end a tar.
+    file.set_len(count * (512 + size) + 1024).unwrap();
+}
+
+/// `kiln load` kept every small (`.json`) file of an archive in memory
+/// until the end, with no bound on their total: 1.2 GB of them streamed on
+/// standard input took 1.2 GB. Together they may take 64 MiB.
+#[test]
+fn load_of_an_archive_of_endless_json_files_is_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let archive = dir.path().join("json-bomb.tar");
+    sparse_json_archive(&archive, 48, 32);
+    let input = fs::File::open(&archive).unwrap();
+    let (out, peak_kib) = run_bounded(&root, &["load", "-i", "-"], input.into());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("64 MiB"), "{stderr}");
+    assert!(stderr.contains(".json"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
+}
+
+/// Writes to `out`, until kiln stops reading, a tar of 300 empty files
+/// whose names take about 1 MB each (GNU long names, within the 1 MiB
+/// header bound).
+fn write_long_named_entries(out: impl Write) {
+    let mut tar = tar::Builder::new(out);
+    for n in 0..300 {
+        let component = "a".repeat(250);
+        let name = format!("{n:08}/{component}/").repeat(3900) + "x";
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        if tar
+            .append_data(&mut header, name, std::io::empty())
+            .is_err()
+        {
+            return;
+        }
+    }
+    let _ = tar.finish();
+}
+
+/// `kiln load` kept every entry's name until the end: 300 entries with
+/// names of 1 MB took 311 MB. Names count against the same 64 MiB.
+#[test]
+fn load_of_an_archive_of_endless_long_names_is_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let feeder = std::thread::spawn(move || write_long_named_entries(writer));
+    let (out, peak_kib) = run_bounded(&root, &["load", "-i", "-"], reader.into());
+    feeder.join().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("64 MiB"), "{stderr}");
+    assert!(stderr.len() < 2000, "the error shows the name shortened");
+    assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
+}
+
+/// ADD creates the parents of every archive entry, each with its own copy
+/// of its path: one entry whose name is 1 MB deep in 3900 directories took
+/// 11.6 GB and 152 s (300 of them: killed at 24 GB). No file system holds
+/// a path over PATH_MAX (4096 bytes); such a name must end in an error.
+#[test]
+fn add_of_an_entry_with_an_endlessly_deep_name_is_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), "FROM busybox\nADD deep.tar /t/\n");
+    let root = common::busybox_store(dir.path());
+    let mut tar = tar::Builder::new(fs::File::create(ctx.join("deep.tar")).unwrap());
+    let name = format!("{}/", "a".repeat(250)).repeat(3900) + "x";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(0);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, name, std::io::empty())
+        .unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let (out, peak_kib) = run_bounded(
+        &root,
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        &stderr[stderr.len().saturating_sub(2000)..]
+    );
+    assert!(stderr.contains("deep.tar"), "the error names the archive");
+    assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
+}
+
+/// Deep names under PATH_MAX still cost their depth times their length in
+/// parent directories, and distinct ones share none: 100 entries of 4000
+/// bytes in 2000 directories each would need 800 MB of parent paths. The
+/// parents' path bytes are bounded (256 MiB), with an error.
+#[test]
+fn add_of_many_deep_distinct_names_is_refused_with_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), "FROM busybox\nADD deep.tar /t/\n");
+    let root = common::busybox_store(dir.path());
+    let mut tar = tar::Builder::new(fs::File::create(ctx.join("deep.tar")).unwrap());
+    for n in 0..100 {
+        let name = format!("d{n:03}/{}x", "a/".repeat(1998));
+        let mut header = tar::Header::new_gnu();
+        header.set_size(0);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, std::io::empty())
+            .unwrap();
+    }
+    tar.finish().unwrap();
+    drop(tar);
+    let (out, peak_kib) = run_bounded(
+        &root,
+        &["build", "--progress", "plain", ctx.to_str().unwrap()],
+        std::process::Stdio::null(),
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("parent directories"), "{stderr}");
+    assert!(peak_kib < 1536 << 10, "peak RSS {peak_kib} KiB");
+}

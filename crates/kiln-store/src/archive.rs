@@ -167,6 +167,14 @@ pub fn save(
     tar.into_inner().map_err(io_err)?.flush().map_err(io_err)
 }
 
+/// The most an archive's small files (index.json, manifest.json, a
+/// docker-archive's configs) and the names of its entries may take in
+/// memory, all together: they are kept until the whole archive is read, so
+/// without a bound an archive streamed on standard input grew kiln without
+/// end (1.2 GB of `.json` entries took 1.2 GB; 300 entries with names of
+/// 1 MB, 311 MB). Real archives take kilobytes.
+pub const MAX_ARCHIVE_JSON_BYTES: u64 = 64 << 20;
+
 /// Reads an OCI archive or docker-archive; stores every blob (verified),
 /// and tags the images it names. Returns the names tagged.
 pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>, StoreError> {
@@ -179,6 +187,10 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
     // `docker save A B` writes a layer the images share once and links the
     // other `layer.tar` to it: links are followed inside the archive only.
     let mut links: BTreeMap<String, String> = BTreeMap::new();
+    let mut kept = Kept {
+        left: MAX_ARCHIVE_JSON_BYTES,
+        what,
+    };
     let mut entries = tar.entries().map_err(bad)?;
     while let Some(entry) = header_budget.next(&mut entries) {
         let mut entry = entry.map_err(bad)?;
@@ -193,6 +205,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
             if let Some(target) = entry.link_name().map_err(bad)? {
                 let target = target.to_string_lossy().into_owned();
                 if let Some(resolved) = resolve_in_archive(&path, &target) {
+                    kept.take(path.len() + resolved.len(), &path)?;
                     links.insert(path, resolved);
                 }
             }
@@ -202,18 +215,13 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
             crate::tar_headers::drain(&mut entry).map_err(bad)?;
             continue;
         }
+        kept.take(path.len(), &path)?;
         if let Some(hex) = path.strip_prefix("blobs/sha256/") {
             let expected: Digest = format!("sha256:{hex}").parse()?;
             let (digest, size) = store.blobs().put_reader(&mut entry, Some(&expected))?;
             stored.insert(path, (digest, size));
         } else if path.ends_with(".json") || path == "oci-layout" {
-            let mut bytes = Vec::new();
-            entry
-                .by_ref()
-                .take(64 << 20)
-                .read_to_end(&mut bytes)
-                .map_err(bad)?;
-            crate::tar_headers::drain(&mut entry).map_err(bad)?;
+            let bytes = kept.read(&mut entry, &path)?;
             small.insert(path, bytes);
         } else {
             // docker-archive layers: stored under their content digest,
@@ -291,6 +299,51 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
         }
     }
     tag_all(store, tags)
+}
+
+/// What is left of [`MAX_ARCHIVE_JSON_BYTES`] while an archive is read.
+struct Kept<'a> {
+    left: u64,
+    what: &'a str,
+}
+
+impl Kept<'_> {
+    /// Takes `bytes` kept for entry `path`; past the bound, an error
+    /// naming the entry.
+    fn take(&mut self, bytes: usize, path: &str) -> Result<(), StoreError> {
+        match self.left.checked_sub(bytes as u64) {
+            Some(rest) => {
+                self.left = rest;
+                Ok(())
+            }
+            None => Err(StoreError::Unsupported(format!(
+                "{}: {}: the archive's JSON files and names take more than \
+                 {MAX_ARCHIVE_JSON_BYTES} bytes (64 MiB), the most kiln keeps",
+                self.what,
+                shortened(path)
+            ))),
+        }
+    }
+
+    /// Reads a small file of an archive whole, within the bound.
+    fn read(&mut self, entry: &mut impl Read, path: &str) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = Vec::new();
+        entry
+            .take(self.left + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io(self.what, e))?;
+        self.take(bytes.len(), path)?;
+        Ok(bytes)
+    }
+}
+
+/// `path`, cut to its first 200 characters if longer (a hostile name may
+/// be a megabyte long).
+fn shortened(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((end, _)) => format!("{}...", &path[..end]),
+        None => path.to_owned(),
+    }
 }
 
 /// Tags only once every image of the archive was read and verified, so a
