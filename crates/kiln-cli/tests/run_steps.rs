@@ -303,10 +303,7 @@ fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
         // (A fork of the shell, before it execs sleep, can match too.)
         assert!(processes_with(&marker) >= 1, "the command is running");
         let started = std::time::Instant::now();
-        Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
-            .status()
-            .unwrap();
+        common::send_signal(child.id(), signal);
         let status = child.wait().unwrap();
         assert_eq!(status.code(), code, "SIG{signal}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));

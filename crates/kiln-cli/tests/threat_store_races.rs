@@ -79,9 +79,7 @@ fn spawn_build(root: &Path, work: &Path, name: &str, dockerfile: &str) -> Child 
 
 /// Interrupts a build (SIGINT: kiln stops its container) and reaps it.
 fn interrupt(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    common::send_signal(child.id(), "INT");
     let _ = child.wait();
 }
 

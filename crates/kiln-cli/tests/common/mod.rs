@@ -6,6 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// Sends signal `name` (`"TERM"`, `"INT"`, `"KILL"`...) to process `pid`,
+/// with the syscall: a bare machine need not have procps' `kill`.
+pub fn send_signal(pid: u32, name: &str) {
+    let signal: nix::sys::signal::Signal = format!("SIG{name}").parse().unwrap();
+    // A process that is already gone is no error here.
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+}
+
 /// Runs `kiln --root ROOT ARGS...` with a clean SOURCE_DATE_EPOCH.
 pub fn kiln(root: &Path, args: &[&str]) -> Output {
     kiln_env(root, args, &[])
