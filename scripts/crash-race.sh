@@ -10,7 +10,7 @@
 #
 # Environment: KILN (the binary; default target/debug/kiln, built if
 # missing), BUSYBOX_ROOTFS_SH (the script writing the busybox rootfs tar;
-# default ../shared/bench/busybox-rootfs.sh), SEED (for $RANDOM).
+# default scripts/busybox-rootfs.sh), SEED (for $RANDOM).
 # Prints the counts (rounds, processes, kills, races, broken live
 # processes, corrupt stores); exits 1 if any process that was not killed
 # failed or any store was found corrupt. Needs root (RUN steps, mounts).
@@ -24,7 +24,7 @@ if [[ ! -x $kiln ]]; then
     cargo build --locked -p kiln-cli >&2 || exit 1
 fi
 kiln=$(realpath "$kiln")
-rootfs_sh=${BUSYBOX_ROOTFS_SH:-../shared/bench/busybox-rootfs.sh}
+rootfs_sh=${BUSYBOX_ROOTFS_SH:-scripts/busybox-rootfs.sh}
 
 work=$(mktemp -d /tmp/kiln-crash-race.XXXXXX)
 root=$work/store

@@ -20,7 +20,7 @@ k() { "$kiln" --root "$root" "$@"; }
 now() { date +%s%N; }
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
-sh "$here/../shared/bench/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
+sh "$here/scripts/busybox-rootfs.sh" "$work/busybox.tar" >/dev/null 2>&1
 k import "$work/busybox.tar" busybox >/dev/null
 for name in a b; do
   mkdir "$work/$name"
