@@ -643,30 +643,14 @@ pub(crate) fn join_path(base: &str, path: &str) -> String {
     } else {
         format!("{base}/{path}")
     };
-    clean_path(&joined)
+    go_clean(&joined)
 }
 
-/// Go's `path.Clean` for absolute paths.
-fn clean_path(path: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            other => parts.push(other),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
-
-/// Go's `path.Clean`, relative paths included (`""` is `"."`, leading
-/// `..` of a relative path stay).
+/// Go's `path.Clean`: the shortest equivalent path, lexically (`..` stops
+/// at the root of an absolute path; a relative one keeps its leading `..`;
+/// `""` is `"."`).
 fn go_clean(path: &str) -> String {
-    if path.starts_with('/') {
-        return clean_path(path);
-    }
+    let rooted = path.starts_with('/');
     let mut parts: Vec<&str> = Vec::new();
     for part in path.split('/') {
         match part {
@@ -674,13 +658,15 @@ fn go_clean(path: &str) -> String {
             ".." if parts.last().is_some_and(|last| *last != "..") => {
                 parts.pop();
             }
+            ".." if rooted => {}
             other => parts.push(other),
         }
     }
-    if parts.is_empty() {
-        ".".to_owned()
-    } else {
-        parts.join("/")
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
     }
 }
 
