@@ -829,6 +829,13 @@ fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
 /// is sorted by name (an archive's `l -> n` sorts first): where a link
 /// comes first, it takes the file's content and the file becomes the link.
 fn hard_links_after_their_targets(items: &mut [Item]) {
+    // Only archives bring hard links: a COPY of a tree pays nothing here.
+    if !items
+        .iter()
+        .any(|item| matches!(item.content, Content::HardLink(_)))
+    {
+        return;
+    }
     let position: std::collections::HashMap<RawPath, usize> = items
         .iter()
         .enumerate()
