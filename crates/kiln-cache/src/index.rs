@@ -142,12 +142,34 @@ impl CacheIndex {
         }
     }
 
-    /// Forgets everything: entries, records and locks.
+    /// Forgets every entry and record. File by file, not the directory
+    /// whole: a build running beside the prune may be writing an entry, and
+    /// removing the tree under it fails (`Directory not empty`) or loses
+    /// its write. Lock files stay: one may be held, and a new file at the
+    /// same path would let a second process compute the same key.
     pub fn clear(&self) -> Result<(), CacheError> {
-        match fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_error(&self.dir)(e)),
-            _ => Ok(()),
+        for sub in ["steps", "records"] {
+            let dir = self.dir.join(sub);
+            let listing = match fs::read_dir(&dir) {
+                Ok(listing) => listing,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&dir)(e)),
+            };
+            for file in listing {
+                let path = file.map_err(io_error(&dir))?.path();
+                // In-flight temps belong to their writers, who rename them.
+                if path.extension().is_none_or(|ext| ext != "json") {
+                    continue;
+                }
+                match fs::remove_file(&path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_error(&path)(e))
+                    }
+                    _ => {}
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -214,5 +236,32 @@ mod tests {
         assert_eq!(index.step(&key), None);
         index.remove(&listed[0]).unwrap();
         assert!(index.entries().is_empty());
+    }
+
+    #[test]
+    fn clearing_beside_a_writer_never_fails_and_keeps_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::open(dir.path());
+        let held = KeyBuilder::new("run").text("held", "").finish();
+        let _lock = index.lock(&held).unwrap();
+        let entry = Entry {
+            layer: None,
+            layer_size: 0,
+            created: "2026-01-01T00:00:00Z".into(),
+        };
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                for n in 0..2000 {
+                    let key = KeyBuilder::new("run").text("n", &n.to_string()).finish();
+                    index.put_step(&key, &entry).unwrap();
+                }
+            });
+            while !writer.is_finished() {
+                index.clear().unwrap();
+            }
+        });
+        index.clear().unwrap();
+        assert!(index.entries().is_empty());
+        assert!(index.dir.join("locks").join(held.hex()).exists());
     }
 }
