@@ -94,7 +94,7 @@ pub fn prepare_copy(
     } else {
         copy.dest.clone()
     };
-    let spill_dir = store.root().join("kiln/tmp");
+    let spill_dir = store.layout().tmp();
     let base = CopyRequest {
         root,
         root_name,

@@ -582,7 +582,7 @@ pub fn cache_mount_dir(store: &Store, id: &str) -> PathBuf {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    store.root().join("kiln/cache-mounts").join(name)
+    store.layout().cache_mounts().join(name)
 }
 
 /// Copies `real` (resolved inside `root`) to `to`, through descriptors.

@@ -1,5 +1,5 @@
-//! The cache index on disk, beside the store's OCI layout:
-//! `kiln/cache/steps/<key>.json` (a step's result), `records/<position>.json` (what the last miss at a
+//! The cache index on disk, in the directory the store's layout gives it:
+//! `steps/<key>.json` (a step's result), `records/<position>.json` (what the last miss at a
 //! Dockerfile position read, for explanations) and `locks/<key>` (so two
 //! processes wanting the same step compute it once). Files are replaced
 //! atomically; a file's mtime is its entry's last use.
@@ -51,10 +51,10 @@ pub struct CacheIndex {
 pub struct KeyLock(#[allow(dead_code)] File);
 
 impl CacheIndex {
-    /// The index of the store at `store_root`.
-    pub fn open(store_root: &Path) -> CacheIndex {
+    /// The index kept in `dir` (the store's `Layout::cache`).
+    pub fn open(dir: &Path) -> CacheIndex {
         CacheIndex {
-            dir: store_root.join("kiln/cache"),
+            dir: dir.to_owned(),
         }
     }
 

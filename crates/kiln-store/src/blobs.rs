@@ -24,7 +24,7 @@ pub struct Blobs {
 impl Blobs {
     pub(crate) fn new(root: &Path, owner: Arc<Owner>) -> Blobs {
         Blobs {
-            dir: root.join("blobs").join("sha256"),
+            dir: crate::Layout::new(root).blobs(),
             owner,
         }
     }

@@ -30,6 +30,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::digest::Digest;
 use crate::error::{IoContext, StoreError};
+use crate::layout::Layout;
 use crate::lock::{LockMode, StoreLock};
 
 /// Prefix of every temp name in the store root, blobs and snapshots.
@@ -64,7 +65,7 @@ pub(crate) fn owner_of(name: &str) -> &str {
 #[derive(Debug)]
 pub(crate) struct Owner {
     id: String,
-    root: PathBuf,
+    layout: Layout,
     state: Mutex<Option<Registered>>,
     /// What the sweep at registration removed, not yet reported.
     swept: Mutex<Sweep>,
@@ -112,18 +113,18 @@ impl Owner {
     pub(crate) fn new(root: &Path) -> Owner {
         Owner {
             id: fresh_id(),
-            root: root.to_owned(),
+            layout: Layout::new(root),
             state: Mutex::new(None),
             swept: Mutex::new(Sweep::default()),
         }
     }
 
     fn owners_dir(&self) -> PathBuf {
-        self.root.join("kiln/owners")
+        self.layout.owners()
     }
 
     fn gc_lock(&self) -> PathBuf {
-        self.root.join("kiln/lock")
+        self.layout.gc_lock()
     }
 
     /// A temp name of this owner for `dir`: `.tmp-<id>-<what>-<n>`.
@@ -142,7 +143,7 @@ impl Owner {
     /// A scratch directory `kiln/tmp/<id>-<what>-<n>`, created.
     pub(crate) fn scratch_dir(&self, what: &str) -> Result<PathBuf, StoreError> {
         let name = self.temp_name(what)?;
-        let dir = self.root.join("kiln/tmp").join(&name[TEMP_PREFIX.len()..]);
+        let dir = self.layout.tmp().join(&name[TEMP_PREFIX.len()..]);
         fs::create_dir_all(&dir).at(&dir)?;
         Ok(dir)
     }
@@ -264,29 +265,29 @@ impl Owner {
         };
         let mut sweep = Sweep::default();
         let remove_file = |path: &Path| fs::remove_file(path).is_ok();
-        let blobs = self.root.join("blobs/sha256");
+        let blobs = self.layout.blobs();
         for (path, name) in entries(&blobs) {
             if !is_blob_name(&name) && is_dead(&name) && remove_file(&path) {
                 sweep.temp_files += 1;
             }
         }
-        for (path, name) in entries(&self.root) {
+        for (path, name) in entries(self.layout.root()) {
             if name.starts_with(TEMP_PREFIX) && is_dead(&name) && remove_file(&path) {
                 sweep.temp_files += 1;
             }
         }
-        for (path, name) in entries(&self.root.join("kiln/snapshots")) {
+        for (path, name) in entries(&self.layout.snapshots()) {
             if name.starts_with(TEMP_PREFIX) && is_dead(&name) && remove_any(&path) {
                 sweep.snapshots += 1;
             }
         }
-        for (path, name) in entries(&self.root.join("kiln/tmp")) {
+        for (path, name) in entries(&self.layout.tmp()) {
             if is_dead(&name) && remove_any(&path) {
                 sweep.scratch_dirs += 1;
             }
         }
         // Leases of dead owners of the old scheme (pid files) mean nothing.
-        let _ = fs::remove_dir_all(self.root.join("kiln/pending"));
+        let _ = fs::remove_dir_all(self.layout.pending());
         for path in dead.keys().map(|id| self.owners_dir().join(id)) {
             let _ = fs::remove_file(path);
         }

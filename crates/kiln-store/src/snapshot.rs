@@ -34,7 +34,7 @@ const UNSUPPORTED_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "trusted.over
 impl Store {
     /// Where snapshots live; beside the OCI layout, invisible to its readers.
     pub fn snapshots_dir(&self) -> PathBuf {
-        self.root().join("kiln/snapshots")
+        self.layout().snapshots()
     }
 
     /// The directory holding `layer` unpacked, made on first use (and

@@ -16,6 +16,7 @@ use crate::atomic::write_atomic;
 use crate::blobs::Blobs;
 use crate::digest::Digest;
 use crate::error::{IoContext, StoreError};
+use crate::layout::Layout;
 use crate::lock::{LockMode, StoreLock};
 use crate::owner::{Owner, Sweep};
 use crate::reference::Reference;
@@ -69,20 +70,9 @@ pub struct Problem {
 }
 
 impl Store {
-    /// `$KILN_ROOT`, else `/var/lib/kiln` for root, else
-    /// `$XDG_DATA_HOME/kiln` (`~/.local/share/kiln`).
+    /// Where a store lives when none is named: see [`Layout::default_root`].
     pub fn default_root() -> PathBuf {
-        if let Some(root) = std::env::var_os("KILN_ROOT").filter(|r| !r.is_empty()) {
-            return PathBuf::from(root);
-        }
-        if effective_uid() == Some(0) {
-            return PathBuf::from("/var/lib/kiln");
-        }
-        if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-            return PathBuf::from(data).join("kiln");
-        }
-        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
-        PathBuf::from(home).join(".local/share/kiln")
+        Layout::default_root()
     }
 
     /// Opens the store at `root`, creating an empty layout if there is none.
@@ -94,7 +84,7 @@ impl Store {
             blobs: Blobs::new(root, owner.clone()),
             owner,
         };
-        let layout = root.join("oci-layout");
+        let layout = store.layout().oci_layout();
         if !layout.exists() || !store.index_path().exists() {
             fs::create_dir_all(store.kiln_dir()).at(&store.kiln_dir())?;
             let _lock = store.index_lock()?;
@@ -146,24 +136,29 @@ impl Store {
         &self.blobs
     }
 
+    /// Where each of the store's files and directories lives.
+    pub fn layout(&self) -> Layout {
+        Layout::new(&self.root)
+    }
+
     fn kiln_dir(&self) -> PathBuf {
-        self.root.join("kiln")
+        self.layout().kiln()
     }
 
     fn index_path(&self) -> PathBuf {
-        self.root.join("index.json")
+        self.layout().index()
     }
 
     /// Takes the GC lock (see [`crate::lock`]): exclusive to delete what
     /// no root reaches; shared, briefly, to make something visible that GC
     /// must not delete. Builds and readers do not hold it.
     pub fn lock(&self, mode: LockMode) -> Result<StoreLock, StoreError> {
-        StoreLock::acquire(&self.kiln_dir().join("lock"), mode)
+        StoreLock::acquire(&self.layout().gc_lock(), mode)
     }
 
     /// Serialises read-modify-writes of `index.json`.
     fn index_lock(&self) -> Result<StoreLock, StoreError> {
-        StoreLock::acquire(&self.kiln_dir().join("index.lock"), LockMode::Exclusive)
+        StoreLock::acquire(&self.layout().index_lock(), LockMode::Exclusive)
     }
 
     /// Writes `target` atomically through a temp file of this process.
@@ -529,10 +524,4 @@ fn same_name(descriptor: &Descriptor, normalized_name: &str) -> bool {
         .and_then(|a| a.get(REF_NAME))
         .and_then(|name| normalized(name))
         .is_some_and(|n| n == normalized_name)
-}
-
-/// The effective uid, from the owner of `/proc/self` (no libc call needed).
-fn effective_uid() -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata("/proc/self").ok().map(|m| m.uid())
 }

@@ -153,13 +153,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     };
     let created = creation_time()?;
     let progress = Progress::new(&graph, ProgressMode::resolve(args.progress));
-    let cache = CacheIndex::open(store.root());
+    let cache = CacheIndex::open(&store.layout().cache());
     for spec in &args.cache_from {
         if let Some(dir) = spec.split(',').find_map(|f| f.strip_prefix("src=")) {
-            kiln_cache::import_cache_mounts(
-                Path::new(dir),
-                &store.root().join("kiln/cache-mounts"),
-            )?;
+            kiln_cache::import_cache_mounts(Path::new(dir), &store.layout().cache_mounts())?;
         }
     }
     // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
@@ -178,7 +175,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         loaded.display
     );
     let stat_cache = StatCache::load(&StatCache::file_for(
-        &store.root().join("kiln/statcache"),
+        &store.layout().stat_cache(),
         &args.context,
     ));
     let cancel = Arc::new(Cancel::default());
@@ -490,7 +487,7 @@ impl CacheTo {
         })
         .with_context(|| format!("exporting the cache to {}", self.dest.display()))?;
         if self.cache_mounts {
-            kiln_cache::export_cache_mounts(&self.dest, &store.root().join("kiln/cache-mounts"))?;
+            kiln_cache::export_cache_mounts(&self.dest, &store.layout().cache_mounts())?;
         }
         Ok(())
     }

@@ -16,15 +16,14 @@ use super::images::{human_size, open_store};
 /// the images of kept containers (their snapshots are those containers'
 /// lower dirs; `kiln rmi` of such an image removes the name only).
 pub fn gc_roots(store: &Store) -> Vec<Digest> {
-    let cached = CacheIndex::open(store.root())
+    let cached = CacheIndex::open(&store.layout().cache())
         .entries()
         .into_iter()
         .filter_map(|entry| entry.blob?.parse().ok());
-    let containers =
-        kiln_runtime::containers::Containers::open(&store.root().join("kiln/containers"))
-            .list()
-            .into_iter()
-            .filter_map(|record| record.config.image_id.parse().ok());
+    let containers = kiln_runtime::containers::Containers::open(&store.layout().containers())
+        .list()
+        .into_iter()
+        .filter_map(|record| record.config.image_id.parse().ok());
     cached.chain(containers).collect()
 }
 
@@ -62,7 +61,7 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
         }
     }
     let store = open_store(root)?;
-    let cache = CacheIndex::open(store.root());
+    let cache = CacheIndex::open(&store.layout().cache());
     // Forgetting cache entries needs no lock: a build that finds one leases
     // its layer, or misses if GC took it first.
     let forgotten = {
@@ -79,7 +78,7 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
         }
     };
     let mounts = if args.cache_mounts {
-        remove_idle_cache_mounts(&store.root().join("kiln/cache-mounts"))
+        remove_idle_cache_mounts(&store.layout().cache_mounts())
     } else {
         0
     };
@@ -176,7 +175,7 @@ pub enum CacheCommand {
 
 pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let mut entries = CacheIndex::open(store.root()).entries();
+    let mut entries = CacheIndex::open(&store.layout().cache()).entries();
     entries.sort_by_key(|entry| std::cmp::Reverse(entry.last_used));
     match command {
         CacheCommand::Ls => {

@@ -21,7 +21,7 @@ use super::images::open_store;
 use crate::output::report;
 
 fn containers(store: &Store) -> Containers {
-    Containers::open(&store.root().join("kiln/containers"))
+    Containers::open(&store.layout().containers())
 }
 
 #[derive(Args)]
