@@ -23,6 +23,7 @@ use crate::cancel::Cancel;
 use crate::copy::{copy_layer, CopyRequest};
 use crate::copy_step::prepare_copy;
 use crate::error::BuildError;
+use crate::keys;
 use crate::rootfs;
 use crate::run_step::run_step;
 use crate::stage::{image_config_document, StageFs, Stages};
@@ -250,13 +251,7 @@ fn run_stage(
         let started = Instant::now();
         if let Op::From { base, platform } = &node.op {
             let (fs, key) = start_stage(store, base, inputs)?;
-            let key = KeyBuilder::new("from")
-                .text("base", &key)
-                .text(
-                    "platform",
-                    &serde_json::to_string(platform).unwrap_or_default(),
-                )
-                .finish();
+            let key = keys::from_key(&key, platform);
             current = Some((fs, Some(key)));
             position_in_stage = 0;
             (options.progress)(StepEvent::Finished {
@@ -383,14 +378,6 @@ struct Done {
 impl Step<'_> {
     fn run(&self, state: &mut StageFs, parent: Option<CacheKey>) -> Result<Done, BuildError> {
         let node = self.node;
-        // The op as planned (expanded), as shown, and the config it leaves:
-        // a metadata step's effect lives in the config alone.
-        let definition = format!(
-            "{}\n{}\n{}",
-            serde_json::to_string(&node.op).unwrap_or_default(),
-            node.display,
-            serde_json::to_string(&*node.config).unwrap_or_default()
-        );
         let mut record = StepRecord {
             key: String::new(),
             parent: parent.map(|k| k.hex()),
@@ -409,8 +396,6 @@ impl Step<'_> {
                         hint: Some("pass --allow security.insecure to kiln build".into()),
                     });
                 }
-                let inputs = &node.inputs;
-                let env: Vec<String> = inputs.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 // What bind mounts show the command is an input like COPY's
                 // sources: by content (cache mounts and secrets never).
                 let mounted = crate::run_step::bind_sources_digest(
@@ -421,14 +406,7 @@ impl Step<'_> {
                     self.options,
                 )?;
                 record.files = mounted.files;
-                let key = KeyBuilder::new("run")
-                    .key("parent", parent.as_ref())
-                    .text("op", &definition)
-                    .field("mounted", &mounted.digest)
-                    .text("env", &env.join("\n"))
-                    .text("user", &inputs.user)
-                    .text("workdir", &inputs.workdir)
-                    .finish();
+                let key = keys::run_key(parent.as_ref(), run, &node.inputs, &mounted.digest);
                 record.key = key.hex();
                 self.cached_or(key, &record, None, state, |state| {
                     let layer = run_step(self.store, node, run, state, self.stages, self.options)?;
@@ -446,19 +424,14 @@ impl Step<'_> {
                     Ok(Some((layer, Indexed::No)))
                 })
             }
-            Op::Config { .. } => {
-                let key = KeyBuilder::new("config")
-                    .key("parent", parent.as_ref())
-                    .text("op", &definition)
-                    .finish();
+            Op::Config { instruction } => {
+                let key =
+                    keys::config_key(parent.as_ref(), instruction, &node.display, &node.config);
                 record.key = key.hex();
                 self.cached_or(key, &record, None, state, |_| Ok(None))
             }
             Op::Workdir { path } => {
-                let key = KeyBuilder::new("workdir")
-                    .key("parent", parent.as_ref())
-                    .text("op", &definition)
-                    .finish();
+                let key = keys::workdir_key(parent.as_ref(), path, &node.inputs);
                 record.key = key.hex();
                 let rel = rootfs::normalize(path);
                 self.cached_or(key, &record, None, state, |state| {
@@ -487,11 +460,7 @@ impl Step<'_> {
                 let selection = &prepared.selection;
                 // --link: the layer does not depend on what it lands on.
                 let parent_for_key = if copy.link { None } else { parent };
-                let key = KeyBuilder::new("copy")
-                    .key("parent", parent_for_key.as_ref())
-                    .text("op", &definition)
-                    .field("content", &selection.content)
-                    .finish();
+                let key = keys::copy_key(parent_for_key.as_ref(), copy, &selection.content);
                 record.key = key.hex();
                 record.files = selection.inputs.clone();
                 let hash_stats = Some(selection.hash_stats);

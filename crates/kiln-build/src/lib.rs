@@ -11,6 +11,7 @@ mod copy;
 mod copy_step;
 mod error;
 mod executor;
+mod keys;
 mod remote;
 mod rootfs;
 mod run_step;

@@ -39,15 +39,18 @@ impl fmt::Display for CacheKey {
     }
 }
 
+/// The key format's version, the first field of every key: bumped when
+/// what keys cover changes, so old entries are never taken for new ones.
+pub const KEY_FORMAT: &str = "kiln-cache-v2";
+
 /// Builds a key from named fields, in order.
 pub struct KeyBuilder(Sha256);
 
 impl KeyBuilder {
-    /// `kind` names the op ("copy", "run", …) and the key format's version,
-    /// so a change in what a key covers never matches old entries.
+    /// `kind` names the op ("copy", "run", …); [`KEY_FORMAT`] comes first.
     pub fn new(kind: &str) -> KeyBuilder {
         let mut builder = KeyBuilder(Sha256::new());
-        builder.field("kiln-cache-v1", kind.as_bytes());
+        builder.field(KEY_FORMAT, kind.as_bytes());
         builder
     }
 

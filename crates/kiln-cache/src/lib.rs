@@ -11,5 +11,5 @@ mod transfer;
 
 pub use explain::{explain, Miss, StepRecord};
 pub use index::{CacheError, CacheIndex, Entry, ListedEntry};
-pub use key::{CacheKey, KeyBuilder};
+pub use key::{CacheKey, KeyBuilder, KEY_FORMAT};
 pub use transfer::{export, export_cache_mounts, import_cache_mounts, ImportedCache};

@@ -1,0 +1,349 @@
+//! What each op's cache key hashes, field by field (BuildKit's `CacheMap`
+//! per op is the model). Every op struct is destructured whole, so a field
+//! added to an op is a compile error here until someone decides whether it
+//! belongs in the key. Values go in as named fields of their own text or
+//! bytes, never as a serde rendering of kiln's internal types (which would
+//! change keys whenever a type's shape changed). The one document hashed
+//! whole is a metadata step's resulting image config, in its OCI JSON form:
+//! that is the step's effect, in a format fixed by the image spec.
+//!
+//! `tests::golden_keys` pins the keys of a few known steps: a change there
+//! is a change of every user's cache, made on purpose (bump
+//! [`kiln_cache::KEY_FORMAT`] when it is).
+
+use kiln_cache::{CacheKey, KeyBuilder};
+use kiln_graph::{
+    CopyOp, HeredocInput, ImageConfig, Inputs, Mount, MountKind, Network, Platform, RunOp,
+    SourceRef,
+};
+
+/// FROM: what the stage starts from (a manifest digest, `scratch`, or the
+/// key of the stage it builds on) and the platform asked for.
+pub(crate) fn from_key(base: &str, platform: &Platform) -> CacheKey {
+    let Platform {
+        os,
+        architecture,
+        variant,
+    } = platform;
+    KeyBuilder::new("from")
+        .text("base", base)
+        .text("os", os)
+        .text("architecture", architecture)
+        .text("variant", variant.as_deref().unwrap_or(""))
+        .finish()
+}
+
+/// RUN: the command and everything its container is made of. `mounted` is
+/// the digest of what its bind mounts show; cache mounts and secrets are
+/// deliberately outside the key (BuildKit's rule).
+pub(crate) fn run_key(
+    parent: Option<&CacheKey>,
+    run: &RunOp,
+    inputs: &Inputs,
+    mounted: &[u8],
+) -> CacheKey {
+    let RunOp {
+        argv,
+        shell_form,
+        heredocs,
+        mounts,
+        network,
+        insecure,
+        devices,
+    } = run;
+    let mut key = KeyBuilder::new("run");
+    key.key("parent", parent);
+    list(&mut key, "argv", argv);
+    key.text("shell_form", flag(*shell_form));
+    key.text("heredocs", &heredocs.len().to_string());
+    for heredoc in heredocs {
+        heredoc_fields(&mut key, heredoc);
+    }
+    key.text("mounts", &mounts.len().to_string());
+    for mount in mounts {
+        mount_fields(&mut key, mount);
+    }
+    key.text(
+        "network",
+        match network {
+            Network::Default => "default",
+            Network::None => "none",
+            Network::Host => "host",
+        },
+    );
+    key.text("insecure", flag(*insecure));
+    list(&mut key, "devices", devices);
+    key.field("mounted", mounted);
+    run_inputs(&mut key, inputs);
+    key.finish()
+}
+
+/// COPY and ADD: the op as planned and the content it selected (`content`
+/// covers the selected paths and their digests). `parent` is `None` for
+/// `--link`, whose layer does not depend on what it lands on.
+pub(crate) fn copy_key(parent: Option<&CacheKey>, copy: &CopyOp, content: &[u8]) -> CacheKey {
+    let CopyOp {
+        add,
+        sources,
+        dest,
+        from,
+        chown,
+        chmod,
+        link,
+        excludes,
+        parents,
+        keep_git_dir,
+        checksum,
+        unpack,
+        heredocs,
+    } = copy;
+    let mut key = KeyBuilder::new("copy");
+    key.key("parent", parent);
+    key.text("add", flag(*add));
+    list(&mut key, "sources", sources);
+    key.text("dest", dest);
+    source_ref(&mut key, from.as_ref());
+    key.text("chown", chown.as_deref().unwrap_or(""));
+    key.text("chmod", chmod.as_deref().unwrap_or(""));
+    key.text("link", flag(*link));
+    list(&mut key, "excludes", excludes);
+    key.text("parents", flag(*parents));
+    key.text("keep_git_dir", flag(*keep_git_dir));
+    key.text("checksum", checksum.as_deref().unwrap_or(""));
+    key.text(
+        "unpack",
+        match unpack {
+            None => "default",
+            Some(true) => "true",
+            Some(false) => "false",
+        },
+    );
+    key.text("heredocs", &heredocs.len().to_string());
+    for heredoc in heredocs {
+        heredoc_fields(&mut key, heredoc);
+    }
+    key.field("content", content);
+    key.finish()
+}
+
+/// WORKDIR: the directory, and the user it is made for.
+pub(crate) fn workdir_key(parent: Option<&CacheKey>, path: &str, inputs: &Inputs) -> CacheKey {
+    KeyBuilder::new("workdir")
+        .key("parent", parent)
+        .text("path", path)
+        .text("user", &inputs.user)
+        .finish()
+}
+
+/// A metadata instruction: its text as planned and the config it leaves
+/// (MAINTAINER's author is in `display`).
+pub(crate) fn config_key(
+    parent: Option<&CacheKey>,
+    instruction: &str,
+    display: &str,
+    config: &ImageConfig,
+) -> CacheKey {
+    // An image config always serialises; an empty text would still differ
+    // from any real one.
+    let config = serde_json::to_string(config).unwrap_or_default();
+    KeyBuilder::new("config")
+        .key("parent", parent)
+        .text("instruction", instruction)
+        .text("display", display)
+        .text("config", &config)
+        .finish()
+}
+
+/// What a RUN sees of its stage: the environment, user and directory.
+fn run_inputs(key: &mut KeyBuilder, inputs: &Inputs) {
+    key.text("env", &inputs.env.len().to_string());
+    for (name, value) in &inputs.env {
+        key.text("env.name", name).text("env.value", value);
+    }
+    key.text("user", &inputs.user);
+    key.text("workdir", &inputs.workdir);
+}
+
+fn mount_fields(key: &mut KeyBuilder, mount: &Mount) {
+    let Mount {
+        kind,
+        target,
+        from,
+        source,
+        read_only,
+        options,
+    } = mount;
+    key.text(
+        "mount.kind",
+        match kind {
+            MountKind::Bind => "bind",
+            MountKind::Cache => "cache",
+            MountKind::Tmpfs => "tmpfs",
+            MountKind::Secret => "secret",
+            MountKind::Ssh => "ssh",
+        },
+    );
+    key.text("mount.target", target);
+    source_ref(key, from.as_ref());
+    key.text("mount.source", source.as_deref().unwrap_or(""));
+    key.text("mount.read_only", flag(*read_only));
+    key.text("mount.options", &options.len().to_string());
+    for (name, value) in options {
+        key.text("mount.option", name).text("mount.value", value);
+    }
+}
+
+fn heredoc_fields(key: &mut KeyBuilder, heredoc: &HeredocInput) {
+    let HeredocInput {
+        name,
+        content,
+        fd,
+        expand,
+    } = heredoc;
+    key.text("heredoc.name", name)
+        .text("heredoc.content", content)
+        .text("heredoc.fd", &fd.to_string())
+        .text("heredoc.expand", flag(*expand));
+}
+
+fn source_ref(key: &mut KeyBuilder, from: Option<&SourceRef>) {
+    match from {
+        None => key.text("from", ""),
+        Some(SourceRef::Stage(id)) => key.text("from.stage", &id.to_string()),
+        Some(SourceRef::Image(reference)) => key.text("from.image", reference),
+    };
+}
+
+fn list(key: &mut KeyBuilder, name: &str, items: &[String]) {
+    key.text(name, &items.len().to_string());
+    for item in items {
+        key.text(name, item);
+    }
+}
+
+fn flag(value: bool) -> &'static str {
+    if value {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Inputs {
+        Inputs {
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            user: "app".into(),
+            workdir: "/src".into(),
+            ..Inputs::default()
+        }
+    }
+
+    fn run(argv: &[&str]) -> RunOp {
+        RunOp {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            shell_form: true,
+            heredocs: Vec::new(),
+            mounts: vec![Mount {
+                kind: MountKind::Cache,
+                target: "/root/.cache".into(),
+                from: None,
+                source: None,
+                read_only: false,
+                options: vec![("id".into(), "/root/.cache".into())],
+            }],
+            network: Network::None,
+            insecure: false,
+            devices: Vec::new(),
+        }
+    }
+
+    fn copy() -> CopyOp {
+        CopyOp {
+            add: false,
+            sources: vec!["src/".into()],
+            dest: "/app/".into(),
+            from: Some(SourceRef::Stage(0)),
+            chown: Some("1000:1000".into()),
+            chmod: Some("0644".into()),
+            link: false,
+            excludes: Vec::new(),
+            parents: false,
+            keep_git_dir: false,
+            checksum: None,
+            unpack: None,
+            heredocs: Vec::new(),
+        }
+    }
+
+    /// The keys of known steps. If this fails, every user's cache misses
+    /// after the change: make it on purpose, then update the pins.
+    #[test]
+    fn golden_keys() {
+        let platform = Platform::parse("linux/amd64").unwrap();
+        let from = from_key("sha256:1111", &platform);
+        let run = run_key(
+            Some(&from),
+            &run(&["/bin/sh", "-c", "make all"]),
+            &inputs(),
+            b"mounted",
+        );
+        let copy = copy_key(Some(&run), &copy(), b"content");
+        let workdir = workdir_key(Some(&copy), "/app", &inputs());
+        let mut config = ImageConfig::default();
+        config.set_env("A", "1");
+        let config = config_key(Some(&workdir), "ENV", "ENV A=1", &config);
+        let pinned = [
+            (
+                from,
+                "d76ae1fb98f1b08030a165c624b87a2a25c3a8b99c62ef2eb05d2267faf3bf1e",
+            ),
+            (
+                run,
+                "559a458828007db33894ea80203f67cf39929bfb1818e1cc8f406230832f6a65",
+            ),
+            (
+                copy,
+                "8b6b30478f13f8c2f5800c3e17e35e55c86ea14a14ce2d3ced9ab255c5051299",
+            ),
+            (
+                workdir,
+                "35d6a2250bbbb7802bac324eaac2b8a37880007538ec92f3db5730994d52b637",
+            ),
+            (
+                config,
+                "3311e97e0df5eadb93b67da55956d27bc5e57db2f7be2ae2ca32c5b37999f9cf",
+            ),
+        ];
+        let got: Vec<String> = pinned.iter().map(|(key, _)| key.hex()).collect();
+        let want: Vec<&str> = pinned.iter().map(|(_, hex)| *hex).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn every_field_counts() {
+        let base = run_key(None, &run(&["sh", "-c", "a"]), &inputs(), b"");
+        let mut other = run(&["sh", "-c", "a"]);
+        other.network = Network::Host;
+        assert_ne!(base, run_key(None, &other, &inputs(), b""));
+        let mut other = run(&["sh", "-c", "a"]);
+        other.mounts[0].read_only = true;
+        assert_ne!(base, run_key(None, &other, &inputs(), b""));
+        // Argument boundaries are part of the key: "a b" is not "a","b".
+        assert_ne!(
+            run_key(None, &run(&["sh", "-c", "a b"]), &inputs(), b""),
+            run_key(None, &run(&["sh", "-c", "a", "b"]), &inputs(), b"")
+        );
+        let mut moved = inputs();
+        moved.workdir = "/elsewhere".into();
+        assert_ne!(base, run_key(None, &run(&["sh", "-c", "a"]), &moved, b""));
+        let plain = copy_key(None, &copy(), b"c");
+        let mut chmod = copy();
+        chmod.chmod = Some("0755".into());
+        assert_ne!(plain, copy_key(None, &chmod, b"c"));
+        assert_ne!(plain, copy_key(None, &copy(), b"d"));
+    }
+}
