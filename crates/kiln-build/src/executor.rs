@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_cache::{explain, CacheIndex, CacheKey, Entry, ImportedCache, KeyBuilder, StepRecord};
+use kiln_cache::{
+    explain, CacheIndex, CacheKey, Entry, ImportedCache, KeyBuilder, Miss, StepRecord,
+};
 use kiln_context::{HashStats, Ignore, StatCache};
 use kiln_graph::{Base, BuildGraph, History, Node, Op, SourceRef, StageId};
 use kiln_store::{write_image, ImageRecord, Layer, Store};
@@ -99,8 +101,8 @@ pub enum CacheOutcome {
     /// FROM and steps with nothing to compute.
     NotApplicable,
     Hit,
-    /// The step ran; why, in a few words.
-    Miss(String),
+    /// The step ran, for this reason.
+    Miss(Miss),
 }
 
 /// What a build made: the image, and every step's cache key and entry
@@ -243,6 +245,9 @@ fn run_stage(
     let mut built = Vec::new();
     let mut current: Option<(StageFs, Option<CacheKey>)> = None;
     let mut position_in_stage = 0usize;
+    // The stage's base image, by manifest digest: a step's record keeps
+    // it, so a miss caused by a new base says so.
+    let mut base_image: Option<String> = None;
     for node in graph.nodes.iter().filter(|n| n.stage == stage) {
         if options.cancel.is_cancelled() {
             return Err(BuildError::Interrupted);
@@ -251,6 +256,7 @@ fn run_stage(
         let started = Instant::now();
         if let Op::From { base, platform } = &node.op {
             let (fs, key) = start_stage(store, base, inputs)?;
+            base_image = matches!(base, Base::Image(_)).then(|| key.clone());
             let key = keys::from_key(&key, platform);
             current = Some((fs, Some(key)));
             position_in_stage = 0;
@@ -274,6 +280,7 @@ fn run_stage(
             stages: inputs,
             options,
             position: position_key(options.scope, graph, node, position_in_stage),
+            base_image: base_image.as_deref(),
         };
         let done = step.run(state, *parent_key)?;
         *parent_key = Some(done.key);
@@ -355,6 +362,8 @@ struct Step<'a> {
     stages: &'a Stages,
     options: &'a BuildOptions<'a>,
     position: CacheKey,
+    /// The stage's base image manifest (`None` for scratch and stages).
+    base_image: Option<&'a str>,
 }
 
 /// Whether a step that made a layer also recorded its paths in the
@@ -382,7 +391,7 @@ impl Step<'_> {
             key: String::new(),
             parent: parent.map(|k| k.hex()),
             definition: node.display.clone(),
-            base: None,
+            base: self.base_image.map(str::to_owned),
             build_args: node.inputs.build_args.iter().cloned().collect(),
             files: BTreeMap::new(),
         };
@@ -490,26 +499,21 @@ impl Step<'_> {
         compute: impl FnOnce(&mut StageFs) -> Result<Option<(Layer, Indexed)>, BuildError>,
     ) -> Result<Done, BuildError> {
         let cache = self.options.cache;
-        let forced =
-            self.options.no_cache
-                || self.options.no_cache_stages.iter().any(|s| {
-                    self.graph.stages[self.node.stage].name.as_deref() == Some(s.as_str())
-                });
-        if !forced {
+        let forced = self.forced();
+        if forced.is_none() {
             if let Some(done) = self.hit(key, hash_stats, state) {
                 return Ok(done);
             }
         }
         let _lock = cache.lock(&key)?;
-        if !forced {
+        if forced.is_none() {
             if let Some(done) = self.hit(key, hash_stats, state) {
                 return Ok(done);
             }
         }
-        let reason = if forced {
-            "--no-cache".to_string()
-        } else {
-            explain(cache.record(&self.position).as_ref(), record).to_string()
+        let reason = match forced {
+            Some(reason) => reason,
+            None => explain(cache.record(&self.position).as_ref(), record),
         };
         let computed = compute(state)?;
         let layer = computed.map(|(layer, indexed)| {
@@ -533,6 +537,21 @@ impl Step<'_> {
             cache: CacheOutcome::Miss(reason),
             hash_stats,
         })
+    }
+
+    /// Why the step must run whatever the cache holds, if it must.
+    fn forced(&self) -> Option<Miss> {
+        if self.options.no_cache {
+            return Some(Miss::NoCache);
+        }
+        let stage = self.graph.stages[self.node.stage].name.as_deref()?;
+        self.options
+            .no_cache_stages
+            .iter()
+            .any(|s| s == stage)
+            .then(|| Miss::NoCacheFilter {
+                stage: stage.to_owned(),
+            })
     }
 
     /// A usable cache entry: known, and its layer still in the store;

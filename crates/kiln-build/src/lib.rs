@@ -21,4 +21,5 @@ pub use base::{commit_layer, load_base, unpack_image, BaseImage};
 pub use cancel::Cancel;
 pub use error::BuildError;
 pub use executor::{build, BuildOptions, BuildOutcome, BuiltStep, CacheOutcome, StepEvent};
+pub use kiln_cache::Miss;
 pub use run_step::DEFAULT_RUN_PIDS_LIMIT;

@@ -27,7 +27,12 @@ pub struct StepRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Miss {
     FirstBuild,
-    Forced,
+    /// `--no-cache`: every step runs.
+    NoCache,
+    /// `--no-cache-filter`: the steps of this stage run.
+    NoCacheFilter {
+        stage: String,
+    },
     InstructionChanged,
     BaseChanged,
     BuildArg {
@@ -50,7 +55,8 @@ impl fmt::Display for Miss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Miss::FirstBuild => f.write_str("first build"),
-            Miss::Forced => f.write_str("--no-cache"),
+            Miss::NoCache => f.write_str("--no-cache"),
+            Miss::NoCacheFilter { stage } => write!(f, "--no-cache-filter {stage}"),
             Miss::InstructionChanged => f.write_str("instruction changed"),
             Miss::BaseChanged => f.write_str("base image changed"),
             Miss::BuildArg { name, old, new } => {
@@ -66,6 +72,23 @@ impl fmt::Display for Miss {
             }
             Miss::ParentChanged => f.write_str("an earlier step changed"),
             Miss::Other => f.write_str("inputs changed"),
+        }
+    }
+}
+
+impl Miss {
+    /// A stable name of the reason, for machine-readable progress.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Miss::FirstBuild => "first_build",
+            Miss::NoCache => "no_cache",
+            Miss::NoCacheFilter { .. } => "no_cache_filter",
+            Miss::InstructionChanged => "instruction_changed",
+            Miss::BaseChanged => "base_changed",
+            Miss::BuildArg { .. } => "build_arg",
+            Miss::Files { .. } => "files",
+            Miss::ParentChanged => "parent_changed",
+            Miss::Other => "other",
         }
     }
 }

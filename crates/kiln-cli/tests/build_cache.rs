@@ -315,3 +315,40 @@ fn an_exported_cache_gives_hits_to_an_empty_store() {
     let check = common::ok(kiln(&fourth_store, &["check"]));
     assert!(check.starts_with("ok:"), "{check}");
 }
+
+#[test]
+fn a_new_base_image_and_forced_runs_say_so() {
+    let p = project("FROM base AS one\nCOPY src/a.txt /a\nCOPY src/b.txt /b\n");
+    let import = |content: &[u8]| {
+        let tar = p.context.parent().unwrap().join("base.tar");
+        fs::write(&tar, common::raw_tar(&[("etc/os", content)], 0o644)).unwrap();
+        common::ok(kiln(&p.root, &["import", tar.to_str().unwrap(), "base"]));
+    };
+    import(b"one\n");
+    build(&p.root, &p.context, &[]);
+    assert_eq!(
+        ran(&build(&p.root, &p.context, &[]), &[1]),
+        Vec::<usize>::new()
+    );
+
+    import(b"two\n");
+    let rebuilt = build(&p.root, &p.context, &[]);
+    assert_eq!(ran(&rebuilt, &[1]), vec![2, 3]);
+    assert!(
+        rebuilt
+            .stderr
+            .contains("COPY src/a.txt /a: base image changed"),
+        "{}",
+        rebuilt.stderr
+    );
+
+    let filtered = build(&p.root, &p.context, &["--no-cache-filter", "one"]);
+    assert_eq!(ran(&filtered, &[1]), vec![2, 3]);
+    assert!(
+        filtered
+            .stderr
+            .contains("COPY src/b.txt /b: --no-cache-filter one"),
+        "{}",
+        filtered.stderr
+    );
+}

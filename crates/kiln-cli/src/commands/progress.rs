@@ -130,7 +130,7 @@ impl Progress {
                     totals.ran += 1;
                     totals.bytes_written += layer.map_or(0, |l| l.size);
                     let title = self.title(node.id).to_owned();
-                    lock(&self.misses).push((title, reason.clone()));
+                    lock(&self.misses).push((title, reason.to_string()));
                 }
                 CacheOutcome::NotApplicable => {}
             }
@@ -204,7 +204,8 @@ impl Progress {
                     "layer_bytes": layer.map_or(0, |l| l.size),
                 });
                 if let CacheOutcome::Miss(reason) = cache {
-                    value["reason"] = reason.clone().into();
+                    value["reason"] = reason.to_string().into();
+                    value["reason_kind"] = reason.kind().into();
                 }
                 if let Some(stats) = hash_stats {
                     value["files_hashed"] = stats.files.into();
