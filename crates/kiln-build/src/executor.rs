@@ -16,7 +16,7 @@ use kiln_cache::{
     explain, CacheIndex, CacheKey, Entry, ImportedCache, KeyBuilder, Miss, StepRecord,
 };
 use kiln_context::{HashStats, Ignore, StatCache};
-use kiln_graph::{Base, BuildGraph, History, Node, Op, SourceRef, StageId};
+use kiln_graph::{Base, BuildGraph, History, Node, Op, StageId};
 use kiln_store::{write_image, ImageRecord, Layer, Store};
 use serde_json::{json, Value};
 
@@ -127,8 +127,7 @@ pub fn build(
     graph: &BuildGraph,
     options: &BuildOptions<'_>,
 ) -> Result<BuildOutcome, BuildError> {
-    let needs = stage_needs(graph);
-    let mut waiting: Vec<StageId> = needs.keys().copied().collect();
+    let mut schedule = Schedule::new(graph);
     let mut done: Stages = BTreeMap::new();
     let mut built: Vec<BuiltStep> = Vec::new();
     let mut failure: Option<BuildError> = None;
@@ -138,16 +137,13 @@ pub fn build(
         let mut running = 0usize;
         loop {
             while running < jobs && failure.is_none() {
-                let Some(index) = waiting
-                    .iter()
-                    .position(|id| needs[id].iter().all(|need| done.contains_key(need)))
-                else {
+                let Some(id) = schedule.next_ready(|id| done.contains_key(&id)) else {
                     break;
                 };
-                let id = waiting.remove(index);
                 // The stages it uses, as they ended; cloned so it runs
                 // without holding anything the scheduler changes.
-                let inputs: Stages = needs[&id]
+                let inputs: Stages = schedule
+                    .needs(id)
                     .iter()
                     .filter_map(|need| done.get(need).map(|s| (*need, s.clone())))
                     .collect();
@@ -177,7 +173,7 @@ pub fn build(
                     if first_real {
                         failure = Some(error);
                     }
-                    waiting.clear();
+                    schedule.cancel();
                     options.cancel.cancel();
                 }
             }
@@ -200,38 +196,45 @@ pub fn build(
     })
 }
 
-/// For every stage that has steps: the stages it reads (its FROM, `COPY
-/// --from`, `RUN --mount from=`).
-fn stage_needs(graph: &BuildGraph) -> BTreeMap<StageId, Vec<StageId>> {
-    let mut needs: BTreeMap<StageId, Vec<StageId>> = BTreeMap::new();
-    for node in &graph.nodes {
-        let entry = needs.entry(node.stage).or_default();
-        let mut add = |id: StageId| {
-            if id != node.stage && !entry.contains(&id) {
-                entry.push(id);
-            }
-        };
-        match &node.op {
-            Op::From {
-                base: Base::Stage(id),
-                ..
-            } => add(*id),
-            Op::Copy(copy) => {
-                if let Some(SourceRef::Stage(id)) = &copy.from {
-                    add(*id);
-                }
-            }
-            Op::Run(run) => {
-                for mount in &run.mounts {
-                    if let Some(SourceRef::Stage(id)) = &mount.from {
-                        add(*id);
-                    }
-                }
-            }
-            _ => {}
+/// Which stages may start: those with steps whose used stages are done,
+/// in Dockerfile order. The edges are the planner's ([`kiln_graph::Stage::uses`]).
+struct Schedule {
+    /// Stages not started yet, with the stages each waits for.
+    waiting: Vec<(StageId, Vec<StageId>)>,
+    needs: BTreeMap<StageId, Vec<StageId>>,
+}
+
+impl Schedule {
+    fn new(graph: &BuildGraph) -> Schedule {
+        let needs: BTreeMap<StageId, Vec<StageId>> = graph
+            .stages
+            .iter()
+            .filter(|stage| !stage.nodes.is_empty())
+            .map(|stage| (stage.id, stage.uses.iter().copied().collect()))
+            .collect();
+        Schedule {
+            waiting: needs.iter().map(|(id, n)| (*id, n.clone())).collect(),
+            needs,
         }
     }
-    needs
+
+    /// The first waiting stage whose inputs are all `done`, now started.
+    fn next_ready(&mut self, done: impl Fn(StageId) -> bool) -> Option<StageId> {
+        let index = self
+            .waiting
+            .iter()
+            .position(|(_, needs)| needs.iter().all(|need| done(*need)))?;
+        Some(self.waiting.remove(index).0)
+    }
+
+    fn needs(&self, stage: StageId) -> &[StageId] {
+        self.needs.get(&stage).map_or(&[], Vec::as_slice)
+    }
+
+    /// Starts nothing more (a stage failed).
+    fn cancel(&mut self) {
+        self.waiting.clear();
+    }
 }
 
 /// Runs one stage's steps in order, on top of the `inputs` stages it uses.
@@ -679,4 +682,66 @@ fn history_entry(entry: &History, created: &str) -> Value {
         value["empty_layer"] = true.into();
     }
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn schedule(dockerfile: &str) -> (BuildGraph, Schedule) {
+        let parsed = kiln_dockerfile::parse(dockerfile).unwrap();
+        let graph = kiln_graph::plan(&parsed, &kiln_graph::PlanOptions::default()).unwrap();
+        let schedule = Schedule::new(&graph);
+        (graph, schedule)
+    }
+
+    /// Starts every stage it can, as the build loop does with unlimited
+    /// jobs, and returns the waves: the stages that may run side by side.
+    fn waves(schedule: &mut Schedule) -> Vec<Vec<StageId>> {
+        let mut done = BTreeSet::new();
+        let mut waves = Vec::new();
+        loop {
+            let mut wave = Vec::new();
+            while let Some(id) = schedule.next_ready(|id| done.contains(&id)) {
+                wave.push(id);
+            }
+            if wave.is_empty() {
+                return waves;
+            }
+            done.extend(wave.iter().copied());
+            waves.push(wave);
+        }
+    }
+
+    #[test]
+    fn independent_stages_start_together_and_joins_wait_for_all() {
+        let (_, mut schedule) = schedule(
+            "FROM scratch AS a\nCOPY a /a\n\
+             FROM scratch AS b\nCOPY b /b\n\
+             FROM a AS c\nCOPY --from=b /b /b\n\
+             FROM scratch AS unused\nCOPY u /u\n\
+             FROM scratch\nRUN --mount=type=cache,target=/x,from=a true\nCOPY --from=c /a /a\n",
+        );
+        // The unused stage is pruned: it never starts.
+        assert_eq!(waves(&mut schedule), vec![vec![0, 1], vec![2], vec![4]]);
+        assert_eq!(schedule.needs(4), &[0, 2]);
+        assert_eq!(schedule.needs(2), &[0, 1]);
+    }
+
+    #[test]
+    fn a_cancelled_schedule_starts_nothing_more() {
+        let (graph, mut schedule) = schedule("FROM scratch AS a\nCOPY a /a\nFROM a\nCOPY b /b\n");
+        assert_eq!(
+            graph.stages[1].uses.iter().copied().collect::<Vec<_>>(),
+            vec![0]
+        );
+        assert_eq!(schedule.next_ready(|_| false), Some(0));
+        // The second stage waits for the first...
+        assert_eq!(schedule.next_ready(|_| false), None);
+        schedule.cancel();
+        // ...and, once cancelled, never starts even when it could.
+        assert_eq!(schedule.next_ready(|_| true), None);
+    }
 }

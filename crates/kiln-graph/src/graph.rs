@@ -72,6 +72,9 @@ pub struct Stage {
     pub line: u32,
     /// Whether the target needs this stage (otherwise it is pruned).
     pub needed: bool,
+    /// The other stages it reads (its FROM, `COPY --from`, `RUN --mount
+    /// from=`): what it must wait for. Empty when pruned.
+    pub uses: BTreeSet<StageId>,
     /// The stage's nodes, first (FROM) to last; empty when pruned.
     pub nodes: Vec<NodeId>,
     /// The config, author and history of the stage's result.

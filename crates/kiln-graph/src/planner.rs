@@ -181,11 +181,13 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
             platform: head.platform,
             line: head.line,
             needed: is_needed,
+            uses: BTreeSet::new(),
             nodes: Vec::new(),
             image: ImageState::default(),
         };
         if let (true, Ok(planned)) = (is_needed, result) {
             stage.image = planned.image;
+            stage.uses = planned.uses;
             let mut parent = match stage.base {
                 Base::Stage(base) => graph.stage_result(base),
                 _ => None,
@@ -666,10 +668,22 @@ fn note_uses(node: &DraftNode, uses: &mut BTreeSet<StageId>) {
             uses.insert(*stage);
         }
     }
-    if let Op::Copy(copy) = &node.op {
-        if let Some(SourceRef::Stage(stage)) = copy.from {
-            uses.insert(stage);
+    match &node.op {
+        Op::Copy(copy) => {
+            if let Some(SourceRef::Stage(stage)) = copy.from {
+                uses.insert(stage);
+            }
         }
+        // A cache mount's from= seeds it from a stage without being a
+        // hashed input: still a stage to wait for.
+        Op::Run(run) => {
+            for mount in &run.mounts {
+                if let Some(SourceRef::Stage(stage)) = mount.from {
+                    uses.insert(stage);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
