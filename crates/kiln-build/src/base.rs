@@ -35,16 +35,46 @@ impl BaseImage {
     }
 }
 
-/// Loads `reference` from the store.
+/// Resolves `reference` in the store and loads it.
 pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError> {
+    load_image(store, &resolve_base(store, reference)?, reference)
+}
+
+/// The manifest digest `reference` names in the store now.
+pub fn resolve_base(store: &Store, reference: &str) -> Result<Digest, BuildError> {
+    let descriptor = store.resolve(reference).map_err(|_| BuildError::BaseImage {
+        reference: reference.to_owned(),
+        message: "not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into(),
+    })?;
+    Ok(descriptor.digest().to_string().parse()?)
+}
+
+/// The base a build resolved `reference` to before it started: a tag moved
+/// meanwhile changes nothing in this build.
+pub(crate) fn pinned_base(
+    store: &Store,
+    pinned: &std::collections::BTreeMap<String, Digest>,
+    reference: &str,
+) -> Result<BaseImage, BuildError> {
+    let digest = pinned.get(reference).ok_or_else(|| BuildError::BaseImage {
+        reference: reference.to_owned(),
+        message: "was not resolved before the build".into(),
+    })?;
+    load_image(store, digest, reference)
+}
+
+/// Loads the image whose manifest is `manifest_digest` (`reference` names
+/// it in errors).
+pub fn load_image(
+    store: &Store,
+    manifest_digest: &Digest,
+    reference: &str,
+) -> Result<BaseImage, BuildError> {
     let fail = |message: String| BuildError::BaseImage {
         reference: reference.to_owned(),
         message,
     };
-    let descriptor = store.resolve(reference).map_err(|_| {
-        fail("not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into())
-    })?;
-    let manifest_digest: Digest = descriptor.digest().to_string().parse()?;
+    let manifest_digest = *manifest_digest;
     // Kept from GC while this process uses it, whatever `rmi` does.
     store
         .lease(&manifest_digest)

@@ -9,7 +9,7 @@ use kiln_context::StatCache;
 use kiln_graph::{BuildGraph, CopyOp, Node, SourceRef};
 use kiln_store::{Layer, Store};
 
-use crate::base::load_base;
+use crate::base::pinned_base;
 use crate::copy::{select, CopyRequest, Selection};
 use crate::error::BuildError;
 use crate::executor::BuildOptions;
@@ -69,7 +69,7 @@ pub fn prepare_copy(
             Some((dir, format!("stage {}", graph.stages[*id].label())))
         }
         Some(SourceRef::Image(reference)) => {
-            let image = load_base(store, reference)?;
+            let image = pinned_base(store, options.images, reference)?;
             let dir = TempDir::new(store)?;
             rootfs::unpack(store, &image.layers, &dir.0)?;
             Some((dir, format!("image {reference}")))

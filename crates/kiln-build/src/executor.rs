@@ -20,7 +20,7 @@ use kiln_graph::{Base, BuildGraph, History, Node, Op, StageId};
 use kiln_store::{write_image, ImageRecord, Layer, Store};
 use serde_json::{json, Value};
 
-use crate::base::load_base;
+use crate::base::pinned_base;
 use crate::cancel::Cancel;
 use crate::copy::{copy_layer, CopyRequest};
 use crate::copy_step::prepare_copy;
@@ -41,6 +41,10 @@ pub struct BuildOptions<'a> {
     pub source_date_epoch: Option<u64>,
     /// `--label`: added to the image's labels (over the Dockerfile's).
     pub labels: &'a BTreeMap<String, String>,
+    /// Every image reference of the plan ([`BuildGraph::images`]), resolved
+    /// to its manifest digest before the build: steps load these digests,
+    /// never a name.
+    pub images: &'a BTreeMap<String, kiln_store::Digest>,
     /// Digests of context files hashed by earlier builds.
     pub stat_cache: &'a StatCache,
     /// The context's `.dockerignore`.
@@ -74,6 +78,9 @@ pub struct BuildOptions<'a> {
 }
 
 /// What the executor reports as it goes.
+// Passed by value once per step and never stored in bulk: the size of a
+// miss reason costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum StepEvent<'a> {
     Started {
         node: &'a Node,
@@ -88,6 +95,8 @@ pub enum StepEvent<'a> {
         elapsed: Duration,
         /// The layer the step made or found, if any.
         layer: Option<Layer>,
+        /// The step's cache key (a FROM's is its stage's starting key).
+        key: Option<CacheKey>,
         cache: CacheOutcome,
         /// For COPY/ADD: how many files were hashed and how many came
         /// from the stat cache.
@@ -258,7 +267,7 @@ fn run_stage(
         (options.progress)(StepEvent::Started { node });
         let started = Instant::now();
         if let Op::From { base, platform } = &node.op {
-            let (fs, key) = start_stage(store, base, inputs)?;
+            let (fs, key) = start_stage(store, base, inputs, options.images)?;
             base_image = matches!(base, Base::Image(_)).then(|| key.clone());
             let key = keys::from_key(&key, platform);
             current = Some((fs, Some(key)));
@@ -267,6 +276,7 @@ fn run_stage(
                 node,
                 elapsed: started.elapsed(),
                 layer: None,
+                key: Some(key),
                 cache: CacheOutcome::NotApplicable,
                 hash_stats: None,
             });
@@ -306,6 +316,7 @@ fn run_stage(
             node,
             elapsed: started.elapsed(),
             layer: done.layer,
+            key: Some(done.key),
             cache: done.cache,
             hash_stats: done.hash_stats,
         });
@@ -321,6 +332,7 @@ fn start_stage(
     store: &Store,
     base: &Base,
     stages: &Stages,
+    images: &BTreeMap<String, kiln_store::Digest>,
 ) -> Result<(StageFs, String), BuildError> {
     match base {
         Base::Scratch => Ok((StageFs::default(), "scratch".into())),
@@ -332,7 +344,7 @@ fn start_stage(
             Ok((fs.clone(), format!("stage {key}")))
         }
         Base::Image(reference) => {
-            let image = load_base(store, reference)?;
+            let image = pinned_base(store, images, reference)?;
             let config = image.image_config()?;
             let history = image.config["history"]
                 .as_array()

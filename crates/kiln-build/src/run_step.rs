@@ -11,7 +11,7 @@ use kiln_graph::{MountKind, Network, Node, RunOp, SourceRef};
 use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink, ResolvedUser};
 use kiln_store::{layer_from_upper, Layer, Store};
 
-use crate::base::load_base;
+use crate::base::pinned_base;
 use crate::error::BuildError;
 use crate::executor::{BuildOptions, StepEvent};
 use crate::rootfs;
@@ -260,7 +260,7 @@ fn bind_mount(
                     format!("stage {id}"),
                 ),
                 SourceRef::Image(reference) => (
-                    load_base(store, reference)?.layers,
+                    pinned_base(store, options.images, reference)?.layers,
                     format!("image {reference}"),
                 ),
             };
@@ -530,7 +530,9 @@ fn bind_sources(
                         .get(id)
                         .map(|(fs, _)| fs.layers.clone())
                         .unwrap_or_default(),
-                    SourceRef::Image(reference) => load_base(store, reference)?.layers,
+                    SourceRef::Image(reference) => {
+                        pinned_base(store, options.images, reference)?.layers
+                    }
                 };
                 scratch = TempDir::new(store)?;
                 rootfs::unpack(store, &layers, &scratch.0)?;

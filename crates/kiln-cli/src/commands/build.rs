@@ -1,25 +1,20 @@
-//! `kiln build`: plans the Dockerfile, loads the base images from the
-//! store, runs the steps and tags the resulting image.
+//! `kiln build`: flags into a [`BuildRequest`], the build through
+//! [`Engine::build`], its events rendered, the result as an exit code.
 
-use crate::output::report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use std::sync::Arc;
+use kiln_engine::{write_file, BuildRequest, Cancel, DockerfileSource, Engine, EngineError};
 
-use kiln_build::{build, load_base, BuildError, BuildOptions, Cancel};
-use kiln_graph::{plan, PlanOptions};
-
-use super::dockerfile::{load, print};
-use super::images::{creation_time, open_store};
-use super::output_file::{write_file, OutputFile};
+use super::dockerfile::{print, read_stdin_bounded};
+use super::images::{open_store, source_date_epoch};
 use super::plan::build_args;
 use super::progress::{Progress, ProgressMode};
-use kiln_cache::{CacheIndex, ImportedCache};
-use kiln_context::{load_dockerignore, StatCache};
+use crate::output::report;
 
 #[derive(Args)]
 pub struct BuildArgs {
@@ -91,184 +86,43 @@ pub struct BuildArgs {
 }
 
 pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let labels = parse_labels(&args.labels)?;
-    let secrets = read_secrets(&args.secrets)?;
-    let ssh = ssh_agents(&args.ssh)?;
-    for entitlement in &args.allow {
-        if entitlement != "security.insecure" {
-            bail!("--allow {entitlement:?}: kiln knows security.insecure");
-        }
-    }
-    let cache_to = args.cache_to.as_deref().map(CacheTo::parse).transpose()?;
-    let cache_from = args
-        .cache_from
-        .iter()
-        .map(|spec| open_cache_from(spec))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let output = args.output.as_deref().map(Output::parse).transpose()?;
-    let mut options = PlanOptions {
-        build_args: build_args(&args.build_args)?,
-        target: args.target,
-        ..PlanOptions::default()
-    };
-    if !args.context.is_dir() {
-        bail!(
-            "build context {} is not a directory",
-            args.context.display()
-        );
-    }
-    let Some(loaded) = load(args.file, &args.context)? else {
-        return Ok(ExitCode::FAILURE);
-    };
+    let request = request(&args)?;
     // No store lock is held: what this build writes or uses (bases, cache
     // hits) is leased by this process, so GC keeps it until it is tagged,
     // and other builds, readers and GC go on meanwhile.
-    let store = open_store(root)?;
-    let report_plan_error = |error: kiln_graph::PlanError| {
-        report!("error: {}", error.render(&loaded.display, &loaded.source));
-        ExitCode::FAILURE
-    };
-    // Plan once to learn the base images, then again with their configs
-    // (their ENV, WORKDIR and ONBUILD triggers matter to the plan).
-    let first = match plan(&loaded.dockerfile, &options) {
-        Ok(graph) => graph,
-        Err(error) => return Ok(report_plan_error(error)),
-    };
-    for reference in &first.images {
-        let base = load_base(&store, reference)?;
-        options
-            .base_configs
-            .insert(reference.clone(), base.image_config()?);
-    }
-    let graph = match plan(&loaded.dockerfile, &options) {
-        Ok(graph) => graph,
-        Err(error) => return Ok(report_plan_error(error)),
-    };
-    for warning in &graph.warnings {
-        report!("warning: {}", warning.message);
-    }
-    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) if !text.is_empty() => Some(text.parse::<u64>().context("SOURCE_DATE_EPOCH")?),
-        _ => None,
-    };
-    let created = creation_time()?;
-    let progress = Progress::new(&graph, ProgressMode::resolve(args.progress));
-    let cache = CacheIndex::open(&store.layout().cache());
-    for spec in &args.cache_from {
-        if let Some(dir) = spec.split(',').find_map(|f| f.strip_prefix("src=")) {
-            kiln_cache::import_cache_mounts(Path::new(dir), &store.layout().cache_mounts())?;
-        }
-    }
-    // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
-    // context's `.dockerignore`; a Dockerfile from stdin has only the latter.
-    let dockerfile_path = match loaded.display.as_str() {
-        "-" => args.context.join("Dockerfile"),
-        path => PathBuf::from(path),
-    };
-    let ignore = load_dockerignore(&args.context, &dockerfile_path)?;
-    // A step is compared with its own past: same context, same Dockerfile.
-    let scope = format!(
-        "{}\n{}",
-        std::fs::canonicalize(&args.context)
-            .unwrap_or_else(|_| args.context.clone())
-            .display(),
-        loaded.display
-    );
-    let stat_cache = StatCache::load(&StatCache::file_for(
-        &store.layout().stat_cache(),
-        &args.context,
-    ));
+    let engine = Engine::new(open_store(root)?);
+    let progress = Progress::new(ProgressMode::resolve(args.progress));
     let cancel = Arc::new(Cancel::default());
     let signals = StopOnSignal::install(&cancel)?;
-    let result = build(
-        &store,
-        &graph,
-        &BuildOptions {
-            context: &args.context,
-            created: &created,
-            source_date_epoch: epoch,
-            labels: &labels,
-            stat_cache: &stat_cache,
-            ignore: &ignore,
-            cache: &cache,
-            cache_from: &cache_from,
-            no_cache: args.no_cache,
-            no_cache_stages: &args.no_cache_filter,
-            scope: &scope,
-            secrets: &secrets,
-            ssh: &ssh,
-            allow_insecure: args.allow.iter().any(|a| a == "security.insecure"),
-            cancel: &cancel,
-            // Twice the cores: RUN steps often wait (network, disk,
-            // sleep), and on `multistage` three stages at once on two
-            // cores beat two at a time (docs/benchmarks.md).
-            jobs: args
-                .jobs
-                .unwrap_or_else(|| 2 * std::thread::available_parallelism().map_or(2, |n| n.get())),
-            progress: &|event| progress.event(event),
-            run_pids_limit: match args.pids_limit {
-                None => Some(kiln_build::DEFAULT_RUN_PIDS_LIMIT),
-                Some(n) => pids_limit_flag(n)?,
-            },
-        },
-    );
-    // What was hashed stays true whether or not the build succeeded.
-    if let Err(error) = stat_cache.save() {
-        report!("warning: the stat cache was not saved: {error}");
-    }
-    progress.summary(match &result {
-        Ok(_) => "built",
-        Err(BuildError::Interrupted) => "interrupted",
-        Err(_) => "failed",
-    });
+    let result = engine.build(&request, &cancel, &|event| progress.event(&event));
     if args.explain {
         progress.explain();
     }
-    let outcome = match result {
-        Ok(outcome) => outcome,
-        Err(BuildError::Interrupted) => {
+    let report = match result {
+        Ok(report) => report,
+        Err(EngineError::Interrupted) => {
             report!("error: interrupted");
             return Ok(ExitCode::from(signals.exit_status()));
         }
-        Err(BuildError::Step {
-            line,
-            message,
-            hint,
-        }) if line > 0 => {
-            let position = kiln_dockerfile::Position { line, column: 0 };
-            report!(
-                "error: {}",
-                kiln_dockerfile::render_diagnostic(
-                    &loaded.display,
-                    &loaded.source,
-                    position,
-                    &message,
-                    hint.as_deref()
-                )
-            );
+        Err(
+            error @ (EngineError::Parse { .. }
+            | EngineError::Plan { .. }
+            | EngineError::Step { .. }),
+        ) => {
+            report!("error: {error}");
             return Ok(ExitCode::FAILURE);
         }
         Err(error) => return Err(error.into()),
     };
-    let record = &outcome.image;
-    for tag in &args.tags {
-        store.tag(tag, &record.manifest)?;
-    }
-    let digest = record.manifest.digest().to_string();
+    let digest = report.manifest.to_string();
     if let Some(path) = &args.iidfile {
         write_file(path, digest.as_bytes())?;
-    }
-    if let Some(cache_to) = &cache_to {
-        cache_to.export(&store, &graph, &outcome.steps)?;
-    }
-    if let Some(output) = &output {
-        output.export(&store, &digest, &args.tags)?;
     }
     if let Some(path) = &args.metadata_file {
         let metadata = serde_json::json!({
             "containerimage.digest": digest,
-            "containerimage.config.digest": record.config.to_string(),
-            "image.name": args.tags.join(","),
+            "containerimage.config.digest": report.config.to_string(),
+            "image.name": report.tags.join(","),
         });
         write_file(
             path,
@@ -277,6 +131,57 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     }
     print(&format!("{digest}\n"))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The flags as a build request.
+fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
+    for entitlement in &args.allow {
+        if entitlement != "security.insecure" {
+            bail!("--allow {entitlement:?}: kiln knows security.insecure");
+        }
+    }
+    let mut request = BuildRequest::new(&args.context)
+        .dockerfile(dockerfile_source(args.file.as_deref())?)
+        .no_cache(args.no_cache)
+        .source_date_epoch(source_date_epoch()?);
+    request.build_args = build_args(&args.build_args)?;
+    request.target = args.target.clone();
+    request.labels = parse_labels(&args.labels)?;
+    request.tags = args.tags.clone();
+    request.no_cache_filter = args.no_cache_filter.clone();
+    request.cache_from = args
+        .cache_from
+        .iter()
+        .map(|spec| spec.parse())
+        .collect::<Result<_, _>>()?;
+    request.cache_to = args.cache_to.as_deref().map(str::parse).transpose()?;
+    request.outputs = args
+        .output
+        .as_deref()
+        .map(str::parse)
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    request.secrets = read_secrets(&args.secrets)?;
+    request.ssh = ssh_agents(&args.ssh)?;
+    request.allow_insecure = args.allow.iter().any(|a| a == "security.insecure");
+    request.jobs = args.jobs;
+    request.run_pids_limit = match args.pids_limit {
+        None => Some(kiln_build::DEFAULT_RUN_PIDS_LIMIT),
+        Some(n) => pids_limit_flag(n)?,
+    };
+    Ok(request)
+}
+
+/// `-f FILE`, `-f -` (standard input, read now) or the context's own.
+fn dockerfile_source(file: Option<&Path>) -> anyhow::Result<DockerfileSource> {
+    Ok(match file {
+        None => DockerfileSource::Default,
+        Some(path) if path == Path::new("-") => DockerfileSource::Bytes {
+            display: "-".into(),
+            bytes: read_stdin_bounded().context("reading standard input")?,
+        },
+        Some(path) => DockerfileSource::Path(path.to_owned()),
+    })
 }
 
 fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -395,196 +300,6 @@ fn read_secrets(specs: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
         secrets.insert(id, value);
     }
     Ok(secrets)
-}
-
-/// `--cache-from type=local,src=DIR`.
-fn open_cache_from(spec: &str) -> anyhow::Result<ImportedCache> {
-    let mut kind = None;
-    let mut src = None;
-    for field in spec.split(',') {
-        match field.split_once('=') {
-            Some(("type", value)) => kind = Some(value),
-            Some(("src", value)) => src = Some(PathBuf::from(value)),
-            _ => bail!("--cache-from {spec:?}: expected type=local,src=DIR"),
-        }
-    }
-    match (kind, src) {
-        (Some("local"), Some(dir)) => {
-            ImportedCache::open(&dir).with_context(|| format!("--cache-from {spec}"))
-        }
-        (Some("registry"), _) => {
-            bail!("--cache-from {spec:?}: registry caches come with kiln's registry client")
-        }
-        _ => bail!("--cache-from {spec:?}: expected type=local,src=DIR"),
-    }
-}
-
-/// `--cache-to type=local,dest=DIR[,mode=min|max]`.
-struct CacheTo {
-    dest: PathBuf,
-    /// max: every step built; min: only the target stage's (and the
-    /// stages it is built FROM), as BuildKit's modes.
-    all_stages: bool,
-    /// `cache-mounts=true`: the RUN cache-mount directories go too (an
-    /// option BuildKit does not have).
-    cache_mounts: bool,
-}
-
-impl CacheTo {
-    fn parse(spec: &str) -> anyhow::Result<CacheTo> {
-        let mut kind = None;
-        let mut dest = None;
-        let mut all_stages = false;
-        let mut cache_mounts = false;
-        for field in spec.split(',') {
-            match field.split_once('=') {
-                Some(("type", value)) => kind = Some(value.to_owned()),
-                Some(("dest", value)) => dest = Some(PathBuf::from(value)),
-                Some(("mode", "min")) => all_stages = false,
-                Some(("mode", "max")) => all_stages = true,
-                Some(("cache-mounts", value)) => cache_mounts = value == "true",
-                _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true]"),
-            }
-        }
-        match (kind.as_deref(), dest) {
-            (Some("local"), Some(dest)) => Ok(CacheTo {
-                dest,
-                all_stages,
-                cache_mounts,
-            }),
-            (Some("registry"), _) => {
-                bail!("--cache-to {spec:?}: registry caches come with kiln's registry client")
-            }
-            _ => bail!("--cache-to {spec:?}: expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true]"),
-        }
-    }
-
-    fn export(
-        &self,
-        store: &kiln_store::Store,
-        graph: &kiln_graph::BuildGraph,
-        steps: &[kiln_build::BuiltStep],
-    ) -> anyhow::Result<()> {
-        // The target and the stages it starts FROM.
-        let mut chain = vec![graph.target];
-        while let Some(base) = graph.nodes.iter().find_map(|node| match &node.op {
-            kiln_graph::Op::From {
-                base: kiln_graph::Base::Stage(id),
-                ..
-            } if Some(&node.stage) == chain.last() => Some(*id),
-            _ => None,
-        }) {
-            chain.push(base);
-        }
-        let selected: Vec<(kiln_cache::CacheKey, kiln_cache::Entry)> = steps
-            .iter()
-            .filter(|step| self.all_stages || chain.contains(&step.stage))
-            .map(|step| (step.key, step.entry.clone()))
-            .collect();
-        kiln_cache::export(&self.dest, &selected, |digest| {
-            let digest: kiln_store::Digest = digest.parse().ok()?;
-            Some(store.blobs().path(&digest))
-        })
-        .with_context(|| format!("exporting the cache to {}", self.dest.display()))?;
-        if self.cache_mounts {
-            kiln_cache::export_cache_mounts(&self.dest, &store.layout().cache_mounts())?;
-        }
-        Ok(())
-    }
-}
-
-/// `--output`: where the image goes besides the store.
-enum Output {
-    /// An OCI archive or docker-archive file.
-    Archive(
-        kiln_store::ArchiveFormat,
-        kiln_store::LayerCompression,
-        PathBuf,
-    ),
-    /// The root filesystem as a directory.
-    Local(PathBuf),
-    /// The root filesystem as a tar file.
-    Tar(PathBuf),
-}
-
-impl Output {
-    fn parse(spec: &str) -> anyhow::Result<Output> {
-        if !spec.contains('=') {
-            return Ok(Output::Local(PathBuf::from(spec)));
-        }
-        let mut kind = None;
-        let mut dest = None;
-        let mut compression = kiln_store::LayerCompression::Gzip;
-        for field in spec.split(',') {
-            match field.split_once('=') {
-                Some(("type", value)) => kind = Some(value.to_owned()),
-                Some(("dest", value)) => dest = Some(PathBuf::from(value)),
-                Some(("compression", "gzip")) => compression = kiln_store::LayerCompression::Gzip,
-                Some(("compression", "zstd")) => compression = kiln_store::LayerCompression::Zstd,
-                Some(("compression", other)) => {
-                    bail!("--output {spec:?}: unknown compression {other:?} (gzip, zstd)")
-                }
-                _ => bail!(
-                    "--output {spec:?}: expected type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]"
-                ),
-            }
-        }
-        let dest = dest.with_context(|| format!("--output {spec:?}: dest=PATH is required"))?;
-        Ok(match kind.as_deref() {
-            Some("oci") => Output::Archive(kiln_store::ArchiveFormat::Oci, compression, dest),
-            Some("docker") => Output::Archive(kiln_store::ArchiveFormat::Docker, compression, dest),
-            Some("local") => Output::Local(dest),
-            Some("tar") => Output::Tar(dest),
-            other => bail!("--output {spec:?}: unknown type {other:?} (oci, docker, tar, local)"),
-        })
-    }
-
-    fn export(
-        &self,
-        store: &kiln_store::Store,
-        digest: &str,
-        tags: &[String],
-    ) -> anyhow::Result<()> {
-        match self {
-            Output::Archive(format, compression, dest) => {
-                let names = if tags.is_empty() {
-                    vec![digest.to_owned()]
-                } else {
-                    tags.to_vec()
-                };
-                let mut file = OutputFile::create(dest)?;
-                kiln_store::save(
-                    store,
-                    &names,
-                    *format,
-                    *compression,
-                    kiln_store::NamedWriter::new(dest, std::io::BufWriter::new(file.file())),
-                )?;
-                file.commit()?;
-            }
-            Output::Local(dest) => {
-                kiln_build::unpack_image(store, &digest.parse()?, dest)?;
-            }
-            Output::Tar(dest) => {
-                let scratch = tempfile_dir(store)?;
-                kiln_build::unpack_image(store, &digest.parse()?, &scratch)?;
-                let mut file = OutputFile::create(dest)?;
-                let mut tar = tar::Builder::new(std::io::BufWriter::new(file.file()));
-                tar.follow_symlinks(false);
-                let result = tar
-                    .append_dir_all(".", &scratch)
-                    .and_then(|()| std::io::Write::flush(&mut tar.into_inner()?));
-                let _ = std::fs::remove_dir_all(&scratch);
-                result.with_context(|| format!("writing {}", dest.display()))?;
-                file.commit()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-fn tempfile_dir(store: &kiln_store::Store) -> anyhow::Result<PathBuf> {
-    Ok(store.scratch_dir("export")?)
 }
 
 /// `--pids-limit N`: Docker's convention, a positive number, or -1 (or

@@ -23,10 +23,9 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     let path = file.unwrap_or_else(|| context.join("Dockerfile"));
     let display = path.display().to_string();
     let bytes = if display == "-" {
-        read_bounded(std::io::stdin().lock()).context("reading standard input")?
+        read_stdin_bounded().context("reading standard input")?
     } else {
-        let file = std::fs::File::open(&path).with_context(|| format!("reading {display}"))?;
-        read_bounded(file).with_context(|| format!("reading {display}"))?
+        kiln_engine::read_bounded(&path).with_context(|| format!("reading {display}"))?
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let dockerfile = match kiln_dockerfile::parse_bytes(&bytes) {
@@ -46,12 +45,12 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     }))
 }
 
-/// Reads at most one byte more than a Dockerfile may have: the parser
-/// refuses that with an error naming the limit, and `/dev/zero` or a huge
-/// file never fills memory.
-fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
+/// Standard input, to at most one byte more than a Dockerfile may have
+/// (as [`kiln_engine::read_bounded`] reads files).
+pub fn read_stdin_bounded() -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    reader
+    std::io::stdin()
+        .lock()
         .take(kiln_dockerfile::MAX_DOCKERFILE_BYTES as u64 + 1)
         .read_to_end(&mut buf)?;
     Ok(buf)

@@ -9,7 +9,7 @@ use clap::Args;
 use kiln_store::{import_rootfs, Digest, RootfsImport, Store};
 
 use super::dockerfile::print;
-use super::output_file::OutputFile;
+use kiln_engine::OutputFile;
 
 /// Opens the store at `--root`, else `KILN_ROOT`, else the default.
 pub fn open_store(root: Option<&Path>) -> anyhow::Result<Store> {
@@ -56,16 +56,19 @@ pub fn import(root: Option<&Path>, args: ImportArgs) -> anyhow::Result<()> {
 
 /// `SOURCE_DATE_EPOCH` when set (reproducible images), else now.
 pub fn creation_time() -> anyhow::Result<String> {
-    let time = match std::env::var("SOURCE_DATE_EPOCH") {
+    Ok(kiln_engine::creation_time(source_date_epoch()?))
+}
+
+/// `SOURCE_DATE_EPOCH`, if set (an empty value is unset).
+pub fn source_date_epoch() -> anyhow::Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(text) if !text.is_empty() => {
-            let seconds: u64 = text.parse().with_context(|| {
+            Ok(Some(text.parse().with_context(|| {
                 format!("SOURCE_DATE_EPOCH={text:?} is not a number of seconds")
-            })?;
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+            })?))
         }
-        _ => std::time::SystemTime::now(),
-    };
-    Ok(humantime::format_rfc3339_seconds(time).to_string())
+        _ => Ok(None),
+    }
 }
 
 /// `kiln images`: one line per tag.
@@ -349,7 +352,7 @@ pub fn save(root: Option<&Path>, args: SaveArgs) -> anyhow::Result<()> {
         compression,
         kiln_store::NamedWriter::new(&args.output, std::io::BufWriter::new(output.file())),
     )?;
-    output.commit()
+    Ok(output.commit()?)
 }
 
 #[derive(Args)]

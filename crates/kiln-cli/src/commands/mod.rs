@@ -5,7 +5,6 @@ pub mod cache;
 pub mod containers;
 pub mod dockerfile;
 pub mod images;
-pub mod output_file;
 pub mod parse;
 pub mod plan;
 pub mod progress;

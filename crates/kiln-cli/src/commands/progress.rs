@@ -9,11 +9,12 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_build::{CacheOutcome, StepEvent};
-use kiln_graph::{BuildGraph, NodeId};
+use kiln_engine::{BuildEvent, EventKind, StepFinished, Summary};
+
+use crate::output::report;
 
 /// How a build shows its progress.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -45,24 +46,11 @@ impl ProgressMode {
     }
 }
 
-/// Totals for the summary line.
-#[derive(Default)]
-struct Totals {
-    ran: usize,
-    cached: usize,
-    bytes_written: u64,
-    /// Steps started and not finished: at the summary, the ones that
-    /// failed or were cut short (they ran, so they are no cache hits).
-    unfinished: std::collections::BTreeSet<NodeId>,
-}
-
-/// The progress of one build.
+/// The progress of one build, drawn from its events.
 pub struct Progress {
     mode: ProgressMode,
-    /// Per node: `[stage i/n] INSTRUCTION`, as BuildKit shows them.
-    titles: Vec<String>,
-    started: Instant,
-    totals: Mutex<Totals>,
+    /// Per step id: its title, from its `started` event.
+    titles: Mutex<HashMap<usize, String>>,
     /// (title, reason) of every step that ran, for `--explain`.
     misses: Mutex<Vec<(String, String)>>,
     live: Option<LiveView>,
@@ -73,188 +61,123 @@ struct LiveView {
     bars: MultiProgress,
     /// Each running step's line, and the line under it with the last
     /// output it printed.
-    running: Mutex<HashMap<NodeId, (ProgressBar, Option<ProgressBar>)>>,
+    running: Mutex<HashMap<usize, (ProgressBar, Option<ProgressBar>)>>,
 }
 
 impl Progress {
-    pub fn new(graph: &BuildGraph, mode: ProgressMode) -> Progress {
-        let mut titles = vec![String::new(); graph.nodes.len()];
-        for (stage_id, stage) in graph.stages.iter().enumerate() {
-            let nodes: Vec<NodeId> = graph
-                .nodes
-                .iter()
-                .filter(|n| n.stage == stage_id)
-                .map(|n| n.id)
-                .collect();
-            for (position, id) in nodes.iter().enumerate() {
-                titles[*id] = format!(
-                    "[{} {}/{}] {}",
-                    stage.label(),
-                    position + 1,
-                    nodes.len(),
-                    graph.nodes[*id].display
-                );
-            }
-        }
+    pub fn new(mode: ProgressMode) -> Progress {
         let live = (mode == ProgressMode::Tty).then(|| LiveView {
             bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
             running: Mutex::new(HashMap::new()),
         });
         Progress {
             mode,
-            titles,
-            started: Instant::now(),
-            totals: Mutex::new(Totals::default()),
+            titles: Mutex::new(HashMap::new()),
             misses: Mutex::new(Vec::new()),
             live,
         }
     }
 
-    fn title(&self, node: NodeId) -> &str {
-        self.titles.get(node).map_or("", String::as_str)
+    fn title(&self, id: usize) -> String {
+        lock(&self.titles).get(&id).cloned().unwrap_or_default()
     }
 
-    pub fn event(&self, event: StepEvent<'_>) {
-        if let StepEvent::Started { node } = &event {
-            lock(&self.totals).unfinished.insert(node.id);
-        }
-        if let StepEvent::Finished {
-            node, cache, layer, ..
-        } = &event
-        {
-            let mut totals = lock(&self.totals);
-            totals.unfinished.remove(&node.id);
-            match cache {
-                CacheOutcome::Hit => totals.cached += 1,
-                CacheOutcome::Miss(reason) => {
-                    totals.ran += 1;
-                    totals.bytes_written += layer.map_or(0, |l| l.size);
-                    let title = self.title(node.id).to_owned();
-                    lock(&self.misses).push((title, reason.to_string()));
-                }
-                CacheOutcome::NotApplicable => {}
+    pub fn event(&self, event: &BuildEvent) {
+        match &event.kind {
+            EventKind::Started { id, step, .. } => {
+                lock(&self.titles).insert(*id, step.clone());
             }
+            EventKind::Done(StepFinished {
+                id,
+                reason: Some(reason),
+                ..
+            }) => {
+                let title = self.title(*id);
+                lock(&self.misses).push((title, reason.clone()));
+            }
+            // Warnings are text in every view, quiet's too: they are
+            // about the Dockerfile, not the progress.
+            EventKind::Warning {
+                message,
+                file,
+                line,
+            } => {
+                match file {
+                    Some(file) => report!("{file}:{line}: warning: {message}"),
+                    None => report!("warning: {message}"),
+                }
+                return;
+            }
+            _ => {}
         }
         match self.mode {
-            ProgressMode::Plain | ProgressMode::Auto => self.plain(&event),
-            ProgressMode::Json => self.json(&event),
-            ProgressMode::Tty => self.tty(&event),
+            ProgressMode::Plain | ProgressMode::Auto => self.plain(&event.kind, event.time),
+            ProgressMode::Json => write_stderr(&format!("{}\n", event.to_json())),
+            ProgressMode::Tty => self.tty(&event.kind, event.time),
             ProgressMode::Quiet => {}
         }
     }
 
-    fn plain(&self, event: &StepEvent<'_>) {
+    fn plain(&self, event: &EventKind, time: f64) {
         let mut out = String::new();
         match event {
-            StepEvent::Started { node } => {
-                out.push_str(&format!("#{} {}\n", node.id + 1, self.title(node.id)));
-            }
-            StepEvent::Output { node, line } => {
-                out.push_str(&format!("#{} {line}\n", node.id + 1));
-            }
-            StepEvent::Finished {
-                node,
-                elapsed,
-                hash_stats,
-                cache,
-                ..
-            } => {
-                let number = node.id + 1;
-                if let Some(stats) = hash_stats.filter(|s| s.files > 0) {
+            EventKind::Started { id, step, .. } => out.push_str(&format!("#{id} {step}\n")),
+            EventKind::Output { id, text } => out.push_str(&format!("#{id} {text}\n")),
+            EventKind::Done(step) | EventKind::Cached(step) => {
+                let id = step.id;
+                if let Some(hashed) = step.hashed.filter(|h| h.files_hashed > 0) {
                     out.push_str(&format!(
-                        "#{number} {} files hashed, {} unchanged, {} read in {:.2}s\n",
-                        stats.files,
-                        stats.unchanged,
-                        super::images::human_size(stats.bytes_read),
-                        stats.elapsed.as_secs_f64()
+                        "#{id} {} files hashed, {} unchanged, {} read in {:.2}s\n",
+                        hashed.files_hashed,
+                        hashed.files_unchanged,
+                        super::images::human_size(hashed.bytes_read),
+                        hashed.hash_duration
                     ));
                 }
-                if *cache == CacheOutcome::Hit {
-                    out.push_str(&format!("#{number} CACHED\n"));
+                if matches!(event, EventKind::Cached(_)) {
+                    out.push_str(&format!("#{id} CACHED\n"));
                 } else {
-                    out.push_str(&format!("#{number} DONE {:.2}s\n", elapsed.as_secs_f64()));
+                    out.push_str(&format!("#{id} DONE {:.2}s\n", step.duration));
                 }
             }
+            EventKind::Summary(summary) => out.push_str(&summary_line(summary, time)),
+            EventKind::Warning { .. } => {}
         }
         write_stderr(&out);
     }
 
-    fn json(&self, event: &StepEvent<'_>) {
-        let at = self.started.elapsed().as_secs_f64();
-        let value = match event {
-            StepEvent::Started { node } => serde_json::json!({
-                "event": "started", "id": node.id + 1, "time": at,
-                "step": self.title(node.id), "line": node.line,
-            }),
-            StepEvent::Output { node, line } => serde_json::json!({
-                "event": "output", "id": node.id + 1, "time": at, "text": line,
-            }),
-            StepEvent::Finished {
-                node,
-                elapsed,
-                layer,
-                cache,
-                hash_stats,
-            } => {
-                let mut value = serde_json::json!({
-                    "event": if *cache == CacheOutcome::Hit { "cached" } else { "done" },
-                    "id": node.id + 1,
-                    "time": at,
-                    "duration": elapsed.as_secs_f64(),
-                    "layer_bytes": layer.map_or(0, |l| l.size),
-                });
-                if let CacheOutcome::Miss(reason) = cache {
-                    value["reason"] = reason.to_string().into();
-                    value["reason_kind"] = reason.kind().into();
-                }
-                if let Some(stats) = hash_stats {
-                    value["files_hashed"] = stats.files.into();
-                    value["files_unchanged"] = stats.unchanged.into();
-                    value["bytes_read"] = stats.bytes_read.into();
-                }
-                value
-            }
-        };
-        write_stderr(&format!("{value}\n"));
-    }
-
-    fn tty(&self, event: &StepEvent<'_>) {
+    fn tty(&self, event: &EventKind, time: f64) {
         let Some(live) = &self.live else { return };
         let mut running = lock(&live.running);
         match event {
-            StepEvent::Started { node } => {
+            EventKind::Started { id, step, .. } => {
                 let bar = live.bars.add(ProgressBar::new_spinner());
                 bar.set_style(style("{prefix:.bold} {wide_msg} {elapsed:>4}"));
-                bar.set_prefix(format!("#{}", node.id + 1));
-                bar.set_message(self.title(node.id).to_owned());
+                bar.set_prefix(format!("#{id}"));
+                bar.set_message(step.clone());
                 bar.enable_steady_tick(Duration::from_millis(100));
-                running.insert(node.id, (bar, None));
+                running.insert(*id, (bar, None));
             }
-            StepEvent::Output { node, line } => {
-                if let Some((bar, tail)) = running.get_mut(&node.id) {
+            EventKind::Output { id, text } => {
+                if let Some((bar, tail)) = running.get_mut(id) {
                     // The last line the step printed, under it.
                     let tail = tail.get_or_insert_with(|| {
                         let tail = live.bars.insert_after(bar, ProgressBar::new_spinner());
                         tail.set_style(style("   {wide_msg:.dim}"));
                         tail
                     });
-                    tail.set_message(line.to_string());
+                    tail.set_message(text.clone());
                 }
             }
-            StepEvent::Finished {
-                node,
-                elapsed,
-                cache,
-                ..
-            } => {
-                if let Some((bar, tail)) = running.remove(&node.id) {
+            EventKind::Done(step) | EventKind::Cached(step) => {
+                if let Some((bar, tail)) = running.remove(&step.id) {
                     if let Some(tail) = tail {
                         tail.finish_and_clear();
                     }
-                    let state = if *cache == CacheOutcome::Hit {
+                    let state = if matches!(event, EventKind::Cached(_)) {
                         "CACHED".to_owned()
                     } else {
-                        format!("DONE {:.1}s", elapsed.as_secs_f64())
+                        format!("DONE {:.1}s", step.duration)
                     };
                     // The state is part of the template, so a narrow
                     // terminal cuts the title, never the state.
@@ -262,51 +185,18 @@ impl Progress {
                     bar.finish();
                 }
             }
-        }
-    }
-
-    /// The closing summary (not in quiet mode), after the build ended,
-    /// well or not.
-    pub fn summary(&self, outcome: &str) {
-        if let Some(live) = &self.live {
-            // Steps cut short by a failure stay on screen as they were.
-            for (_, (bar, tail)) in lock(&live.running).drain() {
-                if let Some(tail) = tail {
-                    tail.finish_and_clear();
+            EventKind::Summary(summary) => {
+                // Steps cut short by a failure stay on screen as they were.
+                for (_, (bar, tail)) in running.drain() {
+                    if let Some(tail) = tail {
+                        tail.finish_and_clear();
+                    }
+                    bar.abandon();
                 }
-                bar.abandon();
+                drop(running);
+                write_stderr(&summary_line(summary, time));
             }
-        }
-        let totals = lock(&self.totals);
-        let failed = totals.unfinished.len();
-        let ran = totals.ran + failed;
-        let steps = ran + totals.cached;
-        let rate = if steps == 0 {
-            0.0
-        } else {
-            100.0 * totals.cached as f64 / steps as f64
-        };
-        let elapsed = self.started.elapsed().as_secs_f64();
-        match self.mode {
-            ProgressMode::Quiet => {}
-            ProgressMode::Json => write_stderr(&format!(
-                "{}\n",
-                serde_json::json!({
-                    "event": "summary", "outcome": outcome, "time": elapsed,
-                    "steps_run": ran, "steps_failed": failed, "steps_cached": totals.cached,
-                    "cache_hit_rate": rate / 100.0, "bytes_written": totals.bytes_written,
-                })
-            )),
-            _ => write_stderr(&format!(
-                "{outcome} in {elapsed:.2}s: {ran} steps run{}, {} cached ({rate:.0}% hit rate), {} written\n",
-                if failed > 0 {
-                    format!(" ({failed} failed)")
-                } else {
-                    String::new()
-                },
-                totals.cached,
-                super::images::human_size(totals.bytes_written)
-            )),
+            EventKind::Warning { .. } => {}
         }
     }
 
@@ -322,6 +212,23 @@ impl Progress {
         }
         write_stderr(&out);
     }
+}
+
+/// `built in 2.31s: 9 steps run, 3 cached (25% hit rate), 19.5kB written`.
+fn summary_line(summary: &Summary, elapsed: f64) -> String {
+    format!(
+        "{} in {elapsed:.2}s: {} steps run{}, {} cached ({:.0}% hit rate), {} written\n",
+        summary.outcome,
+        summary.steps_run,
+        if summary.steps_failed > 0 {
+            format!(" ({} failed)", summary.steps_failed)
+        } else {
+            String::new()
+        },
+        summary.steps_cached,
+        100.0 * summary.cache_hit_rate,
+        super::images::human_size(summary.bytes_written)
+    )
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use crate::EngineError;
 use tempfile::NamedTempFile;
 
 /// A file being written; dropped without [`OutputFile::commit`] it is
@@ -22,7 +22,7 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
-    pub fn create(dest: &Path) -> anyhow::Result<OutputFile> {
+    pub fn create(dest: &Path) -> Result<OutputFile, EngineError> {
         let dir = match dest.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
@@ -33,7 +33,7 @@ impl OutputFile {
             .suffix(".partial")
             .permissions(std::fs::Permissions::from_mode(0o666))
             .tempfile_in(dir)
-            .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+            .map_err(|e| EngineError::io(dir, e))?;
         Ok(OutputFile {
             temp,
             dest: dest.to_owned(),
@@ -45,25 +45,24 @@ impl OutputFile {
     }
 
     /// Makes the content visible under the destination's name.
-    pub fn commit(self) -> anyhow::Result<()> {
+    pub fn commit(self) -> Result<(), EngineError> {
         let dest = self.dest;
         self.temp
             .as_file()
             .sync_all()
-            .with_context(|| format!("writing {}", dest.display()))?;
+            .map_err(|e| EngineError::io(&dest, e))?;
         self.temp
             .persist(&dest)
-            .map_err(|e| e.error)
-            .with_context(|| format!("writing {}", dest.display()))?;
+            .map_err(|e| EngineError::io(&dest, e.error))?;
         Ok(())
     }
 }
 
 /// Writes `bytes` as the whole content of `dest`.
-pub fn write_file(dest: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<(), EngineError> {
     let mut file = OutputFile::create(dest)?;
     file.file()
         .write_all(bytes)
-        .with_context(|| format!("writing {}", dest.display()))?;
+        .map_err(|e| EngineError::io(dest, e))?;
     file.commit()
 }

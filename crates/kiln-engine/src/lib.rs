@@ -1,0 +1,34 @@
+//! kiln-engine is kiln's library face: what a front end (the CLI, the
+//! daemon, `kiln bench`) calls to build an image, instead of wiring the
+//! planner, the executor, the store and the cache together itself.
+//!
+//! - [`Engine::build`] runs a [`BuildRequest`] end to end and returns a
+//!   [`BuildReport`]; progress arrives as owned [`BuildEvent`]s, in the
+//!   JSON schema of docs/progress.md.
+//! - Image references are pinned once per build through an
+//!   [`ImageSource`] ([`LocalImages`]: the store); the executor gets
+//!   digests, never names.
+//! - [`OutputFile`] writes files at user-named paths without following a
+//!   planted link.
+//!
+//! It draws no output and reads no flags or environment: those are the
+//! front end's.
+
+mod error;
+pub mod events;
+mod images;
+mod output_file;
+mod outputs;
+mod report;
+mod request;
+mod session;
+
+pub use error::{DockerfileText, EngineError};
+pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
+pub use images::{ImageSource, LocalImages, ResolvedImage};
+pub use kiln_build::{CacheOutcome, Cancel, Miss};
+pub use output_file::{write_file, OutputFile};
+pub use outputs::{export_cache, export_output};
+pub use report::{BuildReport, StepReport};
+pub use request::{BuildRequest, CacheFrom, CacheTo, DockerfileSource, Output, SpecError};
+pub use session::{creation_time, read_bounded, Engine};

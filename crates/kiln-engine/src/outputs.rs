@@ -1,0 +1,94 @@
+//! What a finished build exports besides the store: `--output` archives
+//! and filesystems, and `--cache-to` directories.
+
+use std::io::{BufWriter, Write};
+
+use kiln_build::BuiltStep;
+use kiln_graph::{Base, BuildGraph, Op};
+use kiln_store::{Digest, NamedWriter, Store};
+
+use crate::output_file::OutputFile;
+use crate::request::{CacheTo, Output};
+use crate::EngineError;
+
+/// Writes `output` for the image `manifest`, named `tags` in archives
+/// (its digest when it has none).
+pub fn export_output(
+    store: &Store,
+    output: &Output,
+    manifest: &Digest,
+    tags: &[String],
+) -> Result<(), EngineError> {
+    match output {
+        Output::Archive {
+            format,
+            compression,
+            dest,
+        } => {
+            let names = if tags.is_empty() {
+                vec![manifest.to_string()]
+            } else {
+                tags.to_vec()
+            };
+            let mut file = OutputFile::create(dest)?;
+            kiln_store::save(
+                store,
+                &names,
+                *format,
+                *compression,
+                NamedWriter::new(dest, BufWriter::new(file.file())),
+            )?;
+            file.commit()
+        }
+        Output::Local(dest) => Ok(kiln_build::unpack_image(store, manifest, dest)?),
+        Output::Tar(dest) => {
+            let scratch = store.scratch_dir("export")?;
+            let result = kiln_build::unpack_image(store, manifest, &scratch)
+                .map_err(EngineError::from)
+                .and_then(|()| {
+                    let mut file = OutputFile::create(dest)?;
+                    let mut tar = tar::Builder::new(BufWriter::new(file.file()));
+                    tar.follow_symlinks(false);
+                    tar.append_dir_all(".", &scratch)
+                        .and_then(|()| tar.into_inner()?.flush())
+                        .map_err(|e| EngineError::io(dest, e))?;
+                    file.commit()
+                });
+            let _ = std::fs::remove_dir_all(&scratch);
+            result
+        }
+    }
+}
+
+/// Exports the cache entries `cache_to` selects of a build's `steps`.
+pub fn export_cache(
+    store: &Store,
+    cache_to: &CacheTo,
+    graph: &BuildGraph,
+    steps: &[BuiltStep],
+) -> Result<(), EngineError> {
+    // mode=min: the target and the stages it starts FROM.
+    let mut chain = vec![graph.target];
+    while let Some(base) = graph.nodes.iter().find_map(|node| match &node.op {
+        Op::From {
+            base: Base::Stage(id),
+            ..
+        } if Some(&node.stage) == chain.last() => Some(*id),
+        _ => None,
+    }) {
+        chain.push(base);
+    }
+    let selected: Vec<(kiln_cache::CacheKey, kiln_cache::Entry)> = steps
+        .iter()
+        .filter(|step| cache_to.all_stages || chain.contains(&step.stage))
+        .map(|step| (step.key, step.entry.clone()))
+        .collect();
+    kiln_cache::export(&cache_to.dest, &selected, |digest| {
+        let digest: Digest = digest.parse().ok()?;
+        Some(store.blobs().path(&digest))
+    })?;
+    if cache_to.cache_mounts {
+        kiln_cache::export_cache_mounts(&cache_to.dest, &store.layout().cache_mounts())?;
+    }
+    Ok(())
+}

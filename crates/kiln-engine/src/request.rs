@@ -1,0 +1,341 @@
+//! What a build is asked to do: an owned value with defaults, made with
+//! [`BuildRequest::new`] and the builder methods, filled from flags by the
+//! CLI or from a request by the daemon. Value grammars that both front
+//! ends read (`--output`, `--cache-to`, `--cache-from` specs) are parsed
+//! here, once, into types.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use kiln_store::{ArchiveFormat, LayerCompression};
+
+/// Where the Dockerfile comes from.
+#[derive(Clone, Debug)]
+pub enum DockerfileSource {
+    /// `CONTEXT/Dockerfile`.
+    Default,
+    /// A file (its `<name>.dockerignore` beside it is honoured).
+    Path(PathBuf),
+    /// Bytes already read (standard input, a daemon request), shown as
+    /// `display` in messages.
+    Bytes { display: String, bytes: Vec<u8> },
+}
+
+/// A build, as asked for.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    pub context: PathBuf,
+    pub dockerfile: DockerfileSource,
+    pub build_args: BTreeMap<String, String>,
+    /// The stage to build (default: the last).
+    pub target: Option<String>,
+    /// Added to the image's labels (over the Dockerfile's).
+    pub labels: BTreeMap<String, String>,
+    /// Names given to the image once built.
+    pub tags: Vec<String>,
+    /// Run every step, or every step of these stages.
+    pub no_cache: bool,
+    pub no_cache_filter: Vec<String>,
+    pub cache_from: Vec<CacheFrom>,
+    pub cache_to: Option<CacheTo>,
+    /// Exports besides the store.
+    pub outputs: Vec<Output>,
+    /// `RUN --mount=type=secret` contents by id.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `RUN --mount=type=ssh` agent sockets by id.
+    pub ssh: BTreeMap<String, PathBuf>,
+    /// Lets `RUN --security=insecure` through.
+    pub allow_insecure: bool,
+    /// Stages at once (default: twice the cores).
+    pub jobs: Option<usize>,
+    /// Tasks one RUN step may have (`None`: unlimited).
+    pub run_pids_limit: Option<u64>,
+    /// SOURCE_DATE_EPOCH: clamps new files' times and every `created`.
+    pub source_date_epoch: Option<u64>,
+}
+
+impl BuildRequest {
+    /// A build of `context` with its `Dockerfile` and every default.
+    pub fn new(context: impl Into<PathBuf>) -> BuildRequest {
+        BuildRequest {
+            context: context.into(),
+            dockerfile: DockerfileSource::Default,
+            build_args: BTreeMap::new(),
+            target: None,
+            labels: BTreeMap::new(),
+            tags: Vec::new(),
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            cache_from: Vec::new(),
+            cache_to: None,
+            outputs: Vec::new(),
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
+            allow_insecure: false,
+            jobs: None,
+            run_pids_limit: Some(kiln_build::DEFAULT_RUN_PIDS_LIMIT),
+            source_date_epoch: None,
+        }
+    }
+
+    pub fn dockerfile(mut self, source: DockerfileSource) -> Self {
+        self.dockerfile = source;
+        self
+    }
+
+    pub fn build_arg(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.build_args.insert(name.into(), value.into());
+        self
+    }
+
+    pub fn target(mut self, stage: impl Into<String>) -> Self {
+        self.target = Some(stage.into());
+        self
+    }
+
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn tag(mut self, name: impl Into<String>) -> Self {
+        self.tags.push(name.into());
+        self
+    }
+
+    pub fn no_cache(mut self, yes: bool) -> Self {
+        self.no_cache = yes;
+        self
+    }
+
+    pub fn output(mut self, output: Output) -> Self {
+        self.outputs.push(output);
+        self
+    }
+
+    pub fn secret(mut self, id: impl Into<String>, value: Vec<u8>) -> Self {
+        self.secrets.insert(id.into(), value);
+        self
+    }
+
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = Some(jobs);
+        self
+    }
+
+    pub fn source_date_epoch(mut self, epoch: Option<u64>) -> Self {
+        self.source_date_epoch = epoch;
+        self
+    }
+}
+
+/// A spec that does not parse, with the grammar it should have followed.
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {spec:?}: {message}")]
+pub struct SpecError {
+    pub flag: &'static str,
+    pub spec: String,
+    pub message: String,
+}
+
+fn spec_error(flag: &'static str, spec: &str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        flag,
+        spec: spec.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Where the image goes besides the store (`--output`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// An OCI archive or docker-archive file.
+    Archive {
+        format: ArchiveFormat,
+        compression: LayerCompression,
+        dest: PathBuf,
+    },
+    /// The root filesystem as a directory.
+    Local(PathBuf),
+    /// The root filesystem as a tar file.
+    Tar(PathBuf),
+}
+
+const OUTPUT_GRAMMAR: &str = "expected type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]";
+
+/// `type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]`, or a
+/// bare PATH (type=local).
+impl FromStr for Output {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<Output, SpecError> {
+        let fail = |message: &str| spec_error("--output", spec, message);
+        if !spec.contains('=') {
+            return Ok(Output::Local(PathBuf::from(spec)));
+        }
+        let mut kind = None;
+        let mut dest = None;
+        let mut compression = LayerCompression::Gzip;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", value)) => kind = Some(value.to_owned()),
+                Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+                Some(("compression", "gzip")) => compression = LayerCompression::Gzip,
+                Some(("compression", "zstd")) => compression = LayerCompression::Zstd,
+                Some(("compression", other)) => {
+                    return Err(fail(&format!("unknown compression {other:?} (gzip, zstd)")))
+                }
+                _ => return Err(fail(OUTPUT_GRAMMAR)),
+            }
+        }
+        let dest = dest.ok_or_else(|| fail("dest=PATH is required"))?;
+        let archive = |format| Output::Archive {
+            format,
+            compression,
+            dest: dest.clone(),
+        };
+        match kind.as_deref() {
+            Some("oci") => Ok(archive(ArchiveFormat::Oci)),
+            Some("docker") => Ok(archive(ArchiveFormat::Docker)),
+            Some("local") => Ok(Output::Local(dest)),
+            Some("tar") => Ok(Output::Tar(dest)),
+            other => Err(fail(&format!(
+                "unknown type {other:?} (oci, docker, tar, local)"
+            ))),
+        }
+    }
+}
+
+/// `--cache-from type=local,src=DIR`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheFrom {
+    pub dir: PathBuf,
+}
+
+impl FromStr for CacheFrom {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<CacheFrom, SpecError> {
+        let grammar = "expected type=local,src=DIR";
+        let mut kind = None;
+        let mut src = None;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", value)) => kind = Some(value),
+                Some(("src", value)) => src = Some(PathBuf::from(value)),
+                _ => return Err(spec_error("--cache-from", spec, grammar)),
+            }
+        }
+        match (kind, src) {
+            (Some("local"), Some(dir)) => Ok(CacheFrom { dir }),
+            (Some("registry"), _) => Err(spec_error(
+                "--cache-from",
+                spec,
+                "registry caches come with kiln's registry client",
+            )),
+            _ => Err(spec_error("--cache-from", spec, grammar)),
+        }
+    }
+}
+
+/// `--cache-to type=local,dest=DIR[,mode=min|max][,cache-mounts=true]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheTo {
+    pub dest: PathBuf,
+    /// max: every step built; min: only the target stage's (and the
+    /// stages it is built FROM), as BuildKit's modes.
+    pub all_stages: bool,
+    /// The RUN cache-mount directories go too (an option BuildKit lacks).
+    pub cache_mounts: bool,
+}
+
+impl FromStr for CacheTo {
+    type Err = SpecError;
+
+    fn from_str(spec: &str) -> Result<CacheTo, SpecError> {
+        let grammar = "expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true]";
+        let mut kind = None;
+        let mut dest = None;
+        let mut all_stages = false;
+        let mut cache_mounts = false;
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("type", value)) => kind = Some(value.to_owned()),
+                Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+                Some(("mode", "min")) => all_stages = false,
+                Some(("mode", "max")) => all_stages = true,
+                Some(("cache-mounts", value)) => cache_mounts = value == "true",
+                _ => return Err(spec_error("--cache-to", spec, grammar)),
+            }
+        }
+        match (kind.as_deref(), dest) {
+            (Some("local"), Some(dest)) => Ok(CacheTo {
+                dest,
+                all_stages,
+                cache_mounts,
+            }),
+            (Some("registry"), _) => Err(spec_error(
+                "--cache-to",
+                spec,
+                "registry caches come with kiln's registry client",
+            )),
+            _ => Err(spec_error("--cache-to", spec, grammar)),
+        }
+    }
+}
+
+impl BuildRequest {
+    /// The file the Dockerfile is read from, if it is one.
+    pub(crate) fn dockerfile_path(&self) -> Option<PathBuf> {
+        match &self.dockerfile {
+            DockerfileSource::Default => Some(self.context.join("Dockerfile")),
+            DockerfileSource::Path(path) => Some(path.clone()),
+            DockerfileSource::Bytes { .. } => None,
+        }
+    }
+
+    /// The context as given, or canonical when it can be made so.
+    pub(crate) fn canonical_context(&self) -> PathBuf {
+        std::fs::canonicalize(&self.context).unwrap_or_else(|_| self.context.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse_into_types_or_say_the_grammar() {
+        assert_eq!(
+            "type=docker,dest=out.tar,compression=zstd"
+                .parse::<Output>()
+                .unwrap(),
+            Output::Archive {
+                format: ArchiveFormat::Docker,
+                compression: LayerCompression::Zstd,
+                dest: "out.tar".into()
+            }
+        );
+        assert_eq!(
+            "dir".parse::<Output>().unwrap(),
+            Output::Local("dir".into())
+        );
+        let error = "type=zip,dest=x".parse::<Output>().unwrap_err().to_string();
+        assert!(error.contains("unknown type"), "{error}");
+        assert!("type=tar".parse::<Output>().is_err());
+        assert_eq!(
+            "type=local,dest=d,mode=max".parse::<CacheTo>().unwrap(),
+            CacheTo {
+                dest: "d".into(),
+                all_stages: true,
+                cache_mounts: false
+            }
+        );
+        assert!("type=registry,ref=x".parse::<CacheFrom>().is_err());
+        assert_eq!(
+            "type=local,src=c".parse::<CacheFrom>().unwrap(),
+            CacheFrom { dir: "c".into() }
+        );
+    }
+}

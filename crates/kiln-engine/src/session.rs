@@ -1,0 +1,415 @@
+//! A build session: one call from a [`BuildRequest`] to a tagged image and
+//! its [`BuildReport`], with progress as [`BuildEvent`]s. This is where a
+//! build starts for every front end; the CLI only turns flags into a
+//! request and renders events.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use kiln_build::{BuildOptions, CacheOutcome, Cancel, StepEvent};
+use kiln_cache::{CacheIndex, ImportedCache};
+use kiln_context::{load_dockerignore, StatCache};
+use kiln_graph::{plan, BuildGraph, NodeId, PlanOptions};
+use kiln_store::Store;
+
+use crate::error::DockerfileText;
+use crate::events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
+use crate::images::{ImageSource, LocalImages};
+use crate::outputs::{export_cache, export_output};
+use crate::report::{BuildReport, StepReport};
+use crate::request::{BuildRequest, DockerfileSource};
+use crate::EngineError;
+
+/// The library face over one store: builds (and, through the store,
+/// everything they leave behind).
+pub struct Engine {
+    store: Store,
+    images: Box<dyn ImageSource>,
+}
+
+impl Engine {
+    /// An engine over `store`, resolving images in the store itself.
+    pub fn new(store: Store) -> Engine {
+        Engine {
+            store,
+            images: Box::new(LocalImages),
+        }
+    }
+
+    /// An engine resolving image references through `images`.
+    pub fn with_images(store: Store, images: Box<dyn ImageSource>) -> Engine {
+        Engine { store, images }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs `request` to the end: parses and plans the Dockerfile, pins
+    /// its image references, runs the steps through the cache, tags the
+    /// image and writes its outputs. Every event goes to `events` (from
+    /// several threads; the last is the summary, sent whatever the
+    /// outcome). `cancel` stops the build from outside (Ctrl-C).
+    pub fn build(
+        &self,
+        request: &BuildRequest,
+        cancel: &Cancel,
+        events: &(dyn Fn(BuildEvent) + Sync),
+    ) -> Result<BuildReport, EngineError> {
+        let started = Instant::now();
+        let emit = |kind: EventKind| {
+            events(BuildEvent {
+                time: started.elapsed().as_secs_f64(),
+                kind,
+            })
+        };
+        if !request.context.is_dir() {
+            return Err(EngineError::Request(format!(
+                "build context {} is not a directory",
+                request.context.display()
+            )));
+        }
+        let (file, dockerfile) = read_dockerfile(request)?;
+        for warning in &dockerfile.warnings {
+            emit(EventKind::Warning {
+                message: warning.message.clone(),
+                file: Some(file.display.clone()),
+                line: warning.line,
+            });
+        }
+        let (graph, pinned) = self.plan(request, &dockerfile, &file)?;
+        for warning in &graph.warnings {
+            emit(EventKind::Warning {
+                message: warning.message.clone(),
+                file: None,
+                line: warning.line,
+            });
+        }
+        let recorder = Recorder::new(&graph, &emit);
+        let result = self.run(request, &graph, &pinned, &file, cancel, &|event| {
+            recorder.step_event(event)
+        });
+        let outcome = match &result {
+            Ok(_) => "built",
+            Err(EngineError::Interrupted) => "interrupted",
+            Err(_) => "failed",
+        };
+        let (steps, totals) = recorder.finish(outcome);
+        emit(EventKind::Summary(totals.clone()));
+        let (built, stat_cache_error) = result?;
+        if let Some(error) = stat_cache_error {
+            emit(EventKind::Warning {
+                message: format!("the stat cache was not saved: {error}"),
+                file: None,
+                line: 0,
+            });
+        }
+        let manifest = built.image.manifest.digest().to_string().parse()?;
+        for tag in &request.tags {
+            self.store.tag(tag, &built.image.manifest)?;
+        }
+        if let Some(cache_to) = &request.cache_to {
+            export_cache(&self.store, cache_to, &graph, &built.steps)?;
+        }
+        for output in &request.outputs {
+            export_output(&self.store, output, &manifest, &request.tags)?;
+        }
+        Ok(BuildReport {
+            manifest,
+            config: built.image.config,
+            tags: request.tags.clone(),
+            steps,
+            totals,
+        })
+    }
+
+    /// Plans once to learn the image references, pins each through the
+    /// image source, then plans again with their configs (their ENV,
+    /// WORKDIR and ONBUILD triggers matter to the plan).
+    fn plan(
+        &self,
+        request: &BuildRequest,
+        dockerfile: &kiln_dockerfile::Dockerfile,
+        file: &DockerfileText,
+    ) -> Result<(BuildGraph, BTreeMap<String, kiln_store::Digest>), EngineError> {
+        let plan_error = |error| EngineError::Plan {
+            file: file.clone(),
+            error: Box::new(error),
+        };
+        let mut options = PlanOptions {
+            build_args: request.build_args.clone(),
+            target: request.target.clone(),
+            ..PlanOptions::default()
+        };
+        let first = plan(dockerfile, &options).map_err(plan_error)?;
+        let mut pinned = BTreeMap::new();
+        for reference in &first.images {
+            let image = self.images.resolve(&self.store, reference)?;
+            options.base_configs.insert(reference.clone(), image.config);
+            pinned.insert(reference.clone(), image.manifest);
+        }
+        let graph = plan(dockerfile, &options).map_err(plan_error)?;
+        Ok((graph, pinned))
+    }
+
+    /// Runs the plan's steps. The stat cache is saved whatever the
+    /// outcome (what was hashed stays true); its error, if any, is
+    /// returned beside the result, a warning rather than a failure.
+    fn run(
+        &self,
+        request: &BuildRequest,
+        graph: &BuildGraph,
+        pinned: &BTreeMap<String, kiln_store::Digest>,
+        file: &DockerfileText,
+        cancel: &Cancel,
+        progress: &(dyn Fn(StepEvent<'_>) + Sync),
+    ) -> Result<(kiln_build::BuildOutcome, Option<kiln_context::ContextError>), EngineError> {
+        let store = &self.store;
+        let layout = store.layout();
+        let cache = CacheIndex::open(&layout.cache());
+        let mut cache_from = Vec::new();
+        for from in &request.cache_from {
+            cache_from.push(ImportedCache::open(&from.dir)?);
+            kiln_cache::import_cache_mounts(&from.dir, &layout.cache_mounts())?;
+        }
+        // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
+        // context's `.dockerignore`; a Dockerfile from elsewhere has only
+        // the latter.
+        let dockerfile_path = request
+            .dockerfile_path()
+            .unwrap_or_else(|| request.context.join("Dockerfile"));
+        let ignore = load_dockerignore(&request.context, &dockerfile_path)?;
+        // A step is compared with its own past: same context, same Dockerfile.
+        let scope = format!(
+            "{}\n{}",
+            request.canonical_context().display(),
+            file.display
+        );
+        let stat_cache =
+            StatCache::load(&StatCache::file_for(&layout.stat_cache(), &request.context));
+        let created = creation_time(request.source_date_epoch);
+        let result = kiln_build::build(
+            store,
+            graph,
+            &BuildOptions {
+                context: &request.context,
+                created: &created,
+                source_date_epoch: request.source_date_epoch,
+                labels: &request.labels,
+                images: pinned,
+                stat_cache: &stat_cache,
+                ignore: &ignore,
+                cache: &cache,
+                cache_from: &cache_from,
+                no_cache: request.no_cache,
+                no_cache_stages: &request.no_cache_filter,
+                scope: &scope,
+                secrets: &request.secrets,
+                ssh: &request.ssh,
+                allow_insecure: request.allow_insecure,
+                cancel,
+                // Twice the cores: RUN steps often wait (network, disk,
+                // sleep), and on `multistage` three stages at once on two
+                // cores beat two at a time (docs/benchmarks.md).
+                jobs: request.jobs.unwrap_or_else(|| {
+                    2 * std::thread::available_parallelism().map_or(2, |n| n.get())
+                }),
+                progress,
+                run_pids_limit: request.run_pids_limit,
+            },
+        );
+        let saved = stat_cache.save().err();
+        match result {
+            Ok(outcome) => Ok((outcome, saved)),
+            Err(error) => Err(EngineError::from_build(error, file)),
+        }
+    }
+}
+
+/// The Dockerfile's text and parse.
+fn read_dockerfile(
+    request: &BuildRequest,
+) -> Result<(DockerfileText, kiln_dockerfile::Dockerfile), EngineError> {
+    let (display, bytes) = match &request.dockerfile {
+        DockerfileSource::Bytes { display, bytes } => (display.clone(), bytes.clone()),
+        _ => {
+            let path = request
+                .dockerfile_path()
+                .unwrap_or_else(|| request.context.join("Dockerfile"));
+            let bytes = read_bounded(&path).map_err(|e| EngineError::io(&path, e))?;
+            (path.display().to_string(), bytes)
+        }
+    };
+    let file = DockerfileText {
+        display,
+        source: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    match kiln_dockerfile::parse_bytes(&bytes) {
+        Ok(dockerfile) => Ok((file, dockerfile)),
+        Err(error) => Err(EngineError::Parse { file, error }),
+    }
+}
+
+/// Reads at most one byte more than a Dockerfile may have: the parser
+/// refuses that with an error naming the limit, and `/dev/zero` or a huge
+/// file never fills memory.
+pub fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(kiln_dockerfile::MAX_DOCKERFILE_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// RFC 3339 `created` time: SOURCE_DATE_EPOCH's when given, else now.
+pub fn creation_time(source_date_epoch: Option<u64>) -> String {
+    let time = match source_date_epoch {
+        Some(seconds) => std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+        None => std::time::SystemTime::now(),
+    };
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Turns the executor's step events into owned [`BuildEvent`]s and keeps
+/// the per-step report and the totals.
+struct Recorder<'a> {
+    /// Per node: `[stage i/n] INSTRUCTION`, as BuildKit shows them.
+    titles: Vec<String>,
+    stages: Vec<String>,
+    emit: &'a (dyn Fn(EventKind) + Sync),
+    state: Mutex<Recorded>,
+}
+
+#[derive(Default)]
+struct Recorded {
+    steps: BTreeMap<NodeId, StepReport>,
+    /// Started and not finished: at the end, the failed or cut-short ones.
+    unfinished: std::collections::BTreeSet<NodeId>,
+}
+
+impl<'a> Recorder<'a> {
+    fn new(graph: &BuildGraph, emit: &'a (dyn Fn(EventKind) + Sync)) -> Recorder<'a> {
+        let mut titles = vec![String::new(); graph.nodes.len()];
+        let mut stages = vec![String::new(); graph.nodes.len()];
+        for stage in &graph.stages {
+            for (position, id) in stage.nodes.iter().enumerate() {
+                titles[*id] = format!(
+                    "[{} {}/{}] {}",
+                    stage.label(),
+                    position + 1,
+                    stage.nodes.len(),
+                    graph.nodes[*id].display
+                );
+                stages[*id] = stage.label();
+            }
+        }
+        Recorder {
+            titles,
+            stages,
+            emit,
+            state: Mutex::new(Recorded::default()),
+        }
+    }
+
+    fn step_event(&self, event: StepEvent<'_>) {
+        match event {
+            StepEvent::Started { node } => {
+                lock(&self.state).unfinished.insert(node.id);
+                (self.emit)(EventKind::Started {
+                    id: node.id + 1,
+                    step: self.titles[node.id].clone(),
+                    line: node.line,
+                });
+            }
+            StepEvent::Output { node, line } => (self.emit)(EventKind::Output {
+                id: node.id + 1,
+                text: line.to_owned(),
+            }),
+            StepEvent::Finished {
+                node,
+                elapsed,
+                layer,
+                key,
+                cache,
+                hash_stats,
+            } => {
+                let layer_bytes = layer.map_or(0, |l| l.size);
+                let (reason, reason_kind) = match &cache {
+                    CacheOutcome::Miss(miss) => (Some(miss.to_string()), Some(miss.kind())),
+                    _ => (None, None),
+                };
+                let finished = StepFinished {
+                    id: node.id + 1,
+                    duration: elapsed.as_secs_f64(),
+                    layer_bytes,
+                    reason,
+                    reason_kind,
+                    hashed: hash_stats.map(|stats| Hashed {
+                        files_hashed: stats.files as u64,
+                        files_unchanged: stats.unchanged as u64,
+                        bytes_read: stats.bytes_read,
+                        hash_duration: stats.elapsed.as_secs_f64(),
+                    }),
+                };
+                let hit = cache == CacheOutcome::Hit;
+                {
+                    let mut state = lock(&self.state);
+                    state.unfinished.remove(&node.id);
+                    state.steps.insert(
+                        node.id,
+                        StepReport {
+                            id: node.id + 1,
+                            stage: self.stages[node.id].clone(),
+                            line: node.line,
+                            title: self.titles[node.id].clone(),
+                            key,
+                            bytes_written: if hit { 0 } else { layer_bytes },
+                            cache,
+                            seconds: elapsed.as_secs_f64(),
+                        },
+                    );
+                }
+                (self.emit)(if hit {
+                    EventKind::Cached(finished)
+                } else {
+                    EventKind::Done(finished)
+                });
+            }
+        }
+    }
+
+    /// The steps in Dockerfile order, and the totals.
+    fn finish(&self, outcome: &'static str) -> (Vec<StepReport>, Summary) {
+        let state = lock(&self.state);
+        let steps: Vec<StepReport> = state.steps.values().cloned().collect();
+        let mut totals = Summary {
+            outcome,
+            steps_failed: state.unfinished.len(),
+            ..Summary::default()
+        };
+        for step in &steps {
+            match step.cache {
+                CacheOutcome::Hit => totals.steps_cached += 1,
+                CacheOutcome::Miss(_) => {
+                    totals.steps_run += 1;
+                    totals.bytes_written += step.bytes_written;
+                }
+                CacheOutcome::NotApplicable => {}
+            }
+        }
+        totals.steps_run += totals.steps_failed;
+        let counted = totals.steps_run + totals.steps_cached;
+        if counted > 0 {
+            totals.cache_hit_rate = totals.steps_cached as f64 / counted as f64;
+        }
+        (steps, totals)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
