@@ -8,6 +8,8 @@
 //! - Image references are pinned once per build through an
 //!   [`ImageSource`] ([`LocalImages`]: the store); the executor gets
 //!   digests, never names.
+//! - [`Engine::gc`] and [`Engine::prune`] collect the store with every
+//!   root (tags, cache entries, kept containers) computed here.
 //! - [`OutputFile`] writes files at user-named paths without following a
 //!   planted link.
 //!
@@ -16,6 +18,7 @@
 
 mod error;
 pub mod events;
+mod gc;
 mod images;
 mod output_file;
 mod outputs;
@@ -25,6 +28,7 @@ mod session;
 
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
+pub use gc::{PrunePolicy, PruneReport};
 pub use images::{ImageSource, LocalImages, ResolvedImage};
 pub use kiln_build::{CacheOutcome, Cancel, Miss};
 pub use output_file::{write_file, OutputFile};

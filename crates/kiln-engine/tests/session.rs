@@ -17,7 +17,11 @@ fn busybox_store(dir: &Path) -> Store {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/busybox-rootfs.sh");
     let tar = dir.join("busybox-rootfs.tar");
     let out = Command::new("sh").arg(&script).arg(&tar).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let store = Store::open(&dir.join("store")).unwrap();
     let record = import_rootfs(
         &store,
@@ -81,7 +85,12 @@ fn a_build_with_run_and_copy_reports_every_step() {
     );
     assert_eq!(first.steps[0].cache, CacheOutcome::NotApplicable);
     for step in &first.steps[1..] {
-        assert_eq!(step.cache, CacheOutcome::Miss(Miss::FirstBuild), "{}", step.title);
+        assert_eq!(
+            step.cache,
+            CacheOutcome::Miss(Miss::FirstBuild),
+            "{}",
+            step.title
+        );
         assert!(step.key.is_some());
     }
     assert!(first.steps[1].bytes_written > 0 && first.steps[2].bytes_written > 0);
@@ -132,7 +141,11 @@ fn a_broken_step_is_an_error_at_its_line_after_a_summary() {
     let engine = Engine::new(busybox_store(dir.path()));
     let context = dir.path().join("context");
     fs::create_dir_all(&context).unwrap();
-    fs::write(context.join("Dockerfile"), "FROM busybox\nRUN echo ok\nRUN exit 3\n").unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo ok\nRUN exit 3\n",
+    )
+    .unwrap();
     let events = Mutex::new(Vec::new());
     let result = engine.build(&BuildRequest::new(&context), &Cancel::default(), &|event| {
         events.lock().unwrap().push(event)

@@ -2,30 +2,14 @@
 //! and size, as `docker builder prune`), `kiln cache ls` and `kiln cache du`.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use kiln_cache::{CacheIndex, ListedEntry};
-use kiln_store::{Digest, Store};
+use kiln_cache::CacheIndex;
+use kiln_engine::{Engine, PrunePolicy};
 
 use super::dockerfile::print;
 use super::images::{human_size, open_store};
-
-/// What GC keeps besides tagged images: the layers of cached steps, and
-/// the images of kept containers (their snapshots are those containers'
-/// lower dirs; `kiln rmi` of such an image removes the name only).
-pub fn gc_roots(store: &Store) -> Vec<Digest> {
-    let cached = CacheIndex::open(&store.layout().cache())
-        .entries()
-        .into_iter()
-        .filter_map(|entry| entry.blob?.parse().ok());
-    let containers = kiln_runtime::containers::Containers::open(&store.layout().containers())
-        .list()
-        .into_iter()
-        .filter_map(|record| record.config.image_id.parse().ok());
-    cached.chain(containers).collect()
-}
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -60,88 +44,24 @@ pub fn prune(root: Option<&Path>, args: PruneArgs) -> anyhow::Result<()> {
             _ => bail!("--filter {filter:?}: only until=DURATION is known"),
         }
     }
-    let store = open_store(root)?;
-    let cache = CacheIndex::open(&store.layout().cache());
-    // Forgetting cache entries needs no lock: a build that finds one leases
-    // its layer, or misses if GC took it first.
-    let forgotten = {
-        if args.all {
-            let count = cache.entries().len();
-            cache.clear()?;
-            count
-        } else {
-            let doomed = select_for_pruning(cache.entries(), until, keep_storage);
-            for entry in &doomed {
-                cache.remove(entry)?;
-            }
-            doomed.len()
-        }
-    };
-    let mounts = if args.cache_mounts {
-        remove_idle_cache_mounts(&store.layout().cache_mounts())
-    } else {
-        0
-    };
-    let report = store.gc(&|| gc_roots(&store))?;
+    let engine = Engine::new(open_store(root)?);
+    let pruned = engine.prune(&PrunePolicy {
+        all: args.all,
+        unused_for: until,
+        keep_bytes: keep_storage,
+        cache_mounts: args.cache_mounts,
+    })?;
+    let report = &pruned.gc;
     print(&format!(
-        "Deleted {forgotten} cache entries, {mounts} cache mounts, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
+        "Deleted {} cache entries, {} cache mounts, {} blobs ({}), {} snapshots, {} temp files, {} scratch directories\n",
+        pruned.entries_forgotten,
+        pruned.cache_mounts_removed,
         report.removed.len(),
         human_size(report.freed_bytes),
         report.snapshots,
         report.strays,
         report.scratch_dirs
     ))
-}
-
-/// Removes the cache mount directories no RUN step is using (a step holds
-/// `<id>.lock` while it runs; a directory whose lock is held is kept).
-/// Returns how many went.
-fn remove_idle_cache_mounts(dir: &Path) -> usize {
-    let mut removed = 0;
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if !path.is_dir() {
-            continue;
-        }
-        let lock_path = path.with_extension("lock");
-        let Ok(lock) = std::fs::File::create(&lock_path) else {
-            continue;
-        };
-        if lock.try_lock().is_err() {
-            continue;
-        }
-        // The lock file stays: a step may have it open, about to lock it.
-        if std::fs::remove_dir_all(&path).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// The entries to forget: those unused for longer than `until`, then,
-/// newest first, those beyond `keep_storage` bytes.
-fn select_for_pruning(
-    mut entries: Vec<ListedEntry>,
-    until: Option<Duration>,
-    keep_storage: Option<u64>,
-) -> Vec<ListedEntry> {
-    entries.sort_by_key(|entry| std::cmp::Reverse(entry.last_used));
-    let now = SystemTime::now();
-    let mut kept_bytes = 0u64;
-    entries
-        .into_iter()
-        .filter(|entry| {
-            let age = now.duration_since(entry.last_used).unwrap_or_default();
-            if until.is_some_and(|limit| age > limit) {
-                return true;
-            }
-            if keep_storage.is_some_and(|limit| kept_bytes + entry.size > limit) {
-                return true;
-            }
-            kept_bytes += entry.size;
-            false
-        })
-        .collect()
 }
 
 /// `5GB`, `512MB`, `1.5G`, `100kB`, `4096` (bytes); decimal units, as

@@ -290,9 +290,9 @@ pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
 
 /// `kiln rmi NAME`: removes the tag, then whatever no tag reaches any more.
 pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let removed = store.untag(&args.name)?;
-    let report = store.gc(&|| super::cache::gc_roots(&store))?;
+    let engine = kiln_engine::Engine::new(open_store(root)?);
+    let removed = engine.store().untag(&args.name)?;
+    let report = engine.gc()?;
     print(&format!(
         "Untagged: {}\nDeleted: {} blobs ({}) of {}\n",
         args.name,
