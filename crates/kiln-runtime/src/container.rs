@@ -74,8 +74,10 @@ struct InitState {
 }
 
 impl KillHandle {
-    /// SIGKILLs the container's init; the kernel then kills every process
-    /// in its pid namespace. `wait` returns `RuntimeError::Killed`.
+    /// SIGKILLs the container's pid 1 (the command, or the init with
+    /// `--init`): from the parent's pid namespace SIGKILL always reaches
+    /// it, handler or not, and the kernel then kills every process in its
+    /// pid namespace. `wait` returns `RuntimeError::Killed`.
     pub fn kill(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pid) = state.pid {
@@ -269,7 +271,8 @@ impl Container {
         })
     }
 
-    /// The init's pid in the caller's pid namespace.
+    /// The container's pid 1 (the command, or the init with `--init`) in
+    /// the caller's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
     }
@@ -280,8 +283,8 @@ impl Container {
         }
     }
 
-    /// Streams output until the container ends (its command exited and the
-    /// init killed whatever was left), then returns the command's status.
+    /// Streams output until the container ends (its pid 1 exited and the
+    /// kernel killed whatever was left), then returns the command's status.
     pub fn wait(mut self, sink: &mut dyn OutputSink) -> Result<ExitStatus, RuntimeError> {
         let report = self.pump(sink)?;
         let init_status = self.reap()?;
@@ -410,6 +413,15 @@ impl Container {
         }
         if killed {
             return Err(RuntimeError::Killed);
+        }
+        if !self.plan.init {
+            // Pid 1 was the command: its own status is the answer (a setup
+            // failure would have left a report above).
+            return match init_status {
+                WaitStatus::Exited(_, code) => Ok(ExitStatus::Exited(code)),
+                WaitStatus::Signaled(_, signal, _) => Ok(ExitStatus::Signaled(signal as i32)),
+                other => Err(RuntimeError::InitDied(format!("{other:?}"))),
+            };
         }
         for r in &reports {
             if let Report::Status(raw) = r {
