@@ -3,7 +3,10 @@
 //! it, and clean up on every path (a `Container` dropped unwaited kills
 //! and reaps its init; the init dies with the caller's thread through
 //! `PR_SET_PDEATHSIG`; every mount lives only in the container's mount
-//! namespace, which dies with its last process).
+//! namespace, which dies with its last process). "The init" here is the
+//! container's pid 1: the command itself once it execs, or `kiln-init`
+//! under `ContainerSpec::init`; its status is the command's own in the
+//! first case and comes on the report pipe in the second.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
