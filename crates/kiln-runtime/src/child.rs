@@ -341,3 +341,27 @@ fn fail_exec(report: RawFd, errno: Errno) -> ! {
     sys::write_all(report, &encode_failure(Stage::Exec, 0, errno));
     sys::exit(if errno == Errno::ENOENT { 127 } else { 126 })
 }
+
+/// The watcher of a container whose command is pid 1, forked by the parent
+/// (in the caller's pid namespace, outside the container): it waits until
+/// the caller's process is gone, hanging up the alive pipe (or the caller
+/// is done with the container), then SIGKILLs pid 1 through `pidfd`, a
+/// no-op if it was already reaped. Pid 1's parent-death signal does not
+/// suffice: the kernel clears it when pid 1 execs a setuid, setgid or
+/// file-capability binary as a non-root user, and nothing would then end
+/// the container with kiln.
+pub(crate) fn watcher_main(alive: RawFd, pidfd: RawFd) -> ! {
+    // The caller's signals (Ctrl-C to its process group) are not ours, and
+    // no descriptor of the caller may be kept open by this process (the
+    // alive pipe's write end least of all).
+    sys::block_all_signals();
+    let keep = if alive < pidfd {
+        [alive, pidfd]
+    } else {
+        [pidfd, alive]
+    };
+    sys::close_fds_except(0, &keep);
+    sys::wait_pipe_peer_gone(alive);
+    sys::pidfd_kill(pidfd);
+    sys::exit(0)
+}

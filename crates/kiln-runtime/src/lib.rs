@@ -84,12 +84,15 @@
 //! or keep the spawning thread alive. The kernel clears it when pid 1's
 //! ids change (`setresuid`/`setresgid` to a non-root USER), so pid 1 arms
 //! it again after them, as runc does; it survives the exec of the command.
-//! The kernel also clears it when pid 1 itself execs a setuid, setgid or
-//! file-capability binary (`RUN sudo make install`: busybox sh and bash
-//! exec a last command; a shell that forks `sudo` keeps it): such a container outlives
-//! a SIGKILLed kiln until its command ends. (A SIGINT/SIGTERM to kiln, or
-//! a failed build, still kills it through [`KillHandle`]; `--init` has no
-//! such gap, the init never execs.)
+//! The kernel also clears it when pid 1, running as a non-root user (or
+//! as root, for a setgid binary), execs a setuid, setgid or
+//! file-capability binary (`USER app` then `RUN sudo make install`:
+//! busybox sh and bash exec a last command). So a pid-1 command also has a
+//! watcher: a fork of the caller (in the caller's pid namespace, holding
+//! a pidfd of pid 1 and the read end of a pipe only the caller writes)
+//! that SIGKILLs pid 1 when the caller's process is gone, and exits when
+//! the [`Container`] is dropped. (Under `--init` the init never execs, and
+//! its parent-death signal is enough.)
 //!
 //! Pid 1 calls `setsid`, so a terminal's Ctrl-C reaches kiln and not the
 //! container; kiln decides (e.g. [`KillHandle::kill`]).
