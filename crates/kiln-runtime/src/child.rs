@@ -348,8 +348,8 @@ fn fail_exec(report: RawFd, errno: Errno) -> ! {
 /// is done with the container), then SIGKILLs pid 1 through `pidfd`, a
 /// no-op if it was already reaped. Pid 1's parent-death signal does not
 /// suffice: the kernel clears it when pid 1 execs a setuid, setgid or
-/// file-capability binary as a non-root user, and nothing would then end
-/// the container with kiln.
+/// file-capability binary as a non-root user (a setgid one even as root),
+/// and nothing would then end the container with kiln.
 pub(crate) fn watcher_main(alive: RawFd, pidfd: RawFd) -> ! {
     // The caller's signals (Ctrl-C to its process group) are not ours, and
     // no descriptor of the caller may be kept open by this process (the
