@@ -120,6 +120,8 @@ pub fn run_step(
             pids_limit: options.run_pids_limit,
             ..Default::default()
         },
+        // As BuildKit: the command is pid 1 of its namespace, no init.
+        init: false,
     };
     let mut sink = StepOutput {
         node,

@@ -167,6 +167,65 @@ fn a_terminating_signal_reaches_the_command() {
     assert_eq!(status.code(), Some(3));
 }
 
+/// As in Docker, the command is PID 1 of the container; `--init` puts
+/// kiln's init there (named `kiln-init`, showing nothing of kiln's command
+/// line) and the command below it.
+#[test]
+fn the_command_is_pid_1_unless_init() {
+    let (_dir, root) = store();
+    let run = |extra: &[&str], script: &str| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.extend(["busybox", "sh", "-c", script]);
+        ok(kiln(&root, &args))
+    };
+    assert_eq!(run(&[], "echo $$"), "1\n");
+    let script = "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo";
+    let out = run(&[], script);
+    assert_eq!(out, format!("1\nsh -c {script} \n"));
+    let out = run(&["--init"], script);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "{out}");
+    assert!(lines[0].parse::<u32>().is_ok(), "{out}");
+    assert_eq!(lines[1], "kiln-init ", "{out}");
+}
+
+/// `kiln stop` ends a container whose pid 1 does not die of SIGTERM (no
+/// handler, or the signal ignored): SIGKILL after the grace, 137. Under
+/// `--init` the init passes SIGTERM on to the command, which dies of it.
+#[test]
+fn stop_ends_a_pid_1_that_ignores_sigterm() {
+    let (_dir, root) = store();
+    let cases: [(&[&str], &[&str], &str); 3] = [
+        (&[], &["sleep", "1000"], "Exited (137)"),
+        (
+            &[],
+            &["sh", "-c", "trap '' TERM; sleep 1000"],
+            "Exited (137)",
+        ),
+        (&["--init"], &["sleep", "1000"], "Exited (143)"),
+    ];
+    for (extra, command, expected) in cases {
+        let mut args = vec!["run", "-d", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.push("busybox");
+        args.extend_from_slice(command);
+        let id = ok(kiln(&root, &args));
+        let id = id.trim();
+        let started = Instant::now();
+        ok(kiln(&root, &["stop", "-t", "1", id]));
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{command:?}: stop took {:?}",
+            started.elapsed()
+        );
+        let ps = ok(kiln(&root, &["ps", "-a"]));
+        let line = ps.lines().find(|l| id.starts_with(&l[..12])).unwrap();
+        assert!(line.contains(expected), "{extra:?} {command:?}: {line}");
+        ok(kiln(&root, &["rm", id]));
+    }
+}
+
 fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !done() {
@@ -200,7 +259,10 @@ fn kept_containers_live_stop_start_commit_and_go() {
 
     ok(kiln(&root, &["stop", "-t", "1", "svc"]));
     let ps = ok(kiln(&root, &["ps", "-a"]));
-    assert!(ps.contains("Exited (143)"), "SIGTERM ended it: {ps}");
+    // The command is pid 1 (busybox's sh execs its last command, sleep)
+    // with no SIGTERM handler, so SIGTERM does nothing and SIGKILL ends
+    // it after the grace, as with Docker.
+    assert!(ps.contains("Exited (137)"), "SIGKILL ended it: {ps}");
     assert!(!ok(kiln(&root, &["ps"])).contains("svc"));
 
     // Started again on the same rw layer: the file it wrote is still there.

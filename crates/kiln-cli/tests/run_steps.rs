@@ -266,6 +266,36 @@ fn processes_with(marker: &str) -> usize {
         .count()
 }
 
+/// As in BuildKit, a RUN command is pid 1 of its pid namespace, so its
+/// exit ends the namespace: a process it left in the background does not
+/// hold the step.
+#[test]
+fn a_run_command_is_pid_1_and_its_exit_ends_the_step() {
+    let s = common::busybox_workspace();
+    let dir = context(
+        &s,
+        "pidone",
+        "FROM busybox\n\
+         RUN --network=none echo $$ > /pid\n\
+         RUN --network=none sh -c 'sleep 100 & exit 0'\n",
+    );
+    let started = std::time::Instant::now();
+    ok(kiln(
+        &s.root,
+        &["build", "--no-cache", "-t", "pidone", dir.to_str().unwrap()],
+    ));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the background sleep held the build: {:?}",
+        started.elapsed()
+    );
+    let pid = ok(kiln(
+        &s.root,
+        &["run", "--rm", "--network", "none", "pidone", "cat", "/pid"],
+    ));
+    assert_eq!(pid, "1\n");
+}
+
 #[test]
 fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
     use std::io::{BufRead, BufReader};
@@ -307,7 +337,7 @@ fn interrupting_a_run_leaves_no_mount_process_or_scratch_dir() {
         let status = child.wait().unwrap();
         assert_eq!(status.code(), code, "SIG{signal}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
-        // The container's processes die with it (pid 1 of its namespace
+        // The container's processes die with it (its pid 1, the command,
         // has a parent-death signal); give the kernel a moment.
         for _ in 0..50 {
             if processes_with(&marker) == 0 {

@@ -244,9 +244,13 @@ fn seccomp_profile_file_is_applied_and_bad_options_are_refused() {
     );
 }
 
-/// The container's init is a fork of kiln: its `/proc/1/cmdline` and
-/// `/proc/1/environ` must show nothing of kiln's command line (build
-/// args, secret source paths, the store's path) or environment.
+/// Nothing of kiln's command line (build args, secret source paths, the
+/// store's path) or environment shows in the container's `/proc/1`. By
+/// default pid 1 is the command itself, exec'd by kiln's fork: its
+/// `/proc/1/cmdline` and `environ` are the command's own (exec replaced
+/// kiln's). Under `kiln run --init` pid 1 is that fork, which never execs:
+/// it reads `kiln-init`, and is not dumpable (no `environ` for the
+/// container).
 #[test]
 fn pid_1_shows_nothing_of_kilns_command_line_or_environment() {
     let s = common::busybox_workspace();
@@ -255,12 +259,13 @@ fn pid_1_shows_nothing_of_kilns_command_line_or_environment() {
         &s,
         "procone",
         "FROM busybox\n\
-         RUN --mount=type=secret,id=tok sh -c 'cat /proc/1/cmdline /proc/1/environ > /seen 2>&1 || true'\n",
+         RUN --network=none --mount=type=secret,id=tok sh -c 'cat /proc/1/cmdline /proc/1/environ > /seen 2>&1 || true'\n",
     );
     let secret_file = s.work.join(format!("{marker}-secret-file"));
     fs::write(&secret_file, "x").unwrap();
     let secret = format!("id=tok,src={}", secret_file.display());
     let build_arg = format!("TOKEN={marker}-build-arg");
+    let host_env = [("KILN_TEST_HOST_ONLY", marker)];
     let out = common::kiln_env(
         &s.root,
         &[
@@ -274,33 +279,42 @@ fn pid_1_shows_nothing_of_kilns_command_line_or_environment() {
             &secret,
             dir.to_str().unwrap(),
         ],
-        &[("KILN_TEST_HOST_ONLY", marker)],
+        &host_env,
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let seen = run(&s, &["procone", "cat", "/seen"]);
-    assert!(seen.starts_with("kiln-init"), "{seen:?}");
+    // The command's own argv (the outer `/bin/sh -c` exec'd the inner sh)
+    // and the step's environment.
+    assert!(seen.starts_with("sh\0-c\0cat /proc/1/cmdline"), "{seen:?}");
+    assert!(seen.contains("PATH=/usr/local/sbin:"), "{seen:?}");
     assert!(!seen.contains(marker), "RUN sees the host: {seen:?}");
 
-    let out = common::kiln_env(
-        &s.root,
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "busybox",
-            "sh",
-            "-c",
-            "cat /proc/1/cmdline /proc/1/comm /proc/1/environ 2>&1 || true",
-        ],
-        &[("KILN_TEST_HOST_ONLY", marker)],
-    );
-    let seen = ok(out);
     let root = s.root.to_str().unwrap();
+    let script = "cat /proc/1/cmdline /proc/1/comm /proc/1/environ 2>&1 || true";
+    let kiln_run = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.extend(["-e", "MINE=1", "busybox", "sh", "-c", script]);
+        ok(common::kiln_env(&s.root, &args, &host_env))
+    };
+    let seen = kiln_run(&[]);
+    assert!(
+        seen.starts_with(&format!("sh\0-c\0{script}\0sh\n")),
+        "{seen:?}"
+    );
+    let environ: Vec<&str> = seen.split('\n').nth(1).unwrap().split('\0').collect();
+    assert!(environ.contains(&"MINE=1"), "{seen:?}");
+    assert!(
+        !seen.contains(marker) && !seen.contains(root) && !seen.contains("KILN_TEST"),
+        "kiln run sees the host: {seen:?}"
+    );
+
+    let seen = kiln_run(&["--init"]);
     assert!(seen.starts_with("kiln-init\0kiln-init\n"), "{seen:?}");
+    assert!(seen.contains("Permission denied"), "{seen:?}");
     assert!(
         !seen.contains(marker) && !seen.contains(root),
-        "kiln run sees the host: {seen:?}"
+        "kiln run --init sees the host: {seen:?}"
     );
 }
 

@@ -363,6 +363,59 @@ fn cgroups_of_a_sigkilled_kiln_are_removed_by_the_next_run() {
     assert!(!dir.exists(), "{} is still there", dir.display());
 }
 
+/// A pid-1 command running as a non-root user that execs a setuid binary
+/// loses its parent-death signal (the kernel clears it at such an exec),
+/// yet it must still die with a SIGKILLed kiln: kiln's watcher kills it.
+#[test]
+fn a_setuid_pid_1_dies_with_a_sigkilled_kiln() {
+    let ws = busybox_workspace();
+    let ctx = ws.work.join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\n\
+         RUN --network=none mkdir /suid && cp /bin/busybox /suid/busybox && chmod 4755 /suid/busybox\n",
+    )
+    .unwrap();
+    let out = kiln(&ws.root, &["build", "-t", "suid", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for extra in [&[][..], &["--init"][..]] {
+        let mut args = vec!["run", "--rm", "--network", "none", "-u", "1000"];
+        args.extend_from_slice(extra);
+        args.extend(["suid", "/suid/busybox", "sleep", "120"]);
+        let mut run = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&ws.root)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let dir = wait_for_cgroup(&mut run, "pids");
+        // Until the exec of the setuid binary.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !read(&dir.join("cgroup.procs")).lines().any(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with(b"/suid/busybox\0sleep\0"))
+        }) {
+            assert!(Instant::now() < deadline, "{extra:?}: sleep never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        run.kill().unwrap();
+        run.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !read(&dir.join("cgroup.procs")).is_empty() {
+            if Instant::now() > deadline {
+                for pid in read(&dir.join("cgroup.procs")).lines() {
+                    common::send_signal(pid.parse().unwrap(), "KILL");
+                }
+                panic!("{extra:?}: the setuid pid 1 outlived kiln");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn kiln_run_removes_its_cgroup() {
     let ws = busybox_workspace();

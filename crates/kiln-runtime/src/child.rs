@@ -1,5 +1,7 @@
-//! Code that runs after `clone`: the container's init (pid 1) and the
-//! command it forks.
+//! Code that runs after `clone`: the container's pid 1, which sets the
+//! container up and then either execs the command itself (the default, as
+//! Docker and BuildKit: the command is pid 1) or, with `--init`, stays as
+//! the init and forks the command (pid 2).
 //!
 //! The caller may be multi-threaded, and only the cloning thread exists in
 //! the child, so another thread may have held the allocator's or stdio's
@@ -51,8 +53,9 @@ fn fail(report: RawFd, stage: Stage, index: usize, errno: Errno) -> ! {
     sys::exit(125)
 }
 
-/// The container's pid 1: sets up the rootfs, forks the command, forwards
-/// signals to it, reaps every orphan, and reports the command's status.
+/// The container's pid 1: sets up the rootfs, then becomes the command
+/// (exec, no fork) or, with `plan.init`, forks it, forwards signals to it,
+/// reaps every orphan, and reports the command's status.
 pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     let plan = args.plan;
     let fds = args.fds;
@@ -131,8 +134,14 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
         stdio = [slave; 3];
     }
 
+    if !plan.init {
+        // The command is pid 1 (as in Docker without --init, and in
+        // BuildKit's RUN): no fork, so its exit ends the pid namespace and
+        // the parent reaps its status directly.
+        command_main(args, stdio, true)
+    }
     let command = match sys::fork() {
-        Ok(0) => command_main(args, stdio),
+        Ok(0) => command_main(args, stdio, false),
         Ok(pid) => pid,
         Err(errno) => fail(fds.report, Stage::Fork, 0, errno),
     };
@@ -219,8 +228,10 @@ fn supervise(command: libc::pid_t, report: RawFd, signals: &libc::sigset_t) -> !
     }
 }
 
-/// The forked command: stdio, capabilities, credentials, cwd, exec.
-fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
+/// The command: stdio, capabilities, credentials, cwd, exec. `pid1`: this
+/// is the container's pid 1 itself (no init), already a session leader
+/// and holding the parent-death signal.
+fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3], pid1: bool) -> ! {
     let plan = args.plan;
     let fds = args.fds;
     let check = |stage: Stage, result: sys::SysResult| {
@@ -232,12 +243,24 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     for (target, fd) in stdio.into_iter().enumerate() {
         check(Stage::Stdio, sys::dup2(fd, target as RawFd));
     }
-    sys::close_fds_except(3, &[fds.report]);
+    // The alive pipe stays (close-on-exec) for the check after the
+    // credentials change below.
+    let keep = if fds.alive < fds.report {
+        [fds.alive, fds.report]
+    } else {
+        [fds.report, fds.alive]
+    };
+    sys::close_fds_except(3, &keep);
     if plan.tty.is_some() {
-        // The command (not the init) owns the terminal: it leads a new
-        // session whose controlling tty it is, so job control, Ctrl-C
-        // from the terminal and SIGWINCH on resize reach its process group.
-        check(Stage::ControllingTty, sys::new_session());
+        // The command (not an init) owns the terminal: it leads a session
+        // whose controlling tty it is, so job control, Ctrl-C from the
+        // terminal and SIGWINCH on resize reach its process group. As pid
+        // 1 it already leads the session `init_main` made (setsid again
+        // would fail: it leads its process group), with no terminal yet
+        // (the slave was opened O_NOCTTY).
+        if !pid1 {
+            check(Stage::ControllingTty, sys::new_session());
+        }
         check(Stage::ControllingTty, sys::set_controlling_tty(0));
     }
     sys::umask(0o022);
@@ -258,6 +281,21 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3]) -> ! {
     // Leaving uid 0 clears the permitted and effective sets, as Docker
     // wants for non-root users; the bounding set stays limited.
     check(Stage::Setuid, sys::setresuid(plan.uid));
+    if pid1 {
+        // Nothing else ends the container if kiln dies: the kernel clears
+        // the parent-death signal when the effective or fs ids change
+        // (commit_creds), as they just did for a non-root USER, so arm it
+        // again (as runc does), and close the race with a parent that died
+        // meanwhile as `init_main` does. It then survives the exec of any
+        // binary that is not setuid/setgid or file-capable (see lib.rs).
+        check(
+            Stage::ParentDeathSignal,
+            sys::set_parent_death_signal(libc::SIGKILL),
+        );
+        if sys::pipe_peer_gone(fds.alive) {
+            sys::exit(125);
+        }
+    }
     if plan.no_new_privs {
         check(Stage::NoNewPrivs, sys::set_no_new_privs());
         check(Stage::Seccomp, install_seccomp(plan));
@@ -302,4 +340,28 @@ fn exec(plan: &Plan, args: &ChildArgs<'_>, report: RawFd) -> ! {
 fn fail_exec(report: RawFd, errno: Errno) -> ! {
     sys::write_all(report, &encode_failure(Stage::Exec, 0, errno));
     sys::exit(if errno == Errno::ENOENT { 127 } else { 126 })
+}
+
+/// The watcher of a container whose command is pid 1, forked by the parent
+/// (in the caller's pid namespace, outside the container): it waits until
+/// the caller's process is gone, hanging up the alive pipe (or the caller
+/// is done with the container), then SIGKILLs pid 1 through `pidfd`, a
+/// no-op if it was already reaped. Pid 1's parent-death signal does not
+/// suffice: the kernel clears it when pid 1 execs a setuid, setgid or
+/// file-capability binary as a non-root user (a setgid one even as root),
+/// and nothing would then end the container with kiln.
+pub(crate) fn watcher_main(alive: RawFd, pidfd: RawFd) -> ! {
+    // The caller's signals (Ctrl-C to its process group) are not ours, and
+    // no descriptor of the caller may be kept open by this process (the
+    // alive pipe's write end least of all).
+    sys::block_all_signals();
+    let keep = if alive < pidfd {
+        [alive, pidfd]
+    } else {
+        [pidfd, alive]
+    };
+    sys::close_fds_except(0, &keep);
+    sys::wait_pipe_peer_gone(alive);
+    sys::pidfd_kill(pidfd);
+    sys::exit(0)
 }

@@ -1,9 +1,11 @@
-//! The container's init is a fork of kiln that never execs, so its
-//! `/proc/1/cmdline` and `/proc/1/environ` would be kiln's own: build
-//! args, `--secret src=` paths, host paths. The parent finds where its
-//! argv and environment strings are ([`own_areas`]); the init blanks them
+//! The container's pid 1 is a fork of kiln. Under `--init` it never execs,
+//! so its `/proc/1/cmdline` and `/proc/1/environ` would be kiln's own:
+//! build args, `--secret src=` paths, host paths. The parent finds where
+//! its argv and environment strings are ([`own_areas`]); pid 1 blanks them
 //! and shrinks the areas with `PR_SET_MM` ([`scrub`]) before any command
 //! runs, so the container reads `kiln-init` and an empty environment.
+//! Without `--init` pid 1 execs the command, which replaces both with the
+//! command's own; the blanking then only covers the setup before it.
 
 /// The name the init's `/proc/PID/cmdline` shows.
 const INIT_NAME: &[u8] = b"kiln-init\0";

@@ -3,7 +3,10 @@
 //! it, and clean up on every path (a `Container` dropped unwaited kills
 //! and reaps its init; the init dies with the caller's thread through
 //! `PR_SET_PDEATHSIG`; every mount lives only in the container's mount
-//! namespace, which dies with its last process).
+//! namespace, which dies with its last process). "The init" here is the
+//! container's pid 1: the command itself once it execs, or `kiln-init`
+//! under `ContainerSpec::init`; its status is the command's own in the
+//! first case and comes on the report pipe in the second.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -19,11 +22,12 @@ use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, read, Pid};
 
 use crate::cgroups::ContainerCgroup;
-use crate::child::{init_main, ChildArgs, ChildFds};
+use crate::child::{init_main, watcher_main, ChildArgs, ChildFds};
 use crate::error::RuntimeError;
 use crate::plan::{decode, Plan, Report, Stage};
 use crate::prepare::{prepare, Prepared};
 use crate::spec::{ContainerSpec, ExitStatus, Stdin, Stdio, WindowSize};
+use crate::sys;
 
 /// Stack of the cloned init; it runs only `child.rs`, which keeps its
 /// frames small.
@@ -74,8 +78,10 @@ struct InitState {
 }
 
 impl KillHandle {
-    /// SIGKILLs the container's init; the kernel then kills every process
-    /// in its pid namespace. `wait` returns `RuntimeError::Killed`.
+    /// SIGKILLs the container's pid 1 (the command, or the init with
+    /// `--init`): from the parent's pid namespace SIGKILL always reaches
+    /// it, handler or not, and the kernel then kills every process in its
+    /// pid namespace. `wait` returns `RuntimeError::Killed`.
     pub fn kill(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(pid) = state.pid {
@@ -126,8 +132,12 @@ pub struct Container {
     /// What [`Container::take_stdin`] hands out.
     stdin: Option<File>,
     /// Held until the init is reaped; its hang-up tells a freshly cloned
-    /// init that the caller already died.
-    _alive: OwnedFd,
+    /// init that the caller already died, and the watcher that the
+    /// container is no longer ours.
+    alive: Option<OwnedFd>,
+    /// The watcher of a pid-1 command (`child::watcher_main`), reaped on
+    /// drop.
+    watcher: Option<Pid>,
     /// Removed when dropped, after `Drop for Container` reaped the init.
     _cgroup: ContainerCgroup,
 }
@@ -213,7 +223,8 @@ impl Container {
         keep.sort_unstable();
         let pid = clone_init(&plan, fds, &keep)?;
         // The child's ends are closed here so EOF means the container ended.
-        drop((alive_r, report_w, out_w, err_w, stdin, overlay_fds, armed_w));
+        // (The alive pipe's read end, once the watcher has it.)
+        drop((report_w, out_w, err_w, stdin, overlay_fds, armed_w));
         cgroup.close_procs();
         // Return only once the init's parent-death signal is set (a byte)
         // or the init is gone (EOF): a caller whose thread exits right
@@ -233,9 +244,15 @@ impl Container {
             report: Some(report_r),
             tty: None,
             stdin: stdin_w,
-            _alive: alive_w,
+            alive: Some(alive_w),
+            watcher: None,
             _cgroup: cgroup,
         };
+        if !container.plan.init {
+            // (On failure, dropping `container` kills and reaps pid 1.)
+            container.watcher = spawn_watcher(pid, &alive_r)?;
+        }
+        drop(alive_r);
         if let Some((ours, theirs)) = tty_socket {
             drop(theirs);
             // On failure the init exits without sending: end of file, and
@@ -269,7 +286,8 @@ impl Container {
         })
     }
 
-    /// The init's pid in the caller's pid namespace.
+    /// The container's pid 1 (the command, or the init with `--init`) in
+    /// the caller's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
     }
@@ -280,8 +298,8 @@ impl Container {
         }
     }
 
-    /// Streams output until the container ends (its command exited and the
-    /// init killed whatever was left), then returns the command's status.
+    /// Streams output until the container ends (its pid 1 exited and the
+    /// kernel killed whatever was left), then returns the command's status.
     pub fn wait(mut self, sink: &mut dyn OutputSink) -> Result<ExitStatus, RuntimeError> {
         let report = self.pump(sink)?;
         let init_status = self.reap()?;
@@ -411,6 +429,15 @@ impl Container {
         if killed {
             return Err(RuntimeError::Killed);
         }
+        if !self.plan.init {
+            // Pid 1 was the command: its own status is the answer (a setup
+            // failure would have left a report above).
+            return match init_status {
+                WaitStatus::Exited(_, code) => Ok(ExitStatus::Exited(code)),
+                WaitStatus::Signaled(_, signal, _) => Ok(ExitStatus::Signaled(signal as i32)),
+                other => Err(RuntimeError::InitDied(format!("{other:?}"))),
+            };
+        }
         for r in &reports {
             if let Report::Status(raw) = r {
                 if let Some(status) = ExitStatus::from_wait_status(*raw) {
@@ -429,6 +456,32 @@ impl Drop for Container {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
         }
+        // Pid 1 is reaped: the hang-up wakes the watcher, whose kill then
+        // finds nothing, and it exits.
+        drop(self.alive.take());
+        if let Some(watcher) = self.watcher.take() {
+            while let Err(Errno::EINTR) = waitpid(watcher, None) {}
+        }
+    }
+}
+
+/// Forks the watcher of a pid-1 command (see `child::watcher_main`), which
+/// kills it if this process dies. `None` on kernels without pidfds (before
+/// 5.3), where pid 1's parent-death signal is all there is.
+fn spawn_watcher(pid: Pid, alive: &OwnedFd) -> Result<Option<Pid>, RuntimeError> {
+    // Opened before the fork: pid 1 is our unreaped child, so the pid
+    // cannot name anyone else yet. Close-on-exec, closed here on return.
+    let pidfd = match sys::pidfd_open(pid.as_raw()) {
+        // SAFETY: a descriptor just created, owned by nobody else.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(Errno::ENOSYS) => return Ok(None),
+        Err(e) => return Err(RuntimeError::sys("pidfd_open the container's pid 1", e)),
+    };
+    match sys::fork() {
+        // Like the init, the child runs only async-signal-safe code.
+        Ok(0) => watcher_main(alive.as_raw_fd(), pidfd.as_raw_fd()),
+        Ok(watcher) => Ok(Some(Pid::from_raw(watcher))),
+        Err(e) => Err(RuntimeError::sys("fork the container's watcher", e)),
     }
 }
 

@@ -49,6 +49,10 @@ pub struct ContainerConfig {
     /// `--memory`, `--cpus`, `--pids-limit`.
     #[serde(default)]
     pub resources: Resources,
+    /// `--init`: kiln's init is pid 1 and forks the command. (Records
+    /// from before the flag have none: the command is pid 1.)
+    #[serde(default)]
+    pub init: bool,
 }
 
 /// Where a container is in its life.
@@ -115,6 +119,7 @@ impl ContainerRecord {
             seccomp: self.config.seccomp.clone(),
             no_new_privileges: self.config.no_new_privileges,
             resources: self.config.resources,
+            init: self.config.init,
         }
     }
 

@@ -34,11 +34,11 @@
 //! runtime types, `procfs`, `libseccomp` (a C library), `rust-criu`,
 //! `chrono`, `regex`, `tracing` and others, about a hundred crates to build
 //! on two cores, with `nix` 0.28 next to the workspace's 0.30. Its process
-//! model (clone3 into an intermediate then an init process, with the
-//! user's command as pid 1 and no reaper) does not give us an init that
-//! reaps orphans and reports the command's status, and its rootfs is a
-//! directory, so the overlay of our snapshots, the mount points that must
-//! not reach the upper dir and the teardown would still be our code. What
+//! model (clone3 into an intermediate then an init process that execs the
+//! user's command as pid 1) has no init of its own for `--init` (Docker
+//! brings tini from outside), and its rootfs is a directory, so the
+//! overlay of our snapshots, the mount points that must not reach the
+//! upper dir and the teardown would still be our code. What
 //! we need is about a thousand lines of mount and process plumbing, so
 //! kiln uses `nix` (already a workspace dependency) and `libc`, with every
 //! post-clone syscall behind one narrow module (`sys`), as libcontainer
@@ -54,17 +54,48 @@
 //! container's pid 1 and runs only async-signal-safe code: raw syscalls on
 //! the prepared data, no allocation, so a multi-threaded caller (tokio's
 //! blocking pool later) is safe, and no helper binary or re-exec of
-//! `/proc/self/exe` is needed. The init mounts the rootfs, `pivot_root`s,
-//! forks the command (pid 2), forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/
-//! SIGUSR1/SIGUSR2/SIGWINCH to it, reaps orphans, and when the command
-//! exits reports its status and exits, which makes the kernel kill
-//! everything left in the pid namespace (`sh -c 'sleep 100 & exit 0'`
-//! returns at once). The init gets `PR_SET_PDEATHSIG(SIGKILL)`, which fires
-//! when the *thread* that spawned it exits: `wait` from the same thread
-//! (as [`run`] does), or keep the spawning thread alive.
+//! `/proc/self/exe` is needed. It mounts the rootfs and `pivot_root`s,
+//! then:
 //!
-//! The init calls `setsid`, so a terminal's Ctrl-C reaches kiln and not
-//! the container; kiln decides (e.g. [`KillHandle::kill`]).
+//! - by default (every RUN step, as BuildKit; `kiln run`, as Docker) it
+//!   *execs the command itself*: the command is pid 1, `$$` is 1, and
+//!   `/proc/1` is the command's own argv and environment (exec replaced
+//!   kiln's). The caller waits on pid 1 directly and reports its exit code
+//!   or signal. Orphans are reparented to the command, which reaps them
+//!   or not, as under Docker without `--init`. When it exits the kernel
+//!   kills everything left in the pid namespace, so `sh -c 'sleep 100 &
+//!   exit 0'` returns at once.
+//! - with [`ContainerSpec::init`] (`kiln run --init`, Docker's `--init`
+//!   with tini) it stays as `kiln-init`: forks the command (pid 2),
+//!   forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH to it,
+//!   reaps orphans, and when the command exits writes its status on the
+//!   report pipe and exits, which ends the namespace the same way.
+//!
+//! Signals to a pid-1 command follow the kernel's rule for a namespace's
+//! init: from inside the namespace only signals it has a handler for
+//! arrive (`kill -9 1` does nothing); from the caller's namespace SIGKILL
+//! always works and other signals need a handler. So
+//! [`KillHandle::kill`] (SIGKILL) always ends a container, and a command
+//! that ignores SIGTERM is stopped with SIGKILL after a grace (`kiln
+//! stop`), as Docker does.
+//!
+//! Pid 1 gets `PR_SET_PDEATHSIG(SIGKILL)`, which fires when the *thread*
+//! that spawned it exits: `wait` from the same thread (as [`run`] does),
+//! or keep the spawning thread alive. The kernel clears it when pid 1's
+//! ids change (`setresuid`/`setresgid` to a non-root USER), so pid 1 arms
+//! it again after them, as runc does; it survives the exec of the command.
+//! The kernel also clears it when pid 1, running as a non-root user (or
+//! as root, for a setgid binary), execs a setuid, setgid or
+//! file-capability binary (`USER app` then `RUN sudo make install`:
+//! busybox sh and bash exec a last command). So a pid-1 command also has a
+//! watcher: a fork of the caller (in the caller's pid namespace, holding
+//! a pidfd of pid 1 and the read end of a pipe only the caller writes)
+//! that SIGKILLs pid 1 when the caller's process is gone, and exits when
+//! the [`Container`] is dropped. (Under `--init` the init never execs, and
+//! its parent-death signal is enough.)
+//!
+//! Pid 1 calls `setsid`, so a terminal's Ctrl-C reaches kiln and not the
+//! container; kiln decides (e.g. [`KillHandle::kill`]).
 //!
 //! # Standard streams
 //!
@@ -72,22 +103,25 @@
 //! `/dev/null` and stdout/stderr are pipes read into the [`OutputSink`].
 //! [`Container::spawn_with`] takes a [`Stdio`]: [`Stdin::Pipe`] gives the
 //! caller a writer ([`Container::take_stdin`]); `tty: Some(size)` runs the
-//! command on a pseudo-terminal, as runc does with a console socket: the
-//! init opens it on the container's own devpts instance after
-//! `pivot_root` (so `tty` prints `/dev/pts/0` inside, and `/dev/console` is
-//! bound to it), sends the master back over a unix socket (SCM_RIGHTS,
-//! a stack buffer: no allocation), and the command (pid 2) makes the slave
-//! its stdin/stdout/stderr and, in a session of its own, its controlling
-//! terminal (`setsid` + `TIOCSCTTY`; the init opened it `O_NOCTTY`). The
+//! command on a pseudo-terminal, as runc does with a console socket: pid 1
+//! opens it on the container's own devpts instance after `pivot_root` (so
+//! `tty` prints `/dev/pts/0` inside, and `/dev/console` is bound to it),
+//! sends the master back over a unix socket (SCM_RIGHTS, a stack buffer:
+//! no allocation), and the command makes the slave its
+//! stdin/stdout/stderr and, leading a session, its controlling terminal
+//! (`TIOCSCTTY`; pid 1 opened it `O_NOCTTY`): as pid 1 the session its
+//! earlier `setsid` made, under `--init` (pid 2) one of its own. The
 //! parent reads the master as stdout, writes input to it and resizes it
 //! ([`TtyHandle`]); [`terminal`] puts the caller's own terminal in raw
 //! mode while attached.
 //!
 //! # Containment
 //!
-//! Besides the namespaces: the init makes every mount `rslave` before it
+//! Besides the namespaces: pid 1 makes every mount `rslave` before it
 //! mounts anything (nothing propagates back to the host), blanks kiln's
-//! argv and environment in its memory (`cmdline`), and the command runs
+//! argv and environment in its memory (`cmdline`: what `/proc/1` shows
+//! of `kiln-init` under `--init`; without it exec replaces them, and the
+//! blanking only covers the setup), and the command runs
 //! under Docker's default seccomp profile (`seccomp`, compiled before
 //! `clone`, installed by the command before exec), with Docker's default
 //! capabilities, masked and read-only `/proc` paths, and `no_new_privs`

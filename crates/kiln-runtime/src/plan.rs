@@ -216,6 +216,9 @@ pub(crate) struct Plan {
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// `PR_SET_NO_NEW_PRIVS` for the command.
     pub no_new_privs: bool,
+    /// Keep an init as pid 1 that forks the command (`--init`); otherwise
+    /// pid 1 execs the command itself.
+    pub init: bool,
     /// Where kiln's argv and environment are in memory: the init, a fork
     /// of kiln, blanks them so `/proc/1/cmdline` shows nothing of the host.
     pub arg_env: Option<ArgEnvAreas>,

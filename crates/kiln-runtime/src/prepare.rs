@@ -193,6 +193,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         tty: None,
         seccomp: seccomp_programs(spec, command_caps)?,
         no_new_privs: spec.no_new_privileges,
+        init: spec.init,
         arg_env: cmdline::own_areas(),
         cgroup_procs: Vec::new(),
         cgroup_dirs: Vec::new(),

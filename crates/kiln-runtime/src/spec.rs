@@ -59,6 +59,13 @@ pub struct ContainerSpec {
     pub no_new_privileges: bool,
     /// Limits of the container's cgroup (see [`Resources`]).
     pub resources: Resources,
+    /// `docker run --init`: pid 1 is kiln's own init (`kiln-init`), which
+    /// forks the command (pid 2), forwards signals to it, reaps orphans
+    /// and reports its status. Off (the default, and always for RUN, as
+    /// BuildKit): the command itself is pid 1, so it gets only the signals
+    /// it has handlers for (SIGKILL from outside always works) and reaps
+    /// the orphans reparented to it.
+    pub init: bool,
 }
 
 /// Limits of the container's cgroup, as `docker run --memory --cpus

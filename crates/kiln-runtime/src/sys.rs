@@ -552,6 +552,54 @@ pub fn fork() -> Result<libc::pid_t, Errno> {
     }
 }
 
+/// A descriptor naming process `pid` (`pidfd_open`): a signal sent
+/// through it can never reach another process that reuses the pid.
+pub fn pidfd_open(pid: libc::pid_t) -> Result<RawFd, Errno> {
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) };
+    if fd < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(fd as RawFd)
+    }
+}
+
+/// SIGKILLs the process `pidfd` names; nothing if it is gone (ESRCH).
+pub fn pidfd_kill(pidfd: RawFd) {
+    // SAFETY: integer arguments and a null siginfo (as kill(2) would).
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            libc::SIGKILL,
+            ptr::null::<libc::siginfo_t>(),
+            0u32,
+        )
+    };
+}
+
+/// Blocks every signal that can be blocked.
+pub fn block_all_signals() {
+    // SAFETY: sigset manipulation on a local value.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, ptr::null_mut());
+    }
+}
+
+/// Waits until every write end of the pipe `fd` is closed (or it has
+/// data, or polling fails).
+pub fn wait_pipe_peer_gone(fd: RawFd) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no timeout.
+    while unsafe { libc::poll(&mut pfd, 1, -1) } < 0 && Errno::last() == Errno::EINTR {}
+}
+
 /// Reaps one exited child without blocking: `Some((pid, status))`.
 pub fn reap_one() -> Option<(libc::pid_t, c_int)> {
     let mut status = 0;

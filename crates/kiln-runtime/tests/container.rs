@@ -200,8 +200,66 @@ fn large_output_does_not_deadlock() {
 fn exit_codes_and_signals_propagate() {
     let Some(f) = Fixture::new() else { return };
     assert_eq!(f.sh("exit 3").0, ExitStatus::Exited(3));
-    let (status, _, _) = f.sh("kill -9 $$");
+    // With an init the command is an ordinary process: its own SIGKILL
+    // kills it, and the init reports the signal.
+    let mut spec = f.spec("kill -9 $$");
+    spec.init = true;
+    let (status, _, _) = f.run(&spec);
     assert_eq!(status, ExitStatus::Signaled(9));
+    assert_eq!(status.code(), 137);
+}
+
+/// Without an init the command is the namespace's pid 1 (as in Docker and
+/// BuildKit's RUN): `$$` is 1, `/proc/1` is the command's own argv and
+/// environment, and, pid 1 being immune to signals from inside its
+/// namespace that it has no handler for, `kill -9 $$` does nothing.
+#[test]
+fn the_command_is_pid_1() {
+    let Some(f) = Fixture::new() else { return };
+    let mut spec = f.spec(
+        "echo $$; tr '\\0' ' ' < /proc/1/cmdline; echo; tr '\\0' '\\n' < /proc/1/environ; echo end",
+    );
+    spec.env.push("ONLY_THIS=here".into());
+    let (status, out, err) = f.run(&spec);
+    assert!(status.success(), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "{out:?} {err:?}");
+    assert_eq!(lines[1], format!("/bin/sh -c {} ", spec.args[2]));
+    // (Not last in the script: busybox execs a last command, and the
+    // descriptor of a replaced image's environ reads nothing.)
+    assert_eq!(lines.last(), Some(&"end"));
+    let mut environ = lines[2..lines.len() - 1].to_vec();
+    environ.sort_unstable();
+    assert_eq!(environ, ["ONLY_THIS=here", "PATH=/bin"]);
+
+    let (status, out, _) = f.sh("kill -9 $$; echo survived");
+    assert_eq!(
+        (status, out.as_str()),
+        (ExitStatus::Exited(0), "survived\n")
+    );
+}
+
+/// From the parent's namespace SIGKILL always reaches a pid 1 without
+/// handlers, and its status is reported as the command's (137).
+#[test]
+fn sigkill_from_outside_ends_a_pid_1_command() {
+    let Some(f) = Fixture::new() else { return };
+    // No handler for TERM: pid 1 ignores it, even from outside.
+    let container = Container::spawn(&f.spec("echo started; exec sleep 100")).unwrap();
+    struct KillOnOutput(i32);
+    impl kiln_runtime::OutputSink for KillOnOutput {
+        fn stdout(&mut self, _: &[u8]) {
+            // SAFETY: signalling our own child, still unreaped.
+            unsafe { libc::kill(self.0, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(200));
+            // SAFETY: as above; SIGTERM was ignored, so it still runs.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+        fn stderr(&mut self, _: &[u8]) {}
+    }
+    let pid = container.pid();
+    let status = container.wait(&mut KillOnOutput(pid)).unwrap();
+    assert_eq!(status, ExitStatus::Signaled(libc::SIGKILL));
     assert_eq!(status.code(), 137);
 }
 
@@ -246,12 +304,16 @@ fn hostname_is_the_specs() {
 #[test]
 fn only_container_processes_are_visible() {
     let Some(f) = Fixture::new() else { return };
-    let (_, out, _) = f.sh("echo $$; ls /proc | grep -c '^[0-9]'");
-    let lines: Vec<&str> = out.lines().collect();
-    // init is 1, the command 2; ls and grep are the only others.
-    assert_eq!(lines[0], "2");
-    let count: u32 = lines[1].parse().unwrap();
-    assert!(count <= 4, "saw {count} processes");
+    for (init, pid, most) in [(false, "1", 3), (true, "2", 4)] {
+        let mut spec = f.spec("echo $$; ls /proc | grep -c '^[0-9]'");
+        spec.init = init;
+        let (_, out, _) = f.run(&spec);
+        let lines: Vec<&str> = out.lines().collect();
+        // The command is 1 (2 under an init); ls and grep are the others.
+        assert_eq!(lines[0], pid, "init: {init}");
+        let count: u32 = lines[1].parse().unwrap();
+        assert!(count <= most, "saw {count} processes (init: {init})");
+    }
 }
 
 #[test]
@@ -484,8 +546,14 @@ fn read_only_proc_paths_keep_nosuid_nodev_noexec() {
 fn orphans_do_not_hold_the_run() {
     let Some(f) = Fixture::new() else { return };
     // The watchdog in run_guarded fails this test if the run waits for sleep.
-    let (status, _, _) = f.sh("sleep 100 & sleep 100 > /dev/null 2>&1 & exit 0");
-    assert_eq!(status, ExitStatus::Exited(0));
+    // Without an init the exit of pid 1 (the shell) ends the namespace;
+    // with one, the init exits when the command does.
+    for init in [false, true] {
+        let mut spec = f.spec("sleep 100 & sleep 100 > /dev/null 2>&1 & exit 0");
+        spec.init = init;
+        let (status, _, _) = f.run(&spec);
+        assert_eq!(status, ExitStatus::Exited(0), "init: {init}");
+    }
 }
 
 #[test]
@@ -596,23 +664,61 @@ fn concurrent_runs_from_a_busy_multithreaded_caller() {
     }
 }
 
+/// Pid 1 dies with the thread that spawned it, with or without an init,
+/// and also when the command runs as another user: changing credentials
+/// clears the parent-death signal, which pid 1 must arm again.
 #[test]
 fn init_dies_with_the_spawning_thread() {
     let Some(f) = Fixture::new() else { return };
-    let spec = f.spec("sleep 100");
+    let nobody = User {
+        uid: 1000,
+        gid: 1000,
+        additional_gids: vec![],
+    };
+    for (init, user) in [
+        (false, User::default()),
+        (false, nobody.clone()),
+        (true, nobody),
+    ] {
+        let mut spec = f.spec("sleep 100");
+        spec.init = init;
+        spec.user = user;
+        pid_1_dies_with_the_spawning_thread(spec);
+    }
+}
+
+fn pid_1_dies_with_the_spawning_thread(spec: ContainerSpec) {
     let pid = std::thread::spawn(move || {
         let container = Container::spawn(&spec).unwrap();
         let pid = container.pid();
         // Neither waited nor dropped: only PR_SET_PDEATHSIG can end it.
         std::mem::forget(container);
+        // Long enough for pid 1 to be past its credential change and
+        // running the command.
+        std::thread::sleep(Duration::from_millis(300));
         pid
     })
     .join()
     .unwrap();
     let mut status = 0;
-    // SAFETY: waiting for our own child.
-    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(r, pid);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // SAFETY: waiting for our own child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        assert_eq!(r, 0);
+        if std::time::Instant::now() > deadline {
+            // SAFETY: our own child, unreaped; then reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            panic!("pid 1 outlived the thread that spawned it");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
 }
 
@@ -620,7 +726,17 @@ fn init_dies_with_the_spawning_thread() {
 fn sigterm_to_init_reaches_the_command() {
     let Some(f) = Fixture::new() else { return };
     let script = "trap 'echo got term; exit 5' TERM; echo ready; while true; do sleep 0.1; done";
-    let container = Container::spawn(&f.spec(script)).unwrap();
+    // As pid 1 the shell gets SIGTERM because it has a handler for it;
+    // under an init, the init forwards it.
+    for init in [false, true] {
+        let mut spec = f.spec(script);
+        spec.init = init;
+        sigterm_reaches(&spec);
+    }
+}
+
+fn sigterm_reaches(spec: &ContainerSpec) {
+    let container = Container::spawn(spec).unwrap();
     struct TermOnReady {
         pid: i32,
         out: Vec<u8>,
@@ -814,10 +930,17 @@ fn stdin_can_be_fed_through_a_pipe() {
     assert_eq!(out, "not-a-tty\n");
 }
 
+/// As pid 1 (no init) and as pid 2 (under the init).
 #[test]
 fn a_tty_is_the_commands_controlling_terminal() {
-    use std::io::Write;
     let Some(f) = Fixture::new() else { return };
+    for init in [false, true] {
+        tty_is_controlling(&f, init);
+    }
+}
+
+fn tty_is_controlling(f: &Fixture, init: bool) {
+    use std::io::Write;
     let stdio = kiln_runtime::Stdio {
         stdin: kiln_runtime::Stdin::Pipe,
         tty: Some(kiln_runtime::WindowSize { rows: 24, cols: 80 }),
@@ -825,7 +948,9 @@ fn a_tty_is_the_commands_controlling_terminal() {
     let script = "test -t 0 && test -t 1 && test -t 2 && echo tty-ok; echo to-stderr >&2; \
                   tty; stty size; [ /dev/console -ef /proc/self/fd/0 ] && echo console-ok; \
                   read line; echo got:$line; stty size; sleep 30; echo not-interrupted";
-    let (status, out, err) = run_with(&f.spec(script), stdio, |stdin, tty, rx| {
+    let mut spec = f.spec(script);
+    spec.init = init;
+    let (status, out, err) = run_with(&spec, stdio, |stdin, tty, rx| {
         let mut stdin = stdin.expect("the terminal's input");
         let tty = tty.expect("a tty handle");
         let mut seen = Vec::new();
@@ -857,8 +982,8 @@ fn a_tty_is_the_commands_controlling_terminal() {
     ] {
         assert!(out.contains(expected), "{expected:?} missing in {out:?}");
     }
-    assert!(!out.contains("not-interrupted"), "{out:?}");
-    assert_eq!(status.code(), 130, "{status} {out:?}");
+    assert!(!out.contains("not-interrupted"), "init {init}: {out:?}");
+    assert_eq!(status.code(), 130, "init {init}: {status} {out:?}");
 }
 
 /// A secret is a read-only file with the mount's mode and owner, on a

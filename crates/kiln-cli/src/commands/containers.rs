@@ -68,6 +68,12 @@ pub struct RunArgs {
     /// Every capability, no masked /proc paths and no seccomp filter
     #[arg(long)]
     privileged: bool,
+    /// Run an init as PID 1 (kiln-init, as docker run --init runs tini)
+    /// that forwards signals to the command and reaps orphaned zombies;
+    /// without it the command itself is PID 1, and ignores the signals it
+    /// has no handler for (stop then ends it with SIGKILL)
+    #[arg(long)]
+    init: bool,
     /// seccomp=unconfined, seccomp=PROFILE.json (Docker's format) or
     /// no-new-privileges
     #[arg(long = "security-opt", value_name = "OPTION")]
@@ -202,6 +208,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             seccomp: security.seccomp,
             no_new_privileges: security.no_new_privileges,
             resources,
+            init: args.init,
         },
     )?;
     record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());
@@ -452,7 +459,8 @@ fn follow_window_size(tty: TtyHandle) -> anyhow::Result<signal_hook::iterator::H
 }
 
 /// Sends SIGINT/SIGTERM/SIGHUP/SIGQUIT this process receives on to the
-/// container's init, which passes them to the command.
+/// container's pid 1: the command (which gets only those it has a handler
+/// for, as under Docker), or with `--init` the init, which passes them on.
 fn forward_signals(init: i32) -> anyhow::Result<signal_hook::iterator::Handle> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
@@ -603,7 +611,9 @@ pub struct StopArgs {
     names: NamesArgs,
 }
 
-/// `kiln stop`: SIGTERM, then SIGKILL after the timeout.
+/// `kiln stop`: SIGTERM, then SIGKILL after the timeout. A pid 1 command
+/// without a SIGTERM handler ignores the first, so it ends with SIGKILL
+/// (137), as with Docker.
 pub fn stop(root: Option<&Path>, args: StopArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let all = containers(&store);
