@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use kiln_context::Root;
 use kiln_graph::{MountKind, Network, Node, RunOp, SourceRef};
-use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink, ResolvedUser};
+use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink};
 use kiln_store::{layer_from_upper, Layer, Store};
 
 use crate::base::pinned_base;
@@ -61,17 +61,8 @@ pub fn run_step(
         )?);
     }
 
-    // No USER: root, with its groups if the image has an /etc/passwd
-    // (an image without one, such as scratch, still runs as 0:0).
-    let resolved = if node.inputs.user.is_empty() {
-        kiln_runtime::resolve_user(&lower_dirs, "root").unwrap_or(ResolvedUser {
-            user: kiln_runtime::User::default(),
-            home: "/root".into(),
-        })
-    } else {
-        kiln_runtime::resolve_user(&lower_dirs, &node.inputs.user)
-            .map_err(|e| fail(format!("{}: {e}", node.display)))?
-    };
+    let resolved = kiln_runtime::process_user(&lower_dirs, Some(&node.inputs.user))
+        .map_err(|e| fail(format!("{}: {e}", node.display)))?;
     let mut env: Vec<String> = node
         .inputs
         .env
@@ -79,9 +70,7 @@ pub fn run_step(
         .chain(&node.inputs.proxy_env)
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", resolved.home));
-    }
+    kiln_runtime::set_default_home(&mut env, &resolved);
     // Secrets reach the command only: never the key, the history or a log.
     env.extend(secret_env);
     let (args, pipes) = command_line(run, &scratch)?;

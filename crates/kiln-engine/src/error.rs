@@ -49,6 +49,8 @@ pub enum EngineError {
     #[error(transparent)]
     Store(#[from] kiln_store::StoreError),
     #[error(transparent)]
+    Runtime(#[from] kiln_runtime::RuntimeError),
+    #[error(transparent)]
     Cache(#[from] kiln_cache::CacheError),
     #[error(transparent)]
     Context(#[from] kiln_context::ContextError),

@@ -10,12 +10,15 @@
 //!   digests, never names.
 //! - [`Engine::gc`] and [`Engine::prune`] collect the store with every
 //!   root (tags, cache entries, kept containers) computed here.
+//! - Containers: [`Engine::create_container`] (the image-to-container
+//!   rules), [`Engine::run_container`] (the monitor), stop, remove, commit.
 //! - [`OutputFile`] writes files at user-named paths without following a
 //!   planted link.
 //!
 //! It draws no output and reads no flags or environment: those are the
 //! front end's.
 
+mod containers;
 mod error;
 pub mod events;
 mod gc;
@@ -26,6 +29,7 @@ mod report;
 mod request;
 mod session;
 
+pub use containers::{Attach, Bind, ContainerRequest, NetworkMode, Running};
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};

@@ -164,3 +164,73 @@ fn a_broken_step_is_an_error_at_its_line_after_a_summary() {
         other => panic!("last event {other:?}"),
     }
 }
+
+/// What a container printed, collected.
+#[derive(Default)]
+struct Collected(Vec<u8>);
+
+impl kiln_runtime::OutputSink for Collected {
+    fn stdout(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+    }
+    fn stderr(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+    }
+}
+
+#[test]
+fn a_container_is_made_from_an_image_run_and_committed_through_the_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::new(busybox_store(dir.path()));
+    let request = kiln_engine::ContainerRequest {
+        image: "busybox".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo $HOME $HOSTNAME $GREETING $$ $(pwd); echo made > /made; exit 7".into(),
+        ],
+        env: vec!["GREETING=hello".into()],
+        workdir: Some("/tmp".into()),
+        hostname: Some("box".into()),
+        network: kiln_engine::NetworkMode::None,
+        ..Default::default()
+    };
+    let record = engine.create_container(&request).unwrap();
+    let mut output = Collected::default();
+    let mut pids = Vec::new();
+    let code = engine
+        .run_container(
+            &record.id,
+            kiln_engine::Attach {
+                stdin: false,
+                window: None,
+                output: Some(&mut output),
+            },
+            &mut |running| {
+                pids.push(running.pid);
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(code, 7);
+    assert_eq!(pids.len(), 1);
+    // HOME from root's passwd entry, the hostname asked for, the command
+    // as pid 1, the working directory.
+    assert_eq!(
+        String::from_utf8_lossy(&output.0),
+        "/root box hello 1 /tmp\n"
+    );
+    let record = engine.find_container(&record.id[..12]).unwrap();
+    assert_eq!(record.status(), "Exited (7)");
+    let log = fs::read(engine.containers().log_path(&record.id)).unwrap();
+    assert_eq!(log, output.0);
+    let image = engine
+        .commit_container(&record, Some("made"), "1970-01-01T00:00:00Z")
+        .unwrap();
+    assert_eq!(
+        engine.store().resolve("made").unwrap().digest().to_string(),
+        image.manifest.digest().to_string()
+    );
+    engine.remove_container(&record, false).unwrap();
+    assert!(engine.find_container(&record.id).is_err());
+}

@@ -123,6 +123,45 @@ impl ContainerRecord {
         }
     }
 
+    /// Created or exited → running under `monitor`, with pid 1 `init`.
+    /// Refused while a live monitor runs it: two monitors of one
+    /// container would share its rw layer.
+    pub fn started(&mut self, monitor: i32, init: i32) -> Result<(), RuntimeError> {
+        if self.is_running() {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "container {} is already running",
+                self.name
+            )));
+        }
+        self.state = State::Running {
+            monitor,
+            init,
+            since: now(),
+        };
+        Ok(())
+    }
+
+    /// Running → exited with `code`. Refused from any other state: only
+    /// the monitor that started a run ends it.
+    pub fn exited(&mut self, code: i32) -> Result<(), RuntimeError> {
+        if !matches!(self.state, State::Running { .. }) {
+            return Err(RuntimeError::InvalidSpec(format!(
+                "container {} is not running",
+                self.name
+            )));
+        }
+        self.state = State::Exited { code, at: now() };
+        Ok(())
+    }
+
+    /// Pid 1 of a running container (its monitor alive).
+    pub fn running_pid(&self) -> Option<i32> {
+        match self.state {
+            State::Running { init, .. } if self.is_running() => Some(init),
+            _ => None,
+        }
+    }
+
     /// Running according to the record, and its monitor still alive (a
     /// monitor killed with SIGKILL cannot update the record; its container
     /// died with it).
@@ -358,6 +397,30 @@ mod tests {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_run_starts_from_created_or_exited_and_only_a_run_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = Containers::open(dir.path());
+        let config: ContainerConfig = serde_json::from_value(serde_json::json!({
+            "image": "i", "image_id": "d", "args": ["true"], "env": [], "cwd": "/",
+            "uid": 0, "gid": 0, "additional_gids": [], "hostname": "h",
+            "network": "none", "binds": [], "lower_dirs": []
+        }))
+        .unwrap();
+        let mut record = all.create(None, config).unwrap();
+        assert!(record.exited(0).is_err(), "created → exited skips the run");
+        let me = std::process::id() as i32;
+        record.started(me, 1).unwrap();
+        // This process is alive: a second monitor is refused.
+        assert!(record.started(me, 2).is_err());
+        assert_eq!(record.running_pid(), Some(1));
+        record.exited(3).unwrap();
+        assert!(record.exited(4).is_err());
+        assert_eq!(record.status(), "Exited (3)");
+        record.started(me, 5).unwrap();
+        assert_eq!(record.running_pid(), Some(5));
     }
 
     #[test]

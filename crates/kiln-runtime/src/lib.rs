@@ -156,4 +156,4 @@ pub use spec::{
     parse_memory_size, BindSource, ContainerSpec, ExitStatus, Mount, Network, Resources,
     SecretData, Stdin, Stdio, User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
 };
-pub use user::{resolve_user, ResolvedUser};
+pub use user::{process_user, resolve_user, set_default_home, ResolvedUser};

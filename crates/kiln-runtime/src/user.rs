@@ -31,6 +31,31 @@ struct GroupEntry {
 
 /// Resolves `user[:group]` (names or numbers) against the merged view of
 /// `lower_dirs` (top-most first).
+/// The user a process of an image runs as, the one rule for RUN and `kiln
+/// run`: `spec` (USER or `--user`) resolved against the image's files, or
+/// with none, root, with its groups if the image has an `/etc/passwd` (an
+/// image without one, such as scratch, still runs as 0:0).
+pub fn process_user(
+    lower_dirs: &[PathBuf],
+    spec: Option<&str>,
+) -> Result<ResolvedUser, RuntimeError> {
+    match spec.filter(|s| !s.is_empty()) {
+        Some(spec) => resolve_user(lower_dirs, spec),
+        None => Ok(resolve_user(lower_dirs, "root").unwrap_or(ResolvedUser {
+            user: User::default(),
+            home: "/root".into(),
+        })),
+    }
+}
+
+/// `HOME` for `user`, unless the environment sets it (Docker's and
+/// BuildKit's rule).
+pub fn set_default_home(env: &mut Vec<String>, user: &ResolvedUser) {
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+}
+
 pub fn resolve_user(lower_dirs: &[PathBuf], spec: &str) -> Result<ResolvedUser, RuntimeError> {
     let view = LowerView::new(lower_dirs.to_vec());
     let passwd = text(view.read_file("/etc/passwd"));

@@ -1,7 +1,8 @@
 //! `kiln run` and the containers it leaves: `ps`, `start`, `stop`, `rm`,
-//! `logs`, `commit`. A container runs under a monitor: the `kiln run`
-//! process itself in the foreground, or a detached `kiln` (`-d`, `start`)
-//! that streams its output to the log and records how it ended.
+//! `logs`, `commit`: flags into kiln-engine's container calls, and this
+//! process's terminal wired to the container. A container runs under a
+//! monitor ([`Engine::run_container`]): the `kiln run` process itself in
+//! the foreground, or a detached `kiln` (`-d`, `start`).
 
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -11,18 +12,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kiln_runtime::containers::{now, ContainerConfig, ContainerRecord, Containers, State};
-use kiln_runtime::{terminal, Container, OutputSink, Stdin, Stdio, TtyHandle, WindowSize};
+use kiln_engine::{Attach, Bind, ContainerRequest, Engine, EngineError, NetworkMode};
+use kiln_runtime::containers::{ContainerRecord, Containers, State};
+use kiln_runtime::{terminal, OutputSink, TtyHandle, WindowSize};
 use kiln_store::Store;
 
 use super::build::pids_limit_flag;
 use super::dockerfile::print;
 use super::images::open_store;
 use crate::output::report;
-
-fn containers(store: &Store) -> Containers {
-    Containers::open(&store.layout().containers())
-}
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -121,116 +119,69 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.interactive && args.tty && !terminal::is_terminal(std::io::stdin().as_fd()) {
         bail!("the input device is not a TTY: -it needs a terminal on stdin (use -i alone to pipe input)");
     }
-    if let Some(name) = &args.name {
-        kiln_runtime::containers::valid_name(name)?;
-    }
-    let store = open_store(root)?;
-    let image = kiln_build::load_base(&store, args.image())?;
-    let image_config = image.image_config()?;
-    let digests: Vec<_> = image.layers.iter().map(|l| l.digest).collect();
-    let lower_dirs = store.lower_dirs(&digests)?;
-    let argv = kiln_runtime::containers::command_line(
-        image_config.entrypoint.as_deref().unwrap_or_default(),
-        image_config.cmd.as_deref().unwrap_or_default(),
-        args.entrypoint.as_deref(),
-        args.command(),
-    )?;
-    let user_spec = args
-        .user
-        .clone()
-        .or_else(|| Some(image_config.user.clone()).filter(|u| !u.is_empty()));
-    let resolved = match &user_spec {
-        Some(spec) => kiln_runtime::resolve_user(&lower_dirs, spec)?,
-        None => {
-            kiln_runtime::resolve_user(&lower_dirs, "root").unwrap_or(kiln_runtime::ResolvedUser {
-                user: kiln_runtime::User::default(),
-                home: "/root".into(),
-            })
-        }
-    };
-    let mut env = image_config.env.clone();
-    for file in &args.env_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("--env-file {}", file.display()))?;
-        for line in text.lines().map(str::trim) {
-            if !line.is_empty() && !line.starts_with('#') {
-                kiln_runtime::containers::set_env(&mut env, line);
-            }
-        }
-    }
-    for item in &args.env {
-        kiln_runtime::containers::set_env(&mut env, item);
-    }
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", resolved.home));
-    }
-    let network = match args.network.as_str() {
-        "host" | "default" => "host",
-        "none" => "none",
-        other => bail!("--network {other:?}: kiln offers host and none"),
-    };
-    let binds = args
-        .volume
-        .iter()
-        .map(|v| parse_volume(v))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let cwd = args
-        .workdir
-        .clone()
-        .or_else(|| Some(image_config.working_dir.clone()).filter(|w| !w.is_empty()))
-        .unwrap_or_else(|| "/".into());
-    let security = security_options(&args.security_opt)?;
-    let resources = kiln_runtime::Resources {
-        memory_bytes: args.memory,
-        cpus: args.cpus,
-        pids_limit: args.pids_limit.map(pids_limit_flag).transpose()?.flatten(),
-    };
-    // Before the container exists: a bad limit leaves nothing behind.
-    resources.validate()?;
-    let all = containers(&store);
-    let mut record = all.create(
-        args.name.as_deref(),
-        ContainerConfig {
-            image: args.image().to_owned(),
-            image_id: image.manifest.to_string(),
-            args: argv,
-            env,
-            cwd,
-            uid: resolved.user.uid,
-            gid: resolved.user.gid,
-            additional_gids: resolved.user.additional_gids,
-            hostname: String::new(),
-            network: network.into(),
-            binds,
-            lower_dirs,
-            tty: args.tty,
-            privileged: args.privileged,
-            seccomp: security.seccomp,
-            no_new_privileges: security.no_new_privileges,
-            resources,
-            init: args.init,
-        },
-    )?;
-    record.config.hostname = args.hostname.unwrap_or_else(|| record.id[..12].to_owned());
-    record
-        .config
-        .env
-        .push(format!("HOSTNAME={}", record.config.hostname));
-    all.save(&record)?;
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.create_container(&container_request(&args)?)?;
     if args.detach {
-        spawn_monitor(&store, &record.id, args.rm)?;
-        wait_until_started(&all, &record)?;
+        spawn_monitor(engine.store(), &record.id, args.rm)?;
+        wait_until_started(&engine.containers(), &record)?;
         print(&format!("{}\n", record.id))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let result = monitor_with(&all, &record.id, true, args.interactive);
+    let result = monitor(&engine, &record.id, true, args.interactive);
     // Whether or not the command could even start.
     if args.rm {
-        if let Some(record) = all.load(&record.id) {
-            all.remove(&record)?;
+        if let Some(record) = engine.containers().load(&record.id) {
+            engine.remove_container(&record, true)?;
         }
     }
     Ok(ExitCode::from(exit_status(result)?))
+}
+
+/// The flags as a container request.
+fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--env-file {}", file.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    env.extend(args.env.iter().cloned());
+    let security = security_options(&args.security_opt)?;
+    Ok(ContainerRequest {
+        image: args.image().to_owned(),
+        command: args.command().to_vec(),
+        entrypoint: args.entrypoint.clone(),
+        env,
+        user: args.user.clone(),
+        workdir: args.workdir.clone(),
+        network: match args.network.as_str() {
+            "host" | "default" => NetworkMode::Host,
+            "none" => NetworkMode::None,
+            other => bail!("--network {other:?}: kiln offers host and none"),
+        },
+        binds: args
+            .volume
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<anyhow::Result<_>>()?,
+        hostname: args.hostname.clone(),
+        name: args.name.clone(),
+        tty: args.tty,
+        privileged: args.privileged,
+        seccomp: security.seccomp,
+        no_new_privileges: security.no_new_privileges,
+        resources: kiln_runtime::Resources {
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            pids_limit: args.pids_limit.map(pids_limit_flag).transpose()?.flatten(),
+        },
+        init: args.init,
+    })
 }
 
 /// The container's exit status, or Docker's for a command that could not
@@ -238,8 +189,8 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
 fn exit_status(result: anyhow::Result<i32>) -> anyhow::Result<u8> {
     match result {
         Ok(code) => Ok(code.clamp(0, 255) as u8),
-        Err(error) => match error.downcast_ref::<kiln_runtime::RuntimeError>() {
-            Some(kiln_runtime::RuntimeError::Exec { errno, .. }) => {
+        Err(error) => match error.downcast_ref::<EngineError>() {
+            Some(EngineError::Runtime(kiln_runtime::RuntimeError::Exec { errno, .. })) => {
                 report!("error: {error}");
                 Ok(if *errno == nix::errno::Errno::ENOENT {
                     127
@@ -290,7 +241,7 @@ fn security_options(options: &[String]) -> anyhow::Result<SecurityOptions> {
     Ok(security)
 }
 
-fn parse_volume(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
+fn parse_volume(spec: &str) -> anyhow::Result<Bind> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (host, target, readonly) = match parts.as_slice() {
         [host, target] => (*host, *target, false),
@@ -305,7 +256,11 @@ fn parse_volume(spec: &str) -> anyhow::Result<(PathBuf, String, bool)> {
     if !target.starts_with('/') {
         bail!("-v {spec:?}: the container path must be absolute");
     }
-    Ok((host, target.to_owned(), readonly))
+    Ok(Bind {
+        host,
+        target: target.to_owned(),
+        read_only: readonly,
+    })
 }
 
 /// Starts `kiln __monitor ID` in its own session, detached from this
@@ -341,100 +296,85 @@ pub struct MonitorArgs {
 
 /// `kiln __monitor ID`: the background side of `run -d` and `start`.
 pub fn monitor_command(root: Option<&Path>, args: MonitorArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(root)?;
-    let all = containers(&store);
-    let result = monitor(&all, &args.id, false);
+    let engine = Engine::new(open_store(root)?);
+    let result = monitor(&engine, &args.id, false, false);
     if args.rm {
-        if let Some(record) = all.load(&args.id) {
-            all.remove(&record)?;
+        if let Some(record) = engine.containers().load(&args.id) {
+            engine.remove_container(&record, true)?;
         }
     }
     Ok(ExitCode::from(exit_status(result)?))
 }
 
-/// Runs the container `id` to its end: records it running, passes SIGINT
-/// and SIGTERM on to it, writes its output to the log (and, attached, to
-/// this process's stdout/stderr), records the exit code and returns it.
-fn monitor(all: &Containers, id: &str, attached: bool) -> anyhow::Result<i32> {
-    monitor_with(all, id, attached, false)
+/// Runs the container `id` to its end through [`Engine::run_container`],
+/// with this process's terminal wired to it: SIGINT/SIGTERM/SIGHUP/SIGQUIT
+/// passed on, output to stdout/stderr when `attached`, and with
+/// `interactive` this process's stdin fed to it. A container created with
+/// `-t` runs on a new pseudo-terminal: attached, it gets this terminal's
+/// size (and its changes), and with `-i` this terminal is in raw mode
+/// until the container ends, so keys (Ctrl-C too) go to the container.
+fn monitor(engine: &Engine, id: &str, attached: bool, interactive: bool) -> anyhow::Result<i32> {
+    let tty = engine
+        .containers()
+        .load(id)
+        .with_context(|| format!("no container {id}"))?
+        .config
+        .tty;
+    let mut terminal_out = Terminal;
+    let attach = Attach {
+        stdin: interactive,
+        // Detached or not on a terminal: the engine's 24x80.
+        window: if attached { own_window_size() } else { None },
+        output: if attached {
+            Some(&mut terminal_out)
+        } else {
+            None
+        },
+    };
+    let mut wiring: Vec<signal_hook::iterator::Handle> = Vec::new();
+    let mut raw = None;
+    let result = engine.run_container(id, attach, &mut |running| {
+        wiring.push(forward_signals(running.pid).map_err(wiring_error)?);
+        if let (Some(tty), true) = (running.tty, attached) {
+            wiring.push(follow_window_size(tty).map_err(wiring_error)?);
+        }
+        if tty && interactive && attached {
+            raw = terminal::RawMode::enable(std::io::stdin().as_fd())?;
+        }
+        if let Some(mut input) = running.stdin {
+            // Ends at our end of file (closing the container's stdin) or
+            // when the container is gone (EPIPE/EIO); otherwise it dies
+            // with us.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+            });
+        }
+        Ok(())
+    });
+    for handle in wiring {
+        handle.close();
+    }
+    // The terminal's mode restored before any message is printed.
+    drop(raw);
+    Ok(result?)
 }
 
-/// [`monitor`], with `interactive` feeding this process's stdin to the
-/// container (`run -i`). A container created with `-t` runs on a new
-/// pseudo-terminal: attached, it gets this terminal's size (and its
-/// changes), and with `-i` this terminal is in raw mode until the
-/// container ends, so keys (Ctrl-C too) go to the container's terminal.
-fn monitor_with(
-    all: &Containers,
-    id: &str,
-    attached: bool,
-    interactive: bool,
-) -> anyhow::Result<i32> {
-    let mut record = all.load(id).with_context(|| format!("no container {id}"))?;
-    let dir = all.dir(id);
-    let spec = record.spec(&dir);
-    let stdio = Stdio {
-        stdin: if interactive {
-            Stdin::Pipe
-        } else {
-            Stdin::Null
-        },
-        // Detached or not on a terminal: 24x80 (Docker leaves 0x0, which
-        // busybox's stty and some full-screen programs refuse).
-        tty: record.config.tty.then(|| {
-            (if attached { own_window_size() } else { None })
-                .unwrap_or(WindowSize { rows: 24, cols: 80 })
-        }),
-    };
-    let mut container = Container::spawn_with(&spec, stdio)?;
-    let init = container.pid();
-    record.state = State::Running {
-        monitor: std::process::id() as i32,
-        init,
-        since: now(),
-    };
-    all.save(&record)?;
-    let forwarder = forward_signals(init)?;
-    let resizer = match container.tty_handle() {
-        Some(tty) if attached => Some(follow_window_size(tty)?),
-        _ => None,
-    };
-    // Restored when this function returns, whichever way.
-    let _raw = match record.config.tty && interactive && attached {
-        true => terminal::RawMode::enable(std::io::stdin().as_fd())?,
-        false => None,
-    };
-    if let Some(mut input) = container.take_stdin() {
-        // Ends at our end of file (closing the container's stdin) or when
-        // the container is gone (EPIPE/EIO); otherwise it dies with us.
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
-        });
+fn wiring_error(error: anyhow::Error) -> EngineError {
+    EngineError::Request(format!("{error:#}"))
+}
+
+/// A container's output on this process's stdout and stderr.
+struct Terminal;
+
+impl OutputSink for Terminal {
+    fn stdout(&mut self, data: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(data).and_then(|()| out.flush());
     }
-    let mut sink = LogSink {
-        log: all.log_writer(id)?,
-        attached,
-    };
-    let waited = container.wait(&mut sink);
-    forwarder.close();
-    if let Some(resizer) = resizer {
-        resizer.close();
+
+    fn stderr(&mut self, data: &[u8]) {
+        let _ = std::io::stderr().lock().write_all(data);
     }
-    let code = match waited {
-        Ok(status) => status.code(),
-        Err(kiln_runtime::RuntimeError::Killed) => 137,
-        Err(error) => {
-            record.state = State::Exited {
-                code: 127,
-                at: now(),
-            };
-            all.save(&record)?;
-            return Err(error.into());
-        }
-    };
-    record.state = State::Exited { code, at: now() };
-    all.save(&record)?;
-    Ok(code)
 }
 
 /// This process's terminal size: stdout's, else stdin's.
@@ -476,28 +416,6 @@ fn forward_signals(init: i32) -> anyhow::Result<signal_hook::iterator::Handle> {
     Ok(handle)
 }
 
-struct LogSink {
-    log: std::fs::File,
-    attached: bool,
-}
-
-impl OutputSink for LogSink {
-    fn stdout(&mut self, data: &[u8]) {
-        let _ = self.log.write_all(data);
-        if self.attached {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(data).and_then(|()| out.flush());
-        }
-    }
-
-    fn stderr(&mut self, data: &[u8]) {
-        let _ = self.log.write_all(data);
-        if self.attached {
-            let _ = std::io::stderr().lock().write_all(data);
-        }
-    }
-}
-
 #[derive(Args)]
 pub struct PsArgs {
     /// Show stopped containers too
@@ -518,7 +436,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<()> {
             "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"
         ));
     }
-    for record in containers(&store).list() {
+    for record in Engine::new(store).containers().list() {
         if !args.all && !record.is_running() {
             continue;
         }
@@ -560,18 +478,17 @@ pub struct StartArgs {
 
 /// `kiln start`: runs a stopped container again, on its own rw layer.
 pub fn start(root: Option<&Path>, args: StartArgs) -> anyhow::Result<ExitCode> {
-    let store = open_store(root)?;
-    let all = containers(&store);
-    let record = find(&all, &args.container)?;
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
     if record.is_running() {
         bail!("container {} is already running", record.name);
     }
     if args.attach {
-        let code = monitor(&all, &record.id, true)?;
+        let code = monitor(&engine, &record.id, true, false)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
-    spawn_monitor(&store, &record.id, false)?;
-    wait_until_started(&all, &record)?;
+    spawn_monitor(engine.store(), &record.id, false)?;
+    wait_until_started(&engine.containers(), &record)?;
     print(&format!("{}\n", record.name))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -597,11 +514,6 @@ fn wait_until_started(all: &Containers, before: &ContainerRecord) -> anyhow::Res
     }
 }
 
-fn find(all: &Containers, what: &str) -> anyhow::Result<ContainerRecord> {
-    all.find(what)
-        .with_context(|| format!("no such container: {what}"))
-}
-
 #[derive(Args)]
 pub struct StopArgs {
     /// Seconds to wait after SIGTERM before SIGKILL
@@ -615,40 +527,14 @@ pub struct StopArgs {
 /// without a SIGTERM handler ignores the first, so it ends with SIGKILL
 /// (137), as with Docker.
 pub fn stop(root: Option<&Path>, args: StopArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let all = containers(&store);
+    let engine = Engine::new(open_store(root)?);
     let mut out = String::new();
     for name in &args.names.containers {
-        let record = find(&all, name)?;
-        stop_one(&all, &record, Duration::from_secs(args.time))?;
+        let record = engine.find_container(name)?;
+        engine.stop_container(&record, Duration::from_secs(args.time))?;
         out.push_str(&format!("{name}\n"));
     }
     print(&out)
-}
-
-fn stop_one(all: &Containers, record: &ContainerRecord, grace: Duration) -> anyhow::Result<()> {
-    use nix::sys::signal::{kill, Signal};
-    let State::Running { init, .. } = record.state else {
-        return Ok(());
-    };
-    if !record.is_running() {
-        return Ok(());
-    }
-    let init = nix::unistd::Pid::from_raw(init);
-    let _ = kill(init, Signal::SIGTERM);
-    let stopped = |all: &Containers| all.load(&record.id).is_none_or(|r| !r.is_running());
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline && !stopped(all) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if !stopped(all) {
-        let _ = kill(init, Signal::SIGKILL);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && !stopped(all) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    Ok(())
 }
 
 #[derive(Args)]
@@ -662,18 +548,11 @@ pub struct RmArgs {
 
 /// `kiln rm`: removes containers and their rw layers.
 pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let all = containers(&store);
+    let engine = Engine::new(open_store(root)?);
     let mut out = String::new();
     for name in &args.names.containers {
-        let record = find(&all, name)?;
-        if record.is_running() {
-            if !args.force {
-                bail!("container {name} is running: stop it first or use rm -f");
-            }
-            stop_one(&all, &record, Duration::ZERO)?;
-        }
-        all.remove(&record)?;
+        let record = engine.find_container(name)?;
+        engine.remove_container(&record, args.force)?;
         out.push_str(&format!("{name}\n"));
     }
     print(&out)
@@ -687,11 +566,10 @@ pub struct LogsArgs {
 
 /// `kiln logs`: what the container printed, stdout and stderr together.
 pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let all = containers(&store);
-    let record = find(&all, &args.container)?;
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
     // Streamed: a container may have printed more than fits in memory.
-    let Ok(mut log) = std::fs::File::open(all.log_path(&record.id)) else {
+    let Ok(mut log) = std::fs::File::open(engine.containers().log_path(&record.id)) else {
         return Ok(());
     };
     let mut out = std::io::stdout().lock();
@@ -711,18 +589,9 @@ pub struct CommitArgs {
 
 /// `kiln commit`: the container's changes as a new layer on its image.
 pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let all = containers(&store);
-    let record = find(&all, &args.container)?;
-    // As a build: what it writes is leased by this process until tagged.
-    let layer =
-        kiln_store::layer_from_upper(store.blobs(), &all.dir(&record.id).join("upper"), None)?;
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
     let created = super::images::creation_time()?;
-    let comment = format!("kiln commit {}", record.name);
-    let image =
-        kiln_build::commit_layer(&store, &record.config.image_id, layer, &created, &comment)?;
-    if let Some(name) = &args.name {
-        store.tag(name, &image.manifest)?;
-    }
+    let image = engine.commit_container(&record, args.name.as_deref(), &created)?;
     print(&format!("{}\n", image.manifest.digest()))
 }

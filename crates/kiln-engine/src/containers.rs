@@ -1,0 +1,335 @@
+//! Containers as library calls: create one from an image (ENTRYPOINT and
+//! CMD, user, HOME, environment and working directory, by the same rules
+//! as RUN where they overlap), run it under a monitor to its end, stop it
+//! with a grace period, kill, remove, commit. The CLI's container commands
+//! and, later, the daemon are thin over these.
+//!
+//! A container's life is the record's state machine (kiln-runtime's
+//! `State`): created → running (a live monitor) → exited → running again
+//! (`start`); [`ContainerRecord::started`] and `exited` refuse any other
+//! step, so two monitors never run one container.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kiln_runtime::containers::{ContainerConfig, ContainerRecord, Containers};
+use kiln_runtime::{
+    Container, OutputSink, Resources, RuntimeError, Seccomp, Stdin, Stdio, TtyHandle, WindowSize,
+};
+use kiln_store::ImageRecord;
+
+use crate::{Engine, EngineError};
+
+/// `--network`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's network namespace (kiln's default for `run`).
+    #[default]
+    Host,
+    /// A namespace of its own with only loopback.
+    None,
+}
+
+/// A host path bound into the container (`-v HOST:CONTAINER[:ro]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    /// Absolute, resolved by the caller (the user's own path: trusted).
+    pub host: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// What to make a container of.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerRequest {
+    /// A name, digest or id in the store.
+    pub image: String,
+    /// Replaces the image's CMD when not empty.
+    pub command: Vec<String>,
+    /// Replaces the image's ENTRYPOINT (and drops its CMD); `""` clears it.
+    pub entrypoint: Option<String>,
+    /// `NAME=VALUE` over the image's environment, in order.
+    pub env: Vec<String>,
+    /// Over the image's USER.
+    pub user: Option<String>,
+    /// Over the image's WORKDIR.
+    pub workdir: Option<String>,
+    pub network: NetworkMode,
+    pub binds: Vec<Bind>,
+    /// Default: the id's first 12 characters.
+    pub hostname: Option<String>,
+    pub name: Option<String>,
+    pub tty: bool,
+    pub privileged: bool,
+    pub seccomp: Seccomp,
+    pub no_new_privileges: bool,
+    pub resources: Resources,
+    /// kiln-init as pid 1 (`--init`); otherwise the command is.
+    pub init: bool,
+}
+
+/// How a monitor connects the container to its caller.
+pub struct Attach<'a> {
+    /// Feed the container's stdin from [`Running::stdin`].
+    pub stdin: bool,
+    /// The terminal size for a `tty` container (default 24x80).
+    pub window: Option<WindowSize>,
+    /// Gets the output besides the log (`None`: the log only).
+    pub output: Option<&'a mut dyn OutputSink>,
+}
+
+/// A container just started, for the caller to wire up (signals to
+/// forward to `pid`, a terminal to follow, input to copy into `stdin`,
+/// whose drop closes the container's).
+pub struct Running {
+    /// Its pid 1, in the caller's pid namespace.
+    pub pid: i32,
+    pub tty: Option<TtyHandle>,
+    pub stdin: Option<std::fs::File>,
+}
+
+impl Engine {
+    /// The store's kept containers.
+    pub fn containers(&self) -> Containers {
+        Containers::open(&self.store().layout().containers())
+    }
+
+    /// A container by name, full id or unambiguous id prefix.
+    pub fn find_container(&self, what: &str) -> Result<ContainerRecord, EngineError> {
+        self.containers()
+            .find(what)
+            .ok_or_else(|| EngineError::Request(format!("no such container: {what}")))
+    }
+
+    /// Makes a container of `request.image` (nothing runs yet): the
+    /// command line by Docker's ENTRYPOINT/CMD rules, the user resolved in
+    /// the image's files (root when none is given), the image's
+    /// environment with the request's over it and HOME and HOSTNAME
+    /// defaulted, the working directory, limits checked first so a bad
+    /// one leaves nothing behind.
+    pub fn create_container(
+        &self,
+        request: &ContainerRequest,
+    ) -> Result<ContainerRecord, EngineError> {
+        if let Some(name) = &request.name {
+            kiln_runtime::containers::valid_name(name)?;
+        }
+        request.resources.validate()?;
+        let store = self.store();
+        let image = kiln_build::load_base(store, &request.image)?;
+        let config = image.image_config()?;
+        let digests: Vec<_> = image.layers.iter().map(|l| l.digest).collect();
+        let lower_dirs = store.lower_dirs(&digests)?;
+        let args = kiln_runtime::containers::command_line(
+            config.entrypoint.as_deref().unwrap_or_default(),
+            config.cmd.as_deref().unwrap_or_default(),
+            request.entrypoint.as_deref(),
+            &request.command,
+        )?;
+        let user_spec = request.user.as_deref().unwrap_or(&config.user);
+        let user = kiln_runtime::process_user(&lower_dirs, Some(user_spec))?;
+        let mut env = config.env.clone();
+        for item in &request.env {
+            kiln_runtime::containers::set_env(&mut env, item);
+        }
+        kiln_runtime::set_default_home(&mut env, &user);
+        let cwd = request
+            .workdir
+            .clone()
+            .or_else(|| Some(config.working_dir.clone()).filter(|w| !w.is_empty()))
+            .unwrap_or_else(|| "/".into());
+        let all = self.containers();
+        let mut record = all.create(
+            request.name.as_deref(),
+            ContainerConfig {
+                image: request.image.clone(),
+                image_id: image.manifest.to_string(),
+                args,
+                env,
+                cwd,
+                uid: user.user.uid,
+                gid: user.user.gid,
+                additional_gids: user.user.additional_gids,
+                hostname: String::new(),
+                network: match request.network {
+                    NetworkMode::Host => "host".into(),
+                    NetworkMode::None => "none".into(),
+                },
+                binds: request
+                    .binds
+                    .iter()
+                    .map(|b| (b.host.clone(), b.target.clone(), b.read_only))
+                    .collect(),
+                lower_dirs,
+                tty: request.tty,
+                privileged: request.privileged,
+                seccomp: request.seccomp.clone(),
+                no_new_privileges: request.no_new_privileges,
+                resources: request.resources,
+                init: request.init,
+            },
+        )?;
+        record.config.hostname = request
+            .hostname
+            .clone()
+            .unwrap_or_else(|| record.id[..12].to_owned());
+        record
+            .config
+            .env
+            .push(format!("HOSTNAME={}", record.config.hostname));
+        all.save(&record)?;
+        Ok(record)
+    }
+
+    /// Runs container `id` to its end as its monitor: records it running
+    /// (refused if another monitor runs it), hands the caller the running
+    /// container through `started`, writes its output to the log (and to
+    /// `attach.output`), records and returns the exit code (137 when
+    /// killed). A command that cannot be executed is
+    /// `EngineError::Runtime(RuntimeError::Exec)`, recorded as 127.
+    pub fn run_container(
+        &self,
+        id: &str,
+        attach: Attach<'_>,
+        started: &mut dyn FnMut(Running) -> Result<(), EngineError>,
+    ) -> Result<i32, EngineError> {
+        let all = self.containers();
+        let mut record = all
+            .load(id)
+            .ok_or_else(|| EngineError::Request(format!("no such container: {id}")))?;
+        let spec = record.spec(&all.dir(id));
+        let stdio = Stdio {
+            stdin: if attach.stdin {
+                Stdin::Pipe
+            } else {
+                Stdin::Null
+            },
+            // Docker leaves 0x0, which busybox's stty and some full-screen
+            // programs refuse.
+            tty: record
+                .config
+                .tty
+                .then(|| attach.window.unwrap_or(WindowSize { rows: 24, cols: 80 })),
+        };
+        let mut container = Container::spawn_with(&spec, stdio)?;
+        record.started(std::process::id() as i32, container.pid())?;
+        all.save(&record)?;
+        started(Running {
+            pid: container.pid(),
+            tty: container.tty_handle(),
+            stdin: container.take_stdin(),
+        })?;
+        let mut sink = LogSink {
+            log: all.log_writer(id)?,
+            output: attach.output,
+        };
+        let code = match container.wait(&mut sink) {
+            Ok(status) => status.code(),
+            Err(RuntimeError::Killed) => 137,
+            Err(error) => {
+                record.exited(127)?;
+                all.save(&record)?;
+                return Err(error.into());
+            }
+        };
+        record.exited(code)?;
+        all.save(&record)?;
+        Ok(code)
+    }
+
+    /// SIGTERM to the container's pid 1, then SIGKILL after `grace` (a
+    /// pid-1 command without a SIGTERM handler ignores the first, as under
+    /// Docker); returns once its monitor has recorded the end, or 10 s
+    /// after the SIGKILL.
+    pub fn stop_container(
+        &self,
+        record: &ContainerRecord,
+        grace: Duration,
+    ) -> Result<(), EngineError> {
+        use nix::sys::signal::Signal;
+        let Some(pid) = record.running_pid() else {
+            return Ok(());
+        };
+        let all = self.containers();
+        let stopped = || all.load(&record.id).is_none_or(|r| !r.is_running());
+        let wait = |limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline && !stopped() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        signal(pid, Signal::SIGTERM);
+        wait(grace);
+        if !stopped() {
+            signal(pid, Signal::SIGKILL);
+            wait(Duration::from_secs(10));
+        }
+        Ok(())
+    }
+
+    /// Removes a container and its rw layer; a running one only with
+    /// `force` (SIGKILL first).
+    pub fn remove_container(
+        &self,
+        record: &ContainerRecord,
+        force: bool,
+    ) -> Result<(), EngineError> {
+        if record.is_running() {
+            if !force {
+                return Err(EngineError::Request(format!(
+                    "container {} is running: stop it first or use rm -f",
+                    record.name
+                )));
+            }
+            self.stop_container(record, Duration::ZERO)?;
+        }
+        Ok(self.containers().remove(record)?)
+    }
+
+    /// The container's changes as a new layer on its image, named `tag`
+    /// if given. What it writes is leased by this process until tagged.
+    pub fn commit_container(
+        &self,
+        record: &ContainerRecord,
+        tag: Option<&str>,
+        created: &str,
+    ) -> Result<ImageRecord, EngineError> {
+        let store = self.store();
+        let upper = self.containers().dir(&record.id).join("upper");
+        let layer = kiln_store::layer_from_upper(store.blobs(), &upper, None)?;
+        let comment = format!("kiln commit {}", record.name);
+        let image =
+            kiln_build::commit_layer(store, &record.config.image_id, layer, created, &comment)?;
+        if let Some(tag) = tag {
+            store.tag(tag, &image.manifest)?;
+        }
+        Ok(image)
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// The log always; the caller's sink too when attached.
+struct LogSink<'a> {
+    log: std::fs::File,
+    output: Option<&'a mut dyn OutputSink>,
+}
+
+impl OutputSink for LogSink<'_> {
+    fn stdout(&mut self, data: &[u8]) {
+        let _ = self.log.write_all(data);
+        if let Some(output) = self.output.as_mut() {
+            output.stdout(data);
+        }
+    }
+
+    fn stderr(&mut self, data: &[u8]) {
+        let _ = self.log.write_all(data);
+        if let Some(output) = self.output.as_mut() {
+            output.stderr(data);
+        }
+    }
+}
