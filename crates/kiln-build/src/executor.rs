@@ -455,18 +455,22 @@ impl Step<'_> {
                 self.cached_or(key, &record, None, state, |_| Ok(None))
             }
             Op::Workdir { path } => {
-                let key = KeyBuilder::new("workdir")
+                // v2: the layer holds the existing parents with their
+                // metadata, so entries of v1 (which reset them) are not used.
+                let key = KeyBuilder::new("workdir-v2")
                     .key("parent", parent.as_ref())
                     .text("op", &definition)
                     .finish();
                 record.key = key.hex();
                 let rel = rootfs::normalize(path);
                 self.cached_or(key, &record, None, state, |state| {
-                    let exists = rel.is_empty()
-                        || state
-                            .tree(self.store)?
-                            .get(rel.as_bytes())
-                            .is_some_and(|meta| meta.is_dir);
+                    // Through the image's symlinks, as BuildKit's mkdir
+                    // resolves the path (a loop is left to the layer's
+                    // writer to report).
+                    let tree = state.tree(self.store)?;
+                    let exists = tree.resolve(rel.as_bytes()).is_some_and(|real| {
+                        real.is_empty() || tree.get(&real).is_some_and(|meta| meta.is_dir)
+                    });
                     if exists {
                         return Ok(None);
                     }
@@ -487,7 +491,11 @@ impl Step<'_> {
                 let selection = &prepared.selection;
                 // --link: the layer does not depend on what it lands on.
                 let parent_for_key = if copy.link { None } else { parent };
-                let key = KeyBuilder::new("copy")
+                // v2: the destination and its parents are decided from the
+                // stage (a file into an existing directory, parents and an
+                // existing destination keeping their metadata); entries
+                // of v1 hold layers made without looking.
+                let key = KeyBuilder::new("copy-v2")
                     .key("parent", parent_for_key.as_ref())
                     .text("op", &definition)
                     .field("content", &selection.content)
