@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -850,4 +851,91 @@ fn copy_destinations_the_image_makes_impossible_are_clear_errors() {
             text(&out.stderr)
         );
     }
+}
+
+/// Path → (type, mode, uid, gid, link target) of every entry of a tar,
+/// with the count of each path (a squash writes each once).
+type TarIndex = BTreeMap<String, (tar::EntryType, u32, u64, u64, Option<String>)>;
+
+fn tar_index(path: &Path) -> (TarIndex, BTreeMap<String, usize>) {
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    let mut index = TarIndex::new();
+    let mut counts = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        let name = entry.path().unwrap().display().to_string();
+        let name = name.trim_end_matches('/').to_string();
+        let link = entry.link_name().unwrap().map(|l| l.display().to_string());
+        *counts.entry(name.clone()).or_insert(0) += 1;
+        index.insert(
+            name,
+            (
+                h.entry_type(),
+                h.mode().unwrap() & 0o7777,
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                link,
+            ),
+        );
+    }
+    (index, counts)
+}
+
+#[test]
+fn output_tar_keeps_owners_modes_and_links_and_applies_whiteouts() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "squash",
+        "FROM busybox\n\
+         COPY --chown=1000:1000 a.txt /home/app/a.txt\n\
+         RUN rm /etc/group && chown 0:42 /etc/passwd && chmod 640 /etc/passwd \
+             && mkdir /data && chown 1000:1000 /data && chmod 700 /data \
+             && ln /bin/busybox /bin/hardlinked && mkdir /gone && touch /gone/f\n\
+         RUN rm -r /gone\n",
+    );
+    let out_tar = s.work.join("out.tar");
+    ok(kiln(
+        &s.root,
+        &[
+            "build",
+            "-o",
+            &format!("type=tar,dest={}", out_tar.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let (index, counts) = tar_index(&out_tar);
+    let dupes: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "each path once: {dupes:?}");
+    for name in index.keys() {
+        assert!(
+            !name.starts_with('/') && !name.split('/').any(|c| c == ".."),
+            "{name}"
+        );
+    }
+    let get = |p: &str| index.get(p).unwrap_or_else(|| panic!("{p} missing"));
+    let owner = |p: &str| {
+        let (_, mode, uid, gid, _) = get(p);
+        (*mode, *uid, *gid)
+    };
+    assert_eq!(owner("home/app/a.txt"), (0o644, 1000, 1000));
+    assert_eq!(owner("etc/passwd"), (0o640, 0, 42));
+    assert_eq!(owner("data"), (0o700, 1000, 1000));
+    assert_eq!(owner("tmp"), (0o1777, 0, 0));
+    assert_eq!(owner("root"), (0o700, 0, 0));
+    assert_eq!(get("bin/sh").0, tar::EntryType::Symlink);
+    assert_eq!(get("bin/sh").4.as_deref(), Some("busybox"));
+    // The hard link made in the RUN layer stays one (either way round).
+    let (busybox, hardlinked) = (get("bin/busybox"), get("bin/hardlinked"));
+    assert!(
+        (busybox.0 == tar::EntryType::Link && busybox.4.as_deref() == Some("bin/hardlinked"))
+            || (hardlinked.0 == tar::EntryType::Link
+                && hardlinked.4.as_deref() == Some("bin/busybox")),
+        "{busybox:?} {hardlinked:?}"
+    );
+    // Whiteouts applied, none written.
+    assert!(!index.contains_key("etc/group"));
+    assert!(!index.contains_key("gone") && !index.contains_key("gone/f"));
+    assert!(!index.keys().any(|k| k.contains(".wh.")), "{index:?}");
 }

@@ -569,25 +569,17 @@ impl Output {
                 kiln_build::unpack_image(store, &digest.parse()?, dest)?;
             }
             Output::Tar(dest) => {
-                let scratch = tempfile_dir(store)?;
-                kiln_build::unpack_image(store, &digest.parse()?, &scratch)?;
                 let mut file = OutputFile::create(dest)?;
-                let mut tar = tar::Builder::new(std::io::BufWriter::new(file.file()));
-                tar.follow_symlinks(false);
-                let result = tar
-                    .append_dir_all(".", &scratch)
-                    .and_then(|()| std::io::Write::flush(&mut tar.into_inner()?));
-                let _ = std::fs::remove_dir_all(&scratch);
-                result.with_context(|| format!("writing {}", dest.display()))?;
+                kiln_build::write_image_tar(
+                    store,
+                    &digest.parse()?,
+                    kiln_store::NamedWriter::new(dest, std::io::BufWriter::new(file.file())),
+                )?;
                 file.commit()?;
             }
         }
         Ok(())
     }
-}
-
-fn tempfile_dir(store: &kiln_store::Store) -> anyhow::Result<PathBuf> {
-    Ok(store.scratch_dir("export")?)
 }
 
 /// `--pids-limit N`: Docker's convention, a positive number, or -1 (or
