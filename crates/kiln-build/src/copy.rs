@@ -1096,7 +1096,9 @@ impl std::io::Write for Tee {
 
 impl Selection {
     /// Writes the layer and records its paths in `tree` (the stage's files so
-    /// far, which decide the parent directories the layer must create).
+    /// far, which decide where the destination is and the metadata of the
+    /// directories the layer holds; the parent key covers them, so this is
+    /// decided here, on a miss, and a hit reads no layer).
     /// With `snapshot`, the layer is also unpacked as a snapshot while it is
     /// written (a RUN will want it next).
     pub fn write_layer(
