@@ -130,7 +130,8 @@ fn image_layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, BuildErr
 pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), BuildError> {
     let layers = image_layers(store, manifest)?;
     std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
-    rootfs::unpack(store, &layers, dir)
+    // Files written where the user asked are theirs, as they were before.
+    rootfs::unpack(store, &layers, dir, rootfs::Owners::Caller)
 }
 
 /// Writes the file system of the image whose manifest is `manifest` to

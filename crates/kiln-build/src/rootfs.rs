@@ -220,10 +220,33 @@ pub fn read_file(
     Ok(found)
 }
 
+/// Whose files an unpacked tree holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owners {
+    /// The layers' owners, when kiln can give them (it runs as root): a
+    /// build input (`COPY --from`, `RUN --mount=from=`) must show the
+    /// owners the stage has, as BuildKit's does.
+    FromLayers,
+    /// Whoever runs kiln (what is written where the user asked).
+    Caller,
+}
+
+/// Whether this process may give files to other users.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Unpacks the stack into `dir` (which must be empty), applying
 /// whiteouts. The tar crate refuses entries that would land outside `dir`,
 /// including through symlinks the archive itself planted.
-pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
+pub fn unpack(
+    store: &Store,
+    layers: &[Layer],
+    dir: &Path,
+    owners: Owners,
+) -> Result<(), BuildError> {
+    let keep_owners = owners == Owners::FromLayers && running_as_root();
     for layer in layers {
         let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
         let what = layer.digest.to_string();
@@ -256,8 +279,51 @@ pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildEr
                 }
                 continue;
             }
-            entry.unpack_in(dir).map_err(io)?;
+            let unpacked = entry.unpack_in(dir).map_err(io)?;
+            if keep_owners && unpacked {
+                let rel = raw_relative(&entry.path_bytes());
+                give_owner(&dir.join(&rel), entry.header())
+                    .map_err(|e| BuildError::io(dir.join(&rel), e))?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// An entry's path relative to the tree, byte for byte (`unpack_in` has
+/// refused any that climbs out).
+fn raw_relative(raw: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    raw.split(|&b| b == b'/')
+        .filter(|part| !part.is_empty() && *part != b".")
+        .map(std::ffi::OsStr::from_bytes)
+        .collect()
+}
+
+/// Gives the entry just unpacked at `path` the owner its header names.
+/// Done here rather than by tar-rs, which fails on a blank uid field that
+/// Go's archive/tar (so Docker) reads as 0. chown clears set-id bits, so
+/// they are set again; a link is chowned itself, never what it points at.
+fn give_owner(path: &Path, header: &tar::Header) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let kind = header.entry_type();
+    let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+    // A hard link shares its target's owner.
+    if (uid, gid) == (0, 0) || kind.is_hard_link() {
+        return Ok(());
+    }
+    let id = |n: u64| {
+        u32::try_from(n).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("owner id {n} is too large"),
+            )
+        })
+    };
+    std::os::unix::fs::lchown(path, Some(id(uid)?), Some(id(gid)?))?;
+    let mode = header.mode().unwrap_or(0) & 0o7777;
+    if mode & 0o6000 != 0 && !kind.is_symlink() {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }

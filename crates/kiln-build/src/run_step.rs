@@ -264,7 +264,7 @@ fn bind_mount(
                     format!("image {reference}"),
                 ),
             };
-            rootfs::unpack(store, &layers, &dir.0)?;
+            rootfs::unpack(store, &layers, &dir.0, rootfs::Owners::FromLayers)?;
             let path = dir.0.clone();
             held.unpacked.push(dir);
             (path, name)
@@ -533,7 +533,7 @@ fn bind_sources(
                     SourceRef::Image(reference) => load_base(store, reference)?.layers,
                 };
                 scratch = TempDir::new(store)?;
-                rootfs::unpack(store, &layers, &scratch.0)?;
+                rootfs::unpack(store, &layers, &scratch.0, rootfs::Owners::FromLayers)?;
                 (scratch.0.clone(), &fresh, None)
             }
         };

@@ -939,3 +939,28 @@ fn output_tar_keeps_owners_modes_and_links_and_applies_whiteouts() {
     assert!(!index.contains_key("gone") && !index.contains_key("gone/f"));
     assert!(!index.keys().any(|k| k.contains(".wh.")), "{index:?}");
 }
+
+#[test]
+fn copy_from_a_stage_keeps_the_owners_it_has_there() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "from-owners",
+        "FROM busybox AS a\n\
+         RUN mkdir -p /d/sub && touch /d/sub/f && chown -R 1000:1001 /d && chown 42:43 /d/sub/f \
+             && chmod 4750 /d/sub/f\n\
+         FROM busybox\n\
+         COPY --from=a /d /d\n\
+         COPY --from=a /d/sub/f /f\n\
+         RUN --mount=from=a,source=/d,target=/m stat -c '%n %u:%g' /d /d/sub /d/sub/f /f /m/sub/f > /owners \
+             && stat -c %a /f >> /owners\n",
+    );
+    let rootfs = build_and_unpack(&s, &ctx, "from-owners");
+    // Without --chown a copy keeps the source's owners (BuildKit); the
+    // destination directory the copy makes is root's, as MkdirAll's.
+    assert_eq!(
+        fs::read_to_string(rootfs.join("owners")).unwrap(),
+        "/d 0:0\n/d/sub 1000:1001\n/d/sub/f 42:43\n/f 42:43\n/m/sub/f 42:43\n4750\n",
+        "owners, and the set-id bit a chown would clear"
+    );
+}
