@@ -140,9 +140,8 @@ pub fn load_image(
     })
 }
 
-/// Unpacks the image whose manifest is `manifest` into `dir` (for
-/// `--output type=local`): its layers applied in order, whiteouts honoured.
-pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), BuildError> {
+/// The layers of the image whose manifest is `manifest`, bottom first.
+fn image_layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, BuildError> {
     let manifest: Value = serde_json::from_slice(&store.blobs().read(manifest)?)
         .map_err(|e| BuildError::step(0, format!("bad manifest: {e}")))?;
     let mut layers = Vec::new();
@@ -153,8 +152,30 @@ pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), 
             entries: 0,
         });
     }
+    Ok(layers)
+}
+
+/// Unpacks the image whose manifest is `manifest` into `dir` (for
+/// `--output type=local`): its layers applied in order, whiteouts honoured.
+pub fn unpack_image(store: &Store, manifest: &Digest, dir: &Path) -> Result<(), BuildError> {
+    let layers = image_layers(store, manifest)?;
     std::fs::create_dir_all(dir).map_err(|e| BuildError::io(dir, e))?;
-    rootfs::unpack(store, &layers, dir)
+    // Files written where the user asked are theirs, as they were before.
+    rootfs::unpack(store, &layers, dir, rootfs::Owners::Caller)
+}
+
+/// Writes the file system of the image whose manifest is `manifest` to
+/// `out` as one tar (for `--output type=tar`): its layers squashed tar to
+/// tar, whiteouts applied, owners, modes, links and xattrs kept, nothing
+/// written on the host. Returns how many entries the tar holds.
+pub fn write_image_tar(
+    store: &Store,
+    manifest: &Digest,
+    out: impl std::io::Write,
+) -> Result<u64, BuildError> {
+    let layers = image_layers(store, manifest)?;
+    let digests: Vec<Digest> = layers.iter().map(|layer| layer.digest).collect();
+    Ok(kiln_store::squash_layers(store.blobs(), &digests, out)?)
 }
 
 /// A new image: the image `base` (a reference or id) with `layer` on top

@@ -78,6 +78,11 @@ struct SourceFile {
 enum Content {
     File(Box<SourceFile>),
     Dir,
+    /// A directory that must exist: the destination, and the parents of
+    /// what is copied. One the stage has keeps its metadata (BuildKit
+    /// leaves it alone); a missing one is made with the item's (0755, the
+    /// --chown owner, as BuildKit's MkdirAll).
+    EnsureDir,
     Symlink(PathBuf),
     /// A hard link to another path of the layer (byte for byte).
     HardLink(RawPath),
@@ -175,6 +180,14 @@ pub struct Selection {
     /// Source path (relative to its root) → short content digest, for
     /// saying which input changed.
     pub inputs: BTreeMap<String, String>,
+    /// The destination as written (normalized): every item is under it.
+    dest: RawPath,
+    /// The name of a lone file copied to a destination without a trailing
+    /// slash: if the stage has a directory there, the file goes inside it
+    /// under this name (Docker's rule), else it becomes the destination.
+    lone_name: Option<RawPath>,
+    /// `--chown`: the owner of the directories the step creates.
+    owner: Option<(u64, u64)>,
     clamp_mtime: Option<u64>,
     link: bool,
     line: u32,
@@ -194,6 +207,9 @@ pub fn select(requests: &[CopyRequest<'_>]) -> Result<Selection, BuildError> {
         content: [0; 32],
         hash_stats: HashStats::default(),
         inputs: BTreeMap::new(),
+        dest: normalize(first.dest).into_bytes(),
+        lone_name: None,
+        owner: first.owner,
         clamp_mtime: first.clamp_mtime,
         link: first.link,
         line: first.line,
@@ -208,7 +224,10 @@ pub fn select(requests: &[CopyRequest<'_>]) -> Result<Selection, BuildError> {
             )
         })?;
         let root = Arc::new(root);
-        let mut collected = collect(request, &root)?;
+        let (mut collected, lone_name) = collect(request, &root)?;
+        // Several requests together make the destination a directory, so
+        // only a lone request can have a lone file.
+        selection.lone_name = lone_name;
         refuse_layer_metadata_names(request, &collected)?;
         let stats = digest_items(
             request,
@@ -271,6 +290,7 @@ fn digest_items(
         let (kind, body): (u8, Vec<u8>) = match &item.content {
             Content::File(file) => (b'f', file.digest.map(|d| d.to_vec()).unwrap_or_default()),
             Content::Dir => (b'd', Vec::new()),
+            Content::EnsureDir => (b'p', Vec::new()),
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
             Content::HardLink(target) => (b'h', target.clone()),
             Content::Data(bytes) => (b'f', Sha256::digest(bytes).to_vec()),
@@ -374,7 +394,12 @@ fn expand_wildcards(
     Ok(found)
 }
 
-fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildError> {
+/// The items of one request, with the name of its lone file (see
+/// [`Selection::lone_name`]) if it copies one to a path without a slash.
+fn collect(
+    req: &CopyRequest<'_>,
+    root: &Arc<Root>,
+) -> Result<(Vec<Item>, Option<RawPath>), BuildError> {
     let what = req.instruction;
     let excludes = req
         .excludes
@@ -433,6 +458,7 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
     let under = |name: &[u8]| join_rel(&dest_raw, name);
 
     let mut items = Vec::new();
+    let mut lone_name = None;
     for (rel, real, path, meta) in metas {
         if let (Some(spill_dir), true) = (req.extract_archives, meta.is_file()) {
             if let Some(extracted) = extract_archive(req, &path, &dest, spill_dir)? {
@@ -446,8 +472,13 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
             } else {
                 dest_raw.clone()
             };
-            if req.parents || !base.is_empty() {
+            if req.parents {
                 items.push(item_for(req, base.clone(), root, &real, &meta)?);
+            } else if !base.is_empty() {
+                // The destination itself, not the source directory: its
+                // contents are copied (BuildKit never gives the source's
+                // own mode or owner to the destination).
+                items.push(ensure_dir(req, base.clone()));
             }
             walk_dir(req, root, &real, &base, &excludes, &mut items)?;
         } else {
@@ -463,6 +494,7 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
             } else if dest_is_dir {
                 under(name)
             } else {
+                lone_name = Some(name.to_vec());
                 dest_raw.clone()
             };
             items.push(item_for(req, target, root, &real, &meta)?);
@@ -472,6 +504,7 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
         let target = if dest_is_dir {
             under(heredoc.name.as_bytes())
         } else {
+            lone_name = Some(heredoc.name.as_bytes().to_vec());
             dest_raw.clone()
         };
         let (uid, gid) = req.owner.unwrap_or((0, 0));
@@ -486,17 +519,22 @@ fn collect(req: &CopyRequest<'_>, root: &Arc<Root>) -> Result<Vec<Item>, BuildEr
         });
     }
     if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest_raw) {
-        let (uid, gid) = req.owner.unwrap_or((0, 0));
-        items.push(Item {
-            dest: dest_raw.clone(),
-            content: Content::Dir,
-            mode: 0o755,
-            uid,
-            gid,
-            mtime: req.clamp_mtime.unwrap_or(0),
-        });
+        items.push(ensure_dir(req, dest_raw.clone()));
     }
-    Ok(items)
+    Ok((items, lone_name))
+}
+
+/// The directory `dest` as the step makes it if the stage lacks it.
+fn ensure_dir(req: &CopyRequest<'_>, dest: RawPath) -> Item {
+    let (uid, gid) = req.owner.unwrap_or((0, 0));
+    Item {
+        dest,
+        content: Content::EnsureDir,
+        mode: 0o755,
+        uid,
+        gid,
+        mtime: req.clamp_mtime.unwrap_or(0),
+    }
 }
 
 /// The items of everything under directory `real` (resolved, inside
@@ -1058,7 +1096,9 @@ impl std::io::Write for Tee {
 
 impl Selection {
     /// Writes the layer and records its paths in `tree` (the stage's files so
-    /// far, which decide the parent directories the layer must create).
+    /// far, which decide where the destination is and the metadata of the
+    /// directories the layer holds; the parent key covers them, so this is
+    /// decided here, on a miss, and a hit reads no layer).
     /// With `snapshot`, the layer is also unpacked as a snapshot while it is
     /// written (a RUN will want it next).
     pub fn write_layer(
@@ -1069,52 +1109,25 @@ impl Selection {
     ) -> Result<Layer, BuildError> {
         let Selection {
             mut items,
+            dest,
+            lone_name,
+            owner,
             clamp_mtime,
             link,
             line,
             instruction,
             ..
         } = self;
-        // Parents the stage does not have yet are created, root-owned 0755
-        // (with --link, all of them: the layer must not depend on the stage).
-        let mut present: std::collections::HashSet<RawPath> =
-            items.iter().map(|i| i.dest.clone()).collect();
-        let mut parents = Vec::new();
-        // Each parent is an item with its own path: deep, distinct names
-        // cost their depth times their length, so the total is bounded.
-        let mut parent_bytes = 0usize;
-        for item in &items {
-            let mut path: &[u8] = &item.dest;
-            while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
-                let parent = &path[..slash];
-                let in_stage = !link && tree.get(parent).is_some();
-                if in_stage || !present.insert(parent.to_vec()) {
-                    break;
-                }
-                parent_bytes += parent.len();
-                if parent_bytes > MAX_PARENT_PATH_BYTES {
-                    return Err(BuildError::step(
-                        line,
-                        format!(
-                            "{instruction}: the parent directories of what it copies have more than {} MiB of path names",
-                            MAX_PARENT_PATH_BYTES >> 20
-                        ),
-                    ));
-                }
-                parents.push(Item {
-                    dest: parent.to_vec(),
-                    content: Content::Dir,
-                    mode: 0o755,
-                    uid: 0,
-                    gid: 0,
-                    mtime: clamp_mtime.unwrap_or(0),
-                });
-                path = parent;
-            }
-        }
+        // With --link the layer must not depend on the stage: nothing of
+        // it is read, and every parent is created.
+        let stage = (!link).then_some(&*tree);
+        let fail = |message: String| BuildError::step(line, format!("{instruction}: {message}"));
+        place(&mut items, &dest, lone_name.as_deref(), stage).map_err(fail)?;
+        let parents = parent_dirs(&items, owner, clamp_mtime).map_err(fail)?;
         items.extend(parents);
         items.sort_by(|a, b| a.dest.cmp(&b.dest));
         items.dedup_by(|later, earlier| later.dest == earlier.dest);
+        settle_dirs(&mut items, stage).map_err(fail)?;
         hard_links_after_their_targets(&mut items);
 
         let mut writer = Tee {
@@ -1135,7 +1148,7 @@ impl Selection {
             header.set_gid(item.gid);
             header.set_mtime(item.mtime);
             match &item.content {
-                Content::Dir => {
+                Content::Dir | Content::EnsureDir => {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_size(0);
                     builder
@@ -1215,10 +1228,15 @@ impl Selection {
             tree.insert(
                 item.dest.clone(),
                 PathMeta {
-                    is_dir: matches!(item.content, Content::Dir),
+                    is_dir: matches!(item.content, Content::Dir | Content::EnsureDir),
+                    symlink: match &item.content {
+                        Content::Symlink(target) => Some(target.as_os_str().as_bytes().to_vec()),
+                        _ => None,
+                    },
                     mode: item.mode,
                     uid: item.uid,
                     gid: item.gid,
+                    mtime: item.mtime,
                 },
             );
         }
@@ -1236,6 +1254,130 @@ impl Selection {
             entries: items.len() as u64,
         })
     }
+}
+
+/// `path` with its prefix `from` (a whole number of components, or all
+/// of it) replaced by `to`.
+fn rebase(path: &[u8], from: &[u8], to: &[u8]) -> RawPath {
+    match path.strip_prefix(from) {
+        Some(rest) if from.is_empty() || rest.is_empty() || rest.starts_with(b"/") => {
+            join_rel(to, rest.strip_prefix(b"/").unwrap_or(rest))
+        }
+        _ => path.to_vec(),
+    }
+}
+
+/// Moves the items to where the destination is in the stage: through its
+/// symlinks, resolved inside the stage, and inside it if it is a
+/// directory there and the step copies a lone file to it (`COPY a.txt
+/// /app` onto `WORKDIR /app`). `stage` is `None` with `--link`.
+fn place(
+    items: &mut [Item],
+    dest: &[u8],
+    lone_name: Option<&[u8]>,
+    stage: Option<&Tree>,
+) -> Result<(), String> {
+    let Some(tree) = stage else {
+        return Ok(());
+    };
+    let shown = lossy(dest);
+    let mut real = tree
+        .resolve(dest)
+        .ok_or_else(|| format!("/{shown}: too many levels of symbolic links in the image"))?;
+    if let Some(name) = lone_name {
+        if real.is_empty() || tree.get(&real).is_some_and(|meta| meta.is_dir) {
+            real = join_rel(&real, name);
+        }
+    }
+    if real == dest {
+        return Ok(());
+    }
+    // A link of the image (or the lone file's name) must not make a path
+    // of the layer a whiteout.
+    if real.split(|&b| b == b'/').any(is_layer_metadata) {
+        return Err(format!(
+            "/{shown} would be written as /{}, and a name starting with \".wh.\" is a whiteout that deletes files of the image",
+            lossy(&real)
+        ));
+    }
+    for item in items.iter_mut() {
+        item.dest = rebase(&item.dest, dest, &real);
+        if let Content::HardLink(target) = &mut item.content {
+            *target = rebase(target, dest, &real);
+        }
+    }
+    Ok(())
+}
+
+/// Every parent directory of the items that is not an item itself, to be
+/// made if the stage lacks it ([`Content::EnsureDir`]): a layer holds the
+/// parents of what it changes, as BuildKit's (containerd's) differ writes
+/// them, so a snapshot of the layer alone gives overlayfs their metadata.
+fn parent_dirs(
+    items: &[Item],
+    owner: Option<(u64, u64)>,
+    clamp_mtime: Option<u64>,
+) -> Result<Vec<Item>, String> {
+    let mut present: std::collections::HashSet<&[u8]> =
+        items.iter().map(|i| i.dest.as_slice()).collect();
+    let (uid, gid) = owner.unwrap_or((0, 0));
+    let mut parents = Vec::new();
+    // Each parent is an item with its own path: deep, distinct names
+    // cost their depth times their length, so the total is bounded.
+    let mut parent_bytes = 0usize;
+    for item in items {
+        let mut path: &[u8] = &item.dest;
+        while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
+            let parent = &path[..slash];
+            if !present.insert(parent) {
+                break;
+            }
+            parent_bytes += parent.len();
+            if parent_bytes > MAX_PARENT_PATH_BYTES {
+                return Err(format!(
+                    "the parent directories of what it copies have more than {} MiB of path names",
+                    MAX_PARENT_PATH_BYTES >> 20
+                ));
+            }
+            parents.push(Item {
+                dest: parent.to_vec(),
+                content: Content::EnsureDir,
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: clamp_mtime.unwrap_or(0),
+            });
+            path = parent;
+        }
+    }
+    Ok(parents)
+}
+
+/// Each directory that must exist becomes a plain one: with the stage's
+/// metadata where the stage has it (so `/tmp` stays 1777 and a home
+/// directory its user's), as made otherwise. Something else there is an
+/// error, as BuildKit's "not a directory".
+fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
+    for item in items.iter_mut() {
+        if !matches!(item.content, Content::EnsureDir) {
+            continue;
+        }
+        item.content = Content::Dir;
+        let Some(existing) = stage.and_then(|tree| tree.get(&item.dest)) else {
+            continue;
+        };
+        if !existing.is_dir {
+            return Err(format!(
+                "cannot copy into /{}: it is not a directory in the image",
+                lossy(&item.dest)
+            ));
+        }
+        item.mode = existing.mode & 0o7777;
+        item.uid = existing.uid;
+        item.gid = existing.gid;
+        item.mtime = existing.mtime;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

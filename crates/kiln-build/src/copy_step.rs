@@ -14,7 +14,7 @@ use crate::copy::{select, CopyRequest, Selection};
 use crate::error::BuildError;
 use crate::executor::BuildOptions;
 use crate::remote;
-use crate::rootfs;
+use crate::rootfs::{self, Owners};
 use crate::stage::{StageFs, Stages, TempDir};
 
 /// A selected COPY, with the scratch directories its files live in until
@@ -65,13 +65,13 @@ pub fn prepare_copy(
                 BuildError::step(node.line, format!("stage {id} has not been built"))
             })?;
             let dir = TempDir::new(store)?;
-            rootfs::unpack(store, &stage.layers, &dir.0)?;
+            rootfs::unpack(store, &stage.layers, &dir.0, Owners::FromLayers)?;
             Some((dir, format!("stage {}", graph.stages[*id].label())))
         }
         Some(SourceRef::Image(reference)) => {
             let image = pinned_base(store, options.images, reference)?;
             let dir = TempDir::new(store)?;
-            rootfs::unpack(store, &image.layers, &dir.0)?;
+            rootfs::unpack(store, &image.layers, &dir.0, Owners::FromLayers)?;
             Some((dir, format!("image {reference}")))
         }
     };

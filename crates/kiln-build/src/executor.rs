@@ -459,11 +459,13 @@ impl Step<'_> {
                 record.key = key.hex();
                 let rel = rootfs::normalize(path);
                 self.cached_or(key, &record, None, state, |state| {
-                    let exists = rel.is_empty()
-                        || state
-                            .tree(self.store)?
-                            .get(rel.as_bytes())
-                            .is_some_and(|meta| meta.is_dir);
+                    // Through the image's symlinks, as BuildKit's mkdir
+                    // resolves the path (a loop is left to the layer's
+                    // writer to report).
+                    let tree = state.tree(self.store)?;
+                    let exists = tree.resolve(rel.as_bytes()).is_some_and(|real| {
+                        real.is_empty() || tree.get(&real).is_some_and(|meta| meta.is_dir)
+                    });
                     if exists {
                         return Ok(None);
                     }

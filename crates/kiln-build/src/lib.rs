@@ -17,7 +17,9 @@ mod rootfs;
 mod run_step;
 mod stage;
 
-pub use base::{commit_layer, load_base, load_image, resolve_base, unpack_image, BaseImage};
+pub use base::{
+    commit_layer, load_base, load_image, resolve_base, unpack_image, write_image_tar, BaseImage,
+};
 pub use cancel::Cancel;
 pub use error::BuildError;
 pub use executor::{build, BuildOptions, BuildOutcome, BuiltStep, CacheOutcome, StepEvent};

@@ -14,13 +14,19 @@ use kiln_store::{Layer, Store};
 use crate::error::BuildError;
 
 /// Metadata of one path of a stage's filesystem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PathMeta {
     pub is_dir: bool,
+    /// A symlink's target, raw bytes: destinations resolve through it.
+    pub symlink: Option<Vec<u8>>,
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
+    pub mtime: u64,
 }
+
+/// The most symlinks a path resolution follows (Linux's limit).
+const MAX_SYMLINKS: usize = 40;
 
 /// The merged view of a stack of layers: path (no leading `/`, raw
 /// bytes: names need not be UTF-8) → metadata.
@@ -55,15 +61,61 @@ impl Tree {
                 continue;
             }
             let header = entry.header();
+            let kind = header.entry_type();
+            let symlink = if kind.is_symlink() {
+                Some(entry.link_name_bytes().unwrap_or_default().into_owned())
+            } else {
+                None
+            };
             let meta = PathMeta {
-                is_dir: header.entry_type().is_dir(),
+                is_dir: kind.is_dir(),
+                symlink,
                 mode: header.mode().unwrap_or(0o644),
                 uid: header.uid().unwrap_or(0),
                 gid: header.gid().unwrap_or(0),
+                mtime: header.mtime().unwrap_or(0),
             };
-            self.paths.insert(path, meta);
+            self.insert(path, meta);
         }
         Ok(())
+    }
+
+    /// `path` (relative, raw bytes) with every symlink on the way followed
+    /// as it resolves inside the stage: an absolute target from the stage's
+    /// root, `..` stopping at it, the last component followed too (as
+    /// BuildKit's `RootPath` resolves a COPY destination). Components the
+    /// stage lacks are taken as they are. `None` past 40 links (a loop).
+    pub fn resolve(&self, path: &[u8]) -> Option<Vec<u8>> {
+        // Components still to walk, the next one last.
+        let mut todo: Vec<&[u8]> = path.split(|&b| b == b'/').rev().collect();
+        let mut resolved: Vec<u8> = Vec::new();
+        let mut links = 0usize;
+        while let Some(part) = todo.pop() {
+            match part {
+                b"" | b"." => continue,
+                b".." => {
+                    let (parent, _) = split_bytes(&resolved);
+                    resolved.truncate(parent.len());
+                    continue;
+                }
+                _ => {}
+            }
+            let before = resolved.len();
+            if !resolved.is_empty() {
+                resolved.push(b'/');
+            }
+            resolved.extend_from_slice(part);
+            let Some(target) = self.paths.get(&resolved).and_then(|m| m.symlink.as_deref()) else {
+                continue;
+            };
+            links += 1;
+            if links > MAX_SYMLINKS {
+                return None;
+            }
+            resolved.truncate(if target.starts_with(b"/") { 0 } else { before });
+            todo.extend(target.split(|&b| b == b'/').rev());
+        }
+        Some(resolved)
     }
 
     fn remove_children(&mut self, dir: &[u8]) {
@@ -87,7 +139,12 @@ impl Tree {
         self.paths.get(path)
     }
 
+    /// Records `path`; what replaces a directory with something else
+    /// takes the directory's contents with it, as unpacking a layer does.
     pub fn insert(&mut self, path: Vec<u8>, meta: PathMeta) {
+        if !meta.is_dir && self.paths.get(&path).is_some_and(|old| old.is_dir) {
+            self.remove_children(&path);
+        }
         self.paths.insert(path, meta);
     }
 }
@@ -163,10 +220,33 @@ pub fn read_file(
     Ok(found)
 }
 
+/// Whose files an unpacked tree holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Owners {
+    /// The layers' owners, when kiln can give them (it runs as root): a
+    /// build input (`COPY --from`, `RUN --mount=from=`) must show the
+    /// owners the stage has, as BuildKit's does.
+    FromLayers,
+    /// Whoever runs kiln (what is written where the user asked).
+    Caller,
+}
+
+/// Whether this process may give files to other users.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
 /// Unpacks the stack into `dir` (which must be empty), applying
 /// whiteouts. The tar crate refuses entries that would land outside `dir`,
 /// including through symlinks the archive itself planted.
-pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildError> {
+pub fn unpack(
+    store: &Store,
+    layers: &[Layer],
+    dir: &Path,
+    owners: Owners,
+) -> Result<(), BuildError> {
+    let keep_owners = owners == Owners::FromLayers && running_as_root();
     for layer in layers {
         let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
         let what = layer.digest.to_string();
@@ -199,8 +279,51 @@ pub fn unpack(store: &Store, layers: &[Layer], dir: &Path) -> Result<(), BuildEr
                 }
                 continue;
             }
-            entry.unpack_in(dir).map_err(io)?;
+            let unpacked = entry.unpack_in(dir).map_err(io)?;
+            if keep_owners && unpacked {
+                let rel = raw_relative(&entry.path_bytes());
+                give_owner(&dir.join(&rel), entry.header())
+                    .map_err(|e| BuildError::io(dir.join(&rel), e))?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// An entry's path relative to the tree, byte for byte (`unpack_in` has
+/// refused any that climbs out).
+fn raw_relative(raw: &[u8]) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    raw.split(|&b| b == b'/')
+        .filter(|part| !part.is_empty() && *part != b".")
+        .map(std::ffi::OsStr::from_bytes)
+        .collect()
+}
+
+/// Gives the entry just unpacked at `path` the owner its header names.
+/// Done here rather than by tar-rs, which fails on a blank uid field that
+/// Go's archive/tar (so Docker) reads as 0. chown clears set-id bits, so
+/// they are set again; a link is chowned itself, never what it points at.
+fn give_owner(path: &Path, header: &tar::Header) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let kind = header.entry_type();
+    let (uid, gid) = (header.uid().unwrap_or(0), header.gid().unwrap_or(0));
+    // A hard link shares its target's owner.
+    if (uid, gid) == (0, 0) || kind.is_hard_link() {
+        return Ok(());
+    }
+    let id = |n: u64| {
+        u32::try_from(n).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("owner id {n} is too large"),
+            )
+        })
+    };
+    std::os::unix::fs::lchown(path, Some(id(uid)?), Some(id(gid)?))?;
+    let mode = header.mode().unwrap_or(0) & 0o7777;
+    if mode & 0o6000 != 0 && !kind.is_symlink() {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
@@ -230,5 +353,74 @@ fn remove_any(path: &Path) {
             let _ = fs::remove_file(path);
         }
         Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree(entries: &[(&str, Option<&str>)]) -> Tree {
+        let mut tree = Tree::default();
+        for (path, link) in entries {
+            tree.insert(
+                path.as_bytes().to_vec(),
+                PathMeta {
+                    is_dir: link.is_none(),
+                    symlink: link.map(|l| l.as_bytes().to_vec()),
+                    mode: 0o755,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                },
+            );
+        }
+        tree
+    }
+
+    #[test]
+    fn paths_resolve_inside_the_stage() {
+        let t = tree(&[
+            ("real", None),
+            ("abs", Some("/real")),
+            ("var", None),
+            ("var/run", Some("../real")),
+            ("up", Some("../../../real")),
+            ("chain", Some("abs/sub")),
+            ("loop", Some("loop2")),
+            ("loop2", Some("/loop")),
+        ]);
+        let resolve = |p: &str| t.resolve(p.as_bytes()).map(|r| lossy(&r));
+        assert_eq!(resolve("abs").as_deref(), Some("real"));
+        assert_eq!(resolve("var/run/x").as_deref(), Some("real/x"));
+        // `..` stops at the stage's root, never above it.
+        assert_eq!(resolve("up/x").as_deref(), Some("real/x"));
+        assert_eq!(resolve("../../abs").as_deref(), Some("real"));
+        assert_eq!(resolve("chain").as_deref(), Some("real/sub"));
+        assert_eq!(resolve("missing/a").as_deref(), Some("missing/a"));
+        assert_eq!(resolve("").as_deref(), Some(""));
+        assert_eq!(resolve("loop/x"), None);
+    }
+
+    fn lossy(bytes: &[u8]) -> String {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+
+    #[test]
+    fn replacing_a_directory_drops_what_was_in_it() {
+        let mut t = tree(&[("d", None), ("d/f", None)]);
+        t.insert(
+            b"d".to_vec(),
+            PathMeta {
+                is_dir: false,
+                symlink: Some(b"/elsewhere".to_vec()),
+                mode: 0o777,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+        );
+        assert!(t.get(b"d/f").is_none());
+        assert_eq!(t.resolve(b"d/f").as_deref(), Some(&b"elsewhere/f"[..]));
     }
 }

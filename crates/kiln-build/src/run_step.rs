@@ -255,7 +255,7 @@ fn bind_mount(
                     format!("image {reference}"),
                 ),
             };
-            rootfs::unpack(store, &layers, &dir.0)?;
+            rootfs::unpack(store, &layers, &dir.0, rootfs::Owners::FromLayers)?;
             let path = dir.0.clone();
             held.unpacked.push(dir);
             (path, name)
@@ -526,7 +526,7 @@ fn bind_sources(
                     }
                 };
                 scratch = TempDir::new(store)?;
-                rootfs::unpack(store, &layers, &scratch.0)?;
+                rootfs::unpack(store, &layers, &scratch.0, rootfs::Owners::FromLayers)?;
                 (scratch.0.clone(), &fresh, None)
             }
         };

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -516,11 +517,13 @@ fn copy_link_layers_carry_their_own_parent_directories() {
             &["build", "-t", name, f.context.to_str().unwrap()],
         ));
     }
-    // busybox has /etc: a plain COPY leaves it to the base, a linked one
-    // cannot know it is there.
+    // busybox has /etc: a plain COPY writes it with the base's metadata
+    // (as BuildKit's differ writes the parents of what changed, and a
+    // snapshot of the layer alone needs them for overlayfs), a linked one
+    // cannot know it is there and makes it.
     assert_eq!(
         last_layer_paths(&f.root, "plain"),
-        ["etc/kiln/", "etc/kiln/a.txt"]
+        ["etc/", "etc/kiln/", "etc/kiln/a.txt"]
     );
     assert_eq!(
         last_layer_paths(&f.root, "linked"),
@@ -648,5 +651,316 @@ fn whiteouts_in_an_image_never_reach_outside_its_tree() {
     assert!(
         f.work.join("store").is_dir(),
         "the store's parent is untouched"
+    );
+}
+
+/// A context directory `name` under the workspace with `dockerfile` and
+/// `a.txt` in it.
+fn copy_context(s: &common::BusyboxStore, name: &str, dockerfile: &str) -> PathBuf {
+    let dir = s.work.join(name);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
+    fs::write(dir.join("a.txt"), "a\n").unwrap();
+    dir
+}
+
+/// Builds `context` as `tag` and returns the unpacked root filesystem.
+fn build_and_unpack(s: &common::BusyboxStore, context: &Path, tag: &str) -> PathBuf {
+    ok(kiln(
+        &s.root,
+        &["build", "-t", tag, context.to_str().unwrap()],
+    ));
+    umoci_unpack(&s.root, tag, &s.work.join(format!("{tag}-unpacked")))
+}
+
+/// Path, mode, uid and gid of each entry of layer `index` of image `name`.
+fn layer_entries(root: &Path, name: &str, index: usize) -> Vec<(String, u32, u64, u64)> {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(root, &["inspect", name]))).unwrap();
+    let digest = inspect["Manifest"]["layers"][index]["digest"]
+        .as_str()
+        .unwrap();
+    let blob = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let mut archive = tar::Archive::new(fs::File::open(blob).unwrap());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (
+                e.path().unwrap().display().to_string(),
+                h.mode().unwrap(),
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn copy_of_a_file_to_an_existing_directory_goes_inside_it() {
+    let s = common::busybox_workspace();
+    // RUN sees the stage through overlayfs, the image through umoci: both
+    // must find the files inside the directories. The destinations' kind
+    // is the stage's (base layers and earlier steps), and a symlink in the
+    // image resolves inside the image.
+    let ctx = copy_context(
+        &s,
+        "into-dir",
+        "FROM busybox\n\
+         WORKDIR /app\n\
+         COPY a.txt /app\n\
+         COPY <<EOF /app\n\
+         heredoc\n\
+         EOF\n\
+         RUN mkdir /real && ln -s /real /link && ln -s ../real /tmp/rel\n\
+         COPY a.txt /link\n\
+         COPY a.txt /tmp/rel/b.txt\n\
+         COPY a.txt /tmp/newfile\n\
+         RUN test -f /app/a.txt && test -f /app/EOF && test -f /real/a.txt && test -L /link \
+             && test -f /real/b.txt && test -L /tmp/rel && test -f /tmp/newfile\n",
+    );
+    let rootfs = build_and_unpack(&s, &ctx, "into-dir");
+    assert_eq!(fs::read_to_string(rootfs.join("app/a.txt")).unwrap(), "a\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("app/EOF")).unwrap(),
+        "heredoc\n"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("real/a.txt")).unwrap(),
+        "a\n"
+    );
+    assert_eq!(
+        fs::read_link(rootfs.join("link")).unwrap(),
+        Path::new("/real")
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("real/b.txt")).unwrap(),
+        "a\n"
+    );
+    assert!(rootfs.join("tmp/newfile").is_file());
+}
+
+#[test]
+fn copy_keeps_the_mode_and_owner_of_parents_the_stage_has() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "parents",
+        "FROM busybox\n\
+         COPY a.txt /tmp/a\n\
+         RUN mkdir -p /home/app && chown 1000:1000 /home/app && chmod 750 /home/app\n\
+         COPY a.txt /home/app/x\n\
+         COPY --chown=1000:1000 a.txt /new/deep/x\n\
+         RUN stat -c '%n %a %u:%g' /tmp /home/app /new /new/deep /new/deep/x > /modes\n",
+    );
+    let rootfs = build_and_unpack(&s, &ctx, "parents");
+    // What RUN saw (overlayfs over each layer's own snapshot).
+    assert_eq!(
+        fs::read_to_string(rootfs.join("modes")).unwrap(),
+        "/tmp 1777 0:0\n/home/app 750 1000:1000\n/new 755 1000:1000\n\
+         /new/deep 755 1000:1000\n/new/deep/x 644 1000:1000\n"
+    );
+    // What the image holds; the layer of `COPY a.txt /tmp/a` holds /tmp as
+    // the base has it, as BuildKit's differ writes a changed file's parents.
+    assert_eq!(mode(&rootfs.join("tmp")), 0o1777);
+    assert_eq!(
+        layer_entries(&s.root, "parents", 1),
+        [
+            ("tmp/".to_string(), 0o1777, 0, 0),
+            ("tmp/a".to_string(), 0o644, 0, 0)
+        ]
+    );
+    let home = fs::metadata(rootfs.join("home/app")).unwrap();
+    assert_eq!(
+        (home.uid(), home.gid(), home.mode() & 0o7777),
+        (1000, 1000, 0o750)
+    );
+}
+
+#[test]
+fn copy_of_a_directory_leaves_an_existing_destination_alone() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "dir-modes",
+        "FROM busybox\n\
+         WORKDIR /app\n\
+         COPY . .\n\
+         COPY sub /newdir\n\
+         COPY --chmod=0750 sub /chmodded\n\
+         RUN stat -c '%n %a' /app /app/sub /app/sub/inner /newdir /newdir/inner \
+             /chmodded /chmodded/inner /chmodded/inner/f > /modes\n",
+    );
+    fs::create_dir_all(ctx.join("sub/inner")).unwrap();
+    fs::write(ctx.join("sub/inner/f"), "f\n").unwrap();
+    fs::set_permissions(&ctx, fs::Permissions::from_mode(0o775)).unwrap();
+    fs::set_permissions(ctx.join("sub"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::set_permissions(ctx.join("sub/inner"), fs::Permissions::from_mode(0o711)).unwrap();
+    let rootfs = build_and_unpack(&s, &ctx, "dir-modes");
+    // An existing destination keeps its mode; a missing one is made 0755
+    // (as BuildKit's MkdirAll does, --chmod or not); what is inside keeps
+    // its own mode, or takes --chmod's.
+    assert_eq!(
+        fs::read_to_string(rootfs.join("modes")).unwrap(),
+        "/app 755\n/app/sub 700\n/app/sub/inner 711\n/newdir 755\n/newdir/inner 711\n\
+         /chmodded 755\n/chmodded/inner 750\n/chmodded/inner/f 750\n"
+    );
+    assert_eq!(mode(&rootfs.join("app")), 0o755);
+    assert_eq!(mode(&rootfs.join("newdir")), 0o755);
+}
+
+#[test]
+fn copy_destinations_the_image_makes_impossible_are_clear_errors() {
+    let s = common::busybox_workspace();
+    // A base whose link would make the destination a whiteout name.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_size(0);
+    link.set_mode(0o777);
+    tar.append_link(&mut link, "hide", "/.wh.etc").unwrap();
+    let rootfs = s.work.join("hostile.tar");
+    fs::write(&rootfs, tar.into_inner().unwrap()).unwrap();
+    ok(kiln(
+        &s.root,
+        &["import", rootfs.to_str().unwrap(), "hostile"],
+    ));
+    for (name, dockerfile, expected) in [
+        (
+            "into-file",
+            "FROM busybox\nCOPY sub /etc/passwd\n",
+            "/etc/passwd: it is not a directory",
+        ),
+        (
+            "under-file",
+            "FROM busybox\nCOPY a.txt /etc/passwd/x\n",
+            "/etc/passwd: it is not a directory",
+        ),
+        ("whiteout", "FROM hostile\nCOPY a.txt /hide/\n", "whiteout"),
+    ] {
+        let ctx = copy_context(&s, name, dockerfile);
+        fs::create_dir_all(ctx.join("sub")).unwrap();
+        fs::write(ctx.join("sub/f"), "f\n").unwrap();
+        let out = kiln(&s.root, &["build", ctx.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Path → (type, mode, uid, gid, link target) of every entry of a tar,
+/// with the count of each path (a squash writes each once).
+type TarIndex = BTreeMap<String, (tar::EntryType, u32, u64, u64, Option<String>)>;
+
+fn tar_index(path: &Path) -> (TarIndex, BTreeMap<String, usize>) {
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    let mut index = TarIndex::new();
+    let mut counts = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let h = entry.header();
+        let name = entry.path().unwrap().display().to_string();
+        let name = name.trim_end_matches('/').to_string();
+        let link = entry.link_name().unwrap().map(|l| l.display().to_string());
+        *counts.entry(name.clone()).or_insert(0) += 1;
+        index.insert(
+            name,
+            (
+                h.entry_type(),
+                h.mode().unwrap() & 0o7777,
+                h.uid().unwrap(),
+                h.gid().unwrap(),
+                link,
+            ),
+        );
+    }
+    (index, counts)
+}
+
+#[test]
+fn output_tar_keeps_owners_modes_and_links_and_applies_whiteouts() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "squash",
+        "FROM busybox\n\
+         COPY --chown=1000:1000 a.txt /home/app/a.txt\n\
+         RUN rm /etc/group && chown 0:42 /etc/passwd && chmod 640 /etc/passwd \
+             && mkdir /data && chown 1000:1000 /data && chmod 700 /data \
+             && ln /bin/busybox /bin/hardlinked && mkdir /gone && touch /gone/f\n\
+         RUN rm -r /gone\n",
+    );
+    let out_tar = s.work.join("out.tar");
+    ok(kiln(
+        &s.root,
+        &[
+            "build",
+            "-o",
+            &format!("type=tar,dest={}", out_tar.display()),
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let (index, counts) = tar_index(&out_tar);
+    let dupes: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dupes.is_empty(), "each path once: {dupes:?}");
+    for name in index.keys() {
+        assert!(
+            !name.starts_with('/') && !name.split('/').any(|c| c == ".."),
+            "{name}"
+        );
+    }
+    let get = |p: &str| index.get(p).unwrap_or_else(|| panic!("{p} missing"));
+    let owner = |p: &str| {
+        let (_, mode, uid, gid, _) = get(p);
+        (*mode, *uid, *gid)
+    };
+    assert_eq!(owner("home/app/a.txt"), (0o644, 1000, 1000));
+    assert_eq!(owner("etc/passwd"), (0o640, 0, 42));
+    assert_eq!(owner("data"), (0o700, 1000, 1000));
+    assert_eq!(owner("tmp"), (0o1777, 0, 0));
+    assert_eq!(owner("root"), (0o700, 0, 0));
+    assert_eq!(get("bin/sh").0, tar::EntryType::Symlink);
+    assert_eq!(get("bin/sh").4.as_deref(), Some("busybox"));
+    // The hard link made in the RUN layer stays one (either way round).
+    let (busybox, hardlinked) = (get("bin/busybox"), get("bin/hardlinked"));
+    assert!(
+        (busybox.0 == tar::EntryType::Link && busybox.4.as_deref() == Some("bin/hardlinked"))
+            || (hardlinked.0 == tar::EntryType::Link
+                && hardlinked.4.as_deref() == Some("bin/busybox")),
+        "{busybox:?} {hardlinked:?}"
+    );
+    // Whiteouts applied, none written.
+    assert!(!index.contains_key("etc/group"));
+    assert!(!index.contains_key("gone") && !index.contains_key("gone/f"));
+    assert!(!index.keys().any(|k| k.contains(".wh.")), "{index:?}");
+}
+
+#[test]
+fn copy_from_a_stage_keeps_the_owners_it_has_there() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "from-owners",
+        "FROM busybox AS a\n\
+         RUN mkdir -p /d/sub && touch /d/sub/f && chown -R 1000:1001 /d && chown 42:43 /d/sub/f \
+             && chmod 4750 /d/sub/f\n\
+         FROM busybox\n\
+         COPY --from=a /d /d\n\
+         COPY --from=a /d/sub/f /f\n\
+         RUN --mount=from=a,source=/d,target=/m stat -c '%n %u:%g' /d /d/sub /d/sub/f /f /m/sub/f > /owners \
+             && stat -c %a /f >> /owners\n",
+    );
+    let rootfs = build_and_unpack(&s, &ctx, "from-owners");
+    // Without --chown a copy keeps the source's owners (BuildKit); the
+    // destination directory the copy makes is root's, as MkdirAll's.
+    assert_eq!(
+        fs::read_to_string(rootfs.join("owners")).unwrap(),
+        "/d 0:0\n/d/sub 1000:1001\n/d/sub/f 42:43\n/f 42:43\n/m/sub/f 42:43\n4750\n",
+        "owners, and the set-id bit a chown would clear"
     );
 }

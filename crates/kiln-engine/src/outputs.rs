@@ -1,7 +1,7 @@
 //! What a finished build exports besides the store: `--output` archives
 //! and filesystems, and `--cache-to` directories.
 
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 
 use kiln_build::BuiltStep;
 use kiln_graph::{Base, BuildGraph, Op};
@@ -42,20 +42,13 @@ pub fn export_output(
         }
         Output::Local(dest) => Ok(kiln_build::unpack_image(store, manifest, dest)?),
         Output::Tar(dest) => {
-            let scratch = store.scratch_dir("export")?;
-            let result = kiln_build::unpack_image(store, manifest, &scratch)
-                .map_err(EngineError::from)
-                .and_then(|()| {
-                    let mut file = OutputFile::create(dest)?;
-                    let mut tar = tar::Builder::new(BufWriter::new(file.file()));
-                    tar.follow_symlinks(false);
-                    tar.append_dir_all(".", &scratch)
-                        .and_then(|()| tar.into_inner()?.flush())
-                        .map_err(|e| EngineError::io(dest, e))?;
-                    file.commit()
-                });
-            let _ = std::fs::remove_dir_all(&scratch);
-            result
+            let mut file = OutputFile::create(dest)?;
+            kiln_build::write_image_tar(
+                store,
+                manifest,
+                NamedWriter::new(dest, BufWriter::new(file.file())),
+            )?;
+            file.commit()
         }
     }
 }

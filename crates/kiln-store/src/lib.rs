@@ -18,6 +18,7 @@ mod owner;
 pub mod reference;
 pub mod snapshot;
 mod snapshot_check;
+pub mod squash;
 pub mod store;
 pub mod tar_headers;
 
@@ -33,4 +34,5 @@ pub use lock::{LockMode, StoreLock};
 pub use owner::Sweep;
 pub use reference::Reference;
 pub use snapshot::layer_from_upper;
+pub use squash::squash_layers;
 pub use store::{GcReport, Problem, Reach, Store, Tag, REF_NAME};
