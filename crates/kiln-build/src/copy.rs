@@ -46,7 +46,7 @@ pub struct CopyRequest<'a> {
     /// unnamed temp file in this directory (the store's `kiln/tmp`) until
     /// the layer is written: an archive's content never sits in memory.
     pub extract_archives: Option<&'a Path>,
-    pub chmod: Option<&'a str>,
+    pub chmod: Option<&'a kiln_graph::Chmod>,
     pub excludes: &'a [String],
     pub parents: bool,
     /// `--link`: the layer stands alone, reading nothing of the stage it
@@ -511,8 +511,7 @@ fn collect(
         items.push(Item {
             dest: target,
             content: Content::Data(heredoc.content.clone().into_bytes()),
-            mode: apply_chmod(0o644, req.chmod, false)
-                .map_err(|e| BuildError::step(req.line, e))?,
+            mode: apply_chmod(0o644, req.chmod, false),
             uid,
             gid,
             mtime: req.clamp_mtime.unwrap_or(0),
@@ -974,7 +973,6 @@ fn item_for(
         0o777
     } else {
         apply_chmod(base_mode, req.chmod, file_type.is_dir())
-            .map_err(|e| BuildError::step(req.line, e))?
     };
     let mtime = meta.mtime().max(0) as u64;
     Ok(Item {
@@ -987,56 +985,9 @@ fn item_for(
     })
 }
 
-/// `--chmod` applied to `mode`: octal replaces it, symbolic edits it
-/// (`u+x,go-w`, `a=rX`; `X` only for directories or already-executable files).
-pub fn apply_chmod(mode: u32, chmod: Option<&str>, is_dir: bool) -> Result<u32, String> {
-    let Some(spec) = chmod else {
-        return Ok(mode);
-    };
-    if !spec.is_empty() && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return u32::from_str_radix(spec, 8).map_err(|e| format!("--chmod {spec:?}: {e}"));
-    }
-    let mut mode = mode;
-    for clause in spec.split(',') {
-        let who_len = clause
-            .find(['+', '-', '='])
-            .ok_or_else(|| format!("invalid --chmod {spec:?}"))?;
-        let who = &clause[..who_len];
-        let mut mask = 0u32;
-        for c in who.chars() {
-            mask |= match c {
-                'u' => 0o4700,
-                'g' => 0o2070,
-                'o' => 0o1007,
-                'a' => 0o7777,
-                _ => return Err(format!("invalid --chmod {spec:?}")),
-            };
-        }
-        if who.is_empty() {
-            mask = 0o7777;
-        }
-        let op = clause.as_bytes()[who_len];
-        let mut bits = 0u32;
-        for c in clause[who_len + 1..].chars() {
-            bits |= match c {
-                'r' => 0o444,
-                'w' => 0o222,
-                'x' => 0o111,
-                'X' if is_dir || mode & 0o111 != 0 => 0o111,
-                'X' => 0,
-                's' => 0o6000,
-                't' => 0o1000,
-                _ => return Err(format!("invalid --chmod {spec:?}")),
-            };
-        }
-        let bits = bits & mask;
-        mode = match op {
-            b'+' => mode | bits,
-            b'-' => mode & !bits,
-            _ => (mode & !(mask & 0o7777)) | bits,
-        };
-    }
-    Ok(mode)
+/// `--chmod` (parsed by the planner) applied to `mode`, if given.
+fn apply_chmod(mode: u32, chmod: Option<&kiln_graph::Chmod>, is_dir: bool) -> u32 {
+    chmod.map_or(mode, |chmod| chmod.apply(mode, is_dir))
 }
 
 /// A reader that hashes what it gives and counts it.
@@ -1383,17 +1334,6 @@ fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chmod_octal_and_symbolic() {
-        assert_eq!(apply_chmod(0o644, Some("755"), false), Ok(0o755));
-        assert_eq!(apply_chmod(0o644, Some("u+x"), false), Ok(0o744));
-        assert_eq!(apply_chmod(0o777, Some("go-w"), false), Ok(0o755));
-        assert_eq!(apply_chmod(0o640, Some("a=rX"), true), Ok(0o555));
-        assert_eq!(apply_chmod(0o640, Some("a=rX"), false), Ok(0o444));
-        assert_eq!(apply_chmod(0o600, Some("+x"), false), Ok(0o711));
-        assert!(apply_chmod(0o600, Some("q+x"), false).is_err());
-    }
 
     #[test]
     fn contained_sources() {

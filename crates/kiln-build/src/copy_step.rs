@@ -104,7 +104,7 @@ pub fn prepare_copy(
         owner,
         keep_source_owner: copy.from.is_some(),
         extract_archives: (copy.add && copy.unpack != Some(false)).then_some(&spill_dir),
-        chmod: copy.chmod.as_deref(),
+        chmod: copy.chmod.as_ref(),
         excludes: &copy.excludes,
         parents: copy.parents,
         link: copy.link,

@@ -104,7 +104,7 @@ pub(crate) fn copy_key(parent: Option<&CacheKey>, copy: &CopyOp, content: &[u8])
     key.text("dest", dest);
     source_ref(&mut key, from.as_ref());
     key.text("chown", chown.as_deref().unwrap_or(""));
-    key.text("chmod", chmod.as_deref().unwrap_or(""));
+    key.text("chmod", chmod.as_ref().map_or("", |c| c.as_str()));
     key.text("link", flag(*link));
     list(&mut key, "excludes", excludes);
     key.text("parents", flag(*parents));
@@ -268,7 +268,7 @@ mod tests {
             dest: "/app/".into(),
             from: Some(SourceRef::Stage(0)),
             chown: Some("1000:1000".into()),
-            chmod: Some("0644".into()),
+            chmod: Some(kiln_graph::Chmod::parse("0644").unwrap()),
             link: false,
             excludes: Vec::new(),
             parents: false,
@@ -342,7 +342,7 @@ mod tests {
         assert_ne!(base, run_key(None, &run(&["sh", "-c", "a"]), &moved, b""));
         let plain = copy_key(None, &copy(), b"c");
         let mut chmod = copy();
-        chmod.chmod = Some("0755".into());
+        chmod.chmod = Some(kiln_graph::Chmod::parse("0755").unwrap());
         assert_ne!(plain, copy_key(None, &chmod, b"c"));
         assert_ne!(plain, copy_key(None, &copy(), b"d"));
     }

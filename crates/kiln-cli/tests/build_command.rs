@@ -964,3 +964,30 @@ fn copy_from_a_stage_keeps_the_owners_it_has_there() {
         "owners, and the set-id bit a chown would clear"
     );
 }
+
+/// One `--chmod` grammar, the planner's: what plans also builds (a clause
+/// with several actions, `u+x-w`, once passed planning and failed in the
+/// builder), and what the builder cannot apply is a plan error at its line.
+#[test]
+fn chmod_with_several_actions_plans_and_builds() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "chmod",
+        "FROM busybox\nCOPY --chmod=u+x-w,g=u,o= a.txt /a.txt\nCOPY --chmod=0750 a.txt /b.txt\n",
+    );
+    let rootfs = build_and_unpack(&s, &ctx, "chmodded");
+    let mode = |p: &str| fs::metadata(rootfs.join(p)).unwrap().permissions().mode() & 0o7777;
+    // 0644 (the context file) → u+x-w 0544 → g=u 0554 → o= 0550.
+    assert_eq!(mode("a.txt"), 0o550);
+    assert_eq!(mode("b.txt"), 0o750);
+
+    let bad = copy_context(&s, "chmod-bad", "FROM busybox\nCOPY --chmod=u+q a.txt /a\n");
+    let out = kiln(&s.root, &["build", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(":2") && stderr.contains("invalid --chmod"),
+        "{stderr}"
+    );
+}

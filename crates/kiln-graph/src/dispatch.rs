@@ -17,7 +17,7 @@ use crate::planner::{
     arg_words, check_trigger, config_history, DispatchContext, DraftNode, StageState,
 };
 use crate::scope::{is_proxy_arg, Vars};
-use crate::values::{check_signal, parse_go_duration, parse_mount, parse_port_spec};
+use crate::values::{check_signal, parse_go_duration, parse_mount, parse_port_spec, Chmod};
 
 /// Stage names, to resolve `--from` and `from=`.
 pub(crate) struct StageRefs<'a> {
@@ -966,10 +966,7 @@ fn copy(
     };
     let chown = expand_flag(&mut ex, "chown")?.map(|(v, _)| v);
     let chmod = match expand_flag(&mut ex, "chmod")? {
-        Some((mode, span)) => {
-            check_chmod(&mode).map_err(|e| PlanError::at(span, e))?;
-            Some(mode)
-        }
+        Some((mode, span)) => Some(Chmod::parse(&mode).map_err(|e| PlanError::at(span, e))?),
         None => None,
     };
     let mut excludes = Vec::new();
@@ -1158,29 +1155,6 @@ fn absolute_dest(workdir: &str, dest: &str) -> String {
     joined
 }
 
-/// `--chmod`: octal (`755`, `0644`) or symbolic (`u+x,g-w`, `a=r`).
-fn check_chmod(mode: &str) -> Result<(), String> {
-    if !mode.is_empty() && mode.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return if u32::from_str_radix(mode, 8).is_ok_and(|m| m <= 0o7777) {
-            Ok(())
-        } else {
-            Err(format!("invalid --chmod {mode:?}: more than 07777"))
-        };
-    }
-    let clause_ok = |clause: &str| {
-        let ops = clause.trim_start_matches(['u', 'g', 'o', 'a']);
-        !ops.is_empty()
-            && ops.split_inclusive(['+', '-', '=']).count() > 0
-            && ops.starts_with(['+', '-', '='])
-            && ops.chars().all(|c| "+-=rwxXst".contains(c))
-    };
-    if !mode.is_empty() && mode.split(',').all(clause_ok) {
-        return Ok(());
-    }
-    Err(format!("invalid --chmod {mode:?}"))
-        .map_err(|e: String| format!("{e}: use octal (0755) or symbolic (u+x,go-w)"))
-}
-
 fn is_http_url(source: &str) -> bool {
     source.starts_with("http://") || source.starts_with("https://")
 }
@@ -1211,16 +1185,6 @@ mod tests {
         assert_eq!(absolute_dest("/app", "bin/"), "/app/bin/");
         assert_eq!(absolute_dest("/app", "bin"), "/app/bin");
         assert_eq!(absolute_dest("/", "/etc/x"), "/etc/x");
-    }
-
-    #[test]
-    fn chmod_forms() {
-        for ok in ["755", "0644", "u+x", "u+x,go-w", "a=r", "+x"] {
-            assert!(check_chmod(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "999", "u+q", "x", "77777"] {
-            assert!(check_chmod(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

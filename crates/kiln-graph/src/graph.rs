@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::config::{History, ImageConfig};
 use crate::error::PlanWarning;
 use crate::platform::Platform;
+use crate::values::Chmod;
 
 /// Index of a stage in [`BuildGraph::stages`] (its position in the Dockerfile).
 pub type StageId = usize;
@@ -247,7 +248,7 @@ pub struct CopyOp {
     pub dest: String,
     pub from: Option<SourceRef>,
     pub chown: Option<String>,
-    pub chmod: Option<String>,
+    pub chmod: Option<Chmod>,
     pub link: bool,
     pub excludes: Vec<String>,
     pub parents: bool,

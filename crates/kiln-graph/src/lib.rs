@@ -22,3 +22,4 @@ pub use graph::*;
 pub use planner::{plan, PlanOptions};
 pub use platform::Platform;
 pub use scope::PROXY_ARGS;
+pub use values::Chmod;

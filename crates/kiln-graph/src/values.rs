@@ -242,9 +242,195 @@ fn split_csv(text: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// `--chmod`, parsed once by the planner and only applied by the builder:
+/// octal (`755`, `0644`, at most `07777`) or chmod(1)'s symbolic clauses,
+/// comma-separated, each `[ugoa]*` then one or more actions `[+-=]` with
+/// permissions `[rwxXst]*` or another class's (`g=u`): `u+x,go-w`,
+/// `u+x-w`, `a=rX`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Chmod {
+    /// As written (what keys, plans and messages show).
+    text: String,
+    mode: ChmodMode,
+}
+
+/// A plan shows the value as written.
+impl serde::Serialize for Chmod {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ChmodMode {
+    Octal(u32),
+    Symbolic(Vec<ChmodClause>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ChmodClause {
+    /// The bits of the classes named (all of them when none is).
+    who: u32,
+    actions: Vec<(u8, ChmodPerms)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ChmodPerms {
+    /// `rwxst` bits (for every class), and whether `X` was given.
+    Bits { bits: u32, conditional_x: bool },
+    /// `u`, `g` or `o`: that class's current permissions.
+    Copy(u8),
+}
+
+impl Chmod {
+    pub fn parse(text: &str) -> Result<Chmod, String> {
+        let invalid =
+            || format!("invalid --chmod {text:?}: use octal (0755) or symbolic (u+x,go-w)");
+        if !text.is_empty() && text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return match u32::from_str_radix(text, 8) {
+                Ok(mode) if mode <= 0o7777 => Ok(Chmod {
+                    text: text.to_owned(),
+                    mode: ChmodMode::Octal(mode),
+                }),
+                _ => Err(format!("invalid --chmod {text:?}: more than 07777")),
+            };
+        }
+        let mut clauses = Vec::new();
+        for clause in text.split(',') {
+            let bytes = clause.as_bytes();
+            let who_len = bytes
+                .iter()
+                .position(|b| !b"ugoa".contains(b))
+                .ok_or_else(invalid)?;
+            let mut who = 0;
+            for class in &bytes[..who_len] {
+                who |= class_bits(*class);
+            }
+            if who_len == 0 {
+                who = 0o7777;
+            }
+            let mut actions = Vec::new();
+            let mut rest = &bytes[who_len..];
+            while let Some((&op, after)) = rest.split_first() {
+                if !b"+-=".contains(&op) {
+                    return Err(invalid());
+                }
+                let len = after
+                    .iter()
+                    .position(|b| b"+-=".contains(b))
+                    .unwrap_or(after.len());
+                let (perms, next) = after.split_at(len);
+                let perms = match perms {
+                    [class @ (b'u' | b'g' | b'o')] => ChmodPerms::Copy(*class),
+                    _ => {
+                        let mut bits = 0;
+                        let mut conditional_x = false;
+                        for perm in perms {
+                            bits |= match perm {
+                                b'r' => 0o444,
+                                b'w' => 0o222,
+                                b'x' => 0o111,
+                                b's' => 0o6000,
+                                b't' => 0o1000,
+                                b'X' => {
+                                    conditional_x = true;
+                                    0
+                                }
+                                _ => return Err(invalid()),
+                            };
+                        }
+                        ChmodPerms::Bits {
+                            bits,
+                            conditional_x,
+                        }
+                    }
+                };
+                actions.push((op, perms));
+                rest = next;
+            }
+            if actions.is_empty() {
+                return Err(invalid());
+            }
+            clauses.push(ChmodClause { who, actions });
+        }
+        Ok(Chmod {
+            text: text.to_owned(),
+            mode: ChmodMode::Symbolic(clauses),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The mode `mode` becomes (`X` counts a directory as executable).
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match &self.mode {
+            ChmodMode::Octal(octal) => return *octal,
+            ChmodMode::Symbolic(clauses) => clauses,
+        };
+        let mut mode = mode;
+        for clause in clauses {
+            for (op, perms) in &clause.actions {
+                let bits = match perms {
+                    ChmodPerms::Bits {
+                        bits,
+                        conditional_x,
+                    } => {
+                        let x = *conditional_x && (is_dir || mode & 0o111 != 0);
+                        bits | if x { 0o111 } else { 0 }
+                    }
+                    ChmodPerms::Copy(class) => {
+                        // The class's rwx, spread to every class.
+                        let shift = match class {
+                            b'u' => 6,
+                            b'g' => 3,
+                            _ => 0,
+                        };
+                        ((mode >> shift) & 0o7) * 0o111
+                    }
+                } & clause.who;
+                mode = match op {
+                    b'+' => mode | bits,
+                    b'-' => mode & !bits,
+                    _ => (mode & !clause.who) | bits,
+                };
+            }
+        }
+        mode
+    }
+}
+
+fn class_bits(class: u8) -> u32 {
+    match class {
+        b'u' => 0o4700,
+        b'g' => 0o2070,
+        b'o' => 0o1007,
+        _ => 0o7777,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chmod_octal_and_symbolic() {
+        let apply = |text: &str, mode, is_dir| Chmod::parse(text).unwrap().apply(mode, is_dir);
+        assert_eq!(apply("755", 0o644, false), 0o755);
+        assert_eq!(apply("u+x", 0o644, false), 0o744);
+        assert_eq!(apply("go-w", 0o777, false), 0o755);
+        assert_eq!(apply("a=rX", 0o640, true), 0o555);
+        assert_eq!(apply("a=rX", 0o640, false), 0o444);
+        assert_eq!(apply("+x", 0o600, false), 0o711);
+        // Several actions in one clause, as chmod(1) takes them.
+        assert_eq!(apply("u+x-w", 0o644, false), 0o544);
+        assert_eq!(apply("g=u,o=", 0o750, false), 0o770);
+        assert_eq!(apply("u+s,+t", 0o755, false), 0o5755);
+        for bad in ["", "999", "77777", "u+q", "x", "u", "u+x,", "q+x", "u+ug"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn go_durations() {
