@@ -13,8 +13,8 @@
 
 use kiln_cache::{CacheKey, KeyBuilder};
 use kiln_graph::{
-    CopyOp, HeredocInput, ImageConfig, Inputs, Mount, MountKind, Network, Platform, RunOp,
-    SourceRef,
+    CopyOp, HeredocInput, ImageConfig, Inputs, Mount, MountKind, MountOptions, Network, Platform,
+    RunOp, Sharing, SourceRef,
 };
 
 /// FROM: what the stage starts from (a manifest digest, `scratch`, or the
@@ -187,10 +187,32 @@ fn mount_fields(key: &mut KeyBuilder, mount: &Mount) {
     source_ref(key, from.as_ref());
     key.text("mount.source", source.as_deref().unwrap_or(""));
     key.text("mount.read_only", flag(*read_only));
-    key.text("mount.options", &options.len().to_string());
-    for (name, value) in options {
-        key.text("mount.option", name).text("mount.value", value);
-    }
+    let MountOptions {
+        id,
+        sharing,
+        mode,
+        uid,
+        gid,
+        size,
+        required,
+        env,
+    } = options;
+    let number = |n: &Option<u32>| n.map_or(String::new(), |n| n.to_string());
+    key.text("mount.id", id.as_deref().unwrap_or(""))
+        .text(
+            "mount.sharing",
+            match sharing {
+                Sharing::Shared => "shared",
+                Sharing::Private => "private",
+                Sharing::Locked => "locked",
+            },
+        )
+        .text("mount.mode", &number(mode))
+        .text("mount.uid", &number(uid))
+        .text("mount.gid", &number(gid))
+        .text("mount.size", &size.map_or(String::new(), |n| n.to_string()))
+        .text("mount.required", flag(*required))
+        .text("mount.env", env.as_deref().unwrap_or(""));
 }
 
 fn heredoc_fields(key: &mut KeyBuilder, heredoc: &HeredocInput) {
@@ -253,7 +275,10 @@ mod tests {
                 from: None,
                 source: None,
                 read_only: false,
-                options: vec![("id".into(), "/root/.cache".into())],
+                options: MountOptions {
+                    id: Some("/root/.cache".into()),
+                    ..MountOptions::default()
+                },
             }],
             network: Network::None,
             insecure: false,
@@ -303,19 +328,19 @@ mod tests {
             ),
             (
                 run,
-                "559a458828007db33894ea80203f67cf39929bfb1818e1cc8f406230832f6a65",
+                "76f1ea5d329469fed043e3030312aa20adbd934ca29201cdeee8beec65684b27",
             ),
             (
                 copy,
-                "8b6b30478f13f8c2f5800c3e17e35e55c86ea14a14ce2d3ced9ab255c5051299",
+                "4f213196375ec8dac130152d9d9aca858b4d153aa7cf19ac22e8351cc6ad2697",
             ),
             (
                 workdir,
-                "35d6a2250bbbb7802bac324eaac2b8a37880007538ec92f3db5730994d52b637",
+                "1ead6b3a57f24b373bc29a35812927c4cb5f402062a143ec44681a8a930da40d",
             ),
             (
                 config,
-                "3311e97e0df5eadb93b67da55956d27bc5e57db2f7be2ae2ca32c5b37999f9cf",
+                "b1e7d006a080023441d1642b3d4eae9367e2e839146f58e2b3feed8e72887f86",
             ),
         ];
         let got: Vec<String> = pinned.iter().map(|(key, _)| key.hex()).collect();

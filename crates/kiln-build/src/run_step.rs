@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use kiln_context::Root;
-use kiln_graph::{MountKind, Network, Node, RunOp, SourceRef};
+use kiln_graph::{MountKind, Network, Node, RunOp, Sharing, SourceRef};
 use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink};
 use kiln_store::{layer_from_upper, Layer, Store};
 
@@ -199,14 +199,6 @@ fn command_line(
 }
 
 /// A `--mount` option's value (`id`, `mode`, `uid`...).
-fn mount_option<'m>(mount: &'m kiln_graph::Mount, name: &str) -> Option<&'m str> {
-    mount
-        .options
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
-}
-
 /// What a RUN's mounts need kept until the command ends: unpacked stages
 /// or images they bind from, copies of `rw` bind sources, and the locks of
 /// `sharing=locked` cache mounts.
@@ -319,16 +311,17 @@ fn prepare_mount(
     held: &mut Held,
 ) -> Result<Mount, BuildError> {
     let fail = |message: String| BuildError::step(node.line, format!("--mount {message}"));
-    let option = |name: &str| mount_option(mount, name);
+    let opts = &mount.options;
     let target = mount.target.clone();
     match mount.kind {
         MountKind::Tmpfs => Ok(Mount::Tmpfs {
             target,
-            size_bytes: option("size").and_then(|s| s.parse().ok()),
+            size_bytes: opts.size,
         }),
         MountKind::Bind => bind_mount(store, mount, stages, options, held, fail),
         MountKind::Cache => {
-            let id = option("id").unwrap_or(&mount.target);
+            // The planner always gives a cache mount its id.
+            let id = opts.id.as_deref().unwrap_or_default();
             let dir = cache_mount_dir(store, id);
             // Held for the step. sharing=locked: one step at a time uses
             // the directory (shared, the default, lets concurrent steps
@@ -342,7 +335,7 @@ fn prepare_mount(
             }
             let file =
                 std::fs::File::create(&lock_path).map_err(|e| BuildError::io(&lock_path, e))?;
-            if option("sharing") == Some("locked") {
+            if opts.sharing == Sharing::Locked {
                 file.lock()
             } else {
                 file.lock_shared()
@@ -354,15 +347,12 @@ fn prepare_mount(
                 // defaults: 0755, root).
                 let temp = dir.with_extension(format!("tmp-{}", std::process::id()));
                 std::fs::create_dir_all(&temp).map_err(|e| BuildError::io(&temp, e))?;
-                let mode = option("mode")
-                    .and_then(|m| u32::from_str_radix(m, 8).ok())
-                    .unwrap_or(0o755);
+                let mode = opts.mode.unwrap_or(0o755);
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
                     .map_err(|e| BuildError::io(&temp, e))?;
-                let uid = option("uid").and_then(|v| v.parse().ok());
-                let gid = option("gid").and_then(|v| v.parse().ok());
-                std::os::unix::fs::chown(&temp, uid, gid).map_err(|e| BuildError::io(&temp, e))?;
+                std::os::unix::fs::chown(&temp, opts.uid, opts.gid)
+                    .map_err(|e| BuildError::io(&temp, e))?;
                 if std::fs::rename(&temp, &dir).is_err() {
                     // Another build made it first.
                     let _ = std::fs::remove_dir_all(&temp);
@@ -378,7 +368,7 @@ fn prepare_mount(
         MountKind::Ssh => {
             // The agent's socket, bound in; SSH_AUTH_SOCK is set by the
             // caller when the mount is the default one.
-            let id = option("id").unwrap_or("default");
+            let id = opts.id.as_deref().unwrap_or("default");
             let socket = options.ssh.get(id).ok_or_else(|| {
                 fail(format!(
                     "type=ssh: no SSH agent {id:?} was forwarded (kiln build --ssh {id})"
@@ -405,10 +395,9 @@ fn secret_mount(
     options: &BuildOptions<'_>,
     env: &mut Vec<String>,
 ) -> Result<Option<Mount>, BuildError> {
-    let option = |name: &str| mount_option(mount, name);
-    let id = option("id").unwrap_or_default();
+    let id = mount.options.id.as_deref().unwrap_or_default();
     let Some(value) = options.secrets.get(id) else {
-        if option("required") == Some("true") {
+        if mount.options.required {
             return Err(BuildError::step(
                 node.line,
                 format!("secret {id:?} is required but was not given (kiln build --secret id={id},src=FILE)"),
@@ -416,23 +405,18 @@ fn secret_mount(
         }
         return Ok(None);
     };
-    if let Some(name) = option("env") {
+    if let Some(name) = &mount.options.env {
         env.push(format!("{name}={}", String::from_utf8_lossy(value)));
     }
     if mount.target.is_empty() {
         return Ok(None);
     }
-    let number = |name: &str, radix: u32, default: u32| {
-        option(name)
-            .and_then(|v| u32::from_str_radix(v, radix).ok())
-            .unwrap_or(default)
-    };
     Ok(Some(Mount::Secret {
         target: mount.target.clone(),
         data: kiln_runtime::SecretData(value.to_vec()),
-        mode: number("mode", 8, 0o400),
-        uid: number("uid", 10, 0),
-        gid: number("gid", 10, 0),
+        mode: mount.options.mode.unwrap_or(0o400),
+        uid: mount.options.uid.unwrap_or(0),
+        gid: mount.options.gid.unwrap_or(0),
     }))
 }
 

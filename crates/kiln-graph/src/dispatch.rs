@@ -782,7 +782,7 @@ fn run(
             _ => {}
         }
         if mount.kind == MountKind::Cache {
-            let id = option(&mount.options, "id").unwrap_or_default().to_owned();
+            let id = mount.options.id.clone().unwrap_or_default();
             sources.push(Source::CacheMount { id });
         }
         mounts.push(mount);
@@ -854,14 +854,6 @@ fn run_history(args: &[(String, String)], argv: &[String]) -> String {
     out
 }
 
-fn option<'a>(options: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    options
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
 fn mount(
     text: &str,
     index: usize,
@@ -882,11 +874,11 @@ fn mount(
         }
         None => None,
     };
-    let id = option(&spec.options, "id").map(str::to_owned);
+    let id = spec.options.id.clone();
     let target = match (spec.kind, &spec.target) {
         (MountKind::Secret, None) => match &id {
             Some(id) => format!("/run/secrets/{id}"),
-            None if option(&spec.options, "env").is_some() => String::new(),
+            None if spec.options.env.is_some() => String::new(),
             None => {
                 return Err(PlanError::at(
                     span,
@@ -911,11 +903,11 @@ fn mount(
         // BuildKit's default cache id is the target as written, cleaned
         // (`.` when there is none), not the path it mounts at.
         let raw = spec.target.as_deref().unwrap_or("");
-        options.push(("id".into(), go_clean(raw)));
+        options.id = Some(go_clean(raw));
     }
     if spec.kind == MountKind::Secret && id.is_none() && !target.is_empty() {
         let name = target.rsplit('/').next().unwrap_or_default().to_owned();
-        options.push(("id".into(), name));
+        options.id = Some(name);
     }
     Ok(Mount {
         kind: spec.kind,

@@ -214,9 +214,42 @@ pub struct Mount {
     /// `source=`: path inside `from` (or the context) to mount.
     pub source: Option<String>,
     pub read_only: bool,
-    /// The other options (`id`, `sharing`, `mode`, `uid`, `gid`, `size`,
-    /// `required`, `env`...), as given.
-    pub options: Vec<(String, String)>,
+    /// The options, parsed by the planner (`values::parse_mount`).
+    pub options: MountOptions,
+}
+
+/// `--mount` options besides type, target, source, from and ro/rw.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MountOptions {
+    /// cache: the shared directory's id (the planner fills BuildKit's
+    /// default, the target as written, cleaned); secret and ssh: which one
+    /// (a secret's default: its target's file name).
+    pub id: Option<String>,
+    pub sharing: Sharing,
+    /// cache, secret, ssh: the mode and owner of what is mounted (each
+    /// kind has its own default).
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// tmpfs: its size in bytes.
+    pub size: Option<u64>,
+    /// secret, ssh: a build without it fails.
+    pub required: bool,
+    /// secret: also (or only) as this environment variable.
+    pub env: Option<String>,
+}
+
+/// `sharing=` of a cache mount.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    /// Steps use the directory at once (the default).
+    #[default]
+    Shared,
+    /// BuildKit gives each concurrent user its own copy; kiln shares it.
+    Private,
+    /// One step at a time.
+    Locked,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -3,7 +3,7 @@
 //! option lists. Each returns a message on error; the planner adds the
 //! position.
 
-use crate::graph::MountKind;
+use crate::graph::{MountKind, MountOptions, Sharing};
 
 /// A Go `time.ParseDuration` string in nanoseconds; negative values are
 /// reported as such so callers can reject them with their own words.
@@ -132,7 +132,7 @@ pub struct MountSpec {
     pub source: Option<String>,
     pub from: Option<String>,
     pub read_only: Option<bool>,
-    pub options: Vec<(String, String)>,
+    pub options: MountOptions,
 }
 
 /// Parses `type=cache,target=/x,...` (CSV: a field may be double-quoted).
@@ -143,7 +143,7 @@ pub fn parse_mount(text: &str) -> Result<MountSpec, String> {
         source: None,
         from: None,
         read_only: None,
-        options: Vec::new(),
+        options: MountOptions::default(),
     };
     for field in split_csv(text)? {
         let (key, value) = match field.split_once('=') {
@@ -178,21 +178,41 @@ pub fn parse_mount(text: &str) -> Result<MountSpec, String> {
             "from" => spec.from = Some(need(value)?),
             "readonly" | "ro" => spec.read_only = Some(bool_value(&value)?),
             "readwrite" | "rw" => spec.read_only = Some(!bool_value(&value)?),
-            "id" | "sharing" | "mode" | "uid" | "gid" | "size" | "required" | "env" => {
-                let value = value.unwrap_or_else(|| "true".to_owned());
-                if key == "sharing" && !matches!(value.as_str(), "shared" | "private" | "locked") {
-                    return Err(format!(
-                        "unsupported sharing value {value:?} (shared, private, locked)"
-                    ));
+            "id" => spec.options.id = Some(need(value)?),
+            "env" => spec.options.env = Some(need(value)?),
+            "required" => spec.options.required = bool_value(&value)?,
+            "sharing" => {
+                spec.options.sharing = match need(value)?.as_str() {
+                    "shared" => Sharing::Shared,
+                    "private" => Sharing::Private,
+                    "locked" => Sharing::Locked,
+                    other => {
+                        return Err(format!(
+                            "unsupported sharing value {other:?} (shared, private, locked)"
+                        ))
+                    }
                 }
-                if matches!(key.as_str(), "uid" | "gid") && value.parse::<u32>().is_err() {
-                    return Err(format!("invalid {key} {value:?}: expected a number"));
-                }
-                if key == "mode" && u32::from_str_radix(&value, 8).is_err() {
-                    return Err(format!("invalid mode {value:?}: expected octal"));
-                }
-                spec.options.push((key, value));
             }
+            "uid" | "gid" => {
+                let value = need(value)?;
+                let id = value
+                    .parse::<u32>()
+                    .map_err(|_| format!("invalid {key} {value:?}: expected a number"))?;
+                if key == "uid" {
+                    spec.options.uid = Some(id);
+                } else {
+                    spec.options.gid = Some(id);
+                }
+            }
+            "mode" => {
+                let value = need(value)?;
+                let mode = u32::from_str_radix(&value, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777)
+                    .ok_or_else(|| format!("invalid mode {value:?}: expected octal"))?;
+                spec.options.mode = Some(mode);
+            }
+            "size" => spec.options.size = Some(parse_memory_size(&need(value)?)?),
             _ => return Err(format!("unexpected key {key:?} in mount {text:?}")),
         }
     }
@@ -240,6 +260,51 @@ fn split_csv(text: &str) -> Result<Vec<String>, String> {
         }
         fields.push(field);
     }
+}
+
+/// Parses a size in Docker's grammar (`docker run --memory`, a tmpfs
+/// mount's `size=`: go-units' `RAMInBytes`):
+/// a number, possibly with a fraction, and an optional unit `b`, `k`,
+/// `m`, `g`, `t` or `p` (any case, binary multiples, optionally followed
+/// by `i` and/or `b`: `64m`, `1.5g`, `512MiB`, `1048576`).
+pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {text:?}: expected a number with an optional unit (b, k, m, g, t, p), e.g. 64m")
+    };
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let (letter, rest) = match unit.chars().next() {
+        Some(c @ ('k' | 'm' | 'g' | 't' | 'p')) => (Some(c), &unit[1..]),
+        _ => (None, unit.as_str()),
+    };
+    let rest = if letter.is_some() {
+        rest.strip_prefix('i').unwrap_or(rest)
+    } else {
+        rest
+    };
+    if !(rest.is_empty() || rest == "b") {
+        return Err(bad());
+    }
+    let shift = match letter {
+        None => 0,
+        Some('k') => 10,
+        Some('m') => 20,
+        Some('g') => 30,
+        Some('t') => 40,
+        _ => 50,
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
 }
 
 /// `--chmod`, parsed once by the planner and only applied by the builder:
@@ -433,6 +498,27 @@ mod tests {
     }
 
     #[test]
+    fn memory_sizes_follow_docker() {
+        let mib = 1024 * 1024;
+        for (text, bytes) in [
+            ("64m", 64 * mib),
+            ("64M", 64 * mib),
+            ("64mb", 64 * mib),
+            ("64MiB", 64 * mib),
+            ("1.5g", 1536 * mib),
+            ("512k", 512 * 1024),
+            ("100", 100),
+            ("100b", 100),
+            ("2 g", 2048 * mib),
+        ] {
+            assert_eq!(parse_memory_size(text), Ok(bytes), "{text}");
+        }
+        for text in ["", "m", "-1m", "1x", "1.m", ".5m", "1mm", "1ib", "1e9"] {
+            assert!(parse_memory_size(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("30s"), Ok(30_000_000_000));
         assert_eq!(parse_go_duration("1m30s"), Ok(90_000_000_000));
@@ -487,13 +573,15 @@ mod tests {
         let m = parse_mount("type=cache,target=/root/.cache,id=pip,sharing=locked").unwrap();
         assert_eq!(m.kind, MountKind::Cache);
         assert_eq!(m.target.as_deref(), Some("/root/.cache"));
-        assert_eq!(
-            m.options,
-            [
-                ("id".into(), "pip".into()),
-                ("sharing".into(), "locked".into())
-            ]
-        );
+        assert_eq!(m.options.id.as_deref(), Some("pip"));
+        assert_eq!(m.options.sharing, Sharing::Locked);
+        let m = parse_mount("type=tmpfs,target=/t,size=64m").unwrap();
+        assert_eq!(m.options.size, Some(64 << 20));
+        let m = parse_mount("type=secret,id=s,required,mode=0440,uid=1000").unwrap();
+        assert!(m.options.required);
+        assert_eq!((m.options.mode, m.options.uid), (Some(0o440), Some(1000)));
+        assert!(parse_mount("type=tmpfs,target=/t,size=lots").is_err());
+        assert!(parse_mount("type=secret,id=s,required=maybe").is_err());
         let m = parse_mount("target=/src,from=build,source=/out,rw").unwrap();
         assert_eq!((m.kind, m.read_only), (MountKind::Bind, Some(false)));
         assert_eq!(m.from.as_deref(), Some("build"));

@@ -549,7 +549,11 @@ fn copy_sources_heredocs_and_flags() {
     assert_eq!(op.sources, ["src/", "docs/"]);
     assert_eq!(op.dest, "/app/");
     assert_eq!(
-        (op.chown.as_deref(), op.chmod.as_ref().map(|c| c.as_str()), op.link),
+        (
+            op.chown.as_deref(),
+            op.chmod.as_ref().map(|c| c.as_str()),
+            op.link
+        ),
         (Some("app:app"), Some("0755"), true)
     );
     assert_eq!(op.excludes, ["*.md"]);

@@ -153,7 +153,7 @@ pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, Tty
 pub use error::RuntimeError;
 pub use seccomp::Seccomp;
 pub use spec::{
-    parse_memory_size, BindSource, ContainerSpec, ExitStatus, Mount, Network, Resources,
-    SecretData, Stdin, Stdio, User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
+    BindSource, ContainerSpec, ExitStatus, Mount, Network, Resources, SecretData, Stdin, Stdio,
+    User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
 };
 pub use user::{process_user, resolve_user, set_default_home, ResolvedUser};

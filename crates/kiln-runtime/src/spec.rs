@@ -113,50 +113,6 @@ impl Resources {
     }
 }
 
-/// Parses a memory size in Docker's grammar (`docker run --memory`):
-/// a number, possibly with a fraction, and an optional unit `b`, `k`,
-/// `m`, `g`, `t` or `p` (any case, binary multiples, optionally followed
-/// by `i` and/or `b`: `64m`, `1.5g`, `512MiB`, `1048576`).
-pub fn parse_memory_size(text: &str) -> Result<u64, String> {
-    let bad = || {
-        format!("invalid size {text:?}: expected a number with an optional unit (b, k, m, g, t, p), e.g. 64m")
-    };
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
-        return Err(bad());
-    }
-    let value: f64 = number.parse().map_err(|_| bad())?;
-    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
-    let (letter, rest) = match unit.chars().next() {
-        Some(c @ ('k' | 'm' | 'g' | 't' | 'p')) => (Some(c), &unit[1..]),
-        _ => (None, unit.as_str()),
-    };
-    let rest = if letter.is_some() {
-        rest.strip_prefix('i').unwrap_or(rest)
-    } else {
-        rest
-    };
-    if !(rest.is_empty() || rest == "b") {
-        return Err(bad());
-    }
-    let shift = match letter {
-        None => 0,
-        Some('k') => 10,
-        Some('m') => 20,
-        Some('g') => 30,
-        Some('t') => 40,
-        _ => 50,
-    };
-    let bytes = value * (1u64 << shift) as f64;
-    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
-}
-
 /// How the command's standard streams are connected. Kept apart from
 /// [`ContainerSpec`] (build steps always run with the default: stdin
 /// `/dev/null`, stdout and stderr piped to the sink).
@@ -533,27 +489,6 @@ mod tests {
         s.env = vec!["PATH=/a".into(), "PATH=/b".into()];
         assert_eq!(s.path_var(), "/b");
         assert_eq!(s.effective_env().len(), 2);
-    }
-
-    #[test]
-    fn memory_sizes_follow_docker() {
-        let mib = 1024 * 1024;
-        for (text, bytes) in [
-            ("64m", 64 * mib),
-            ("64M", 64 * mib),
-            ("64mb", 64 * mib),
-            ("64MiB", 64 * mib),
-            ("1.5g", 1536 * mib),
-            ("512k", 512 * 1024),
-            ("100", 100),
-            ("100b", 100),
-            ("2 g", 2048 * mib),
-        ] {
-            assert_eq!(parse_memory_size(text), Ok(bytes), "{text}");
-        }
-        for text in ["", "m", "-1m", "1x", "1.m", ".5m", "1mm", "1ib", "1e9"] {
-            assert!(parse_memory_size(text).is_err(), "{text}");
-        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub struct RunArgs {
     security_opt: Vec<String>,
     /// Memory limit: a number and a unit b, k, m or g (64m); past it the
     /// kernel kills a process of the container (exit 137)
-    #[arg(short, long, value_name = "SIZE", value_parser = kiln_runtime::parse_memory_size)]
+    #[arg(short, long, value_name = "SIZE", value_parser = kiln_graph::values::parse_memory_size)]
     memory: Option<u64>,
     /// How much CPU time the container may use, in CPUs (0.5: half of one)
     #[arg(long, value_name = "N")]
