@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::base::load_base;
 use crate::cancel::Cancel;
 use crate::copy::{copy_layer, CopyRequest};
-use crate::copy_step::prepare_copy;
+use crate::copy_step::{prepare_copy, resolve_owner};
 use crate::error::BuildError;
 use crate::rootfs;
 use crate::run_step::run_step;
@@ -656,16 +656,28 @@ impl Step<'_> {
             .is_some_and(|digest| self.store.has_snapshot(&digest))
     }
 
-    /// WORKDIR of a directory the stage lacks: a layer creating it.
+    /// WORKDIR of a directory the stage lacks: a layer creating it, owned by
+    /// the stage's USER as BuildKit makes it (root without one).
     fn mkdir_layer(&self, rel: &str, state: &mut StageFs) -> Result<Layer, BuildError> {
         let options = self.options;
+        let user = &self.node.inputs.user;
+        let owner = if user.is_empty() {
+            None
+        } else {
+            Some(resolve_owner(
+                self.store,
+                &state.layers,
+                user,
+                self.node.line,
+            )?)
+        };
         let request = CopyRequest {
             root: options.context,
             root_name: "the build context",
             sources: &[],
             heredocs: &[],
             dest: &format!("/{rel}/"),
-            owner: None,
+            owner,
             keep_source_owner: false,
             extract_archives: None,
             chmod: None,

@@ -650,3 +650,46 @@ fn whiteouts_in_an_image_never_reach_outside_its_tree() {
         "the store's parent is untouched"
     );
 }
+
+#[test]
+fn workdir_makes_its_directory_owned_by_the_user() {
+    // As BuildKit (differential case workdir-under-user): a directory
+    // WORKDIR creates belongs to USER, by number or by a name from the
+    // image's /etc/passwd; an existing one is left as it is.
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nUSER 1000:1001\nWORKDIR /numeric\nUSER nobody\nWORKDIR /named\nWORKDIR /tmp\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &f.root,
+        &["build", "-t", "wd", f.context.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&f.root, "wd", &f.work.join("wd"));
+    let owner = |p: &str| {
+        let meta = fs::metadata(rootfs.join(p)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner("numeric"), (1000, 1001));
+    assert_eq!(owner("named"), (65534, 65534));
+    assert_eq!(owner("tmp"), (0, 0));
+    assert_eq!(mode(&rootfs.join("tmp")), 0o1777);
+
+    // A USER the image does not know cannot own the directory.
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nUSER ghost\nWORKDIR /w\n",
+    )
+    .unwrap();
+    let out = kiln(
+        &f.root,
+        &["build", "-t", "wd2", f.context.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no user \"ghost\" in the image's /etc/passwd"),
+        "{}",
+        text(&out.stderr)
+    );
+}
