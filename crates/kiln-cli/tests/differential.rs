@@ -85,6 +85,10 @@ struct Case {
     chmods: Vec<(u32, String)>,
     /// Both builders must refuse the Dockerfile.
     fails: bool,
+    /// The images must differ: a deliberate difference, listed with its
+    /// reason in testdata/differential/README.md (so a change on either
+    /// side is noticed).
+    deliberate: bool,
 }
 
 fn read_case(dir: &Path) -> Case {
@@ -107,6 +111,7 @@ fn read_case(dir: &Path) -> Case {
             "build-arg" => case.build_args.push(value.to_owned()),
             "target" => case.target = Some(value.to_owned()),
             "fails" => case.fails = true,
+            "deliberate" => case.deliberate = true,
             "chmod" => {
                 let (mode, path) = value
                     .split_once(' ')
@@ -440,7 +445,19 @@ fn kiln_and_buildkit_build_the_same_images() {
             }
         }
         ran += 1;
-        let diffs = suite.run(case);
+        let mut diffs = suite.run(case);
+        if case.deliberate {
+            diffs = if diffs.is_empty() {
+                vec!["a deliberate difference (README.md) is gone: update the case".into()]
+            } else {
+                eprintln!(
+                    "deliberately different: {}:\n  {}",
+                    case.name,
+                    diffs.join("\n  ")
+                );
+                Vec::new()
+            };
+        }
         if diffs.is_empty() {
             eprintln!("same: {}", case.name);
         } else {
