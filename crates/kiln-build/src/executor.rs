@@ -468,7 +468,17 @@ impl Step<'_> {
                             .get(rel.as_bytes())
                             .is_some_and(|meta| meta.is_dir);
                     if exists {
-                        return Ok(None);
+                        // BuildKit's WORKDIR is always a layer, an empty
+                        // tar when the directory is there (differential
+                        // case workdir-existing): history and diff_ids
+                        // match.
+                        let empty = [0u8; 1024];
+                        let layer = kiln_store::import_layer(
+                            self.store.blobs(),
+                            &empty[..],
+                            "WORKDIR's empty layer",
+                        )?;
+                        return Ok(Some((layer, Indexed::Yes)));
                     }
                     let layer = self.mkdir_layer(&rel, state)?;
                     Ok(Some((layer, Indexed::Yes)))

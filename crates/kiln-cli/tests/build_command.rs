@@ -675,6 +675,20 @@ fn workdir_makes_its_directory_owned_by_the_user() {
     assert_eq!(owner("named"), (65534, 65534));
     assert_eq!(owner("tmp"), (0, 0));
     assert_eq!(mode(&rootfs.join("tmp")), 0o1777);
+    // WORKDIR of an existing directory is still a layer, the empty tar
+    // (1024 zero bytes), as BuildKit writes it (case workdir-existing).
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&f.root, &["inspect", "wd"]))).unwrap();
+    let config = &inspect["Config"];
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(
+        diff_ids.last().unwrap(),
+        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    );
+    assert_eq!(diff_ids.len(), 4, "{config:#}");
+    let last = config["history"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["created_by"], "WORKDIR /tmp");
+    assert!(last.get("empty_layer").is_none(), "{last}");
 
     // A USER the image does not know cannot own the directory.
     fs::write(
