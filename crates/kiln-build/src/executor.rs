@@ -462,6 +462,10 @@ impl Step<'_> {
                 record.key = key.hex();
                 let rel = rootfs::normalize(path);
                 self.cached_or(key, &record, None, state, |state| {
+                    // Through symlinks of the image, as BuildKit's mkdir
+                    // does: `WORKDIR /link/sub` makes `sub` in the link's
+                    // target and leaves the link (case workdir-through-symlink).
+                    let rel = state.tree(self.store)?.resolve(&rel);
                     let exists = rel.is_empty()
                         || state
                             .tree(self.store)?

@@ -27,6 +27,10 @@ pub struct PathMeta {
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
     paths: BTreeMap<Vec<u8>, PathMeta>,
+    /// Symlinks the layers hold → their targets, so WORKDIR can follow a
+    /// link to a directory as BuildKit does instead of replacing it. Paths
+    /// a step records with `insert` are taken as no links.
+    links: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 impl Tree {
@@ -52,9 +56,18 @@ impl Tree {
                 };
                 self.remove_children(&target);
                 self.paths.remove(&target);
+                self.links.remove(&target);
                 continue;
             }
             let header = entry.header();
+            match entry.link_name_bytes() {
+                Some(target) if header.entry_type().is_symlink() => {
+                    self.links.insert(path.clone(), target.into_owned());
+                }
+                _ => {
+                    self.links.remove(&path);
+                }
+            }
             let meta = PathMeta {
                 is_dir: header.entry_type().is_dir(),
                 mode: header.mode().unwrap_or(0o644),
@@ -80,6 +93,7 @@ impl Tree {
             .collect();
         for path in doomed {
             self.paths.remove(&path);
+            self.links.remove(&path);
         }
     }
 
@@ -88,8 +102,63 @@ impl Tree {
     }
 
     pub fn insert(&mut self, path: Vec<u8>, meta: PathMeta) {
+        self.links.remove(&path);
         self.paths.insert(path, meta);
     }
+
+    /// `path` (normalised, no leading `/`) with every symlink the layers
+    /// hold along it followed, as the kernel would inside the container:
+    /// absolute targets from the root, relative ones from the link's
+    /// directory, `..` never above the root. A chain longer than 40 links
+    /// (the kernel's limit) is left as it is.
+    pub fn resolve(&self, path: &str) -> String {
+        let mut parts: Vec<Vec<u8>> = split_parts(path.as_bytes());
+        let mut hops = 0;
+        let mut done = 0;
+        while done < parts.len() {
+            let prefix = parts[..=done].join(&b'/');
+            let Some(target) = self.links.get(&prefix) else {
+                done += 1;
+                continue;
+            };
+            hops += 1;
+            if hops > 40 {
+                return path.to_owned();
+            }
+            let mut next: Vec<Vec<u8>> = if target.starts_with(b"/") {
+                Vec::new()
+            } else {
+                parts[..done].to_vec()
+            };
+            next.extend(split_parts(target));
+            next.extend(parts[done + 1..].iter().cloned());
+            parts = clean_parts(next);
+            done = 0;
+        }
+        String::from_utf8_lossy(&parts.join(&b'/')).into_owned()
+    }
+}
+
+fn split_parts(path: &[u8]) -> Vec<Vec<u8>> {
+    path.split(|&b| b == b'/')
+        .filter(|part| !part.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+/// Drops `.` and applies `..` (never above the root).
+fn clean_parts(parts: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for part in parts {
+        match part.as_slice() {
+            b"." => {}
+            b".." => {
+                out.pop();
+            }
+            _ => out.push(part),
+        }
+    }
+    out
 }
 
 /// [`normalize`] on raw bytes.
@@ -230,5 +299,54 @@ fn remove_any(path: &Path) {
             let _ = fs::remove_file(path);
         }
         Err(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_with_links(links: &[(&str, &str)]) -> Tree {
+        let mut tree = Tree::default();
+        for (path, target) in links {
+            tree.links
+                .insert(path.as_bytes().to_vec(), target.as_bytes().to_vec());
+        }
+        tree
+    }
+
+    #[test]
+    fn resolve_follows_links_along_the_path() {
+        let tree = tree_with_links(&[
+            ("ln", "/real"),
+            ("rel", "real"),
+            ("real/up", "../other/./dir"),
+            ("deep/link", "../../../../top"),
+        ]);
+        assert_eq!(tree.resolve("ln/sub"), "real/sub");
+        assert_eq!(tree.resolve("rel/sub/x"), "real/sub/x");
+        assert_eq!(tree.resolve("ln/up/x"), "other/dir/x");
+        assert_eq!(tree.resolve("deep/link/x"), "top/x", "never above the root");
+        assert_eq!(tree.resolve("plain/dir"), "plain/dir");
+        assert_eq!(tree.resolve(""), "");
+    }
+
+    #[test]
+    fn resolve_leaves_a_link_loop_as_it_is() {
+        let tree = tree_with_links(&[("x", "y"), ("y", "x")]);
+        assert_eq!(tree.resolve("x/sub"), "x/sub");
+    }
+
+    #[test]
+    fn a_path_a_step_records_is_no_longer_a_link() {
+        let mut tree = tree_with_links(&[("ln", "/real")]);
+        let dir = PathMeta {
+            is_dir: true,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+        };
+        tree.insert(b"ln".to_vec(), dir);
+        assert_eq!(tree.resolve("ln/sub"), "ln/sub");
     }
 }
