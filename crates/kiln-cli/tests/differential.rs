@@ -85,6 +85,10 @@ struct Case {
     chmods: Vec<(u32, String)>,
     /// Both builders must refuse the Dockerfile.
     fails: bool,
+    /// `expect=/a /b`: syntax Docker 20.10's frontend lacks. kiln alone
+    /// builds it, and what it leaves under those paths must be the case's
+    /// `expected.txt`, written by hand from BuildKit's documentation.
+    expect: Vec<String>,
     /// The images must differ: a deliberate difference, listed with its
     /// reason in testdata/differential/README.md (so a change on either
     /// side is noticed).
@@ -112,6 +116,7 @@ fn read_case(dir: &Path) -> Case {
             "target" => case.target = Some(value.to_owned()),
             "fails" => case.fails = true,
             "deliberate" => case.deliberate = true,
+            "expect" => case.expect = value.split_whitespace().map(str::to_owned).collect(),
             "chmod" => {
                 let (mode, path) = value
                     .split_once(' ')
@@ -253,6 +258,9 @@ impl Suite {
             .args(&extra)
             .arg(&ctx)
             .env_remove("SOURCE_DATE_EPOCH");
+        if !case.expect.is_empty() {
+            return self.run_expected(case, kiln_cmd, &tag);
+        }
         // Both at once: the builds are independent and mostly waiting.
         let docker_child = std::thread::spawn(move || docker_cmd.output().unwrap());
         let kiln_out = kiln_cmd.output().unwrap();
@@ -311,6 +319,61 @@ impl Suite {
         let _ = std::fs::remove_dir_all(&ctx);
         let mut diffs = compare_files(&kiln_image, &docker_image);
         diffs.extend(compare_config(&kiln_image.config, &docker_image.config));
+        diffs
+    }
+}
+
+impl Suite {
+    /// A case with `expect=`: kiln's image, under the named paths, against
+    /// the committed listing.
+    fn run_expected(&self, case: &Case, mut kiln_cmd: Command, tag: &str) -> Vec<String> {
+        let out = kiln_cmd.output().unwrap();
+        if !out.status.success() {
+            return vec![format!("kiln build failed:\n    {}", text(&out.stderr))];
+        }
+        let archive = self.work.join(format!("{}-kiln.tar", case.name));
+        ok(common::kiln(
+            &self.store,
+            &[
+                "save",
+                "--format",
+                "docker",
+                "-o",
+                archive.to_str().unwrap(),
+                tag,
+            ],
+        ));
+        let image = match image::read_docker_archive(&std::fs::read(&archive).unwrap()) {
+            Ok(image) => image,
+            Err(e) => return vec![format!("unreadable archive: {e}")],
+        };
+        let _ = std::fs::remove_file(&archive);
+        let wanted = std::fs::read_to_string(case.dir.join("expected.txt"))
+            .unwrap_or_else(|e| panic!("{}/expected.txt: {e}", case.name));
+        let wanted: BTreeSet<String> = wanted
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect();
+        let got: BTreeSet<String> = image
+            .files
+            .iter()
+            .filter(|(path, _)| {
+                case.expect
+                    .iter()
+                    .any(|root| *path == root || path.starts_with(&format!("{root}/")))
+            })
+            .map(|(path, entry)| entry.listing(path))
+            .collect();
+        let mut diffs: Vec<String> = wanted
+            .difference(&got)
+            .map(|l| format!("expected, not in kiln's image: {l}"))
+            .collect();
+        diffs.extend(
+            got.difference(&wanted)
+                .map(|l| format!("in kiln's image, not expected: {l}")),
+        );
         diffs
     }
 }

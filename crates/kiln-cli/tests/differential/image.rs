@@ -66,6 +66,19 @@ impl Entry {
         out
     }
 
+    /// One line of an expected listing (`expected.txt` of a case BuildKit
+    /// 20.10 cannot build): everything compared but xattrs.
+    pub fn listing(&self, path: &str) -> String {
+        let mut out = format!("{path} {}", self.describe());
+        if let Some(digest) = &self.digest {
+            out.push_str(&format!(" {digest}"));
+        }
+        if !self.links.is_empty() {
+            out.push_str(&format!(" links={}", self.links.join(",")));
+        }
+        out
+    }
+
     /// The attributes that differ between two entries at the same path.
     pub fn differences(&self, other: &Entry) -> Vec<String> {
         let mut out = Vec::new();
