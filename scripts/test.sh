@@ -14,7 +14,8 @@ fi
 # differential.rs), on a unix socket only, stopped however this script ends.
 dockerd_dir=target/dockerd
 trap 'scripts/start-dockerd.sh --stop "$dockerd_dir"' EXIT
-export "$(scripts/start-dockerd.sh "$dockerd_dir")"
+dockerd_env=$(scripts/start-dockerd.sh "$dockerd_dir")
+export "$dockerd_env"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
