@@ -13,9 +13,12 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # capture; debootstrap makes the bare Debian root of scripts/fresh-check.sh;
 # gcc and libc6-dev (its libc.a, from install-build-deps.sh) build the
 # static probe of threat_container_escape.rs (keyctl, personality...), which
-# runs some tests under util-linux's unshare. Later subsystems add theirs
-# here.
-APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux)
+# runs some tests under util-linux's unshare; docker.io (Docker 20.10 with
+# BuildKit) is the reference the differential suite builds every case of
+# testdata/differential/ with (scripts/start-dockerd.sh starts a private
+# daemon; the package's own service is not used). Later subsystems add
+# theirs here.
+APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

@@ -10,6 +10,12 @@ if [ ! -d ../shared/conformance ] || [ ! -d ../shared/bench ]; then
     "repository: the parser, shell-lexer, .dockerignore, real-world, seccomp and" \
     "benchmark-project suites are skipped (in CI they fail instead)" >&2
 fi
+# A private dockerd for the differential suite (crates/kiln-cli/tests/
+# differential.rs), on a unix socket only, stopped however this script ends.
+dockerd_dir=target/dockerd
+trap 'scripts/start-dockerd.sh --stop "$dockerd_dir"' EXIT
+dockerd_env=$(scripts/start-dockerd.sh "$dockerd_dir")
+export "$dockerd_env"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -177,9 +177,9 @@ fn fetch_remote_sources(
     Ok((staging, fetched))
 }
 
-/// `--chown=user[:group]`: numbers as they are, names looked up in the
-/// stage's /etc/passwd and /etc/group.
-fn resolve_owner(
+/// `--chown=user[:group]` (or USER's `user[:group]`): numbers as they are,
+/// names looked up in the stage's /etc/passwd and /etc/group.
+pub(crate) fn resolve_owner(
     store: &Store,
     layers: &[Layer],
     spec: &str,
@@ -207,10 +207,7 @@ fn resolve_owner(
     let (uid, default_gid) = match user.parse::<u64>() {
         Ok(uid) => (uid, uid),
         Err(_) => lookup("etc/passwd", user, 3)?.ok_or_else(|| {
-            BuildError::step(
-                line,
-                format!("--chown: no user {user:?} in the image's /etc/passwd"),
-            )
+            BuildError::step(line, format!("no user {user:?} in the image's /etc/passwd"))
         })?,
     };
     let gid = match group {
@@ -222,7 +219,7 @@ fn resolve_owner(
                 .ok_or_else(|| {
                     BuildError::step(
                         line,
-                        format!("--chown: no group {group:?} in the image's /etc/group"),
+                        format!("no group {group:?} in the image's /etc/group"),
                     )
                 })?,
         },

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::base::pinned_base;
 use crate::cancel::Cancel;
 use crate::copy::{copy_layer, CopyRequest};
-use crate::copy_step::prepare_copy;
+use crate::copy_step::{prepare_copy, resolve_owner};
 use crate::error::BuildError;
 use crate::keys;
 use crate::rootfs;
@@ -467,7 +467,17 @@ impl Step<'_> {
                         real.is_empty() || tree.get(&real).is_some_and(|meta| meta.is_dir)
                     });
                     if exists {
-                        return Ok(None);
+                        // BuildKit's WORKDIR is always a layer, an empty
+                        // tar when the directory is there (differential
+                        // case workdir-existing): history and diff_ids
+                        // match.
+                        let empty = [0u8; 1024];
+                        let layer = kiln_store::import_layer(
+                            self.store.blobs(),
+                            &empty[..],
+                            "WORKDIR's empty layer",
+                        )?;
+                        return Ok(Some((layer, Indexed::Yes)));
                     }
                     let layer = self.mkdir_layer(&rel, state)?;
                     Ok(Some((layer, Indexed::Yes)))
@@ -661,16 +671,28 @@ impl Step<'_> {
             .is_some_and(|digest| self.store.has_snapshot(&digest))
     }
 
-    /// WORKDIR of a directory the stage lacks: a layer creating it.
+    /// WORKDIR of a directory the stage lacks: a layer creating it, owned by
+    /// the stage's USER as BuildKit makes it (root without one).
     fn mkdir_layer(&self, rel: &str, state: &mut StageFs) -> Result<Layer, BuildError> {
         let options = self.options;
+        let user = &self.node.inputs.user;
+        let owner = if user.is_empty() {
+            None
+        } else {
+            Some(resolve_owner(
+                self.store,
+                &state.layers,
+                user,
+                self.node.line,
+            )?)
+        };
         let request = CopyRequest {
             root: options.context,
             root_name: "the build context",
             sources: &[],
             heredocs: &[],
             dest: &format!("/{rel}/"),
-            owner: None,
+            owner,
             keep_source_owner: false,
             extract_archives: None,
             chmod: None,

@@ -991,3 +991,60 @@ fn chmod_with_several_actions_plans_and_builds() {
         "{stderr}"
     );
 }
+
+#[test]
+fn workdir_makes_its_directory_owned_by_the_user() {
+    // As BuildKit (differential case workdir-under-user): a directory
+    // WORKDIR creates belongs to USER, by number or by a name from the
+    // image's /etc/passwd; an existing one is left as it is.
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nUSER 1000:1001\nWORKDIR /numeric\nUSER nobody\nWORKDIR /named\nWORKDIR /tmp\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &f.root,
+        &["build", "-t", "wd", f.context.to_str().unwrap()],
+    ));
+    let rootfs = umoci_unpack(&f.root, "wd", &f.work.join("wd"));
+    let owner = |p: &str| {
+        let meta = fs::metadata(rootfs.join(p)).unwrap();
+        (meta.uid(), meta.gid())
+    };
+    assert_eq!(owner("numeric"), (1000, 1001));
+    assert_eq!(owner("named"), (65534, 65534));
+    assert_eq!(owner("tmp"), (0, 0));
+    assert_eq!(mode(&rootfs.join("tmp")), 0o1777);
+    // WORKDIR of an existing directory is still a layer, the empty tar
+    // (1024 zero bytes), as BuildKit writes it (case workdir-existing).
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&f.root, &["inspect", "wd"]))).unwrap();
+    let config = &inspect["Config"];
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+    assert_eq!(
+        diff_ids.last().unwrap(),
+        "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+    );
+    assert_eq!(diff_ids.len(), 4, "{config:#}");
+    let last = config["history"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["created_by"], "WORKDIR /tmp");
+    assert!(last.get("empty_layer").is_none(), "{last}");
+
+    // A USER the image does not know cannot own the directory.
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nUSER ghost\nWORKDIR /w\n",
+    )
+    .unwrap();
+    let out = kiln(
+        &f.root,
+        &["build", "-t", "wd2", f.context.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no user \"ghost\" in the image's /etc/passwd"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -71,6 +71,19 @@ pub struct ImageConfig {
         rename = "OnBuild"
     )]
     pub on_build: Vec<String>,
+    /// Set by every CMD, as BuildKit does. Only Windows reads it (the
+    /// command line is already escaped); it is kept so kiln's configs match
+    /// BuildKit's.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "is_false"
+    )]
+    pub args_escaped: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 /// The `{}` values of ExposedPorts and Volumes.

@@ -245,7 +245,18 @@ fn arg(
 ) -> Result<ConfigEffect, PlanError> {
     let mut declared = Vec::new();
     let mut used = Vec::new();
+    // BuildKit's history line: each name with the default as written in
+    // the Dockerfile (expanded), never a --build-arg value.
+    let mut shown = Vec::new();
     for (name, default, span) in arg_words(ins)? {
+        let expanded_default = match &default {
+            Some(default) => Some(expander(state, ctx).word(default, span)?),
+            None => None,
+        };
+        shown.push(match &expanded_default {
+            Some(value) => format!("{name}={value}"),
+            None => name.clone(),
+        });
         let value = if let Some(value) = ctx.options.build_args.get(&name) {
             Some(value.clone())
         } else if let Some(default) = default {
@@ -269,8 +280,7 @@ fn arg(
         build_args: used,
         ..Inputs::default()
     };
-    // ARG leaves no history entry (BuildKit records args in RUN lines).
-    Ok((inputs, None))
+    Ok((inputs, Some(format!("ARG {}", shown.join(" ")))))
 }
 
 /// ENV and LABEL: every pair expanded with the values from before this
@@ -407,7 +417,7 @@ fn volume(
             .volumes
             .insert(path.clone(), Empty {});
     }
-    Ok((inputs, Some(format!("VOLUME {}", json_list(&volumes)))))
+    Ok((inputs, Some(format!("VOLUME {}", go_plain_list(&volumes)))))
 }
 
 /// A command in exec form, or shell form wrapped in the current SHELL.
@@ -423,8 +433,24 @@ fn command_argv(args: &Arguments, state: &StageState) -> Option<(Vec<String>, bo
     }
 }
 
-fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_default()
+/// Go's `%q` of a string list, as BuildKit's CMD and ENTRYPOINT history
+/// lines print it: `["/bin/sh" "-c" "echo \"hi\""]`.
+fn go_quoted_list(items: &[String]) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        kiln_dockerfile::dump::go_quote_into(&mut out, item);
+    }
+    out.push(']');
+    out
+}
+
+/// Go's `%v` of a string list, as BuildKit's SHELL and VOLUME history
+/// lines print it: `[/bin/sh -c]` (no quotes, so not reversible).
+fn go_plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
 }
 
 /// CMD and ENTRYPOINT (not expanded: the container's shell does that).
@@ -435,11 +461,14 @@ fn command(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
         None => Vec::new(),
     };
     let config = Arc::make_mut(&mut state.image.config);
+    // BuildKit stores `CMD []` and `ENTRYPOINT []` as null: nothing set.
+    let setting = (!argv.is_empty()).then(|| argv.clone());
     if ins.kind == InstructionKind::Cmd {
-        config.cmd = Some(argv.clone());
+        config.cmd = setting;
+        config.args_escaped = true;
         state.cmd_set = true;
     } else {
-        config.entrypoint = Some(argv.clone());
+        config.entrypoint = setting;
         // A new ENTRYPOINT drops the CMD inherited from the base, as Docker does.
         if !state.cmd_set {
             config.cmd = None;
@@ -447,7 +476,7 @@ fn command(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
     }
     Ok((
         Inputs::default(),
-        Some(format!("{} {}", ins.kind.name(), json_list(&argv))),
+        Some(format!("{} {}", ins.kind.name(), go_quoted_list(&argv))),
     ))
 }
 
@@ -567,7 +596,7 @@ fn shell(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Plan
         }
     };
     let argv: Vec<String> = items.iter().map(|a| a.value.clone()).collect();
-    let shown = json_list(&argv);
+    let shown = go_plain_list(&argv);
     Arc::make_mut(&mut state.image.config).shell = Some(argv);
     Ok((Inputs::default(), Some(format!("SHELL {shown}"))))
 }
@@ -583,8 +612,10 @@ fn onbuild(ins: &Instruction, state: &mut StageState) -> Result<ConfigEffect, Pl
     let trigger = inner.original.trim().to_owned();
     Arc::make_mut(&mut state.image.config)
         .on_build
-        .push(trigger.clone());
-    Ok((Inputs::default(), Some(format!("ONBUILD {trigger}"))))
+        .push(trigger);
+    // BuildKit records no history entry for ONBUILD (only the config's
+    // OnBuild list changes), unlike the classic builder's `#(nop)` line.
+    Ok((Inputs::default(), None))
 }
 
 /// `WORKDIR`: relative paths are joined to the previous one.
@@ -699,11 +730,16 @@ fn run_environment(state: &StageState, ctx: &DispatchContext<'_>) -> RunEnvironm
             env.push((name.to_owned(), value.to_owned()));
         }
     }
+    // BuildKit lists every declared arg, with the ENV value where an ENV
+    // of the same name hides it (`ARG V=a`, `ENV V=e`: `RUN |1 V=e ...`).
     let history_args = state
         .args
         .all_or_empty()
         .filter(|(name, _)| !is_proxy_arg(name))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .map(|(k, v)| {
+            let shown = config.env_value(k).unwrap_or(v);
+            (k.to_owned(), shown.to_owned())
+        })
         .collect();
     let proxy_env = ctx
         .options
@@ -841,7 +877,8 @@ fn run_display(ins: &Instruction) -> &str {
         .unwrap_or(original)
 }
 
-/// BuildKit's history line for RUN: `RUN |2 A=1 B=2 /bin/sh -c make`.
+/// BuildKit's history line for RUN: `RUN |2 A=1 B=2 /bin/sh -c make # buildkit`
+/// (BuildKit appends ` # buildkit` to every step that makes a layer).
 fn run_history(args: &[(String, String)], argv: &[String]) -> String {
     let mut out = String::from("RUN ");
     if !args.is_empty() {
@@ -851,6 +888,7 @@ fn run_history(args: &[(String, String)], argv: &[String]) -> String {
         }
     }
     out.push_str(&argv.join(" "));
+    out.push_str(" # buildkit");
     out
 }
 
@@ -1039,8 +1077,10 @@ fn copy(
             },
         );
     }
+    // The destination as written (expanded), not resolved against WORKDIR:
+    // BuildKit records `COPY a.txt . # buildkit`.
     let created_by = format!(
-        "{name} {}{} {dest} # buildkit",
+        "{name} {}{} {dest_text} # buildkit",
         if heredocs.is_empty() {
             ""
         } else {
