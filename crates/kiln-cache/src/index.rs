@@ -198,17 +198,15 @@ fn read_touching<T: DeserializeOwned>(path: &Path) -> Option<T> {
     Some(value)
 }
 
+/// Replaced whole through `atomic-write-file` (unnamed temp, fsync, rename,
+/// directory fsync), kiln's one way of writing metadata.
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), CacheError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let bytes = serde_json::to_vec(value).map_err(|e| io_error(path)(io::Error::other(e)))?;
-    let temp = dir.join(format!(
-        ".tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    fs::write(&temp, bytes).map_err(io_error(&temp))?;
-    fs::rename(&temp, path).map_err(io_error(path))
+    let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(io_error(path))?;
+    io::Write::write_all(&mut file, &bytes).map_err(io_error(path))?;
+    file.commit().map_err(io_error(path))
 }
 
 #[cfg(test)]

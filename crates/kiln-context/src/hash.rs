@@ -121,8 +121,9 @@ impl StatCache {
         dir.join(name)
     }
 
-    /// Writes the cache back if it changed: to a temp file, then renamed,
-    /// so a crash leaves the old cache or the new one.
+    /// Writes the cache back if it changed, through `atomic-write-file`
+    /// (unnamed temp, fsync, rename, directory fsync), so a crash leaves
+    /// the old cache or the new one.
     pub fn save(&self) -> Result<(), ContextError> {
         let Some(file) = &self.file else {
             return Ok(());
@@ -137,9 +138,10 @@ impl StatCache {
         if let Some(parent) = file.parent() {
             fs::create_dir_all(parent).map_err(|e| ContextError::io(parent, e))?;
         }
-        let temp = file.with_extension(format!("tmp-{}", std::process::id()));
-        fs::write(&temp, bytes).map_err(|e| ContextError::io(&temp, e))?;
-        fs::rename(&temp, file).map_err(|e| ContextError::io(file, e))?;
+        let mut out = atomic_write_file::AtomicWriteFile::open(file)
+            .map_err(|e| ContextError::io(file, e))?;
+        std::io::Write::write_all(&mut out, &bytes).map_err(|e| ContextError::io(file, e))?;
+        out.commit().map_err(|e| ContextError::io(file, e))?;
         *lock(&self.dirty) = false;
         Ok(())
     }

@@ -252,15 +252,19 @@ impl Containers {
         Ok(record)
     }
 
-    /// Writes the record atomically (temp file + rename).
+    /// Writes the record through `atomic-write-file` (unnamed temp,
+    /// fsync, rename, directory fsync): a crash leaves the old record or
+    /// the new one.
     pub fn save(&self, record: &ContainerRecord) -> Result<(), RuntimeError> {
         let dir = self.dir(&record.id);
         let bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| RuntimeError::io("encode", &dir, io::Error::other(e)))?;
-        let temp = dir.join(format!(".container.json.{}", std::process::id()));
-        fs::write(&temp, bytes).map_err(|e| RuntimeError::io("write", &temp, e))?;
         let path = dir.join("container.json");
-        fs::rename(&temp, &path).map_err(|e| RuntimeError::io("rename", &path, e))
+        let mut file = atomic_write_file::AtomicWriteFile::open(&path)
+            .map_err(|e| RuntimeError::io("create", &path, e))?;
+        io::Write::write_all(&mut file, &bytes).map_err(|e| RuntimeError::io("write", &path, e))?;
+        file.commit()
+            .map_err(|e| RuntimeError::io("rename", &path, e))
     }
 
     pub fn load(&self, id: &str) -> Option<ContainerRecord> {

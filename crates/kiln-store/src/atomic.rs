@@ -2,32 +2,27 @@
 //! fsync it, rename it over the target, fsync the directory. A crash at any
 //! instant leaves either the old file or the new one, never a mix.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::{IoContext, StoreError};
 
-/// Replaces `target` with `bytes` atomically, through the temp file
-/// `temp_name` beside it (an owner's temp name, so GC knows whose it is).
-pub(crate) fn write_atomic(target: &Path, temp_name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = target.parent().unwrap_or(Path::new("."));
-    let temp = dir.join(temp_name);
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .at(&temp)?;
-        file.write_all(bytes).at(&temp)?;
-        file.sync_all().at(&temp)?;
-        fs::rename(&temp, target).at(target)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+/// Replaces `target` with `bytes` atomically and durably (see
+/// [`write_file_atomic`]).
+pub(crate) fn write_atomic(target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file_atomic(target, bytes).at(target)
+}
+
+/// The one way kiln replaces a metadata file (the store's index, cache
+/// entries, the stat cache, container records): `atomic-write-file`'s
+/// unnamed temp file in the target's directory (`O_TMPFILE`, so a kill
+/// leaves no temp behind), fsync, rename over the target, fsync of the
+/// directory. A crash at any instant leaves the old file or the new one.
+fn write_file_atomic(target: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = atomic_write_file::AtomicWriteFile::open(target)?;
+    file.write_all(bytes)?;
+    file.commit()
 }
 
 /// Makes a rename in `dir` durable.

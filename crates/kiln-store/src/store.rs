@@ -163,7 +163,7 @@ impl Store {
 
     /// Writes `target` atomically through a temp file of this process.
     pub(crate) fn write_atomic(&self, target: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        write_atomic(target, &self.owner.temp_name("write")?, bytes)
+        write_atomic(target, bytes)
     }
 
     /// A temp name of this process, for a file or directory in the store.
