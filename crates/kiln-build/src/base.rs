@@ -74,85 +74,22 @@ pub fn load_image(
         reference: reference.to_owned(),
         message,
     };
-    let manifest_digest = *manifest_digest;
-    // Kept from GC while this process uses it, whatever `rmi` does.
-    store
-        .lease(&manifest_digest)
-        .map_err(|_| fail("removed from the store while being read".into()))?;
-    let manifest: Value = serde_json::from_slice(&store.blobs().read(&manifest_digest)?)
-        .map_err(|e| fail(format!("bad manifest: {e}")))?;
-    let config_digest: Digest = manifest["config"]["digest"]
-        .as_str()
-        .ok_or_else(|| fail("manifest without config".into()))?
-        .parse()?;
-    let config: Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)
-        .map_err(|e| fail(format!("bad config: {e}")))?;
-    let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let mut layers = Vec::new();
-    for (n, layer) in manifest["layers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        let media_type = layer["mediaType"].as_str().unwrap_or_default();
-        let digest: Digest = layer["digest"].as_str().unwrap_or_default().parse()?;
-        if media_type.ends_with("tar") {
-            layers.push(Layer {
-                digest,
-                size: layer["size"].as_u64().unwrap_or(0),
-                entries: 0,
-            });
-            continue;
+    let image = store.image(manifest_digest).map_err(|e| match e {
+        kiln_store::StoreError::MissingBlob(_) => {
+            fail("removed from the store while being read".into())
         }
-        let compressed = ["tar+gzip", "tar.gzip", "tar+zstd"];
-        if !compressed.iter().any(|suffix| media_type.ends_with(suffix)) {
-            return Err(fail(format!(
-                "layers of type {media_type} are not supported yet"
-            )));
-        }
-        // The store works on plain tars (their digest is the diffID): a
-        // compressed layer is expanded once and checked against the config.
-        let diff_id: Digest = diff_ids
-            .get(n)
-            .ok_or_else(|| fail(format!("config has no diff_id for layer {n}")))?
-            .parse()?;
-        if !store.blobs().contains(&diff_id) {
-            let plain = kiln_store::open_layer(store.blobs(), &digest)?;
-            store.blobs().put_reader(plain, Some(&diff_id))?;
-        }
-        let size = std::fs::metadata(store.blobs().path(&diff_id)).map_or(0, |m| m.len());
-        layers.push(Layer {
-            digest: diff_id,
-            size,
-            entries: 0,
-        });
-    }
+        other => fail(other.to_string()),
+    })?;
     Ok(BaseImage {
-        manifest: manifest_digest,
-        layers,
-        config,
+        manifest: image.manifest_digest,
+        layers: image.layers,
+        config: image.config,
     })
 }
 
 /// The layers of the image whose manifest is `manifest`, bottom first.
 fn image_layers(store: &Store, manifest: &Digest) -> Result<Vec<Layer>, BuildError> {
-    let manifest: Value = serde_json::from_slice(&store.blobs().read(manifest)?)
-        .map_err(|e| BuildError::step(0, format!("bad manifest: {e}")))?;
-    let mut layers = Vec::new();
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
-        layers.push(Layer {
-            digest: layer["digest"].as_str().unwrap_or_default().parse()?,
-            size: layer["size"].as_u64().unwrap_or(0),
-            entries: 0,
-        });
-    }
-    Ok(layers)
+    Ok(store.image(manifest)?.layers)
 }
 
 /// Unpacks the image whose manifest is `manifest` into `dir` (for

@@ -20,6 +20,7 @@ pub mod snapshot;
 mod snapshot_check;
 pub mod squash;
 pub mod store;
+mod stored_image;
 pub mod tar_headers;
 
 pub use archive::{load, save, ArchiveFormat};
@@ -36,3 +37,4 @@ pub use reference::Reference;
 pub use snapshot::layer_from_upper;
 pub use squash::squash_layers;
 pub use store::{GcReport, Problem, Reach, Store, Tag, REF_NAME};
+pub use stored_image::StoredImage;

@@ -312,3 +312,58 @@ fn store_temps(root: &std::path::Path) -> Vec<String> {
         .filter(|n| n.starts_with(".tmp-"))
         .collect()
 }
+
+/// A tar of one file, and the same gzipped.
+fn tar_and_gzip(content: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder.append_data(&mut header, "f", content).unwrap();
+    let plain = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    (plain, gz.finish().unwrap())
+}
+
+fn gzip_image(store: &Store, gzipped: &[u8], diff_id: &str) -> Digest {
+    let layer = store.blobs().put(gzipped).unwrap();
+    let config = format!(r#"{{"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#);
+    let config_digest = store.blobs().put(config.as_bytes()).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer.to_string(), "size": gzipped.len()}],
+    });
+    store
+        .blobs()
+        .put(&serde_json::to_vec(&manifest).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_compressed_layer_reads_back_expanded_and_checked_against_its_diff_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (plain, gzipped) = tar_and_gzip(b"hello\n");
+    let diff_id = Digest::of(&plain);
+    let image = store
+        .image(&gzip_image(&store, &gzipped, &diff_id.to_string()))
+        .unwrap();
+    assert_eq!(image.layers.len(), 1);
+    assert_eq!(image.layers[0].digest, diff_id);
+    assert_eq!(store.blobs().read(&diff_id).unwrap(), plain);
+    assert_eq!(image.manifest.layers().len(), 1);
+
+    // A config that lies about the diffID: the expansion does not match.
+    let (_, other) = tar_and_gzip(b"other\n");
+    let lie = Digest::of(b"not the tar");
+    let error = store
+        .image(&gzip_image(&store, &other, &lie.to_string()))
+        .unwrap_err();
+    assert!(error.to_string().contains("does not match"), "{error}");
+}
