@@ -770,6 +770,118 @@ fn copy_metadata(path: &Path, metadata: &Metadata) -> Result<(), RuntimeError> {
 mod tests {
     use super::*;
 
+    /// The plan for a spec with every kind of mount, made without root
+    /// (nothing here mounts: `prepare` only decides): what the child will
+    /// mount where, and that every mount point lives in the skeleton lower
+    /// dir, never in the upper dir that becomes the layer.
+    #[test]
+    fn a_prepared_plan_places_every_mount_outside_the_upper_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let lower = dir.path().join("lower");
+        fs::create_dir_all(lower.join("etc")).unwrap();
+        fs::write(lower.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+        let host = dir.path().join("host-src");
+        fs::create_dir(&host).unwrap();
+        let spec = ContainerSpec {
+            lower_dirs: vec![lower],
+            upper_dir: dir.path().join("upper"),
+            work_dir: dir.path().join("work"),
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/usr/bin:/bin".into()],
+            cwd: "/work/dir".into(),
+            hostname: "h".into(),
+            network: Network::None,
+            state_parent: Some(dir.path().to_owned()),
+            mounts: vec![
+                Mount::Tmpfs {
+                    target: "/cache".into(),
+                    size_bytes: Some(1 << 20),
+                },
+                Mount::Bind {
+                    source: host.clone(),
+                    target: "/src".into(),
+                    readonly: true,
+                },
+                Mount::Secret {
+                    target: "/run/secrets/token".into(),
+                    data: crate::spec::SecretData(b"s3cret".to_vec()),
+                    mode: 0o400,
+                    uid: 0,
+                    gid: 0,
+                },
+            ],
+            ..Default::default()
+        };
+        let prepared = prepare(&spec).unwrap();
+        let plan = &prepared.plan;
+        let merged = plan.merged.to_str().unwrap().to_owned();
+        let at = |rel: &str| format!("{merged}{rel}");
+        let mounts: Vec<(String, String, String)> = plan
+            .pre_pivot
+            .iter()
+            .filter_map(|step| match step {
+                Step::Mount {
+                    source,
+                    target,
+                    fstype,
+                    data,
+                    ..
+                } => Some((
+                    target.to_str().unwrap().to_owned(),
+                    fstype
+                        .as_ref()
+                        .or(source.as_ref())
+                        .map(|c| c.to_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                    data.as_ref()
+                        .map(|d| d.to_str().unwrap().to_owned())
+                        .unwrap_or_default(),
+                )),
+                _ => None,
+            })
+            .collect();
+        // The rootfs first, then /proc, and the tmpfs with its size.
+        assert_eq!(
+            (mounts[0].0.as_str(), mounts[0].1.as_str()),
+            (merged.as_str(), "overlay")
+        );
+        assert!(mounts
+            .iter()
+            .any(|(t, f, _)| *t == at("/proc") && f == "proc"));
+        assert!(mounts
+            .iter()
+            .any(|(t, f, d)| *t == at("/cache") && f == "tmpfs" && d.contains("size=1048576")));
+        // The read-only bind is remounted read-only; the secret is written
+        // on the secrets tmpfs, bound, and made read-only.
+        let remounted: Vec<String> = plan
+            .pre_pivot
+            .iter()
+            .filter_map(|step| match step {
+                Step::RemountReadOnly { path } => Some(path.to_str().unwrap().to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert!(remounted.contains(&at("/src")), "{remounted:?}");
+        assert!(
+            remounted.contains(&at("/run/secrets/token")),
+            "{remounted:?}"
+        );
+        assert!(plan.pre_pivot.iter().any(|step| matches!(
+            step,
+            Step::WriteFile { data, mode: 0o400, .. } if data == b"s3cret"
+        )));
+        // Mount points exist in the skeleton lower dir, none in the upper.
+        let skeleton = prepared.state.path().join("lower");
+        assert!(skeleton.join("cache").is_dir() && skeleton.join("src").is_dir());
+        assert!(skeleton.join("run/secrets/token").is_file());
+        assert_eq!(fs::read_dir(&spec.upper_dir).unwrap().count(), 0);
+        // No network: a namespace of its own with loopback up.
+        assert!(plan.clone_flags.contains(CloneFlags::CLONE_NEWNET) && plan.loopback_up);
+        let cwd: Vec<_> = plan.cwd_dirs.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(cwd, ["/work", "/work/dir"]);
+        assert_eq!(plan.exec_candidates[0].to_str().unwrap(), "/usr/bin/sh");
+    }
+
     #[test]
     fn exec_candidates_follow_path() {
         let c = exec_candidates("sh", "/usr/bin:/bin/:").unwrap();
