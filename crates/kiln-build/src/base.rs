@@ -46,7 +46,7 @@ pub fn resolve_base(store: &Store, reference: &str) -> Result<Digest, BuildError
         reference: reference.to_owned(),
         message: "not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into(),
     })?;
-    Ok(descriptor.digest().to_string().parse()?)
+    Ok(Digest::of_descriptor(&descriptor)?)
 }
 
 /// The base a build resolved `reference` to before it started: a tag moved

@@ -301,7 +301,7 @@ fn run_stage(
             stage: node.stage,
             key: done.key,
             entry: Entry {
-                layer: done.layer.map(|l| l.digest.to_string()),
+                layer: done.layer.map(|l| l.digest),
                 layer_size: done.layer.map_or(0, |l| l.size),
                 created: done.created.clone(),
             },
@@ -551,7 +551,7 @@ impl Step<'_> {
             layer
         });
         let entry = Entry {
-            layer: layer.map(|l| l.digest.to_string()),
+            layer: layer.map(|l| l.digest),
             layer_size: layer.map_or(0, |l| l.size),
             created: self.options.created.to_owned(),
         };
@@ -597,7 +597,7 @@ impl Step<'_> {
         let layer = match &entry.layer {
             None => None,
             Some(digest) => {
-                let digest = digest.parse().ok()?;
+                let digest = *digest;
                 // Leased: GC keeps it for this build from now on (or has
                 // just taken it, and the step runs again).
                 if self.store.lease(&digest).is_err() {
@@ -633,8 +633,7 @@ impl Step<'_> {
             let Some((entry, blob)) = imported.step(key) else {
                 continue;
             };
-            if let (Some(digest), Some(path)) = (&entry.layer, blob) {
-                let digest = digest.parse().ok()?;
+            if let (Some(digest), Some(path)) = (entry.layer, blob) {
                 let file = std::fs::File::open(&path).ok()?;
                 if self.store.blobs().put_reader(file, Some(&digest)).is_err() {
                     continue;
@@ -667,7 +666,6 @@ impl Step<'_> {
             .cache
             .step(key)
             .and_then(|entry| entry.layer)
-            .and_then(|digest| digest.parse().ok())
             .is_some_and(|digest| self.store.has_snapshot(&digest))
     }
 

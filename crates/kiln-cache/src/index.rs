@@ -9,6 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use kiln_store::Digest;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::explain::StepRecord;
@@ -36,7 +37,7 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> CacheError + '_ {
 pub struct Entry {
     /// The layer's digest (plain tar: blob digest and diffID), if the step
     /// made one.
-    pub layer: Option<String>,
+    pub layer: Option<Digest>,
     pub layer_size: u64,
     /// When the step first ran: its history entry keeps this time, so a
     /// cached rebuild gives the same image.
@@ -124,7 +125,7 @@ impl CacheIndex {
             let entry = read_json::<Entry>(&path);
             out.push(ListedEntry {
                 key,
-                blob: entry.as_ref().and_then(|e| e.layer.clone()),
+                blob: entry.as_ref().and_then(|e| e.layer),
                 size: entry.map_or(0, |e| e.layer_size),
                 last_used,
             });
@@ -178,7 +179,7 @@ impl CacheIndex {
 pub struct ListedEntry {
     pub key: CacheKey,
     /// The layer it keeps.
-    pub blob: Option<String>,
+    pub blob: Option<Digest>,
     pub size: u64,
     pub last_used: SystemTime,
 }
@@ -221,7 +222,7 @@ mod tests {
         let key = KeyBuilder::new("copy").text("a", "b").finish();
         assert_eq!(index.step(&key), None);
         let entry = Entry {
-            layer: Some("sha256:00".into()),
+            layer: Some(Digest::of(b"layer")),
             layer_size: 3,
             created: "2026-01-01T00:00:00Z".into(),
         };

@@ -10,6 +10,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use kiln_store::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::index::{CacheError, Entry};
@@ -58,11 +59,9 @@ impl ImportedCache {
         let blob = match &entry.layer {
             None => None,
             Some(digest) => {
-                let hex = digest.strip_prefix("sha256:")?;
-                if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return None;
-                }
-                let path = self.dir.join("blobs/sha256").join(hex);
+                // A typed digest is 64 hex digits: it names a file in
+                // blobs/sha256 and nothing else.
+                let path = self.dir.join("blobs/sha256").join(digest.hex());
                 if !path.is_file() {
                     return None;
                 }
@@ -78,7 +77,7 @@ impl ImportedCache {
 pub fn export(
     dir: &Path,
     steps: &[(CacheKey, Entry)],
-    layer_path: impl Fn(&str) -> Option<PathBuf>,
+    layer_path: impl Fn(&Digest) -> Option<PathBuf>,
 ) -> Result<usize, CacheError> {
     let blobs = dir.join("blobs/sha256");
     real_dirs(dir, &["blobs", "sha256"])?;
@@ -101,10 +100,7 @@ pub fn export(
     manifest.version = 1;
     for (key, entry) in steps {
         if let Some(digest) = &entry.layer {
-            let Some(hex) = digest.strip_prefix("sha256:") else {
-                continue;
-            };
-            let target = blobs.join(hex);
+            let target = blobs.join(digest.hex());
             if fs::symlink_metadata(&target).is_err() {
                 let Some(source) = layer_path(digest) else {
                     continue;

@@ -79,7 +79,7 @@ fn gc_roots(store: &Store) -> Vec<Digest> {
     let cached = CacheIndex::open(&layout.cache())
         .entries()
         .into_iter()
-        .filter_map(|entry| entry.blob?.parse().ok());
+        .filter_map(|entry| entry.blob);
     let containers = Containers::open(&layout.containers())
         .list()
         .into_iter()

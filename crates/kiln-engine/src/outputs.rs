@@ -77,8 +77,7 @@ pub fn export_cache(
         .map(|step| (step.key, step.entry.clone()))
         .collect();
     kiln_cache::export(&cache_to.dest, &selected, |digest| {
-        let digest: Digest = digest.parse().ok()?;
-        Some(store.blobs().path(&digest))
+        Some(store.blobs().path(digest))
     })?;
     if cache_to.cache_mounts {
         kiln_cache::export_cache_mounts(&cache_to.dest, &store.layout().cache_mounts())?;

@@ -106,7 +106,7 @@ impl Engine {
                 line: 0,
             });
         }
-        let manifest = built.image.manifest.digest().to_string().parse()?;
+        let manifest = kiln_store::Digest::of_descriptor(&built.image.manifest)?;
         for tag in &request.tags {
             self.store.tag(tag, &built.image.manifest)?;
         }

@@ -84,7 +84,7 @@ pub fn save(
         };
     for name in names {
         let descriptor = store.resolve(name)?;
-        let manifest_digest: Digest = descriptor.digest().to_string().parse()?;
+        let manifest_digest = Digest::of_descriptor(&descriptor)?;
         let manifest = read_json(store, &manifest_digest, "manifest")?;
         let config_digest = digest_at(&manifest["config"]["digest"], "manifest config")?;
         let layers: Vec<Value> = manifest["layers"].as_array().cloned().unwrap_or_default();
@@ -236,7 +236,7 @@ pub fn load(store: &Store, archive: impl Read, what: &str) -> Result<Vec<String>
         for manifest in index["manifests"].as_array().into_iter().flatten() {
             let descriptor: oci_spec::image::Descriptor = serde_json::from_value(manifest.clone())
                 .map_err(json_error("index.json descriptor"))?;
-            let digest: Digest = descriptor.digest().to_string().parse()?;
+            let digest = Digest::of_descriptor(&descriptor)?;
             let reach = store.reachable(&[digest])?;
             if let Some(missing) = reach.missing.into_iter().next() {
                 return Err(StoreError::Unsupported(format!(

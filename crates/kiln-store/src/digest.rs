@@ -30,6 +30,24 @@ impl Digest {
     }
 }
 
+/// The digest an OCI descriptor names (oci-spec's own type admits other
+/// algorithms; kiln stores sha256 only): the one crossing from oci-spec's
+/// digests to kiln's.
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = StoreError;
+
+    fn try_from(digest: &oci_spec::image::Digest) -> Result<Digest, StoreError> {
+        digest.to_string().parse()
+    }
+}
+
+impl Digest {
+    /// What `descriptor` points at.
+    pub fn of_descriptor(descriptor: &oci_spec::image::Descriptor) -> Result<Digest, StoreError> {
+        Digest::try_from(descriptor.digest())
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sha256:{}", self.hex())

@@ -230,7 +230,7 @@ impl Store {
     /// manifest and everything it references must already be stored.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
         let wanted = Reference::parse(name)?.normalized();
-        let digest: Digest = manifest.digest().to_string().parse()?;
+        let digest = Digest::of_descriptor(manifest)?;
         // Leased, so GC cannot take it between this check and the tag.
         self.lease(&digest)?;
         let _lock = self.index_lock()?;
@@ -391,7 +391,7 @@ impl Store {
         let mut roots = self.owner.live_leases();
         roots.extend(extra_roots());
         for tag in self.tags()? {
-            roots.push(tag.manifest.digest().to_string().parse()?);
+            roots.push(Digest::of_descriptor(&tag.manifest)?);
         }
         Ok(roots)
     }
@@ -466,7 +466,7 @@ impl Store {
             }
         }
         for tag in self.tags()? {
-            let root: Digest = tag.manifest.digest().to_string().parse()?;
+            let root = Digest::of_descriptor(&tag.manifest)?;
             for missing in self.reachable(&[root])?.missing {
                 problems.push(Problem {
                     what: format!("image {}", tag.name),

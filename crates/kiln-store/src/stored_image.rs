@@ -37,7 +37,7 @@ impl Store {
         self.lease(manifest)?;
         let manifest_doc: ImageManifest = serde_json::from_slice(&self.blobs().read(manifest)?)
             .map_err(|e| bad(format!("not an image manifest: {e}")))?;
-        let config_digest: Digest = manifest_doc.config().digest().to_string().parse()?;
+        let config_digest = Digest::of_descriptor(manifest_doc.config())?;
         let config: Value = serde_json::from_slice(&self.blobs().read(&config_digest)?)
             .map_err(|e| bad(format!("its config does not parse: {e}")))?;
         let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
@@ -48,7 +48,7 @@ impl Store {
             .collect();
         let mut layers = Vec::new();
         for (n, descriptor) in manifest_doc.layers().iter().enumerate() {
-            let digest: Digest = descriptor.digest().to_string().parse()?;
+            let digest = Digest::of_descriptor(descriptor)?;
             let media_type = descriptor.media_type().to_string();
             if is_plain_tar(descriptor.media_type()) {
                 layers.push(Layer {

@@ -115,7 +115,7 @@ pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
             let mut layers = std::collections::BTreeMap::new();
             for entry in &entries {
                 if let Some(blob) = &entry.blob {
-                    layers.insert(blob.clone(), entry.size);
+                    layers.insert(*blob, entry.size);
                 }
             }
             let total: u64 = layers.values().sum();

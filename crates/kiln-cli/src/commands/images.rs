@@ -76,7 +76,7 @@ pub fn list(root: Option<&Path>) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let mut out = format!("{:<40} {:<14} {:>10}\n", "NAME", "IMAGE ID", "SIZE");
     for tag in store.tags()? {
-        let digest: Digest = tag.manifest.digest().to_string().parse()?;
+        let digest = Digest::of_descriptor(&tag.manifest)?;
         let size = image_size(&store, &digest).unwrap_or(0);
         out.push_str(&format!(
             "{:<40} {:<14} {:>10}\n",
@@ -138,7 +138,7 @@ struct StoredImage {
 
 fn read_image(store: &Store, name: &str) -> anyhow::Result<StoredImage> {
     let descriptor = store.resolve(name)?;
-    let digest: Digest = descriptor.digest().to_string().parse()?;
+    let digest = Digest::of_descriptor(&descriptor)?;
     let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(&digest)?)?;
     let config_digest: Digest = manifest["config"]["digest"]
         .as_str()
