@@ -198,6 +198,14 @@ impl Engine {
         let mut record = all
             .load(id)
             .ok_or_else(|| EngineError::Request(format!("no such container: {id}")))?;
+        // Before anything runs (the record's transition refuses it again
+        // once the container exists).
+        if record.is_running() {
+            return Err(EngineError::Request(format!(
+                "container {} is already running",
+                record.name
+            )));
+        }
         let spec = record.spec(&all.dir(id));
         let stdio = Stdio {
             stdin: if attach.stdin {
@@ -215,13 +223,30 @@ impl Engine {
         let mut container = Container::spawn_with(&spec, stdio)?;
         record.started(std::process::id() as i32, container.pid())?;
         all.save(&record)?;
-        started(Running {
-            pid: container.pid(),
-            tty: container.tty_handle(),
-            stdin: container.take_stdin(),
-        })?;
+        let wired = all
+            .log_writer(id)
+            .map_err(EngineError::from)
+            .and_then(|log| {
+                started(Running {
+                    pid: container.pid(),
+                    tty: container.tty_handle(),
+                    stdin: container.take_stdin(),
+                })
+                .map(|()| log)
+            });
+        let log = match wired {
+            Ok(log) => log,
+            Err(error) => {
+                // Not left running unwatched: killed, reaped, recorded.
+                container.kill_handle().kill();
+                let _ = container.wait(&mut Discard);
+                record.exited(137)?;
+                all.save(&record)?;
+                return Err(error);
+            }
+        };
         let mut sink = LogSink {
-            log: all.log_writer(id)?,
+            log,
             output: attach.output,
         };
         let code = match container.wait(&mut sink) {
@@ -310,6 +335,14 @@ impl Engine {
 
 fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// Output nobody reads (a container being killed).
+struct Discard;
+
+impl OutputSink for Discard {
+    fn stdout(&mut self, _: &[u8]) {}
+    fn stderr(&mut self, _: &[u8]) {}
 }
 
 /// The log always; the caller's sink too when attached.
