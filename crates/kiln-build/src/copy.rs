@@ -757,10 +757,17 @@ fn extract_archive(
             .owner
             .unwrap_or((header.uid().unwrap_or(0), header.gid().unwrap_or(0)));
         let mtime = header.mtime().unwrap_or(0);
+        // Linux has no mode for a symlink (lstat always says 0777, and
+        // BuildKit's layer holds what it lstat'ed), whatever the header says.
+        let mode = if matches!(content, Content::Symlink(_)) {
+            0o777
+        } else {
+            header.mode().unwrap_or(0o644) & 0o7777
+        };
         items.push(Item {
             dest: target,
             content,
-            mode: header.mode().unwrap_or(0o644) & 0o7777,
+            mode,
             uid,
             gid,
             mtime: req.clamp_mtime.map_or(mtime, |clamp| mtime.min(clamp)),
@@ -1334,6 +1341,101 @@ fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One entry of a layer: path, type, mode, uid, gid, link target.
+    type Entry = (String, tar::EntryType, u32, u64, u64, String);
+
+    /// Writes the layer of copying `sources` (relative to `context`) to
+    /// `dest` onto a stage whose paths are `tree`, and lists its entries.
+    fn layer(
+        context: &Path,
+        sources: &[&str],
+        dest: &str,
+        tweak: impl FnOnce(&mut CopyRequest<'_>),
+        tree: &mut Tree,
+    ) -> Result<Vec<Entry>, BuildError> {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let stat_cache = StatCache::in_memory();
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        let spill = store_dir.path().join("spill");
+        let mut request = CopyRequest {
+            root: context,
+            root_name: "the build context",
+            sources: &sources,
+            heredocs: &[],
+            dest,
+            owner: None,
+            keep_source_owner: false,
+            extract_archives: None,
+            chmod: None,
+            excludes: &[],
+            parents: false,
+            link: false,
+            clamp_mtime: None,
+            stat_cache: &stat_cache,
+            ignore: None,
+            line: 2,
+            instruction: "COPY",
+        };
+        tweak(&mut request);
+        if request.instruction == "ADD" {
+            request.extract_archives = Some(&spill);
+        }
+        let layer = copy_layer(&store, &request, tree)?;
+        let mut archive =
+            tar::Archive::new(kiln_store::open_layer(store.blobs(), &layer.digest).unwrap());
+        Ok(archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    link,
+                )
+            })
+            .collect())
+    }
+
+    #[test]
+    fn add_gives_extracted_symlinks_mode_0777() {
+        // The header says 0644; Linux (and so BuildKit's layer) says 0777.
+        let context = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o644);
+        header.set_size(0);
+        tar.append_link(&mut header, "top/link", "file").unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o640);
+        header.set_size(2);
+        tar.append_data(&mut header, "top/file", &b"f\n"[..])
+            .unwrap();
+        fs::write(context.path().join("a.tar"), tar.into_inner().unwrap()).unwrap();
+        let entries = layer(
+            context.path(),
+            &["a.tar"],
+            "/x/",
+            |r| r.instruction = "ADD",
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let mode = |path: &str| entries.iter().find(|e| e.0 == path).map(|e| e.2);
+        assert_eq!(mode("x/top/link"), Some(0o777), "{entries:?}");
+        assert_eq!(mode("x/top/file"), Some(0o640), "{entries:?}");
+    }
 
     #[test]
     fn contained_sources() {
