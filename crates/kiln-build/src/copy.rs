@@ -421,11 +421,10 @@ fn collect(
         };
         if has_wildcard(&clean) {
             wildcard = true;
-            let matches = expand_wildcards(req, root, &clean)?;
-            if matches.is_empty() {
-                return Err(no_source(req, source));
-            }
-            selected.extend(matches);
+            // A wildcard matching nothing copies nothing: BuildKit's
+            // frontend sets AllowEmptyWildcard on every COPY and ADD. Only a
+            // source without wildcards must exist.
+            selected.extend(expand_wildcards(req, root, &clean)?);
         } else {
             let real =
                 resolve_in(req, root, Path::new(&clean))?.ok_or_else(|| no_source(req, source))?;
@@ -457,6 +456,10 @@ fn collect(
     let dest_raw = dest.as_bytes().to_vec();
     let under = |name: &[u8]| join_rel(&dest_raw, name);
 
+    // Sources that all matched nothing leave the destination alone too:
+    // BuildKit returns before its MkdirAll, so not even /dst/ is made. (A
+    // request without sources is WORKDIR's, which makes its directory.)
+    let copies_something = req.sources.is_empty() || !metas.is_empty() || heredoc_count > 0;
     let mut items = Vec::new();
     let mut lone_name = None;
     for (rel, real, path, meta) in metas {
@@ -517,7 +520,11 @@ fn collect(
             mtime: req.clamp_mtime.unwrap_or(0),
         });
     }
-    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest_raw) {
+    if copies_something
+        && dest_is_dir
+        && !dest.is_empty()
+        && !items.iter().any(|i| i.dest == dest_raw)
+    {
         items.push(ensure_dir(req, dest_raw.clone()));
     }
     Ok((items, lone_name))
@@ -1435,6 +1442,30 @@ mod tests {
         let mode = |path: &str| entries.iter().find(|e| e.0 == path).map(|e| e.2);
         assert_eq!(mode("x/top/link"), Some(0o777), "{entries:?}");
         assert_eq!(mode("x/top/file"), Some(0o640), "{entries:?}");
+    }
+
+    #[test]
+    fn a_wildcard_matching_nothing_copies_nothing() {
+        let context = tempfile::tempdir().unwrap();
+        fs::write(context.path().join("a.txt"), "a\n").unwrap();
+        let mut tree = Tree::default();
+        // Not even the destination is made (BuildKit's AllowEmptyWildcard
+        // returns before its MkdirAll).
+        let entries = layer(context.path(), &["nomatch*"], "/dst/", |_| {}, &mut tree).unwrap();
+        assert_eq!(entries, []);
+        let entries = layer(
+            context.path(),
+            &["a.txt", "nomatch*"],
+            "/dst2/",
+            |_| {},
+            &mut tree,
+        )
+        .unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(paths, ["dst2/", "dst2/a.txt"]);
+        // A source without wildcards must still exist.
+        let err = layer(context.path(), &["missing"], "/dst/", |_| {}, &mut tree).unwrap_err();
+        assert!(err.to_string().contains("no such file"), "{err}");
     }
 
     #[test]
