@@ -1092,7 +1092,7 @@ impl Selection {
         items.extend(parents);
         items.sort_by(|a, b| a.dest.cmp(&b.dest));
         items.dedup_by(|later, earlier| later.dest == earlier.dest);
-        settle_dirs(&mut items, stage).map_err(fail)?;
+        settle_dirs(&mut items, stage, owner).map_err(fail)?;
         hard_links_after_their_targets(&mut items);
 
         let mut writer = Tee {
@@ -1322,25 +1322,62 @@ fn parent_dirs(
 /// metadata where the stage has it (so `/tmp` stays 1777 and a home
 /// directory its user's), as made otherwise. Something else there is an
 /// error, as BuildKit's "not a directory".
-fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
+///
+/// One that is made inside a set-group-ID directory (of the stage, or made
+/// or copied by this step) gets the bit too, and without `--chown` that
+/// directory's group: BuildKit makes these with mkdir(2), whose kernel rule
+/// that is, and chowns them only for `--chown`. (Directories a copy brings
+/// from its source are chmod'ed to the source's mode after mkdir, and files
+/// chowned, so neither keeps what the kernel gave them.) `items` is sorted
+/// by path, so a parent is settled before what is inside it.
+fn settle_dirs(
+    items: &mut [Item],
+    stage: Option<&Tree>,
+    owner: Option<(u64, u64)>,
+) -> Result<(), String> {
+    // Directories of this layer as settled so far: path -> (mode, gid).
+    let mut dirs: std::collections::HashMap<RawPath, (u32, u64)> = std::collections::HashMap::new();
     for item in items.iter_mut() {
-        if !matches!(item.content, Content::EnsureDir) {
-            continue;
+        if matches!(item.content, Content::EnsureDir) {
+            item.content = Content::Dir;
+            match stage.and_then(|tree| tree.get(&item.dest)) {
+                Some(existing) if !existing.is_dir => {
+                    return Err(format!(
+                        "cannot copy into /{}: it is not a directory in the image",
+                        lossy(&item.dest)
+                    ));
+                }
+                Some(existing) => {
+                    item.mode = existing.mode & 0o7777;
+                    item.uid = existing.uid;
+                    item.gid = existing.gid;
+                    item.mtime = existing.mtime;
+                }
+                None => {
+                    let parent = match item.dest.iter().rposition(|&b| b == b'/') {
+                        Some(slash) => &item.dest[..slash],
+                        None => &[][..],
+                    };
+                    let parent_meta = dirs.get(parent).copied().or_else(|| {
+                        stage
+                            .and_then(|tree| tree.get(parent))
+                            .filter(|meta| meta.is_dir)
+                            .map(|meta| (meta.mode, meta.gid))
+                    });
+                    if let Some((mode, gid)) = parent_meta {
+                        if mode & 0o2000 != 0 {
+                            item.mode |= 0o2000;
+                            if owner.is_none() {
+                                item.gid = gid;
+                            }
+                        }
+                    }
+                }
+            }
         }
-        item.content = Content::Dir;
-        let Some(existing) = stage.and_then(|tree| tree.get(&item.dest)) else {
-            continue;
-        };
-        if !existing.is_dir {
-            return Err(format!(
-                "cannot copy into /{}: it is not a directory in the image",
-                lossy(&item.dest)
-            ));
+        if matches!(item.content, Content::Dir) {
+            dirs.insert(item.dest.clone(), (item.mode, item.gid));
         }
-        item.mode = existing.mode & 0o7777;
-        item.uid = existing.uid;
-        item.gid = existing.gid;
-        item.mtime = existing.mtime;
     }
     Ok(())
 }
@@ -1415,6 +1452,17 @@ mod tests {
             .collect())
     }
 
+    fn dir_meta(mode: u32, uid: u64, gid: u64) -> PathMeta {
+        PathMeta {
+            is_dir: true,
+            symlink: None,
+            mode,
+            uid,
+            gid,
+            mtime: 0,
+        }
+    }
+
     #[test]
     fn add_gives_extracted_symlinks_mode_0777() {
         // The header says 0644; Linux (and so BuildKit's layer) says 0777.
@@ -1466,6 +1514,70 @@ mod tests {
         // A source without wildcards must still exist.
         let err = layer(context.path(), &["missing"], "/dst/", |_| {}, &mut tree).unwrap_err();
         assert!(err.to_string().contains("no such file"), "{err}");
+    }
+
+    #[test]
+    fn directories_made_in_a_setgid_directory_inherit_the_bit_and_its_group() {
+        let context = tempfile::tempdir().unwrap();
+        fs::write(context.path().join("a.txt"), "a\n").unwrap();
+        let stage = || {
+            let mut tree = Tree::default();
+            tree.insert(b"srv".to_vec(), dir_meta(0o755, 0, 0));
+            tree.insert(b"srv/data".to_vec(), dir_meta(0o2775, 1001, 2000));
+            tree
+        };
+        let meta = |entries: &[Entry], path: &str| {
+            entries
+                .iter()
+                .find(|e| e.0 == path)
+                .map(|e| (e.2, e.3, e.4))
+                .unwrap_or_else(|| panic!("{path} not in {entries:?}"))
+        };
+        // mkdir(2) in a set-group-ID directory: the bit and the group, down
+        // every level made; the file is chowned (root's), the stage's
+        // directory is left as it is.
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/data/new/deep/",
+            |_| {},
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/data/"), (0o2775, 1001, 2000));
+        assert_eq!(meta(&entries, "srv/data/new/"), (0o2755, 0, 2000));
+        assert_eq!(meta(&entries, "srv/data/new/deep/"), (0o2755, 0, 2000));
+        assert_eq!(meta(&entries, "srv/data/new/deep/a.txt"), (0o644, 0, 0));
+        assert_eq!(meta(&entries, "srv/"), (0o755, 0, 0));
+        // --chown then chowns the directory, which keeps its bit.
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/data/sub/",
+            |r| r.owner = Some((1000, 1000)),
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/data/sub/"), (0o2755, 1000, 1000));
+        // Outside it, and with --link (which reads nothing of the stage), 0755.
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/other/",
+            |_| {},
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/other/"), (0o755, 0, 0));
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/data/linked/",
+            |r| r.link = true,
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/data/linked/"), (0o755, 0, 0));
     }
 
     #[test]
