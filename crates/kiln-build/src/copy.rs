@@ -483,7 +483,9 @@ fn collect(
                 // own mode or owner to the destination).
                 items.push(ensure_dir(req, base.clone()));
             }
+            let start = items.len();
             walk_dir(req, root, &real, &base, &excludes, &mut items)?;
+            keep_hard_links(&mut items[start..]);
         } else {
             if excludes.iter().any(|g| g.is_match(as_path(&rel))) {
                 continue;
@@ -619,6 +621,29 @@ fn walk_dir(
         .collect::<Result<_, BuildError>>()?;
     items.extend(decided.into_iter().flatten());
     Ok(())
+}
+
+/// Files of one copied directory that are one inode become hard links to
+/// the first of them, as BuildKit's copier links what it has already
+/// copied (its inode map lives for one source, so links between different
+/// sources of a COPY are not kept, nor here). Only the directory's own
+/// files count: a link to a file outside the copy stays a plain file.
+fn keep_hard_links(items: &mut [Item]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut first: std::collections::HashMap<(u64, u64), RawPath> =
+        std::collections::HashMap::new();
+    for item in items.iter_mut() {
+        let key = match &item.content {
+            Content::File(file) if file.meta.nlink() > 1 => (file.meta.dev(), file.meta.ino()),
+            _ => continue,
+        };
+        match first.get(&key) {
+            Some(target) => item.content = Content::HardLink(target.clone()),
+            None => {
+                first.insert(key, item.dest.clone());
+            }
+        }
+    }
 }
 
 /// Whether a name is layer metadata rather than a file (an OCI whiteout
@@ -880,7 +905,8 @@ fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
 /// is sorted by name (an archive's `l -> n` sorts first): where a link
 /// comes first, it takes the file's content and the file becomes the link.
 fn hard_links_after_their_targets(items: &mut [Item]) {
-    // Only archives bring hard links: a COPY of a tree pays nothing here.
+    // Only archives and trees with linked files bring hard links: a COPY
+    // of any other tree pays nothing here.
     if !items
         .iter()
         .any(|item| matches!(item.content, Content::HardLink(_)))
@@ -1578,6 +1604,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(meta(&entries, "srv/data/linked/"), (0o755, 0, 0));
+    }
+
+    #[test]
+    fn hard_links_within_a_copied_directory_stay_hard_links() {
+        let context = tempfile::tempdir().unwrap();
+        let dir = context.path().join("tree");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("f"), "x\n").unwrap();
+        fs::hard_link(dir.join("f"), dir.join("sub/g")).unwrap();
+        // A link to a file outside what is copied stays a plain file.
+        fs::hard_link(dir.join("f"), context.path().join("outside")).unwrap();
+        let entries = layer(
+            context.path(),
+            &["tree"],
+            "/copied",
+            |_| {},
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let kinds: Vec<(&str, tar::EntryType, &str)> = entries
+            .iter()
+            .map(|e| (e.0.as_str(), e.1, e.5.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("copied/", tar::EntryType::Directory, ""),
+                ("copied/f", tar::EntryType::Regular, ""),
+                ("copied/sub/", tar::EntryType::Directory, ""),
+                ("copied/sub/g", tar::EntryType::Link, "copied/f"),
+            ]
+        );
+        // Separate sources are separate copies, as BuildKit's copier's
+        // inode map lives for one source.
+        let entries = layer(
+            context.path(),
+            &["tree/f", "outside"],
+            "/two/",
+            |_| {},
+            &mut Tree::default(),
+        )
+        .unwrap();
+        assert!(
+            entries.iter().all(|e| e.1 != tar::EntryType::Link),
+            "{entries:?}"
+        );
     }
 
     #[test]
