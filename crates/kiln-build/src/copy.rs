@@ -352,11 +352,16 @@ fn expand_wildcards(
 ) -> Result<Vec<(RawPath, PathBuf)>, BuildError> {
     let parts: Vec<&str> = pattern.split('/').collect();
     let mut found: Vec<(RawPath, PathBuf)> = vec![(RawPath::new(), PathBuf::new())];
+    // Matching nothing is no error, but the directory the wildcards are
+    // matched in must exist: BuildKit walks it, and a missing one fails.
+    let mut wildcard_seen = false;
     for (index, part) in parts.iter().enumerate() {
         let last = index + 1 == parts.len();
         let matcher = has_wildcard(part)
             .then(|| glob(part, req.line, req.instruction))
             .transpose()?;
+        let before_wildcards = !wildcard_seen && matcher.is_none();
+        wildcard_seen |= matcher.is_some();
         let mut next = Vec::new();
         for (lexical, real) in &found {
             let names: Vec<OsString> = match &matcher {
@@ -376,6 +381,9 @@ fn expand_wildcards(
             for name in names {
                 let written = join_rel(lexical, name.as_bytes());
                 let Some(resolved) = resolve_in(req, root, &real.join(&name))? else {
+                    if before_wildcards {
+                        return Err(no_source(req, pattern));
+                    }
                     continue;
                 };
                 let skip = if last {
@@ -385,6 +393,9 @@ fn expand_wildcards(
                 };
                 if !skip {
                     next.push((written, resolved));
+                } else if before_wildcards {
+                    // Excluded whole, it is not in the context at all.
+                    return Err(no_source(req, pattern));
                 }
             }
         }
@@ -1537,9 +1548,15 @@ mod tests {
         .unwrap();
         let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(paths, ["dst2/", "dst2/a.txt"]);
-        // A source without wildcards must still exist.
-        let err = layer(context.path(), &["missing"], "/dst/", |_| {}, &mut tree).unwrap_err();
-        assert!(err.to_string().contains("no such file"), "{err}");
+        // A source without wildcards must still exist, and so must the
+        // directory wildcards are matched in (BuildKit walks it).
+        for missing in ["missing", "nodir/*.txt"] {
+            let err = layer(context.path(), &[missing], "/dst/", |_| {}, &mut tree).unwrap_err();
+            assert!(err.to_string().contains("no such file"), "{missing}: {err}");
+        }
+        // A file where that directory should be just has nothing to match.
+        let entries = layer(context.path(), &["a.txt/*"], "/dst/", |_| {}, &mut tree).unwrap();
+        assert_eq!(entries, []);
     }
 
     #[test]
