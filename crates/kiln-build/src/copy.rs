@@ -1669,6 +1669,52 @@ mod tests {
         );
     }
 
+    /// Two rules where kiln follows newer BuildKit, not Docker 20.10's
+    /// (deliberate differences, testdata/differential/README.md): --chmod
+    /// keeps set-id bits (tonistiigi/fsutil#168), and ADD --chown owns what
+    /// an archive extracts (BuildKit v0.23.0).
+    #[test]
+    fn chmod_keeps_set_id_bits_and_add_chown_owns_extracted_entries() {
+        let context = tempfile::tempdir().unwrap();
+        fs::write(context.path().join("a.txt"), "a\n").unwrap();
+        // `layer`'s tweak can only hand the request what outlives it.
+        let chmod: &'static kiln_graph::Chmod =
+            Box::leak(Box::new(kiln_graph::Chmod::parse("4755").unwrap()));
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/suid/",
+            |r| r.chmod = Some(chmod),
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let file = entries.iter().find(|e| e.0 == "suid/a.txt").unwrap();
+        assert_eq!(file.2, 0o4755);
+
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_uid(5);
+        header.set_gid(6);
+        header.set_size(2);
+        tar.append_data(&mut header, "plain", &b"p\n"[..]).unwrap();
+        fs::write(context.path().join("a.tar"), tar.into_inner().unwrap()).unwrap();
+        let entries = layer(
+            context.path(),
+            &["a.tar"],
+            "/t/",
+            |r| {
+                r.instruction = "ADD";
+                r.owner = Some((7, 8));
+            },
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let owners: Vec<(&str, u64, u64)> =
+            entries.iter().map(|e| (e.0.as_str(), e.3, e.4)).collect();
+        assert_eq!(owners, [("t/", 7, 8), ("t/plain", 7, 8)]);
+    }
+
     #[test]
     fn contained_sources() {
         assert_eq!(contained("./a/b").as_deref(), Some("a/b"));
