@@ -81,8 +81,12 @@ enum Content {
     /// A directory that must exist: the destination, and the parents of
     /// what is copied. One the stage has keeps its metadata (BuildKit
     /// leaves it alone); a missing one is made with the item's (0755, the
-    /// --chown owner, as BuildKit's MkdirAll).
-    EnsureDir,
+    /// --chown owner, as BuildKit's MkdirAll). `chowned`: its maker chowns
+    /// it after mkdir(2) (MkdirAll with --chown; untar, root, for the
+    /// parents an archive implies), so the group mkdir gives does not stay.
+    EnsureDir {
+        chowned: bool,
+    },
     Symlink(PathBuf),
     /// A hard link to another path of the layer (byte for byte).
     HardLink(RawPath),
@@ -290,7 +294,7 @@ fn digest_items(
         let (kind, body): (u8, Vec<u8>) = match &item.content {
             Content::File(file) => (b'f', file.digest.map(|d| d.to_vec()).unwrap_or_default()),
             Content::Dir => (b'd', Vec::new()),
-            Content::EnsureDir => (b'p', Vec::new()),
+            Content::EnsureDir { .. } => (b'p', Vec::new()),
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
             Content::HardLink(target) => (b'h', target.clone()),
             Content::Data(bytes) => (b'f', Sha256::digest(bytes).to_vec()),
@@ -548,7 +552,9 @@ fn ensure_dir(req: &CopyRequest<'_>, dest: RawPath) -> Item {
     let (uid, gid) = req.owner.unwrap_or((0, 0));
     Item {
         dest,
-        content: Content::EnsureDir,
+        content: Content::EnsureDir {
+            chowned: req.owner.is_some(),
+        },
         mode: 0o755,
         uid,
         gid,
@@ -819,7 +825,54 @@ fn extract_archive(
     if first {
         return Ok(None);
     }
+    implied_parents(req, &mut items, dest)?;
     Ok(Some(items))
+}
+
+/// The directories an archive's entries are under but it does not list:
+/// the untar makes them 0755 and chowns them to root (Docker 20.10's
+/// MkdirAllAndChownNew with the root pair; newer BuildKit too), whatever
+/// `--chown` says, so a set-group-ID parent gives them its bit but not its
+/// group. Those above the destination are COPY's parents ([`parent_dirs`]).
+fn implied_parents(
+    req: &CopyRequest<'_>,
+    items: &mut Vec<Item>,
+    dest: &str,
+) -> Result<(), BuildError> {
+    let mut present: std::collections::HashSet<RawPath> =
+        items.iter().map(|item| item.dest.clone()).collect();
+    let mut implied = Vec::new();
+    let mut implied_bytes = 0usize;
+    for item in items.iter() {
+        let mut path: &[u8] = &item.dest;
+        while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
+            let parent = &path[..slash];
+            if parent.len() <= dest.len() || !present.insert(parent.to_vec()) {
+                break;
+            }
+            implied_bytes += parent.len();
+            if implied_bytes > MAX_PARENT_PATH_BYTES {
+                return Err(BuildError::step(
+                    req.line,
+                    format!(
+                        "the parent directories an archive implies have more than {} MiB of path names",
+                        MAX_PARENT_PATH_BYTES >> 20
+                    ),
+                ));
+            }
+            implied.push(Item {
+                dest: parent.to_vec(),
+                content: Content::EnsureDir { chowned: true },
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: req.clamp_mtime.unwrap_or(0),
+            });
+            path = parent;
+        }
+    }
+    items.extend(implied);
+    Ok(())
 }
 
 /// The unnamed file an archive's file entries are copied into, one after
@@ -1129,7 +1182,7 @@ impl Selection {
         items.extend(parents);
         items.sort_by(|a, b| a.dest.cmp(&b.dest));
         items.dedup_by(|later, earlier| later.dest == earlier.dest);
-        settle_dirs(&mut items, stage, owner).map_err(fail)?;
+        settle_dirs(&mut items, stage).map_err(fail)?;
         hard_links_after_their_targets(&mut items);
 
         let mut writer = Tee {
@@ -1150,7 +1203,7 @@ impl Selection {
             header.set_gid(item.gid);
             header.set_mtime(item.mtime);
             match &item.content {
-                Content::Dir | Content::EnsureDir => {
+                Content::Dir | Content::EnsureDir { .. } => {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_size(0);
                     builder
@@ -1230,7 +1283,7 @@ impl Selection {
             tree.insert(
                 item.dest.clone(),
                 PathMeta {
-                    is_dir: matches!(item.content, Content::Dir | Content::EnsureDir),
+                    is_dir: matches!(item.content, Content::Dir | Content::EnsureDir { .. }),
                     symlink: match &item.content {
                         Content::Symlink(target) => Some(target.as_os_str().as_bytes().to_vec()),
                         _ => None,
@@ -1343,7 +1396,9 @@ fn parent_dirs(
             }
             parents.push(Item {
                 dest: parent.to_vec(),
-                content: Content::EnsureDir,
+                content: Content::EnsureDir {
+                    chowned: owner.is_some(),
+                },
                 mode: 0o755,
                 uid,
                 gid,
@@ -1361,21 +1416,18 @@ fn parent_dirs(
 /// error, as BuildKit's "not a directory".
 ///
 /// One that is made inside a set-group-ID directory (of the stage, or made
-/// or copied by this step) gets the bit too, and without `--chown` that
-/// directory's group: BuildKit makes these with mkdir(2), whose kernel rule
-/// that is, and chowns them only for `--chown`. (Directories a copy brings
-/// from its source are chmod'ed to the source's mode after mkdir, and files
+/// or copied by this step) gets the bit too, and unless it is chowned
+/// that directory's group: BuildKit makes these with mkdir(2), whose
+/// kernel rule that is, and chowns them only for `--chown` (or, for the
+/// parents an archive implies, to root). (Directories a copy brings from
+/// its source are chmod'ed to the source's mode after mkdir, and files
 /// chowned, so neither keeps what the kernel gave them.) `items` is sorted
 /// by path, so a parent is settled before what is inside it.
-fn settle_dirs(
-    items: &mut [Item],
-    stage: Option<&Tree>,
-    owner: Option<(u64, u64)>,
-) -> Result<(), String> {
+fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
     // Directories of this layer as settled so far: path -> (mode, gid).
     let mut dirs: std::collections::HashMap<RawPath, (u32, u64)> = std::collections::HashMap::new();
     for item in items.iter_mut() {
-        if matches!(item.content, Content::EnsureDir) {
+        if let Content::EnsureDir { chowned } = item.content {
             item.content = Content::Dir;
             match stage.and_then(|tree| tree.get(&item.dest)) {
                 Some(existing) if !existing.is_dir => {
@@ -1404,7 +1456,7 @@ fn settle_dirs(
                     if let Some((mode, gid)) = parent_meta {
                         if mode & 0o2000 != 0 {
                             item.mode |= 0o2000;
-                            if owner.is_none() {
+                            if !chowned {
                                 item.gid = gid;
                             }
                         }
@@ -1621,6 +1673,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(meta(&entries, "srv/data/linked/"), (0o755, 0, 0));
+    }
+
+    #[test]
+    fn directories_an_archive_implies_are_roots_and_inherit_setgid() {
+        let context = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(2);
+        tar.append_data(&mut header, "top/deep/file", &b"f\n"[..])
+            .unwrap();
+        fs::write(context.path().join("a.tar"), tar.into_inner().unwrap()).unwrap();
+        let mut tree = Tree::default();
+        tree.insert(b"srv".to_vec(), dir_meta(0o2775, 1001, 2000));
+        // The untar makes and chowns them to root (--chown or not); the
+        // destination ADD makes is MkdirAll's, with --chown's owner.
+        let entries = layer(
+            context.path(),
+            &["a.tar"],
+            "/srv/x/",
+            |r| {
+                r.instruction = "ADD";
+                r.owner = Some((7, 8));
+            },
+            &mut tree,
+        )
+        .unwrap();
+        let metas: Vec<(&str, u32, u64, u64)> = entries
+            .iter()
+            .map(|e| (e.0.as_str(), e.2, e.3, e.4))
+            .collect();
+        assert_eq!(
+            metas,
+            [
+                ("srv/", 0o2775, 1001, 2000),
+                ("srv/x/", 0o2755, 7, 8),
+                ("srv/x/top/", 0o2755, 0, 0),
+                ("srv/x/top/deep/", 0o2755, 0, 0),
+                ("srv/x/top/deep/file", 0o644, 7, 8),
+            ]
+        );
     }
 
     #[test]
