@@ -81,8 +81,12 @@ enum Content {
     /// A directory that must exist: the destination, and the parents of
     /// what is copied. One the stage has keeps its metadata (BuildKit
     /// leaves it alone); a missing one is made with the item's (0755, the
-    /// --chown owner, as BuildKit's MkdirAll).
-    EnsureDir,
+    /// --chown owner, as BuildKit's MkdirAll). `chowned`: its maker chowns
+    /// it after mkdir(2) (MkdirAll with --chown; untar, root, for the
+    /// parents an archive implies), so the group mkdir gives does not stay.
+    EnsureDir {
+        chowned: bool,
+    },
     Symlink(PathBuf),
     /// A hard link to another path of the layer (byte for byte).
     HardLink(RawPath),
@@ -290,7 +294,7 @@ fn digest_items(
         let (kind, body): (u8, Vec<u8>) = match &item.content {
             Content::File(file) => (b'f', file.digest.map(|d| d.to_vec()).unwrap_or_default()),
             Content::Dir => (b'd', Vec::new()),
-            Content::EnsureDir => (b'p', Vec::new()),
+            Content::EnsureDir { .. } => (b'p', Vec::new()),
             Content::Symlink(target) => (b'l', target.as_os_str().as_encoded_bytes().to_vec()),
             Content::HardLink(target) => (b'h', target.clone()),
             Content::Data(bytes) => (b'f', Sha256::digest(bytes).to_vec()),
@@ -352,11 +356,16 @@ fn expand_wildcards(
 ) -> Result<Vec<(RawPath, PathBuf)>, BuildError> {
     let parts: Vec<&str> = pattern.split('/').collect();
     let mut found: Vec<(RawPath, PathBuf)> = vec![(RawPath::new(), PathBuf::new())];
+    // Matching nothing is no error, but the directory the wildcards are
+    // matched in must exist: BuildKit walks it, and a missing one fails.
+    let mut wildcard_seen = false;
     for (index, part) in parts.iter().enumerate() {
         let last = index + 1 == parts.len();
         let matcher = has_wildcard(part)
             .then(|| glob(part, req.line, req.instruction))
             .transpose()?;
+        let before_wildcards = !wildcard_seen && matcher.is_none();
+        wildcard_seen |= matcher.is_some();
         let mut next = Vec::new();
         for (lexical, real) in &found {
             let names: Vec<OsString> = match &matcher {
@@ -376,6 +385,9 @@ fn expand_wildcards(
             for name in names {
                 let written = join_rel(lexical, name.as_bytes());
                 let Some(resolved) = resolve_in(req, root, &real.join(&name))? else {
+                    if before_wildcards {
+                        return Err(no_source(req, pattern));
+                    }
                     continue;
                 };
                 let skip = if last {
@@ -385,6 +397,9 @@ fn expand_wildcards(
                 };
                 if !skip {
                     next.push((written, resolved));
+                } else if before_wildcards {
+                    // Excluded whole, it is not in the context at all.
+                    return Err(no_source(req, pattern));
                 }
             }
         }
@@ -421,11 +436,10 @@ fn collect(
         };
         if has_wildcard(&clean) {
             wildcard = true;
-            let matches = expand_wildcards(req, root, &clean)?;
-            if matches.is_empty() {
-                return Err(no_source(req, source));
-            }
-            selected.extend(matches);
+            // A wildcard matching nothing copies nothing: BuildKit's
+            // frontend sets AllowEmptyWildcard on every COPY and ADD. Only a
+            // source without wildcards must exist.
+            selected.extend(expand_wildcards(req, root, &clean)?);
         } else {
             let real =
                 resolve_in(req, root, Path::new(&clean))?.ok_or_else(|| no_source(req, source))?;
@@ -457,6 +471,10 @@ fn collect(
     let dest_raw = dest.as_bytes().to_vec();
     let under = |name: &[u8]| join_rel(&dest_raw, name);
 
+    // Sources that all matched nothing leave the destination alone too:
+    // BuildKit returns before its MkdirAll, so not even /dst/ is made. (A
+    // request without sources is WORKDIR's, which makes its directory.)
+    let copies_something = req.sources.is_empty() || !metas.is_empty() || heredoc_count > 0;
     let mut items = Vec::new();
     let mut lone_name = None;
     for (rel, real, path, meta) in metas {
@@ -480,7 +498,9 @@ fn collect(
                 // own mode or owner to the destination).
                 items.push(ensure_dir(req, base.clone()));
             }
+            let start = items.len();
             walk_dir(req, root, &real, &base, &excludes, &mut items)?;
+            keep_hard_links(&mut items[start..]);
         } else {
             if excludes.iter().any(|g| g.is_match(as_path(&rel))) {
                 continue;
@@ -517,7 +537,11 @@ fn collect(
             mtime: req.clamp_mtime.unwrap_or(0),
         });
     }
-    if dest_is_dir && !dest.is_empty() && !items.iter().any(|i| i.dest == dest_raw) {
+    if copies_something
+        && dest_is_dir
+        && !dest.is_empty()
+        && !items.iter().any(|i| i.dest == dest_raw)
+    {
         items.push(ensure_dir(req, dest_raw.clone()));
     }
     Ok((items, lone_name))
@@ -528,7 +552,9 @@ fn ensure_dir(req: &CopyRequest<'_>, dest: RawPath) -> Item {
     let (uid, gid) = req.owner.unwrap_or((0, 0));
     Item {
         dest,
-        content: Content::EnsureDir,
+        content: Content::EnsureDir {
+            chowned: req.owner.is_some(),
+        },
         mode: 0o755,
         uid,
         gid,
@@ -612,6 +638,29 @@ fn walk_dir(
         .collect::<Result<_, BuildError>>()?;
     items.extend(decided.into_iter().flatten());
     Ok(())
+}
+
+/// Files of one copied directory that are one inode become hard links to
+/// the first of them, as BuildKit's copier links what it has already
+/// copied (its inode map lives for one source, so links between different
+/// sources of a COPY are not kept, nor here). Only the directory's own
+/// files count: a link to a file outside the copy stays a plain file.
+fn keep_hard_links(items: &mut [Item]) {
+    use std::os::unix::fs::MetadataExt;
+    let mut first: std::collections::HashMap<(u64, u64), RawPath> =
+        std::collections::HashMap::new();
+    for item in items.iter_mut() {
+        let key = match &item.content {
+            Content::File(file) if file.meta.nlink() > 1 => (file.meta.dev(), file.meta.ino()),
+            _ => continue,
+        };
+        match first.get(&key) {
+            Some(target) => item.content = Content::HardLink(target.clone()),
+            None => {
+                first.insert(key, item.dest.clone());
+            }
+        }
+    }
 }
 
 /// Whether a name is layer metadata rather than a file (an OCI whiteout
@@ -757,10 +806,17 @@ fn extract_archive(
             .owner
             .unwrap_or((header.uid().unwrap_or(0), header.gid().unwrap_or(0)));
         let mtime = header.mtime().unwrap_or(0);
+        // Linux has no mode for a symlink (lstat always says 0777, and
+        // BuildKit's layer holds what it lstat'ed), whatever the header says.
+        let mode = if matches!(content, Content::Symlink(_)) {
+            0o777
+        } else {
+            header.mode().unwrap_or(0o644) & 0o7777
+        };
         items.push(Item {
             dest: target,
             content,
-            mode: header.mode().unwrap_or(0o644) & 0o7777,
+            mode,
             uid,
             gid,
             mtime: req.clamp_mtime.map_or(mtime, |clamp| mtime.min(clamp)),
@@ -769,7 +825,54 @@ fn extract_archive(
     if first {
         return Ok(None);
     }
+    implied_parents(req, &mut items, dest)?;
     Ok(Some(items))
+}
+
+/// The directories an archive's entries are under but it does not list:
+/// the untar makes them 0755 and chowns them to root (Docker 20.10's
+/// MkdirAllAndChownNew with the root pair; newer BuildKit too), whatever
+/// `--chown` says, so a set-group-ID parent gives them its bit but not its
+/// group. Those above the destination are COPY's parents ([`parent_dirs`]).
+fn implied_parents(
+    req: &CopyRequest<'_>,
+    items: &mut Vec<Item>,
+    dest: &str,
+) -> Result<(), BuildError> {
+    let mut present: std::collections::HashSet<RawPath> =
+        items.iter().map(|item| item.dest.clone()).collect();
+    let mut implied = Vec::new();
+    let mut implied_bytes = 0usize;
+    for item in items.iter() {
+        let mut path: &[u8] = &item.dest;
+        while let Some(slash) = path.iter().rposition(|&b| b == b'/') {
+            let parent = &path[..slash];
+            if parent.len() <= dest.len() || !present.insert(parent.to_vec()) {
+                break;
+            }
+            implied_bytes += parent.len();
+            if implied_bytes > MAX_PARENT_PATH_BYTES {
+                return Err(BuildError::step(
+                    req.line,
+                    format!(
+                        "the parent directories an archive implies have more than {} MiB of path names",
+                        MAX_PARENT_PATH_BYTES >> 20
+                    ),
+                ));
+            }
+            implied.push(Item {
+                dest: parent.to_vec(),
+                content: Content::EnsureDir { chowned: true },
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: req.clamp_mtime.unwrap_or(0),
+            });
+            path = parent;
+        }
+    }
+    items.extend(implied);
+    Ok(())
 }
 
 /// The unnamed file an archive's file entries are copied into, one after
@@ -866,7 +969,8 @@ fn no_source(req: &CopyRequest<'_>, source: &str) -> BuildError {
 /// is sorted by name (an archive's `l -> n` sorts first): where a link
 /// comes first, it takes the file's content and the file becomes the link.
 fn hard_links_after_their_targets(items: &mut [Item]) {
-    // Only archives bring hard links: a COPY of a tree pays nothing here.
+    // Only archives and trees with linked files bring hard links: a COPY
+    // of any other tree pays nothing here.
     if !items
         .iter()
         .any(|item| matches!(item.content, Content::HardLink(_)))
@@ -1099,7 +1203,7 @@ impl Selection {
             header.set_gid(item.gid);
             header.set_mtime(item.mtime);
             match &item.content {
-                Content::Dir | Content::EnsureDir => {
+                Content::Dir | Content::EnsureDir { .. } => {
                     header.set_entry_type(tar::EntryType::Directory);
                     header.set_size(0);
                     builder
@@ -1179,7 +1283,7 @@ impl Selection {
             tree.insert(
                 item.dest.clone(),
                 PathMeta {
-                    is_dir: matches!(item.content, Content::Dir | Content::EnsureDir),
+                    is_dir: matches!(item.content, Content::Dir | Content::EnsureDir { .. }),
                     symlink: match &item.content {
                         Content::Symlink(target) => Some(target.as_os_str().as_bytes().to_vec()),
                         _ => None,
@@ -1292,7 +1396,9 @@ fn parent_dirs(
             }
             parents.push(Item {
                 dest: parent.to_vec(),
-                content: Content::EnsureDir,
+                content: Content::EnsureDir {
+                    chowned: owner.is_some(),
+                },
                 mode: 0o755,
                 uid,
                 gid,
@@ -1308,25 +1414,59 @@ fn parent_dirs(
 /// metadata where the stage has it (so `/tmp` stays 1777 and a home
 /// directory its user's), as made otherwise. Something else there is an
 /// error, as BuildKit's "not a directory".
+///
+/// One that is made inside a set-group-ID directory (of the stage, or made
+/// or copied by this step) gets the bit too, and unless it is chowned
+/// that directory's group: BuildKit makes these with mkdir(2), whose
+/// kernel rule that is, and chowns them only for `--chown` (or, for the
+/// parents an archive implies, to root). (Directories a copy brings from
+/// its source are chmod'ed to the source's mode after mkdir, and files
+/// chowned, so neither keeps what the kernel gave them.) `items` is sorted
+/// by path, so a parent is settled before what is inside it.
 fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
+    // Directories of this layer as settled so far: path -> (mode, gid).
+    let mut dirs: std::collections::HashMap<RawPath, (u32, u64)> = std::collections::HashMap::new();
     for item in items.iter_mut() {
-        if !matches!(item.content, Content::EnsureDir) {
-            continue;
+        if let Content::EnsureDir { chowned } = item.content {
+            item.content = Content::Dir;
+            match stage.and_then(|tree| tree.get(&item.dest)) {
+                Some(existing) if !existing.is_dir => {
+                    return Err(format!(
+                        "cannot copy into /{}: it is not a directory in the image",
+                        lossy(&item.dest)
+                    ));
+                }
+                Some(existing) => {
+                    item.mode = existing.mode & 0o7777;
+                    item.uid = existing.uid;
+                    item.gid = existing.gid;
+                    item.mtime = existing.mtime;
+                }
+                None => {
+                    let parent = match item.dest.iter().rposition(|&b| b == b'/') {
+                        Some(slash) => &item.dest[..slash],
+                        None => &[][..],
+                    };
+                    let parent_meta = dirs.get(parent).copied().or_else(|| {
+                        stage
+                            .and_then(|tree| tree.get(parent))
+                            .filter(|meta| meta.is_dir)
+                            .map(|meta| (meta.mode, meta.gid))
+                    });
+                    if let Some((mode, gid)) = parent_meta {
+                        if mode & 0o2000 != 0 {
+                            item.mode |= 0o2000;
+                            if !chowned {
+                                item.gid = gid;
+                            }
+                        }
+                    }
+                }
+            }
         }
-        item.content = Content::Dir;
-        let Some(existing) = stage.and_then(|tree| tree.get(&item.dest)) else {
-            continue;
-        };
-        if !existing.is_dir {
-            return Err(format!(
-                "cannot copy into /{}: it is not a directory in the image",
-                lossy(&item.dest)
-            ));
+        if matches!(item.content, Content::Dir) {
+            dirs.insert(item.dest.clone(), (item.mode, item.gid));
         }
-        item.mode = existing.mode & 0o7777;
-        item.uid = existing.uid;
-        item.gid = existing.gid;
-        item.mtime = existing.mtime;
     }
     Ok(())
 }
@@ -1334,6 +1474,339 @@ fn settle_dirs(items: &mut [Item], stage: Option<&Tree>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One entry of a layer: path, type, mode, uid, gid, link target.
+    type Entry = (String, tar::EntryType, u32, u64, u64, String);
+
+    /// Writes the layer of copying `sources` (relative to `context`) to
+    /// `dest` onto a stage whose paths are `tree`, and lists its entries.
+    fn layer(
+        context: &Path,
+        sources: &[&str],
+        dest: &str,
+        tweak: impl FnOnce(&mut CopyRequest<'_>),
+        tree: &mut Tree,
+    ) -> Result<Vec<Entry>, BuildError> {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let stat_cache = StatCache::in_memory();
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        let spill = store_dir.path().join("spill");
+        let mut request = CopyRequest {
+            root: context,
+            root_name: "the build context",
+            sources: &sources,
+            heredocs: &[],
+            dest,
+            owner: None,
+            keep_source_owner: false,
+            extract_archives: None,
+            chmod: None,
+            excludes: &[],
+            parents: false,
+            link: false,
+            clamp_mtime: None,
+            stat_cache: &stat_cache,
+            ignore: None,
+            line: 2,
+            instruction: "COPY",
+        };
+        tweak(&mut request);
+        if request.instruction == "ADD" {
+            request.extract_archives = Some(&spill);
+        }
+        let layer = copy_layer(&store, &request, tree)?;
+        let mut archive =
+            tar::Archive::new(kiln_store::open_layer(store.blobs(), &layer.digest).unwrap());
+        Ok(archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                let link = e
+                    .link_name()
+                    .unwrap()
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    link,
+                )
+            })
+            .collect())
+    }
+
+    fn dir_meta(mode: u32, uid: u64, gid: u64) -> PathMeta {
+        PathMeta {
+            is_dir: true,
+            symlink: None,
+            mode,
+            uid,
+            gid,
+            mtime: 0,
+        }
+    }
+
+    #[test]
+    fn add_gives_extracted_symlinks_mode_0777() {
+        // The header says 0644; Linux (and so BuildKit's layer) says 0777.
+        let context = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o644);
+        header.set_size(0);
+        tar.append_link(&mut header, "top/link", "file").unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o640);
+        header.set_size(2);
+        tar.append_data(&mut header, "top/file", &b"f\n"[..])
+            .unwrap();
+        fs::write(context.path().join("a.tar"), tar.into_inner().unwrap()).unwrap();
+        let entries = layer(
+            context.path(),
+            &["a.tar"],
+            "/x/",
+            |r| r.instruction = "ADD",
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let mode = |path: &str| entries.iter().find(|e| e.0 == path).map(|e| e.2);
+        assert_eq!(mode("x/top/link"), Some(0o777), "{entries:?}");
+        assert_eq!(mode("x/top/file"), Some(0o640), "{entries:?}");
+    }
+
+    #[test]
+    fn a_wildcard_matching_nothing_copies_nothing() {
+        let context = tempfile::tempdir().unwrap();
+        fs::write(context.path().join("a.txt"), "a\n").unwrap();
+        let mut tree = Tree::default();
+        // Not even the destination is made (BuildKit's AllowEmptyWildcard
+        // returns before its MkdirAll).
+        let entries = layer(context.path(), &["nomatch*"], "/dst/", |_| {}, &mut tree).unwrap();
+        assert_eq!(entries, []);
+        let entries = layer(
+            context.path(),
+            &["a.txt", "nomatch*"],
+            "/dst2/",
+            |_| {},
+            &mut tree,
+        )
+        .unwrap();
+        let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(paths, ["dst2/", "dst2/a.txt"]);
+        // A source without wildcards must still exist, and so must the
+        // directory wildcards are matched in (BuildKit walks it).
+        for missing in ["missing", "nodir/*.txt"] {
+            let err = layer(context.path(), &[missing], "/dst/", |_| {}, &mut tree).unwrap_err();
+            assert!(err.to_string().contains("no such file"), "{missing}: {err}");
+        }
+        // A file where that directory should be just has nothing to match.
+        let entries = layer(context.path(), &["a.txt/*"], "/dst/", |_| {}, &mut tree).unwrap();
+        assert_eq!(entries, []);
+    }
+
+    #[test]
+    fn directories_made_in_a_setgid_directory_inherit_the_bit_and_its_group() {
+        let context = tempfile::tempdir().unwrap();
+        fs::write(context.path().join("a.txt"), "a\n").unwrap();
+        let stage = || {
+            let mut tree = Tree::default();
+            tree.insert(b"srv".to_vec(), dir_meta(0o755, 0, 0));
+            tree.insert(b"srv/data".to_vec(), dir_meta(0o2775, 1001, 2000));
+            tree
+        };
+        let meta = |entries: &[Entry], path: &str| {
+            entries
+                .iter()
+                .find(|e| e.0 == path)
+                .map(|e| (e.2, e.3, e.4))
+                .unwrap_or_else(|| panic!("{path} not in {entries:?}"))
+        };
+        // mkdir(2) in a set-group-ID directory: the bit and the group, down
+        // every level made; the file is chowned (root's), the stage's
+        // directory is left as it is.
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/data/new/deep/",
+            |_| {},
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/data/"), (0o2775, 1001, 2000));
+        assert_eq!(meta(&entries, "srv/data/new/"), (0o2755, 0, 2000));
+        assert_eq!(meta(&entries, "srv/data/new/deep/"), (0o2755, 0, 2000));
+        assert_eq!(meta(&entries, "srv/data/new/deep/a.txt"), (0o644, 0, 0));
+        assert_eq!(meta(&entries, "srv/"), (0o755, 0, 0));
+        // --chown then chowns the directory, which keeps its bit.
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/data/sub/",
+            |r| r.owner = Some((1000, 1000)),
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/data/sub/"), (0o2755, 1000, 1000));
+        // Outside it, and with --link (which reads nothing of the stage), 0755.
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/other/",
+            |_| {},
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/other/"), (0o755, 0, 0));
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/srv/data/linked/",
+            |r| r.link = true,
+            &mut stage(),
+        )
+        .unwrap();
+        assert_eq!(meta(&entries, "srv/data/linked/"), (0o755, 0, 0));
+    }
+
+    #[test]
+    fn directories_an_archive_implies_are_roots_and_inherit_setgid() {
+        let context = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_size(2);
+        tar.append_data(&mut header, "top/deep/file", &b"f\n"[..])
+            .unwrap();
+        fs::write(context.path().join("a.tar"), tar.into_inner().unwrap()).unwrap();
+        let mut tree = Tree::default();
+        tree.insert(b"srv".to_vec(), dir_meta(0o2775, 1001, 2000));
+        // The untar makes and chowns them to root (--chown or not); the
+        // destination ADD makes is MkdirAll's, with --chown's owner.
+        let entries = layer(
+            context.path(),
+            &["a.tar"],
+            "/srv/x/",
+            |r| {
+                r.instruction = "ADD";
+                r.owner = Some((7, 8));
+            },
+            &mut tree,
+        )
+        .unwrap();
+        let metas: Vec<(&str, u32, u64, u64)> = entries
+            .iter()
+            .map(|e| (e.0.as_str(), e.2, e.3, e.4))
+            .collect();
+        assert_eq!(
+            metas,
+            [
+                ("srv/", 0o2775, 1001, 2000),
+                ("srv/x/", 0o2755, 7, 8),
+                ("srv/x/top/", 0o2755, 0, 0),
+                ("srv/x/top/deep/", 0o2755, 0, 0),
+                ("srv/x/top/deep/file", 0o644, 7, 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn hard_links_within_a_copied_directory_stay_hard_links() {
+        let context = tempfile::tempdir().unwrap();
+        let dir = context.path().join("tree");
+        fs::create_dir_all(dir.join("sub")).unwrap();
+        fs::write(dir.join("f"), "x\n").unwrap();
+        fs::hard_link(dir.join("f"), dir.join("sub/g")).unwrap();
+        // A link to a file outside what is copied stays a plain file.
+        fs::hard_link(dir.join("f"), context.path().join("outside")).unwrap();
+        let entries = layer(
+            context.path(),
+            &["tree"],
+            "/copied",
+            |_| {},
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let kinds: Vec<(&str, tar::EntryType, &str)> = entries
+            .iter()
+            .map(|e| (e.0.as_str(), e.1, e.5.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("copied/", tar::EntryType::Directory, ""),
+                ("copied/f", tar::EntryType::Regular, ""),
+                ("copied/sub/", tar::EntryType::Directory, ""),
+                ("copied/sub/g", tar::EntryType::Link, "copied/f"),
+            ]
+        );
+        // Separate sources are separate copies, as BuildKit's copier's
+        // inode map lives for one source.
+        let entries = layer(
+            context.path(),
+            &["tree/f", "outside"],
+            "/two/",
+            |_| {},
+            &mut Tree::default(),
+        )
+        .unwrap();
+        assert!(
+            entries.iter().all(|e| e.1 != tar::EntryType::Link),
+            "{entries:?}"
+        );
+    }
+
+    /// Two rules where kiln follows newer BuildKit, not Docker 20.10's
+    /// (deliberate differences, testdata/differential/README.md): --chmod
+    /// keeps set-id bits (tonistiigi/fsutil#168), and ADD --chown owns what
+    /// an archive extracts (BuildKit v0.23.0).
+    #[test]
+    fn chmod_keeps_set_id_bits_and_add_chown_owns_extracted_entries() {
+        let context = tempfile::tempdir().unwrap();
+        fs::write(context.path().join("a.txt"), "a\n").unwrap();
+        // `layer`'s tweak can only hand the request what outlives it.
+        let chmod: &'static kiln_graph::Chmod =
+            Box::leak(Box::new(kiln_graph::Chmod::parse("4755").unwrap()));
+        let entries = layer(
+            context.path(),
+            &["a.txt"],
+            "/suid/",
+            |r| r.chmod = Some(chmod),
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let file = entries.iter().find(|e| e.0 == "suid/a.txt").unwrap();
+        assert_eq!(file.2, 0o4755);
+
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_mode(0o644);
+        header.set_uid(5);
+        header.set_gid(6);
+        header.set_size(2);
+        tar.append_data(&mut header, "plain", &b"p\n"[..]).unwrap();
+        fs::write(context.path().join("a.tar"), tar.into_inner().unwrap()).unwrap();
+        let entries = layer(
+            context.path(),
+            &["a.tar"],
+            "/t/",
+            |r| {
+                r.instruction = "ADD";
+                r.owner = Some((7, 8));
+            },
+            &mut Tree::default(),
+        )
+        .unwrap();
+        let owners: Vec<(&str, u64, u64)> =
+            entries.iter().map(|e| (e.0.as_str(), e.3, e.4)).collect();
+        assert_eq!(owners, [("t/", 7, 8), ("t/plain", 7, 8)]);
+    }
 
     #[test]
     fn contained_sources() {

@@ -234,7 +234,9 @@ fn bad_sources_and_missing_bases_are_clear_errors() {
             "FROM busybox\nCOPY nope.txt /\n",
             "Dockerfile:2: COPY source \"nope.txt\": no such file or directory in the build context",
         ),
-        ("FROM busybox\nCOPY src/*.md /\n", "no such file or directory"),
+        // A wildcard matching nothing is no error (BuildKit), but the
+        // directory it is matched in must exist.
+        ("FROM busybox\nCOPY nodir/*.md /\n", "no such file or directory"),
         ("FROM nothere:1\n", "image nothere:1: not in the store"),
         (
             "FROM busybox\nCOPY --chown=ghost src/a.txt /\n",
@@ -1047,4 +1049,38 @@ fn workdir_makes_its_directory_owned_by_the_user() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn copy_keeps_hard_links_within_one_source_and_skips_empty_wildcards() {
+    // As BuildKit (differential case hardlinks-copy-from, and a context
+    // checked by hand): files of one copied directory that are one inode
+    // stay one, from a stage or from the context; a wildcard matching
+    // nothing copies nothing, not even the destination.
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "hardlinks",
+        "FROM busybox AS src\n\
+         RUN mkdir -p /tree/sub && echo x > /tree/f && ln /tree/f /tree/sub/g\n\
+         FROM busybox\n\
+         COPY --from=src /tree /copied\n\
+         COPY linked /ctx/\n\
+         COPY nomatch* /none/\n\
+         RUN stat -c '%n %h' /copied/f /copied/sub/g /ctx/a /ctx/b > /links \
+             && test \"$(stat -c %i /copied/f)\" = \"$(stat -c %i /copied/sub/g)\" \
+             && test \"$(stat -c %i /ctx/a)\" = \"$(stat -c %i /ctx/b)\" && test ! -e /none\n",
+    );
+    fs::create_dir_all(ctx.join("linked")).unwrap();
+    fs::write(ctx.join("linked/a"), "a\n").unwrap();
+    fs::hard_link(ctx.join("linked/a"), ctx.join("linked/b")).unwrap();
+    let rootfs = build_and_unpack(&s, &ctx, "hardlinks");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("links")).unwrap(),
+        "/copied/f 2\n/copied/sub/g 2\n/ctx/a 2\n/ctx/b 2\n"
+    );
+    let ino = |p: &str| fs::metadata(rootfs.join(p)).unwrap().ino();
+    assert_eq!(ino("copied/f"), ino("copied/sub/g"));
+    assert_eq!(ino("ctx/a"), ino("ctx/b"));
+    assert!(!rootfs.join("none").exists());
 }
