@@ -19,9 +19,23 @@ use std::time::{Duration, Instant};
 use common::{busybox_workspace, kiln, ok, text};
 
 /// The container cgroups kiln process `owner` made for `controller`
-/// (`<own cgroup>/kiln/<owner>-<n>` on v1, `/kiln/<owner>-<n>` on v2).
+/// (`<own cgroup>/kiln/<owner>-<n>-<pid ns>` on v1, `/kiln/...` on v2).
 fn cgroup_dirs(controller: &str, owner: u32) -> Vec<PathBuf> {
-    let parent = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+    let prefix = format!("{owner}-");
+    fs::read_dir(cgroup_parent(controller))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Where kiln makes its containers' cgroups for `controller`.
+fn cgroup_parent(controller: &str) -> PathBuf {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         PathBuf::from("/sys/fs/cgroup/kiln")
     } else {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -38,17 +52,7 @@ fn cgroup_dirs(controller: &str, owner: u32) -> Vec<PathBuf> {
             .join(controller)
             .join(path)
             .join("kiln")
-    };
-    let prefix = format!("{owner}-");
-    fs::read_dir(parent)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                .map(|e| e.path())
-                .collect()
-        })
-        .unwrap_or_default()
+    }
 }
 
 /// Waits (up to a minute) for the container cgroup of `child`.
@@ -361,6 +365,38 @@ fn cgroups_of_a_sigkilled_kiln_are_removed_by_the_next_run() {
     );
     assert!(done.status.success(), "{}", text(&done.stderr));
     assert!(!dir.exists(), "{} is still there", dir.display());
+}
+
+/// A pid says whether its kiln is alive only within kiln's own pid
+/// namespace: an empty cgroup of a kiln elsewhere (a namespaced CI run on
+/// the same machine) is not taken for a dead one's, since removing it
+/// before its container moves in fails that container's start.
+#[test]
+fn cgroups_of_another_pid_namespace_are_left_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let ws = busybox_workspace();
+    let parent = cgroup_parent("pids");
+    fs::create_dir_all(&parent).unwrap();
+    let ours = fs::metadata("/proc/self/ns/pid").unwrap().ino();
+    // No process has this pid here (above any default pid_max use).
+    let dead = 4_194_000;
+    let elsewhere = parent.join(format!("{dead}-0-{}", ours + 1));
+    let here = parent.join(format!("{dead}-0-{ours}"));
+    fs::create_dir(&elsewhere).unwrap();
+    fs::create_dir(&here).unwrap();
+    let done = kiln(
+        &ws.root,
+        &["run", "--rm", "--network", "none", "busybox", "true"],
+    );
+    let kept = elsewhere.exists();
+    let _ = fs::remove_dir(&elsewhere);
+    let _ = fs::remove_dir(&here);
+    assert!(done.status.success(), "{}", text(&done.stderr));
+    assert!(kept, "another namespace's young cgroup was removed");
+    assert!(
+        !here.exists(),
+        "a dead owner's cgroup of this namespace stayed"
+    );
 }
 
 /// A pid-1 command running as a non-root user that execs a setuid binary

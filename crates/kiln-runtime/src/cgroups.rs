@@ -7,11 +7,11 @@
 //!
 //! On cgroup v1 (a hierarchy per controller; ours have a `unified` v2
 //! mount besides, which holds no controller and is left alone) the
-//! container's cgroup is `<caller's own cgroup>/kiln/<pid>-<n>` in the
+//! container's cgroup is `<caller's own cgroup>/kiln/<pid>-<n>-<pid namespace>` in the
 //! memory, pids, cpu and devices hierarchies, as runc places a relative
 //! cgroup path: kiln in a limited service (a CI runner's cgroup) keeps
 //! its containers inside that limit. On v2 (one unified hierarchy) it is
-//! `/kiln/<pid>-<n>` under the hierarchy's root, as Docker's cgroupfs
+//! `/kiln/<pid>-<n>-<pid namespace>` under the hierarchy's root, as Docker's cgroupfs
 //! driver does with `/docker`: the caller's own cgroup holds processes, so
 //! by v2's "no internal processes" rule it cannot hand controllers to a
 //! child. `<pid>` is the kiln process that owns it.
@@ -38,8 +38,9 @@
 //! the kernel kills the pid namespace when its init exits), on every path
 //! (error, kill, drop). A kiln killed with SIGKILL cannot do that; its
 //! containers die with it (parent-death signal), and the next container
-//! created under the same parent removes every empty `<pid>-<n>` whose
-//! owner is no longer running.
+//! created under the same parent removes every empty
+//! `<pid>-<n>-<pid namespace>` whose owner is no longer running (of
+//! another pid namespace, where the pid says nothing: once a minute old).
 //!
 //! # Devices
 //!
@@ -132,10 +133,13 @@ impl ContainerCgroup {
     /// `privileged`, the device rules; removes what dead kiln processes
     /// left under the same parent.
     pub(crate) fn create(resources: &Resources, privileged: bool) -> Result<Self, RuntimeError> {
+        // The pid namespace is part of the name: only a kiln of the same
+        // namespace can tell from the pid whether the owner is alive.
         let name = format!(
-            "{}-{}",
+            "{}-{}-{}",
             std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            own_pid_namespace()
         );
         let mut cgroup = ContainerCgroup {
             dirs: Vec::new(),
@@ -486,28 +490,51 @@ fn remove_dir(dir: &Path) {
     }
 }
 
-/// Removes the children of `parent` named `<pid>-<n>` whose owner is no
-/// longer running (a kiln killed with SIGKILL). One still holding a
-/// process is refused by the kernel (EBUSY) and stays.
+/// Removes the children of `parent` named `<pid>-<n>-<pid namespace>`
+/// whose owner is no longer running (a kiln killed with SIGKILL). One
+/// still holding a process is refused by the kernel (EBUSY) and stays.
+/// The pid says nothing about a kiln of another pid namespace: its empty
+/// cgroups go only once old, since removing one between its making and
+/// the container's move into it fails that container's start (ENODEV,
+/// seen when a namespaced CI run and a host build shared a machine).
 fn remove_stale(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
     };
     let me = std::process::id();
+    let namespace = own_pid_namespace();
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(owner) = name
-            .to_str()
-            .and_then(|n| n.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
+        let mut fields = name.to_str().unwrap_or_default().split('-');
+        let Some(owner) = fields.next().and_then(|pid| pid.parse::<u32>().ok()) else {
             continue;
         };
-        if owner != me && !process_alive(owner) {
+        // Names from before the namespace was recorded: taken as ours.
+        let ours = fields.nth(1).is_none_or(|ns| ns == namespace.to_string());
+        let dead = if ours {
+            owner != me && !process_alive(owner)
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|made| made.elapsed().ok())
+                .is_some_and(|age| age > STALE_AFTER)
+        };
+        if dead {
             let _ = fs::remove_dir(entry.path());
         }
     }
 }
+
+/// The inode of this process's pid namespace (0 if `/proc` cannot say).
+fn own_pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// How old an empty cgroup of another pid namespace's kiln must be to go.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn process_alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
