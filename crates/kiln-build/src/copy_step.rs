@@ -57,7 +57,9 @@ pub fn prepare_copy(
         Some(spec) => Some(resolve_owner(store, &state.layers, spec, node.line)?),
     };
     // Sources from another stage or image are read from its layers,
-    // unpacked into a temporary directory inside the store.
+    // unpacked into a temporary directory inside the store: only what the
+    // sources can reach (issue 15 replaces this with the layers' own
+    // snapshots and entry indexes).
     let unpacked: Option<(TempDir, String)> = match &copy.from {
         None => None,
         Some(SourceRef::Stage(id)) => {
@@ -65,13 +67,15 @@ pub fn prepare_copy(
                 BuildError::step(node.line, format!("stage {id} has not been built"))
             })?;
             let dir = TempDir::new(store)?;
-            rootfs::unpack(store, &stage.layers, &dir.0, Owners::FromLayers)?;
+            let wanted = rootfs::Wanted::for_sources(store, &stage.layers, &copy.sources)?;
+            rootfs::unpack_wanted(store, &stage.layers, &dir.0, Owners::FromLayers, &wanted)?;
             Some((dir, format!("stage {}", graph.stages[*id].label())))
         }
         Some(SourceRef::Image(reference)) => {
             let image = pinned_base(store, options.images, reference)?;
             let dir = TempDir::new(store)?;
-            rootfs::unpack(store, &image.layers, &dir.0, Owners::FromLayers)?;
+            let wanted = rootfs::Wanted::for_sources(store, &image.layers, &copy.sources)?;
+            rootfs::unpack_wanted(store, &image.layers, &dir.0, Owners::FromLayers, &wanted)?;
             Some((dir, format!("image {reference}")))
         }
     };

@@ -3,7 +3,7 @@
 //! already has), single files (`/etc/passwd` for `--chown` names), and the
 //! whole tree unpacked for `COPY --from`. OCI whiteouts are honoured.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Read;
 use std::path::Path;
@@ -246,6 +246,80 @@ pub fn unpack(
     dir: &Path,
     owners: Owners,
 ) -> Result<(), BuildError> {
+    unpack_wanted(store, layers, dir, owners, &Wanted::All)
+}
+
+/// What of a stack a reader needs unpacked.
+pub enum Wanted {
+    All,
+    /// Every directory and symlink (they decide what a path resolves to,
+    /// and cost no content), and other entries only at or under one of
+    /// these paths (relative, normalised), or the hard-link targets of
+    /// such entries. `COPY --from=build /src/dist/` needs `src/dist`, not
+    /// the 30,000 files of the stage's `node_modules`.
+    Under(Vec<Vec<u8>>),
+}
+
+impl Wanted {
+    fn covers(&self, path: &[u8]) -> bool {
+        match self {
+            Wanted::All => true,
+            Wanted::Under(roots) => roots.iter().any(|root| {
+                root.is_empty()
+                    || path == root.as_slice()
+                    || (path.starts_with(root) && path.get(root.len()) == Some(&b'/'))
+            }),
+        }
+    }
+}
+
+impl Wanted {
+    /// What a COPY of `sources` (as written: paths or patterns inside the
+    /// stack's root) needs of `layers`: each source's literal part (up to
+    /// its first component with a wildcard), as written and as the
+    /// stack's own symlinks resolve it. Everything when a source is the
+    /// root itself or its links loop.
+    pub fn for_sources(
+        store: &Store,
+        layers: &[Layer],
+        sources: &[String],
+    ) -> Result<Wanted, BuildError> {
+        let mut tree = Tree::default();
+        for layer in layers {
+            tree.apply(store, layer)?;
+        }
+        let mut roots = Vec::new();
+        for source in sources {
+            let literal: Vec<&str> = source
+                .split('/')
+                .take_while(|part| !part.contains(['*', '?', '[', '\\']))
+                .collect();
+            let literal = normalize_bytes(literal.join("/").as_bytes());
+            let Some(resolved) = tree.resolve(&literal) else {
+                return Ok(Wanted::All);
+            };
+            if literal.is_empty() || resolved.is_empty() {
+                return Ok(Wanted::All);
+            }
+            roots.push(literal);
+            roots.push(resolved);
+        }
+        Ok(Wanted::Under(roots))
+    }
+}
+
+/// [`unpack`] of only what `wanted` covers.
+pub fn unpack_wanted(
+    store: &Store,
+    layers: &[Layer],
+    dir: &Path,
+    owners: Owners,
+    wanted: &Wanted,
+) -> Result<(), BuildError> {
+    let link_targets = match wanted {
+        Wanted::All => BTreeSet::new(),
+        Wanted::Under(_) => hard_link_targets(store, layers, wanted)?,
+    };
     let keep_owners = owners == Owners::FromLayers && running_as_root();
     for layer in layers {
         let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
@@ -279,6 +353,14 @@ pub fn unpack(
                 }
                 continue;
             }
+            if let Wanted::Under(_) = wanted {
+                let kind = entry.header().entry_type();
+                let raw = normalize_bytes(&entry.path_bytes());
+                let shapes_paths = kind.is_dir() || kind.is_symlink();
+                if !shapes_paths && !wanted.covers(&raw) && !link_targets.contains(&raw) {
+                    continue;
+                }
+            }
             let unpacked = entry.unpack_in(dir).map_err(io)?;
             if keep_owners && unpacked {
                 let rel = raw_relative(&entry.path_bytes());
@@ -288,6 +370,34 @@ pub fn unpack(
         }
     }
     Ok(())
+}
+
+/// The paths hard links that `wanted` covers point to (a link's target
+/// must be there before it), from a first pass over the headers.
+fn hard_link_targets(
+    store: &Store,
+    layers: &[Layer],
+    wanted: &Wanted,
+) -> Result<BTreeSet<Vec<u8>>, BuildError> {
+    let mut targets = BTreeSet::new();
+    for layer in layers {
+        let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
+        let what = layer.digest.to_string();
+        let io = |e| BuildError::io(&what, e);
+        let mut archive = tar::Archive::new(file);
+        for entry in archive.entries().map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if entry.header().entry_type() != tar::EntryType::Link
+                || !wanted.covers(&normalize_bytes(&entry.path_bytes()))
+            {
+                continue;
+            }
+            if let Some(target) = entry.link_name_bytes() {
+                targets.insert(normalize_bytes(&target));
+            }
+        }
+    }
+    Ok(targets)
 }
 
 /// An entry's path relative to the tree, byte for byte (`unpack_in` has
@@ -376,6 +486,17 @@ mod tests {
             );
         }
         tree
+    }
+
+    #[test]
+    fn wanted_covers_whole_components_only() {
+        let wanted = Wanted::Under(vec![b"src/dist".to_vec()]);
+        assert!(wanted.covers(b"src/dist"));
+        assert!(wanted.covers(b"src/dist/bundle.js"));
+        assert!(!wanted.covers(b"src/distx"));
+        assert!(!wanted.covers(b"src"));
+        assert!(!wanted.covers(b"node_modules/p1/f1.js"));
+        assert!(Wanted::All.covers(b"anything"));
     }
 
     #[test]

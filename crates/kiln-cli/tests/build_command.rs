@@ -1084,3 +1084,28 @@ fn copy_keeps_hard_links_within_one_source_and_skips_empty_wildcards() {
     assert_eq!(ino("ctx/a"), ino("ctx/b"));
     assert!(!rootfs.join("none").exists());
 }
+
+/// `COPY --from` unpacks only what its sources reach, so it must still see
+/// them through the stage's symlinks, find hard links' targets that lie
+/// outside them, and match wildcards below their literal part.
+#[test]
+fn copy_from_reads_its_sources_through_links_hard_links_and_wildcards() {
+    let s = common::busybox_workspace();
+    let ctx = copy_context(
+        &s,
+        "from-subtrees",
+        "FROM busybox AS a\n\
+         RUN mkdir -p /real/sub /other /real/sea && echo linked > /other/f \
+             && ln /other/f /real/sub/hard && echo own > /real/sub/own \
+             && echo sea > /real/sea/s && ln -s /real /link && echo big > /other/unrelated\n\
+         FROM busybox\n\
+         COPY --from=a /link/sub /x\n\
+         COPY --from=a /real/se* /y/\n\
+         RUN cat /x/hard /x/own /y/s > /seen && ls /x /y >> /seen\n",
+    );
+    let rootfs = build_and_unpack(&s, &ctx, "from-subtrees");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("seen")).unwrap(),
+        "linked\nown\nsea\n/x:\nhard\nown\n\n/y:\ns\n"
+    );
+}
