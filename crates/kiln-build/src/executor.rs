@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kiln_cache::{
-    explain, CacheIndex, CacheKey, Entry, ImportedCache, KeyBuilder, Miss, StepRecord,
-};
+use kiln_cache::{explain, CacheIndex, CacheKey, Entry, ImportedCache, Miss, StepRecord};
 use kiln_context::{HashStats, Ignore, StatCache};
 use kiln_graph::{Base, BuildGraph, History, Node, Op, StageId};
 use kiln_store::{write_image, ImageRecord, Layer, Store};
@@ -359,14 +357,9 @@ fn start_stage(
     }
 }
 
-/// Where a step sits, for comparing it with its own past: the build's
-/// scope, the stage, and the step's place in it.
+/// Where a step sits (see [`keys::position_key`]).
 fn position_key(scope: &str, graph: &BuildGraph, node: &Node, position: usize) -> CacheKey {
-    KeyBuilder::new("position")
-        .text("scope", scope)
-        .text("stage", &graph.stages[node.stage].label())
-        .text("index", &position.to_string())
-        .finish()
+    keys::position_key(scope, &graph.stages[node.stage].label(), position)
 }
 
 /// One non-FROM step being run through the cache.

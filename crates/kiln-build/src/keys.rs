@@ -154,6 +154,17 @@ pub(crate) fn config_key(
         .finish()
 }
 
+/// Not a cache key: where a step sits, for comparing it with its own past
+/// (the record that explains a miss): the build's scope, the stage, and
+/// the step's place in it.
+pub(crate) fn position_key(scope: &str, stage: &str, index: usize) -> CacheKey {
+    KeyBuilder::new("position")
+        .text("scope", scope)
+        .text("stage", stage)
+        .text("index", &index.to_string())
+        .finish()
+}
+
 /// What a RUN sees of its stage: the environment, user and directory.
 fn run_inputs(key: &mut KeyBuilder, inputs: &Inputs) {
     key.text("env", &inputs.env.len().to_string());

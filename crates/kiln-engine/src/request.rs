@@ -286,12 +286,15 @@ impl FromStr for CacheTo {
 }
 
 impl BuildRequest {
-    /// The file the Dockerfile is read from, if it is one.
-    pub(crate) fn dockerfile_path(&self) -> Option<PathBuf> {
+    /// The file the Dockerfile is read from, and beside which its own
+    /// `<name>.dockerignore` is looked for; for one given as bytes,
+    /// `CONTEXT/Dockerfile` (only the context's `.dockerignore` applies).
+    pub(crate) fn dockerfile_path(&self) -> PathBuf {
         match &self.dockerfile {
-            DockerfileSource::Default => Some(self.context.join("Dockerfile")),
-            DockerfileSource::Path(path) => Some(path.clone()),
-            DockerfileSource::Bytes { .. } => None,
+            DockerfileSource::Path(path) => path.clone(),
+            DockerfileSource::Default | DockerfileSource::Bytes { .. } => {
+                self.context.join("Dockerfile")
+            }
         }
     }
 

@@ -177,10 +177,7 @@ impl Engine {
         // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
         // context's `.dockerignore`; a Dockerfile from elsewhere has only
         // the latter.
-        let dockerfile_path = request
-            .dockerfile_path()
-            .unwrap_or_else(|| request.context.join("Dockerfile"));
-        let ignore = load_dockerignore(&request.context, &dockerfile_path)?;
+        let ignore = load_dockerignore(&request.context, &request.dockerfile_path())?;
         // A step is compared with its own past: same context, same Dockerfile.
         let scope = format!(
             "{}\n{}",
@@ -235,10 +232,10 @@ fn read_dockerfile(
     let (display, bytes) = match &request.dockerfile {
         DockerfileSource::Bytes { display, bytes } => (display.clone(), bytes.clone()),
         _ => {
-            let path = request
-                .dockerfile_path()
-                .unwrap_or_else(|| request.context.join("Dockerfile"));
-            let bytes = read_bounded(&path).map_err(|e| EngineError::io(&path, e))?;
+            let path = request.dockerfile_path();
+            let bytes = std::fs::File::open(&path)
+                .and_then(read_bounded)
+                .map_err(|e| EngineError::io(&path, e))?;
             (path.display().to_string(), bytes)
         }
     };
@@ -252,12 +249,13 @@ fn read_dockerfile(
     }
 }
 
-/// Reads at most one byte more than a Dockerfile may have: the parser
-/// refuses that with an error naming the limit, and `/dev/zero` or a huge
-/// file never fills memory.
-pub fn read_bounded(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+/// Reads a Dockerfile from `reader` (a file, standard input), at most one
+/// byte more than a Dockerfile may have: the parser refuses that with an
+/// error naming the limit, and `/dev/zero` or a huge file never fills
+/// memory.
+pub fn read_bounded(reader: impl Read) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::new();
-    std::fs::File::open(path)?
+    reader
         .take(kiln_dockerfile::MAX_DOCKERFILE_BYTES as u64 + 1)
         .read_to_end(&mut buf)?;
     Ok(buf)

@@ -2,7 +2,6 @@
 //! errors and warnings printed the same way by every command.
 
 use crate::output::report;
-use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -25,7 +24,9 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     let bytes = if display == "-" {
         read_stdin_bounded().context("reading standard input")?
     } else {
-        kiln_engine::read_bounded(&path).with_context(|| format!("reading {display}"))?
+        std::fs::File::open(&path)
+            .and_then(kiln_engine::read_bounded)
+            .with_context(|| format!("reading {display}"))?
     };
     let source = String::from_utf8_lossy(&bytes).into_owned();
     let dockerfile = match kiln_dockerfile::parse_bytes(&bytes) {
@@ -45,15 +46,9 @@ pub fn load(file: Option<PathBuf>, context: &std::path::Path) -> anyhow::Result<
     }))
 }
 
-/// Standard input, to at most one byte more than a Dockerfile may have
-/// (as [`kiln_engine::read_bounded`] reads files).
+/// Standard input, bounded as a Dockerfile ([`kiln_engine::read_bounded`]).
 pub fn read_stdin_bounded() -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(kiln_dockerfile::MAX_DOCKERFILE_BYTES as u64 + 1)
-        .read_to_end(&mut buf)?;
-    Ok(buf)
+    kiln_engine::read_bounded(std::io::stdin().lock())
 }
 
 /// Writes `text` to standard output; a closed pipe (`kiln ... | head`) is
