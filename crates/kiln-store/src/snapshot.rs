@@ -32,11 +32,6 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const UNSUPPORTED_XATTRS: [&str; 2] = ["trusted.overlay.redirect", "trusted.overlay.metacopy"];
 
 impl Store {
-    /// Where snapshots live; beside the OCI layout, invisible to its readers.
-    pub fn snapshots_dir(&self) -> PathBuf {
-        self.layout().snapshots()
-    }
-
     /// The directory holding `layer` unpacked, made on first use (and
     /// made again if it is not marked complete). Made in a temp dir of
     /// this process and renamed into place, so a killed kiln never leaves a
@@ -44,7 +39,7 @@ impl Store {
     /// the loser throws its copy away. The layer is leased first, so GC
     /// keeps it (and the snapshot) while this process lives.
     pub fn snapshot(&self, layer: &Digest) -> Result<PathBuf, StoreError> {
-        let target = self.snapshots_dir().join(layer.hex());
+        let target = self.layout().snapshots().join(layer.hex());
         if is_complete(&target, layer) {
             return Ok(target.join(TREE));
         }
@@ -62,7 +57,7 @@ impl Store {
 
     /// How many snapshots (complete or not) there are.
     pub fn snapshot_count(&self) -> usize {
-        fs::read_dir(self.snapshots_dir()).map_or(0, |entries| {
+        fs::read_dir(self.layout().snapshots()).map_or(0, |entries| {
             entries
                 .flatten()
                 .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -72,13 +67,13 @@ impl Store {
 
     /// Whether `layer`'s snapshot exists and is marked complete.
     pub fn has_snapshot(&self, layer: &Digest) -> bool {
-        is_complete(&self.snapshots_dir().join(layer.hex()), layer)
+        is_complete(&self.layout().snapshots().join(layer.hex()), layer)
     }
 
     /// A new temp dir of this process in `kiln/snapshots`, with an empty
     /// `fs` in it.
     fn snapshot_temp(&self, what: &str) -> Result<PathBuf, StoreError> {
-        let dir = self.snapshots_dir();
+        let dir = self.layout().snapshots();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
         let temp = dir.join(self.temp_name(what)?);
         fs::create_dir_all(temp.join(TREE)).map_err(|e| StoreError::io(&temp, e))?;
@@ -102,7 +97,7 @@ impl Store {
 
     /// Renames `dir` to a temp name of this process; returns it.
     fn set_aside(&self, dir: &Path) -> Result<PathBuf, StoreError> {
-        let aside = self.snapshots_dir().join(self.temp_name("gone")?);
+        let aside = self.layout().snapshots().join(self.temp_name("gone")?);
         fs::rename(dir, &aside).map_err(|e| StoreError::io(dir, e))?;
         Ok(aside)
     }
@@ -113,7 +108,7 @@ impl Store {
     /// bytes of the layer, so it is the snapshot [`Store::snapshot`] would
     /// make; [`SnapshotWriter::finish`] names it once the digest is known.
     pub fn snapshot_writer(&self) -> Result<SnapshotWriter, StoreError> {
-        let parent = self.snapshots_dir();
+        let parent = self.layout().snapshots();
         let temp = self.snapshot_temp("stream")?;
         let (reader, writer) = io::pipe().map_err(|e| StoreError::io(&temp, e))?;
         let dir = temp.join(TREE);
@@ -147,7 +142,7 @@ impl Store {
 
     /// Snapshots (under their layer's name) whose layer blob is gone.
     pub(crate) fn orphan_snapshots(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(self.snapshots_dir()) else {
+        let Ok(entries) = fs::read_dir(self.layout().snapshots()) else {
             return Vec::new();
         };
         entries

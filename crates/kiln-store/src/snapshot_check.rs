@@ -60,7 +60,7 @@ impl Store {
     /// Compares `layer`'s snapshot with its layer; the error lists the
     /// first differences. A snapshot not marked complete is an error too.
     pub fn verify_snapshot(&self, layer: &Digest) -> Result<(), StoreError> {
-        let dir = self.snapshots_dir().join(layer.hex());
+        let dir = self.layout().snapshots().join(layer.hex());
         let corrupt = |message: String| StoreError::Corrupt {
             path: dir.clone(),
             message,
@@ -91,7 +91,7 @@ impl Store {
     /// discarded (the next use unpacks the layer again) and reported.
     pub(crate) fn check_snapshots(&self) -> Result<Vec<Problem>, StoreError> {
         let mut problems = Vec::new();
-        let Ok(entries) = fs::read_dir(self.snapshots_dir()) else {
+        let Ok(entries) = fs::read_dir(self.layout().snapshots()) else {
             return Ok(problems);
         };
         for entry in entries.flatten() {

@@ -202,7 +202,7 @@ fn gc_removes_snapshots_of_deleted_layers() {
     let snapshot = store.snapshot(&layer.digest).unwrap();
     assert_eq!(fs::read_to_string(snapshot.join("file")).unwrap(), "x");
     // A half-made snapshot of a killed kiln.
-    fs::create_dir_all(store.snapshots_dir().join(".tmp-1-abc")).unwrap();
+    fs::create_dir_all(store.layout().snapshots().join(".tmp-1-abc")).unwrap();
     drop(store);
     let store = Store::open(&dir.path().join("store")).unwrap();
     let report = store.gc(&Vec::new).unwrap();
@@ -347,7 +347,7 @@ fn a_snapshot_made_while_writing_equals_one_made_after() {
     let digest = streamed.blobs().put(&bytes).unwrap();
     writer.finish(&digest).unwrap();
     assert_eq!(unpacked.blobs().put(&bytes).unwrap(), digest);
-    let made_while = streamed.snapshots_dir().join(digest.hex()).join("fs");
+    let made_while = streamed.layout().snapshots().join(digest.hex()).join("fs");
     assert!(made_while.is_dir());
     assert!(streamed.has_snapshot(&digest));
     assert_eq!(
@@ -358,7 +358,7 @@ fn a_snapshot_made_while_writing_equals_one_made_after() {
     let mut abandoned = streamed.snapshot_writer().unwrap();
     abandoned.write_all(&bytes[..512]).unwrap();
     drop(abandoned);
-    let left: Vec<_> = fs::read_dir(streamed.snapshots_dir())
+    let left: Vec<_> = fs::read_dir(streamed.layout().snapshots())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
