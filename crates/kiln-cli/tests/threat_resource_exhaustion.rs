@@ -55,11 +55,17 @@ fn cgroup_parent(controller: &str) -> PathBuf {
     }
 }
 
-/// Waits (up to a minute) for the container cgroup of `child`.
+/// Waits (up to a minute) for the container cgroup of `child` to hold a
+/// process. kiln makes the directory, then writes its limits, then the
+/// container joins it: a test that read the limits as soon as the
+/// directory appeared could read the kernel's defaults (`max`).
 fn wait_for_cgroup(child: &mut Child, controller: &str) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Some(dir) = cgroup_dirs(controller, child.id()).pop() {
+        if let Some(dir) = cgroup_dirs(controller, child.id())
+            .into_iter()
+            .find(|dir| has_a_process(dir))
+        {
             return dir;
         }
         if let Some(status) = child.try_wait().unwrap() {
@@ -72,6 +78,14 @@ fn wait_for_cgroup(child: &mut Child, controller: &str) -> PathBuf {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Whether a process has joined the cgroup at `dir` (`tasks` on v1,
+/// `cgroup.procs` on v2).
+fn has_a_process(dir: &Path) -> bool {
+    ["tasks", "cgroup.procs"]
+        .iter()
+        .any(|file| fs::read_to_string(dir.join(file)).is_ok_and(|pids| !pids.trim().is_empty()))
 }
 
 fn read(path: &Path) -> String {
