@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use kiln_context::Root;
 use kiln_graph::{MountKind, Network, Node, RunOp, Sharing, SourceRef};
 use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink};
-use kiln_store::{layer_from_upper, Layer, Store};
+use kiln_store::{Layer, Store};
 
 use crate::base::pinned_base;
 use crate::error::BuildError;
@@ -143,11 +143,7 @@ pub fn run_step(
             hint: (!tail.is_empty()).then(|| format!("its last output:\n{}", tail.join("\n"))),
         });
     }
-    Ok(layer_from_upper(
-        store.blobs(),
-        &spec.upper_dir,
-        options.source_date_epoch,
-    )?)
+    Ok(store.commit_upper(&spec.upper_dir, options.source_date_epoch)?)
 }
 
 /// The argv, and a mount for a script heredoc. As BuildKit: `RUN <<EOF`

@@ -422,6 +422,84 @@ pub fn layer_from_upper(
     upper: &Path,
     clamp_mtime: Option<u64>,
 ) -> Result<Layer, StoreError> {
+    write_upper(blobs, upper, clamp_mtime, Normalise::No).map(|(layer, _)| layer)
+}
+
+impl Store {
+    /// Commits an overlay upper dir (no longer mounted) as a layer, as
+    /// [`layer_from_upper`] does, and then makes the upper dir itself the
+    /// layer's snapshot: it already is that layer as overlayfs wants it,
+    /// so the next step on it does not unpack again what was just packed.
+    /// The walk that writes the tar makes the dir what unpacking the tar
+    /// would give: overlay's own xattrs (origin, impure) removed and each
+    /// file's times set to its header's. An upper that cannot be made so
+    /// (a socket, which no tar holds; another filesystem) is left as it
+    /// is and the snapshot made from the tar when one is needed. On
+    /// success `upper` is gone.
+    pub fn commit_upper(
+        &self,
+        upper: &Path,
+        clamp_mtime: Option<u64>,
+    ) -> Result<Layer, StoreError> {
+        let (layer, adoptable) = write_upper(self.blobs(), upper, clamp_mtime, Normalise::Yes)?;
+        if adoptable && !self.has_snapshot(&layer.digest) {
+            self.adopt_snapshot(upper, &layer.digest)?;
+        }
+        Ok(layer)
+    }
+
+    /// Moves the tree at `tree` in as `layer`'s snapshot (a temp dir of
+    /// this process first, marked complete, then renamed into place). A
+    /// tree on another filesystem stays where it is.
+    fn adopt_snapshot(&self, tree: &Path, layer: &Digest) -> Result<(), StoreError> {
+        self.lease(layer)?;
+        let target = self.layout().snapshots().join(layer.hex());
+        if target.exists() {
+            self.discard_snapshot(&target)?;
+        }
+        let temp = self.snapshot_temp("adopt")?;
+        let inside = temp.join(TREE);
+        // The layer's tar has no entry for its root: its snapshot's root is
+        // a fresh directory's, whatever the upper dir's root was.
+        let root = fs::metadata(&inside).map_err(|e| StoreError::io(&inside, e))?;
+        std::os::unix::fs::lchown(tree, Some(root.uid()), Some(root.gid()))
+            .and_then(|()| fs::set_permissions(tree, root.permissions()))
+            .map_err(|e| StoreError::io(tree, e))?;
+        fs::remove_dir(&inside).map_err(|e| StoreError::io(&inside, e))?;
+        match fs::rename(tree, &inside) {
+            Ok(()) => install(&temp, &target, layer).map(|_| ()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+                let _ = fs::remove_dir_all(&temp);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = fs::remove_dir_all(&temp);
+                Err(StoreError::io(tree, e))
+            }
+        }
+    }
+}
+
+/// Whether [`write_upper`] also makes the upper dir what unpacking its
+/// tar gives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Normalise {
+    No,
+    Yes,
+}
+
+/// [`layer_from_upper`]; with [`Normalise::Yes`] the walk also removes
+/// overlay's bookkeeping xattrs and sets each regular file's times to its
+/// header's (whole seconds, clamped), as the unpacking of the tar would.
+/// Returns the layer and whether the upper dir is now its snapshot's
+/// equal (false if it held a socket, which the tar leaves out).
+fn write_upper(
+    blobs: &Blobs,
+    upper: &Path,
+    clamp_mtime: Option<u64>,
+    normalise: Normalise,
+) -> Result<(Layer, bool), StoreError> {
+    let mut adoptable = normalise == Normalise::Yes;
     let mut writer = blobs.writer()?;
     let mut builder = tar::Builder::new(&mut writer);
     let mut first_path_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
@@ -462,7 +540,7 @@ pub fn layer_from_upper(
             continue;
         }
 
-        let xattrs = portable_xattrs(full)?;
+        let xattrs = portable_xattrs(full, normalise)?;
         if !xattrs.is_empty() {
             let records: Vec<(String, Vec<u8>)> = xattrs
                 .iter()
@@ -514,6 +592,12 @@ pub fn layer_from_upper(
                 first_path_of_inode.insert(inode, relative.clone());
             }
             let file = fs::File::open(full).map_err(io_error)?;
+            if normalise == Normalise::Yes {
+                let time = std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(header.mtime().unwrap_or(0));
+                let times = fs::FileTimes::new().set_accessed(time).set_modified(time);
+                file.set_times(times).map_err(io_error)?;
+            }
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(meta.len());
             builder
@@ -529,6 +613,7 @@ pub fn layer_from_upper(
                 tar::EntryType::Block
             } else {
                 // Sockets cannot be put in a tar; Docker drops them too.
+                adoptable = false;
                 continue;
             };
             header.set_entry_type(entry_type);
@@ -550,11 +635,12 @@ pub fn layer_from_upper(
     builder.finish().map_err(|e| StoreError::io(upper, e))?;
     drop(builder);
     let (digest, size) = writer.commit()?;
-    Ok(Layer {
+    let layer = Layer {
         digest,
         size,
         entries,
-    })
+    };
+    Ok((layer, adoptable))
 }
 
 /// A tar header with the owner, mode and (clamped) time of `meta`.
@@ -570,8 +656,13 @@ fn header_for(meta: &fs::Metadata, clamp_mtime: Option<u64>) -> tar::Header {
 
 /// The xattrs of `path` that belong in a layer, sorted by name: all but
 /// overlay's bookkeeping. Redirects and metacopy are refused, since a
-/// layer could not express them.
-fn portable_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+/// layer could not express them. With [`Normalise::Yes`] the bookkeeping
+/// (origin, impure: what overlay notes about copy-ups) is removed from the
+/// file, all but the opaque mark that the snapshot keeps.
+fn portable_xattrs(
+    path: &Path,
+    normalise: Normalise,
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
     let Ok(names) = xattr::list(path) else {
         // A filesystem without xattr support has none to carry.
         return Ok(Vec::new());
@@ -586,6 +677,9 @@ fn portable_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
             )));
         }
         if name.starts_with("trusted.overlay.") {
+            if normalise == Normalise::Yes && name != OPAQUE_XATTR {
+                xattr::remove(path, &name).map_err(|e| StoreError::io(path, e))?;
+            }
             continue;
         }
         if let Ok(Some(value)) = xattr::get(path, &name) {

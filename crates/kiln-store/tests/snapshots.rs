@@ -433,3 +433,85 @@ fn snapshots_are_verified_against_their_layers() {
     assert_eq!(store.snapshot(&layer.digest).unwrap(), tree);
     store.verify_snapshot(&layer.digest).unwrap();
 }
+
+#[test]
+fn a_committed_upper_dir_becomes_the_layers_snapshot_as_unpacking_would_make_it() {
+    if !is_root() {
+        eprintln!("skipped: overlay mounts need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let base = layer(
+        &store,
+        &[
+            ("etc", None),
+            ("etc/copied", Some("lower\n")),
+            ("etc/gone", Some("gone\n")),
+        ],
+    );
+    let lower = store.snapshot(&base.digest).unwrap();
+    let upper = store.scratch_dir("upper-test").unwrap().join("upper");
+    let work = dir.path().join("work");
+    let merged = dir.path().join("merged");
+    for d in [&upper, &work, &merged] {
+        fs::create_dir_all(d).unwrap();
+    }
+    // Appending copies `etc/copied` up, which leaves overlay's origin
+    // xattr on it and impure on `etc`; `rm` leaves a whiteout.
+    sh_in_private_mount_ns(&format!(
+        "mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off {merged}
+         cd {merged}
+         echo upper >> etc/copied
+         rm etc/gone
+         mkdir new && echo new > new/file && touch -d @4000000000.5 new/file",
+        lower = lower.display(),
+        upper = upper.display(),
+        work = work.display(),
+        merged = merged.display(),
+    ));
+    let had_origin = xattr::list(upper.join("etc/copied"))
+        .unwrap()
+        .any(|name| name.to_string_lossy().starts_with("trusted.overlay."));
+
+    let change = store.commit_upper(&upper, Some(3_000_000_000)).unwrap();
+    assert!(!upper.exists(), "the upper dir was moved in");
+    assert!(store.has_snapshot(&change.digest));
+    // `kiln check`'s comparison with the tar: the adopted tree passes.
+    store.verify_snapshot(&change.digest).unwrap();
+    let snapshot = store.snapshot(&change.digest).unwrap();
+    if had_origin {
+        let names: Vec<_> = xattr::list(snapshot.join("etc/copied")).unwrap().collect();
+        assert!(names.is_empty(), "overlay bookkeeping kept: {names:?}");
+    }
+    // Times as the tar's header has them: clamped, whole seconds.
+    let file = fs::metadata(snapshot.join("new/file")).unwrap();
+    assert_eq!((file.mtime(), file.mtime_nsec()), (3_000_000_000, 0));
+    let root = fs::metadata(&snapshot).unwrap();
+    assert_eq!(root.mode() & 0o7777, 0o755);
+    // And it stacks: the deletion and the append show through a mount.
+    let listing = sh_in_private_mount_ns(&format!(
+        "mount -t overlay overlay -o lowerdir={snapshot}:{lower} {merged}
+         cd {merged}
+         ls -A etc; cat etc/copied new/file",
+        snapshot = snapshot.display(),
+        lower = lower.display(),
+        merged = merged.display(),
+    ));
+    assert_eq!(listing, "copied\nlower\nupper\nnew\n");
+}
+
+#[test]
+fn an_upper_dir_holding_a_socket_is_committed_but_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let upper = store.scratch_dir("upper-test").unwrap().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    fs::write(upper.join("file"), "x").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(upper.join("socket")).unwrap();
+    let change = store.commit_upper(&upper, None).unwrap();
+    assert!(upper.join("file").exists(), "left where it was");
+    assert!(!store.has_snapshot(&change.digest));
+    let snapshot = store.snapshot(&change.digest).unwrap();
+    assert_eq!(fs::read_dir(&snapshot).unwrap().count(), 1, "no socket");
+}
