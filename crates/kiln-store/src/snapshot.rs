@@ -434,7 +434,8 @@ impl Store {
     /// would give: overlay's own xattrs (origin, impure) removed and each
     /// file's times set to its header's. An upper that cannot be made so
     /// (a socket, which no tar holds; another filesystem) is left as it
-    /// is and the snapshot made from the tar when one is needed. On
+    /// is and the snapshot made from the tar when one is needed (so is one
+    /// holding a `.wh.` name, which the tar reads back as a whiteout). On
     /// success `upper` is gone.
     pub fn commit_upper(
         &self,
@@ -492,7 +493,8 @@ enum Normalise {
 /// overlay's bookkeeping xattrs and sets each regular file's times to its
 /// header's (whole seconds, clamped), as the unpacking of the tar would.
 /// Returns the layer and whether the upper dir is now its snapshot's
-/// equal (false if it held a socket, which the tar leaves out).
+/// equal (false if it held a socket, which the tar leaves out, or a name
+/// starting `.wh.`, which the tar turns into a whiteout).
 fn write_upper(
     blobs: &Blobs,
     upper: &Path,
@@ -540,6 +542,14 @@ fn write_upper(
             continue;
         }
 
+        if relative
+            .file_name()
+            .is_some_and(|name| name.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
+        {
+            // A file the command named `.wh.x` reads back from the tar as
+            // a whiteout, so the upper dir is not what the tar gives.
+            adoptable = false;
+        }
         let xattrs = portable_xattrs(full, normalise)?;
         if !xattrs.is_empty() {
             let records: Vec<(String, Vec<u8>)> = xattrs

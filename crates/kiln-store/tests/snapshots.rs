@@ -515,3 +515,15 @@ fn an_upper_dir_holding_a_socket_is_committed_but_not_adopted() {
     let snapshot = store.snapshot(&change.digest).unwrap();
     assert_eq!(fs::read_dir(&snapshot).unwrap().count(), 1, "no socket");
 }
+
+#[test]
+fn an_upper_dir_holding_a_wh_name_is_committed_but_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let upper = store.scratch_dir("upper-test").unwrap().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    fs::write(upper.join(".wh.name"), "").unwrap();
+    let change = store.commit_upper(&upper, None).unwrap();
+    assert!(upper.join(".wh.name").exists(), "left where it was");
+    assert!(!store.has_snapshot(&change.digest));
+}
