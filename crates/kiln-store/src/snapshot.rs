@@ -455,6 +455,10 @@ impl Store {
     fn adopt_snapshot(&self, tree: &Path, layer: &Digest) -> Result<(), StoreError> {
         self.lease(layer)?;
         let target = self.layout().snapshots().join(layer.hex());
+        if is_complete(&target, layer) {
+            // Another kiln made it meanwhile, and may be running on it.
+            return Ok(());
+        }
         if target.exists() {
             self.discard_snapshot(&target)?;
         }
