@@ -1,7 +1,8 @@
 //! A RUN step: the stage's layers as overlay lower dirs (store snapshots),
 //! the command in a container (kiln-runtime) with the step's environment,
 //! user, working directory, network and `--mount`s, its output streamed,
-//! and the overlay upper dir committed as the step's layer.
+//! and the overlay upper dir committed as the step's layer and kept as
+//! that layer's snapshot, the lower dir of the next RUN.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
