@@ -39,6 +39,21 @@ impl Store {
     /// the loser throws its copy away. The layer is leased first, so GC
     /// keeps it (and the snapshot) while this process lives.
     pub fn snapshot(&self, layer: &Digest) -> Result<PathBuf, StoreError> {
+        self.make_snapshot(layer, "unpack", |tree| {
+            unpack_layer(self.blobs(), layer, tree)
+        })
+    }
+
+    /// `layer`'s snapshot: the complete one if there is one (another kiln
+    /// may be running on it), else one that `fill` puts at the empty tree
+    /// it is given, in a temp dir of this process, marked complete and
+    /// renamed into place; an incomplete one under the name goes first.
+    fn make_snapshot(
+        &self,
+        layer: &Digest,
+        what: &str,
+        fill: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<PathBuf, StoreError> {
         let target = self.layout().snapshots().join(layer.hex());
         if is_complete(&target, layer) {
             return Ok(target.join(TREE));
@@ -47,8 +62,8 @@ impl Store {
         if target.exists() {
             self.discard_snapshot(&target)?;
         }
-        let temp = self.snapshot_temp("unpack")?;
-        if let Err(error) = unpack_layer(self.blobs(), layer, &temp.join(TREE)) {
+        let temp = self.snapshot_temp(what)?;
+        if let Err(error) = fill(&temp.join(TREE)) {
             let _ = fs::remove_dir_all(&temp);
             return Err(error);
         }
@@ -435,54 +450,46 @@ impl Store {
     /// file's times set to its header's. An upper that cannot be made so
     /// (a socket, which no tar holds; another filesystem) is left as it
     /// is and the snapshot made from the tar when one is needed (so is one
-    /// holding a `.wh.` name, which the tar reads back as a whiteout). On
-    /// success `upper` is gone.
+    /// holding a `.wh.` name, which the tar reads back as a whiteout).
+    /// Adopted, `upper` is gone; where the layer has a complete snapshot
+    /// already (another kiln may run on it), that one stays and `upper`
+    /// is left to its caller.
     pub fn commit_upper(
         &self,
         upper: &Path,
         clamp_mtime: Option<u64>,
     ) -> Result<Layer, StoreError> {
         let (layer, adoptable) = write_upper(self.blobs(), upper, clamp_mtime, Normalise::Yes)?;
-        if adoptable && !self.has_snapshot(&layer.digest) {
-            self.adopt_snapshot(upper, &layer.digest)?;
+        if adoptable && same_filesystem(upper, &self.layout().snapshots())? {
+            self.make_snapshot(&layer.digest, "adopt", |tree| adopt_tree(upper, tree))?;
         }
         Ok(layer)
     }
+}
 
-    /// Moves the tree at `tree` in as `layer`'s snapshot (a temp dir of
-    /// this process first, marked complete, then renamed into place). A
-    /// tree on another filesystem stays where it is.
-    fn adopt_snapshot(&self, tree: &Path, layer: &Digest) -> Result<(), StoreError> {
-        self.lease(layer)?;
-        let target = self.layout().snapshots().join(layer.hex());
-        if is_complete(&target, layer) {
-            // Another kiln made it meanwhile, and may be running on it.
-            return Ok(());
-        }
-        if target.exists() {
-            self.discard_snapshot(&target)?;
-        }
-        let temp = self.snapshot_temp("adopt")?;
-        let inside = temp.join(TREE);
-        // The layer's tar has no entry for its root: its snapshot's root is
-        // a fresh directory's, whatever the upper dir's root was.
-        let root = fs::metadata(&inside).map_err(|e| StoreError::io(&inside, e))?;
-        std::os::unix::fs::lchown(tree, Some(root.uid()), Some(root.gid()))
-            .and_then(|()| fs::set_permissions(tree, root.permissions()))
-            .map_err(|e| StoreError::io(tree, e))?;
-        fs::remove_dir(&inside).map_err(|e| StoreError::io(&inside, e))?;
-        match fs::rename(tree, &inside) {
-            Ok(()) => install(&temp, &target, layer).map(|_| ()),
-            Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
-                let _ = fs::remove_dir_all(&temp);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&temp);
-                Err(StoreError::io(tree, e))
-            }
-        }
-    }
+/// Whether `path` and `dir` (made if missing) are on one filesystem, so a
+/// rename moves one into the other.
+fn same_filesystem(path: &Path, dir: &Path) -> Result<bool, StoreError> {
+    fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let device = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.dev())
+            .map_err(|e| StoreError::io(p, e))
+    };
+    Ok(device(path)? == device(dir)?)
+}
+
+/// Moves the directory `from` to the empty directory `tree`'s place,
+/// with `tree`'s owner and mode on its root: the layer's tar has no entry
+/// for its root, so a snapshot's root is a fresh directory's, whatever the
+/// upper dir's root was.
+fn adopt_tree(from: &Path, tree: &Path) -> Result<(), StoreError> {
+    let root = fs::metadata(tree).map_err(|e| StoreError::io(tree, e))?;
+    std::os::unix::fs::lchown(from, Some(root.uid()), Some(root.gid()))
+        .and_then(|()| fs::set_permissions(from, root.permissions()))
+        .map_err(|e| StoreError::io(from, e))?;
+    fs::remove_dir(tree).map_err(|e| StoreError::io(tree, e))?;
+    fs::rename(from, tree).map_err(|e| StoreError::io(from, e))
 }
 
 /// Whether [`write_upper`] also makes the upper dir what unpacking its
