@@ -1,11 +1,15 @@
 //! A COPY or ADD step up to the point of writing its layer: remote
 //! sources fetched, a source stage or image unpacked, `--chown` names
 //! resolved, sources selected and hashed. The result's content digest is
-//! what the cache key needs; writing happens only on a miss.
+//! what the cache key needs; writing happens only on a miss. What a COPY
+//! selected from a stage or image is remembered by the layers' digests
+//! (the cache's selections), so a rebuild keys it without unpacking them.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_context::StatCache;
+use kiln_cache::Selected;
+use kiln_context::{ContentDigest, HashStats, StatCache};
 use kiln_graph::{BuildGraph, CopyOp, Node, SourceRef};
 use kiln_store::{Layer, Store};
 
@@ -13,6 +17,7 @@ use crate::base::pinned_base;
 use crate::copy::{select, CopyRequest, Selection};
 use crate::error::BuildError;
 use crate::executor::BuildOptions;
+use crate::keys;
 use crate::remote;
 use crate::rootfs::{self, Owners};
 use crate::stage::{StageFs, Stages, TempDir};
@@ -24,10 +29,168 @@ pub struct PreparedCopy {
     _scratch: Vec<TempDir>,
 }
 
+/// What a COPY's cache key is made of: its selection's content digest and
+/// each selected file's short digest (for explaining a miss); with the
+/// prepared copy when finding them took preparing it.
+pub struct CopyContent {
+    pub content: ContentDigest,
+    pub inputs: BTreeMap<String, String>,
+    pub hash_stats: HashStats,
+    pub prepared: Option<PreparedCopy>,
+}
+
+/// One COPY step, as the executor hands it over.
+pub struct CopyStep<'a> {
+    pub store: &'a Store,
+    pub graph: &'a BuildGraph,
+    pub node: &'a Node,
+    pub copy: &'a CopyOp,
+    pub stages: &'a Stages,
+    pub options: &'a BuildOptions<'a>,
+}
+
+impl CopyStep<'_> {
+    /// The step's content: remembered, for a copy from a stage or image
+    /// whose layers it was selected from before; else selected now (and
+    /// remembered).
+    pub fn content(&self, state: &StageFs) -> Result<CopyContent, BuildError> {
+        let remembered_as = self.selection_key(state)?;
+        if let Some(key) = &remembered_as {
+            let cache = self.options.cache;
+            if let Some(selected) = cache.selection(key).filter(|_| !self.options.no_cache) {
+                return Ok(CopyContent {
+                    content: selected.content,
+                    inputs: selected.files,
+                    hash_stats: HashStats::default(),
+                    prepared: None,
+                });
+            }
+        }
+        let prepared = self.prepare(state)?;
+        let selection = &prepared.selection;
+        if let Some(key) = &remembered_as {
+            self.remember(key, selection)?;
+        }
+        Ok(CopyContent {
+            content: selection.content,
+            inputs: selection.inputs.clone(),
+            hash_stats: selection.hash_stats,
+            prepared: Some(prepared),
+        })
+    }
+
+    /// Prepares the copy whose content was remembered as `content`. A
+    /// selection that differs means the remembered one was wrong (the
+    /// cache damaged): it is corrected and the step fails, since its key
+    /// was made of the wrong digest.
+    pub fn prepare_remembered(
+        &self,
+        state: &StageFs,
+        content: &ContentDigest,
+    ) -> Result<PreparedCopy, BuildError> {
+        let prepared = self.prepare(state)?;
+        if prepared.selection.content == *content {
+            return Ok(prepared);
+        }
+        if let Some(key) = self.selection_key(state)? {
+            self.remember(&key, &prepared.selection)?;
+        }
+        Err(BuildError::step(
+            self.node.line,
+            format!(
+                "{}: the cache remembered another selection of its sources than they give now (corrected); build again",
+                self.node.display
+            ),
+        ))
+    }
+
+    fn remember(
+        &self,
+        key: &kiln_cache::CacheKey,
+        selection: &Selection,
+    ) -> Result<(), BuildError> {
+        let selected = Selected {
+            content: selection.content,
+            files: selection.inputs.clone(),
+        };
+        Ok(self.options.cache.put_selection(key, &selected)?)
+    }
+
+    /// What a selection from a stage or image is remembered by; `None` for
+    /// a copy from the context (its files change between builds).
+    fn selection_key(&self, state: &StageFs) -> Result<Option<kiln_cache::CacheKey>, BuildError> {
+        let Some(from) = &self.copy.from else {
+            return Ok(None);
+        };
+        let (layers, _) = source_layers(
+            self.store,
+            self.graph,
+            self.node,
+            from,
+            self.stages,
+            self.options,
+        )?;
+        let owner = match &self.copy.chown {
+            None => None,
+            Some(spec) => Some(resolve_owner(
+                self.store,
+                &state.layers,
+                spec,
+                self.node.line,
+            )?),
+        };
+        let op = keys::copy_key(None, self.copy, &[]);
+        Ok(Some(keys::selection_key(
+            &op,
+            &layers,
+            owner,
+            rootfs::keeps_layer_owners(),
+        )))
+    }
+
+    fn prepare(&self, state: &StageFs) -> Result<PreparedCopy, BuildError> {
+        prepare_copy(
+            self.store,
+            self.graph,
+            self.node,
+            self.copy,
+            state,
+            self.stages,
+            self.options,
+        )
+    }
+}
+
+/// The layers a `--from` names, with how errors name them.
+pub(crate) fn source_layers(
+    store: &Store,
+    graph: &BuildGraph,
+    node: &Node,
+    from: &SourceRef,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+) -> Result<(Vec<Layer>, String), BuildError> {
+    match from {
+        SourceRef::Stage(id) => {
+            let (stage, _) = stages.get(id).ok_or_else(|| {
+                BuildError::step(node.line, format!("stage {id} has not been built"))
+            })?;
+            Ok((
+                stage.layers.clone(),
+                format!("stage {}", graph.stages[*id].label()),
+            ))
+        }
+        SourceRef::Image(reference) => {
+            let image = pinned_base(store, options.images, reference)?;
+            Ok((image.layers, format!("image {reference}")))
+        }
+    }
+}
+
 /// Resolves a COPY/ADD step's sources (fetching remote ones, unpacking a
 /// stage or image it copies from), selects and hashes them: everything but
 /// writing the layer.
-pub fn prepare_copy(
+fn prepare_copy(
     store: &Store,
     graph: &BuildGraph,
     node: &Node,
@@ -62,21 +225,12 @@ pub fn prepare_copy(
     // snapshots and entry indexes).
     let unpacked: Option<(TempDir, String)> = match &copy.from {
         None => None,
-        Some(SourceRef::Stage(id)) => {
-            let (stage, _) = stages.get(id).ok_or_else(|| {
-                BuildError::step(node.line, format!("stage {id} has not been built"))
-            })?;
+        Some(from) => {
+            let (layers, name) = source_layers(store, graph, node, from, stages, options)?;
             let dir = TempDir::new(store)?;
-            let wanted = rootfs::Wanted::for_sources(store, &stage.layers, &copy.sources)?;
-            rootfs::unpack_wanted(store, &stage.layers, &dir.0, Owners::FromLayers, &wanted)?;
-            Some((dir, format!("stage {}", graph.stages[*id].label())))
-        }
-        Some(SourceRef::Image(reference)) => {
-            let image = pinned_base(store, options.images, reference)?;
-            let dir = TempDir::new(store)?;
-            let wanted = rootfs::Wanted::for_sources(store, &image.layers, &copy.sources)?;
-            rootfs::unpack_wanted(store, &image.layers, &dir.0, Owners::FromLayers, &wanted)?;
-            Some((dir, format!("image {reference}")))
+            let wanted = rootfs::Wanted::for_sources(store, &layers, &copy.sources)?;
+            rootfs::unpack_wanted(store, &layers, &dir.0, Owners::FromLayers, &wanted)?;
+            Some((dir, name))
         }
     };
     let (root, root_name): (&Path, &str) = match &unpacked {

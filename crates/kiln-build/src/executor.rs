@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::base::pinned_base;
 use crate::cancel::Cancel;
 use crate::copy::{copy_layer, CopyRequest};
-use crate::copy_step::{prepare_copy, resolve_owner};
+use crate::copy_step::{resolve_owner, CopyStep};
 use crate::error::BuildError;
 use crate::keys;
 use crate::rootfs;
@@ -477,26 +477,26 @@ impl Step<'_> {
                 })
             }
             Op::Copy(copy) => {
-                let prepared = prepare_copy(
-                    self.store,
-                    self.graph,
+                let step = CopyStep {
+                    store: self.store,
+                    graph: self.graph,
                     node,
                     copy,
-                    state,
-                    self.stages,
-                    self.options,
-                )?;
-                let selection = &prepared.selection;
+                    stages: self.stages,
+                    options: self.options,
+                };
+                let content = step.content(state)?;
                 // --link: the layer does not depend on what it lands on.
                 let parent_for_key = if copy.link { None } else { parent };
-                let key = keys::copy_key(parent_for_key.as_ref(), copy, &selection.content);
+                let key = keys::copy_key(parent_for_key.as_ref(), copy, &content.content);
                 record.key = key.hex();
-                record.files = selection.inputs.clone();
-                let hash_stats = Some(selection.hash_stats);
-                let mut prepared = Some(prepared);
+                record.files = content.inputs;
+                let hash_stats = Some(content.hash_stats);
+                let mut prepared = content.prepared;
                 self.cached_or(key, &record, hash_stats, state, |state| {
-                    let Some(prepared) = prepared.take() else {
-                        return Err(BuildError::step(node.line, "COPY prepared twice"));
+                    let prepared = match prepared.take() {
+                        Some(prepared) => prepared,
+                        None => step.prepare_remembered(state, &content.content)?,
                     };
                     let snapshot = self.run_follows() && !self.snapshot_known(&key);
                     let tree = state.tree(self.store)?;

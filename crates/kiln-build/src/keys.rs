@@ -16,6 +16,7 @@ use kiln_graph::{
     CopyOp, HeredocInput, ImageConfig, Inputs, Mount, MountKind, MountOptions, Network, Platform,
     RunOp, Sharing, SourceRef,
 };
+use kiln_store::Layer;
 
 /// FROM: what the stage starts from (a manifest digest, `scratch`, or the
 /// key of the stage it builds on) and the platform asked for.
@@ -124,6 +125,38 @@ pub(crate) fn copy_key(parent: Option<&CacheKey>, copy: &CopyOp, content: &[u8])
     }
     key.field("content", content);
     key.finish()
+}
+
+/// Not a step's key: what a selection from a stack of layers (a `COPY
+/// --from`'s sources, a bind mount's) is remembered by, so a rebuild keys
+/// the step without reading the layers. `op` is what decides the selection
+/// (the COPY keyed without parent or content, or the mount's source); the
+/// layers are content digests, so equal layers give an equal selection;
+/// `owner` is `--chown` resolved to numbers; `layer_owners` says whether the
+/// selected files keep the layers' owners (only root can give them).
+pub(crate) fn selection_key(
+    op: &CacheKey,
+    layers: &[Layer],
+    owner: Option<(u64, u64)>,
+    layer_owners: bool,
+) -> CacheKey {
+    let mut key = KeyBuilder::new("selection");
+    key.key("op", Some(op));
+    key.text("layers", &layers.len().to_string());
+    for layer in layers {
+        key.text("layer", &layer.digest.to_string());
+    }
+    let owner = owner.map_or(String::new(), |(uid, gid)| format!("{uid}:{gid}"));
+    key.text("owner", &owner);
+    key.text("layer_owners", flag(layer_owners));
+    key.finish()
+}
+
+/// What a bind mount's selection depends on besides its layers: its source.
+pub(crate) fn bind_source_key(source: &str) -> CacheKey {
+    KeyBuilder::new("bind-source")
+        .text("source", source)
+        .finish()
 }
 
 /// WORKDIR: the directory, and the user it is made for.

@@ -231,6 +231,12 @@ pub enum Owners {
     Caller,
 }
 
+/// Whether files unpacked with [`Owners::FromLayers`] keep the layers'
+/// owners: only root can give them.
+pub(crate) fn keeps_layer_owners() -> bool {
+    running_as_root()
+}
+
 /// Whether this process may give files to other users.
 fn running_as_root() -> bool {
     use std::os::unix::fs::MetadataExt;

@@ -431,7 +431,8 @@ pub struct BindSources {
 /// The content digest of what the step's bind mounts show (each source
 /// selected as COPY would select it, so `.dockerignore` and the stat cache
 /// apply), and each file's digest for explaining a miss. Sources from a
-/// stage or image are unpacked to be hashed.
+/// stage or image are unpacked to be hashed the first time; what they gave
+/// is remembered by the layers' digests.
 pub fn bind_sources_digest(
     store: &Store,
     node: &Node,
@@ -490,6 +491,7 @@ fn bind_sources(
         let source = mount.source.clone().unwrap_or_else(|| ".".into());
         let scratch;
         let fresh = kiln_context::StatCache::in_memory();
+        let mut remembered_as = None;
         let (root, stat_cache, ignore) = match &mount.from {
             None => (
                 options.context.to_owned(),
@@ -506,6 +508,24 @@ fn bind_sources(
                         pinned_base(store, options.images, reference)?.layers
                     }
                 };
+                // A stage's or image's layers give the same selection every
+                // time: remembered by their digests, never unpacked again.
+                let key = crate::keys::selection_key(
+                    &crate::keys::bind_source_key(&source),
+                    &layers,
+                    None,
+                    rootfs::keeps_layer_owners(),
+                );
+                let remembered = options.cache.selection(&key).filter(|_| !options.no_cache);
+                if let Some(selected) = remembered {
+                    hasher.update(mount.target.as_bytes());
+                    hasher.update(selected.content);
+                    for (path, digest) in selected.files {
+                        files.insert(format!("{} ({})", path, mount.target), digest);
+                    }
+                    continue;
+                }
+                remembered_as = Some(key);
                 scratch = TempDir::new(store)?;
                 rootfs::unpack(store, &layers, &scratch.0, rootfs::Owners::FromLayers)?;
                 (scratch.0.clone(), &fresh, None)
@@ -532,6 +552,13 @@ fn bind_sources(
             instruction: "RUN --mount",
         };
         let selection = crate::copy::select(&[request])?;
+        if let Some(key) = &remembered_as {
+            let selected = kiln_cache::Selected {
+                content: selection.content,
+                files: selection.inputs.clone(),
+            };
+            options.cache.put_selection(key, &selected)?;
+        }
         hasher.update(mount.target.as_bytes());
         hasher.update(selection.content);
         if mount.from.is_none() {

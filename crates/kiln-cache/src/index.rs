@@ -1,6 +1,8 @@
 //! The cache index on disk, in the directory the store's layout gives it:
 //! `steps/<key>.json` (a step's result), `records/<position>.json` (what the last miss at a
-//! Dockerfile position read, for explanations) and `locks/<key>` (so two
+//! Dockerfile position read, for explanations), `selections/<key>.json`
+//! (what a COPY or bind mount selected from a stage's or image's layers,
+//! so a rebuild keys it without reading them) and `locks/<key>` (so two
 //! processes wanting the same step compute it once). Files are replaced
 //! atomically; a file's mtime is its entry's last use.
 
@@ -44,6 +46,40 @@ pub struct Entry {
     pub created: String,
 }
 
+/// The outcome of selecting sources from a stack of layers, remembered by
+/// a key over the layers' digests and what decides the selection: equal
+/// layers hold equal files, so the selection is the same every time and
+/// need not be read again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selected {
+    /// The selection's content digest (what the step's key hashes).
+    #[serde(with = "hex_digest")]
+    pub content: [u8; 32],
+    /// Each selected file's short digest, for explaining a miss.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+mod hex_digest {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8; 32], out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<[u8; 32], D::Error> {
+        let text = String::deserialize(input)?;
+        let mut bytes = [0u8; 32];
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(D::Error::custom("not a sha256 in hex"));
+        }
+        for (slot, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
+            let pair = std::str::from_utf8(pair).map_err(D::Error::custom)?;
+            *slot = u8::from_str_radix(pair, 16).map_err(D::Error::custom)?;
+        }
+        Ok(bytes)
+    }
+}
+
 pub struct CacheIndex {
     dir: PathBuf,
 }
@@ -63,6 +99,12 @@ impl CacheIndex {
         self.dir.join("steps").join(format!("{}.json", key.hex()))
     }
 
+    fn selection_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir
+            .join("selections")
+            .join(format!("{}.json", key.hex()))
+    }
+
     fn record_path(&self, position: &CacheKey) -> PathBuf {
         self.dir
             .join("records")
@@ -76,6 +118,15 @@ impl CacheIndex {
 
     pub fn put_step(&self, key: &CacheKey, entry: &Entry) -> Result<(), CacheError> {
         write_json(&self.step_path(key), entry)
+    }
+
+    /// What a selection remembered under `key` gave.
+    pub fn selection(&self, key: &CacheKey) -> Option<Selected> {
+        read_touching(&self.selection_path(key))
+    }
+
+    pub fn put_selection(&self, key: &CacheKey, selected: &Selected) -> Result<(), CacheError> {
+        write_json(&self.selection_path(key), selected)
     }
 
     /// What the last miss at `position` read.
@@ -143,13 +194,13 @@ impl CacheIndex {
         }
     }
 
-    /// Forgets every entry and record. File by file, not the directory
+    /// Forgets every entry, record and selection. File by file, not the directory
     /// whole: a build running beside the prune may be writing an entry, and
     /// removing the tree under it fails (`Directory not empty`) or loses
     /// its write. Lock files stay: one may be held, and a new file at the
     /// same path would let a second process compute the same key.
     pub fn clear(&self) -> Result<(), CacheError> {
-        for sub in ["steps", "records"] {
+        for sub in ["steps", "records", "selections"] {
             let dir = self.dir.join(sub);
             let listing = match fs::read_dir(&dir) {
                 Ok(listing) => listing,
@@ -262,5 +313,28 @@ mod tests {
         index.clear().unwrap();
         assert!(index.entries().is_empty());
         assert!(index.dir.join("locks").join(held.hex()).exists());
+    }
+
+    #[test]
+    fn selections_round_trip_damage_is_a_miss_and_clear_forgets_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = CacheIndex::open(dir.path());
+        let key = KeyBuilder::new("selection").text("a", "b").finish();
+        assert_eq!(index.selection(&key), None);
+        let selected = Selected {
+            content: [0xab; 32],
+            files: [("src/dist/app.js".to_owned(), "0011223344556677".to_owned())].into(),
+        };
+        index.put_selection(&key, &selected).unwrap();
+        assert_eq!(index.selection(&key), Some(selected.clone()));
+        fs::write(
+            index.selection_path(&key),
+            br#"{"content":"zz","files":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(index.selection(&key), None);
+        index.put_selection(&key, &selected).unwrap();
+        index.clear().unwrap();
+        assert_eq!(index.selection(&key), None);
     }
 }

@@ -10,6 +10,6 @@ mod key;
 mod transfer;
 
 pub use explain::{explain, Miss, StepRecord};
-pub use index::{CacheError, CacheIndex, Entry, ListedEntry};
+pub use index::{CacheError, CacheIndex, Entry, ListedEntry, Selected};
 pub use key::{CacheKey, KeyBuilder, KEY_FORMAT};
 pub use transfer::{export, export_cache_mounts, import_cache_mounts, ImportedCache};

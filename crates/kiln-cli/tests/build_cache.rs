@@ -352,3 +352,84 @@ fn a_new_base_image_and_forced_runs_say_so() {
         filtered.stderr
     );
 }
+
+/// Whether step `number`'s output says it hashed files.
+fn hashed_files(built: &Built, number: usize) -> bool {
+    let prefix = format!("#{number} ");
+    built
+        .stderr
+        .lines()
+        .any(|l| l.starts_with(&prefix) && l.contains(" files hashed, "))
+}
+
+#[test]
+fn a_rebuild_keys_copies_and_mounts_from_a_stage_without_reading_it() {
+    let p = project(
+        "FROM scratch AS files\nCOPY src/ /src/\n\
+         FROM busybox\nCOPY --from=files /src/ /out/\n\
+         RUN --mount=type=bind,from=files,source=/src,target=/m cat /m/a.txt > /seen\n",
+    );
+    let rootfs = common::busybox_rootfs(p.context.parent().unwrap());
+    common::ok(kiln(
+        &p.root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    let first = build(&p.root, &p.context, &["--progress", "plain"]);
+    assert!(hashed_files(&first, 4), "{}", first.stderr);
+    // Nothing changed: the stage's layers are the same digests, so what the
+    // COPY and the mount select from them is remembered, not re-read.
+    let warm = build(&p.root, &p.context, &["--progress", "plain"]);
+    assert_eq!(ran(&warm, &[1, 3]), Vec::<usize>::new(), "{}", warm.stderr);
+    assert!(!hashed_files(&warm, 4), "{}", warm.stderr);
+    assert_eq!(warm.id, first.id);
+
+    // A file of the stage changed: its layer is new, so the selection is
+    // made again, and the miss names the file.
+    fs::write(p.context.join("src/a.txt"), "changed\n").unwrap();
+    let edited = build(&p.root, &p.context, &["--progress", "plain"]);
+    assert_eq!(ran(&edited, &[1, 3]), [2, 4, 5], "{}", edited.stderr);
+    assert!(hashed_files(&edited, 4), "{}", edited.stderr);
+    assert!(edited.stderr.contains("src/a.txt"), "{}", edited.stderr);
+
+    // --no-cache trusts nothing remembered.
+    let forced = build(&p.root, &p.context, &["--progress", "plain", "--no-cache"]);
+    assert!(hashed_files(&forced, 4), "{}", forced.stderr);
+}
+
+#[test]
+fn a_remembered_selection_that_lies_fails_once_and_is_corrected() {
+    let p = project(
+        "FROM scratch AS files\nCOPY src/ /src/\n\
+         FROM scratch\nCOPY --from=files /src/ /out/\n",
+    );
+    let first = build(&p.root, &p.context, &[]);
+    let selections = p.root.join("kiln/cache/selections");
+    let mut lied = 0;
+    for file in fs::read_dir(&selections).unwrap() {
+        let path = file.unwrap().path();
+        let mut selected: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        selected["content"] = "00".repeat(32).into();
+        fs::write(&path, serde_json::to_vec(&selected).unwrap()).unwrap();
+        lied += 1;
+    }
+    assert_eq!(lied, 1, "one COPY --from, one remembered selection");
+    let out = kiln(
+        &p.root,
+        &["build", "--progress", "plain", p.context.to_str().unwrap()],
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:4:") && stderr.contains("remembered another selection"),
+        "{stderr}"
+    );
+    let again = build(&p.root, &p.context, &[]);
+    assert_eq!(again.id, first.id, "{}", again.stderr);
+    assert_eq!(
+        ran(&again, &[1, 3]),
+        Vec::<usize>::new(),
+        "{}",
+        again.stderr
+    );
+}
