@@ -270,6 +270,17 @@ fn unpack_stream(reader: impl io::Read, dir: &Path, what: &str) -> Result<(), St
                 let target = parent.join(path.file_name().unwrap_or_default());
                 write_file(&mut entry, &target).map_err(|e| StoreError::io(&target, e))?;
             }
+            // tar-rs unpacks these as empty regular files; a snapshot must
+            // hold what the layer says (the container's rootfs is nodev and
+            // its device cgroup denies, so a device node opens nothing).
+            _ if is_special(entry.header().entry_type()) && !path.as_os_str().is_empty() => {
+                let parent = dirs
+                    .ensure(dir, &parent_rel)
+                    .map_err(|_| hostile(&raw, "its directory is not a directory of the layer"))?;
+                let target = parent.join(path.file_name().unwrap_or_default());
+                make_special(entry.header(), &target).map_err(|e| StoreError::io(&target, e))?;
+                dirs.forget(&path);
+            }
             _ => {
                 let kind = entry.header().entry_type();
                 entry.unpack_in(dir).map_err(io_error)?;
@@ -417,6 +428,59 @@ fn write_file<R: io::Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> io::Re
         xattr::FileExt::set_xattr(&file, name, value)?;
     }
     file.set_modified(mtime)
+}
+
+/// A FIFO or device entry.
+fn is_special(kind: tar::EntryType) -> bool {
+    matches!(
+        kind,
+        tar::EntryType::Fifo | tar::EntryType::Char | tar::EntryType::Block
+    )
+}
+
+/// The FIFO or device node a header describes at `path` (replacing a
+/// non-directory there), with its owner, mode and time; never through a
+/// link (`path`'s parent is a real directory of the tree, and a link at
+/// `path` itself is removed first).
+fn make_special(header: &tar::Header, path: &Path) -> io::Result<()> {
+    use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let kind = match header.entry_type() {
+        tar::EntryType::Fifo => SFlag::S_IFIFO,
+        tar::EntryType::Char => SFlag::S_IFCHR,
+        _ => SFlag::S_IFBLK,
+    };
+    let device = makedev(
+        u64::from(header.device_major()?.unwrap_or(0)),
+        u64::from(header.device_minor()?.unwrap_or(0)),
+    );
+    let mode = header.mode()? & 0o7777;
+    let uid = u32::try_from(header.uid()?).unwrap_or(0);
+    let gid = u32::try_from(header.gid()?).unwrap_or(0);
+    let mtime = i64::try_from(header.mtime()?).unwrap_or(i64::MAX);
+    let made = || mknod(path, kind, Mode::empty(), device).map_err(io::Error::from);
+    match made() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            made()?;
+        }
+        other => other?,
+    }
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    // After chown (which clears set-id bits), and not through umask.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    let time = TimeSpec::new(mtime, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &time,
+        &time,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// An overlay whiteout: a character device with device number 0:0.

@@ -527,3 +527,64 @@ fn an_upper_dir_holding_a_wh_name_is_committed_but_not_adopted() {
     assert!(upper.join(".wh.name").exists(), "left where it was");
     assert!(!store.has_snapshot(&change.digest));
 }
+
+#[test]
+fn fifos_and_device_nodes_unpack_as_what_the_layer_says() {
+    if !is_root() {
+        eprintln!("skipped: device nodes and owners need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    let special = [
+        ("dev/fifo", tar::EntryType::Fifo, 0, 0, 0o620),
+        ("dev/null", tar::EntryType::Char, 1, 3, 0o666),
+        ("dev/loop9", tar::EntryType::Block, 7, 9, 0o660),
+    ];
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_mode(0o755);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(1);
+    header.set_size(0);
+    builder
+        .append_data(&mut header, "dev", std::io::empty())
+        .unwrap();
+    for (path, kind, major, minor, mode) in special {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(kind);
+        header.set_device_major(major).unwrap();
+        header.set_device_minor(minor).unwrap();
+        header.set_mode(mode);
+        header.set_uid(1000);
+        header.set_gid(2000);
+        header.set_mtime(1_700_000_000);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, path, std::io::empty())
+            .unwrap();
+    }
+    let bytes = builder.into_inner().unwrap();
+    let layer = import_layer(store.blobs(), &bytes[..], "test layer").unwrap();
+    let tree = store.snapshot(&layer.digest).unwrap();
+    let fifo = fs::symlink_metadata(tree.join("dev/fifo")).unwrap();
+    assert!(fifo.file_type().is_fifo(), "{fifo:?}");
+    let null = fs::symlink_metadata(tree.join("dev/null")).unwrap();
+    assert!(null.file_type().is_char_device());
+    assert_eq!(null.rdev(), nix::sys::stat::makedev(1, 3));
+    let block = fs::symlink_metadata(tree.join("dev/loop9")).unwrap();
+    assert!(block.file_type().is_block_device());
+    assert_eq!(block.rdev(), nix::sys::stat::makedev(7, 9));
+    for (path, _, _, _, mode) in special {
+        let meta = fs::symlink_metadata(tree.join(path)).unwrap();
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid(), meta.mtime()),
+            (mode, 1000, 2000, 1_700_000_000),
+            "{path}"
+        );
+    }
+    // And `kiln check` finds the snapshot to be the layer.
+    store.verify_snapshot(&layer.digest).unwrap();
+}
