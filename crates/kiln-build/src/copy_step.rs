@@ -19,7 +19,7 @@ use crate::error::BuildError;
 use crate::executor::BuildOptions;
 use crate::keys;
 use crate::remote;
-use crate::rootfs::{self, Owners};
+use crate::rootfs;
 use crate::stage::{StageFs, Stages, TempDir};
 
 /// A selected COPY, with the scratch directories its files live in until
@@ -219,17 +219,15 @@ fn prepare_copy(
         None => None,
         Some(spec) => Some(resolve_owner(store, &state.layers, spec, node.line)?),
     };
-    // Sources from another stage or image are read from its layers,
-    // unpacked into a temporary directory inside the store: only what the
-    // sources can reach (issue 15 replaces this with the layers' own
-    // snapshots and entry indexes).
+    // Sources from another stage or image are placed in a temporary
+    // directory inside the store: only what the sources can reach, linked
+    // from the layers' snapshots when they have them.
     let unpacked: Option<(TempDir, String)> = match &copy.from {
         None => None,
         Some(from) => {
             let (layers, name) = source_layers(store, graph, node, from, stages, options)?;
             let dir = TempDir::new(store)?;
-            let wanted = rootfs::Wanted::for_sources(store, &layers, &copy.sources)?;
-            rootfs::unpack_wanted(store, &layers, &dir.0, Owners::FromLayers, &wanted)?;
+            rootfs::place_for_reading(store, &layers, &dir.0, Some(&copy.sources))?;
             Some((dir, name))
         }
     };

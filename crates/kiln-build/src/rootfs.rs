@@ -4,9 +4,14 @@
 //! whole tree unpacked for `COPY --from`. OCI whiteouts are honoured.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
+use std::sync::Arc;
+
+use kiln_runtime::{Found, LowerView};
 
 use kiln_store::snapshot::{OPAQUE_MARKER, WHITEOUT_PREFIX};
 use kiln_store::{Layer, Store};
@@ -29,13 +34,55 @@ pub struct PathMeta {
 const MAX_SYMLINKS: usize = 40;
 
 /// The merged view of a stack of layers: path (no leading `/`, raw
-/// bytes: names need not be UTF-8) → metadata.
+/// bytes: names need not be UTF-8) → metadata. Either every path, read
+/// from the layers' tars, or, when every layer has its snapshot, a view
+/// over the snapshots that looks paths up as they are asked for (a stage
+/// of 30,000 files answers the few lookups a COPY makes without reading
+/// 30,000 tar headers), with what was recorded since on top.
 #[derive(Clone, Debug, Default)]
 pub struct Tree {
     paths: BTreeMap<Vec<u8>, PathMeta>,
+    lower: Option<Arc<LowerView>>,
+    /// Paths whose entry in `lower`, and everything under it, is gone.
+    hidden: BTreeSet<Vec<u8>>,
+    /// Directories whose children in `lower` are gone.
+    emptied: BTreeSet<Vec<u8>>,
 }
 
 impl Tree {
+    /// The tree of `layers` (bottom first): over their snapshots if they
+    /// all have one, else read from their tars.
+    pub fn of(store: &Store, layers: &[Layer]) -> Result<Tree, BuildError> {
+        if let Some(tree) = Tree::over_snapshots(store, layers)? {
+            return Ok(tree);
+        }
+        let mut tree = Tree::default();
+        for layer in layers {
+            tree.apply(store, layer)?;
+        }
+        Ok(tree)
+    }
+
+    /// A view over the snapshots of `layers`, if every one has its
+    /// snapshot (none is made here: unpacking to answer a lookup would
+    /// cost more than reading the headers).
+    pub fn over_snapshots(store: &Store, layers: &[Layer]) -> Result<Option<Tree>, BuildError> {
+        if layers.is_empty() || !layers.iter().all(|l| store.has_snapshot(&l.digest)) {
+            return Ok(None);
+        }
+        let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+        let dirs = store.lower_dirs(&digests)?;
+        Ok(Some(Tree {
+            lower: Some(Arc::new(LowerView::new(dirs))),
+            ..Tree::default()
+        }))
+    }
+
+    /// The snapshots' view under this tree, if it is one.
+    pub fn snapshot_view(&self) -> Option<&LowerView> {
+        self.lower.as_deref()
+    }
+
     /// Adds one layer on top.
     pub fn apply(&mut self, store: &Store, layer: &Layer) -> Result<(), BuildError> {
         let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
@@ -56,8 +103,7 @@ impl Tree {
                 } else {
                     [parent, b"/", hidden].concat()
                 };
-                self.remove_children(&target);
-                self.paths.remove(&target);
+                self.delete(&target);
                 continue;
             }
             let header = entry.header();
@@ -87,11 +133,15 @@ impl Tree {
     /// stage lacks are taken as they are. `None` past 40 links (a loop).
     pub fn resolve(&self, path: &[u8]) -> Option<Vec<u8>> {
         // Components still to walk, the next one last.
-        let mut todo: Vec<&[u8]> = path.split(|&b| b == b'/').rev().collect();
+        let mut todo: Vec<Vec<u8>> = path
+            .split(|&b| b == b'/')
+            .rev()
+            .map(<[u8]>::to_vec)
+            .collect();
         let mut resolved: Vec<u8> = Vec::new();
         let mut links = 0usize;
         while let Some(part) = todo.pop() {
-            match part {
+            match part.as_slice() {
                 b"" | b"." => continue,
                 b".." => {
                     let (parent, _) = split_bytes(&resolved);
@@ -104,8 +154,8 @@ impl Tree {
             if !resolved.is_empty() {
                 resolved.push(b'/');
             }
-            resolved.extend_from_slice(part);
-            let Some(target) = self.paths.get(&resolved).and_then(|m| m.symlink.as_deref()) else {
+            resolved.extend_from_slice(&part);
+            let Some(target) = self.get(&resolved).and_then(|m| m.symlink) else {
                 continue;
             };
             links += 1;
@@ -113,12 +163,24 @@ impl Tree {
                 return None;
             }
             resolved.truncate(if target.starts_with(b"/") { 0 } else { before });
-            todo.extend(target.split(|&b| b == b'/').rev());
+            todo.extend(target.split(|&b| b == b'/').rev().map(<[u8]>::to_vec));
         }
         Some(resolved)
     }
 
+    /// Deletes `path` and everything under it.
+    fn delete(&mut self, path: &[u8]) {
+        self.remove_children(path);
+        self.paths.remove(path);
+        if self.lower.is_some() {
+            self.hidden.insert(path.to_vec());
+        }
+    }
+
     fn remove_children(&mut self, dir: &[u8]) {
+        if self.lower.is_some() {
+            self.emptied.insert(dir.to_vec());
+        }
         let prefix = if dir.is_empty() {
             Vec::new()
         } else {
@@ -135,17 +197,69 @@ impl Tree {
         }
     }
 
-    pub fn get(&self, path: &[u8]) -> Option<&PathMeta> {
-        self.paths.get(path)
+    pub fn get(&self, path: &[u8]) -> Option<PathMeta> {
+        if let Some(meta) = self.paths.get(path) {
+            return Some(meta.clone());
+        }
+        let lower = self.lower.as_ref()?;
+        if self.hidden.contains(path) {
+            return None;
+        }
+        // What was recorded above the snapshots hides their entry: an
+        // ancestor deleted, emptied, or replaced by a non-directory.
+        let mut ancestors = vec![&path[..0]];
+        ancestors.extend(
+            (0..path.len())
+                .filter(|&i| path[i] == b'/')
+                .map(|i| &path[..i]),
+        );
+        for ancestor in ancestors {
+            let replaced = !ancestor.is_empty()
+                && (self.hidden.contains(ancestor)
+                    || self.paths.get(ancestor).is_some_and(|m| !m.is_dir));
+            if replaced || self.emptied.contains(ancestor) {
+                return None;
+            }
+        }
+        let parts: Vec<&OsStr> = if path.is_empty() {
+            Vec::new()
+        } else {
+            path.split(|&b| b == b'/').map(OsStr::from_bytes).collect()
+        };
+        let found = lower.lookup_os(&parts)?;
+        Some(meta_of(&found))
     }
 
     /// Records `path`; what replaces a directory with something else
     /// takes the directory's contents with it, as unpacking a layer does.
     pub fn insert(&mut self, path: Vec<u8>, meta: PathMeta) {
-        if !meta.is_dir && self.paths.get(&path).is_some_and(|old| old.is_dir) {
+        if !meta.is_dir && self.get(&path).is_some_and(|old| old.is_dir) {
             self.remove_children(&path);
         }
+        if !meta.is_dir && self.lower.is_some() {
+            self.hidden.insert(path.clone());
+        }
         self.paths.insert(path, meta);
+    }
+}
+
+/// A snapshot entry's metadata as its layer's header gave it.
+fn meta_of(found: &Found) -> PathMeta {
+    use std::os::unix::fs::MetadataExt;
+    let kind = found.metadata.file_type();
+    PathMeta {
+        is_dir: kind.is_dir(),
+        symlink: if kind.is_symlink() {
+            fs::read_link(&found.host_path)
+                .ok()
+                .map(|t| t.into_os_string().into_vec())
+        } else {
+            None
+        },
+        mode: found.metadata.mode() & 0o7777,
+        uid: u64::from(found.metadata.uid()),
+        gid: u64::from(found.metadata.gid()),
+        mtime: u64::try_from(found.metadata.mtime()).unwrap_or(0),
     }
 }
 
@@ -285,15 +399,7 @@ impl Wanted {
     /// its first component with a wildcard), as written and as the
     /// stack's own symlinks resolve it. Everything when a source is the
     /// root itself or its links loop.
-    pub fn for_sources(
-        store: &Store,
-        layers: &[Layer],
-        sources: &[String],
-    ) -> Result<Wanted, BuildError> {
-        let mut tree = Tree::default();
-        for layer in layers {
-            tree.apply(store, layer)?;
-        }
+    pub fn for_sources(tree: &Tree, sources: &[String]) -> Wanted {
         let mut roots = Vec::new();
         for source in sources {
             let literal: Vec<&str> = source
@@ -302,15 +408,175 @@ impl Wanted {
                 .collect();
             let literal = normalize_bytes(literal.join("/").as_bytes());
             let Some(resolved) = tree.resolve(&literal) else {
-                return Ok(Wanted::All);
+                return Wanted::All;
             };
             if literal.is_empty() || resolved.is_empty() {
-                return Ok(Wanted::All);
+                return Wanted::All;
             }
             roots.push(literal);
             roots.push(resolved);
         }
-        Ok(Wanted::Under(roots))
+        Wanted::Under(roots)
+    }
+}
+
+/// What of `layers` a selection reads, placed in `dir` (empty) for kiln
+/// to select and hash from: what `sources` can reach (all of it for
+/// `None`), with the layers' owners. Never for a container: over
+/// snapshots (when every layer has one and kiln runs as root) the files are
+/// hard links to the snapshots' own, so nothing is unpacked or copied, and
+/// writing one would change a snapshot. Else unpacked from the tars.
+pub fn place_for_reading(
+    store: &Store,
+    layers: &[Layer],
+    dir: &Path,
+    sources: Option<&[String]>,
+) -> Result<(), BuildError> {
+    let over_snapshots = if running_as_root() {
+        Tree::over_snapshots(store, layers)?
+    } else {
+        None
+    };
+    let Some(tree) = over_snapshots else {
+        let wanted = match sources {
+            Some(sources) => Wanted::for_sources(&Tree::of(store, layers)?, sources),
+            None => Wanted::All,
+        };
+        return unpack_wanted(store, layers, dir, Owners::FromLayers, &wanted);
+    };
+    let wanted = match sources {
+        Some(sources) => Wanted::for_sources(&tree, sources),
+        None => Wanted::All,
+    };
+    let roots = match wanted {
+        Wanted::All => vec![Vec::new()],
+        Wanted::Under(roots) => roots,
+    };
+    let Some(view) = tree.snapshot_view() else {
+        return Err(BuildError::step(0, "a snapshot tree without snapshots"));
+    };
+    let mut out = LinkOut {
+        view,
+        dir,
+        placed: BTreeMap::new(),
+        dirs: Vec::new(),
+    };
+    for root in &roots {
+        let parts: Vec<&OsStr> = if root.is_empty() {
+            Vec::new()
+        } else {
+            root.split(|&b| b == b'/').map(OsStr::from_bytes).collect()
+        };
+        // The root's parents as the stage has them; a parent that is a
+        // link is placed as one, and the root it resolves to is another
+        // of the roots.
+        let mut parents_are_dirs = true;
+        for depth in 1..parts.len() {
+            if !out.parent(&parts[..depth])? {
+                parents_are_dirs = false;
+                break;
+            }
+        }
+        if parents_are_dirs {
+            out.subtree(&parts)?;
+        }
+    }
+    out.finish()
+}
+
+/// [`place_for_reading`] over snapshots: what was placed, by path.
+struct LinkOut<'a> {
+    view: &'a LowerView,
+    dir: &'a Path,
+    /// Placed paths → whether each is a directory.
+    placed: BTreeMap<Vec<u8>, bool>,
+    /// Directories made, parents first, with the time each must end with.
+    dirs: Vec<(std::path::PathBuf, i64)>,
+}
+
+impl LinkOut<'_> {
+    fn target(&self, parts: &[&OsStr]) -> std::path::PathBuf {
+        let mut target = self.dir.to_path_buf();
+        target.extend(parts);
+        target
+    }
+
+    fn key(parts: &[&OsStr]) -> Vec<u8> {
+        parts
+            .iter()
+            .map(|p| p.as_bytes())
+            .collect::<Vec<_>>()
+            .join(&b'/')
+    }
+
+    /// Places one parent directory (not its contents); whether it is one.
+    fn parent(&mut self, parts: &[&OsStr]) -> Result<bool, BuildError> {
+        if let Some(is_dir) = self.placed.get(&Self::key(parts)) {
+            return Ok(*is_dir);
+        }
+        let Some(found) = self.view.lookup_os(parts) else {
+            return Ok(false);
+        };
+        self.place(parts, &found)?;
+        Ok(found.metadata.is_dir())
+    }
+
+    /// Places `parts` and everything under it.
+    fn subtree(&mut self, parts: &[&OsStr]) -> Result<(), BuildError> {
+        let key = Self::key(parts);
+        if self.placed.get(&key) == Some(&false) {
+            return Ok(());
+        }
+        if !parts.is_empty() && !self.placed.contains_key(&key) {
+            let Some(found) = self.view.lookup_os(parts) else {
+                return Ok(());
+            };
+            self.place(parts, &found)?;
+            if !found.metadata.is_dir() {
+                return Ok(());
+            }
+        }
+        for name in self.view.list(parts) {
+            let mut child = parts.to_vec();
+            child.push(&name);
+            if !self.placed.contains_key(&Self::key(&child)) {
+                self.subtree(&child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A directory made with the entry's owner and mode (its time is set
+    /// last); anything else hard-linked to the snapshot's inode.
+    fn place(&mut self, parts: &[&OsStr], found: &Found) -> Result<(), BuildError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let target = self.target(parts);
+        let io = |e| BuildError::io(&target, e);
+        let meta = &found.metadata;
+        if meta.is_dir() {
+            fs::create_dir(&target).map_err(io)?;
+            std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(io)?;
+            self.dirs.push((target.clone(), meta.mtime()));
+        } else {
+            // linkat without AT_SYMLINK_FOLLOW: a symlink is linked itself.
+            fs::hard_link(&found.host_path, &target).map_err(io)?;
+        }
+        self.placed.insert(Self::key(parts), meta.is_dir());
+        Ok(())
+    }
+
+    /// Directory times, deepest first: placing entries changed them.
+    fn finish(self) -> Result<(), BuildError> {
+        for (dir, mtime) in self.dirs.iter().rev() {
+            let time = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(*mtime).unwrap_or(0));
+            fs::File::open(dir)
+                .and_then(|f| f.set_modified(time))
+                .map_err(|e| BuildError::io(dir, e))?;
+        }
+        Ok(())
     }
 }
 

@@ -527,7 +527,7 @@ fn bind_sources(
                 }
                 remembered_as = Some(key);
                 scratch = TempDir::new(store)?;
-                rootfs::unpack(store, &layers, &scratch.0, rootfs::Owners::FromLayers)?;
+                rootfs::place_for_reading(store, &layers, &scratch.0, None)?;
                 (scratch.0.clone(), &fresh, None)
             }
         };

@@ -49,10 +49,21 @@ impl StageFs {
         }
     }
 
-    /// The index of every path in the stage, brought up to date.
+    /// The index of every path in the stage, brought up to date: a view
+    /// over the layers' snapshots when they all have one (what was
+    /// recorded for earlier layers is in their snapshots too), else the
+    /// new layers' tars read on top.
     pub fn tree(&mut self, store: &Store) -> Result<&mut Tree, BuildError> {
-        for layer in &self.layers[self.indexed..] {
-            self.tree.apply(store, layer)?;
+        if self.indexed == self.layers.len() {
+            return Ok(&mut self.tree);
+        }
+        match Tree::over_snapshots(store, &self.layers)? {
+            Some(view) => self.tree = view,
+            None => {
+                for layer in &self.layers[self.indexed..] {
+                    self.tree.apply(store, layer)?;
+                }
+            }
         }
         self.indexed = self.layers.len();
         Ok(&mut self.tree)

@@ -433,3 +433,73 @@ fn a_remembered_selection_that_lies_fails_once_and_is_corrected() {
         again.stderr
     );
 }
+
+#[test]
+fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
+    // Hard links, relative and absolute symlinks, a source reached through
+    // a link, files and a directory deleted (whiteouts), a directory
+    // deleted and made again (opaque), owners and modes changed above.
+    let p = project(
+        "FROM busybox AS build\n\
+         RUN mkdir -p /out/sub /out/gone /out/keep && echo a > /out/a && ln /out/a /out/hard \
+         && ln -s a /out/soft && ln -s /out/sub /out/abs && echo s > /out/sub/s && echo t > /out/sub/t \
+         && echo g > /out/gone/g && echo k > /out/keep/k\n\
+         RUN rm -rf /out/gone /out/keep && mkdir /out/keep && echo k2 > /out/keep/k2 && rm /out/sub/s \
+         && ln -s sub /out/current && chmod 750 /out/sub && chown 5:6 /out/a\n\
+         FROM busybox AS final\n\
+         COPY --from=build /out/ /copied/\n\
+         COPY --from=build /out/current/ /via-link/\n\
+         COPY --from=build /out/abs /abs-target\n\
+         COPY --from=build /out/ke* /globbed/\n\
+         RUN ls -lR /copied /via-link /abs-target /globbed > /listing\n",
+    );
+    let rootfs = common::busybox_rootfs(p.context.parent().unwrap());
+    common::ok(kiln(
+        &p.root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    let through_snapshots = build(&p.root, &p.context, &["--progress", "plain"]);
+    // The build stage's layers stay; their snapshots go, so the final
+    // stage must read them from the tars.
+    fs::remove_dir_all(p.root.join("kiln/snapshots")).unwrap();
+    let through_tars = build(
+        &p.root,
+        &p.context,
+        &["--progress", "plain", "--no-cache-filter", "final"],
+    );
+    assert_eq!(
+        ran(&through_tars, &[1, 4]),
+        [5, 6, 7, 8, 9],
+        "{}",
+        through_tars.stderr
+    );
+    // The COPY layers (the RUN's differs: its /listing has a new time).
+    let layers = |id: &str| {
+        let inspect = common::ok(kiln(&p.root, &["inspect", id]));
+        let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        let layers = doc["Manifest"]["layers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(layers.len(), 6, "{doc}");
+        layers[..5].to_vec()
+    };
+    assert_eq!(layers(&through_tars.id), layers(&through_snapshots.id));
+    let listing = |id: &str| {
+        let out = kiln(
+            &p.root,
+            &["run", "--rm", "--network", "none", id, "cat", "/listing"],
+        );
+        common::ok(out)
+    };
+    let listing_through_snapshots = listing(&through_snapshots.id);
+    assert_eq!(listing(&through_tars.id), listing_through_snapshots);
+    let listing = listing_through_snapshots;
+    for expected in ["k2", "/via-link:", " t\n", "soft -> a"] {
+        assert!(listing.contains(expected), "{expected}: {listing}");
+    }
+    assert!(
+        !listing.contains("gone") && !listing.contains(" s\n"),
+        "{listing}"
+    );
+}

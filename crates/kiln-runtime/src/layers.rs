@@ -4,7 +4,7 @@
 //! and symlinks are resolved inside the root (never towards the host).
 //! The runtime uses it to place mount points and to read `/etc/passwd`.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -33,6 +33,12 @@ impl LowerView {
 
     /// Looks up `parts` (no symlink following) in the merged view.
     pub fn lookup(&self, parts: &[String]) -> Option<Found> {
+        let parts: Vec<&OsStr> = parts.iter().map(OsStr::new).collect();
+        self.lookup_os(&parts)
+    }
+
+    /// [`LowerView::lookup`] of raw names (they need not be UTF-8).
+    pub fn lookup_os(&self, parts: &[&OsStr]) -> Option<Found> {
         if parts.is_empty() {
             let dir = self.dirs.first()?;
             let metadata = fs::symlink_metadata(dir).ok()?;
@@ -53,6 +59,46 @@ impl LowerView {
             }
         }
         None
+    }
+
+    /// The names in directory `parts` of the merged view, sorted: each
+    /// layer's entries from the top down, a name decided by the top-most
+    /// layer that has it (a whiteout deletes it), and an opaque directory
+    /// or a non-directory ending what lower layers add. Empty if `parts`
+    /// is not a directory of the view.
+    pub fn list(&self, parts: &[&OsStr]) -> Vec<OsString> {
+        let mut names: std::collections::BTreeMap<OsString, bool> = Default::default();
+        for dir in &self.dirs {
+            let host = if parts.is_empty() {
+                dir.clone()
+            } else {
+                match lookup_in_layer(dir, parts) {
+                    LayerLookup::Found(found) if found.metadata.is_dir() => found.host_path,
+                    LayerLookup::Found(_) | LayerLookup::Deleted => break,
+                    LayerLookup::Absent { opaque_above: true } => break,
+                    LayerLookup::Absent {
+                        opaque_above: false,
+                    } => continue,
+                }
+            };
+            if let Ok(entries) = fs::read_dir(&host) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name();
+                    if names.contains_key(&name) {
+                        continue;
+                    }
+                    let present = entry.metadata().map(|m| !is_whiteout(&m)).unwrap_or(false);
+                    names.insert(name, present);
+                }
+            }
+            if is_opaque(&host) {
+                break;
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|(name, present)| present.then_some(name))
+            .collect()
     }
 
     /// Resolves an absolute container path to its components with every
@@ -113,11 +159,11 @@ enum LayerLookup {
     Absent { opaque_above: bool },
 }
 
-fn lookup_in_layer(dir: &Path, parts: &[String]) -> LayerLookup {
+fn lookup_in_layer<P: AsRef<OsStr>>(dir: &Path, parts: &[P]) -> LayerLookup {
     let mut path = dir.to_path_buf();
     let mut opaque_above = false;
     for (i, part) in parts.iter().enumerate() {
-        path.push(part);
+        path.push(part.as_ref());
         let Ok(metadata) = fs::symlink_metadata(&path) else {
             return LayerLookup::Absent { opaque_above };
         };

@@ -141,6 +141,7 @@ mod container;
 pub mod containers;
 mod error;
 mod layers;
+pub use layers::{Found, LowerView};
 mod plan;
 mod prepare;
 pub mod seccomp;
