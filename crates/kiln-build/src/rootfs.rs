@@ -816,4 +816,57 @@ mod tests {
         assert!(t.get(b"d/f").is_none());
         assert_eq!(t.resolve(b"d/f").as_deref(), Some(&b"elsewhere/f"[..]));
     }
+
+    #[test]
+    fn what_is_recorded_over_snapshots_hides_what_they_hold() {
+        let lower = tempfile::tempdir().unwrap();
+        fs::create_dir_all(lower.path().join("a/b")).unwrap();
+        fs::write(lower.path().join("a/b/f"), "").unwrap();
+        fs::create_dir_all(lower.path().join("opq/in")).unwrap();
+        fs::create_dir_all(lower.path().join("gone/x")).unwrap();
+        std::os::unix::fs::symlink("a/b", lower.path().join("link")).unwrap();
+        let mut t = Tree {
+            lower: Some(Arc::new(LowerView::new(vec![lower.path().into()]))),
+            ..Tree::default()
+        };
+        assert!(t.get(b"a/b/f").is_some_and(|m| !m.is_dir));
+        assert!(t.get(b"a/b").is_some_and(|m| m.is_dir));
+        assert_eq!(t.resolve(b"link/f").as_deref(), Some(&b"a/b/f"[..]));
+        assert!(t.get(b"missing").is_none());
+        // A file recorded over a directory takes what was under it.
+        t.insert(
+            b"a/b".to_vec(),
+            PathMeta {
+                is_dir: false,
+                symlink: None,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+            },
+        );
+        assert!(t.get(b"a/b").is_some_and(|m| !m.is_dir));
+        assert!(t.get(b"a/b/f").is_none());
+        // An opaque directory keeps itself, not its children; a whiteout
+        // takes both.
+        t.remove_children(b"opq");
+        assert!(t.get(b"opq").is_some());
+        assert!(t.get(b"opq/in").is_none());
+        t.delete(b"gone");
+        assert!(t.get(b"gone").is_none() && t.get(b"gone/x").is_none());
+        // What is recorded after a deletion is there.
+        t.insert(b"gone".to_vec(), dir_meta_for_tests());
+        assert!(t.get(b"gone").is_some() && t.get(b"gone/x").is_none());
+    }
+
+    fn dir_meta_for_tests() -> PathMeta {
+        PathMeta {
+            is_dir: true,
+            symlink: None,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
+    }
 }

@@ -261,4 +261,65 @@ mod tests {
         let view = LowerView::new(vec![top.path().into(), bottom.path().into()]);
         assert!(view.lookup(&parts("/etc/passwd")).is_none());
     }
+
+    #[test]
+    fn listings_merge_layers_as_overlay_does() {
+        if fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) != 0 {
+            eprintln!("skipped: whiteouts and opaque marks need root");
+            return;
+        }
+        let top = tempfile::tempdir().unwrap();
+        let middle = tempfile::tempdir().unwrap();
+        let bottom = tempfile::tempdir().unwrap();
+        for dir in [&top, &middle, &bottom] {
+            fs::create_dir_all(dir.path().join("d")).unwrap();
+        }
+        fs::write(bottom.path().join("d/low"), "").unwrap();
+        fs::write(bottom.path().join("d/deleted"), "").unwrap();
+        fs::write(middle.path().join("d/mid"), "").unwrap();
+        fs::write(top.path().join("d/high"), "").unwrap();
+        nix::sys::stat::mknod(
+            &top.path().join("d/deleted"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::empty(),
+            0,
+        )
+        .unwrap();
+        let view = LowerView::new(vec![
+            top.path().into(),
+            middle.path().into(),
+            bottom.path().into(),
+        ]);
+        let names = |view: &LowerView, path: &str| -> Vec<String> {
+            let parts: Vec<&OsStr> = path.split('/').map(OsStr::new).collect();
+            view.list(&parts)
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&view, "d"), ["high", "low", "mid"]);
+        // An opaque directory in the middle hides what is below it.
+        xattr_set(&middle.path().join("d"));
+        assert_eq!(names(&view, "d"), ["high", "mid"]);
+        // A file above a directory ends it.
+        fs::remove_dir_all(top.path().join("d")).unwrap();
+        fs::write(top.path().join("d"), "").unwrap();
+        assert!(names(&view, "d").is_empty());
+        assert_eq!(view.list(&[]), [OsString::from("d")]);
+    }
+
+    fn xattr_set(path: &Path) {
+        let cpath = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: NUL-terminated strings and the value's length are passed.
+        let rc = unsafe {
+            libc::setxattr(
+                cpath.as_ptr(),
+                c"trusted.overlay.opaque".as_ptr(),
+                b"y".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
 }
