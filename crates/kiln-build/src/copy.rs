@@ -1126,36 +1126,14 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The layer's bytes, also handed to a snapshot being unpacked; if the
-/// snapshot fails, the layer goes on alone.
-struct Tee {
-    layer: kiln_store::BlobWriter,
-    snapshot: Option<kiln_store::snapshot::SnapshotWriter>,
-}
-
-impl std::io::Write for Tee {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.layer.write(bytes)?;
-        if let Some(snapshot) = self.snapshot.as_mut() {
-            if snapshot.write_all(&bytes[..written]).is_err() {
-                self.snapshot = None;
-            }
-        }
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.layer.flush()
-    }
-}
-
 impl Selection {
     /// Writes the layer and records its paths in `tree` (the stage's files so
     /// far, which decide where the destination is and the metadata of the
     /// directories the layer holds; the parent key covers them, so this is
     /// decided here, on a miss, and a hit reads no layer).
-    /// With `snapshot`, the layer is also unpacked as a snapshot while it is
-    /// written (a RUN will want it next).
+    /// With `snapshot`, the layer is unpacked as a snapshot while it is
+    /// written (a RUN will want it next) and kept as that snapshot, with no
+    /// tar blob.
     pub fn write_layer(
         self,
         store: &Store,
@@ -1185,13 +1163,12 @@ impl Selection {
         settle_dirs(&mut items, stage).map_err(fail)?;
         hard_links_after_their_targets(&mut items);
 
-        let mut writer = Tee {
-            layer: store.blobs().writer()?,
-            snapshot: if snapshot {
-                store.snapshot_writer().ok()
-            } else {
-                None
-            },
+        // With a RUN next, the layer is kept as the snapshot it needs,
+        // unpacked as it is written, and no tar blob is stored.
+        let mut writer = match store.layer_writer(snapshot) {
+            Ok(writer) => writer,
+            Err(_) if snapshot => store.layer_writer(false)?,
+            Err(error) => return Err(error.into()),
         };
         let mut builder = tar::Builder::new(&mut writer);
         let tmp = "layer";
@@ -1297,12 +1274,7 @@ impl Selection {
         }
         builder.finish().map_err(io)?;
         drop(builder);
-        let Tee { layer, snapshot } = writer;
-        let (digest, size) = layer.commit()?;
-        if let Some(snapshot) = snapshot {
-            // A failed snapshot only costs the RUN an unpack of the layer.
-            let _ = snapshot.finish(&digest);
-        }
+        let (digest, size) = writer.commit(store)?;
         Ok(Layer {
             digest,
             size,

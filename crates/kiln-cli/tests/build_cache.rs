@@ -458,9 +458,17 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
         &p.root,
         &["import", rootfs.to_str().unwrap(), "busybox"],
     ));
-    let through_snapshots = build(&p.root, &p.context, &["--progress", "plain"]);
-    // The build stage's layers stay; their snapshots go, so the final
-    // stage must read them from the tars.
+    // Exporting the cache writes every cached layer out as a tar blob
+    // (a RUN's layer is otherwise kept only as its snapshot).
+    let exported = p.context.parent().unwrap().join("exported");
+    let cache_to = format!("type=local,dest={},mode=max", exported.display());
+    let through_snapshots = build(
+        &p.root,
+        &p.context,
+        &["--progress", "plain", "--cache-to", &cache_to],
+    );
+    // The build stage's layers stay as tars; their snapshots go, so the
+    // final stage must read them from the tars.
     fs::remove_dir_all(p.root.join("kiln/snapshots")).unwrap();
     let through_tars = build(
         &p.root,

@@ -76,8 +76,9 @@ pub fn export_cache(
         .filter(|step| cache_to.all_stages || chain.contains(&step.stage))
         .map(|step| (step.key, step.entry.clone()))
         .collect();
+    // Layers kept only as snapshots are given back as blob files first.
     kiln_cache::export(&cache_to.dest, &selected, |digest| {
-        Some(store.blobs().path(digest))
+        store.blobs().materialize(digest).ok()
     })?;
     if cache_to.cache_mounts {
         kiln_cache::export_cache_mounts(&cache_to.dest, &store.layout().cache_mounts())?;

@@ -18,13 +18,18 @@ use crate::owner::Owner;
 #[derive(Clone, Debug)]
 pub struct Blobs {
     dir: PathBuf,
+    /// Where layers kept only as their snapshot (and skeleton) live: such
+    /// a layer is a blob of the store too, given back when read.
+    snapshots: PathBuf,
     owner: Arc<Owner>,
 }
 
 impl Blobs {
     pub(crate) fn new(root: &Path, owner: Arc<Owner>) -> Blobs {
+        let layout = crate::Layout::new(root);
         Blobs {
-            dir: crate::Layout::new(root).blobs(),
+            dir: layout.blobs(),
+            snapshots: layout.snapshots(),
             owner,
         }
     }
@@ -36,6 +41,16 @@ impl Blobs {
             true => Ok(()),
             false => Err(StoreError::MissingBlob(*digest)),
         })
+    }
+
+    /// Leases `digest`, then runs `publish`, which puts it in place (a
+    /// layer kept as its snapshot): GC either ran before or sees the lease.
+    pub(crate) fn lease_and<T>(
+        &self,
+        digest: &Digest,
+        publish: impl FnOnce() -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.owner.keep(digest, publish)
     }
 
     /// Leases `digest` and renames `temp` into place as it.
@@ -60,7 +75,35 @@ impl Blobs {
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file()
+        self.path(digest).is_file() || self.kept_as_snapshot(digest).is_some()
+    }
+
+    /// The snapshot dir of a layer whose tar blob is not kept (its
+    /// snapshot and skeleton give it back).
+    pub(crate) fn kept_as_snapshot(&self, digest: &Digest) -> Option<PathBuf> {
+        if self.path(digest).is_file() {
+            return None;
+        }
+        crate::snapshot::kept_as_snapshot(&self.snapshots, digest)
+    }
+
+    /// A blob's size, if it is stored.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        match fs::metadata(self.path(digest)) {
+            Ok(meta) => Some(meta.len()),
+            Err(_) => crate::snapshot::kept_size(&self.kept_as_snapshot(digest)?),
+        }
+    }
+
+    /// The blob's file, given back from its snapshot into the blob
+    /// directory first if it is kept only as one (a cache export copies
+    /// files).
+    pub fn materialize(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
+        if self.kept_as_snapshot(digest).is_some() {
+            let file = self.open(digest)?;
+            self.put_reader(file, Some(digest))?;
+        }
+        Ok(self.path(digest))
     }
 
     /// Stores `bytes`; returns their digest.
@@ -79,7 +122,9 @@ impl Blobs {
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), StoreError> {
         if let Some(digest) = expected {
-            if self.lease(digest).is_ok() {
+            // Only a blob file counts: a layer kept as its snapshot is
+            // being made into one.
+            if self.path(digest).is_file() && self.lease(digest).is_ok() {
                 // Still drain the reader so callers streaming an archive stay in step.
                 io::copy(&mut reader, &mut io::sink()).at(&self.path(digest))?;
                 return Ok((
@@ -124,6 +169,11 @@ impl Blobs {
     /// The whole blob, checked against its digest.
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.path(digest);
+        if self.kept_as_snapshot(digest).is_some() {
+            let mut bytes = Vec::new();
+            self.open(digest)?.read_to_end(&mut bytes).at(&path)?;
+            return Ok(bytes);
+        }
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -142,12 +192,45 @@ impl Blobs {
     }
 
     /// Opens a blob for streaming (not re-verified: use `verify` for that).
+    /// A layer kept only as its snapshot is given back into an unnamed
+    /// temp file, checked against its digest, and that is returned.
     pub fn open(&self, digest: &Digest) -> Result<File, StoreError> {
         let path = self.path(digest);
-        File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::MissingBlob(*digest),
-            _ => StoreError::io(path, e),
-        })
+        match File::open(&path) {
+            Ok(file) => Ok(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match self.kept_as_snapshot(digest) {
+                Some(snapshot) => self.given_back(digest, &snapshot),
+                None => Err(StoreError::MissingBlob(*digest)),
+            },
+            Err(e) => Err(StoreError::io(path, e)),
+        }
+    }
+
+    /// `digest`'s tar given back from `snapshot` into an unnamed temp
+    /// file, only if it has that digest.
+    fn given_back(&self, digest: &Digest, snapshot: &Path) -> Result<File, StoreError> {
+        use std::io::Seek;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
+            .open(&self.dir)
+            .at(&self.dir)?;
+        let mut writer = HashingWriter::new(io::BufWriter::new(&mut file));
+        crate::snapshot::give_back(snapshot, &mut writer)?;
+        let (actual, _, buffered) = writer.finish();
+        buffered
+            .into_inner()
+            .map_err(|e| StoreError::io(snapshot, e.into_error()))?;
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        file.rewind().at(snapshot)?;
+        Ok(file)
     }
 
     /// Re-hashes a blob and checks its name.

@@ -16,6 +16,7 @@ pub mod layout;
 pub mod lock;
 mod owner;
 pub mod reference;
+pub mod skeleton;
 pub mod snapshot;
 mod snapshot_check;
 pub mod squash;

@@ -54,11 +54,25 @@ impl Store {
         what: &str,
         fill: impl FnOnce(&Path) -> Result<(), StoreError>,
     ) -> Result<PathBuf, StoreError> {
+        if is_complete(&self.layout().snapshots().join(layer.hex()), layer) {
+            return Ok(self.layout().snapshots().join(layer.hex()).join(TREE));
+        }
+        self.lease(layer)?;
+        self.make_snapshot_unleased(layer, what, fill)
+    }
+
+    /// [`Store::make_snapshot`] without the lease (a kept layer is leased
+    /// once its snapshot, which is its only copy, is in place).
+    fn make_snapshot_unleased(
+        &self,
+        layer: &Digest,
+        what: &str,
+        fill: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<PathBuf, StoreError> {
         let target = self.layout().snapshots().join(layer.hex());
         if is_complete(&target, layer) {
             return Ok(target.join(TREE));
         }
-        self.lease(layer)?;
         if target.exists() {
             self.discard_snapshot(&target)?;
         }
@@ -110,6 +124,27 @@ impl Store {
         fs::remove_dir_all(&aside).map_err(|e| StoreError::io(&aside, e))
     }
 
+    /// The layers kept only as their snapshot (no tar blob).
+    pub(crate) fn kept_layers(&self) -> Vec<Digest> {
+        let Ok(entries) = fs::read_dir(self.layout().snapshots()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                format!("sha256:{}", entry.file_name().to_string_lossy())
+                    .parse::<Digest>()
+                    .ok()
+            })
+            .filter(|layer| kept_as_snapshot(&self.layout().snapshots(), layer).is_some())
+            .collect()
+    }
+
+    /// [`Store::set_aside`] for GC, under its lock.
+    pub(crate) fn set_aside_snapshot(&self, dir: &Path) -> Result<PathBuf, StoreError> {
+        self.set_aside(dir)
+    }
+
     /// Renames `dir` to a temp name of this process; returns it.
     fn set_aside(&self, dir: &Path) -> Result<PathBuf, StoreError> {
         let aside = self.layout().snapshots().join(self.temp_name("gone")?);
@@ -132,6 +167,7 @@ impl Store {
             unpack_stream(reader, &dir, "a layer being written")
         });
         Ok(SnapshotWriter {
+            recorder: crate::skeleton::Recorder::default(),
             pipe: Some(writer),
             unpacker: Some(unpacker),
             temp,
@@ -184,6 +220,67 @@ impl Store {
 
 /// The snapshot's tree inside its directory (the overlay lower dir).
 const TREE: &str = "fs";
+/// Beside the tree of a layer kept only as its snapshot: its skeleton
+/// ([`crate::skeleton`]), which with the tree gives the layer's tar back.
+const SKELETON: &str = "skeleton";
+
+/// `tree`'s skeleton, written beside it.
+fn write_skeleton(tree: &Path, skeleton: &[u8]) -> Result<(), StoreError> {
+    let path = tree.parent().unwrap_or(tree).join(SKELETON);
+    fs::write(&path, skeleton).map_err(|e| StoreError::io(&path, e))
+}
+
+/// The snapshot dir of `layer` if it is kept there without a tar blob:
+/// complete, with its skeleton.
+pub(crate) fn kept_as_snapshot(snapshots: &Path, layer: &Digest) -> Option<PathBuf> {
+    let dir = snapshots.join(layer.hex());
+    (dir.join(SKELETON).is_file() && is_complete(&dir, layer)).then_some(dir)
+}
+
+/// The size of the tar a kept snapshot gives back.
+pub(crate) fn kept_size(dir: &Path) -> Option<u64> {
+    crate::skeleton::tar_size(&fs::read(dir.join(SKELETON)).ok()?)
+}
+
+/// The tar of the layer kept at snapshot dir `dir`, written to `out`.
+pub(crate) fn give_back(dir: &Path, out: impl io::Write) -> Result<u64, StoreError> {
+    let path = dir.join(SKELETON);
+    let skeleton = fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+    crate::skeleton::give_back(&skeleton, &dir.join(TREE), out)
+}
+
+/// Where a kept layer's tar goes as it is written: its digest and its
+/// skeleton, nothing stored.
+#[derive(Default)]
+struct KeptTar {
+    hasher: Option<crate::digest::HashingWriter<io::Sink>>,
+    recorder: crate::skeleton::Recorder,
+}
+
+impl KeptTar {
+    fn finish(self) -> (Digest, u64, crate::skeleton::Recorder) {
+        let hasher = self
+            .hasher
+            .unwrap_or_else(|| crate::digest::HashingWriter::new(io::sink()));
+        let (digest, size, _) = hasher.finish();
+        (digest, size, self.recorder)
+    }
+}
+
+impl io::Write for KeptTar {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let hasher = self
+            .hasher
+            .get_or_insert_with(|| crate::digest::HashingWriter::new(io::sink()));
+        hasher.write_all(bytes)?;
+        self.recorder.write_all(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 /// The completion marker beside the tree.
 const COMPLETE: &str = "complete";
 
@@ -292,12 +389,17 @@ fn unpack_stream(reader: impl io::Read, dir: &Path, what: &str) -> Result<(), St
             }
         }
     }
+    // Read to the end: a writer streaming into a pipe must not meet a
+    // closed one over the padding after the last entry.
+    io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(io_error)?;
     Ok(())
 }
 
 /// See [`Store::snapshot_writer`]. Dropped without `finish`, it throws the
 /// half snapshot away.
 pub struct SnapshotWriter {
+    /// The skeleton of what is written, for [`SnapshotWriter::finish_kept`].
+    recorder: crate::skeleton::Recorder,
     pipe: Option<io::PipeWriter>,
     unpacker: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
     temp: PathBuf,
@@ -306,10 +408,12 @@ pub struct SnapshotWriter {
 
 impl io::Write for SnapshotWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        match self.pipe.as_mut() {
-            Some(pipe) => pipe.write(bytes),
-            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-        }
+        let written = match self.pipe.as_mut() {
+            Some(pipe) => pipe.write(bytes)?,
+            None => return Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+        };
+        self.recorder.write_all(&bytes[..written])?;
+        Ok(written)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -322,12 +426,7 @@ impl SnapshotWriter {
     /// one exists already). On failure the snapshot is dropped; a later
     /// [`Store::snapshot`] makes it from the layer.
     pub fn finish(mut self, layer: &Digest) -> Result<(), StoreError> {
-        self.pipe = None;
-        let unpacked = self.unpacker.take().map_or(Ok(()), |t| {
-            t.join()
-                .unwrap_or_else(|_| Err(StoreError::Unsupported("snapshot thread panicked".into())))
-        });
-        unpacked?;
+        self.unpacked()?;
         let target = self.target_dir.join(layer.hex());
         if is_complete(&target, layer) {
             return Ok(());
@@ -337,6 +436,101 @@ impl SnapshotWriter {
             return Ok(());
         }
         install(&self.temp, &target, layer).map(|_| ())
+    }
+}
+
+impl SnapshotWriter {
+    /// Waits for the unpacker thread.
+    fn unpacked(&mut self) -> Result<(), StoreError> {
+        self.pipe = None;
+        self.unpacker.take().map_or(Ok(()), |t| {
+            t.join()
+                .unwrap_or_else(|_| Err(StoreError::Unsupported("snapshot thread panicked".into())))
+        })
+    }
+
+    /// [`SnapshotWriter::finish`] for a layer whose tar is not stored:
+    /// the snapshot, with its skeleton, becomes the layer's only copy, and
+    /// must give back `layer`'s digest. Any failure fails the layer.
+    pub fn finish_kept(mut self, store: &Store, layer: &Digest) -> Result<(), StoreError> {
+        self.unpacked()?;
+        let recorder = std::mem::take(&mut self.recorder);
+        if !recorder.is_exact() {
+            return Err(StoreError::Unsupported(format!(
+                "layer {layer}: its tar cannot be given back from its snapshot"
+            )));
+        }
+        let skeleton = recorder.finish()?;
+        let temp = self.temp.clone();
+        store.make_kept_snapshot(layer, "stream", skeleton, |tree| {
+            // The unpacked tree moves into the new temp dir's place.
+            fs::remove_dir(tree).map_err(|e| StoreError::io(tree, e))?;
+            let from = temp.join(TREE);
+            fs::rename(&from, tree).map_err(|e| StoreError::io(&from, e))
+        })
+    }
+}
+
+/// A layer's tar being written: into a blob, or (`kept`) only into its
+/// digest and a snapshot that keeps the layer instead of a blob.
+pub struct LayerWriter {
+    blob: Option<crate::blobs::BlobWriter>,
+    kept: Option<(crate::digest::HashingWriter<io::Sink>, SnapshotWriter)>,
+}
+
+impl io::Write for LayerWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if let Some(blob) = self.blob.as_mut() {
+            return blob.write(bytes);
+        }
+        match self.kept.as_mut() {
+            Some((hasher, snapshot)) => {
+                snapshot.write_all(bytes)?;
+                hasher.write_all(bytes)?;
+                Ok(bytes.len())
+            }
+            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LayerWriter {
+    /// The layer's digest and size, once it is stored.
+    pub fn commit(self, store: &Store) -> Result<(Digest, u64), StoreError> {
+        if let Some(blob) = self.blob {
+            return blob.commit();
+        }
+        let Some((hasher, snapshot)) = self.kept else {
+            return Err(StoreError::Unsupported(
+                "a layer writer with no sink".into(),
+            ));
+        };
+        let (digest, size, _) = hasher.finish();
+        snapshot.finish_kept(store, &digest)?;
+        Ok((digest, size))
+    }
+}
+
+impl Store {
+    /// A writer for a new layer's tar: with `as_snapshot` (a RUN will want
+    /// the layer next) it is unpacked as it is written and kept only as
+    /// that snapshot, no tar blob stored; else a blob.
+    pub fn layer_writer(&self, as_snapshot: bool) -> Result<LayerWriter, StoreError> {
+        if as_snapshot {
+            let snapshot = self.snapshot_writer()?;
+            return Ok(LayerWriter {
+                blob: None,
+                kept: Some((crate::digest::HashingWriter::new(io::sink()), snapshot)),
+            });
+        }
+        Ok(LayerWriter {
+            blob: Some(self.blobs().writer()?),
+            kept: None,
+        })
     }
 }
 
@@ -523,11 +717,79 @@ impl Store {
         upper: &Path,
         clamp_mtime: Option<u64>,
     ) -> Result<Layer, StoreError> {
-        let (layer, adoptable) = write_upper(self.blobs(), upper, clamp_mtime, Normalise::Yes)?;
-        if adoptable && same_filesystem(upper, &self.layout().snapshots())? {
-            self.make_snapshot(&layer.digest, "adopt", |tree| adopt_tree(upper, tree))?;
+        if same_filesystem(upper, &self.layout().snapshots())? {
+            // One walk into the digest and the skeleton, no tar written:
+            // the upper dir becomes the snapshot, which gives the tar back.
+            let mut sink = KeptTar::default();
+            let (entries, adoptable) =
+                write_upper_to(&mut sink, upper, clamp_mtime, Normalise::Yes)?;
+            let (digest, size, recorder) = sink.finish();
+            if adoptable && recorder.is_exact() {
+                let skeleton = recorder.finish()?;
+                self.make_kept_snapshot(&digest, "adopt", skeleton, |tree| {
+                    adopt_tree(upper, tree)
+                })?;
+                if self.blobs().contains(&digest) {
+                    return Ok(Layer {
+                        digest,
+                        size,
+                        entries,
+                    });
+                }
+            }
         }
+        // Not adoptable (or a snapshot of the same layer was there, without
+        // its tar): the tar is written as a blob.
+        let (layer, _) = write_upper(self.blobs(), upper, clamp_mtime, Normalise::Yes)?;
         Ok(layer)
+    }
+
+    /// [`Store::make_snapshot`] of a layer kept only as its snapshot: the
+    /// skeleton is written beside the tree before it is marked complete,
+    /// and once in place the snapshot must give back the layer's digest,
+    /// else it is discarded and the step fails (the tar's bytes exist
+    /// nowhere else). The layer is leased for this process before it is in
+    /// place, so GC cannot take it in between.
+    fn make_kept_snapshot(
+        &self,
+        layer: &Digest,
+        what: &str,
+        skeleton: Vec<u8>,
+        fill: impl FnOnce(&Path) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let tree = self.blobs().lease_and(layer, || {
+            self.make_snapshot_unleased(layer, what, |tree| {
+                fill(tree)?;
+                write_skeleton(tree, &skeleton)
+            })
+        })?;
+        self.check_kept(layer, &tree)
+    }
+
+    /// Gives the kept layer at `tree` back and checks its digest; a
+    /// snapshot that does not give it is discarded.
+    fn check_kept(&self, layer: &Digest, tree: &Path) -> Result<(), StoreError> {
+        let dir = tree.parent().unwrap_or(tree);
+        if !dir.join(SKELETON).is_file() {
+            return Ok(());
+        }
+        let mut hasher = crate::digest::HashingWriter::new(io::sink());
+        let given = give_back(dir, &mut hasher);
+        let (actual, _, _) = hasher.finish();
+        match given {
+            Ok(_) if actual == *layer => Ok(()),
+            Ok(_) => {
+                let _ = self.discard_snapshot(dir);
+                Err(StoreError::DigestMismatch {
+                    expected: *layer,
+                    actual,
+                })
+            }
+            Err(error) => {
+                let _ = self.discard_snapshot(dir);
+                Err(error)
+            }
+        }
     }
 }
 
@@ -576,9 +838,27 @@ fn write_upper(
     clamp_mtime: Option<u64>,
     normalise: Normalise,
 ) -> Result<(Layer, bool), StoreError> {
-    let mut adoptable = normalise == Normalise::Yes;
     let mut writer = blobs.writer()?;
-    let mut builder = tar::Builder::new(&mut writer);
+    let (entries, adoptable) = write_upper_to(&mut writer, upper, clamp_mtime, normalise)?;
+    let (digest, size) = writer.commit()?;
+    let layer = Layer {
+        digest,
+        size,
+        entries,
+    };
+    Ok((layer, adoptable))
+}
+
+/// [`write_upper`] into any sink; returns the number of entries and
+/// whether the upper dir is now its snapshot's equal.
+fn write_upper_to(
+    writer: &mut impl io::Write,
+    upper: &Path,
+    clamp_mtime: Option<u64>,
+    normalise: Normalise,
+) -> Result<(u64, bool), StoreError> {
+    let mut adoptable = normalise == Normalise::Yes;
+    let mut builder = tar::Builder::new(writer);
     let mut first_path_of_inode: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut entries = 0u64;
     let walk = walkdir::WalkDir::new(upper)
@@ -718,14 +998,7 @@ fn write_upper(
         }
     }
     builder.finish().map_err(|e| StoreError::io(upper, e))?;
-    drop(builder);
-    let (digest, size) = writer.commit()?;
-    let layer = Layer {
-        digest,
-        size,
-        entries,
-    };
-    Ok((layer, adoptable))
+    Ok((entries, adoptable))
 }
 
 /// A tar header with the owner, mode and (clamped) time of `meta`.

@@ -102,17 +102,18 @@ impl Store {
             if !self.blobs().contains(&layer) {
                 continue;
             }
+            let kept = self.blobs().kept_as_snapshot(&layer).is_some();
             if let Err(error) = self.verify_snapshot(&layer) {
-                let discarded = self.discard_snapshot(&entry.path()).is_ok();
+                // A layer kept only as its snapshot has no other copy to
+                // unpack again: it is reported and left for the user.
+                let discarded = !kept && self.discard_snapshot(&entry.path()).is_ok();
+                let note = match (kept, discarded) {
+                    (true, _) => " (the layer is kept only as this snapshot, and it no longer gives the layer's tar: rebuild the images that use it)",
+                    (false, true) => " (discarded: the next use unpacks the layer again)",
+                    (false, false) => "",
+                };
                 problems.push(Problem {
-                    what: format!(
-                        "snapshot of layer {layer}{}",
-                        if discarded {
-                            " (discarded: the next use unpacks the layer again)"
-                        } else {
-                            ""
-                        }
-                    ),
+                    what: format!("snapshot of layer {layer}{note}"),
                     error,
                 });
             }

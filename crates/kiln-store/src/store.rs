@@ -227,10 +227,16 @@ impl Store {
     }
 
     /// Points `name` at `manifest` (replacing what it pointed at). The
-    /// manifest and everything it references must already be stored.
+    /// manifest and everything it references must already be stored. A
+    /// tagged image's layers are all tar blobs (given back from their
+    /// snapshots if they were kept only as those), so the store stays an
+    /// OCI layout that umoci or skopeo read.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
         let wanted = Reference::parse(name)?.normalized();
         let digest = Digest::of_descriptor(manifest)?;
+        for reached in self.reachable(&[digest])?.present {
+            self.blobs.materialize(&reached)?;
+        }
         // Leased, so GC cannot take it between this check and the tag.
         self.lease(&digest)?;
         let _lock = self.index_lock()?;
@@ -347,7 +353,7 @@ impl Store {
             }
             // Manifests and indexes are small; anything big is a layer (a
             // cache entry can name one directly) and references nothing.
-            let size = fs::metadata(self.blobs.path(&digest)).map_or(0, |m| m.len());
+            let size = self.blobs.size(&digest).unwrap_or(0);
             if size > MAX_DOCUMENT_SIZE {
                 continue;
             }
@@ -401,7 +407,8 @@ impl Store {
         &self,
         extra_roots: &dyn Fn() -> Vec<Digest>,
     ) -> Result<Vec<Digest>, StoreError> {
-        let (digests, _) = self.blobs.list()?;
+        let (mut digests, _) = self.blobs.list()?;
+        digests.extend(self.kept_layers());
         let keep = self.reachable(&self.roots(extra_roots)?)?.present;
         Ok(digests.into_iter().filter(|d| !keep.contains(d)).collect())
     }
@@ -426,17 +433,24 @@ impl Store {
         }
         let doomed = {
             let _lock = self.lock(LockMode::Exclusive)?;
+            let mut kept_gone = Vec::new();
             let keep = self.reachable(&self.roots(extra_roots)?)?.present;
             for digest in candidates {
                 if keep.contains(&digest) {
                     continue;
                 }
-                let size = fs::metadata(self.blobs.path(&digest)).map_or(0, |m| m.len());
-                self.blobs.remove(&digest)?;
+                let size = self.blobs.size(&digest).unwrap_or(0);
+                match self.blobs.kept_as_snapshot(&digest) {
+                    // Its snapshot is the layer: it goes with it.
+                    Some(dir) => kept_gone.push(self.set_aside_snapshot(&dir)?),
+                    None => self.blobs.remove(&digest)?,
+                }
                 report.freed_bytes += size;
                 report.removed.push(digest);
             }
-            self.set_aside_orphan_snapshots()?
+            let mut doomed = self.set_aside_orphan_snapshots()?;
+            doomed.append(&mut kept_gone);
+            doomed
         };
         // Renamed to temp names under the lock; deleting them can be slow.
         for dir in doomed {

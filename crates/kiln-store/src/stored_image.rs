@@ -73,7 +73,7 @@ impl Store {
                 let plain = open_layer(self.blobs(), &digest)?;
                 self.blobs().put_reader(plain, Some(&diff_id))?;
             }
-            let size = std::fs::metadata(self.blobs().path(&diff_id)).map_or(0, |m| m.len());
+            let size = self.blobs().size(&diff_id).unwrap_or(0);
             layers.push(Layer {
                 digest: diff_id,
                 size,

@@ -588,3 +588,77 @@ fn fifos_and_device_nodes_unpack_as_what_the_layer_says() {
     // And `kiln check` finds the snapshot to be the layer.
     store.verify_snapshot(&layer.digest).unwrap();
 }
+
+#[test]
+fn a_layer_kept_as_its_snapshot_is_given_back_checked_tagged_and_collected() {
+    if !is_root() {
+        eprintln!("skipped: whiteouts and owners need root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let upper = store.scratch_dir("upper-test").unwrap().join("upper");
+    fs::create_dir_all(upper.join("opaque")).unwrap();
+    fs::create_dir_all(upper.join(format!("deep/{}", "d".repeat(120)))).unwrap();
+    fs::write(upper.join("file"), "content\n".repeat(100)).unwrap();
+    fs::write(upper.join("empty"), "").unwrap();
+    fs::hard_link(upper.join("file"), upper.join("hard")).unwrap();
+    std::os::unix::fs::symlink("file", upper.join("soft")).unwrap();
+    fs::write(
+        upper.join(format!("deep/{}/{}", "d".repeat(120), "f".repeat(120))),
+        "deep",
+    )
+    .unwrap();
+    xattr::set(upper.join("file"), "user.note", b"kept").unwrap();
+    xattr::set(upper.join("opaque"), "trusted.overlay.opaque", b"y").unwrap();
+    nix::sys::stat::mknod(
+        &upper.join("deleted"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .unwrap();
+
+    let layer = store.commit_upper(&upper, None).unwrap();
+    // No tar blob: the snapshot (and its skeleton) is the layer.
+    assert!(!store.blobs().path(&layer.digest).exists());
+    assert!(store.blobs().contains(&layer.digest));
+    assert_eq!(store.blobs().size(&layer.digest), Some(layer.size));
+    // Given back, it has the digest (read checks it) and the entries.
+    let tar = store.blobs().read(&layer.digest).unwrap();
+    assert_eq!(tar.len() as u64, layer.size);
+    let entries = entries_of(&store, &layer);
+    assert_eq!(entries["soft"], "-> file");
+    assert_eq!(entries["hard"], "link file");
+    assert!(entries.contains_key(".wh.deleted"));
+    assert!(entries.contains_key("opaque/.wh..wh..opq"));
+    assert_eq!(store.check().unwrap().len(), 0);
+
+    let snapshot = store.snapshot(&layer.digest).unwrap();
+
+    // Damage: the same size, other bytes. Reading it fails, and check
+    // reports it and keeps the snapshot (it is the only copy).
+    let damaged = snapshot.join("file");
+    let text = fs::read_to_string(&damaged).unwrap().replace('c', "k");
+    fs::write(&damaged, &text).unwrap();
+    let error = store.blobs().open(&layer.digest).unwrap_err().to_string();
+    assert!(error.contains(&layer.digest.to_string()), "{error}");
+    let problems = store.check().unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].what.contains("kept only as this snapshot"),
+        "{problems:?}"
+    );
+    assert!(store.has_snapshot(&layer.digest));
+    fs::write(&damaged, text.replace('k', "c")).unwrap();
+    store.blobs().read(&layer.digest).unwrap();
+
+    // Nothing holds it once this process is gone: GC takes the snapshot.
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    let report = store.gc(&Vec::new).unwrap();
+    assert_eq!(report.removed, vec![layer.digest]);
+    assert!(!store.has_snapshot(&layer.digest));
+    assert!(!store.blobs().contains(&layer.digest));
+}
