@@ -593,6 +593,7 @@ pub fn unpack_wanted(
         Wanted::Under(_) => hard_link_targets(store, layers, wanted)?,
     };
     let keep_owners = owners == Owners::FromLayers && running_as_root();
+    let mut dir_times: Vec<(std::path::PathBuf, u64)> = Vec::new();
     for layer in layers {
         let file = kiln_store::open_layer(store.blobs(), &layer.digest)?;
         let what = layer.digest.to_string();
@@ -639,6 +640,19 @@ pub fn unpack_wanted(
                 give_owner(&dir.join(&rel), entry.header())
                     .map_err(|e| BuildError::io(dir.join(&rel), e))?;
             }
+            if unpacked && entry.header().entry_type().is_dir() {
+                let rel = raw_relative(&entry.path_bytes());
+                dir_times.push((dir.join(rel), entry.header().mtime().unwrap_or(0)));
+            }
+        }
+    }
+    // What was unpacked into a directory changed its time: the layers'
+    // times are set last, deepest first (as tar's own unpack does), so a
+    // copy from the tree keeps them.
+    for (path, mtime) in dir_times.iter().rev() {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
+        if let Ok(file) = fs::File::open(path) {
+            let _ = file.set_modified(time);
         }
     }
     Ok(())

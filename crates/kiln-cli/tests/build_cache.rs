@@ -468,8 +468,10 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
         &["--progress", "plain", "--cache-to", &cache_to],
     );
     // The build stage's layers stay as tars; their snapshots go, so the
-    // final stage must read them from the tars.
+    // final stage must read them from the tars. A second later: a copied
+    // directory's time must be the stage's, not the time it was unpacked.
     fs::remove_dir_all(p.root.join("kiln/snapshots")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     let through_tars = build(
         &p.root,
         &p.context,
