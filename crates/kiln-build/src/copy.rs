@@ -20,7 +20,7 @@ use std::sync::Arc;
 use globset::{GlobBuilder, GlobMatcher};
 use kiln_context::{ContentDigest, HashStats, Ignore, Root, StatCache};
 use kiln_graph::HeredocInput;
-use kiln_store::{Layer, Store};
+use kiln_store::{Keep, Layer, Store};
 use sha2::{Digest as _, Sha256};
 use walkdir::WalkDir;
 
@@ -253,7 +253,7 @@ pub fn copy_layer(
     request: &CopyRequest<'_>,
     tree: &mut Tree,
 ) -> Result<Layer, BuildError> {
-    select(std::slice::from_ref(request))?.write_layer(store, tree, false)
+    select(std::slice::from_ref(request))?.write_layer(store, tree, Keep::Tar)
 }
 
 /// Feeds `items` into `hasher` in destination order: path, kind, mode,
@@ -1131,14 +1131,13 @@ impl Selection {
     /// far, which decide where the destination is and the metadata of the
     /// directories the layer holds; the parent key covers them, so this is
     /// decided here, on a miss, and a hit reads no layer).
-    /// With `snapshot`, the layer is unpacked as a snapshot while it is
-    /// written (a RUN will want it next) and kept as that snapshot, with no
-    /// tar blob.
+    /// `keep` says whether it is also unpacked as a snapshot while it is
+    /// written (a RUN will want it next), or kept only as that.
     pub fn write_layer(
         self,
         store: &Store,
         tree: &mut Tree,
-        snapshot: bool,
+        keep: Keep,
     ) -> Result<Layer, BuildError> {
         let Selection {
             mut items,
@@ -1163,13 +1162,7 @@ impl Selection {
         settle_dirs(&mut items, stage).map_err(fail)?;
         hard_links_after_their_targets(&mut items);
 
-        // With a RUN next, the layer is kept as the snapshot it needs,
-        // unpacked as it is written, and no tar blob is stored.
-        let mut writer = match store.layer_writer(snapshot) {
-            Ok(writer) => writer,
-            Err(_) if snapshot => store.layer_writer(false)?,
-            Err(error) => return Err(error.into()),
-        };
+        let mut writer = store.layer_writer(keep)?;
         let mut builder = tar::Builder::new(&mut writer);
         let tmp = "layer";
         let io = |e| BuildError::io(tmp, e);

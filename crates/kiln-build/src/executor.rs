@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use kiln_cache::{explain, CacheIndex, CacheKey, Entry, ImportedCache, Miss, StepRecord};
 use kiln_context::{HashStats, Ignore, StatCache};
 use kiln_graph::{Base, BuildGraph, History, Node, Op, StageId};
-use kiln_store::{write_image, ImageRecord, Layer, Store};
+use kiln_store::{write_image, ImageRecord, Keep, Layer, Store};
 use serde_json::{json, Value};
 
 use crate::base::pinned_base;
@@ -426,7 +426,21 @@ impl Step<'_> {
                 let key = keys::run_key(parent.as_ref(), run, &node.inputs, &mounted.digest);
                 record.key = key.hex();
                 self.cached_or(key, &record, None, state, |state| {
-                    let layer = run_step(self.store, node, run, state, self.stages, self.options)?;
+                    // A RUN's layer is its snapshot (the next RUN's lower dir).
+                    let keep = if self.in_image() {
+                        Keep::TarAndSnapshot
+                    } else {
+                        Keep::Snapshot
+                    };
+                    let layer = run_step(
+                        self.store,
+                        node,
+                        run,
+                        state,
+                        self.stages,
+                        self.options,
+                        keep,
+                    )?;
                     // The command must have seen what the key hashed.
                     crate::run_step::check_context_binds(
                         self.store,
@@ -498,9 +512,9 @@ impl Step<'_> {
                         Some(prepared) => prepared,
                         None => step.prepare_remembered(state, &content.content)?,
                     };
-                    let snapshot = self.run_follows() && !self.snapshot_known(&key);
+                    let keep = self.keep_copy(&key);
                     let tree = state.tree(self.store)?;
-                    let layer = prepared.selection.write_layer(self.store, tree, snapshot)?;
+                    let layer = prepared.selection.write_layer(self.store, tree, keep)?;
                     Ok(Some((layer, Indexed::Yes)))
                 })
             }
@@ -637,6 +651,26 @@ impl Step<'_> {
             return Some(entry);
         }
         None
+    }
+
+    /// Whether the image is made of this step's stage (its layers are the
+    /// image's), not only read by the build.
+    fn in_image(&self) -> bool {
+        self.graph.image_stages().contains(&self.node.stage)
+    }
+
+    /// How a COPY's layer is kept: only as a snapshot in a stage the
+    /// image is not made of (the build alone reads it: `COPY --from`,
+    /// mounts, a RUN's lower dir); else a tar, with a snapshot made while
+    /// it is written when a RUN will want one.
+    fn keep_copy(&self, key: &CacheKey) -> Keep {
+        if !self.in_image() {
+            Keep::Snapshot
+        } else if self.run_follows() && !self.snapshot_known(key) {
+            Keep::TarAndSnapshot
+        } else {
+            Keep::Tar
+        }
     }
 
     /// Whether a RUN comes later in this stage: it will need this step's

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use kiln_context::Root;
 use kiln_graph::{MountKind, Network, Node, RunOp, Sharing, SourceRef};
 use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink};
-use kiln_store::{Layer, Store};
+use kiln_store::{Keep, Layer, Store};
 
 use crate::base::pinned_base;
 use crate::error::BuildError;
@@ -40,6 +40,7 @@ pub fn run_step(
     state: &StageFs,
     stages: &Stages,
     options: &BuildOptions<'_>,
+    keep: Keep,
 ) -> Result<Layer, BuildError> {
     let fail = |message: String| BuildError::step(node.line, message);
     let digests: Vec<_> = state.layers.iter().map(|l| l.digest).collect();
@@ -144,7 +145,7 @@ pub fn run_step(
             hint: (!tail.is_empty()).then(|| format!("its last output:\n{}", tail.join("\n"))),
         });
     }
-    Ok(store.commit_upper(&spec.upper_dir, options.source_date_epoch)?)
+    Ok(store.commit_upper(&spec.upper_dir, options.source_date_epoch, keep)?)
 }
 
 /// The argv, and a mount for a script heredoc. As BuildKit: `RUN <<EOF`

@@ -34,6 +34,24 @@ pub struct BuildGraph {
 }
 
 impl BuildGraph {
+    /// The stages whose layers the image holds: the target and, through
+    /// `FROM <stage>`, the stages it builds on. The others' layers are
+    /// only read by the build (`COPY --from`, mounts).
+    pub fn image_stages(&self) -> BTreeSet<StageId> {
+        let mut stages = BTreeSet::new();
+        let mut next = Some(self.target);
+        while let Some(id) = next {
+            if !stages.insert(id) {
+                break;
+            }
+            next = match self.stages.get(id).map(|s| &s.base) {
+                Some(Base::Stage(base)) => Some(*base),
+                _ => None,
+            };
+        }
+        stages
+    }
+
     /// The last node of `stage`: its result.
     pub fn stage_result(&self, stage: StageId) -> Option<NodeId> {
         self.stages[stage].nodes.last().copied()

@@ -99,9 +99,17 @@ impl Blobs {
     /// directory first if it is kept only as one (a cache export copies
     /// files).
     pub fn materialize(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
-        if self.kept_as_snapshot(digest).is_some() {
-            let file = self.open(digest)?;
-            self.put_reader(file, Some(digest))?;
+        if let Some(snapshot) = self.kept_as_snapshot(digest) {
+            let mut writer = self.writer()?;
+            crate::snapshot::give_back(&snapshot, &mut writer)?;
+            let (actual, _) = writer.commit()?;
+            if actual != *digest {
+                // What was written is named by its own digest: GC's.
+                return Err(StoreError::DigestMismatch {
+                    expected: *digest,
+                    actual,
+                });
+            }
         }
         Ok(self.path(digest))
     }
@@ -122,17 +130,11 @@ impl Blobs {
         expected: Option<&Digest>,
     ) -> Result<(Digest, u64), StoreError> {
         if let Some(digest) = expected {
-            // Only a blob file counts: a layer kept as its snapshot is
-            // being made into one.
-            if self.path(digest).is_file() && self.lease(digest).is_ok() {
+            if self.lease(digest).is_ok() {
                 // Still drain the reader so callers streaming an archive stay in step.
                 io::copy(&mut reader, &mut io::sink()).at(&self.path(digest))?;
-                return Ok((
-                    *digest,
-                    fs::metadata(self.path(digest))
-                        .at(&self.path(digest))?
-                        .len(),
-                ));
+                let size = self.size(digest).ok_or(StoreError::MissingBlob(*digest))?;
+                return Ok((*digest, size));
             }
         }
         let temp = self.temp()?;

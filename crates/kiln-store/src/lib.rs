@@ -35,7 +35,7 @@ pub use layout::Layout;
 pub use lock::{LockMode, StoreLock};
 pub use owner::Sweep;
 pub use reference::Reference;
-pub use snapshot::layer_from_upper;
+pub use snapshot::{layer_from_upper, Keep};
 pub use squash::squash_layers;
 pub use store::{GcReport, Problem, Reach, Store, Tag, REF_NAME};
 pub use stored_image::StoredImage;

@@ -471,17 +471,38 @@ impl SnapshotWriter {
     }
 }
 
-/// A layer's tar being written: into a blob, or (`kept`) only into its
-/// digest and a snapshot that keeps the layer instead of a blob.
+/// How a new layer is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// A tar blob.
+    Tar,
+    /// A tar blob, and a snapshot made as it is written (a RUN needs it).
+    TarAndSnapshot,
+    /// Only a snapshot, with the skeleton that gives the tar back: for
+    /// layers only the build reads (stages the image is not made of).
+    Snapshot,
+}
+
+/// A layer's tar being written: into a blob (with a snapshot unpacked
+/// beside it), or (`kept`) only into its digest and a snapshot that keeps
+/// the layer instead of a blob.
 pub struct LayerWriter {
     blob: Option<crate::blobs::BlobWriter>,
+    beside: Option<SnapshotWriter>,
     kept: Option<(crate::digest::HashingWriter<io::Sink>, SnapshotWriter)>,
 }
 
 impl io::Write for LayerWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         if let Some(blob) = self.blob.as_mut() {
-            return blob.write(bytes);
+            let written = blob.write(bytes)?;
+            // A snapshot that fails only costs the RUN an unpack.
+            if let Some(snapshot) = self.beside.as_mut() {
+                if snapshot.write_all(&bytes[..written]).is_err() {
+                    self.beside = None;
+                }
+            }
+            return Ok(written);
         }
         match self.kept.as_mut() {
             Some((hasher, snapshot)) => {
@@ -502,7 +523,11 @@ impl LayerWriter {
     /// The layer's digest and size, once it is stored.
     pub fn commit(self, store: &Store) -> Result<(Digest, u64), StoreError> {
         if let Some(blob) = self.blob {
-            return blob.commit();
+            let (digest, size) = blob.commit()?;
+            if let Some(snapshot) = self.beside {
+                let _ = snapshot.finish(&digest);
+            }
+            return Ok((digest, size));
         }
         let Some((hasher, snapshot)) = self.kept else {
             return Err(StoreError::Unsupported(
@@ -516,20 +541,24 @@ impl LayerWriter {
 }
 
 impl Store {
-    /// A writer for a new layer's tar: with `as_snapshot` (a RUN will want
-    /// the layer next) it is unpacked as it is written and kept only as
-    /// that snapshot, no tar blob stored; else a blob.
-    pub fn layer_writer(&self, as_snapshot: bool) -> Result<LayerWriter, StoreError> {
-        if as_snapshot {
-            let snapshot = self.snapshot_writer()?;
-            return Ok(LayerWriter {
+    /// A writer for a new layer's tar, kept as `keep` says (a snapshot
+    /// that cannot be started leaves a tar blob alone).
+    pub fn layer_writer(&self, keep: Keep) -> Result<LayerWriter, StoreError> {
+        let snapshot = match keep {
+            Keep::Tar => None,
+            Keep::TarAndSnapshot | Keep::Snapshot => self.snapshot_writer().ok(),
+        };
+        Ok(match (keep, snapshot) {
+            (Keep::Snapshot, Some(snapshot)) => LayerWriter {
                 blob: None,
+                beside: None,
                 kept: Some((crate::digest::HashingWriter::new(io::sink()), snapshot)),
-            });
-        }
-        Ok(LayerWriter {
-            blob: Some(self.blobs().writer()?),
-            kept: None,
+            },
+            (_, beside) => LayerWriter {
+                blob: Some(self.blobs().writer()?),
+                beside,
+                kept: None,
+            },
         })
     }
 }
@@ -711,13 +740,25 @@ impl Store {
     /// holding a `.wh.` name, which the tar reads back as a whiteout).
     /// Adopted, `upper` is gone; where the layer has a complete snapshot
     /// already (another kiln may run on it), that one stays and `upper`
-    /// is left to its caller.
+    /// is left to its caller. With [`Keep::Snapshot`] no tar is written at
+    /// all: the adopted dir and the walk's skeleton are the layer (a
+    /// layer that cannot be adopted is written as a tar after all);
+    /// [`Keep::Tar`] adopts nothing.
     pub fn commit_upper(
         &self,
         upper: &Path,
         clamp_mtime: Option<u64>,
+        keep: Keep,
     ) -> Result<Layer, StoreError> {
-        if same_filesystem(upper, &self.layout().snapshots())? {
+        let same_filesystem = same_filesystem(upper, &self.layout().snapshots())?;
+        if keep != Keep::Snapshot {
+            let (layer, adoptable) = write_upper(self.blobs(), upper, clamp_mtime, Normalise::Yes)?;
+            if adoptable && same_filesystem && keep == Keep::TarAndSnapshot {
+                self.make_snapshot(&layer.digest, "adopt", |tree| adopt_tree(upper, tree))?;
+            }
+            return Ok(layer);
+        }
+        if same_filesystem {
             // One walk into the digest and the skeleton, no tar written:
             // the upper dir becomes the snapshot, which gives the tar back.
             let mut sink = KeptTar::default();

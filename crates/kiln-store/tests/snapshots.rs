@@ -10,7 +10,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 
-use kiln_store::{import_layer, layer_from_upper, Layer, Store};
+use kiln_store::{import_layer, layer_from_upper, Keep, Layer, Store};
 
 fn is_root() -> bool {
     fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(1) == 0
@@ -474,7 +474,9 @@ fn a_committed_upper_dir_becomes_the_layers_snapshot_as_unpacking_would_make_it(
         .unwrap()
         .any(|name| name.to_string_lossy().starts_with("trusted.overlay."));
 
-    let change = store.commit_upper(&upper, Some(3_000_000_000)).unwrap();
+    let change = store
+        .commit_upper(&upper, Some(3_000_000_000), Keep::TarAndSnapshot)
+        .unwrap();
     assert!(!upper.exists(), "the upper dir was moved in");
     assert!(store.has_snapshot(&change.digest));
     // `kiln check`'s comparison with the tar: the adopted tree passes.
@@ -509,7 +511,9 @@ fn an_upper_dir_holding_a_socket_is_committed_but_not_adopted() {
     fs::create_dir_all(&upper).unwrap();
     fs::write(upper.join("file"), "x").unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(upper.join("socket")).unwrap();
-    let change = store.commit_upper(&upper, None).unwrap();
+    let change = store
+        .commit_upper(&upper, None, Keep::TarAndSnapshot)
+        .unwrap();
     assert!(upper.join("file").exists(), "left where it was");
     assert!(!store.has_snapshot(&change.digest));
     let snapshot = store.snapshot(&change.digest).unwrap();
@@ -523,7 +527,9 @@ fn an_upper_dir_holding_a_wh_name_is_committed_but_not_adopted() {
     let upper = store.scratch_dir("upper-test").unwrap().join("upper");
     fs::create_dir_all(&upper).unwrap();
     fs::write(upper.join(".wh.name"), "").unwrap();
-    let change = store.commit_upper(&upper, None).unwrap();
+    let change = store
+        .commit_upper(&upper, None, Keep::TarAndSnapshot)
+        .unwrap();
     assert!(upper.join(".wh.name").exists(), "left where it was");
     assert!(!store.has_snapshot(&change.digest));
 }
@@ -620,7 +626,7 @@ fn a_layer_kept_as_its_snapshot_is_given_back_checked_tagged_and_collected() {
     )
     .unwrap();
 
-    let layer = store.commit_upper(&upper, None).unwrap();
+    let layer = store.commit_upper(&upper, None, Keep::Snapshot).unwrap();
     // No tar blob: the snapshot (and its skeleton) is the layer.
     assert!(!store.blobs().path(&layer.digest).exists());
     assert!(store.blobs().contains(&layer.digest));
