@@ -104,13 +104,14 @@ impl Store {
             }
             let kept = self.blobs().kept_as_snapshot(&layer).is_some();
             if let Err(error) = self.verify_snapshot(&layer) {
-                // A layer kept only as its snapshot has no other copy to
-                // unpack again: it is reported and left for the user.
-                let discarded = !kept && self.discard_snapshot(&entry.path()).is_ok();
+                // A layer kept only as its snapshot goes with it: only the
+                // build cache holds such a layer (a tagged image's layers
+                // are tars), and the steps that made it run again.
+                let discarded = self.discard_snapshot(&entry.path()).is_ok();
                 let note = match (kept, discarded) {
-                    (true, _) => " (the layer is kept only as this snapshot, and it no longer gives the layer's tar: rebuild the images that use it)",
+                    (true, true) => " (discarded with the layer, which was kept only as this snapshot: the build steps that made it run again)",
                     (false, true) => " (discarded: the next use unpacks the layer again)",
-                    (false, false) => "",
+                    (_, false) => "",
                 };
                 problems.push(Problem {
                     what: format!("snapshot of layer {layer}{note}"),
