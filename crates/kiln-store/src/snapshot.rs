@@ -54,11 +54,35 @@ impl Store {
         what: &str,
         fill: impl FnOnce(&Path) -> Result<(), StoreError>,
     ) -> Result<PathBuf, StoreError> {
-        if is_complete(&self.layout().snapshots().join(layer.hex()), layer) {
-            return Ok(self.layout().snapshots().join(layer.hex()).join(TREE));
+        let target = self.layout().snapshots().join(layer.hex());
+        if is_complete(&target, layer) && self.trusted_this_boot(&target, layer)? {
+            return Ok(target.join(TREE));
         }
         self.lease(layer)?;
         self.make_snapshot_unleased(layer, what, fill)
+    }
+
+    /// Whether the complete snapshot at `dir` may be used as it is. One
+    /// completed before this boot may have lost data the kernel had not
+    /// written when the machine went down (snapshots are not synced: a
+    /// layer's tar is, and a kept layer's skeleton gives the digest to
+    /// check): it is verified once against its layer and marked for this
+    /// boot, or discarded (`false`: made again from its tar; a kept layer
+    /// is gone with it, and its steps run again).
+    fn trusted_this_boot(&self, dir: &Path, layer: &Digest) -> Result<bool, StoreError> {
+        if made_this_boot(dir, layer) {
+            return Ok(true);
+        }
+        if self.verify_snapshot(layer).is_ok() {
+            let marker = dir.join(COMPLETE);
+            let temp = dir.join(self.temp_name("complete")?);
+            fs::write(&temp, marker_text(layer))
+                .and_then(|()| fs::rename(&temp, &marker))
+                .map_err(|e| StoreError::io(&marker, e))?;
+            return Ok(true);
+        }
+        self.discard_snapshot(dir)?;
+        Ok(false)
     }
 
     /// [`Store::make_snapshot`] without the lease (a kept layer is leased
@@ -284,11 +308,31 @@ impl io::Write for KeptTar {
 /// The completion marker beside the tree.
 const COMPLETE: &str = "complete";
 
-fn marker_text(layer: &Digest) -> String {
+fn marker_head(layer: &Digest) -> String {
     format!("kiln snapshot of {layer}\n")
 }
 
+/// The marker: the layer, and the boot it was completed in.
+fn marker_text(layer: &Digest) -> String {
+    format!("{}boot {}\n", marker_head(layer), boot_id())
+}
+
+/// This boot's id (the kernel's random boot id), empty if unknown.
+fn boot_id() -> &'static str {
+    static BOOT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
 fn is_complete(dir: &Path, layer: &Digest) -> bool {
+    fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text.starts_with(&marker_head(layer)))
+}
+
+/// Whether the snapshot at `dir` was completed in this boot.
+fn made_this_boot(dir: &Path, layer: &Digest) -> bool {
     fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text == marker_text(layer))
 }
 

@@ -684,3 +684,62 @@ fn a_damaged_kept_layer_is_refused_and_check_discards_it() {
     assert!(!store.blobs().contains(&layer.digest));
     assert!(store.check().unwrap().is_empty());
 }
+
+/// Rewrites a snapshot's completion marker as if an earlier boot wrote it.
+fn mark_from_an_earlier_boot(store: &Store, layer: &Layer) {
+    let marker = store
+        .layout()
+        .snapshots()
+        .join(layer.digest.hex())
+        .join("complete");
+    fs::write(
+        &marker,
+        format!("kiln snapshot of {}\nboot an-earlier-boot\n", layer.digest),
+    )
+    .unwrap();
+}
+
+#[test]
+fn snapshots_from_an_earlier_boot_are_verified_before_use() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    // Unpacked from a tar: damaged in a crash, it is made again.
+    let unpacked = layer(&store, &[("file", Some("from the layer"))]);
+    let tree = store.snapshot(&unpacked.digest).unwrap();
+    fs::write(tree.join("file"), "torn by a crash").unwrap();
+    mark_from_an_earlier_boot(&store, &unpacked);
+    let tree = store.snapshot(&unpacked.digest).unwrap();
+    assert_eq!(
+        fs::read_to_string(tree.join("file")).unwrap(),
+        "from the layer"
+    );
+    // Whole, it is kept as it is (the same inodes) and marked for this
+    // boot, so it is not verified again.
+    let inode = fs::metadata(tree.join("file")).unwrap().ino();
+    mark_from_an_earlier_boot(&store, &unpacked);
+    let marker = tree.parent().unwrap().join("complete");
+    let again = store.snapshot(&unpacked.digest).unwrap();
+    assert_eq!(fs::metadata(again.join("file")).unwrap().ino(), inode);
+    assert!(!fs::read_to_string(&marker)
+        .unwrap()
+        .contains("an-earlier-boot"));
+
+    // Kept only as its snapshot: damaged, the layer is gone (its steps
+    // run again), never used as it is.
+    let upper = store.scratch_dir("upper-test").unwrap().join("upper");
+    fs::create_dir_all(&upper).unwrap();
+    fs::write(upper.join("file"), "made by a RUN").unwrap();
+    let kept = store.commit_upper(&upper, None, Keep::Snapshot).unwrap();
+    // Whole, it stays the layer.
+    mark_from_an_earlier_boot(&store, &kept);
+    let tree = store.snapshot(&kept.digest).unwrap();
+    store.blobs().read(&kept.digest).unwrap();
+    fs::write(tree.join("file"), "torn by a crash").unwrap();
+    mark_from_an_earlier_boot(&store, &kept);
+    assert!(store.snapshot(&kept.digest).is_err());
+    assert!(!store.blobs().contains(&kept.digest));
+}
