@@ -71,6 +71,34 @@ enum Command {
     Cache(commands::cache::CacheCommand),
     /// Verify every blob and that every image is complete
     Check,
+    /// Commands a Docker user will type that kiln does not have yet: they
+    /// say so, rather than clap suggesting a similar one (`push` → `ps`).
+    #[command(name = "push", hide = true)]
+    Push(Planned),
+    #[command(name = "pull", hide = true)]
+    Pull(Planned),
+    #[command(name = "login", hide = true)]
+    Login(Planned),
+    #[command(name = "logout", hide = true)]
+    Logout(Planned),
+    #[command(name = "exec", hide = true)]
+    Exec(Planned),
+    #[command(name = "serve", hide = true)]
+    Serve(Planned),
+    #[command(name = "bench", hide = true)]
+    Bench(Planned),
+}
+
+/// Whatever a planned command was given.
+#[derive(clap::Args)]
+struct Planned {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// What a planned command will come with.
+fn not_yet(command: &str, with: &str) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("kiln {command} is not implemented yet (it comes with {with})")
 }
 
 fn main() -> ExitCode {
@@ -100,6 +128,13 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::images::load(root, args).map(|()| ExitCode::SUCCESS),
         Command::Prune(args) => commands::cache::prune(root, args).map(|()| ExitCode::SUCCESS),
         Command::Cache(command) => commands::cache::run(root, command).map(|()| ExitCode::SUCCESS),
+        Command::Push(_) => not_yet("push", "the registry client"),
+        Command::Pull(_) => not_yet("pull", "the registry client"),
+        Command::Login(_) => not_yet("login", "the registry client"),
+        Command::Logout(_) => not_yet("logout", "the registry client"),
+        Command::Exec(_) => not_yet("exec", "the container commands Docker users expect"),
+        Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
+        Command::Bench(_) => not_yet("bench", "cache hit-rate benchmarking"),
         Command::Check => commands::images::check(root).map(|clean| {
             if clean {
                 ExitCode::SUCCESS

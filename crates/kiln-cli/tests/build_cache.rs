@@ -359,7 +359,7 @@ fn hashed_files(built: &Built, number: usize) -> bool {
     built
         .stderr
         .lines()
-        .any(|l| l.starts_with(&prefix) && l.contains(" files hashed, "))
+        .any(|l| l.starts_with(&prefix) && l.contains(" hashed, "))
 }
 
 #[test]

@@ -223,6 +223,30 @@ fn run_without_a_shell_is_a_clear_error_and_tags_nothing() {
 }
 
 #[test]
+fn a_bad_name_fails_the_build_before_any_step_runs() {
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch\nCOPY src/a.txt /\n",
+    )
+    .unwrap();
+    let context = f.context.to_str().unwrap();
+    let out = kiln(
+        &f.root,
+        &["build", "-t", "ok", "-t", "MyApp:latest", context],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("MyApp:latest"), "{stderr}");
+    assert!(!stderr.contains("COPY src/a.txt"), "a step ran: {stderr}");
+    // Not even the good name was given, and nothing was cached.
+    let images = ok(kiln(&f.root, &["images"]));
+    assert!(!images.lines().any(|l| l.starts_with("ok ")), "{images}");
+    let steps = f.root.join("kiln/cache/steps");
+    assert!(!steps.exists() || fs::read_dir(&steps).unwrap().count() == 0);
+}
+
+#[test]
 fn bad_sources_and_missing_bases_are_clear_errors() {
     let f = fixture(None);
     let cases = [
@@ -473,7 +497,7 @@ fn the_stat_cache_spares_unchanged_files_and_rereads_edited_ones() {
         assert!(out.status.success(), "{stderr}");
         let line = stderr
             .lines()
-            .find(|l| l.contains("files hashed"))
+            .find(|l| l.contains(" hashed, "))
             .and_then(|l| l.split(" in ").next())
             .unwrap_or_default()
             .to_owned();
@@ -488,6 +512,14 @@ fn the_stat_cache_spares_unchanged_files_and_rereads_edited_ones() {
     let (third, report) = build();
     assert_eq!(report, "#2 2 files hashed, 1 unchanged, 2B read");
     assert_ne!(third, first);
+    // One file is one file.
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch\nCOPY src/a.txt /a\n",
+    )
+    .unwrap();
+    let (_, report) = build();
+    assert!(report.starts_with("#2 1 file hashed, "), "{report}");
 }
 
 /// The paths in the last layer of image `name`, as stored (plain tar).

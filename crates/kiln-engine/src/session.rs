@@ -71,6 +71,11 @@ impl Engine {
                 request.context.display()
             )));
         }
+        // A name the store would refuse fails the build before any step
+        // runs, not after all of them.
+        for tag in &request.tags {
+            kiln_store::Reference::parse(tag)?;
+        }
         let (file, dockerfile) = read_dockerfile(request)?;
         for warning in &dockerfile.warnings {
             emit(EventKind::Warning {

@@ -126,8 +126,13 @@ impl Progress {
             EventKind::Done(step) | EventKind::Cached(step) => {
                 let id = step.id;
                 if let Some(hashed) = step.hashed.filter(|h| h.files_hashed > 0) {
+                    let files = if hashed.files_hashed == 1 {
+                        "file"
+                    } else {
+                        "files"
+                    };
                     out.push_str(&format!(
-                        "#{id} {} files hashed, {} unchanged, {} read in {:.2}s\n",
+                        "#{id} {} {files} hashed, {} unchanged, {} read in {:.2}s\n",
                         hashed.files_hashed,
                         hashed.files_unchanged,
                         super::images::human_size(hashed.bytes_read),
