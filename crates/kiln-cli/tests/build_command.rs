@@ -247,6 +247,25 @@ fn a_bad_name_fails_the_build_before_any_step_runs() {
 }
 
 #[test]
+fn a_missing_target_is_the_files_problem_not_line_0s() {
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM scratch AS a\nCOPY src/a.txt /\n",
+    )
+    .unwrap();
+    let context = f.context.to_str().unwrap();
+    let out = kiln(&f.root, &["build", "--target", "nope", context]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("Dockerfile: target stage \"nope\" could not be found"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(":0"), "{stderr}");
+}
+
+#[test]
 fn bad_sources_and_missing_bases_are_clear_errors() {
     let f = fixture(None);
     let cases = [

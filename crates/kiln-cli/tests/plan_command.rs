@@ -61,6 +61,12 @@ fn text_plan_shows_stages_steps_and_pruning() {
         stdout.contains("pruned (not needed by the target): unused (line 5)"),
         "{stdout}"
     );
+    // Steps are numbered from 1, as `kiln build` shows them.
+    assert!(
+        stdout.contains("  #1   1/3 line 2    FROM alpine:3.20"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("#0 "), "{stdout}");
 }
 
 #[test]

@@ -67,7 +67,11 @@ pub fn render_diagnostic(
     hint: Option<&str>,
 ) -> String {
     let Position { line, column } = position;
-    let mut out = if column > 0 {
+    // Line 0: the problem is the file's as a whole (a missing target
+    // stage), not any line of it.
+    let mut out = if line == 0 {
+        format!("{file}: {message}")
+    } else if column > 0 {
         format!("{file}:{line}:{column}: {message}")
     } else {
         format!("{file}:{line}: {message}")

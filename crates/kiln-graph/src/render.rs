@@ -31,9 +31,11 @@ pub fn text(graph: &BuildGraph) -> String {
         let total = stage.nodes.len();
         for (n, &id) in stage.nodes.iter().enumerate() {
             let node = &graph.nodes[id];
+            // Numbered from 1, as `kiln build` numbers its steps.
             let _ = write!(
                 out,
-                "  #{id:<3} {}/{} line {:<4} {}",
+                "  #{:<3} {}/{} line {:<4} {}",
+                id + 1,
                 n + 1,
                 total,
                 node.line,
