@@ -77,6 +77,10 @@ fn plain_and_json_describe_every_step() {
         .unwrap();
     assert_eq!(text(&quiet.stderr), "");
     assert!(text(&quiet.stdout).starts_with("sha256:"));
+    // -q, as docker build -q.
+    let q = kiln(&root, &["build", "-q", ctx]);
+    assert_eq!(text(&q.stderr), "");
+    assert_eq!(text(&q.stdout), text(&quiet.stdout));
 }
 
 fn tmux(args: &[&str]) -> String {

@@ -363,6 +363,19 @@ fn stdin_with_i_and_a_terminal_with_t() {
         assert!(out.contains(expected), "{expected:?} missing in {out:?}");
     }
 
+    // A terminal gets TERM=xterm, as under Docker; one the user names wins,
+    // and without -t there is none.
+    let term = |flags: &str| {
+        let (input, child) = under_script(&format!(
+            "{kiln_cmd} run {flags} --rm busybox sh -c 'echo term=${{TERM:-unset}}'"
+        ));
+        drop(input);
+        text(&child.wait_with_output().unwrap().stdout)
+    };
+    assert!(term("-t").contains("term=xterm"), "{}", term("-t"));
+    assert!(term("-t -e TERM=vt100").contains("term=vt100"));
+    assert!(term("").contains("term=unset"), "{}", term(""));
+
     // A change of our terminal's size (SIGWINCH) reaches the container's.
     let (input, child) = under_script(&format!(
         "stty rows 40 cols 100; {kiln_cmd} run -t --rm busybox sh -c \

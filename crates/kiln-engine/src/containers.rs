@@ -134,6 +134,11 @@ impl Engine {
             kiln_runtime::containers::set_env(&mut env, item);
         }
         kiln_runtime::set_default_home(&mut env, &user);
+        // A terminal gets TERM=xterm unless the image or the request
+        // names one (Docker's rule).
+        if request.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".to_owned());
+        }
         let cwd = request
             .workdir
             .clone()

@@ -46,6 +46,9 @@ pub struct BuildArgs {
     /// How to show progress (default: $KILN_PROGRESS, else auto: tty on a terminal, plain otherwise)
     #[arg(long, value_enum)]
     progress: Option<ProgressMode>,
+    /// Print nothing but the image id (`--progress quiet`)
+    #[arg(short = 'q', long, conflicts_with = "progress")]
+    quiet: bool,
     /// How many stages may run at once (default: twice the number of cores)
     #[arg(long, value_name = "N")]
     jobs: Option<usize>,
@@ -91,7 +94,12 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // hits) is leased by this process, so GC keeps it until it is tagged,
     // and other builds, readers and GC go on meanwhile.
     let engine = Engine::new(open_store(root)?);
-    let progress = Progress::new(ProgressMode::resolve(args.progress));
+    let mode = if args.quiet {
+        Some(ProgressMode::Quiet)
+    } else {
+        args.progress
+    };
+    let progress = Progress::new(ProgressMode::resolve(mode));
     let cancel = Arc::new(Cancel::default());
     let signals = StopOnSignal::install(&cancel)?;
     let result = engine.build(&request, &cancel, &|event| progress.event(&event));
