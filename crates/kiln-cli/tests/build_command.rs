@@ -239,6 +239,13 @@ fn a_bad_name_fails_the_build_before_any_step_runs() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("MyApp:latest"), "{stderr}");
     assert!(!stderr.contains("COPY src/a.txt"), "a step ran: {stderr}");
+    // Nor does a digest in a name: the build makes the digest.
+    let named = format!("x@sha256:{}", "0".repeat(64));
+    let out = kiln(&f.root, &["build", "-t", &named, context]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("cannot hold a digest"), "{stderr}");
+    assert!(!stderr.contains("COPY src/a.txt"), "a step ran: {stderr}");
     // Not even the good name was given, and nothing was cached.
     let images = ok(kiln(&f.root, &["images"]));
     assert!(!images.lines().any(|l| l.starts_with("ok ")), "{images}");

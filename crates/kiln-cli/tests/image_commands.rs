@@ -59,6 +59,19 @@ fn import_list_inspect_tag_and_remove() {
 
     ok(kiln(&root, &["tag", "busybox", "bb:1"]));
     assert!(ok(kiln(&root, &["images"])).contains("bb:1"));
+    // A digest in a name must be the image's own.
+    let id = digest;
+    let wrong = format!("bb@sha256:{}", "0".repeat(64));
+    let out = kiln(&root, &["tag", "busybox", &wrong]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("names image sha256:000"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!ok(kiln(&root, &["images"])).contains("bb@"));
+    ok(kiln(&root, &["tag", "busybox", &format!("bb@{id}")]));
+    ok(kiln(&root, &["rmi", &format!("bb@{id}")]));
     // Removing one name keeps the data the other still uses ...
     ok(kiln(&root, &["rmi", "busybox:latest"]));
     let blobs = root.join("blobs/sha256");

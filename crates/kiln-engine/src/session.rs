@@ -74,7 +74,12 @@ impl Engine {
         // A name the store would refuse fails the build before any step
         // runs, not after all of them.
         for tag in &request.tags {
-            kiln_store::Reference::parse(tag)?;
+            if kiln_store::Reference::parse(tag)?.digest.is_some() {
+                // As docker build: the digest is what the build makes.
+                return Err(EngineError::Request(format!(
+                    "-t {tag}: a name for a build cannot hold a digest (the build makes the digest)"
+                )));
+            }
         }
         let (file, dockerfile) = read_dockerfile(request)?;
         for warning in &dockerfile.warnings {

@@ -232,8 +232,16 @@ impl Store {
     /// snapshots if they were kept only as those), so the store stays an
     /// OCI layout that umoci or skopeo read.
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
-        let wanted = Reference::parse(name)?.normalized();
+        let reference = Reference::parse(name)?;
+        let wanted = reference.normalized();
         let digest = Digest::of_descriptor(manifest)?;
+        // A digest in the name says which image it is: it must be this one.
+        if let Some(named) = reference.digest.filter(|named| *named != digest) {
+            return Err(StoreError::InvalidName {
+                name: name.to_owned(),
+                reason: format!("it names image {named}, not this one ({digest})"),
+            });
+        }
         for reached in self.reachable(&[digest])?.present {
             self.blobs.materialize(&reached)?;
         }
