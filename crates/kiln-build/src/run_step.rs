@@ -43,6 +43,7 @@ pub fn run_step(
     keep: Keep,
 ) -> Result<Layer, BuildError> {
     let fail = |message: String| BuildError::step(node.line, message);
+    kiln_runtime::require_root().map_err(|e| fail(format!("{}: {e}", node.display)))?;
     let digests: Vec<_> = state.layers.iter().map(|l| l.digest).collect();
     let lower_dirs = store.lower_dirs(&digests)?;
     let scratch = TempDir::new(store)?;

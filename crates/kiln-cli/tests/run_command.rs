@@ -466,3 +466,47 @@ fn a_kept_container_keeps_its_image_through_rmi_and_prune() {
     let pruned = ok(kiln(&root, &["prune"]));
     assert!(!pruned.contains(" 0 blobs"), "{pruned}");
 }
+
+#[test]
+fn a_user_who_is_not_root_is_told_in_one_line_that_containers_need_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = dir.path().join("nobody");
+    std::fs::create_dir_all(home.join("ctx")).unwrap();
+    std::fs::write(home.join("ctx/Dockerfile"), "FROM busybox\nRUN echo hi\n").unwrap();
+    let rootfs = common::busybox_rootfs(&home);
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    for entry in ["ctx", "ctx/Dockerfile", "busybox-rootfs.tar"] {
+        std::os::unix::fs::chown(home.join(entry), Some(65534), Some(65534)).unwrap();
+    }
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(home.join("store"))
+            .args(args)
+            .output()
+            .expect("setpriv from util-linux")
+    };
+    // What needs no container works.
+    ok(as_nobody(&["import", rootfs.to_str().unwrap(), "busybox"]));
+    for args in [
+        vec![
+            "build",
+            "--progress",
+            "plain",
+            home.join("ctx").to_str().unwrap(),
+        ],
+        vec!["run", "--rm", "busybox", "true"],
+    ] {
+        let out = as_nobody(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {stderr}");
+        assert!(errors[0].contains("needs root"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("ownership"), "{args:?}: {stderr}");
+    }
+}

@@ -112,6 +112,7 @@ impl Engine {
         &self,
         request: &ContainerRequest,
     ) -> Result<ContainerRecord, EngineError> {
+        kiln_runtime::require_root()?;
         if let Some(name) = &request.name {
             kiln_runtime::containers::valid_name(name)?;
         }

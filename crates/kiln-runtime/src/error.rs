@@ -9,6 +9,10 @@ use nix::errno::Errno;
 /// A failure to set up, run or clean up a container.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// Containers need root today (rootless is not implemented).
+    #[error("running a container needs root: kiln has no rootless mode yet (parse, plan, import, load, save and builds without RUN work as any user)")]
+    NeedsRoot,
+
     /// The spec cannot be run as given (caller's mistake, nothing was started).
     #[error("invalid container spec: {0}")]
     InvalidSpec(String),

@@ -152,6 +152,18 @@ mod user;
 
 pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
 pub use error::RuntimeError;
+
+/// Fails unless this process is root: containers need namespaces, mounts
+/// and owners only root has here. Callers ask before preparing anything,
+/// so a user sees this one line rather than what fails first.
+pub fn require_root() -> Result<(), RuntimeError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err(RuntimeError::NeedsRoot)
+    }
+}
 pub use seccomp::Seccomp;
 pub use spec::{
     BindSource, ContainerSpec, ExitStatus, Mount, Network, Resources, SecretData, Stdin, Stdio,
