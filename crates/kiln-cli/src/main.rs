@@ -71,6 +71,13 @@ enum Command {
     Cache(commands::cache::CacheCommand),
     /// Verify every blob and that every image is complete
     Check,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print kiln's version
+    Version,
     /// Commands a Docker user will type that kiln does not have yet: they
     /// say so, rather than clap suggesting a similar one (`push` → `ps`).
     #[command(name = "push", hide = true)]
@@ -128,6 +135,23 @@ fn main() -> ExitCode {
         Command::Load(args) => commands::images::load(root, args).map(|()| ExitCode::SUCCESS),
         Command::Prune(args) => commands::cache::prune(root, args).map(|()| ExitCode::SUCCESS),
         Command::Cache(command) => commands::cache::run(root, command).map(|()| ExitCode::SUCCESS),
+        Command::Completion { shell } => {
+            // Hidden commands (internal, or planned and absent) are not
+            // offered; written to memory first, as clap_complete panics on
+            // a closed stdout.
+            let full = <Cli as clap::CommandFactory>::command();
+            let mut command = clap::Command::new("kiln")
+                .args(full.get_arguments().cloned())
+                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "kiln", &mut script);
+            commands::dockerfile::print(&String::from_utf8_lossy(&script))
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            commands::dockerfile::print(&format!("kiln version {}\n", env!("CARGO_PKG_VERSION")))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Push(_) => not_yet("push", "the registry client"),
         Command::Pull(_) => not_yet("pull", "the registry client"),
         Command::Login(_) => not_yet("login", "the registry client"),

@@ -231,3 +231,37 @@ fn planned_commands_say_they_are_not_there_yet_and_typos_still_get_a_tip() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("'build'"), "{stderr}");
 }
+
+#[test]
+fn completions_complete_commands_and_flags_in_bash_and_version_prints() {
+    let out = kiln(&["completion", "bash"], None);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!script.contains("__monitor") && !script.contains("push"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kiln.bash");
+    std::fs::write(&file, &script).unwrap();
+    // bash itself completes `kiln bu` and `kiln build --no-c`.
+    let complete = |words: &str| {
+        let probe = format!(
+            "source {}; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+             _kiln kiln \"${{COMP_WORDS[-1]}}\" \"${{COMP_WORDS[-2]}}\"; echo \"${{COMPREPLY[@]}}\"",
+            file.display()
+        );
+        let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(complete("kiln bu").split_whitespace().any(|w| w == "build"));
+    assert!(complete("kiln build --no-c")
+        .split_whitespace()
+        .any(|w| w == "--no-cache"));
+    for shell in ["zsh", "fish"] {
+        let out = kiln(&["completion", shell], None);
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+    let version = kiln(&["version"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout),
+        format!("kiln version {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
