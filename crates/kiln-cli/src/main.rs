@@ -51,15 +51,15 @@ enum Command {
     /// Make a base image from a root filesystem tarball
     Import(commands::images::ImportArgs),
     /// List the images in the store
-    Images,
+    Images(commands::images::ImagesArgs),
     /// Show an image's manifest and config as JSON
     Inspect(commands::images::NameArgs),
     /// Show the steps that made an image
     History(commands::images::HistoryArgs),
     /// Give an image another name
     Tag(commands::images::TagArgs),
-    /// Remove an image name, and the data no other name uses
-    Rmi(commands::images::NameArgs),
+    /// Remove image names, and the data no other name uses
+    Rmi(commands::images::RmiArgs),
     /// Write images to an OCI archive or docker-archive
     Save(commands::images::SaveArgs),
     /// Read images from an OCI archive or docker-archive
@@ -126,7 +126,7 @@ fn main() -> ExitCode {
         Command::Parse(args) => commands::parse::run(args),
         Command::Plan(args) => commands::plan::run(args),
         Command::Import(args) => commands::images::import(root, args).map(|()| ExitCode::SUCCESS),
-        Command::Images => commands::images::list(root).map(|()| ExitCode::SUCCESS),
+        Command::Images(args) => commands::images::list(root, args).map(|()| ExitCode::SUCCESS),
         Command::Inspect(args) => commands::images::inspect(root, args).map(|()| ExitCode::SUCCESS),
         Command::History(args) => commands::images::history(root, args).map(|()| ExitCode::SUCCESS),
         Command::Tag(args) => commands::images::tag(root, args).map(|()| ExitCode::SUCCESS),

@@ -72,6 +72,30 @@ fn import_list_inspect_tag_and_remove() {
     assert!(!ok(kiln(&root, &["images"])).contains("bb@"));
     ok(kiln(&root, &["tag", "busybox", &format!("bb@{id}")]));
     ok(kiln(&root, &["rmi", &format!("bb@{id}")]));
+    // images -q: the ids alone, one per name.
+    let short = &id["sha256:".len()..][..12];
+    assert_eq!(
+        ok(kiln(&root, &["images", "-q"])),
+        format!("{short}\n{short}\n")
+    );
+    // rmi of several names: each is removed, a missing one reported after
+    // the others, and what is deleted is not said to be a kept image's.
+    ok(kiln(&root, &["tag", "busybox", "bb:2"]));
+    ok(kiln(&root, &["tag", "busybox", "bb:3"]));
+    let out = kiln(&root, &["rmi", "bb:2", "nope", "bb:3"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("Untagged: bb:2") && stdout.contains("Untagged: bb:3"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Deleted: 0 blobs"), "{stdout}");
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+    let images = ok(kiln(&root, &["images"]));
+    assert!(
+        !images.contains("bb:2") && !images.contains("bb:3"),
+        "{images}"
+    );
     // Removing one name keeps the data the other still uses ...
     ok(kiln(&root, &["rmi", "busybox:latest"]));
     let blobs = root.join("blobs/sha256");

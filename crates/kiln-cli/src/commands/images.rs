@@ -72,8 +72,23 @@ pub fn source_date_epoch() -> anyhow::Result<Option<u64>> {
 }
 
 /// `kiln images`: one line per tag.
-pub fn list(root: Option<&Path>) -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct ImagesArgs {
+    /// Print only the image ids, one per name
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+pub fn list(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
+    if args.quiet {
+        let mut out = String::new();
+        for tag in store.tags()? {
+            let digest = Digest::of_descriptor(&tag.manifest)?;
+            out.push_str(&format!("{}\n", &digest.hex()[..12]));
+        }
+        return print(&out);
+    }
     let mut out = format!("{:<40} {:<14} {:>10}\n", "NAME", "IMAGE ID", "SIZE");
     for tag in store.tags()? {
         let digest = Digest::of_descriptor(&tag.manifest)?;
@@ -288,18 +303,41 @@ pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kiln rmi NAME`: removes the tag, then whatever no tag reaches any more.
-pub fn remove(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct RmiArgs {
+    /// Image names
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// `kiln rmi NAME...`: removes the names, then whatever no name reaches
+/// any more. Each name is removed or reported; a failure fails the command
+/// after the others are done, as `docker rmi`.
+pub fn remove(root: Option<&Path>, args: RmiArgs) -> anyhow::Result<()> {
     let engine = kiln_engine::Engine::new(open_store(root)?);
-    let removed = engine.store().untag(&args.name)?;
+    let mut untagged = Vec::new();
+    let mut failed = Vec::new();
+    for name in &args.names {
+        match engine.store().untag(name) {
+            Ok(removed) => untagged.push((name, removed.digest().clone())),
+            Err(error) => failed.push(format!("{name}: {error}")),
+        }
+    }
     let report = engine.gc()?;
-    print(&format!(
-        "Untagged: {}\nDeleted: {} blobs ({}) of {}\n",
-        args.name,
+    let mut out = String::new();
+    for (name, digest) in &untagged {
+        out.push_str(&format!("Untagged: {name} ({digest})\n"));
+    }
+    out.push_str(&format!(
+        "Deleted: {} blobs ({})\n",
         report.removed.len(),
-        human_size(report.freed_bytes),
-        removed.digest()
-    ))
+        human_size(report.freed_bytes)
+    ));
+    print(&out)?;
+    if !failed.is_empty() {
+        anyhow::bail!("{}", failed.join("; "));
+    }
+    Ok(())
 }
 
 #[derive(Args)]
