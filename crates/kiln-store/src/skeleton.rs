@@ -22,6 +22,8 @@ use std::path::Path;
 use crate::error::StoreError;
 
 const BLOCK: usize = 512;
+/// The most verbatim bytes held before they are written out.
+const RAW_PIECE: usize = 1 << 16;
 const MAGIC: &[u8] = b"kiln-skeleton-1\n";
 
 /// What the recorder expects next in the stream.
@@ -276,6 +278,11 @@ impl Recorder {
 
     fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
+            // Verbatim bytes go out in pieces: a run of a million
+            // directories and links has no file between to flush them.
+            if self.raw.len() >= RAW_PIECE {
+                self.flush_raw();
+            }
             match &mut self.state {
                 State::Header => {
                     let take = (BLOCK - self.block.len()).min(bytes.len());
@@ -378,38 +385,51 @@ pub fn tar_size(skeleton: &[u8]) -> Option<u64> {
 pub fn give_back(skeleton: &[u8], tree: &Path, mut out: impl Write) -> Result<u64, StoreError> {
     let what = || format!("the skeleton of {}", tree.display());
     let bad = |why: &str| StoreError::Unsupported(format!("{}: {why}", what()));
+    let io_error = |e| StoreError::io(what(), e);
     let body = skeleton
         .strip_prefix(MAGIC)
         .and_then(|rest| rest.get(8..))
         .ok_or_else(|| bad("not a skeleton"))?;
-    let chunks = zstd::decode_all(body).map_err(|e| StoreError::io(what(), e))?;
+    // Streamed: a layer of a million entries has half a gigabyte of
+    // headers, which are never all in memory.
+    let mut chunks = zstd::stream::read::Decoder::new(body).map_err(io_error)?;
     let root = File::open(tree).map_err(|e| StoreError::io(tree, e))?;
-    let mut rest = &chunks[..];
     let mut written = 0u64;
-    let take = |rest: &mut &[u8], n: usize| -> Result<Vec<u8>, StoreError> {
-        if rest.len() < n {
-            return Err(bad("truncated"));
-        }
-        let (head, tail) = rest.split_at(n);
-        *rest = tail;
-        Ok(head.to_vec())
+    let field = |chunks: &mut zstd::stream::read::Decoder<'_, _>, n: usize| {
+        let mut bytes = vec![0u8; n];
+        chunks
+            .read_exact(&mut bytes)
+            .map(|()| bytes)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => bad("truncated"),
+                _ => io_error(e),
+            })
     };
     let u64_of = |bytes: Vec<u8>| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
-    while let Some(&tag) = rest.first() {
-        rest = &rest[1..];
-        match tag {
+    loop {
+        let mut tag = [0u8; 1];
+        match chunks.read(&mut tag) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(e)),
+        }
+        match tag[0] {
             b'R' => {
-                let len = usize::try_from(u64_of(take(&mut rest, 8)?))
-                    .map_err(|_| bad("a chunk too large"))?;
-                let bytes = take(&mut rest, len)?;
-                out.write_all(&bytes)
-                    .map_err(|e| StoreError::io(what(), e))?;
-                written += bytes.len() as u64;
+                let len = u64_of(field(&mut chunks, 8)?);
+                let copied = io::copy(&mut (&mut chunks).take(len), &mut out).map_err(io_error)?;
+                if copied != len {
+                    return Err(bad("truncated"));
+                }
+                written += len;
             }
             b'F' => {
-                let size = u64_of(take(&mut rest, 8)?);
-                let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().unwrap_or([0; 4]));
-                let path = take(&mut rest, len as usize)?;
+                let size = u64_of(field(&mut chunks, 8)?);
+                let len = u32::from_le_bytes(field(&mut chunks, 4)?.try_into().unwrap_or([0; 4]));
+                if len > MAX_PATH_BYTES {
+                    return Err(bad("a path too long"));
+                }
+                let path = field(&mut chunks, len as usize)?;
                 written += copy_content(&root, tree, &path, size, &mut out)?;
             }
             _ => return Err(bad("an unknown chunk")),
@@ -417,6 +437,9 @@ pub fn give_back(skeleton: &[u8], tree: &Path, mut out: impl Write) -> Result<u6
     }
     Ok(written)
 }
+
+/// The longest path a skeleton names (PAX paths may exceed PATH_MAX).
+const MAX_PATH_BYTES: u32 = 1 << 20;
 
 /// Copies exactly `size` bytes of regular file `path` beneath `root`.
 fn copy_content(
@@ -564,6 +587,38 @@ mod tests {
         let written = give_back(&skeleton, dir.path(), &mut out).unwrap();
         assert_eq!(written, tar_bytes.len() as u64);
         assert_eq!(tar_size(&skeleton), Some(written));
+        assert!(out == tar_bytes, "the tar came back different");
+    }
+
+    #[test]
+    fn a_long_run_of_entries_without_content_comes_back_in_pieces() {
+        // 3,000 directories: far more verbatim bytes than one piece holds.
+        let mut b = tar::Builder::new(Vec::new());
+        for n in 0..3000 {
+            b.append_data(
+                &mut header(tar::EntryType::Directory, 0, false),
+                format!("d{n}/"),
+                io::empty(),
+            )
+            .unwrap();
+        }
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 2, false),
+            "d7/f",
+            &b"ok"[..],
+        )
+        .unwrap();
+        let tar_bytes = b.into_inner().unwrap();
+        assert!(tar_bytes.len() > 10 * RAW_PIECE);
+        let recorder = record(&tar_bytes);
+        assert!(recorder.is_exact());
+        let skeleton = recorder.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        tar::Archive::new(&tar_bytes[..])
+            .unpack(dir.path())
+            .unwrap();
+        let mut out = Vec::new();
+        give_back(&skeleton, dir.path(), &mut out).unwrap();
         assert!(out == tar_bytes, "the tar came back different");
     }
 
