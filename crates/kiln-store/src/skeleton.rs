@@ -56,7 +56,7 @@ pub struct Recorder {
     /// Verbatim bytes not yet written out as a chunk.
     raw: Vec<u8>,
     /// The chunks, compressed as they come (a 30,000-file layer has 15 MB
-    /// of headers, about 1 MB compressed).
+    /// of headers, 201 kB compressed).
     chunks: zstd::stream::write::Encoder<'static, Vec<u8>>,
     /// A failed write to `chunks` (memory), reported by `finish`.
     broken: Option<io::Error>,
