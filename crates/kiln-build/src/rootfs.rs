@@ -459,6 +459,7 @@ pub fn place_for_reading(
         view,
         dir,
         placed: BTreeMap::new(),
+        whole: BTreeSet::new(),
         dirs: Vec::new(),
     };
     for root in &roots {
@@ -490,6 +491,8 @@ struct LinkOut<'a> {
     dir: &'a Path,
     /// Placed paths → whether each is a directory.
     placed: BTreeMap<Vec<u8>, bool>,
+    /// Directories placed with everything under them.
+    whole: BTreeSet<Vec<u8>>,
     /// Directories made, parents first, with the time each must end with.
     dirs: Vec<(std::path::PathBuf, i64)>,
 }
@@ -521,28 +524,33 @@ impl LinkOut<'_> {
         Ok(found.metadata.is_dir())
     }
 
-    /// Places `parts` and everything under it.
+    /// Places `parts` and everything under it. A directory an earlier
+    /// root placed as a parent only is filled now.
     fn subtree(&mut self, parts: &[&OsStr]) -> Result<(), BuildError> {
         let key = Self::key(parts);
-        if self.placed.get(&key) == Some(&false) {
+        if self.whole.contains(&key) {
             return Ok(());
         }
-        if !parts.is_empty() && !self.placed.contains_key(&key) {
-            let Some(found) = self.view.lookup_os(parts) else {
-                return Ok(());
-            };
-            self.place(parts, &found)?;
-            if !found.metadata.is_dir() {
-                return Ok(());
+        match self.placed.get(&key) {
+            Some(false) => return Ok(()),
+            Some(true) => {}
+            None if parts.is_empty() => {}
+            None => {
+                let Some(found) = self.view.lookup_os(parts) else {
+                    return Ok(());
+                };
+                self.place(parts, &found)?;
+                if !found.metadata.is_dir() {
+                    return Ok(());
+                }
             }
         }
         for name in self.view.list(parts) {
             let mut child = parts.to_vec();
             child.push(&name);
-            if !self.placed.contains_key(&Self::key(&child)) {
-                self.subtree(&child)?;
-            }
+            self.subtree(&child)?;
         }
+        self.whole.insert(key);
         Ok(())
     }
 

@@ -442,7 +442,7 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
     let p = project(
         "FROM busybox AS build\n\
          RUN mkdir -p /out/sub /out/gone /out/keep && echo a > /out/a && ln /out/a /out/hard \
-         && ln -s a /out/soft && ln -s /out/sub /out/abs && echo s > /out/sub/s && echo t > /out/sub/t \
+         && ln -s a /out/soft && ln -s /out/sub /out/abs && echo s > /out/sub/s && echo t > /out/sub/t && echo u > /out/sub/u \
          && echo g > /out/gone/g && echo k > /out/keep/k\n\
          RUN rm -rf /out/gone /out/keep && mkdir /out/keep && echo k2 > /out/keep/k2 && rm /out/sub/s \
          && ln -s sub /out/current && chmod 750 /out/sub && chown 5:6 /out/a\n\
@@ -451,7 +451,8 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
          COPY --from=build /out/current/ /via-link/\n\
          COPY --from=build /out/abs /abs-target\n\
          COPY --from=build /out/ke* /globbed/\n\
-         RUN ls -lR /copied /via-link /abs-target /globbed > /listing\n",
+         COPY --from=build /out/sub/t /out/ /both/\n\
+         RUN ls -lR /copied /via-link /abs-target /globbed /both > /listing\n",
     );
     let rootfs = common::busybox_rootfs(p.context.parent().unwrap());
     common::ok(kiln(
@@ -479,7 +480,7 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
     );
     assert_eq!(
         ran(&through_tars, &[1, 4]),
-        [5, 6, 7, 8, 9],
+        [5, 6, 7, 8, 9, 10],
         "{}",
         through_tars.stderr
     );
@@ -491,8 +492,8 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        assert_eq!(layers.len(), 6, "{doc}");
-        layers[..5].to_vec()
+        assert_eq!(layers.len(), 7, "{doc}");
+        layers[..6].to_vec()
     };
     assert_eq!(layers(&through_tars.id), layers(&through_snapshots.id));
     let listing = |id: &str| {
@@ -505,7 +506,14 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
     let listing_through_snapshots = listing(&through_snapshots.id);
     assert_eq!(listing(&through_tars.id), listing_through_snapshots);
     let listing = listing_through_snapshots;
-    for expected in ["k2", "/via-link:", " t\n", "soft -> a"] {
+    for expected in [
+        "k2",
+        "/via-link:",
+        " t\n",
+        "soft -> a",
+        "/both/sub:",
+        " u\n",
+    ] {
         assert!(listing.contains(expected), "{expected}: {listing}");
     }
     assert!(
