@@ -64,23 +64,17 @@ impl Tree {
     }
 
     /// A view over the snapshots of `layers`, if every one has its
-    /// snapshot (none is made here: unpacking to answer a lookup would
-    /// cost more than reading the headers).
+    /// snapshot (see [`snapshots_view`]).
     pub fn over_snapshots(store: &Store, layers: &[Layer]) -> Result<Option<Tree>, BuildError> {
-        if layers.is_empty() || !layers.iter().all(|l| store.has_snapshot(&l.digest)) {
-            return Ok(None);
-        }
-        let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
-        let dirs = store.lower_dirs(&digests)?;
-        Ok(Some(Tree {
-            lower: Some(Arc::new(LowerView::new(dirs))),
-            ..Tree::default()
-        }))
+        Ok(snapshots_view(store, layers)?.map(Tree::over))
     }
 
-    /// The snapshots' view under this tree, if it is one.
-    pub fn snapshot_view(&self) -> Option<&LowerView> {
-        self.lower.as_deref()
+    /// The tree `view` shows, nothing recorded on top yet.
+    fn over(view: Arc<LowerView>) -> Tree {
+        Tree {
+            lower: Some(view),
+            ..Tree::default()
+        }
     }
 
     /// Adds one layer on top.
@@ -221,12 +215,7 @@ impl Tree {
                 return None;
             }
         }
-        let parts: Vec<&OsStr> = if path.is_empty() {
-            Vec::new()
-        } else {
-            path.split(|&b| b == b'/').map(OsStr::from_bytes).collect()
-        };
-        let found = lower.lookup_os(&parts)?;
+        let found = lower.lookup_os(&components(path))?;
         Some(meta_of(&found))
     }
 
@@ -241,6 +230,32 @@ impl Tree {
         }
         self.paths.insert(path, meta);
     }
+}
+
+/// The merged view of `layers`' snapshots, if every one has its snapshot
+/// (none is made here: unpacking to answer a lookup would cost more than
+/// reading the headers).
+fn snapshots_view(store: &Store, layers: &[Layer]) -> Result<Option<Arc<LowerView>>, BuildError> {
+    if layers.is_empty() || !layers.iter().all(|l| store.has_snapshot(&l.digest)) {
+        return Ok(None);
+    }
+    let digests: Vec<_> = layers.iter().map(|l| l.digest).collect();
+    let dirs = store.lower_dirs(&digests)?;
+    Ok(Some(Arc::new(LowerView::new(dirs))))
+}
+
+/// A relative path's components as names (`""` has none).
+fn components(path: &[u8]) -> Vec<&OsStr> {
+    if path.is_empty() {
+        return Vec::new();
+    }
+    path.split(|&b| b == b'/').map(OsStr::from_bytes).collect()
+}
+
+/// Sets a directory's time once what goes in it is there.
+fn set_dir_time(dir: &Path, mtime: u64) -> std::io::Result<()> {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
+    fs::File::open(dir)?.set_modified(time)
 }
 
 /// A snapshot entry's metadata as its layer's header gave it.
@@ -381,6 +396,14 @@ pub enum Wanted {
 }
 
 impl Wanted {
+    /// The paths whose subtrees are wanted (the root's, `""`, for all).
+    fn roots(self) -> Vec<Vec<u8>> {
+        match self {
+            Wanted::All => vec![Vec::new()],
+            Wanted::Under(roots) => roots,
+        }
+    }
+
     fn covers(&self, path: &[u8]) -> bool {
         match self {
             Wanted::All => true,
@@ -432,42 +455,31 @@ pub fn place_for_reading(
     dir: &Path,
     sources: Option<&[String]>,
 ) -> Result<(), BuildError> {
-    let over_snapshots = if running_as_root() {
-        Tree::over_snapshots(store, layers)?
+    let view = if running_as_root() {
+        snapshots_view(store, layers)?
     } else {
         None
     };
-    let Some(tree) = over_snapshots else {
+    let Some(view) = view else {
         let wanted = match sources {
             Some(sources) => Wanted::for_sources(&Tree::of(store, layers)?, sources),
             None => Wanted::All,
         };
         return unpack_wanted(store, layers, dir, Owners::FromLayers, &wanted);
     };
-    let wanted = match sources {
-        Some(sources) => Wanted::for_sources(&tree, sources),
-        None => Wanted::All,
-    };
-    let roots = match wanted {
-        Wanted::All => vec![Vec::new()],
-        Wanted::Under(roots) => roots,
-    };
-    let Some(view) = tree.snapshot_view() else {
-        return Err(BuildError::step(0, "a snapshot tree without snapshots"));
+    let roots = match sources {
+        Some(sources) => Wanted::for_sources(&Tree::over(view.clone()), sources).roots(),
+        None => Wanted::All.roots(),
     };
     let mut out = LinkOut {
-        view,
+        view: &view,
         dir,
         placed: BTreeMap::new(),
         whole: BTreeSet::new(),
         dirs: Vec::new(),
     };
     for root in &roots {
-        let parts: Vec<&OsStr> = if root.is_empty() {
-            Vec::new()
-        } else {
-            root.split(|&b| b == b'/').map(OsStr::from_bytes).collect()
-        };
+        let parts = components(root);
         // The root's parents as the stage has them; a parent that is a
         // link is placed as one, and the root it resolves to is another
         // of the roots.
@@ -494,7 +506,7 @@ struct LinkOut<'a> {
     /// Directories placed with everything under them.
     whole: BTreeSet<Vec<u8>>,
     /// Directories made, parents first, with the time each must end with.
-    dirs: Vec<(std::path::PathBuf, i64)>,
+    dirs: Vec<(std::path::PathBuf, u64)>,
 }
 
 impl LinkOut<'_> {
@@ -566,7 +578,8 @@ impl LinkOut<'_> {
             std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid())).map_err(io)?;
             fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))
                 .map_err(io)?;
-            self.dirs.push((target.clone(), meta.mtime()));
+            self.dirs
+                .push((target.clone(), u64::try_from(meta.mtime()).unwrap_or(0)));
         } else {
             // linkat without AT_SYMLINK_FOLLOW: a symlink is linked itself.
             fs::hard_link(&found.host_path, &target).map_err(io)?;
@@ -578,11 +591,7 @@ impl LinkOut<'_> {
     /// Directory times, deepest first: placing entries changed them.
     fn finish(self) -> Result<(), BuildError> {
         for (dir, mtime) in self.dirs.iter().rev() {
-            let time = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(*mtime).unwrap_or(0));
-            fs::File::open(dir)
-                .and_then(|f| f.set_modified(time))
-                .map_err(|e| BuildError::io(dir, e))?;
+            set_dir_time(dir, *mtime).map_err(|e| BuildError::io(dir, e))?;
         }
         Ok(())
     }
@@ -657,11 +666,9 @@ pub fn unpack_wanted(
     // What was unpacked into a directory changed its time: the layers'
     // times are set last, deepest first (as tar's own unpack does), so a
     // copy from the tree keeps them.
+    // (One a later whiteout removed is not there to set.)
     for (path, mtime) in dir_times.iter().rev() {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(*mtime);
-        if let Ok(file) = fs::File::open(path) {
-            let _ = file.set_modified(time);
-        }
+        let _ = set_dir_time(path, *mtime);
     }
     Ok(())
 }
