@@ -1127,6 +1127,14 @@ impl<R: Read> Read for HashingReader<R> {
 }
 
 impl Selection {
+    /// What the cache remembers of this selection.
+    pub fn remembered(&self) -> kiln_cache::Selected {
+        kiln_cache::Selected {
+            content: self.content,
+            files: self.inputs.clone(),
+        }
+    }
+
     /// Writes the layer and records its paths in `tree` (the stage's files so
     /// far, which decide where the destination is and the metadata of the
     /// directories the layer holds; the parent key covers them, so this is

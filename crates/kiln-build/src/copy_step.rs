@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use kiln_cache::Selected;
 use kiln_context::{ContentDigest, HashStats, StatCache};
 use kiln_graph::{BuildGraph, CopyOp, Node, SourceRef};
 use kiln_store::{Layer, Store};
@@ -109,11 +108,10 @@ impl CopyStep<'_> {
         key: &kiln_cache::CacheKey,
         selection: &Selection,
     ) -> Result<(), BuildError> {
-        let selected = Selected {
-            content: selection.content,
-            files: selection.inputs.clone(),
-        };
-        Ok(self.options.cache.put_selection(key, &selected)?)
+        Ok(self
+            .options
+            .cache
+            .put_selection(key, &selection.remembered())?)
     }
 
     /// What a selection from a stage or image is remembered by; `None` for

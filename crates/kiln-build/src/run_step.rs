@@ -491,83 +491,24 @@ fn bind_sources(
     let binds = run.mounts.iter().filter(|m| m.kind == MountKind::Bind);
     for mount in binds.filter(|m| !context_only || m.from.is_none()) {
         let source = mount.source.clone().unwrap_or_else(|| ".".into());
-        let scratch;
-        let fresh = kiln_context::StatCache::in_memory();
-        let mut remembered_as = None;
-        let (root, stat_cache, ignore) = match &mount.from {
-            None => (
-                options.context.to_owned(),
+        let selected = match &mount.from {
+            None => select_bind_source(
+                options.context,
                 options.stat_cache,
                 Some(options.ignore),
-            ),
-            Some(from) => {
-                let layers = match from {
-                    SourceRef::Stage(id) => stages
-                        .get(id)
-                        .map(|(fs, _)| fs.layers.clone())
-                        .unwrap_or_default(),
-                    SourceRef::Image(reference) => {
-                        pinned_base(store, options.images, reference)?.layers
-                    }
-                };
-                // A stage's or image's layers give the same selection every
-                // time: remembered by their digests, never unpacked again.
-                let key = crate::keys::selection_key(
-                    &crate::keys::bind_source_key(&source),
-                    &layers,
-                    None,
-                    rootfs::keeps_layer_owners(),
-                );
-                let remembered = options.cache.selection(&key).filter(|_| !options.no_cache);
-                if let Some(selected) = remembered {
-                    hasher.update(mount.target.as_bytes());
-                    hasher.update(selected.content);
-                    for (path, digest) in selected.files {
-                        files.insert(format!("{} ({})", path, mount.target), digest);
-                    }
-                    continue;
-                }
-                remembered_as = Some(key);
-                scratch = TempDir::new(store)?;
-                rootfs::place_for_reading(store, &layers, &scratch.0, None)?;
-                (scratch.0.clone(), &fresh, None)
-            }
+                source,
+                node,
+            )?
+            .remembered(),
+            Some(from) => stage_bind_source(store, node, from, source, stages, options)?,
         };
-        let sources = [source];
-        let request = crate::copy::CopyRequest {
-            root: &root,
-            root_name: "the mount's source",
-            sources: &sources,
-            heredocs: &[],
-            dest: "/",
-            owner: None,
-            keep_source_owner: true,
-            extract_archives: None,
-            chmod: None,
-            excludes: &[],
-            parents: false,
-            link: false,
-            clamp_mtime: None,
-            stat_cache,
-            ignore,
-            line: node.line,
-            instruction: "RUN --mount",
-        };
-        let selection = crate::copy::select(&[request])?;
-        if let Some(key) = &remembered_as {
-            let selected = kiln_cache::Selected {
-                content: selection.content,
-                files: selection.inputs.clone(),
-            };
-            options.cache.put_selection(key, &selected)?;
-        }
         hasher.update(mount.target.as_bytes());
-        hasher.update(selection.content);
+        hasher.update(selected.content);
         if mount.from.is_none() {
             context_hasher.update(mount.target.as_bytes());
-            context_hasher.update(selection.content);
+            context_hasher.update(selected.content);
         }
-        for (path, digest) in selection.inputs {
+        for (path, digest) in selected.files {
             files.insert(format!("{} ({})", path, mount.target), digest);
         }
     }
@@ -576,6 +517,71 @@ fn bind_sources(
         files,
         context: context_hasher.finalize().into(),
     })
+}
+
+/// What a bind mount's `source` in a stage or image shows. Its layers
+/// give the same selection every time: remembered by their digests, and
+/// placed and selected only the first time.
+fn stage_bind_source(
+    store: &Store,
+    node: &Node,
+    from: &SourceRef,
+    source: String,
+    stages: &Stages,
+    options: &BuildOptions<'_>,
+) -> Result<kiln_cache::Selected, BuildError> {
+    let layers = match from {
+        SourceRef::Stage(id) => stages
+            .get(id)
+            .map(|(fs, _)| fs.layers.clone())
+            .unwrap_or_default(),
+        SourceRef::Image(reference) => pinned_base(store, options.images, reference)?.layers,
+    };
+    let key = crate::keys::selection_key(
+        &crate::keys::bind_source_key(&source),
+        &layers,
+        None,
+        rootfs::keeps_layer_owners(),
+    );
+    if let Some(selected) = options.cache.selection(&key).filter(|_| !options.no_cache) {
+        return Ok(selected);
+    }
+    let scratch = TempDir::new(store)?;
+    rootfs::place_for_reading(store, &layers, &scratch.0, None)?;
+    let fresh = kiln_context::StatCache::in_memory();
+    let selected = select_bind_source(&scratch.0, &fresh, None, source, node)?.remembered();
+    options.cache.put_selection(&key, &selected)?;
+    Ok(selected)
+}
+
+/// `source` under `root` selected as COPY would select it.
+fn select_bind_source(
+    root: &std::path::Path,
+    stat_cache: &kiln_context::StatCache,
+    ignore: Option<&kiln_context::Ignore>,
+    source: String,
+    node: &Node,
+) -> Result<crate::copy::Selection, BuildError> {
+    let sources = [source];
+    crate::copy::select(&[crate::copy::CopyRequest {
+        root,
+        root_name: "the mount's source",
+        sources: &sources,
+        heredocs: &[],
+        dest: "/",
+        owner: None,
+        keep_source_owner: true,
+        extract_archives: None,
+        chmod: None,
+        excludes: &[],
+        parents: false,
+        link: false,
+        clamp_mtime: None,
+        stat_cache,
+        ignore,
+        line: node.line,
+        instruction: "RUN --mount",
+    }])
 }
 
 /// Where a cache mount's content persists between builds, by id.
