@@ -59,24 +59,21 @@ pub struct Selected {
     pub files: std::collections::BTreeMap<String, String>,
 }
 
+/// A digest as the 64 hex digits cache keys are written in.
 mod hex_digest {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
 
+    use crate::key::CacheKey;
+
     pub fn serialize<S: Serializer>(bytes: &[u8; 32], out: S) -> Result<S::Ok, S::Error> {
-        out.serialize_str(&bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        out.serialize_str(&CacheKey(*bytes).hex())
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(input)?;
-        let mut bytes = [0u8; 32];
-        if text.len() != 64 || !text.is_ascii() {
-            return Err(D::Error::custom("not a sha256 in hex"));
-        }
-        for (slot, pair) in bytes.iter_mut().zip(text.as_bytes().chunks(2)) {
-            let pair = std::str::from_utf8(pair).map_err(D::Error::custom)?;
-            *slot = u8::from_str_radix(pair, 16).map_err(D::Error::custom)?;
-        }
-        Ok(bytes)
+        CacheKey::from_hex(&text)
+            .map(|key| key.0)
+            .ok_or_else(|| D::Error::custom("not a sha256 in hex"))
     }
 }
 
