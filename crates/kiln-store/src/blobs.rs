@@ -75,7 +75,8 @@ impl Blobs {
     }
 
     pub fn contains(&self, digest: &Digest) -> bool {
-        self.path(digest).is_file() || self.kept_as_snapshot(digest).is_some()
+        self.path(digest).is_file()
+            || crate::snapshot::kept_as_snapshot(&self.snapshots, digest).is_some()
     }
 
     /// The snapshot dir of a layer whose tar blob is not kept (its
@@ -91,7 +92,10 @@ impl Blobs {
     pub fn size(&self, digest: &Digest) -> Option<u64> {
         match fs::metadata(self.path(digest)) {
             Ok(meta) => Some(meta.len()),
-            Err(_) => crate::snapshot::kept_size(&self.kept_as_snapshot(digest)?),
+            Err(_) => crate::snapshot::kept_size(&crate::snapshot::kept_as_snapshot(
+                &self.snapshots,
+                digest,
+            )?),
         }
     }
 
@@ -100,16 +104,10 @@ impl Blobs {
     /// files).
     pub fn materialize(&self, digest: &Digest) -> Result<PathBuf, StoreError> {
         if let Some(snapshot) = self.kept_as_snapshot(digest) {
+            // Checked before it is committed: a wrong tar is never a blob.
             let mut writer = self.writer()?;
-            crate::snapshot::give_back(&snapshot, &mut writer)?;
-            let (actual, _) = writer.commit()?;
-            if actual != *digest {
-                // What was written is named by its own digest: GC's.
-                return Err(StoreError::DigestMismatch {
-                    expected: *digest,
-                    actual,
-                });
-            }
+            crate::snapshot::give_back(&snapshot, digest, &mut writer)?;
+            writer.commit()?;
         }
         Ok(self.path(digest))
     }
@@ -171,9 +169,9 @@ impl Blobs {
     /// The whole blob, checked against its digest.
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.path(digest);
-        if self.kept_as_snapshot(digest).is_some() {
+        if let Some(snapshot) = self.kept_as_snapshot(digest) {
             let mut bytes = Vec::new();
-            self.open(digest)?.read_to_end(&mut bytes).at(&path)?;
+            crate::snapshot::give_back(&snapshot, digest, &mut bytes)?;
             return Ok(bytes);
         }
         let bytes = match fs::read(&path) {
@@ -219,18 +217,11 @@ impl Blobs {
             .custom_flags(nix::fcntl::OFlag::O_TMPFILE.bits())
             .open(&self.dir)
             .at(&self.dir)?;
-        let mut writer = HashingWriter::new(io::BufWriter::new(&mut file));
-        crate::snapshot::give_back(snapshot, &mut writer)?;
-        let (actual, _, buffered) = writer.finish();
+        let mut buffered = io::BufWriter::new(&mut file);
+        crate::snapshot::give_back(snapshot, digest, &mut buffered)?;
         buffered
             .into_inner()
             .map_err(|e| StoreError::io(snapshot, e.into_error()))?;
-        if actual != *digest {
-            return Err(StoreError::DigestMismatch {
-                expected: *digest,
-                actual,
-            });
-        }
         file.rewind().at(snapshot)?;
         Ok(file)
     }

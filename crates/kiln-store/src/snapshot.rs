@@ -55,24 +55,26 @@ impl Store {
         fill: impl FnOnce(&Path) -> Result<(), StoreError>,
     ) -> Result<PathBuf, StoreError> {
         let target = self.layout().snapshots().join(layer.hex());
-        if is_complete(&target, layer) && self.trusted_this_boot(&target, layer)? {
+        let usable = match completion(&target, layer) {
+            Completion::ThisBoot => true,
+            Completion::EarlierBoot => self.trusted_this_boot(&target, layer)?,
+            Completion::None => false,
+        };
+        if usable {
             return Ok(target.join(TREE));
         }
         self.lease(layer)?;
         self.make_snapshot_unleased(layer, what, fill)
     }
 
-    /// Whether the complete snapshot at `dir` may be used as it is. One
-    /// completed before this boot may have lost data the kernel had not
-    /// written when the machine went down (snapshots are not synced: a
-    /// layer's tar is, and a kept layer's skeleton gives the digest to
-    /// check): it is verified once against its layer and marked for this
-    /// boot, or discarded (`false`: made again from its tar; a kept layer
-    /// is gone with it, and its steps run again).
+    /// Whether the snapshot at `dir`, completed before this boot, may be
+    /// used as it is. It may have lost data the kernel had not written
+    /// when the machine went down (snapshots are not synced: a layer's tar
+    /// is, and a kept layer's skeleton gives the digest to check): it is
+    /// verified once against its layer and marked for this boot, or
+    /// discarded (`false`: made again from its tar; a kept layer is gone
+    /// with it, and its steps run again).
     fn trusted_this_boot(&self, dir: &Path, layer: &Digest) -> Result<bool, StoreError> {
-        if made_this_boot(dir, layer) {
-            return Ok(true);
-        }
         if self.verify_snapshot(layer).is_ok() {
             let marker = dir.join(COMPLETE);
             let temp = dir.join(self.temp_name("complete")?);
@@ -148,29 +150,34 @@ impl Store {
         fs::remove_dir_all(&aside).map_err(|e| StoreError::io(&aside, e))
     }
 
-    /// The layers kept only as their snapshot (no tar blob).
-    pub(crate) fn kept_layers(&self) -> Vec<Digest> {
+    /// Every snapshot dir named as a layer's (temp dirs left out), with
+    /// that layer.
+    pub(crate) fn snapshot_dirs(&self) -> Vec<(Digest, PathBuf)> {
         let Ok(entries) = fs::read_dir(self.layout().snapshots()) else {
             return Vec::new();
         };
         entries
             .flatten()
             .filter_map(|entry| {
-                format!("sha256:{}", entry.file_name().to_string_lossy())
+                let layer = format!("sha256:{}", entry.file_name().to_string_lossy())
                     .parse::<Digest>()
-                    .ok()
+                    .ok()?;
+                Some((layer, entry.path()))
             })
-            .filter(|layer| kept_as_snapshot(&self.layout().snapshots(), layer).is_some())
             .collect()
     }
 
-    /// [`Store::set_aside`] for GC, under its lock.
-    pub(crate) fn set_aside_snapshot(&self, dir: &Path) -> Result<PathBuf, StoreError> {
-        self.set_aside(dir)
+    /// The layers kept only as their snapshot (no tar blob).
+    pub(crate) fn kept_layers(&self) -> Vec<Digest> {
+        self.snapshot_dirs()
+            .into_iter()
+            .filter(|(layer, _)| self.blobs().kept_as_snapshot(layer).is_some())
+            .map(|(layer, _)| layer)
+            .collect()
     }
 
     /// Renames `dir` to a temp name of this process; returns it.
-    fn set_aside(&self, dir: &Path) -> Result<PathBuf, StoreError> {
+    pub(crate) fn set_aside(&self, dir: &Path) -> Result<PathBuf, StoreError> {
         let aside = self.layout().snapshots().join(self.temp_name("gone")?);
         fs::rename(dir, &aside).map_err(|e| StoreError::io(dir, e))?;
         Ok(aside)
@@ -191,7 +198,6 @@ impl Store {
             unpack_stream(reader, &dir, "a layer being written")
         });
         Ok(SnapshotWriter {
-            recorder: crate::skeleton::Recorder::default(),
             pipe: Some(writer),
             unpacker: Some(unpacker),
             temp,
@@ -217,18 +223,10 @@ impl Store {
 
     /// Snapshots (under their layer's name) whose layer blob is gone.
     pub(crate) fn orphan_snapshots(&self) -> Vec<PathBuf> {
-        let Ok(entries) = fs::read_dir(self.layout().snapshots()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|entry| {
-                let name = entry.file_name();
-                format!("sha256:{}", name.to_string_lossy())
-                    .parse::<Digest>()
-                    .is_ok_and(|d| !self.blobs().contains(&d))
-            })
-            .map(|entry| entry.path())
+        self.snapshot_dirs()
+            .into_iter()
+            .filter(|(layer, _)| !self.blobs().contains(layer))
+            .map(|(_, dir)| dir)
             .collect()
     }
 
@@ -266,37 +264,54 @@ pub(crate) fn kept_size(dir: &Path) -> Option<u64> {
     crate::skeleton::tar_size(&fs::read(dir.join(SKELETON)).ok()?)
 }
 
-/// The tar of the layer kept at snapshot dir `dir`, written to `out`.
-pub(crate) fn give_back(dir: &Path, out: impl io::Write) -> Result<u64, StoreError> {
+/// The tar of `layer`, kept at snapshot dir `dir`, written to `out`; an
+/// error if what was written does not have the layer's digest (the caller
+/// then throws it away).
+pub(crate) fn give_back(
+    dir: &Path,
+    layer: &Digest,
+    out: impl io::Write,
+) -> Result<u64, StoreError> {
     let path = dir.join(SKELETON);
     let skeleton = fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-    crate::skeleton::give_back(&skeleton, &dir.join(TREE), out)
+    let mut hashing = crate::digest::HashingWriter::new(out);
+    let written = crate::skeleton::give_back(&skeleton, &dir.join(TREE), &mut hashing)?;
+    let (actual, _, _) = hashing.finish();
+    if actual != *layer {
+        return Err(StoreError::DigestMismatch {
+            expected: *layer,
+            actual,
+        });
+    }
+    Ok(written)
 }
 
 /// Where a kept layer's tar goes as it is written: its digest and its
 /// skeleton, nothing stored.
-#[derive(Default)]
 struct KeptTar {
-    hasher: Option<crate::digest::HashingWriter<io::Sink>>,
+    hasher: crate::digest::HashingWriter<io::Sink>,
     recorder: crate::skeleton::Recorder,
+}
+
+impl Default for KeptTar {
+    fn default() -> Self {
+        KeptTar {
+            hasher: crate::digest::HashingWriter::new(io::sink()),
+            recorder: crate::skeleton::Recorder::default(),
+        }
+    }
 }
 
 impl KeptTar {
     fn finish(self) -> (Digest, u64, crate::skeleton::Recorder) {
-        let hasher = self
-            .hasher
-            .unwrap_or_else(|| crate::digest::HashingWriter::new(io::sink()));
-        let (digest, size, _) = hasher.finish();
+        let (digest, size, _) = self.hasher.finish();
         (digest, size, self.recorder)
     }
 }
 
 impl io::Write for KeptTar {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let hasher = self
-            .hasher
-            .get_or_insert_with(|| crate::digest::HashingWriter::new(io::sink()));
-        hasher.write_all(bytes)?;
+        self.hasher.write_all(bytes)?;
         self.recorder.write_all(bytes)?;
         Ok(bytes.len())
     }
@@ -327,13 +342,25 @@ fn boot_id() -> &'static str {
     })
 }
 
-fn is_complete(dir: &Path, layer: &Digest) -> bool {
-    fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text.starts_with(&marker_head(layer)))
+/// What the marker at `dir` says of `layer`'s snapshot.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Completion {
+    /// Not marked complete (or marked for another layer).
+    None,
+    EarlierBoot,
+    ThisBoot,
 }
 
-/// Whether the snapshot at `dir` was completed in this boot.
-fn made_this_boot(dir: &Path, layer: &Digest) -> bool {
-    fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text == marker_text(layer))
+fn completion(dir: &Path, layer: &Digest) -> Completion {
+    match fs::read_to_string(dir.join(COMPLETE)) {
+        Ok(text) if text == marker_text(layer) => Completion::ThisBoot,
+        Ok(text) if text.starts_with(&marker_head(layer)) => Completion::EarlierBoot,
+        _ => Completion::None,
+    }
+}
+
+fn is_complete(dir: &Path, layer: &Digest) -> bool {
+    completion(dir, layer) != Completion::None
 }
 
 /// Marks the unpacked `temp` complete and renames it to `target`; if
@@ -442,8 +469,6 @@ fn unpack_stream(reader: impl io::Read, dir: &Path, what: &str) -> Result<(), St
 /// See [`Store::snapshot_writer`]. Dropped without `finish`, it throws the
 /// half snapshot away.
 pub struct SnapshotWriter {
-    /// The skeleton of what is written, for [`SnapshotWriter::finish_kept`].
-    recorder: crate::skeleton::Recorder,
     pipe: Option<io::PipeWriter>,
     unpacker: Option<std::thread::JoinHandle<Result<(), StoreError>>>,
     temp: PathBuf,
@@ -452,12 +477,10 @@ pub struct SnapshotWriter {
 
 impl io::Write for SnapshotWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let written = match self.pipe.as_mut() {
-            Some(pipe) => pipe.write(bytes)?,
-            None => return Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-        };
-        self.recorder.write_all(&bytes[..written])?;
-        Ok(written)
+        match self.pipe.as_mut() {
+            Some(pipe) => pipe.write(bytes),
+            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -494,11 +517,16 @@ impl SnapshotWriter {
     }
 
     /// [`SnapshotWriter::finish`] for a layer whose tar is not stored:
-    /// the snapshot, with its skeleton, becomes the layer's only copy, and
-    /// must give back `layer`'s digest. Any failure fails the layer.
-    pub fn finish_kept(mut self, store: &Store, layer: &Digest) -> Result<(), StoreError> {
+    /// the snapshot, with the skeleton `recorder` took of the same bytes,
+    /// becomes the layer's only copy, and must give back `layer`'s digest.
+    /// Any failure fails the layer.
+    fn finish_kept(
+        mut self,
+        store: &Store,
+        layer: &Digest,
+        recorder: crate::skeleton::Recorder,
+    ) -> Result<(), StoreError> {
         self.unpacked()?;
-        let recorder = std::mem::take(&mut self.recorder);
         if !recorder.is_exact() {
             return Err(StoreError::Unsupported(format!(
                 "layer {layer}: its tar cannot be given back from its snapshot"
@@ -533,7 +561,7 @@ pub enum Keep {
 pub struct LayerWriter {
     blob: Option<crate::blobs::BlobWriter>,
     beside: Option<SnapshotWriter>,
-    kept: Option<(crate::digest::HashingWriter<io::Sink>, SnapshotWriter)>,
+    kept: Option<(KeptTar, SnapshotWriter)>,
 }
 
 impl io::Write for LayerWriter {
@@ -549,9 +577,9 @@ impl io::Write for LayerWriter {
             return Ok(written);
         }
         match self.kept.as_mut() {
-            Some((hasher, snapshot)) => {
+            Some((tar, snapshot)) => {
                 snapshot.write_all(bytes)?;
-                hasher.write_all(bytes)?;
+                tar.write_all(bytes)?;
                 Ok(bytes.len())
             }
             None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
@@ -573,13 +601,13 @@ impl LayerWriter {
             }
             return Ok((digest, size));
         }
-        let Some((hasher, snapshot)) = self.kept else {
+        let Some((tar, snapshot)) = self.kept else {
             return Err(StoreError::Unsupported(
                 "a layer writer with no sink".into(),
             ));
         };
-        let (digest, size, _) = hasher.finish();
-        snapshot.finish_kept(store, &digest)?;
+        let (digest, size, recorder) = tar.finish();
+        snapshot.finish_kept(store, &digest, recorder)?;
         Ok((digest, size))
     }
 }
@@ -596,7 +624,7 @@ impl Store {
             (Keep::Snapshot, Some(snapshot)) => LayerWriter {
                 blob: None,
                 beside: None,
-                kept: Some((crate::digest::HashingWriter::new(io::sink()), snapshot)),
+                kept: Some((KeptTar::default(), snapshot)),
             },
             (_, beside) => LayerWriter {
                 blob: Some(self.blobs().writer()?),
@@ -858,23 +886,11 @@ impl Store {
         if !dir.join(SKELETON).is_file() {
             return Ok(());
         }
-        let mut hasher = crate::digest::HashingWriter::new(io::sink());
-        let given = give_back(dir, &mut hasher);
-        let (actual, _, _) = hasher.finish();
-        match given {
-            Ok(_) if actual == *layer => Ok(()),
-            Ok(_) => {
+        give_back(dir, layer, io::sink())
+            .map(|_| ())
+            .inspect_err(|_| {
                 let _ = self.discard_snapshot(dir);
-                Err(StoreError::DigestMismatch {
-                    expected: *layer,
-                    actual,
-                })
-            }
-            Err(error) => {
-                let _ = self.discard_snapshot(dir);
-                Err(error)
-            }
-        }
+            })
     }
 }
 

@@ -91,14 +91,7 @@ impl Store {
     /// discarded (the next use unpacks the layer again) and reported.
     pub(crate) fn check_snapshots(&self) -> Result<Vec<Problem>, StoreError> {
         let mut problems = Vec::new();
-        let Ok(entries) = fs::read_dir(self.layout().snapshots()) else {
-            return Ok(problems);
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Ok(layer) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() else {
-                continue;
-            };
+        for (layer, dir) in self.snapshot_dirs() {
             if !self.blobs().contains(&layer) {
                 continue;
             }
@@ -107,7 +100,7 @@ impl Store {
                 // A layer kept only as its snapshot goes with it: only the
                 // build cache holds such a layer (a tagged image's layers
                 // are tars), and the steps that made it run again.
-                let discarded = self.discard_snapshot(&entry.path()).is_ok();
+                let discarded = self.discard_snapshot(&dir).is_ok();
                 let note = match (kept, discarded) {
                     (true, true) => " (discarded with the layer, which was kept only as this snapshot: the build steps that made it run again)",
                     (false, true) => " (discarded: the next use unpacks the layer again)",

@@ -450,7 +450,7 @@ impl Store {
                 let size = self.blobs.size(&digest).unwrap_or(0);
                 match self.blobs.kept_as_snapshot(&digest) {
                     // Its snapshot is the layer: it goes with it.
-                    Some(dir) => kept_gone.push(self.set_aside_snapshot(&dir)?),
+                    Some(dir) => kept_gone.push(self.set_aside(&dir)?),
                     None => self.blobs.remove(&digest)?,
                 }
                 report.freed_bytes += size;
