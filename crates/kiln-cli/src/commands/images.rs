@@ -81,22 +81,23 @@ pub struct ImagesArgs {
 
 pub fn list(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    if args.quiet {
-        let mut out = String::new();
-        for tag in store.tags()? {
-            let digest = Digest::of_descriptor(&tag.manifest)?;
-            out.push_str(&format!("{}\n", &digest.hex()[..12]));
-        }
-        return print(&out);
-    }
-    let mut out = format!("{:<40} {:<14} {:>10}\n", "NAME", "IMAGE ID", "SIZE");
+    let mut out = if args.quiet {
+        String::new()
+    } else {
+        format!("{:<40} {:<14} {:>10}\n", "NAME", "IMAGE ID", "SIZE")
+    };
     for tag in store.tags()? {
         let digest = Digest::of_descriptor(&tag.manifest)?;
+        let id = &digest.hex()[..12];
+        if args.quiet {
+            out.push_str(&format!("{id}\n"));
+            continue;
+        }
         let size = image_size(&store, &digest).unwrap_or(0);
         out.push_str(&format!(
             "{:<40} {:<14} {:>10}\n",
             tag.name,
-            &digest.hex()[..12],
+            id,
             human_size(size)
         ));
     }
