@@ -53,7 +53,9 @@ impl CopyStep<'_> {
     /// whose layers it was selected from before; else selected now (and
     /// remembered).
     pub fn content(&self, state: &StageFs) -> Result<CopyContent, BuildError> {
-        let remembered_as = self.selection_key(state)?;
+        // Resolved once: naming an owner reads the stage's /etc/passwd.
+        let owner = self.owner(state)?;
+        let remembered_as = self.selection_key(owner)?;
         if let Some(key) = &remembered_as {
             let cache = self.options.cache;
             if let Some(selected) = cache.selection(key).filter(|_| !self.options.no_cache) {
@@ -65,7 +67,7 @@ impl CopyStep<'_> {
                 });
             }
         }
-        let prepared = self.prepare(state)?;
+        let prepared = self.prepare(owner)?;
         let selection = &prepared.selection;
         if let Some(key) = &remembered_as {
             self.remember(key, selection)?;
@@ -87,11 +89,12 @@ impl CopyStep<'_> {
         state: &StageFs,
         content: &ContentDigest,
     ) -> Result<PreparedCopy, BuildError> {
-        let prepared = self.prepare(state)?;
+        let owner = self.owner(state)?;
+        let prepared = self.prepare(owner)?;
         if prepared.selection.content == *content {
             return Ok(prepared);
         }
-        if let Some(key) = self.selection_key(state)? {
+        if let Some(key) = self.selection_key(owner)? {
             self.remember(&key, &prepared.selection)?;
         }
         Err(BuildError::step(
@@ -116,7 +119,10 @@ impl CopyStep<'_> {
 
     /// What a selection from a stage or image is remembered by; `None` for
     /// a copy from the context (its files change between builds).
-    fn selection_key(&self, state: &StageFs) -> Result<Option<kiln_cache::CacheKey>, BuildError> {
+    fn selection_key(
+        &self,
+        owner: Option<(u64, u64)>,
+    ) -> Result<Option<kiln_cache::CacheKey>, BuildError> {
         let Some(from) = &self.copy.from else {
             return Ok(None);
         };
@@ -128,15 +134,6 @@ impl CopyStep<'_> {
             self.stages,
             self.options,
         )?;
-        let owner = match &self.copy.chown {
-            None => None,
-            Some(spec) => Some(resolve_owner(
-                self.store,
-                &state.layers,
-                spec,
-                self.node.line,
-            )?),
-        };
         let op = keys::copy_key(None, self.copy, &[]);
         Ok(Some(keys::selection_key(
             &op,
@@ -146,13 +143,22 @@ impl CopyStep<'_> {
         )))
     }
 
-    fn prepare(&self, state: &StageFs) -> Result<PreparedCopy, BuildError> {
+    /// `--chown` resolved to numbers, names looked up in the stage.
+    fn owner(&self, state: &StageFs) -> Result<Option<(u64, u64)>, BuildError> {
+        self.copy
+            .chown
+            .as_deref()
+            .map(|spec| resolve_owner(self.store, &state.layers, spec, self.node.line))
+            .transpose()
+    }
+
+    fn prepare(&self, owner: Option<(u64, u64)>) -> Result<PreparedCopy, BuildError> {
         prepare_copy(
             self.store,
             self.graph,
             self.node,
             self.copy,
-            state,
+            owner,
             self.stages,
             self.options,
         )
@@ -186,14 +192,14 @@ pub(crate) fn source_layers(
 }
 
 /// Resolves a COPY/ADD step's sources (fetching remote ones, unpacking a
-/// stage or image it copies from), selects and hashes them: everything but
-/// writing the layer.
+/// stage or image it copies from), selects and hashes them for `owner`
+/// (`--chown`, resolved by the caller): everything but writing the layer.
 fn prepare_copy(
     store: &Store,
     graph: &BuildGraph,
     node: &Node,
     copy: &CopyOp,
-    state: &StageFs,
+    owner: Option<(u64, u64)>,
     stages: &Stages,
     options: &BuildOptions<'_>,
 ) -> Result<PreparedCopy, BuildError> {
@@ -212,10 +218,6 @@ fn prepare_copy(
         None
     } else {
         Some(fetch_remote_sources(store, copy, &remote, node.line)?)
-    };
-    let owner = match &copy.chown {
-        None => None,
-        Some(spec) => Some(resolve_owner(store, &state.layers, spec, node.line)?),
     };
     // Sources from another stage or image are placed in a temporary
     // directory inside the store: only what the sources can reach, linked
