@@ -42,10 +42,12 @@ pub fn load_base(store: &Store, reference: &str) -> Result<BaseImage, BuildError
 
 /// The manifest digest `reference` names in the store now.
 pub fn resolve_base(store: &Store, reference: &str) -> Result<Digest, BuildError> {
-    let descriptor = store.resolve(reference).map_err(|_| BuildError::BaseImage {
-        reference: reference.to_owned(),
-        message: "not in the store (pulling from registries is not implemented yet; use kiln import or kiln load)".into(),
-    })?;
+    let descriptor = store
+        .resolve(reference)
+        .map_err(|_| BuildError::BaseImage {
+            reference: reference.to_owned(),
+            message: "not in the store (kiln pull, kiln import or kiln load puts it there)".into(),
+        })?;
     Ok(Digest::of_descriptor(&descriptor)?)
 }
 

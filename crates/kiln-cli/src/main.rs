@@ -56,6 +56,10 @@ enum Command {
     Inspect(commands::images::NameArgs),
     /// Show the steps that made an image
     History(commands::images::HistoryArgs),
+    /// Pull an image from a registry into the store
+    Pull(commands::registry::PullArgs),
+    /// Push an image of the store to a registry
+    Push(commands::registry::PushArgs),
     /// Give an image another name
     Tag(commands::images::TagArgs),
     /// Remove image names, and the data no other name uses
@@ -79,11 +83,7 @@ enum Command {
     /// Print kiln's version
     Version,
     /// Commands a Docker user will type that kiln does not have yet: they
-    /// say so, rather than clap suggesting a similar one (`push` → `ps`).
-    #[command(name = "push", hide = true)]
-    Push(Planned),
-    #[command(name = "pull", hide = true)]
-    Pull(Planned),
+    /// say so, rather than clap suggesting a similar one (`logs` for `login`).
     #[command(name = "login", hide = true)]
     Login(Planned),
     #[command(name = "logout", hide = true)]
@@ -152,10 +152,10 @@ fn main() -> ExitCode {
             commands::dockerfile::print(&format!("kiln version {}\n", env!("CARGO_PKG_VERSION")))
                 .map(|()| ExitCode::SUCCESS)
         }
-        Command::Push(_) => not_yet("push", "the registry client"),
-        Command::Pull(_) => not_yet("pull", "the registry client"),
-        Command::Login(_) => not_yet("login", "the registry client"),
-        Command::Logout(_) => not_yet("logout", "the registry client"),
+        Command::Pull(args) => commands::registry::pull(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Push(args) => commands::registry::push(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Login(_) => not_yet("login", "the registry client's next part"),
+        Command::Logout(_) => not_yet("logout", "the registry client's next part"),
         Command::Exec(_) => not_yet("exec", "the container commands Docker users expect"),
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
         Command::Bench(_) => not_yet("bench", "cache hit-rate benchmarking"),

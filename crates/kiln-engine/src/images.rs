@@ -1,10 +1,14 @@
 //! Where a build's image references come from. A build resolves every
 //! reference of its plan once, through one [`ImageSource`], to a manifest
 //! digest and a config; the executor then loads digests only. The store
-//! is the source today ([`LocalImages`]); the registry client plugs in
-//! here (pull into the store, answer with the pulled digest).
+//! answers what it has ([`LocalImages`]); [`PullingImages`] pulls what it
+//! lacks (or, with `--pull`, every tag again) and answers with the
+//! pulled manifest's digest, which is what cache keys hash: a tag that
+//! moved is a different base.
 
+use kiln_build::BuildError;
 use kiln_graph::ImageConfig;
+use kiln_registry::{ClientOptions, Platform};
 use kiln_store::{Digest, Store};
 
 use crate::EngineError;
@@ -34,6 +38,39 @@ impl ImageSource for LocalImages {
         Ok(ResolvedImage {
             config: image.image_config()?,
             manifest,
+        })
+    }
+}
+
+/// The store's images, and what it lacks pulled from the registry the
+/// reference names.
+#[derive(Clone, Debug)]
+pub struct PullingImages {
+    /// The platform an index is resolved for.
+    pub platform: Platform,
+    pub options: ClientOptions,
+    /// Pull every reference again, even one the store has (`--pull`).
+    pub always: bool,
+}
+
+impl ImageSource for PullingImages {
+    fn resolve(&self, store: &Store, reference: &str) -> Result<ResolvedImage, EngineError> {
+        if !self.always {
+            if let Ok(found) = LocalImages.resolve(store, reference) {
+                return Ok(found);
+            }
+        }
+        let pulled = kiln_registry::pull(store, reference, &self.platform, &self.options, &|_| {})
+            .map_err(|e| {
+                EngineError::Build(BuildError::BaseImage {
+                    reference: reference.to_owned(),
+                    message: format!("is not in the store and cannot be pulled: {e}"),
+                })
+            })?;
+        let image = kiln_build::load_image(store, &pulled.manifest, reference)?;
+        Ok(ResolvedImage {
+            config: image.image_config()?,
+            manifest: pulled.manifest,
         })
     }
 }

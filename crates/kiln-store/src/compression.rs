@@ -91,6 +91,62 @@ pub fn compress_layer(
     writer.commit()
 }
 
+impl LayerCompression {
+    fn name(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => "gzip",
+            LayerCompression::Zstd => "zstd",
+        }
+    }
+}
+
+impl Store {
+    /// What `layer` compressed to when this store last compressed it
+    /// (digest and size), whether or not that blob is still here: a push
+    /// asks the registry for it before compressing again.
+    pub fn remembered_compression(
+        &self,
+        layer: &Digest,
+        compression: LayerCompression,
+    ) -> Option<(Digest, u64)> {
+        let text = std::fs::read_to_string(self.compression_memo(layer, compression)).ok()?;
+        let (digest, size) = text.trim().split_once(' ')?;
+        Some((digest.parse().ok()?, size.parse().ok()?))
+    }
+
+    /// `layer` compressed, as a blob of the store: the one made before if
+    /// it is still here, else made now (and remembered). The compression is
+    /// deterministic, so the same layer gives the same blob every time.
+    pub fn compressed_layer(
+        &self,
+        layer: &Digest,
+        compression: LayerCompression,
+    ) -> Result<(Digest, u64), StoreError> {
+        if let Some((digest, size)) = self.remembered_compression(layer, compression) {
+            // Leased, so GC leaves it to this process from here on.
+            if self.blobs().size(&digest) == Some(size) && self.lease(&digest).is_ok() {
+                return Ok((digest, size));
+            }
+        }
+        let (digest, size) = compress_layer(self, layer, compression)?;
+        let memo = self.compression_memo(layer, compression);
+        let dir = self.layout().compressed();
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::io(&dir, e))?;
+        self.write_atomic(&memo, format!("{digest} {size}\n").as_bytes())?;
+        Ok((digest, size))
+    }
+
+    fn compression_memo(
+        &self,
+        layer: &Digest,
+        compression: LayerCompression,
+    ) -> std::path::PathBuf {
+        self.layout()
+            .compressed()
+            .join(format!("{}.{}", layer.hex(), compression.name()))
+    }
+}
+
 /// Size of the pieces compressed independently by [`parallel_gzip`].
 const GZIP_BLOCK: usize = 1 << 20;
 

@@ -17,7 +17,7 @@ pub struct ImageRecord {
     pub config: Digest,
 }
 
-pub(crate) fn descriptor(
+pub fn descriptor(
     media_type: MediaType,
     digest: &Digest,
     size: u64,

@@ -115,6 +115,12 @@ impl Layout {
         self.kiln().join("statcache")
     }
 
+    /// What each plain layer compressed to, by compression (the layer
+    /// pushed again finds its compressed digest without compressing).
+    pub fn compressed(&self) -> PathBuf {
+        self.kiln().join("compressed")
+    }
+
     /// `kiln run` containers (kiln-runtime owns what is inside).
     pub fn containers(&self) -> PathBuf {
         self.kiln().join("containers")

@@ -29,7 +29,7 @@ pub use blobs::{BlobWriter, Blobs};
 pub use compression::{compress_layer, decompress, Compression, LayerCompression};
 pub use digest::Digest;
 pub use error::{written_file, NamedWriter, StoreError};
-pub use image::{import_rootfs, write_image, ImageRecord, RootfsImport};
+pub use image::{descriptor, import_rootfs, write_image, ImageRecord, RootfsImport};
 pub use layer::{contained_path, import_layer, open_layer, Layer};
 pub use layout::Layout;
 pub use lock::{LockMode, StoreLock};

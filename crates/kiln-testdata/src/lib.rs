@@ -12,6 +12,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod registry;
+
 /// `../shared`, beside the repository root (this crate is `crates/kiln-testdata`).
 pub fn shared_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -59,6 +59,15 @@ pub struct BuildArgs {
     /// Run every step, even those the cache has
     #[arg(long)]
     no_cache: bool,
+    /// Pull every base image again, even those the store has (a tag that
+    /// moved is then a new base, and the steps on it miss the cache)
+    #[arg(long)]
+    pull: bool,
+    /// The platform base images are pulled for (os/arch[/variant]; default the host's)
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
     /// Run every step of these stages (comma-separated names)
     #[arg(
         long = "no-cache-filter",
@@ -93,7 +102,12 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // No store lock is held: what this build writes or uses (bases, cache
     // hits) is leased by this process, so GC keeps it until it is tagged,
     // and other builds, readers and GC go on meanwhile.
-    let engine = Engine::new(open_store(root)?);
+    let images = kiln_engine::PullingImages {
+        platform: super::registry::platform(args.platform.as_deref())?,
+        options: args.registry.options(),
+        always: args.pull,
+    };
+    let engine = Engine::with_images(open_store(root)?, Box::new(images));
     let mode = if args.quiet {
         Some(ProgressMode::Quiet)
     } else {

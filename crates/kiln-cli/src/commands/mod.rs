@@ -8,3 +8,4 @@ pub mod images;
 pub mod parse;
 pub mod plan;
 pub mod progress;
+pub mod registry;

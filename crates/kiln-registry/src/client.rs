@@ -1,0 +1,526 @@
+//! One registry as kiln talks to it: the scheme it is reached by, who kiln
+//! is to it (anonymous, Basic, or Bearer tokens per scope, reused until
+//! they expire), and every request sent through one path that answers
+//! challenges and retries what is worth retrying (408, 429 with
+//! `Retry-After`, 5xx, dropped connections) with backoff.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use reqwest::blocking::{Body, Response};
+use reqwest::header::{HeaderMap, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode, Url};
+
+use crate::auth::{stored_credential, Challenge, Credential};
+use crate::error::RegistryError;
+
+/// How many times a request is sent before its error is final.
+const ATTEMPTS: u32 = 4;
+/// The first backoff; it doubles on each retry.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` honoured (a registry asking for more is
+/// answered with its error).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The largest error body read, for its code and message.
+const MAX_ERROR_BODY: u64 = 64 * 1024;
+
+/// Settings shared by every registry a client talks to.
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Registries (`host[:port]`) that may be reached over plain HTTP (as
+    /// Docker's `insecure-registries`); loopback addresses and `localhost`
+    /// always may.
+    pub insecure: Vec<String>,
+    /// Credentials to use instead of the Docker config's (`kiln login`
+    /// checks the ones it is given before it stores them).
+    pub credential: Option<Credential>,
+}
+
+/// A registry, reached and authenticated.
+pub struct Registry {
+    /// The host as references name it (`docker.io`, `127.0.0.1:5000`).
+    domain: String,
+    base: Url,
+    http: reqwest::blocking::Client,
+    credential: Option<Credential>,
+    auth: Mutex<AuthState>,
+}
+
+#[derive(Default)]
+struct AuthState {
+    /// The registry asked for Basic: every request carries the credential.
+    basic: bool,
+    /// Bearer tokens by scope.
+    tokens: HashMap<String, Token>,
+}
+
+struct Token {
+    value: String,
+    until: Instant,
+}
+
+enum Authorization {
+    Bearer(String),
+    Basic(String, String),
+}
+
+/// A request to send, again if it must be: its body is made anew for
+/// every attempt.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: Url,
+    /// `repository:NAME:pull` or `...:pull,push`: what a token must allow.
+    pub scope: String,
+    pub headers: HeaderMap,
+    pub body: Option<&'a dyn Fn() -> Result<Body, RegistryError>>,
+    /// What the request is about, for errors (`manifest alpine:3.19`).
+    pub what: String,
+}
+
+impl Registry {
+    /// Connects to the registry `domain` names (`docker.io` is served by
+    /// `registry-1.docker.io`): HTTPS, or plain HTTP where that is allowed
+    /// and HTTPS is not spoken there.
+    pub fn connect(domain: &str, options: &ClientOptions) -> Result<Registry, RegistryError> {
+        let host = if domain == "docker.io" {
+            "registry-1.docker.io"
+        } else {
+            domain
+        };
+        let connection = |message: String| RegistryError::Connection {
+            registry: domain.to_owned(),
+            message,
+        };
+        let http = reqwest::blocking::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            // Layers take as long as they take; a stalled one fails by
+            // the connection's own errors, and is retried.
+            .timeout(None)
+            .build()
+            .map_err(|e| connection(format!("cannot make an HTTP client: {e}")))?;
+        let credential = match &options.credential {
+            Some(credential) => Some(credential.clone()),
+            None => stored_credential(domain).map_err(|message| RegistryError::Auth {
+                registry: domain.to_owned(),
+                what: "credentials".into(),
+                message,
+            })?,
+        };
+        let url = |scheme: &str| {
+            Url::parse(&format!("{scheme}://{host}/"))
+                .map_err(|e| connection(format!("not a registry address: {e}")))
+        };
+        let mut registry = Registry {
+            domain: domain.to_owned(),
+            base: url("https")?,
+            http,
+            credential,
+            auth: Mutex::new(AuthState::default()),
+        };
+        // The ping says whether HTTPS is spoken; its answer (200 or 401)
+        // does not matter yet.
+        let ping = registry
+            .http
+            .get(
+                registry
+                    .base
+                    .join("v2/")
+                    .map_err(|e| connection(e.to_string()))?,
+            )
+            .send();
+        if let Err(https_error) = ping {
+            if !may_use_http(host, &options.insecure) {
+                return Err(connection(format!(
+                    "cannot reach {host} over HTTPS: {}",
+                    chain(&https_error)
+                )));
+            }
+            registry.base = url("http")?;
+            registry
+                .http
+                .get(
+                    registry
+                        .base
+                        .join("v2/")
+                        .map_err(|e| connection(e.to_string()))?,
+                )
+                .send()
+                .map_err(|e| connection(format!("cannot reach {host}: {}", chain(&e))))?;
+        }
+        Ok(registry)
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `path` (like `v2/app/manifests/1.0`) on this registry.
+    pub(crate) fn url(&self, path: &str) -> Result<Url, RegistryError> {
+        self.base.join(path).map_err(|e| RegistryError::Connection {
+            registry: self.domain.clone(),
+            message: format!("bad path {path:?}: {e}"),
+        })
+    }
+
+    /// A location the registry answered with (absolute or relative to it).
+    pub(crate) fn location(&self, response: &Response, what: &str) -> Result<Url, RegistryError> {
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Lied {
+                registry: self.domain.clone(),
+                what: what.to_owned(),
+                message: "the registry gave no Location for the upload".into(),
+            })?;
+        self.base.join(location).map_err(|e| RegistryError::Lied {
+            registry: self.domain.clone(),
+            what: what.to_owned(),
+            message: format!("bad Location {location:?}: {e}"),
+        })
+    }
+
+    /// Sends `request`, answering one round of challenges and retrying
+    /// what is worth retrying; a response of any final status is returned
+    /// (the caller decides which it expects), but a 401 that survives
+    /// authentication is an error.
+    pub(crate) fn send(&self, request: &Request<'_>) -> Result<Response, RegistryError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut authenticated = false;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut builder = self
+                .http
+                .request(request.method.clone(), request.url.clone())
+                .headers(request.headers.clone());
+            builder = match self.authorization(&request.scope) {
+                Some(Authorization::Bearer(token)) => builder.bearer_auth(token),
+                Some(Authorization::Basic(user, password)) => {
+                    builder.basic_auth(user, Some(password))
+                }
+                None => builder,
+            };
+            if let Some(body) = request.body {
+                builder = builder.body(body()?);
+            }
+            let response = match builder.send() {
+                Ok(response) => response,
+                Err(_) if attempt < ATTEMPTS => {
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(RegistryError::Connection {
+                        registry: self.domain.clone(),
+                        message: format!("{}: {}", request.what, chain(&e)),
+                    })
+                }
+            };
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED {
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(Challenge::parse);
+                if authenticated || challenge.is_none() {
+                    return Err(self.unauthorized(request, response));
+                }
+                self.authenticate(challenge.as_ref(), &request.scope, &request.what)?;
+                authenticated = true;
+                continue;
+            }
+            let retry = status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status.is_server_error();
+            if retry && attempt < ATTEMPTS {
+                let wait = retry_after(&response).unwrap_or(backoff);
+                if wait <= MAX_RETRY_AFTER {
+                    drop(response);
+                    std::thread::sleep(wait);
+                    backoff *= 2;
+                    continue;
+                }
+            }
+            return Ok(response);
+        }
+    }
+
+    /// `response` as the error it is (its distribution error code and
+    /// message when the body has them).
+    pub(crate) fn status_error(&self, what: &str, response: Response) -> RegistryError {
+        let status = response.status().as_u16();
+        let (code, message) = error_body(response);
+        if status == 403 {
+            return RegistryError::Auth {
+                registry: self.domain.clone(),
+                what: what.to_owned(),
+                message: format!(
+                    "access denied{}",
+                    message.map(|m| format!(": {m}")).unwrap_or_default()
+                ),
+            };
+        }
+        RegistryError::Status {
+            registry: self.domain.clone(),
+            what: what.to_owned(),
+            status,
+            code,
+            message,
+        }
+    }
+
+    fn unauthorized(&self, request: &Request<'_>, response: Response) -> RegistryError {
+        let (_, message) = error_body(response);
+        let message = match (&self.credential, message) {
+            (None, _) => format!(
+                "authentication required (no credentials for {}: kiln login {})",
+                self.domain, self.domain
+            ),
+            (Some(_), Some(message)) => format!("the credentials were refused: {message}"),
+            (Some(_), None) => "the credentials were refused".to_owned(),
+        };
+        RegistryError::Auth {
+            registry: self.domain.clone(),
+            what: request.what.clone(),
+            message,
+        }
+    }
+
+    /// What a request of `scope` is authorized with, if kiln has anything.
+    fn authorization(&self, scope: &str) -> Option<Authorization> {
+        let auth = self.auth.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(token) = auth.tokens.get(scope).filter(|t| t.until > Instant::now()) {
+            return Some(Authorization::Bearer(token.value.clone()));
+        }
+        match &self.credential {
+            Some(Credential::UsernamePassword(user, password)) if auth.basic => {
+                Some(Authorization::Basic(user.clone(), password.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Answers `challenge` for `scope`: Basic is remembered, a Bearer
+    /// token is fetched from its realm and kept for the scope.
+    fn authenticate(
+        &self,
+        challenge: Option<&Challenge>,
+        scope: &str,
+        what: &str,
+    ) -> Result<(), RegistryError> {
+        let auth_error = |message: String| RegistryError::Auth {
+            registry: self.domain.clone(),
+            what: what.to_owned(),
+            message,
+        };
+        match challenge {
+            Some(Challenge::Basic) => {
+                if !matches!(self.credential, Some(Credential::UsernamePassword(..))) {
+                    return Err(auth_error(format!(
+                        "authentication required (no credentials for {}: kiln login {})",
+                        self.domain, self.domain
+                    )));
+                }
+                self.auth.lock().unwrap_or_else(|e| e.into_inner()).basic = true;
+                Ok(())
+            }
+            Some(Challenge::Bearer { realm, service, .. }) => {
+                let token = self.fetch_token(realm, service.as_deref(), scope, what)?;
+                self.auth
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .tokens
+                    .insert(scope.to_owned(), token);
+                Ok(())
+            }
+            None => Err(auth_error(
+                "the registry asked for an unknown kind of authentication".into(),
+            )),
+        }
+    }
+
+    /// A token from `realm` for `scope`: a GET with the user's Basic
+    /// credentials (or none), or for an identity token the OAuth2
+    /// refresh-token POST.
+    fn fetch_token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        what: &str,
+    ) -> Result<Token, RegistryError> {
+        let auth_error = |message: String| RegistryError::Auth {
+            registry: self.domain.clone(),
+            what: what.to_owned(),
+            message,
+        };
+        let mut url = Url::parse(realm)
+            .map_err(|e| auth_error(format!("the token realm {realm:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "https" | "http") {
+            return Err(auth_error(format!("the token realm {realm:?} is not HTTP")));
+        }
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        if let Some(service) = service {
+            form.push(("service", service));
+        }
+        form.push(("scope", scope));
+        let request = match &self.credential {
+            Some(Credential::IdentityToken(refresh)) => {
+                form.extend([
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", refresh.as_str()),
+                    ("client_id", "kiln"),
+                ]);
+                // Url's query serializer is the form encoding.
+                let mut encoded = Url::parse("http://form/").expect("a constant URL");
+                encoded.query_pairs_mut().extend_pairs(&form);
+                let body = encoded.query().unwrap_or_default().to_owned();
+                self.http
+                    .post(url)
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    )
+                    .body(body)
+            }
+            credential => {
+                url.query_pairs_mut().extend_pairs(&form);
+                let mut request = self.http.get(url);
+                if let Some(Credential::UsernamePassword(user, password)) = credential {
+                    request = request.basic_auth(user, Some(password));
+                }
+                request
+            }
+        };
+        let response = request.send().map_err(|e| {
+            auth_error(format!(
+                "the token server {realm} cannot be reached: {}",
+                chain(&e)
+            ))
+        })?;
+        let status = response.status();
+        if !status.is_success() {
+            let (_, message) = error_body(response);
+            return Err(auth_error(format!(
+                "the token server refused ({}){}",
+                status.as_u16(),
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            token: Option<String>,
+            access_token: Option<String>,
+            expires_in: Option<u64>,
+        }
+        let mut bytes = Vec::new();
+        response
+            .take(MAX_ERROR_BODY)
+            .read_to_end(&mut bytes)
+            .map_err(|e| auth_error(format!("the token server's answer was cut: {e}")))?;
+        let answer: Answer = serde_json::from_slice(&bytes)
+            .map_err(|e| auth_error(format!("the token server's answer is not JSON: {e}")))?;
+        let value = answer
+            .token
+            .or(answer.access_token)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| auth_error("the token server gave no token".into()))?;
+        // The spec's default lifetime is 60 s; a little is kept back so a
+        // token is not used as it expires.
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(60).max(10) - 5);
+        Ok(Token {
+            value,
+            until: Instant::now() + lifetime,
+        })
+    }
+}
+
+/// Whether `host` may be spoken to over plain HTTP: loopback and
+/// `localhost` (as Docker treats them), and registries named insecure.
+fn may_use_http(host: &str, insecure: &[String]) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || insecure.iter().any(|i| i == host || i == name)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare on registries).
+fn retry_after(response: &Response) -> Option<Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    value
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The first distribution error of a body (`{"errors":[{"code","message"}]}`).
+fn error_body(response: Response) -> (Option<String>, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let mut bytes = Vec::new();
+    if response
+        .take(MAX_ERROR_BODY)
+        .read_to_end(&mut bytes)
+        .is_err()
+    {
+        return (None, None);
+    }
+    match serde_json::from_slice::<Body>(&bytes) {
+        Ok(body) => body.errors.into_iter().next().map_or((None, None), |e| {
+            (e.code, e.message.filter(|m| !m.is_empty()))
+        }),
+        Err(_) => (None, None),
+    }
+}
+
+/// An error with its causes, as one line.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_and_named_registries_may_use_http() {
+        assert!(may_use_http("127.0.0.1:5000", &[]));
+        assert!(may_use_http("127.8.9.1", &[]));
+        assert!(may_use_http("localhost:5000", &[]));
+        assert!(may_use_http("[::1]:5000", &[]));
+        assert!(!may_use_http("registry.example:5000", &[]));
+        assert!(!may_use_http("10.0.0.1:5000", &[]));
+        assert!(may_use_http("reg.lan:5000", &["reg.lan:5000".into()]));
+    }
+}

@@ -1,0 +1,21 @@
+//! kiln's registry client: the OCI distribution protocol over blocking
+//! `reqwest`, pulling images into a kiln store and pushing them out of it.
+//! Everything a registry sends is checked against the digest and size it
+//! was asked by before the store keeps it; credentials come from Docker's
+//! own config, so docker and kiln share logins. It knows nothing about
+//! builds: the engine asks it for images it lacks.
+
+mod auth;
+mod client;
+mod error;
+mod manifest;
+mod platform;
+mod pull;
+mod push;
+
+pub use auth::{config_key, stored_credential, Challenge, Credential};
+pub use client::{ClientOptions, Registry};
+pub use error::RegistryError;
+pub use platform::Platform;
+pub use pull::{pull, PullEvent, Pulled};
+pub use push::{push, PushCompression, PushEvent, Pushed};

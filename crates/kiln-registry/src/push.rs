@@ -1,0 +1,308 @@
+//! Pushing an image from the store: every blob the registry lacks (asked
+//! with HEAD first) is uploaded in one streamed PUT, plain layers are
+//! compressed on the way out (gzip by default, as Docker pushes; the
+//! compressed form is remembered, so a second push compresses nothing),
+//! and the manifest goes last, so the registry never names an image whose
+//! blobs it does not have.
+
+use kiln_store::{Digest, LayerCompression, Reference, Store};
+use reqwest::blocking::Body;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use crate::client::{ClientOptions, Registry, Request};
+use crate::error::RegistryError;
+use crate::manifest::{Document, DOCKER_MANIFEST, OCI_MANIFEST};
+
+/// How plain layers leave the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PushCompression {
+    /// As the store holds them (the pushed manifest is the local one).
+    None,
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+/// What a push reports as it goes.
+#[derive(Clone, Debug)]
+pub enum PushEvent {
+    /// A blob the registry already has.
+    Present { digest: Digest, size: u64 },
+    /// A blob uploaded.
+    Uploaded { digest: Digest, size: u64 },
+}
+
+/// What was pushed.
+#[derive(Clone, Debug)]
+pub struct Pushed {
+    /// The manifest's digest as the registry has it.
+    pub manifest: Digest,
+    pub size: u64,
+    /// Blobs uploaded (the others the registry had).
+    pub uploaded: usize,
+    pub bytes: u64,
+}
+
+/// Pushes the image whose manifest is `manifest` to `dest` (a name with a
+/// tag, or with the digest the pushed manifest will have).
+pub fn push(
+    store: &Store,
+    manifest: &Digest,
+    dest: &str,
+    compression: PushCompression,
+    options: &ClientOptions,
+    events: &(dyn Fn(PushEvent) + Sync),
+) -> Result<Pushed, RegistryError> {
+    let reference = Reference::parse(dest)?;
+    let registry = Registry::connect(&reference.domain, options)?;
+    let repository = reference.path.as_str();
+    let local = store.blobs().read(manifest)?;
+    let what = format!("image {manifest}");
+    let unsupported = |message: String| RegistryError::Unsupported {
+        registry: registry.domain().to_owned(),
+        what: what.clone(),
+        message,
+    };
+    let document: Document = serde_json::from_slice(&local)
+        .map_err(|e| unsupported(format!("its manifest does not parse: {e}")))?;
+    let mut value: Value = serde_json::from_slice(&local)
+        .map_err(|e| unsupported(format!("its manifest does not parse: {e}")))?;
+    let media_type = document
+        .media_type
+        .clone()
+        .unwrap_or_else(|| OCI_MANIFEST.to_owned());
+    if media_type != OCI_MANIFEST && media_type != DOCKER_MANIFEST {
+        return Err(unsupported(format!("a {media_type} cannot be pushed yet")));
+    }
+    let config = document
+        .config
+        .as_ref()
+        .ok_or_else(|| unsupported("its manifest has no config".into()))?;
+    let config_digest: Digest = config.digest.parse()?;
+    let pusher = Pusher {
+        store,
+        registry: &registry,
+        repository,
+        events,
+    };
+    let (mut uploaded, mut bytes) = (0, 0);
+    let mut count = |sent: Option<u64>| {
+        if let Some(size) = sent {
+            uploaded += 1;
+            bytes += size;
+        }
+    };
+    for (n, layer) in document.layers.iter().enumerate() {
+        let plain: Digest = layer.digest.parse()?;
+        let is_plain = layer.media_type == "application/vnd.oci.image.layer.v1.tar"
+            || layer.media_type.ends_with(".tar");
+        let (digest, size, sent) = match (is_plain, compression) {
+            (true, PushCompression::Gzip) => pusher.compressed(&plain, LayerCompression::Gzip)?,
+            (true, PushCompression::Zstd) => pusher.compressed(&plain, LayerCompression::Zstd)?,
+            _ => {
+                let sent = pusher.blob(&plain, layer.size)?;
+                (plain, layer.size, sent)
+            }
+        };
+        count(sent);
+        if digest != plain {
+            let media = match compression {
+                PushCompression::Zstd => LayerCompression::Zstd.media_type(),
+                _ => LayerCompression::Gzip.media_type(),
+            };
+            value["layers"][n] = serde_json::json!({
+                "mediaType": media,
+                "digest": digest.to_string(),
+                "size": size,
+            });
+        }
+    }
+    count(pusher.blob(&config_digest, config.size)?);
+    let bytes_out = if value == serde_json::from_slice::<Value>(&local).unwrap_or(Value::Null) {
+        local
+    } else {
+        serde_json::to_vec(&value)
+            .map_err(|e| unsupported(format!("cannot write its manifest: {e}")))?
+    };
+    let digest = Digest::of(&bytes_out);
+    let target = match (&reference.digest, &reference.tag) {
+        (Some(named), _) if *named != digest => {
+            return Err(unsupported(format!(
+                "{dest} names digest {named}, but the pushed manifest's is {digest}"
+            )))
+        }
+        (Some(named), _) => named.to_string(),
+        (None, Some(tag)) => tag.clone(),
+        (None, None) => "latest".to_owned(),
+    };
+    pusher.manifest(&target, &media_type, &bytes_out, &digest)?;
+    Ok(Pushed {
+        manifest: digest,
+        size: bytes_out.len() as u64,
+        uploaded,
+        bytes,
+    })
+}
+
+struct Pusher<'a> {
+    store: &'a Store,
+    registry: &'a Registry,
+    repository: &'a str,
+    events: &'a (dyn Fn(PushEvent) + Sync),
+}
+
+impl Pusher<'_> {
+    fn scope(&self) -> String {
+        format!("repository:{}:pull,push", self.repository)
+    }
+
+    /// `plain` compressed: the remembered compressed blob if the registry
+    /// has it, else compressed (again, if its blob is gone) and uploaded.
+    fn compressed(
+        &self,
+        plain: &Digest,
+        compression: LayerCompression,
+    ) -> Result<(Digest, u64, Option<u64>), RegistryError> {
+        if let Some((digest, size)) = self.store.remembered_compression(plain, compression) {
+            if self.remote_size(&digest)? == Some(size) {
+                (self.events)(PushEvent::Present { digest, size });
+                return Ok((digest, size, None));
+            }
+        }
+        let (digest, size) = self.store.compressed_layer(plain, compression)?;
+        let sent = self.blob(&digest, size)?;
+        Ok((digest, size, sent))
+    }
+
+    /// Uploads a blob of the store unless the registry has it; returns the
+    /// bytes sent, if any were.
+    fn blob(&self, digest: &Digest, size: u64) -> Result<Option<u64>, RegistryError> {
+        if self.remote_size(digest)? == Some(size) {
+            (self.events)(PushEvent::Present {
+                digest: *digest,
+                size,
+            });
+            return Ok(None);
+        }
+        let what = format!("blob {digest}");
+        let start = self.registry.send(&Request {
+            method: Method::POST,
+            url: self
+                .registry
+                .url(&format!("v2/{}/blobs/uploads/", self.repository))?,
+            scope: self.scope(),
+            headers: HeaderMap::new(),
+            body: None,
+            what: what.clone(),
+        })?;
+        if start.status() != StatusCode::ACCEPTED {
+            return Err(self.registry.status_error(&what, start));
+        }
+        let mut url = self.registry.location(&start, &what)?;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
+        let store = self.store;
+        let digest_owned = *digest;
+        let body = move || -> Result<Body, RegistryError> {
+            let file = store.blobs().open(&digest_owned)?;
+            Ok(Body::sized(file, size))
+        };
+        let done = self.registry.send(&Request {
+            method: Method::PUT,
+            url,
+            scope: self.scope(),
+            headers,
+            body: Some(&body),
+            what: what.clone(),
+        })?;
+        if done.status() != StatusCode::CREATED {
+            return Err(self.registry.status_error(&what, done));
+        }
+        (self.events)(PushEvent::Uploaded {
+            digest: *digest,
+            size,
+        });
+        Ok(Some(size))
+    }
+
+    /// The size of the blob in the registry, if it has it (HEAD).
+    fn remote_size(&self, digest: &Digest) -> Result<Option<u64>, RegistryError> {
+        let what = format!("blob {digest}");
+        let response = self.registry.send(&Request {
+            method: Method::HEAD,
+            url: self
+                .registry
+                .url(&format!("v2/{}/blobs/{digest}", self.repository))?,
+            scope: self.scope(),
+            headers: HeaderMap::new(),
+            body: None,
+            what: what.clone(),
+        })?;
+        match response.status() {
+            StatusCode::OK => Ok(response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())),
+            StatusCode::NOT_FOUND => Ok(None),
+            _ => Err(self.registry.status_error(&what, response)),
+        }
+    }
+
+    /// PUTs the manifest last; the registry's digest of it must be ours.
+    fn manifest(
+        &self,
+        target: &str,
+        media_type: &str,
+        bytes: &[u8],
+        digest: &Digest,
+    ) -> Result<(), RegistryError> {
+        let what = format!("manifest {}:{target}", self.repository);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_str(media_type).map_err(|e| RegistryError::Unsupported {
+                registry: self.registry.domain().to_owned(),
+                what: what.clone(),
+                message: format!("bad media type: {e}"),
+            })?,
+        );
+        let owned = bytes.to_vec();
+        let body = move || -> Result<Body, RegistryError> { Ok(Body::from(owned.clone())) };
+        let response = self.registry.send(&Request {
+            method: Method::PUT,
+            url: self
+                .registry
+                .url(&format!("v2/{}/manifests/{target}", self.repository))?,
+            scope: self.scope(),
+            headers,
+            body: Some(&body),
+            what: what.clone(),
+        })?;
+        if response.status() != StatusCode::CREATED {
+            return Err(self.registry.status_error(&what, response));
+        }
+        let said = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok());
+        if let Some(said) = said.filter(|said| said != digest) {
+            return Err(RegistryError::mismatch(
+                self.registry.domain(),
+                &what,
+                digest,
+                &said,
+            ));
+        }
+        Ok(())
+    }
+}

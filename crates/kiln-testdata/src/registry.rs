@@ -1,0 +1,142 @@
+//! A real registry for tests: Debian's `docker-registry` (the CNCF
+//! distribution registry) started on a free 127.0.0.1 port with its own
+//! config file and storage in a temporary directory (never the packaged
+//! config, which listens on every interface), stopped when dropped. Its
+//! access log is kept, so a test can count the requests a client made.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How the registry authenticates.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// Anyone may pull and push.
+    Open,
+    /// HTTP Basic against an htpasswd file holding one user.
+    Basic { user: String, password: String },
+}
+
+pub struct LocalRegistry {
+    /// `127.0.0.1:PORT`, as an image reference's domain.
+    pub address: String,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl LocalRegistry {
+    /// Starts a registry under `dir` (which must exist); panics with the
+    /// registry's log if it does not answer within 20 s.
+    pub fn start(dir: &Path, auth: Auth) -> LocalRegistry {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let storage = dir.join("storage");
+        std::fs::create_dir_all(&storage).unwrap();
+        let auth_section = match &auth {
+            Auth::Open => String::new(),
+            Auth::Basic { user, password } => {
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .expect(
+                        "htpasswd (apache2-utils) is installed by scripts/install-test-deps.sh",
+                    );
+                assert!(out.status.success(), "htpasswd failed");
+                let file = dir.join("htpasswd");
+                std::fs::write(&file, &out.stdout).unwrap();
+                format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    file.display()
+                )
+            }
+        };
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 http:\n  addr: {address}\n{auth_section}",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry is installed by scripts/install-test-deps.sh");
+        let registry = LocalRegistry {
+            address,
+            dir: dir.to_owned(),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !registry.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not start:\n{}",
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// Whether `GET /v2/` gets an HTTP answer (200 or 401).
+    fn answers(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(&self.address) else {
+            return false;
+        };
+        let request = format!("GET /v2/ HTTP/1.0\r\nHost: {}\r\n\r\n", self.address);
+        let mut answer = String::new();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        stream.write_all(request.as_bytes()).is_ok()
+            && stream.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.")
+    }
+
+    /// The registry's log so far (its access log among it).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()
+    }
+
+    /// How many requests of `method` whose path contains `part` the
+    /// registry has answered.
+    pub fn requests(&self, method: &str, part: &str) -> usize {
+        let needle = format!("\"{method} ");
+        self.log()
+            .lines()
+            .filter(|line| {
+                line.find(&needle).is_some_and(|at| {
+                    line[at + needle.len()..]
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                        .contains(part)
+                })
+            })
+            .count()
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on now (the registry takes it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
