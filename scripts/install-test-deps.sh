@@ -16,9 +16,12 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # runs some tests under util-linux's unshare; docker.io (Docker 20.10 with
 # BuildKit) is the reference the differential suite builds every case of
 # testdata/differential/ with (scripts/start-dockerd.sh starts a private
-# daemon; the package's own service is not used). Later subsystems add
-# theirs here.
-APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io)
+# daemon; the package's own service is not used); docker-registry (the
+# CNCF distribution registry) is what the registry tests push to and pull
+# from, each started by the test on a free 127.0.0.1 port with its own
+# config, and apache2-utils' htpasswd writes its Basic-auth users. Later
+# subsystems add theirs here.
+APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()
@@ -27,6 +30,15 @@ if ((${#APT_PACKAGES[@]})); then
   done
   if ((${#missing[@]})); then
     apt-get update -qq
+    # No package's service is started by the install: the packaged
+    # docker-registry would listen on every interface, and the tests start
+    # their own daemons. policy-rc.d is Debian's switch for that.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod 755 "$policy"
+      trap 'rm -f "$policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
   fi
 fi

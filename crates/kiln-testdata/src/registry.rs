@@ -102,6 +102,28 @@ impl LocalRegistry {
             && answer.starts_with("HTTP/1.")
     }
 
+    /// PUTs a manifest or index document as a client would (no auth),
+    /// returning the status line.
+    pub fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> String {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        let head = format!(
+            "PUT /v2/{repository}/manifests/{tag} HTTP/1.0\r\nHost: {}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\n\r\n",
+            self.address,
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
     /// The registry's log so far (its access log among it).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("registry.log")).unwrap_or_default()

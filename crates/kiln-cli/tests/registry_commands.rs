@@ -1,0 +1,404 @@
+//! `kiln push`, `kiln pull` and `FROM` pulling, against real registries
+//! (Debian's docker-registry) each test starts on a free 127.0.0.1 port,
+//! with skopeo as the other client.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{busybox_workspace, kiln, kiln_env, ok, text};
+use kiln_testdata::registry::{Auth, LocalRegistry};
+
+fn skopeo(args: &[&str]) -> String {
+    ok(Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo is installed by scripts/install-test-deps.sh"))
+}
+
+/// Builds `app` (a RUN over busybox) in the workspace's store.
+fn build_app(root: &Path, work: &Path) -> String {
+    let context = work.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo pushed and pulled > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
+    )
+    .unwrap();
+    ok(kiln(
+        root,
+        &["build", "-q", "-t", "app", context.to_str().unwrap()],
+    ))
+    .trim()
+    .to_owned()
+}
+
+fn config_digest(root: &Path, name: &str) -> String {
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(root, &["inspect", name]))).unwrap();
+    inspect["ConfigDigest"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no config digest in {inspect}"))
+        .to_owned()
+}
+
+/// Blob uploads the registry was asked for (POST starts one).
+fn uploads(registry: &LocalRegistry) -> usize {
+    registry.requests("POST", "/blobs/uploads/")
+}
+
+#[test]
+fn an_image_pushed_then_pulled_into_an_empty_store_is_the_same_image() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let dest = format!("{}/team/app:1", registry.address);
+
+    let pushed = ok(kiln(&w.root, &["push", "-q", "app", &dest]))
+        .trim()
+        .to_owned();
+    // busybox's layer, the RUN's and the config.
+    assert_eq!(uploads(&registry), 3, "{}", registry.log());
+
+    // A second push sends no blob and gives the same digest (the gzip
+    // of each layer is remembered, not made again).
+    let again = ok(kiln(&w.root, &["push", "-q", "app", &dest]))
+        .trim()
+        .to_owned();
+    assert_eq!(again, pushed);
+    assert_eq!(
+        uploads(&registry),
+        3,
+        "a second push uploaded: {}",
+        registry.log()
+    );
+
+    let empty = w.work.join("empty-store");
+    let pulled = kiln(&empty, &["pull", &dest]);
+    let stderr = text(&pulled.stderr);
+    assert!(pulled.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("Digest: {pushed}")), "{stderr}");
+    // The same image: the same config (Docker's image id), layers gzip'd.
+    assert_eq!(config_digest(&empty, &dest), config_digest(&w.root, "app"));
+    let out = ok(kiln(&empty, &["run", "--rm", "--network", "none", &dest]));
+    assert_eq!(out, "pushed and pulled\n");
+    let check = kiln(&empty, &["check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    // Pulled again: nothing downloaded.
+    let before = registry.requests("GET", "/blobs/");
+    let again = kiln(&empty, &["pull", &dest]);
+    assert!(
+        text(&again.stderr).contains("Image is up to date"),
+        "{}",
+        text(&again.stderr)
+    );
+    assert_eq!(registry.requests("GET", "/blobs/"), before);
+
+    // skopeo reads what kiln pushed, by the same digest.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{dest}"),
+    ]);
+    let digest = format!("sha256:{}", sha256_hex(raw.as_bytes()));
+    assert_eq!(digest, pushed);
+    let copied = w.work.join("skopeo-copy");
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{dest}"),
+        &format!("oci:{}:copied", copied.display()),
+    ]);
+}
+
+#[test]
+fn an_uncompressed_push_keeps_the_local_digest() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    let local = build_app(&w.root, &w.work);
+    let dest = format!("{}/app:plain", registry.address);
+    let pushed = ok(kiln(
+        &w.root,
+        &["push", "-q", "--compression", "none", "app", &dest],
+    ));
+    assert_eq!(pushed.trim(), local);
+    // A name holding a digest must be the pushed manifest's.
+    let wrong = format!("{}/app@sha256:{}", registry.address, "0".repeat(64));
+    let out = kiln(&w.root, &["push", "--compression", "none", "app", &wrong]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("names digest"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn images_skopeo_pushed_in_every_format_are_pulled_and_run() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let archive = w.work.join("app.tar");
+    ok(kiln(
+        &w.root,
+        &["save", "-o", archive.to_str().unwrap(), "app"],
+    ));
+    let source = format!("oci-archive:{}", archive.display());
+    let cases: [(&str, &[&str]); 3] = [
+        ("v2s2-gzip", &["--format", "v2s2"]),
+        ("oci-gzip", &["--format", "oci"]),
+        (
+            "oci-zstd",
+            &["--format", "oci", "--dest-compress-format", "zstd"],
+        ),
+    ];
+    for (tag, flags) in cases {
+        let dest = format!("{}/from-skopeo:{tag}", registry.address);
+        let mut args = vec!["copy", "--dest-tls-verify=false"];
+        args.extend_from_slice(flags);
+        let target = format!("docker://{dest}");
+        args.extend([source.as_str(), target.as_str()]);
+        skopeo(&args);
+        let store = w.work.join(format!("store-{tag}"));
+        let pulled = ok(kiln(&store, &["pull", "-q", &dest])).trim().to_owned();
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &target]);
+        assert_eq!(
+            pulled,
+            format!("sha256:{}", sha256_hex(raw.as_bytes())),
+            "{tag}"
+        );
+        let out = ok(kiln(&store, &["run", "--rm", "--network", "none", &dest]));
+        assert_eq!(out, "pushed and pulled\n", "{tag}");
+    }
+}
+
+#[test]
+fn an_index_is_resolved_for_the_platform_asked_for() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let context = w.work.join("other");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo the arm64 one > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &w.root,
+        &["build", "-q", "-t", "other", context.to_str().unwrap()],
+    ));
+    let push = |name: &str, tag: &str| {
+        let dest = format!("{}/multi:{tag}", registry.address);
+        let digest = ok(kiln(&w.root, &["push", "-q", name, &dest]))
+            .trim()
+            .to_owned();
+        let raw = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{dest}"),
+        ]);
+        (digest, raw.len())
+    };
+    let (amd64, amd64_size) = push("app", "amd64");
+    let (arm64, arm64_size) = push("other", "arm64");
+    let entry = |digest: &str, size: usize, arch: &str, variant: Option<&str>| {
+        let mut platform = serde_json::json!({"os": "linux", "architecture": arch});
+        if let Some(variant) = variant {
+            platform["variant"] = variant.into();
+        }
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size, "platform": platform,
+        })
+    };
+    // An attestation's entry is never chosen, even listed first.
+    let mut attestation = entry(&arm64, arm64_size, "unknown", None);
+    attestation["platform"]["os"] = "unknown".into();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            attestation,
+            entry(&arm64, arm64_size, "arm64", Some("v8")),
+            entry(&amd64, amd64_size, "amd64", None),
+        ],
+    });
+    let status = registry.put_manifest(
+        "multi",
+        "latest",
+        "application/vnd.oci.image.index.v1+json",
+        &serde_json::to_vec(&index).unwrap(),
+    );
+    assert!(status.contains(" 201 "), "{status}");
+    let name = format!("{}/multi:latest", registry.address);
+    for (platform, digest, greeting) in [
+        ("linux/arm64", &arm64, "the arm64 one\n"),
+        ("linux/amd64", &amd64, "pushed and pulled\n"),
+    ] {
+        let store = w.work.join(format!("store-{}", platform.replace('/', "-")));
+        let pulled = ok(kiln(&store, &["pull", "-q", "--platform", platform, &name]));
+        assert_eq!(pulled.trim(), digest, "{platform}");
+        // Both are this machine's busybox underneath, so both run here.
+        let out = ok(kiln(&store, &["run", "--rm", "--network", "none", &name]));
+        assert_eq!(out, greeting, "{platform}");
+    }
+    let out = kiln(
+        &w.work.join("store-none"),
+        &["pull", "--platform", "linux/s390x", &name],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("no image for platform linux/s390x"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("linux/arm64/v8, linux/amd64"), "{stderr}");
+}
+
+#[test]
+fn a_dockerfile_builds_from_an_image_of_the_registry_with_no_pull_before() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let base = format!("{}/base:1", registry.address);
+    ok(kiln(&w.root, &["push", "-q", "app", &base]));
+
+    let store = w.work.join("fresh-store");
+    let context = w.work.join("on-base");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {base}\nRUN cat /greeting > /copied\nCMD [\"cat\", \"/copied\"]\n"),
+    )
+    .unwrap();
+    let ctx = context.to_str().unwrap();
+    ok(kiln(&store, &["build", "-q", "-t", "on-base", ctx]));
+    let out = ok(kiln(
+        &store,
+        &["run", "--rm", "--network", "none", "on-base"],
+    ));
+    assert_eq!(out, "pushed and pulled\n");
+
+    // The tag moves: a build without --pull keeps the store's base, one
+    // with --pull takes the new one and the RUN on it misses the cache.
+    let other = w.work.join("moved");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(
+        other.join("Dockerfile"),
+        "FROM busybox\nRUN echo moved > /greeting\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &w.root,
+        &["build", "-q", "-t", "moved", other.to_str().unwrap()],
+    ));
+    ok(kiln(&w.root, &["push", "-q", "moved", &base]));
+    let cached = kiln(
+        &store,
+        &["build", "--progress", "plain", "-t", "on-base", ctx],
+    );
+    assert!(
+        text(&cached.stderr).contains("CACHED"),
+        "{}",
+        text(&cached.stderr)
+    );
+    let pulled = kiln(
+        &store,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--pull",
+            "-t",
+            "on-base",
+            ctx,
+        ],
+    );
+    let stderr = text(&pulled.stderr);
+    assert!(pulled.status.success(), "{stderr}");
+    assert!(!stderr.contains("CACHED"), "{stderr}");
+    let out = ok(kiln(
+        &store,
+        &["run", "--rm", "--network", "none", "on-base"],
+    ));
+    assert_eq!(out, "moved\n");
+
+    // A base the registry does not have: one error naming it.
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {}/absent:1\n", registry.address),
+    )
+    .unwrap();
+    let out = kiln(&store, &["build", "-t", "absent", ctx]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("absent:1") && stderr.contains("MANIFEST_UNKNOWN"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn basic_auth_uses_the_docker_config_and_says_when_it_has_none() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(
+        &w.work,
+        Auth::Basic {
+            user: "kiln".into(),
+            password: "s3cret".into(),
+        },
+    );
+    build_app(&w.root, &w.work);
+    let dest = format!("{}/private:1", registry.address);
+    let config = w.work.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let env = [("DOCKER_CONFIG", config.to_str().unwrap())];
+
+    let out = kiln_env(&w.root, &["push", "app", &dest], &env);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("authentication required") && stderr.contains(&registry.address),
+        "{stderr}"
+    );
+
+    // What `docker login` writes: auths.HOST.auth = base64(user:password).
+    let write_auth = |password: &str| {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("kiln:{password}"));
+        std::fs::write(
+            config.join("config.json"),
+            serde_json::json!({"auths": {registry.address.clone(): {"auth": auth}}}).to_string(),
+        )
+        .unwrap();
+    };
+    write_auth("wrong");
+    let out = kiln_env(&w.root, &["push", "app", &dest], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("credentials were refused"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    write_auth("s3cret");
+    let pushed = ok(kiln_env(&w.root, &["push", "-q", "app", &dest], &env));
+    let store = w.work.join("pulled");
+    let pulled = ok(kiln_env(&store, &["pull", "-q", &dest], &env));
+    assert_eq!(pulled, pushed);
+    let out = ok(kiln(&store, &["run", "--rm", "--network", "none", &dest]));
+    assert_eq!(out, "pushed and pulled\n");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
