@@ -237,7 +237,8 @@ fn completions_complete_commands_and_flags_in_bash_and_version_prints() {
     let out = kiln(&["completion", "bash"], None);
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!script.contains("__monitor") && !script.contains("push"));
+    assert!(!script.contains("__monitor") && !script.contains("login"));
+    assert!(script.contains("push"), "a real command is offered");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kiln.bash");
     std::fs::write(&file, &script).unwrap();

@@ -24,6 +24,11 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest `Retry-After` honoured (a registry asking for more is
 /// answered with its error).
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long a response (or each read of its body) may keep kiln waiting.
+const STALLED: Duration = Duration::from_secs(60);
+/// How long the first contact may take, per scheme tried.
+const PING: Duration = Duration::from_secs(10);
+
 /// The largest error body read, for its code and message.
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 
@@ -76,6 +81,8 @@ pub(crate) struct Request<'a> {
     pub scope: String,
     pub headers: HeaderMap,
     pub body: Option<&'a dyn Fn() -> Result<Body, RegistryError>>,
+    /// For a request whose body is large: how long it may take in all.
+    pub timeout: Option<Duration>,
     /// What the request is about, for errors (`manifest alpine:3.19`).
     pub what: String,
 }
@@ -97,9 +104,9 @@ impl Registry {
         let http = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
-            // Layers take as long as they take; a stalled one fails by
-            // the connection's own errors, and is retried.
-            .timeout(None)
+            // For a body, each read: a stalled download fails (and is
+            // retried); a long one is not cut. Uploads set their own.
+            .timeout(STALLED)
             .build()
             .map_err(|e| connection(format!("cannot make an HTTP client: {e}")))?;
         let credential = match &options.credential {
@@ -123,16 +130,7 @@ impl Registry {
         };
         // The ping says whether HTTPS is spoken; its answer (200 or 401)
         // does not matter yet.
-        let ping = registry
-            .http
-            .get(
-                registry
-                    .base
-                    .join("v2/")
-                    .map_err(|e| connection(e.to_string()))?,
-            )
-            .send();
-        if let Err(https_error) = ping {
+        if let Err(https_error) = registry.ping()? {
             if !may_use_http(host, &options.insecure) {
                 return Err(connection(format!(
                     "cannot reach {host} over HTTPS: {}",
@@ -141,17 +139,15 @@ impl Registry {
             }
             registry.base = url("http")?;
             registry
-                .http
-                .get(
-                    registry
-                        .base
-                        .join("v2/")
-                        .map_err(|e| connection(e.to_string()))?,
-                )
-                .send()
+                .ping()?
                 .map_err(|e| connection(format!("cannot reach {host}: {}", chain(&e))))?;
         }
         Ok(registry)
+    }
+
+    /// `GET /v2/`, the API's version check, answered by every registry.
+    fn ping(&self) -> Result<Result<Response, reqwest::Error>, RegistryError> {
+        Ok(self.http.get(self.url("v2/")?).timeout(PING).send())
     }
 
     pub fn domain(&self) -> &str {
@@ -207,6 +203,9 @@ impl Registry {
             };
             if let Some(body) = request.body {
                 builder = builder.body(body()?);
+            }
+            if let Some(timeout) = request.timeout {
+                builder = builder.timeout(timeout);
             }
             let response = match builder.send() {
                 Ok(response) => response,

@@ -116,6 +116,7 @@ pub fn fetch(
         scope: format!("repository:{repository}:pull"),
         headers,
         body: None,
+        timeout: None,
         what: what.to_owned(),
     })?;
     if response.status() != StatusCode::OK {

@@ -264,6 +264,7 @@ fn fetch_blob(
         scope: format!("repository:{repository}:pull"),
         headers: HeaderMap::new(),
         body: None,
+        timeout: None,
         what: what.clone(),
     })?;
     if response.status() != StatusCode::OK {

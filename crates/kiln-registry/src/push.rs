@@ -5,6 +5,8 @@
 //! and the manifest goes last, so the registry never names an image whose
 //! blobs it does not have.
 
+use std::time::Duration;
+
 use kiln_store::{Digest, LayerCompression, Reference, Store};
 use reqwest::blocking::Body;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
@@ -195,6 +197,7 @@ impl Pusher<'_> {
             scope: self.scope(),
             headers: HeaderMap::new(),
             body: None,
+            timeout: None,
             what: what.clone(),
         })?;
         if start.status() != StatusCode::ACCEPTED {
@@ -221,6 +224,8 @@ impl Pusher<'_> {
             scope: self.scope(),
             headers,
             body: Some(&body),
+            // A minute, and a second for every 256 KiB.
+            timeout: Some(Duration::from_secs(60 + size / (256 * 1024))),
             what: what.clone(),
         })?;
         if done.status() != StatusCode::CREATED {
@@ -244,6 +249,7 @@ impl Pusher<'_> {
             scope: self.scope(),
             headers: HeaderMap::new(),
             body: None,
+            timeout: None,
             what: what.clone(),
         })?;
         match response.status() {
@@ -285,6 +291,7 @@ impl Pusher<'_> {
             scope: self.scope(),
             headers,
             body: Some(&body),
+            timeout: None,
             what: what.clone(),
         })?;
         if response.status() != StatusCode::CREATED {
