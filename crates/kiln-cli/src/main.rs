@@ -60,6 +60,10 @@ enum Command {
     Pull(commands::registry::PullArgs),
     /// Push an image of the store to a registry
     Push(commands::registry::PushArgs),
+    /// Log in to a registry (the login is shared with docker)
+    Login(commands::registry::LoginArgs),
+    /// Log out from a registry
+    Logout(commands::registry::LogoutArgs),
     /// Give an image another name
     Tag(commands::images::TagArgs),
     /// Remove image names, and the data no other name uses
@@ -83,11 +87,7 @@ enum Command {
     /// Print kiln's version
     Version,
     /// Commands a Docker user will type that kiln does not have yet: they
-    /// say so, rather than clap suggesting a similar one (`logs` for `login`).
-    #[command(name = "login", hide = true)]
-    Login(Planned),
-    #[command(name = "logout", hide = true)]
-    Logout(Planned),
+    /// say so, rather than clap suggesting a similar one (`ps` for `exec`).
     #[command(name = "exec", hide = true)]
     Exec(Planned),
     #[command(name = "serve", hide = true)]
@@ -154,8 +154,8 @@ fn main() -> ExitCode {
         }
         Command::Pull(args) => commands::registry::pull(root, args).map(|()| ExitCode::SUCCESS),
         Command::Push(args) => commands::registry::push(root, args).map(|()| ExitCode::SUCCESS),
-        Command::Login(_) => not_yet("login", "the registry client's next part"),
-        Command::Logout(_) => not_yet("logout", "the registry client's next part"),
+        Command::Login(args) => commands::registry::login(args).map(|()| ExitCode::SUCCESS),
+        Command::Logout(args) => commands::registry::logout(args).map(|()| ExitCode::SUCCESS),
         Command::Exec(_) => not_yet("exec", "the container commands Docker users expect"),
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
         Command::Bench(_) => not_yet("bench", "cache hit-rate benchmarking"),

@@ -214,7 +214,7 @@ fn bom_crlf_and_backtick_escape_from_a_file() {
 
 #[test]
 fn planned_commands_say_they_are_not_there_yet_and_typos_still_get_a_tip() {
-    for command in ["login", "logout", "exec", "serve", "bench"] {
+    for command in ["exec", "serve", "bench"] {
         let out = kiln(&[command, "some", "--args"], None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
@@ -237,7 +237,7 @@ fn completions_complete_commands_and_flags_in_bash_and_version_prints() {
     let out = kiln(&["completion", "bash"], None);
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!script.contains("__monitor") && !script.contains("login"));
+    assert!(!script.contains("__monitor") && !script.contains("serve"));
     assert!(script.contains("push"), "a real command is offered");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kiln.bash");

@@ -402,3 +402,83 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// `kiln login` with the password on stdin.
+fn login(config: &Path, server: &str, password: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["login", server, "-u", "kiln", "--password-stdin"])
+        .env("DOCKER_CONFIG", config)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn login_checks_the_password_stores_it_as_docker_does_and_logout_forgets_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(
+        &w.work,
+        Auth::Basic {
+            user: "kiln".into(),
+            password: "s3cret".into(),
+        },
+    );
+    build_app(&w.root, &w.work);
+    let config = w.work.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    // Settings of docker's own are kept.
+    std::fs::write(config.join("config.json"), r#"{"detachKeys": "ctrl-e,e"}"#).unwrap();
+    let env = [("DOCKER_CONFIG", config.to_str().unwrap())];
+    let dest = format!("{}/private:1", registry.address);
+
+    let refused = login(&config, &registry.address, "wrong");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("credentials were refused"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let file = std::fs::read_to_string(config.join("config.json")).unwrap();
+    assert!(
+        !file.contains("auths"),
+        "a refused login was stored: {file}"
+    );
+
+    let logged = login(&config, &registry.address, "s3cret");
+    assert!(logged.status.success(), "{}", text(&logged.stderr));
+    assert_eq!(text(&logged.stdout), "Login Succeeded\n");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(config.join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(file["detachKeys"], "ctrl-e,e");
+    assert_eq!(file["auths"][&registry.address]["auth"], "a2lsbjpzM2NyZXQ=");
+    let mode = std::fs::metadata(config.join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    ok(kiln_env(&w.root, &["push", "-q", "app", &dest], &env));
+
+    let out = ok(kiln_env(&w.root, &["logout", &registry.address], &env));
+    assert!(out.contains("Removing login credentials"), "{out}");
+    let out = kiln_env(&w.root, &["push", "app", &dest], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("authentication required"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ok(kiln_env(&w.root, &["logout", &registry.address], &env));
+    assert!(out.contains("Not logged in"), "{out}");
+}

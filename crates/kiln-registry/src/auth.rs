@@ -40,6 +40,131 @@ pub fn stored_credential(domain: &str) -> Result<Option<Credential>, String> {
     }
 }
 
+/// Docker's config directory: `$DOCKER_CONFIG`, else `~/.docker`.
+fn config_dir() -> Option<std::path::PathBuf> {
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(dir) => Some(dir.into()),
+        None => std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".docker")),
+    }
+}
+
+/// Where a login for `domain` is kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// In `config.json` itself (`auths`).
+    ConfigFile(std::path::PathBuf),
+    /// By a credential helper (`credsStore` or `credHelpers`).
+    Helper(String),
+}
+
+/// Stores a login as `docker login` does: through the credential helper
+/// the config names for `domain`, else as `auths.KEY.auth` in
+/// `config.json` (other settings kept; the file readable by its owner only).
+pub fn store_credential(domain: &str, user: &str, password: &str) -> Result<Kept, String> {
+    let (path, mut config) = read_config()?;
+    let key = config_key(domain);
+    if let Some(helper) = helper_for(&config, &key) {
+        let request = serde_json::json!({"ServerURL": key, "Username": user, "Secret": password});
+        run_helper(&helper, "store", &request.to_string())?;
+        return Ok(Kept::Helper(helper));
+    }
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    config["auths"][&key] = serde_json::json!({ "auth": auth });
+    write_config(&path, &config)?;
+    Ok(Kept::ConfigFile(path))
+}
+
+/// Forgets the login for `domain`; `false` if there was none.
+pub fn erase_credential(domain: &str) -> Result<bool, String> {
+    let (path, mut config) = read_config()?;
+    let key = config_key(domain);
+    if let Some(helper) = helper_for(&config, &key) {
+        run_helper(&helper, "erase", &key)?;
+        return Ok(true);
+    }
+    let removed = config["auths"]
+        .as_object_mut()
+        .is_some_and(|auths| auths.remove(&key).is_some());
+    if removed {
+        write_config(&path, &config)?;
+    }
+    Ok(removed)
+}
+
+fn read_config() -> Result<(std::path::PathBuf, serde_json::Value), String> {
+    let dir = config_dir().ok_or("neither DOCKER_CONFIG nor HOME is set")?;
+    let path = dir.join("config.json");
+    let config = match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a Docker config: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if !config.is_object() {
+        return Err(format!(
+            "{}: not a Docker config (not an object)",
+            path.display()
+        ));
+    }
+    Ok((path, config))
+}
+
+fn write_config(path: &std::path::Path, config: &serde_json::Value) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let mut bytes = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    let mut file = atomic_write_file::AtomicWriteFile::open(path).map_err(fail)?;
+    // Passwords inside: the owner's only, before a byte is written.
+    file.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(fail)?;
+    file.write_all(&bytes).map_err(fail)?;
+    file.commit().map_err(fail)
+}
+
+/// The helper `credHelpers` names for `key`, else `credsStore`.
+fn helper_for(config: &serde_json::Value, key: &str) -> Option<String> {
+    config["credHelpers"][key]
+        .as_str()
+        .or_else(|| config["credsStore"].as_str())
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// `docker-credential-HELPER ACTION` with `input` on its stdin: the
+/// helper protocol is a program to run, by design.
+fn run_helper(helper: &str, action: &str, input: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| format!("{program}: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stdout);
+        return Err(format!("{program} {action} failed: {}", said.trim()));
+    }
+    Ok(())
+}
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {

@@ -145,6 +145,26 @@ impl Registry {
         Ok(registry)
     }
 
+    /// Whether the registry takes the credentials kiln has (or, with none,
+    /// lets anyone in): `GET /v2/`, authenticated as any request is.
+    pub fn check_login(&self) -> Result<(), RegistryError> {
+        let what = "login";
+        let response = self.send(&Request {
+            method: Method::GET,
+            url: self.url("v2/")?,
+            scope: String::new(),
+            headers: HeaderMap::new(),
+            body: None,
+            timeout: None,
+            what: what.to_owned(),
+        })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(self.status_error(what, response))
+        }
+    }
+
     /// `GET /v2/`, the API's version check, answered by every registry.
     fn ping(&self) -> Result<Result<Response, reqwest::Error>, RegistryError> {
         Ok(self.http.get(self.url("v2/")?).timeout(PING).send())
@@ -369,7 +389,9 @@ impl Registry {
         if let Some(service) = service {
             form.push(("service", service));
         }
-        form.push(("scope", scope));
+        if !scope.is_empty() {
+            form.push(("scope", scope));
+        }
         let request = match &self.credential {
             Some(Credential::IdentityToken(refresh)) => {
                 form.extend([

@@ -13,7 +13,9 @@ mod platform;
 mod pull;
 mod push;
 
-pub use auth::{config_key, stored_credential, Challenge, Credential};
+pub use auth::{
+    config_key, erase_credential, store_credential, stored_credential, Challenge, Credential, Kept,
+};
 pub use client::{ClientOptions, Registry};
 pub use error::RegistryError;
 pub use platform::Platform;

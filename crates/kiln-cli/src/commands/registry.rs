@@ -168,3 +168,99 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> anyhow::Result<()> {
 fn short(digest: &Digest) -> String {
     digest.hex()[..12].to_owned()
 }
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// The registry (HOST[:PORT]; default Docker Hub)
+    server: Option<String>,
+    /// The user name
+    #[arg(short, long)]
+    username: Option<String>,
+    /// The password (visible to other users in the process list: prefer --password-stdin)
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from standard input
+    #[arg(long = "password-stdin")]
+    password_stdin: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// The registry a `login`/`logout` argument names, as references name it.
+fn login_domain(server: Option<&str>) -> String {
+    let server = server.unwrap_or("docker.io");
+    let host = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or(server);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_owned(),
+        host => host.to_owned(),
+    }
+}
+
+pub fn login(args: LoginArgs) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal};
+    let domain = login_domain(args.server.as_deref());
+    let stdin = std::io::stdin();
+    let username = match args.username {
+        Some(user) => user,
+        None if stdin.is_terminal() && !args.password_stdin => {
+            eprint!("Username: ");
+            let mut line = String::new();
+            stdin.lock().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+        None => anyhow::bail!("kiln login {domain}: give a user name with -u"),
+    };
+    let password = match (args.password, args.password_stdin) {
+        (Some(_), true) => anyhow::bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(password), false) => password,
+        (None, true) => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut stdin.lock(), &mut text)?;
+            text.trim_end_matches(['\n', '\r']).to_owned()
+        }
+        (None, false) if stdin.is_terminal() => rpassword::prompt_password("Password: ")?,
+        (None, false) => {
+            anyhow::bail!("kiln login {domain}: give the password with --password-stdin")
+        }
+    };
+    if username.is_empty() || password.is_empty() {
+        anyhow::bail!("kiln login {domain}: the user name and the password must not be empty");
+    }
+    let credential =
+        kiln_registry::Credential::UsernamePassword(username.clone(), password.clone());
+    let mut options = args.registry.options();
+    options.credential = Some(credential);
+    // Checked first: a wrong password is never stored.
+    kiln_registry::Registry::connect(&domain, &options)?.check_login()?;
+    let kept = kiln_registry::store_credential(&domain, &username, &password)
+        .map_err(anyhow::Error::msg)?;
+    match kept {
+        kiln_registry::Kept::ConfigFile(path) => {
+            report!("Credentials stored in {} (unencrypted)", path.display())
+        }
+        kiln_registry::Kept::Helper(helper) => {
+            report!("Credentials stored by docker-credential-{helper}")
+        }
+    }
+    print("Login Succeeded\n")
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    /// The registry (HOST[:PORT]; default Docker Hub)
+    server: Option<String>,
+}
+
+pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    let domain = login_domain(args.server.as_deref());
+    if kiln_registry::erase_credential(&domain).map_err(anyhow::Error::msg)? {
+        print(&format!("Removing login credentials for {domain}\n"))
+    } else {
+        print(&format!("Not logged in to {domain}\n"))
+    }
+}
