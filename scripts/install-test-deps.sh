@@ -19,9 +19,10 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # daemon; the package's own service is not used); docker-registry (the
 # CNCF distribution registry) is what the registry tests push to and pull
 # from, each started by the test on a free 127.0.0.1 port with its own
-# config, and apache2-utils' htpasswd writes its Basic-auth users. Later
+# config, apache2-utils' htpasswd writes its Basic-auth users and openssl
+# the CA and certificate of the TLS one. Later
 # subsystems add theirs here.
-APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils)
+APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils openssl)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

@@ -482,3 +482,92 @@ fn login_checks_the_password_stores_it_as_docker_does_and_logout_forgets_it() {
     let out = ok(kiln_env(&w.root, &["logout", &registry.address], &env));
     assert!(out.contains("Not logged in"), "{out}");
 }
+
+#[test]
+fn a_tls_registry_is_trusted_through_a_certs_d_directory() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start_tls(&w.work, Auth::Open, false);
+    build_app(&w.root, &w.work);
+    let dest = format!("{}/secure:1", registry.address);
+    let certs = w.work.join("certs.d");
+    let certs_arg = certs.to_str().unwrap();
+
+    // Its CA unknown: HTTPS fails, and so does the HTTP a loopback
+    // registry may be tried with; the error says both.
+    let out = kiln(
+        &w.root,
+        &["push", "--registry-certs", certs_arg, "app", &dest],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("over HTTPS") && stderr.contains("nor HTTP"),
+        "{stderr}"
+    );
+
+    // Docker's layout: certs.d/HOST:PORT/ca.crt.
+    let host_dir = certs.join(&registry.address);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(registry.ca.as_ref().unwrap(), host_dir.join("ca.crt")).unwrap();
+    let pushed = ok(kiln(
+        &w.root,
+        &["push", "-q", "--registry-certs", certs_arg, "app", &dest],
+    ));
+    let store = w.work.join("pulled");
+    let pulled = ok(kiln(
+        &store,
+        &["pull", "-q", "--registry-certs", certs_arg, &dest],
+    ));
+    assert_eq!(pulled, pushed);
+    // skopeo, trusting only that CA, reads the same manifest over HTTPS.
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        host_dir.to_str().unwrap(),
+        &format!("docker://{dest}"),
+    ]);
+    assert_eq!(format!("sha256:{}\n", sha256_hex(raw.as_bytes())), pushed);
+}
+
+#[test]
+fn a_registry_that_wants_a_client_certificate_gets_the_one_in_certs_d() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start_tls(&w.work, Auth::Open, true);
+    build_app(&w.root, &w.work);
+    let dest = format!("{}/mtls:1", registry.address);
+    let certs = w.work.join("certs.d");
+    let host_dir = certs.join(&registry.address);
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::copy(registry.ca.as_ref().unwrap(), host_dir.join("ca.crt")).unwrap();
+    let push = || {
+        kiln(
+            &w.root,
+            &[
+                "push",
+                "-q",
+                "--registry-certs",
+                certs.to_str().unwrap(),
+                "app",
+                &dest,
+            ],
+        )
+    };
+    let refused = push();
+    assert!(
+        !refused.status.success(),
+        "pushed without a client certificate"
+    );
+    for name in ["client.cert", "client.key"] {
+        std::fs::copy(w.work.join(name), host_dir.join(name)).unwrap();
+    }
+    ok(push());
+    // A certificate without its key is an error naming it.
+    std::fs::remove_file(host_dir.join("client.key")).unwrap();
+    let out = push();
+    assert!(
+        text(&out.stderr).contains("client.key"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -42,7 +43,14 @@ pub struct ClientOptions {
     /// Credentials to use instead of the Docker config's (`kiln login`
     /// checks the ones it is given before it stores them).
     pub credential: Option<Credential>,
+    /// Docker's per-registry TLS directory (default `/etc/docker/certs.d`):
+    /// `HOST[:PORT]/*.crt` are CAs trusted beside the system's, and a
+    /// `NAME.cert` with its `NAME.key` is the client certificate.
+    pub certs_dir: Option<PathBuf>,
 }
+
+/// Where Docker keeps registries' certificates.
+pub const DOCKER_CERTS_DIR: &str = "/etc/docker/certs.d";
 
 /// A registry, reached and authenticated.
 pub struct Registry {
@@ -101,7 +109,16 @@ impl Registry {
             registry: domain.to_owned(),
             message,
         };
-        let http = reqwest::blocking::Client::builder()
+        let certs_dir = options
+            .certs_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DOCKER_CERTS_DIR));
+        let tls = tls_files(&certs_dir.join(host)).map_err(connection)?;
+        let mut builder = reqwest::blocking::Client::builder().tls_certs_merge(tls.roots);
+        if let Some(identity) = tls.identity {
+            builder = builder.identity(identity);
+        }
+        let http = builder
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             // For a body, each read: a stalled download fails (and is
@@ -128,19 +145,20 @@ impl Registry {
             credential,
             auth: Mutex::new(AuthState::default()),
         };
-        // The ping says whether HTTPS is spoken; its answer (200 or 401)
-        // does not matter yet.
+        // The ping says whether HTTPS is spoken (whether it lets kiln in,
+        // 200 or 401, does not matter yet).
         if let Err(https_error) = registry.ping()? {
             if !may_use_http(host, &options.insecure) {
                 return Err(connection(format!(
-                    "cannot reach {host} over HTTPS: {}",
-                    chain(&https_error)
+                    "cannot reach {host} over HTTPS: {https_error}"
                 )));
             }
             registry.base = url("http")?;
-            registry
-                .ping()?
-                .map_err(|e| connection(format!("cannot reach {host}: {}", chain(&e))))?;
+            registry.ping()?.map_err(|e| {
+                connection(format!(
+                    "cannot reach {host} over HTTPS ({https_error}) nor HTTP ({e})"
+                ))
+            })?;
         }
         Ok(registry)
     }
@@ -166,8 +184,23 @@ impl Registry {
     }
 
     /// `GET /v2/`, the API's version check, answered by every registry.
-    fn ping(&self) -> Result<Result<Response, reqwest::Error>, RegistryError> {
-        Ok(self.http.get(self.url("v2/")?).timeout(PING).send())
+    /// `Err` with why when what answers is no registry (an HTTPS server
+    /// answers plain HTTP with a 400, for one).
+    fn ping(&self) -> Result<Result<(), String>, RegistryError> {
+        let answer = self.http.get(self.url("v2/")?).timeout(PING).send();
+        Ok(match answer {
+            Ok(response)
+                if response.status().is_success()
+                    || response.status() == StatusCode::UNAUTHORIZED =>
+            {
+                Ok(())
+            }
+            Ok(response) => Err(format!(
+                "GET /v2/ answered {}, not as a registry does",
+                response.status().as_u16()
+            )),
+            Err(e) => Err(chain(&e)),
+        })
     }
 
     pub fn domain(&self) -> &str {
@@ -461,6 +494,56 @@ impl Registry {
             until: Instant::now() + lifetime,
         })
     }
+}
+
+/// What `HOST[:PORT]`'s certs.d directory holds.
+struct TlsFiles {
+    roots: Vec<reqwest::Certificate>,
+    identity: Option<reqwest::Identity>,
+}
+
+/// Reads `dir` as Docker does: every `*.crt` is a CA, a `NAME.cert` and
+/// `NAME.key` pair is the client's certificate; no directory, nothing.
+fn tls_files(dir: &Path) -> Result<TlsFiles, String> {
+    let mut files = TlsFiles {
+        roots: Vec::new(),
+        identity: None,
+    };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    names.sort();
+    let read = |path: &Path| std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()));
+    for path in names {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("crt") => {
+                let certs = reqwest::Certificate::from_pem_bundle(&read(&path)?)
+                    .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+                files.roots.extend(certs);
+            }
+            Some("cert") => {
+                let key = path.with_extension("key");
+                if !key.exists() {
+                    return Err(format!(
+                        "{}: no {} beside it",
+                        path.display(),
+                        key.display()
+                    ));
+                }
+                let mut pem = read(&path)?;
+                pem.push(b'\n');
+                pem.extend(read(&key)?);
+                let identity = reqwest::Identity::from_pem(&pem)
+                    .map_err(|e| format!("{}: not a certificate and key: {e}", path.display()))?;
+                files.identity = Some(identity);
+            }
+            _ => {}
+        }
+    }
+    Ok(files)
 }
 
 /// Whether `host` may be spoken to over plain HTTP: loopback and

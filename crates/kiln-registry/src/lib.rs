@@ -16,7 +16,7 @@ mod push;
 pub use auth::{
     config_key, erase_credential, store_credential, stored_credential, Challenge, Credential, Kept,
 };
-pub use client::{ClientOptions, Registry};
+pub use client::{ClientOptions, Registry, DOCKER_CERTS_DIR};
 pub use error::RegistryError;
 pub use platform::Platform;
 pub use pull::{pull, PullEvent, Pulled};

@@ -22,14 +22,28 @@ pub enum Auth {
 pub struct LocalRegistry {
     /// `127.0.0.1:PORT`, as an image reference's domain.
     pub address: String,
+    /// With TLS: the CA (PEM) that signed the registry's certificate.
+    pub ca: Option<PathBuf>,
     dir: PathBuf,
     child: Child,
 }
 
 impl LocalRegistry {
-    /// Starts a registry under `dir` (which must exist); panics with the
-    /// registry's log if it does not answer within 20 s.
+    /// Starts a plain-HTTP registry under `dir` (which must exist); panics
+    /// with the registry's log if it does not answer within 20 s.
     pub fn start(dir: &Path, auth: Auth) -> LocalRegistry {
+        LocalRegistry::start_with(dir, auth, None)
+    }
+
+    /// Starts a registry serving HTTPS with a certificate for 127.0.0.1
+    /// signed by a CA made for it (openssl), at `self.ca`; with
+    /// `client_certs`, it also wants a client certificate that CA signed
+    /// (`client.cert` and `client.key` beside it).
+    pub fn start_tls(dir: &Path, auth: Auth, client_certs: bool) -> LocalRegistry {
+        LocalRegistry::start_with(dir, auth, Some(client_certs))
+    }
+
+    fn start_with(dir: &Path, auth: Auth, tls: Option<bool>) -> LocalRegistry {
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
         let storage = dir.join("storage");
@@ -52,13 +66,28 @@ impl LocalRegistry {
                 )
             }
         };
+        let (tls_section, ca) = match tls {
+            Some(client_certs) => {
+                let ca = make_certificates(dir);
+                let mut section = format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    dir.join("server.crt").display(),
+                    dir.join("server.key").display()
+                );
+                if client_certs {
+                    section.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+                }
+                (section, Some(ca))
+            }
+            None => (String::new(), None),
+        };
         let config = dir.join("config.yml");
         std::fs::write(
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: {address}\n{auth_section}",
+                 http:\n  addr: {address}\n{tls_section}{auth_section}",
                 storage.display()
             ),
         )
@@ -74,6 +103,7 @@ impl LocalRegistry {
             .expect("docker-registry is installed by scripts/install-test-deps.sh");
         let registry = LocalRegistry {
             address,
+            ca,
             dir: dir.to_owned(),
             child,
         };
@@ -153,6 +183,104 @@ impl Drop for LocalRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and, signed by it, a server certificate for 127.0.0.1 and a
+/// client certificate, in `dir` (`ca.crt`, `server.crt`, `server.key`,
+/// `client.cert`, `client.key`); returns the CA's path.
+fn make_certificates(dir: &Path) -> PathBuf {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is installed by scripts/install-test-deps.sh");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kiln test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+        "-subj",
+        "/CN=kiln test client",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "client.cert",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+    ]);
+    dir.join("ca.crt")
 }
 
 /// A port nothing listens on now (the registry takes it a moment later).

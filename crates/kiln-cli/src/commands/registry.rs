@@ -18,6 +18,10 @@ pub struct RegistryArgs {
     /// Docker's insecure-registries (loopback addresses always may)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure: Vec<String>,
+    /// Where registries' CA and client certificates are, as HOST[:PORT]/ca.crt,
+    /// client.cert, client.key (Docker's layout; default /etc/docker/certs.d)
+    #[arg(long = "registry-certs", value_name = "DIR")]
+    certs_dir: Option<std::path::PathBuf>,
 }
 
 impl RegistryArgs {
@@ -25,6 +29,7 @@ impl RegistryArgs {
         ClientOptions {
             insecure: self.insecure.clone(),
             credential: None,
+            certs_dir: self.certs_dir.clone(),
         }
     }
 }
