@@ -571,3 +571,41 @@ fn a_registry_that_wants_a_client_certificate_gets_the_one_in_certs_d() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn token_auth_gets_one_token_per_scope_and_reuses_it() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(
+        &w.work,
+        Auth::Token {
+            user: "kiln".into(),
+            password: "s3cret".into(),
+        },
+    );
+    build_app(&w.root, &w.work);
+    let config = w.work.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    let env = [("DOCKER_CONFIG", config.to_str().unwrap())];
+    let dest = format!("{}/team/tokened:1", registry.address);
+
+    let out = kiln_env(&w.root, &["push", "app", &dest], &env);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("token server refused (401)"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!login(&config, &registry.address, "wrong").status.success());
+    assert_eq!(registry.tokens_granted(), 0);
+
+    let logged = login(&config, &registry.address, "s3cret");
+    assert!(logged.status.success(), "{}", text(&logged.stderr));
+    let before = registry.tokens_granted();
+    let pushed = ok(kiln_env(&w.root, &["push", "-q", "app", &dest], &env));
+    // Every HEAD, POST and PUT of the push under one token.
+    assert_eq!(registry.tokens_granted(), before + 1, "{}", registry.log());
+    let store = w.work.join("pulled");
+    let pulled = ok(kiln_env(&store, &["pull", "-q", &dest], &env));
+    assert_eq!(pulled, pushed);
+    assert_eq!(registry.tokens_granted(), before + 2);
+}

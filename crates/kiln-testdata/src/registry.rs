@@ -8,6 +8,8 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How the registry authenticates.
@@ -17,6 +19,10 @@ pub enum Auth {
     Open,
     /// HTTP Basic against an htpasswd file holding one user.
     Basic { user: String, password: String },
+    /// Bearer tokens (RS256 JWTs, the distribution token spec) from a
+    /// token server the fixture runs, which grants what is asked to one
+    /// user and nothing to anyone else.
+    Token { user: String, password: String },
 }
 
 pub struct LocalRegistry {
@@ -24,6 +30,8 @@ pub struct LocalRegistry {
     pub address: String,
     /// With TLS: the CA (PEM) that signed the registry's certificate.
     pub ca: Option<PathBuf>,
+    /// With token auth: how many tokens its token server has granted.
+    granted: Option<Arc<AtomicUsize>>,
     dir: PathBuf,
     child: Child,
 }
@@ -48,8 +56,18 @@ impl LocalRegistry {
         let address = format!("127.0.0.1:{port}");
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage).unwrap();
+        let mut granted = None;
         let auth_section = match &auth {
             Auth::Open => String::new(),
+            Auth::Token { user, password } => {
+                let (realm, count) = start_token_server(dir, user, password);
+                granted = Some(count);
+                format!(
+                    "auth:\n  token:\n    realm: {realm}\n    service: {TOKEN_SERVICE}\n    \
+                     issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                    dir.join("token.crt").display()
+                )
+            }
             Auth::Basic { user, password } => {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", user, password])
@@ -104,6 +122,7 @@ impl LocalRegistry {
         let registry = LocalRegistry {
             address,
             ca,
+            granted,
             dir: dir.to_owned(),
             child,
         };
@@ -152,6 +171,13 @@ impl LocalRegistry {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// How many tokens the token server has granted (token auth only).
+    pub fn tokens_granted(&self) -> usize {
+        self.granted
+            .as_ref()
+            .map_or(0, |n| n.load(Ordering::SeqCst))
     }
 
     /// The registry's log so far (its access log among it).
@@ -281,6 +307,131 @@ fn make_certificates(dir: &Path) -> PathBuf {
         "client.ext",
     ]);
     dir.join("ca.crt")
+}
+
+const TOKEN_SERVICE: &str = "kiln-test-registry";
+const TOKEN_ISSUER: &str = "kiln-test-issuer";
+
+/// A token server on a free port, signing with a key and certificate made
+/// in `dir` (`token.key`, `token.crt`, which the registry trusts); returns
+/// its realm URL and the count of tokens it grants.
+fn start_token_server(dir: &Path, user: &str, password: &str) -> (String, Arc<AtomicUsize>) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "token.key",
+            "-out",
+            "token.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kiln test token signer",
+        ])
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed by scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key_pem = std::fs::read(dir.join("token.key")).unwrap();
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key_pem).unwrap();
+    // x5c is the certificate's DER in standard base64: the PEM's body.
+    let cert = std::fs::read_to_string(dir.join("token.crt")).unwrap();
+    let der: String = cert.lines().filter(|l| !l.starts_with("-----")).collect();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let realm = format!("http://{}/token", listener.local_addr().unwrap());
+    let granted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&granted);
+    let expected = format!("{user}:{password}");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let _ = answer_token_request(stream, &key, &der, &expected, &count);
+        }
+    });
+    (realm, granted)
+}
+
+fn answer_token_request(
+    mut stream: TcpStream,
+    key: &jsonwebtoken::EncodingKey,
+    der: &str,
+    expected: &str,
+    granted: &AtomicUsize,
+) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone()?);
+    let mut first = String::new();
+    reader.read_line(&mut first)?;
+    let mut credentials = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("authorization") {
+                let value = value.trim();
+                credentials = value
+                    .strip_prefix("Basic ")
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .map(|b| String::from_utf8_lossy(&b).into_owned());
+            }
+        }
+    }
+    let target = first.split(' ').nth(1).unwrap_or("/");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let reply = |status: &str, body: String| {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    if credentials.as_deref() != Some(expected) {
+        return stream.write_all(
+            reply(
+                "401 Unauthorized",
+                r#"{"details":"bad credentials"}"#.into(),
+            )
+            .as_bytes(),
+        );
+    }
+    // repository:NAME:ACTIONS, NAME holding slashes (and maybe colons).
+    let access: Vec<serde_json::Value> = params
+        .iter()
+        .filter(|(k, _)| k == "scope")
+        .filter_map(|(_, scope)| {
+            let (kind, rest) = scope.split_once(':')?;
+            let (name, actions) = rest.rsplit_once(':')?;
+            Some(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}))
+        })
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let n = granted.fetch_add(1, Ordering::SeqCst) + 1;
+    let claims = serde_json::json!({
+        "iss": TOKEN_ISSUER, "sub": expected.split(':').next(), "aud": TOKEN_SERVICE,
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("kiln-{n}"),
+        "access": access,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.x5c = Some(vec![der.to_owned()]);
+    let token = jsonwebtoken::encode(&header, &claims, key).map_err(std::io::Error::other)?;
+    let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+    stream.write_all(reply("200 OK", body).as_bytes())
 }
 
 /// A port nothing listens on now (the registry takes it a moment later).
