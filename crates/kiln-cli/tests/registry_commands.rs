@@ -115,6 +115,26 @@ fn an_image_pushed_then_pulled_into_an_empty_store_is_the_same_image() {
 }
 
 #[test]
+fn a_registry_outside_kiln_registry_allow_is_never_contacted() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    let name = format!("{}/app:1", registry.address);
+    let before = registry.log().lines().count();
+    let out = kiln_env(
+        &w.root,
+        &["pull", &name],
+        &[("KILN_REGISTRY_ALLOW", "127.0.0.2,localhost")],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("not an allowed registry (only 127.0.0.2,localhost"),
+        "{stderr}"
+    );
+    assert_eq!(registry.log().lines().count(), before, "{}", registry.log());
+}
+
+#[test]
 fn an_uncompressed_push_keeps_the_local_digest() {
     let w = busybox_workspace();
     let registry = LocalRegistry::start(&w.work, Auth::Open);

@@ -47,6 +47,10 @@ pub struct ClientOptions {
     /// `HOST[:PORT]/*.crt` are CAs trusted beside the system's, and a
     /// `NAME.cert` with its `NAME.key` is the client certificate.
     pub certs_dir: Option<PathBuf>,
+    /// When set, the only registries (hosts, with or without port) kiln
+    /// may contact: any other is refused before a name is even looked up
+    /// (for machines and test runs that must reach nothing else).
+    pub allowed: Option<Vec<String>>,
 }
 
 /// Where Docker keeps registries' certificates.
@@ -109,6 +113,17 @@ impl Registry {
             registry: domain.to_owned(),
             message,
         };
+        if let Some(allowed) = &options.allowed {
+            if !allowed
+                .iter()
+                .any(|a| a == host || a == domain || a == host_name(host))
+            {
+                return Err(RegistryError::NotAllowed {
+                    registry: domain.to_owned(),
+                    allowed: allowed.join(","),
+                });
+            }
+        }
         let certs_dir = options
             .certs_dir
             .clone()
@@ -549,14 +564,19 @@ fn tls_files(dir: &Path) -> Result<TlsFiles, String> {
 /// Whether `host` may be spoken to over plain HTTP: loopback and
 /// `localhost` (as Docker treats them), and registries named insecure.
 fn may_use_http(host: &str, insecure: &[String]) -> bool {
+    let name = host_name(host);
+    name == "localhost"
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || insecure.iter().any(|i| i == host || i == name)
+}
+
+/// `host[:port]` without its port (and an IPv6 address without brackets).
+fn host_name(host: &str) -> &str {
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
     };
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name == "localhost"
-        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        || insecure.iter().any(|i| i == host || i == name)
+    name.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare on registries).

@@ -45,6 +45,9 @@ pub enum RegistryError {
         wanted: String,
         available: String,
     },
+    /// A registry outside the allowed ones (`KILN_REGISTRY_ALLOW`).
+    #[error("{registry}: not an allowed registry (only {allowed} may be contacted)")]
+    NotAllowed { registry: String, allowed: String },
     #[error(
         "invalid platform {0:?}: expected os/arch[/variant], like linux/amd64 or linux/arm64/v8"
     )]

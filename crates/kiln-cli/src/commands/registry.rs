@@ -11,7 +11,13 @@ use super::dockerfile::print;
 use super::images::{human_size, open_store};
 use crate::output::report;
 
-/// How kiln reaches registries.
+/// The environment variable naming the only registries kiln may contact
+/// (comma-separated hosts, with or without port), for machines and test
+/// runs that must reach nothing else.
+pub const ALLOW_VARIABLE: &str = "KILN_REGISTRY_ALLOW";
+
+/// How kiln reaches registries (and KILN_REGISTRY_ALLOW=HOST,... limits
+/// which it may).
 #[derive(Args, Clone, Debug, Default)]
 pub struct RegistryArgs {
     /// A registry (HOST[:PORT]) that may be reached over plain HTTP, as
@@ -30,6 +36,13 @@ impl RegistryArgs {
             insecure: self.insecure.clone(),
             credential: None,
             certs_dir: self.certs_dir.clone(),
+            allowed: std::env::var(ALLOW_VARIABLE).ok().map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
         }
     }
 }

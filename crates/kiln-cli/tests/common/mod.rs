@@ -24,7 +24,9 @@ pub fn kiln_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.arg("--root")
         .arg(root)
         .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        // Registries on 127.0.0.1 only, whoever runs the tests.
+        .env("KILN_REGISTRY_ALLOW", "127.0.0.1");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -167,6 +169,7 @@ pub fn kiln_command(root: &Path, args: &[&str]) -> Command {
         .arg(root)
         .args(args)
         .env_remove("SOURCE_DATE_EPOCH")
+        .env("KILN_REGISTRY_ALLOW", "127.0.0.1")
         .stdin(std::process::Stdio::null());
     cmd
 }
