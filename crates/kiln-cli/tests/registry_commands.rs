@@ -629,3 +629,55 @@ fn token_auth_gets_one_token_per_scope_and_reuses_it() {
     assert_eq!(pulled, pushed);
     assert_eq!(registry.tokens_granted(), before + 2);
 }
+
+#[test]
+fn build_push_and_an_image_output_push_what_was_built() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    let context = w.work.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo built and pushed > /greeting\nCMD [\"cat\", \"/greeting\"]\n",
+    )
+    .unwrap();
+    let tagged = format!("{}/built:1", registry.address);
+    let output = format!("{}/built:out", registry.address);
+    let out = kiln(
+        &w.root,
+        &[
+            "build",
+            "-q",
+            "--push",
+            "-t",
+            &tagged,
+            "--output",
+            &format!("type=image,name={output},push=true"),
+            context.to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for name in [&tagged, &output] {
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with(&format!("pushed {name}: ")))
+            .unwrap_or_else(|| panic!("no push of {name}: {stderr}"));
+        let digest = line.rsplit(' ').next().unwrap();
+        let store = w
+            .work
+            .join(format!("store-{}", name.rsplit(':').next().unwrap()));
+        let pulled = ok(kiln(&store, &["pull", "-q", name]));
+        assert_eq!(pulled.trim(), digest);
+        let run = ok(kiln(&store, &["run", "--rm", "--network", "none", name]));
+        assert_eq!(run, "built and pushed\n");
+    }
+    // The output's name is a name in the store too.
+    ok(kiln(&w.root, &["inspect", &output]));
+    let out = kiln(&w.root, &["build", "--push", context.to_str().unwrap()]);
+    assert!(
+        text(&out.stderr).contains("--push needs a name"),
+        "{}",
+        text(&out.stderr)
+    );
+}

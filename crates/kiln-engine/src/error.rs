@@ -53,6 +53,8 @@ pub enum EngineError {
     #[error(transparent)]
     Cache(#[from] kiln_cache::CacheError),
     #[error(transparent)]
+    Registry(#[from] kiln_registry::RegistryError),
+    #[error(transparent)]
     Context(#[from] kiln_context::ContextError),
     #[error(transparent)]
     Ignore(#[from] kiln_context::IgnoreError),

@@ -1,24 +1,26 @@
-//! What a finished build exports besides the store: `--output` archives
-//! and filesystems, and `--cache-to` directories.
+//! What a finished build exports besides the store: `--output` archives,
+//! filesystems and names (pushed to registries), and `--cache-to`
+//! directories.
 
 use std::io::BufWriter;
 
 use kiln_build::BuiltStep;
 use kiln_graph::{Base, BuildGraph, Op};
-use kiln_store::{Digest, NamedWriter, Store};
+use kiln_store::{Digest, ImageRecord, NamedWriter, Store};
 
 use crate::output_file::OutputFile;
 use crate::request::{CacheTo, Output};
 use crate::EngineError;
 
-/// Writes `output` for the image `manifest`, named `tags` in archives
-/// (its digest when it has none).
+/// Writes `output` for `image`, named `tags` in archives (its digest
+/// when it has none).
 pub fn export_output(
     store: &Store,
     output: &Output,
-    manifest: &Digest,
+    image: &ImageRecord,
     tags: &[String],
 ) -> Result<(), EngineError> {
+    let manifest = &Digest::of_descriptor(&image.manifest)?;
     match output {
         Output::Archive {
             format,
@@ -50,7 +52,36 @@ pub fn export_output(
             )?;
             file.commit()
         }
+        Output::Image { names, .. } => {
+            for name in names {
+                store.tag(name, &image.manifest)?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// Pushes the image `manifest` as each of `names`; returns the pushed
+/// manifests' digests.
+pub fn push_image(
+    store: &Store,
+    manifest: &Digest,
+    names: &[&String],
+    options: &kiln_registry::ClientOptions,
+) -> Result<Vec<(String, Digest)>, EngineError> {
+    let mut pushed = Vec::new();
+    for name in names {
+        let done = kiln_registry::push(
+            store,
+            manifest,
+            name,
+            kiln_registry::PushCompression::Gzip,
+            options,
+            &|_| {},
+        )?;
+        pushed.push(((*name).clone(), done.manifest));
+    }
+    Ok(pushed)
 }
 
 /// Exports the cache entries `cache_to` selects of a build's `steps`.

@@ -16,6 +16,8 @@ pub struct BuildReport {
     pub config: Digest,
     /// The names it was given.
     pub tags: Vec<String>,
+    /// The names it was pushed as, with the pushed manifest's digest.
+    pub pushed: Vec<(String, Digest)>,
     /// Every step of the needed stages, FROMs included, in Dockerfile order.
     pub steps: Vec<StepReport>,
     pub totals: Summary,

@@ -53,6 +53,10 @@ pub struct BuildRequest {
     pub run_pids_limit: Option<u64>,
     /// SOURCE_DATE_EPOCH: clamps new files' times and every `created`.
     pub source_date_epoch: Option<u64>,
+    /// Push every name of `tags` once built (`--push`).
+    pub push: bool,
+    /// How registries are reached for pushes.
+    pub registry: kiln_registry::ClientOptions,
 }
 
 impl BuildRequest {
@@ -76,6 +80,8 @@ impl BuildRequest {
             jobs: None,
             run_pids_limit: Some(kiln_build::DEFAULT_RUN_PIDS_LIMIT),
             source_date_epoch: None,
+            push: false,
+            registry: kiln_registry::ClientOptions::default(),
         }
     }
 
@@ -160,12 +166,17 @@ pub enum Output {
     Local(PathBuf),
     /// The root filesystem as a tar file.
     Tar(PathBuf),
+    /// Names in the store, pushed to their registries with `push`
+    /// (`type=registry` is `type=image,push=true`).
+    Image { names: Vec<String>, push: bool },
 }
 
-const OUTPUT_GRAMMAR: &str = "expected type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]";
+const OUTPUT_GRAMMAR: &str =
+    "expected type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd] \
+     or type=image|registry,name=REF[,name=REF...][,push=true]";
 
-/// `type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]`, or a
-/// bare PATH (type=local).
+/// `type=oci|docker|tar|local,dest=PATH[,compression=gzip|zstd]`,
+/// `type=image,name=REF[,push=true]`, or a bare PATH (type=local).
 impl FromStr for Output {
     type Err = SpecError;
 
@@ -177,10 +188,19 @@ impl FromStr for Output {
         let mut kind = None;
         let mut dest = None;
         let mut compression = LayerCompression::Gzip;
+        let mut names = Vec::new();
+        let mut push = None;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", value)) => kind = Some(value.to_owned()),
                 Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+                Some(("name", value)) => {
+                    kiln_store::Reference::parse(value)
+                        .map_err(|e| fail(&format!("name={value}: {e}")))?;
+                    names.push(value.to_owned());
+                }
+                Some(("push", "true")) => push = Some(true),
+                Some(("push", "false")) => push = Some(false),
                 Some(("compression", "gzip")) => compression = LayerCompression::Gzip,
                 Some(("compression", "zstd")) => compression = LayerCompression::Zstd,
                 Some(("compression", other)) => {
@@ -188,6 +208,21 @@ impl FromStr for Output {
                 }
                 _ => return Err(fail(OUTPUT_GRAMMAR)),
             }
+        }
+        if let Some(image) = kind
+            .as_deref()
+            .filter(|k| *k == "image" || *k == "registry")
+        {
+            if names.is_empty() {
+                return Err(fail("name=REF is required"));
+            }
+            return Ok(Output::Image {
+                names,
+                push: push.unwrap_or(image == "registry"),
+            });
+        }
+        if !names.is_empty() || push.is_some() {
+            return Err(fail(OUTPUT_GRAMMAR));
         }
         let dest = dest.ok_or_else(|| fail("dest=PATH is required"))?;
         let archive = |format| Output::Archive {
@@ -201,7 +236,7 @@ impl FromStr for Output {
             Some("local") => Ok(Output::Local(dest)),
             Some("tar") => Ok(Output::Tar(dest)),
             other => Err(fail(&format!(
-                "unknown type {other:?} (oci, docker, tar, local)"
+                "unknown type {other:?} (oci, docker, tar, local, image, registry)"
             ))),
         }
     }
@@ -327,6 +362,25 @@ mod tests {
         let error = "type=zip,dest=x".parse::<Output>().unwrap_err().to_string();
         assert!(error.contains("unknown type"), "{error}");
         assert!("type=tar".parse::<Output>().is_err());
+        assert_eq!(
+            "type=image,name=reg:5000/a:1,name=b,push=true"
+                .parse::<Output>()
+                .unwrap(),
+            Output::Image {
+                names: vec!["reg:5000/a:1".into(), "b".into()],
+                push: true,
+            }
+        );
+        assert_eq!(
+            "type=registry,name=a".parse::<Output>().unwrap(),
+            Output::Image {
+                names: vec!["a".into()],
+                push: true,
+            }
+        );
+        assert!("type=image".parse::<Output>().is_err());
+        assert!("type=image,name=Bad".parse::<Output>().is_err());
+        assert!("type=oci,dest=x,push=true".parse::<Output>().is_err());
         assert_eq!(
             "type=local,dest=d,mode=max".parse::<CacheTo>().unwrap(),
             CacheTo {

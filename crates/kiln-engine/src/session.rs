@@ -17,7 +17,7 @@ use kiln_store::Store;
 use crate::error::DockerfileText;
 use crate::events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 use crate::images::{ImageSource, LocalImages};
-use crate::outputs::{export_cache, export_output};
+use crate::outputs::{export_cache, export_output, push_image};
 use crate::report::{BuildReport, StepReport};
 use crate::request::{BuildRequest, DockerfileSource};
 use crate::EngineError;
@@ -123,13 +123,22 @@ impl Engine {
         if let Some(cache_to) = &request.cache_to {
             export_cache(&self.store, cache_to, &graph, &built.steps)?;
         }
-        for output in &request.outputs {
-            export_output(&self.store, output, &manifest, &request.tags)?;
+        let mut to_push: Vec<&String> = Vec::new();
+        if request.push {
+            to_push.extend(&request.tags);
         }
+        for output in &request.outputs {
+            export_output(&self.store, output, &built.image, &request.tags)?;
+            if let crate::request::Output::Image { names, push: true } = output {
+                to_push.extend(names);
+            }
+        }
+        let pushed = push_image(&self.store, &manifest, &to_push, &request.registry)?;
         Ok(BuildReport {
             manifest,
             config: built.image.config,
             tags: request.tags.clone(),
+            pushed,
             steps,
             totals,
         })

@@ -59,6 +59,9 @@ pub struct BuildArgs {
     /// Run every step, even those the cache has
     #[arg(long)]
     no_cache: bool,
+    /// Push the image as each of its -t names once built
+    #[arg(long)]
+    push: bool,
     /// Pull every base image again, even those the store has (a tag that
     /// moved is then a new base, and the steps on it miss the cache)
     #[arg(long)]
@@ -136,6 +139,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
+    for (name, pushed) in &report.pushed {
+        report!("pushed {name}: {pushed}");
+    }
     let digest = report.manifest.to_string();
     if let Some(path) = &args.iidfile {
         write_file(path, digest.as_bytes())?;
@@ -169,6 +175,11 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     request.build_args = build_args(&args.build_args)?;
     request.target = args.target.clone();
     request.labels = parse_labels(&args.labels)?;
+    request.push = args.push;
+    request.registry = args.registry.options();
+    if args.push && args.tags.is_empty() {
+        bail!("--push needs a name to push to: give one with -t");
+    }
     request.tags = args.tags.clone();
     request.no_cache_filter = args.no_cache_filter.clone();
     request.cache_from = args
