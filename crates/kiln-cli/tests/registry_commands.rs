@@ -628,6 +628,62 @@ fn token_auth_gets_one_token_per_scope_and_reuses_it() {
     let pulled = ok(kiln_env(&store, &["pull", "-q", &dest], &env));
     assert_eq!(pulled, pushed);
     assert_eq!(registry.tokens_granted(), before + 2);
+
+    // A mount's token holds two scopes (push here, pull there): one more
+    // token beside the HEADs' own, reused for every blob mounted.
+    let other = format!("{}/team/mounted:1", registry.address);
+    let out = kiln_env(&w.root, &["push", "app", &other], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("mounted from team/tokened"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(registry.tokens_granted(), before + 3);
+}
+
+#[test]
+fn a_push_to_another_repository_mounts_the_blobs_it_already_has() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let first = format!("{}/one/app:1", registry.address);
+    let pushed = ok(kiln(&w.root, &["push", "-q", "app", &first]));
+    let uploads_before = registry.requests("PUT", "/blobs/uploads/");
+    let second = format!("{}/two/app:1", registry.address);
+    let out = kiln(&w.root, &["push", "app", &second]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("mounted from one/app").count(),
+        3,
+        "{stderr}"
+    );
+    assert_eq!(
+        registry.requests("POST", "mount=sha256"),
+        3,
+        "{}",
+        registry.log()
+    );
+    assert_eq!(
+        registry.requests("PUT", "/blobs/uploads/"),
+        uploads_before,
+        "{}",
+        registry.log()
+    );
+    // What a pull saw counts too: a store that only pulled mounts as well.
+    let puller = w.work.join("puller");
+    ok(kiln(&puller, &["pull", "-q", &second]));
+    ok(kiln(&puller, &["tag", &second, "again"]));
+    let third = format!("{}/three/app:1", registry.address);
+    let out = kiln(&puller, &["push", "--compression", "none", "again", &third]);
+    assert!(
+        text(&out.stderr).contains("mounted from two/app"),
+        "{}",
+        text(&out.stderr)
+    );
+    let store = w.work.join("check");
+    assert_eq!(ok(kiln(&store, &["pull", "-q", &third])), pushed);
 }
 
 #[test]

@@ -89,7 +89,8 @@ enum Authorization {
 pub(crate) struct Request<'a> {
     pub method: Method,
     pub url: Url,
-    /// `repository:NAME:pull` or `...:pull,push`: what a token must allow.
+    /// `repository:NAME:pull` or `...:pull,push`, several separated by
+    /// spaces: what a token must allow.
     pub scope: String,
     pub headers: HeaderMap,
     pub body: Option<&'a dyn Fn() -> Result<Body, RegistryError>>,
@@ -437,9 +438,14 @@ impl Registry {
         if let Some(service) = service {
             form.push(("service", service));
         }
-        if !scope.is_empty() {
-            form.push(("scope", scope));
-        }
+        // Several scopes (a mount reads another repository) are several
+        // `scope` parameters.
+        form.extend(
+            scope
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(|s| ("scope", s)),
+        );
         let request = match &self.credential {
             Some(Credential::IdentityToken(refresh)) => {
                 form.extend([

@@ -8,6 +8,7 @@
 mod auth;
 mod client;
 mod error;
+mod known;
 mod manifest;
 mod platform;
 mod pull;

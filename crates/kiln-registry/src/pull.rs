@@ -13,6 +13,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::client::{chain, ClientOptions, Registry, Request};
 use crate::error::RegistryError;
+use crate::known::Known;
 use crate::manifest::{digest_of, fetch, Descriptor, Fetched};
 use crate::platform::Platform;
 
@@ -101,6 +102,10 @@ pub fn pull(
     unique.sort();
     unique.dedup();
     let (downloaded, bytes) = fetch_blobs(store, &registry, repository, &unique, events)?;
+    let known = Known::new(store, registry.domain());
+    for (digest, _) in &unique {
+        known.record(repository, digest);
+    }
     // Last, so an image is in the store only once all it needs is.
     store
         .blobs()

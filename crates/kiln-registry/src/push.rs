@@ -15,6 +15,7 @@ use serde_json::Value;
 
 use crate::client::{ClientOptions, Registry, Request};
 use crate::error::RegistryError;
+use crate::known::Known;
 use crate::manifest::{Document, DOCKER_MANIFEST, OCI_MANIFEST};
 
 /// How plain layers leave the store.
@@ -34,6 +35,8 @@ pub enum PushEvent {
     Present { digest: Digest, size: u64 },
     /// A blob uploaded.
     Uploaded { digest: Digest, size: u64 },
+    /// A blob mounted from another repository of the registry.
+    Mounted { digest: Digest, from: String },
 }
 
 /// What was pushed.
@@ -87,6 +90,7 @@ pub fn push(
         store,
         registry: &registry,
         repository,
+        known: Known::new(store, registry.domain()),
         events,
     };
     let (mut uploaded, mut bytes) = (0, 0);
@@ -152,6 +156,7 @@ struct Pusher<'a> {
     store: &'a Store,
     registry: &'a Registry,
     repository: &'a str,
+    known: Known,
     events: &'a (dyn Fn(PushEvent) + Sync),
 }
 
@@ -178,7 +183,8 @@ impl Pusher<'_> {
         Ok((digest, size, sent))
     }
 
-    /// Uploads a blob of the store unless the registry has it; returns the
+    /// Uploads a blob of the store unless the registry has it (in this
+    /// repository, or in another it can be mounted from); returns the
     /// bytes sent, if any were.
     fn blob(&self, digest: &Digest, size: u64) -> Result<Option<u64>, RegistryError> {
         if self.remote_size(digest)? == Some(size) {
@@ -186,20 +192,44 @@ impl Pusher<'_> {
                 digest: *digest,
                 size,
             });
+            self.known.record(self.repository, digest);
             return Ok(None);
         }
         let what = format!("blob {digest}");
+        // Mounted from where it was seen last; a registry that does not
+        // mount (or no longer has it there) answers 202 and an upload.
+        let from = self
+            .known
+            .repositories(digest)
+            .into_iter()
+            .find(|r| r != self.repository);
+        let mut url = self
+            .registry
+            .url(&format!("v2/{}/blobs/uploads/", self.repository))?;
+        let mut scope = self.scope();
+        if let Some(from) = &from {
+            url.query_pairs_mut()
+                .append_pair("mount", &digest.to_string())
+                .append_pair("from", from);
+            scope.push_str(&format!(" repository:{from}:pull"));
+        }
         let start = self.registry.send(&Request {
             method: Method::POST,
-            url: self
-                .registry
-                .url(&format!("v2/{}/blobs/uploads/", self.repository))?,
-            scope: self.scope(),
+            url,
+            scope,
             headers: HeaderMap::new(),
             body: None,
             timeout: None,
             what: what.clone(),
         })?;
+        if let (StatusCode::CREATED, Some(from)) = (start.status(), from) {
+            (self.events)(PushEvent::Mounted {
+                digest: *digest,
+                from,
+            });
+            self.known.record(self.repository, digest);
+            return Ok(None);
+        }
         if start.status() != StatusCode::ACCEPTED {
             return Err(self.registry.status_error(&what, start));
         }
@@ -235,6 +265,7 @@ impl Pusher<'_> {
             digest: *digest,
             size,
         });
+        self.known.record(self.repository, digest);
         Ok(Some(size))
     }
 

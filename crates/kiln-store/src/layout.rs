@@ -100,6 +100,12 @@ impl Layout {
         self.kiln().join("snapshots")
     }
 
+    /// Which repositories of which registries hold which blobs, as pulls
+    /// and pushes saw them (kiln-registry owns what is inside).
+    pub fn registry(&self) -> PathBuf {
+        self.kiln().join("registry")
+    }
+
     /// The build cache index (kiln-cache owns what is inside).
     pub fn cache(&self) -> PathBuf {
         self.kiln().join("cache")

@@ -163,6 +163,9 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> anyhow::Result<()> {
             PushEvent::Uploaded { digest, size } => {
                 report!("{}: pushed ({})", short(&digest), human_size(size))
             }
+            PushEvent::Mounted { digest, from } => {
+                report!("{}: mounted from {from}", short(&digest))
+            }
         }
     };
     let pushed = kiln_registry::push(
