@@ -639,7 +639,7 @@ fn token_auth_gets_one_token_per_scope_and_reuses_it() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(registry.tokens_granted(), before + 3);
+    assert_eq!(registry.tokens_granted(), before + 4);
 }
 
 #[test]
