@@ -64,6 +64,8 @@ pub struct Registry {
     http: reqwest::blocking::Client,
     credential: Option<Credential>,
     auth: Mutex<AuthState>,
+    /// Hosts that may be spoken to over plain HTTP besides loopback.
+    insecure: Vec<String>,
 }
 
 #[derive(Default)]
@@ -160,6 +162,7 @@ impl Registry {
             http,
             credential,
             auth: Mutex::new(AuthState::default()),
+            insecure: options.insecure.clone(),
         };
         // The ping says whether HTTPS is spoken (whether it lets kiln in,
         // 200 or 401, does not matter yet).
@@ -434,6 +437,11 @@ impl Registry {
         if !matches!(url.scheme(), "https" | "http") {
             return Err(auth_error(format!("the token realm {realm:?} is not HTTP")));
         }
+        if !realm_allowed(&url, &self.insecure) {
+            return Err(auth_error(format!(
+                "the token realm {realm} is plain HTTP on a host that is neither loopback nor an insecure registry"
+            )));
+        }
         let mut form: Vec<(&str, &str)> = Vec::new();
         if let Some(service) = service {
             form.push(("service", service));
@@ -576,6 +584,17 @@ fn may_use_http(host: &str, insecure: &[String]) -> bool {
         || insecure.iter().any(|i| i == host || i == name)
 }
 
+/// Whether a token realm may be asked: HTTPS, or plain HTTP where plain
+/// HTTP is allowed at all (credentials cross the network in the clear).
+fn realm_allowed(realm: &Url, insecure: &[String]) -> bool {
+    let host = realm.host_str().unwrap_or_default();
+    let host = match realm.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    realm.scheme() == "https" || realm.scheme() == "http" && may_use_http(&host, insecure)
+}
+
 /// `host[:port]` without its port (and an IPv6 address without brackets).
 fn host_name(host: &str) -> &str {
     let name = match host.rsplit_once(':') {
@@ -652,5 +671,16 @@ mod tests {
         assert!(!may_use_http("registry.example:5000", &[]));
         assert!(!may_use_http("10.0.0.1:5000", &[]));
         assert!(may_use_http("reg.lan:5000", &["reg.lan:5000".into()]));
+    }
+
+    #[test]
+    fn credentials_go_to_a_plain_http_realm_only_where_http_is_allowed() {
+        let allowed = |url: &str| realm_allowed(&Url::parse(url).unwrap(), &["reg.lan".into()]);
+        assert!(allowed("https://auth.example/token"));
+        assert!(allowed("http://127.0.0.1:5001/token"));
+        assert!(allowed("http://reg.lan/token"));
+        assert!(!allowed("http://auth.example/token"));
+        assert!(!allowed("http://auth.example:5000/token"));
+        assert!(!allowed("ftp://auth.example/token"));
     }
 }
