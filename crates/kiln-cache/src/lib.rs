@@ -12,4 +12,7 @@ mod transfer;
 pub use explain::{explain, Miss, StepRecord};
 pub use index::{CacheError, CacheIndex, Entry, ListedEntry, Selected};
 pub use key::{CacheKey, KeyBuilder, KEY_FORMAT};
-pub use transfer::{export, export_cache_mounts, import_cache_mounts, ImportedCache};
+pub use transfer::{
+    cache_document, export, export_cache_mounts, import_cache_mounts, ImportedCache,
+    CACHE_CONFIG_MEDIA_TYPE,
+};

@@ -18,6 +18,10 @@ use crate::key::CacheKey;
 
 const INDEX_FILE: &str = "kiln-cache.json";
 
+/// The media type of a registry cache's config: the same key → entry
+/// document as `kiln-cache.json`, whose layers are the manifest's.
+pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.kiln.cache.config.v1+json";
+
 #[derive(Default, Serialize, Deserialize)]
 struct Manifest {
     version: u32,
@@ -44,10 +48,21 @@ impl ImportedCache {
     pub fn open(dir: &Path) -> Result<ImportedCache, CacheError> {
         let path = dir.join(INDEX_FILE);
         let bytes = fs::read(&path).map_err(io_error(&path))?;
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| io_error(&path)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        ImportedCache::from_document(&bytes, dir, &path)
+    }
+
+    /// A cache whose key → entry document is `bytes` (a registry cache's
+    /// config) and whose layers are blobs of the OCI layout at `layout`
+    /// (where they were pulled to); `what` names it in errors.
+    pub fn from_document(
+        bytes: &[u8],
+        layout: &Path,
+        what: &Path,
+    ) -> Result<ImportedCache, CacheError> {
+        let manifest: Manifest = serde_json::from_slice(bytes)
+            .map_err(|e| io_error(what)(io::Error::new(io::ErrorKind::InvalidData, e)))?;
         Ok(ImportedCache {
-            dir: dir.to_owned(),
+            dir: layout.to_owned(),
             steps: manifest.steps,
         })
     }
@@ -70,6 +85,19 @@ impl ImportedCache {
         };
         Some((entry, blob))
     }
+}
+
+/// The key → entry document of `steps`, as a registry cache's config
+/// (deterministic: the same steps give the same bytes).
+pub fn cache_document(steps: &[(CacheKey, Entry)]) -> Vec<u8> {
+    let manifest = Manifest {
+        version: 1,
+        steps: steps
+            .iter()
+            .map(|(key, entry)| (key.hex(), entry.clone()))
+            .collect(),
+    };
+    serde_json::to_vec(&manifest).expect("a map of strings and plain entries serializes")
 }
 
 /// Writes `steps` (with their layers, found by `layer_path`) into `dir`,

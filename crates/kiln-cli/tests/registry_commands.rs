@@ -737,3 +737,94 @@ fn build_push_and_an_image_output_push_what_was_built() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_registry_cache_exported_from_one_store_gives_hits_in_another() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    let context = w.work.join("ctx");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("input.txt"), "cached input\n").unwrap();
+    // The base comes from the registry, so the other store can be empty.
+    let base = format!("{}/library/busybox:1", registry.address);
+    ok(kiln(&w.root, &["push", "-q", "busybox", &base]));
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!(
+            "FROM {base} AS build\nCOPY input.txt /in\nRUN cp /in /built\n\
+             FROM {base}\nCOPY --from=build /built /out\nRUN cat /out > /final\nCMD [\"cat\", \"/final\"]\n"
+        ),
+    )
+    .unwrap();
+    let ctx = context.to_str().unwrap();
+    let cache = format!("{}/team/cache:main", registry.address);
+    let to = format!("type=registry,ref={cache},mode=max");
+    let from = format!("type=registry,ref={cache}");
+
+    // The first build: no cache there yet, a warning, and the export.
+    let first = kiln(
+        &w.root,
+        &[
+            "build",
+            "-q",
+            "-t",
+            "app",
+            "--cache-from",
+            &from,
+            "--cache-to",
+            &to,
+            ctx,
+        ],
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(
+        text(&first.stderr).contains("registry cache was not imported"),
+        "{}",
+        text(&first.stderr)
+    );
+    let image = text(&first.stdout).trim().to_owned();
+
+    // Another machine: an empty store.
+    let root = w.work.join("other-store");
+    let out = kiln(
+        &root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &from,
+            ctx,
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("CACHED").count(), 5, "{stderr}");
+    assert!(stderr.contains("100% hit rate"), "{stderr}");
+    assert_eq!(text(&out.stdout).trim(), image, "the same image");
+    let run = ok(kiln(&root, &["run", "--rm", "--network", "none", "app"]));
+    assert_eq!(run, "cached input\n");
+    let check = kiln(&root, &["check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+
+    // A ref that is not a kiln cache is refused, by a warning.
+    let not_cache = format!("{}/team/image:1", registry.address);
+    ok(kiln(&w.root, &["push", "-q", "app", &not_cache]));
+    let out = kiln(
+        &root,
+        &[
+            "build",
+            "-q",
+            "--cache-from",
+            &format!("type=registry,ref={not_cache}"),
+            ctx,
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("not a kiln cache"),
+        "{}",
+        text(&out.stderr)
+    );
+}

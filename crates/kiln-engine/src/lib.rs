@@ -38,5 +38,7 @@ pub use kiln_build::{CacheOutcome, Cancel, Miss};
 pub use output_file::{write_file, OutputFile};
 pub use outputs::{export_cache, export_output};
 pub use report::{BuildReport, StepReport};
-pub use request::{BuildRequest, CacheFrom, CacheTo, DockerfileSource, Output, SpecError};
+pub use request::{
+    BuildRequest, CacheDest, CacheFrom, CacheTo, DockerfileSource, Output, SpecError,
+};
 pub use session::{creation_time, read_bounded, Engine};

@@ -9,7 +9,7 @@ use kiln_graph::{Base, BuildGraph, Op};
 use kiln_store::{Digest, ImageRecord, NamedWriter, Store};
 
 use crate::output_file::OutputFile;
-use crate::request::{CacheTo, Output};
+use crate::request::{CacheDest, CacheFrom, CacheTo, Output};
 use crate::EngineError;
 
 /// Writes `output` for `image`, named `tags` in archives (its digest
@@ -84,12 +84,15 @@ pub fn push_image(
     Ok(pushed)
 }
 
-/// Exports the cache entries `cache_to` selects of a build's `steps`.
+/// Exports the cache entries `cache_to` selects of a build's `steps`:
+/// into a directory, or pushed as a registry cache (the entries as the
+/// config, their layers as the manifest's).
 pub fn export_cache(
     store: &Store,
     cache_to: &CacheTo,
     graph: &BuildGraph,
     steps: &[BuiltStep],
+    registry: &kiln_registry::ClientOptions,
 ) -> Result<(), EngineError> {
     // mode=min: the target and the stages it starts FROM.
     let mut chain = vec![graph.target];
@@ -107,12 +110,67 @@ pub fn export_cache(
         .filter(|step| cache_to.all_stages || chain.contains(&step.stage))
         .map(|step| (step.key, step.entry.clone()))
         .collect();
+    let dir = match &cache_to.dest {
+        CacheDest::Local(dir) => dir,
+        CacheDest::Registry(reference) => {
+            let mut layers: Vec<(Digest, u64)> = Vec::new();
+            for (_, entry) in &selected {
+                if let Some(layer) = entry.layer {
+                    let size = store
+                        .blobs()
+                        .size(&layer)
+                        .ok_or(kiln_store::StoreError::MissingBlob(layer))?;
+                    layers.push((layer, size));
+                }
+            }
+            layers.sort();
+            layers.dedup();
+            let artifact = kiln_registry::Artifact {
+                config: kiln_cache::cache_document(&selected),
+                config_media_type: kiln_cache::CACHE_CONFIG_MEDIA_TYPE.to_owned(),
+                layers,
+            };
+            kiln_registry::push_artifact(store, &artifact, reference, registry, &|_| {})?;
+            return Ok(());
+        }
+    };
     // Layers kept only as snapshots are given back as blob files first.
-    kiln_cache::export(&cache_to.dest, &selected, |digest| {
+    kiln_cache::export(dir, &selected, |digest| {
         store.blobs().materialize(digest).ok()
     })?;
     if cache_to.cache_mounts {
-        kiln_cache::export_cache_mounts(&cache_to.dest, &store.layout().cache_mounts())?;
+        kiln_cache::export_cache_mounts(dir, &store.layout().cache_mounts())?;
     }
     Ok(())
+}
+
+/// The cache a `--cache-from` names: a directory (its cache mounts
+/// imported too), or a registry cache pulled into the store.
+pub fn import_cache(
+    store: &Store,
+    from: &CacheFrom,
+    registry: &kiln_registry::ClientOptions,
+) -> Result<kiln_cache::ImportedCache, EngineError> {
+    match from {
+        CacheFrom::Local(dir) => {
+            let imported = kiln_cache::ImportedCache::open(dir)?;
+            kiln_cache::import_cache_mounts(dir, &store.layout().cache_mounts())?;
+            Ok(imported)
+        }
+        CacheFrom::Registry(reference) => {
+            let pulled = kiln_registry::pull_artifact(store, reference, registry, &|_| {})?;
+            if pulled.config_media_type != kiln_cache::CACHE_CONFIG_MEDIA_TYPE {
+                return Err(EngineError::Request(format!(
+                    "--cache-from {reference}: not a kiln cache (its config is {:?})",
+                    pulled.config_media_type
+                )));
+            }
+            // Its layers are in the store now, where the cache finds them.
+            Ok(kiln_cache::ImportedCache::from_document(
+                &pulled.config,
+                store.root(),
+                std::path::Path::new(reference),
+            )?)
+        }
+    }
 }

@@ -242,42 +242,61 @@ impl FromStr for Output {
     }
 }
 
-/// `--cache-from type=local,src=DIR`.
+/// `--cache-from type=local,src=DIR` or `type=registry,ref=REF`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CacheFrom {
-    pub dir: PathBuf,
+pub enum CacheFrom {
+    /// A directory a `--cache-to type=local` wrote.
+    Local(PathBuf),
+    /// A registry cache (an image manifest whose config is kiln's cache
+    /// document and whose layers are the cached layers).
+    Registry(String),
 }
 
 impl FromStr for CacheFrom {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<CacheFrom, SpecError> {
-        let grammar = "expected type=local,src=DIR";
+        let grammar = "expected type=local,src=DIR or type=registry,ref=REF";
         let mut kind = None;
         let mut src = None;
+        let mut reference = None;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", value)) => kind = Some(value),
                 Some(("src", value)) => src = Some(PathBuf::from(value)),
+                Some(("ref", value)) => {
+                    reference = Some(valid_reference("--cache-from", spec, value)?)
+                }
                 _ => return Err(spec_error("--cache-from", spec, grammar)),
             }
         }
-        match (kind, src) {
-            (Some("local"), Some(dir)) => Ok(CacheFrom { dir }),
-            (Some("registry"), _) => Err(spec_error(
-                "--cache-from",
-                spec,
-                "registry caches come with kiln's registry client",
-            )),
+        match (kind, src, reference) {
+            (Some("local"), Some(dir), None) => Ok(CacheFrom::Local(dir)),
+            (Some("registry"), None, Some(reference)) => Ok(CacheFrom::Registry(reference)),
             _ => Err(spec_error("--cache-from", spec, grammar)),
         }
     }
 }
 
-/// `--cache-to type=local,dest=DIR[,mode=min|max][,cache-mounts=true]`.
+/// `value` if it is an image reference.
+fn valid_reference(flag: &'static str, spec: &str, value: &str) -> Result<String, SpecError> {
+    kiln_store::Reference::parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| spec_error(flag, spec, format!("ref={value}: {e}")))
+}
+
+/// Where `--cache-to` writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheDest {
+    Local(PathBuf),
+    Registry(String),
+}
+
+/// `--cache-to type=local,dest=DIR[,mode=min|max][,cache-mounts=true]`
+/// or `type=registry,ref=REF[,mode=min|max]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CacheTo {
-    pub dest: PathBuf,
+    pub dest: CacheDest,
     /// max: every step built; min: only the target stage's (and the
     /// stages it is built FROM), as BuildKit's modes.
     pub all_stages: bool,
@@ -289,34 +308,43 @@ impl FromStr for CacheTo {
     type Err = SpecError;
 
     fn from_str(spec: &str) -> Result<CacheTo, SpecError> {
-        let grammar = "expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true]";
+        let grammar = "expected type=local,dest=DIR[,mode=min|max][,cache-mounts=true] \
+             or type=registry,ref=REF[,mode=min|max]";
         let mut kind = None;
         let mut dest = None;
+        let mut reference = None;
         let mut all_stages = false;
         let mut cache_mounts = false;
         for field in spec.split(',') {
             match field.split_once('=') {
                 Some(("type", value)) => kind = Some(value.to_owned()),
                 Some(("dest", value)) => dest = Some(PathBuf::from(value)),
+                Some(("ref", value)) => {
+                    reference = Some(valid_reference("--cache-to", spec, value)?)
+                }
                 Some(("mode", "min")) => all_stages = false,
                 Some(("mode", "max")) => all_stages = true,
                 Some(("cache-mounts", value)) => cache_mounts = value == "true",
                 _ => return Err(spec_error("--cache-to", spec, grammar)),
             }
         }
-        match (kind.as_deref(), dest) {
-            (Some("local"), Some(dest)) => Ok(CacheTo {
-                dest,
-                all_stages,
-                cache_mounts,
-            }),
-            (Some("registry"), _) => Err(spec_error(
-                "--cache-to",
-                spec,
-                "registry caches come with kiln's registry client",
-            )),
-            _ => Err(spec_error("--cache-to", spec, grammar)),
-        }
+        let dest = match (kind.as_deref(), dest, reference) {
+            (Some("local"), Some(dest), None) => CacheDest::Local(dest),
+            (Some("registry"), None, Some(_)) if cache_mounts => {
+                return Err(spec_error(
+                    "--cache-to",
+                    spec,
+                    "cache-mounts=true needs type=local",
+                ))
+            }
+            (Some("registry"), None, Some(reference)) => CacheDest::Registry(reference),
+            _ => return Err(spec_error("--cache-to", spec, grammar)),
+        };
+        Ok(CacheTo {
+            dest,
+            all_stages,
+            cache_mounts,
+        })
     }
 }
 
@@ -384,15 +412,33 @@ mod tests {
         assert_eq!(
             "type=local,dest=d,mode=max".parse::<CacheTo>().unwrap(),
             CacheTo {
-                dest: "d".into(),
+                dest: CacheDest::Local("d".into()),
                 all_stages: true,
                 cache_mounts: false
             }
         );
-        assert!("type=registry,ref=x".parse::<CacheFrom>().is_err());
+        assert_eq!(
+            "type=registry,ref=reg:5000/cache:1,mode=max"
+                .parse::<CacheTo>()
+                .unwrap(),
+            CacheTo {
+                dest: CacheDest::Registry("reg:5000/cache:1".into()),
+                all_stages: true,
+                cache_mounts: false
+            }
+        );
+        assert!("type=registry,ref=x,cache-mounts=true"
+            .parse::<CacheTo>()
+            .is_err());
+        assert!("type=registry,dest=x".parse::<CacheTo>().is_err());
+        assert!("type=registry,ref=Bad".parse::<CacheFrom>().is_err());
+        assert_eq!(
+            "type=registry,ref=x".parse::<CacheFrom>().unwrap(),
+            CacheFrom::Registry("x".into())
+        );
         assert_eq!(
             "type=local,src=c".parse::<CacheFrom>().unwrap(),
-            CacheFrom { dir: "c".into() }
+            CacheFrom::Local("c".into())
         );
     }
 }

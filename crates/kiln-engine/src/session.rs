@@ -17,10 +17,18 @@ use kiln_store::Store;
 use crate::error::DockerfileText;
 use crate::events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 use crate::images::{ImageSource, LocalImages};
-use crate::outputs::{export_cache, export_output, push_image};
+use crate::outputs::{export_cache, export_output, import_cache, push_image};
 use crate::report::{BuildReport, StepReport};
 use crate::request::{BuildRequest, DockerfileSource};
 use crate::EngineError;
+
+/// What a build reads besides its context, decided before its steps run.
+struct Sources<'a> {
+    /// Every image reference pinned to a manifest digest.
+    images: &'a BTreeMap<String, kiln_store::Digest>,
+    /// The `--cache-from` caches that could be read.
+    cache_from: &'a [ImportedCache],
+}
 
 /// The library face over one store: builds (and, through the store,
 /// everything they leave behind).
@@ -97,8 +105,29 @@ impl Engine {
                 line: warning.line,
             });
         }
+        // A registry cache that is not there yet (the first build that
+        // exports it) or cannot be read is a warning, as with BuildKit; a
+        // local directory that is not there is an error (a typo).
+        let mut cache_from = Vec::new();
+        for from in &request.cache_from {
+            match import_cache(&self.store, from, &request.registry) {
+                Ok(imported) => cache_from.push(imported),
+                Err(error) if matches!(from, crate::request::CacheFrom::Registry(_)) => {
+                    emit(EventKind::Warning {
+                        message: format!("the registry cache was not imported: {error}"),
+                        file: None,
+                        line: 0,
+                    })
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let recorder = Recorder::new(&graph, &emit);
-        let result = self.run(request, &graph, &pinned, &file, cancel, &|event| {
+        let sources = Sources {
+            images: &pinned,
+            cache_from: &cache_from,
+        };
+        let result = self.run(request, &graph, &sources, &file, cancel, &|event| {
             recorder.step_event(event)
         });
         let outcome = match &result {
@@ -121,7 +150,13 @@ impl Engine {
             self.store.tag(tag, &built.image.manifest)?;
         }
         if let Some(cache_to) = &request.cache_to {
-            export_cache(&self.store, cache_to, &graph, &built.steps)?;
+            export_cache(
+                &self.store,
+                cache_to,
+                &graph,
+                &built.steps,
+                &request.registry,
+            )?;
         }
         let mut to_push: Vec<&String> = Vec::new();
         if request.push {
@@ -180,7 +215,7 @@ impl Engine {
         &self,
         request: &BuildRequest,
         graph: &BuildGraph,
-        pinned: &BTreeMap<String, kiln_store::Digest>,
+        sources: &Sources<'_>,
         file: &DockerfileText,
         cancel: &Cancel,
         progress: &(dyn Fn(StepEvent<'_>) + Sync),
@@ -188,11 +223,6 @@ impl Engine {
         let store = &self.store;
         let layout = store.layout();
         let cache = CacheIndex::open(&layout.cache());
-        let mut cache_from = Vec::new();
-        for from in &request.cache_from {
-            cache_from.push(ImportedCache::open(&from.dir)?);
-            kiln_cache::import_cache_mounts(&from.dir, &layout.cache_mounts())?;
-        }
         // `<Dockerfile>.dockerignore` beside the Dockerfile wins over the
         // context's `.dockerignore`; a Dockerfile from elsewhere has only
         // the latter.
@@ -214,11 +244,11 @@ impl Engine {
                 created: &created,
                 source_date_epoch: request.source_date_epoch,
                 labels: &request.labels,
-                images: pinned,
+                images: sources.images,
                 stat_cache: &stat_cache,
                 ignore: &ignore,
                 cache: &cache,
-                cache_from: &cache_from,
+                cache_from: sources.cache_from,
                 no_cache: request.no_cache,
                 no_cache_stages: &request.no_cache_filter,
                 scope: &scope,

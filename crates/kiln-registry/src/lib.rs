@@ -20,5 +20,5 @@ pub use auth::{
 pub use client::{ClientOptions, Registry, DOCKER_CERTS_DIR};
 pub use error::RegistryError;
 pub use platform::Platform;
-pub use pull::{pull, PullEvent, Pulled};
-pub use push::{push, PushCompression, PushEvent, Pushed};
+pub use pull::{pull, pull_artifact, PullEvent, Pulled, PulledArtifact};
+pub use push::{push, push_artifact, Artifact, PushCompression, PushEvent, Pushed};

@@ -127,6 +127,66 @@ pub fn pull(
     })
 }
 
+/// An artifact pulled into the store (see `push_artifact`).
+#[derive(Clone, Debug)]
+pub struct PulledArtifact {
+    pub manifest: Digest,
+    pub config: Vec<u8>,
+    pub config_media_type: String,
+    /// Its layers, in order, all in the store now.
+    pub layers: Vec<Digest>,
+}
+
+/// Pulls the artifact `name` names (an image manifest, never an index)
+/// into the store: config and layers checked as an image's are; nothing
+/// is tagged (its blobs are leased to this process).
+pub fn pull_artifact(
+    store: &Store,
+    name: &str,
+    options: &ClientOptions,
+    events: &(dyn Fn(PullEvent) + Sync),
+) -> Result<PulledArtifact, RegistryError> {
+    let reference = Reference::parse(name)?;
+    let registry = Registry::connect(&reference.domain, options)?;
+    let repository = reference.path.as_str();
+    let target = match (&reference.digest, &reference.tag) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.clone(),
+        (None, None) => "latest".to_owned(),
+    };
+    let what = format!("manifest {repository}:{target}");
+    let manifest = fetch(&registry, repository, &target, &what)?;
+    let config = match (&manifest.document.config, manifest.is_index()) {
+        (Some(config), false) => config,
+        _ => {
+            return Err(RegistryError::Unsupported {
+                registry: registry.domain().to_owned(),
+                what,
+                message: "not an image manifest".into(),
+            })
+        }
+    };
+    let config_digest = digest_of(&registry, &what, config)?;
+    let mut blobs = vec![(config_digest, config.size)];
+    for layer in &manifest.document.layers {
+        blobs.push((digest_of(&registry, &what, layer)?, layer.size));
+    }
+    let mut unique = blobs.clone();
+    unique.sort();
+    unique.dedup();
+    fetch_blobs(store, &registry, repository, &unique, events)?;
+    let known = Known::new(store, registry.domain());
+    for (digest, _) in &unique {
+        known.record(repository, digest);
+    }
+    Ok(PulledArtifact {
+        manifest: manifest.digest,
+        config: store.blobs().read(&config_digest)?,
+        config_media_type: config.media_type.clone(),
+        layers: blobs[1..].iter().map(|(digest, _)| *digest).collect(),
+    })
+}
+
 /// The name the pulled image is tagged with: the one given, when it names
 /// a tag (or no tag, meaning `latest`), or a digest that is the manifest's.
 fn tag_name(reference: &Reference, name: &str, manifest: &Fetched) -> Option<String> {

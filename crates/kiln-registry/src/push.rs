@@ -133,20 +133,103 @@ pub fn push(
             .map_err(|e| unsupported(format!("cannot write its manifest: {e}")))?
     };
     let digest = Digest::of(&bytes_out);
-    let target = match (&reference.digest, &reference.tag) {
-        (Some(named), _) if *named != digest => {
-            return Err(unsupported(format!(
-                "{dest} names digest {named}, but the pushed manifest's is {digest}"
-            )))
-        }
-        (Some(named), _) => named.to_string(),
-        (None, Some(tag)) => tag.clone(),
-        (None, None) => "latest".to_owned(),
-    };
+    let target = manifest_target(&reference, &digest).map_err(unsupported)?;
     pusher.manifest(&target, &media_type, &bytes_out, &digest)?;
     Ok(Pushed {
         manifest: digest,
         size: bytes_out.len() as u64,
+        uploaded,
+        bytes,
+    })
+}
+
+/// What a manifest is PUT as: the reference's tag (`latest` if none), or
+/// its digest, which must be the manifest's.
+fn manifest_target(reference: &Reference, digest: &Digest) -> Result<String, String> {
+    match (&reference.digest, &reference.tag) {
+        (Some(named), _) if named != digest => Err(format!(
+            "{} names digest {named}, but the pushed manifest's is {digest}",
+            reference.normalized()
+        )),
+        (Some(named), _) => Ok(named.to_string()),
+        (None, Some(tag)) => Ok(tag.clone()),
+        (None, None) => Ok("latest".to_owned()),
+    }
+}
+
+/// Something other than an image, in an image manifest (as BuildKit's
+/// registry cache is): a config document of its own type, and plain tar
+/// layers of the store.
+pub struct Artifact {
+    pub config: Vec<u8>,
+    pub config_media_type: String,
+    /// Digest and size of each layer, in order.
+    pub layers: Vec<(Digest, u64)>,
+}
+
+/// Pushes `artifact` to `dest` as an OCI image manifest: its layers as
+/// they are in the store (uploaded or mounted only if the registry lacks
+/// them), its config, the manifest last.
+pub fn push_artifact(
+    store: &Store,
+    artifact: &Artifact,
+    dest: &str,
+    options: &ClientOptions,
+    events: &(dyn Fn(PushEvent) + Sync),
+) -> Result<Pushed, RegistryError> {
+    let reference = Reference::parse(dest)?;
+    let registry = Registry::connect(&reference.domain, options)?;
+    let pusher = Pusher {
+        store,
+        registry: &registry,
+        repository: reference.path.as_str(),
+        known: Known::new(store, registry.domain()),
+        events,
+    };
+    let (mut uploaded, mut bytes) = (0, 0);
+    let mut layers = Vec::new();
+    for (digest, size) in &artifact.layers {
+        if let Some(sent) = pusher.blob(digest, *size)? {
+            uploaded += 1;
+            bytes += sent;
+        }
+        layers.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": digest.to_string(),
+            "size": size,
+        }));
+    }
+    let config = store.blobs().put(&artifact.config)?;
+    if let Some(sent) = pusher.blob(&config, artifact.config.len() as u64)? {
+        uploaded += 1;
+        bytes += sent;
+    }
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": artifact.config_media_type,
+            "digest": config.to_string(),
+            "size": artifact.config.len(),
+        },
+        "layers": layers,
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| RegistryError::Unsupported {
+        registry: registry.domain().to_owned(),
+        what: dest.to_owned(),
+        message: format!("cannot write the manifest: {e}"),
+    })?;
+    let digest = Digest::of(&manifest_bytes);
+    let target =
+        manifest_target(&reference, &digest).map_err(|message| RegistryError::Unsupported {
+            registry: registry.domain().to_owned(),
+            what: dest.to_owned(),
+            message,
+        })?;
+    pusher.manifest(&target, OCI_MANIFEST, &manifest_bytes, &digest)?;
+    Ok(Pushed {
+        manifest: digest,
+        size: manifest_bytes.len() as u64,
         uploaded,
         bytes,
     })

@@ -81,10 +81,11 @@ pub struct BuildArgs {
     /// After the build, say for every step that ran why it was not cached
     #[arg(long)]
     explain: bool,
-    /// Export the build cache: type=local,dest=DIR[,mode=min|max]
+    /// Export the build cache: type=local,dest=DIR[,mode=min|max] or
+    /// type=registry,ref=REF[,mode=min|max]
     #[arg(long = "cache-to", value_name = "SPEC")]
     cache_to: Option<String>,
-    /// Use a cache exported before: type=local,src=DIR (repeatable)
+    /// Use a cache exported before: type=local,src=DIR or type=registry,ref=REF (repeatable)
     #[arg(long = "cache-from", value_name = "SPEC")]
     cache_from: Vec<String>,
     /// A secret for RUN --mount=type=secret: id=ID[,src=FILE|,env=VAR]
