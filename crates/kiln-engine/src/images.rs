@@ -55,10 +55,10 @@ pub struct PullingImages {
 
 impl ImageSource for PullingImages {
     fn resolve(&self, store: &Store, reference: &str) -> Result<ResolvedImage, EngineError> {
-        if !self.always {
-            if let Ok(found) = LocalImages.resolve(store, reference) {
-                return Ok(found);
-            }
+        // An image the store has is used (its own errors are its own: a
+        // damaged image is not pulled over); only a missing one is pulled.
+        if !self.always && store.resolve(reference).is_ok() {
+            return LocalImages.resolve(store, reference);
         }
         let pulled = kiln_registry::pull(store, reference, &self.platform, &self.options, &|_| {})
             .map_err(|e| {
