@@ -48,10 +48,6 @@ pub enum RegistryError {
     /// A registry outside the allowed ones (`KILN_REGISTRY_ALLOW`).
     #[error("{registry}: not an allowed registry (only {allowed} may be contacted)")]
     NotAllowed { registry: String, allowed: String },
-    #[error(
-        "invalid platform {0:?}: expected os/arch[/variant], like linux/amd64 or linux/arm64/v8"
-    )]
-    InvalidPlatform(String),
 }
 
 fn detail(code: &Option<String>, message: &Option<String>) -> String {

@@ -55,11 +55,7 @@ pub fn pull(
     let reference = Reference::parse(name)?;
     let registry = Registry::connect(&reference.domain, options)?;
     let repository = reference.path.as_str();
-    let target = match (&reference.digest, &reference.tag) {
-        (Some(digest), _) => digest.to_string(),
-        (None, Some(tag)) => tag.clone(),
-        (None, None) => "latest".to_owned(),
-    };
+    let target = manifest_reference(&reference);
     let what = format!("manifest {repository}:{target}");
     let top = fetch(&registry, repository, &target, &what)?;
     let manifest = if top.is_index() {
@@ -149,11 +145,7 @@ pub fn pull_artifact(
     let reference = Reference::parse(name)?;
     let registry = Registry::connect(&reference.domain, options)?;
     let repository = reference.path.as_str();
-    let target = match (&reference.digest, &reference.tag) {
-        (Some(digest), _) => digest.to_string(),
-        (None, Some(tag)) => tag.clone(),
-        (None, None) => "latest".to_owned(),
-    };
+    let target = manifest_reference(&reference);
     let what = format!("manifest {repository}:{target}");
     let manifest = fetch(&registry, repository, &target, &what)?;
     let config = match (&manifest.document.config, manifest.is_index()) {
@@ -185,6 +177,16 @@ pub fn pull_artifact(
         config_media_type: config.media_type.clone(),
         layers: blobs[1..].iter().map(|(digest, _)| *digest).collect(),
     })
+}
+
+/// What a manifest is asked for by: the reference's digest, else its tag
+/// (`latest` when it has neither).
+fn manifest_reference(reference: &Reference) -> String {
+    match (&reference.digest, &reference.tag) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.clone(),
+        (None, None) => "latest".to_owned(),
+    }
 }
 
 /// The name the pulled image is tagged with: the one given, when it names

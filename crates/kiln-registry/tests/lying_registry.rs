@@ -134,7 +134,7 @@ fn pull_app(
     pull(
         store,
         &format!("{address}/{name}"),
-        &Platform::host(),
+        &Platform::new("linux", "amd64", None),
         &ClientOptions::default(),
         &|_| {},
     )

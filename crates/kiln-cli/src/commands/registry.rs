@@ -47,12 +47,18 @@ impl RegistryArgs {
     }
 }
 
-/// `--platform`, or the host's.
+/// `--platform` (kiln-graph's grammar, as `kiln plan` reads it), or the
+/// host's, as what an index is resolved for.
 pub fn platform(text: Option<&str>) -> anyhow::Result<Platform> {
-    Ok(match text {
-        Some(text) => Platform::parse(text)?,
-        None => Platform::host(),
-    })
+    let platform = match text {
+        Some(text) => kiln_graph::Platform::parse(text).map_err(anyhow::Error::msg)?,
+        None => kiln_graph::Platform::host(),
+    };
+    Ok(Platform::new(
+        &platform.os,
+        &platform.architecture,
+        platform.variant.as_deref(),
+    ))
 }
 
 #[derive(Args)]
