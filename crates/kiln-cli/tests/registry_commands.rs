@@ -828,3 +828,55 @@ fn a_registry_cache_exported_from_one_store_gives_hits_in_another() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_pull_on_a_terminal_draws_a_bar_per_blob() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let name = format!("{}/shown:1", registry.address);
+    ok(kiln(&w.root, &["push", "-q", "app", &name]));
+    let session = format!("kiln-pull-{}", std::process::id());
+    let command = format!(
+        "KILN_REGISTRY_ALLOW=127.0.0.1 {} --root {} pull {name}; sleep 60",
+        env!("CARGO_BIN_EXE_kiln"),
+        w.work.join("tty-store").display(),
+    );
+    let tmux = |args: &[&str]| {
+        let out = Command::new("tmux")
+            .args(args)
+            .output()
+            .expect("tmux is installed by scripts/install-test-deps.sh");
+        text(&out.stdout)
+    };
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "20",
+        &command,
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let screen = loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", &session]);
+        if screen.contains("Status:") || std::time::Instant::now() > deadline {
+            break screen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    tmux(&["kill-session", "-t", &session]);
+    // Three blobs (config and two layers), each a finished bar.
+    let bars: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains('█') && l.ends_with("pulled"))
+        .collect();
+    assert_eq!(bars.len(), 3, "{screen}");
+    assert!(
+        screen.contains("Status: Downloaded newer image"),
+        "{screen}"
+    );
+}

@@ -27,9 +27,18 @@ pub enum PullEvent {
     Resolved { manifest: Digest, layers: usize },
     /// A blob the store already has.
     Present { digest: Digest, size: u64 },
+    /// Bytes of a blob received so far (every 512 KiB or so).
+    Progress {
+        digest: Digest,
+        done: u64,
+        total: u64,
+    },
     /// A blob downloaded and stored.
     Downloaded { digest: Digest, size: u64 },
 }
+
+/// How often a download reports its progress.
+const PROGRESS_STEP: u64 = 512 * 1024;
 
 /// What was pulled.
 #[derive(Clone, Debug)]
@@ -287,7 +296,7 @@ fn fetch_blobs(
                             events(PullEvent::Present { digest, size });
                             continue;
                         }
-                        fetch_blob(store, registry, repository, &digest, size)?;
+                        fetch_blob(store, registry, repository, &digest, size, events)?;
                         events(PullEvent::Downloaded { digest, size });
                         count += 1;
                         bytes += size;
@@ -323,6 +332,7 @@ fn fetch_blob(
     repository: &str,
     digest: &Digest,
     size: u64,
+    events: &(dyn Fn(PullEvent) + Sync),
 ) -> Result<(), RegistryError> {
     let what = format!("blob {digest}");
     let response = registry.send(&Request {
@@ -337,8 +347,16 @@ fn fetch_blob(
     if response.status() != StatusCode::OK {
         return Err(registry.status_error(&what, response));
     }
-    let mut sized = Sized {
+    let counted = Counted {
         inner: response,
+        digest: *digest,
+        total: size,
+        done: 0,
+        reported: 0,
+        events,
+    };
+    let mut sized = Sized {
+        inner: counted,
         size,
         left: size,
         problem: None,
@@ -368,6 +386,32 @@ fn fetch_blob(
             &actual,
         )),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A body whose progress is reported as it is read.
+struct Counted<'a, R> {
+    inner: R,
+    digest: Digest,
+    total: u64,
+    done: u64,
+    reported: u64,
+    events: &'a (dyn Fn(PullEvent) + Sync),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.reported >= PROGRESS_STEP || (n == 0 && self.done > self.reported) {
+            self.reported = self.done;
+            (self.events)(PullEvent::Progress {
+                digest: self.digest,
+                done: self.done,
+                total: self.total,
+            });
+        }
+        Ok(n)
     }
 }
 

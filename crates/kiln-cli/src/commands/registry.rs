@@ -1,7 +1,9 @@
 //! The commands that talk to registries: `pull` and `push`, and the flags
 //! they share with `build` (which pulls the bases the store lacks).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use clap::Args;
 use kiln_registry::{ClientOptions, Platform, PullEvent, PushCompression, PushEvent};
@@ -78,21 +80,8 @@ pub struct PullArgs {
 pub fn pull(root: Option<&Path>, args: PullArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
     let platform = platform(args.platform.as_deref())?;
-    let quiet = args.quiet;
-    let events = |event: PullEvent| {
-        if quiet {
-            return;
-        }
-        match event {
-            PullEvent::Resolved { manifest, layers } => {
-                report!("{}: {layers} layers", short(&manifest))
-            }
-            PullEvent::Present { digest, .. } => report!("{}: already present", short(&digest)),
-            PullEvent::Downloaded { digest, size } => {
-                report!("{}: pulled ({})", short(&digest), human_size(size))
-            }
-        }
-    };
+    let view = PullView::new(args.quiet);
+    let events = |event: PullEvent| view.event(event);
     let pulled = kiln_registry::pull(
         &store,
         &args.name,
@@ -100,6 +89,9 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> anyhow::Result<()> {
         &args.registry.options(),
         &events,
     )?;
+    // The finished bars stay, as docker's "Pull complete" lines do.
+    drop(view);
+    let quiet = args.quiet;
     if quiet {
         return print(&format!("{}\n", pulled.manifest));
     }
@@ -117,6 +109,76 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> anyhow::Result<()> {
         "{}\n",
         pulled.tagged.as_deref().unwrap_or(&args.name)
     ))
+}
+
+/// What a pull shows: on a terminal a bar per blob as it downloads
+/// (indicatif), elsewhere a line per blob once it is stored.
+struct PullView {
+    quiet: bool,
+    bars: Option<(
+        indicatif::MultiProgress,
+        Mutex<HashMap<Digest, indicatif::ProgressBar>>,
+    )>,
+}
+
+impl PullView {
+    fn new(quiet: bool) -> PullView {
+        use std::io::IsTerminal;
+        let bars = (!quiet && std::io::stderr().is_terminal())
+            .then(|| (indicatif::MultiProgress::new(), Mutex::new(HashMap::new())));
+        PullView { quiet, bars }
+    }
+
+    fn event(&self, event: PullEvent) {
+        if self.quiet {
+            return;
+        }
+        let Some((multi, bars)) = &self.bars else {
+            match event {
+                PullEvent::Resolved { manifest, layers } => {
+                    report!("{}: {layers} layers", short(&manifest))
+                }
+                PullEvent::Present { digest, .. } => report!("{}: already present", short(&digest)),
+                PullEvent::Downloaded { digest, size } => {
+                    report!("{}: pulled ({})", short(&digest), human_size(size))
+                }
+                PullEvent::Progress { .. } => {}
+            }
+            return;
+        };
+        let mut bars = bars.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bar = |digest: Digest, total: u64| {
+            bars.entry(digest)
+                .or_insert_with(|| {
+                    let bar = multi.add(indicatif::ProgressBar::new(total));
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{prefix} {bar:30} {bytes}/{total_bytes} {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar.set_prefix(short(&digest));
+                    bar
+                })
+                .clone()
+        };
+        match event {
+            PullEvent::Resolved { .. } => {}
+            PullEvent::Progress {
+                digest,
+                done,
+                total,
+            } => bar(digest, total).set_position(done),
+            PullEvent::Present { digest, size } => {
+                bar(digest, size).finish_with_message("already present")
+            }
+            PullEvent::Downloaded { digest, size } => {
+                let bar = bar(digest, size);
+                bar.set_position(size);
+                bar.finish_with_message("pulled");
+            }
+        }
+    }
 }
 
 /// How `push` compresses plain layers.
