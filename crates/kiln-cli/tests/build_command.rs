@@ -408,12 +408,20 @@ fn outputs_and_metadata_file() {
         "{names:?}"
     );
 
+    let out = kiln(&f.root, &["build", "--output", "type=s3,dest=x", context]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown type"));
+    // A registry output names where it goes.
     let out = kiln(
         &f.root,
         &["build", "--output", "type=registry,dest=x", context],
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("unknown type"));
+    assert!(
+        text(&out.stderr).contains("name=REF is required"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// A tar with two files, compressed with `compression` (`""` for none).
