@@ -334,6 +334,7 @@ fn a_dockerfile_builds_from_an_image_of_the_registry_with_no_pull_before() {
             "--progress",
             "plain",
             "--pull",
+            "--explain",
             "-t",
             "on-base",
             ctx,
@@ -342,6 +343,7 @@ fn a_dockerfile_builds_from_an_image_of_the_registry_with_no_pull_before() {
     let stderr = text(&pulled.stderr);
     assert!(pulled.status.success(), "{stderr}");
     assert!(!stderr.contains("CACHED"), "{stderr}");
+    assert!(stderr.contains("base image changed"), "{stderr}");
     let out = ok(kiln(
         &store,
         &["run", "--rm", "--network", "none", "on-base"],
