@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use kiln_store::{Digest, LayerCompression, Reference, Store};
-use reqwest::blocking::Body;
-use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::blocking::{Body, Response};
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
@@ -235,6 +235,55 @@ pub fn push_artifact(
     })
 }
 
+/// The answers to a monolithic PUT that mean "send it in chunks".
+fn refuses_monolithic(status: StatusCode) -> bool {
+    matches!(
+        status,
+        StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::RANGE_NOT_SATISFIABLE
+            | StatusCode::NOT_IMPLEMENTED
+    )
+}
+
+/// The chunk size for a session: 16 MiB, or the registry's minimum if larger.
+fn chunk_size(start: &Response) -> u64 {
+    let minimum = start
+        .headers()
+        .get("oci-chunk-min-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    minimum.max(16 * 1024 * 1024)
+}
+
+/// How many bytes of the blob a registry says it has (`Range: 0-LAST`).
+fn received(answer: &Response) -> Option<u64> {
+    let range = answer
+        .headers()
+        .get(reqwest::header::RANGE)?
+        .to_str()
+        .ok()?;
+    let last = range.trim().trim_start_matches("bytes=").split_once('-')?.1;
+    last.parse::<u64>().ok().map(|last| last + 1)
+}
+
+/// Headers of a body of `len` raw bytes.
+fn octet_stream(len: u64) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+    headers
+}
+
+/// A minute, and a second for every 256 KiB.
+fn upload_timeout(len: u64) -> Duration {
+    Duration::from_secs(60 + len / (256 * 1024))
+}
+
 struct Pusher<'a> {
     store: &'a Store,
     registry: &'a Registry,
@@ -316,31 +365,16 @@ impl Pusher<'_> {
         if start.status() != StatusCode::ACCEPTED {
             return Err(self.registry.status_error(&what, start));
         }
-        let mut url = self.registry.location(&start, &what)?;
-        url.query_pairs_mut()
-            .append_pair("digest", &digest.to_string());
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        headers.insert(CONTENT_LENGTH, HeaderValue::from(size));
-        let store = self.store;
-        let digest_owned = *digest;
-        let body = move || -> Result<Body, RegistryError> {
-            let file = store.blobs().open(&digest_owned)?;
-            Ok(Body::sized(file, size))
+        let done = self.upload_whole(&start, digest, size, &what)?;
+        let done = if refuses_monolithic(done.status()) {
+            // A registry that takes no whole blob in one PUT: a new
+            // session, and the blob in chunks.
+            drop(done);
+            let start = self.start_upload(&what)?;
+            self.upload_chunks(&start, digest, size, &what)?
+        } else {
+            done
         };
-        let done = self.registry.send(&Request {
-            method: Method::PUT,
-            url,
-            scope: self.scope(),
-            headers,
-            body: Some(&body),
-            // A minute, and a second for every 256 KiB.
-            timeout: Some(Duration::from_secs(60 + size / (256 * 1024))),
-            what: what.clone(),
-        })?;
         if done.status() != StatusCode::CREATED {
             return Err(self.registry.status_error(&what, done));
         }
@@ -350,6 +384,128 @@ impl Pusher<'_> {
         });
         self.known.record(self.repository, digest);
         Ok(Some(size))
+    }
+
+    /// A new upload session (POST), its answer checked.
+    fn start_upload(&self, what: &str) -> Result<Response, RegistryError> {
+        let start = self.registry.send(&Request {
+            method: Method::POST,
+            url: self
+                .registry
+                .url(&format!("v2/{}/blobs/uploads/", self.repository))?,
+            scope: self.scope(),
+            headers: HeaderMap::new(),
+            body: None,
+            timeout: None,
+            what: what.to_owned(),
+        })?;
+        if start.status() != StatusCode::ACCEPTED {
+            return Err(self.registry.status_error(what, start));
+        }
+        Ok(start)
+    }
+
+    /// The whole blob in one streamed PUT to the session `start` opened.
+    fn upload_whole(
+        &self,
+        start: &Response,
+        digest: &Digest,
+        size: u64,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let mut url = self.registry.location(start, what)?;
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        let body = self.blob_range(digest, 0, size);
+        self.registry.send(&Request {
+            method: Method::PUT,
+            url,
+            scope: self.scope(),
+            headers: octet_stream(size),
+            body: Some(&body),
+            timeout: Some(upload_timeout(size)),
+            what: what.to_owned(),
+        })
+    }
+
+    /// The blob in PATCHes of at least the registry's minimum chunk
+    /// (`OCI-Chunk-Min-Length`), each from where the registry's `Range`
+    /// says it has the blob to, then the closing PUT.
+    fn upload_chunks(
+        &self,
+        start: &Response,
+        digest: &Digest,
+        size: u64,
+        what: &str,
+    ) -> Result<Response, RegistryError> {
+        let chunk = chunk_size(start);
+        let mut url = self.registry.location(start, what)?;
+        let mut offset = 0;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let mut headers = octet_stream(len);
+            let range = format!("{offset}-{}", offset + len - 1);
+            headers.insert(
+                CONTENT_RANGE,
+                HeaderValue::from_str(&range).expect("digits and a dash"),
+            );
+            let body = self.blob_range(digest, offset, len);
+            let answer = self.registry.send(&Request {
+                method: Method::PATCH,
+                url: url.clone(),
+                scope: self.scope(),
+                headers,
+                body: Some(&body),
+                timeout: Some(upload_timeout(len)),
+                what: what.to_owned(),
+            })?;
+            if answer.status() != StatusCode::ACCEPTED {
+                return Err(self.registry.status_error(what, answer));
+            }
+            // What the registry has: `0-LAST`; less than was sent is sent again.
+            let had = received(&answer).unwrap_or(offset + len);
+            if had <= offset || had > offset + len {
+                return Err(RegistryError::Lied {
+                    registry: self.registry.domain().to_owned(),
+                    what: what.to_owned(),
+                    message: format!("after bytes {range} the registry says it has {had}"),
+                });
+            }
+            offset = had;
+            url = self.registry.location(&answer, what)?;
+        }
+        url.query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
+        self.registry.send(&Request {
+            method: Method::PUT,
+            url,
+            scope: self.scope(),
+            headers: octet_stream(0),
+            body: None,
+            timeout: None,
+            what: what.to_owned(),
+        })
+    }
+
+    /// A body of `len` bytes of the blob from `offset`, made anew for
+    /// every attempt.
+    fn blob_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> impl Fn() -> Result<Body, RegistryError> + '_ {
+        let digest = *digest;
+        move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut file = self.store.blobs().open(&digest)?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| kiln_store::StoreError::Io {
+                    path: self.store.blobs().path(&digest),
+                    source: e,
+                })?;
+            Ok(Body::sized(file.take(len), len))
+        }
     }
 
     /// The size of the blob in the registry, if it has it (HEAD).
