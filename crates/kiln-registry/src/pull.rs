@@ -280,6 +280,8 @@ fn fetch_blobs(
     events: &(dyn Fn(PullEvent) + Sync),
 ) -> Result<(usize, u64), RegistryError> {
     let next = AtomicUsize::new(0);
+    // One failed blob fails the pull: the others start no new download.
+    let failed = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<Result<(usize, u64), RegistryError>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..PARALLEL_LAYERS.min(blobs.len()))
             .map(|_| {
@@ -290,13 +292,21 @@ fn fetch_blobs(
                         let Some(&(digest, size)) = blobs.get(i) else {
                             return Ok((count, bytes));
                         };
+                        if failed.load(Ordering::Relaxed) {
+                            return Ok((count, bytes));
+                        }
                         // Leased by the check, so GC leaves it to this pull.
                         if store.blobs().size(&digest) == Some(size) && store.lease(&digest).is_ok()
                         {
                             events(PullEvent::Present { digest, size });
                             continue;
                         }
-                        fetch_blob(store, registry, repository, &digest, size, events)?;
+                        if let Err(e) =
+                            fetch_blob(store, registry, repository, &digest, size, events)
+                        {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
                         events(PullEvent::Downloaded { digest, size });
                         count += 1;
                         bytes += size;

@@ -94,6 +94,7 @@ pub fn push(
         events,
     };
     let (mut uploaded, mut bytes) = (0, 0);
+    let mut rewritten = false;
     let mut count = |sent: Option<u64>| {
         if let Some(size) = sent {
             uploaded += 1;
@@ -123,14 +124,16 @@ pub fn push(
                 "digest": digest.to_string(),
                 "size": size,
             });
+            rewritten = true;
         }
     }
     count(pusher.blob(&config_digest, config.size)?);
-    let bytes_out = if value == serde_json::from_slice::<Value>(&local).unwrap_or(Value::Null) {
-        local
-    } else {
+    // Untouched, the manifest goes as stored: its digest stays the local one.
+    let bytes_out = if rewritten {
         serde_json::to_vec(&value)
             .map_err(|e| unsupported(format!("cannot write its manifest: {e}")))?
+    } else {
+        local
     };
     let digest = Digest::of(&bytes_out);
     let target = manifest_target(&reference, &digest).map_err(unsupported)?;
