@@ -93,6 +93,7 @@ pub fn push(
         known: Known::new(store, registry.domain()),
         events,
     };
+    let docker = media_type == DOCKER_MANIFEST;
     let (mut uploaded, mut bytes) = (0, 0);
     let mut rewritten = false;
     let mut count = |sent: Option<u64>| {
@@ -106,6 +107,11 @@ pub fn push(
         let is_plain = layer.media_type == "application/vnd.oci.image.layer.v1.tar"
             || layer.media_type.ends_with(".tar");
         let (digest, size, sent) = match (is_plain, compression) {
+            (true, PushCompression::Zstd) if docker => {
+                return Err(unsupported(
+                    "zstd layers need an OCI manifest, and this image's is Docker's".into(),
+                ))
+            }
             (true, PushCompression::Gzip) => pusher.compressed(&plain, LayerCompression::Gzip)?,
             (true, PushCompression::Zstd) => pusher.compressed(&plain, LayerCompression::Zstd)?,
             _ => {
@@ -115,9 +121,11 @@ pub fn push(
         };
         count(sent);
         if digest != plain {
-            let media = match compression {
-                PushCompression::Zstd => LayerCompression::Zstd.media_type(),
-                _ => LayerCompression::Gzip.media_type(),
+            // A Docker manifest names its layers in Docker's types.
+            let media = match (compression, docker) {
+                (PushCompression::Zstd, _) => LayerCompression::Zstd.media_type(),
+                (_, false) => LayerCompression::Gzip.media_type(),
+                (_, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
             };
             value["layers"][n] = serde_json::json!({
                 "mediaType": media,
