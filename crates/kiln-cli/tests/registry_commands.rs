@@ -886,3 +886,32 @@ fn a_pull_on_a_terminal_draws_a_bar_per_blob() {
         "{screen}"
     );
 }
+
+#[test]
+fn kiln_run_pulls_an_image_the_store_lacks_unless_told_not_to() {
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(&w.work, Auth::Open);
+    build_app(&w.root, &w.work);
+    let name = format!("{}/runnable:1", registry.address);
+    ok(kiln(&w.root, &["push", "-q", "app", &name]));
+    let store = w.work.join("empty");
+    let never = kiln(
+        &store,
+        &["run", "--rm", "--pull", "never", "--network", "none", &name],
+    );
+    assert!(!never.status.success());
+    assert_eq!(
+        registry.requests("GET", "/manifests/"),
+        0,
+        "{}",
+        registry.log()
+    );
+    let out = kiln(&store, &["run", "--rm", "--network", "none", &name]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("Unable to find image '{name}' locally")));
+    assert_eq!(text(&out.stdout), "pushed and pulled\n");
+    // Now it is there: no pull.
+    let before = registry.requests("GET", "/manifests/");
+    ok(kiln(&store, &["run", "--rm", "--network", "none", &name]));
+    assert_eq!(registry.requests("GET", "/manifests/"), before);
+}

@@ -22,11 +22,25 @@ use super::dockerfile::print;
 use super::images::open_store;
 use crate::output::report;
 
+/// When `kiln run` pulls its image (as `docker run --pull`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
 #[derive(Args)]
 pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Pull the image first: missing (if the store lacks it, the
+    /// default), always, or never
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
+    pull: PullPolicy,
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
     /// Run in the background and print the container id
     #[arg(short, long)]
     detach: bool,
@@ -120,6 +134,28 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
         bail!("the input device is not a TTY: -it needs a terminal on stdin (use -i alone to pipe input)");
     }
     let engine = Engine::new(open_store(root)?);
+    let image = args.image();
+    let missing = engine.store().resolve(image).is_err();
+    if matches!(args.pull, PullPolicy::Always)
+        || missing && matches!(args.pull, PullPolicy::Missing)
+    {
+        if missing {
+            report!("Unable to find image '{image}' locally");
+        }
+        let platform = super::registry::platform(None)?;
+        let lines = |event: kiln_registry::PullEvent| {
+            if let kiln_registry::PullEvent::Downloaded { digest, .. } = event {
+                report!("{}: pulled", &digest.hex()[..12]);
+            }
+        };
+        kiln_registry::pull(
+            engine.store(),
+            image,
+            &platform,
+            &args.registry.options(),
+            &lines,
+        )?;
+    }
     let record = engine.create_container(&container_request(&args)?)?;
     if args.detach {
         spawn_monitor(engine.store(), &record.id, args.rm)?;
