@@ -13,7 +13,6 @@ set -euo pipefail
 runs="${1:-3}"
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 work="$(mktemp -d)"
-registry_pid=
 cleanup() {
   [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null
   rm -rf "$work"
@@ -30,9 +29,16 @@ cp "$here/../shared/bench/projects/bigcontext/.dockerignore" "$work/ctx/"
 printf 'FROM busybox\nCOPY . /data/\n' >"$work/ctx/Dockerfile"
 "$kiln" --root "$work/store" build -q -t big "$work/ctx" >/dev/null
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-reg="127.0.0.1:$port"
-cat >"$work/registry.yml" <<YML
+# A fresh registry for every measurement: no blob is known to it from an
+# earlier row, so neither client can mount one from another repository.
+registry_pid=
+start_registry() {
+  [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
+  local port
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  reg="127.0.0.1:$port"
+  rm -rf "$work/registry"
+  cat >"$work/registry.yml" <<YML
 version: 0.1
 log:
   level: error
@@ -44,12 +50,15 @@ storage:
 http:
   addr: $reg
 YML
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-registry_pid=$!
-for _ in $(seq 100); do
-  python3 -c "import urllib.request; urllib.request.urlopen('http://$reg/v2/')" 2>/dev/null && break
-  sleep 0.1
-done
+  docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+  registry_pid=$!
+  for _ in $(seq 100); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://$reg/v2/')" 2>/dev/null && return
+    sleep 0.1
+  done
+  echo "docker-registry did not start" >&2
+  exit 1
+}
 
 measure() {
   /usr/bin/time -f '%e %M' -o "$work/time" "$@" >/dev/null 2>"$work/err" || {
@@ -63,20 +72,25 @@ row() { printf '%-34s %s\n' "$1" "$2"; }
 for run in $(seq "$runs"); do
   echo "run $run"
   for compression in none gzip; do
-    repo="$reg/r$run-$compression"
-    row "kiln push $compression (first)" "$(measure "$kiln" --root "$work/store" push --compression "$compression" big "$repo/kiln:1")"
-    row "kiln push $compression (second)" "$(measure "$kiln" --root "$work/store" push --compression "$compression" big "$repo/kiln:1")"
     if [ "$compression" = none ]; then
       flags=()
     else
       flags=(--dest-compress --dest-compress-format gzip)
     fi
-    row "skopeo copy $compression (first)" "$(measure skopeo copy --dest-tls-verify=false "${flags[@]}" "oci:$work/store:big" "docker://$repo/skopeo:1")"
-    row "skopeo copy $compression (second)" "$(measure skopeo copy --dest-tls-verify=false "${flags[@]}" "oci:$work/store:big" "docker://$repo/skopeo:1")"
-    rm -rf "$work/pulled" "$work/skopeo-pulled"
-    row "kiln pull $compression (first)" "$(measure "$kiln" --root "$work/pulled" pull "$repo/kiln:1")"
-    row "kiln pull $compression (second)" "$(measure "$kiln" --root "$work/pulled" pull "$repo/kiln:1")"
-    row "skopeo pull $compression (first)" "$(measure skopeo copy --src-tls-verify=false "docker://$repo/kiln:1" "oci:$work/skopeo-pulled:x")"
-    row "skopeo pull $compression (second)" "$(measure skopeo copy --src-tls-verify=false "docker://$repo/kiln:1" "oci:$work/skopeo-pulled:x")"
+    # kiln: compressing is part of a first push (its memo is cleared).
+    start_registry
+    rm -rf "$work/store/kiln/compressed"
+    row "kiln push $compression (first)" "$(measure "$kiln" --root "$work/store" push --compression "$compression" big "$reg/big:1")"
+    row "kiln push $compression (second)" "$(measure "$kiln" --root "$work/store" push --compression "$compression" big "$reg/big:1")"
+    rm -rf "$work/pulled"
+    row "kiln pull $compression (first)" "$(measure "$kiln" --root "$work/pulled" pull "$reg/big:1")"
+    row "kiln pull $compression (second)" "$(measure "$kiln" --root "$work/pulled" pull "$reg/big:1")"
+    # skopeo: the same image from the store (an OCI layout), its own registry.
+    start_registry
+    row "skopeo push $compression (first)" "$(measure skopeo copy --dest-tls-verify=false "${flags[@]}" "oci:$work/store:big" "docker://$reg/big:1")"
+    row "skopeo push $compression (second)" "$(measure skopeo copy --dest-tls-verify=false "${flags[@]}" "oci:$work/store:big" "docker://$reg/big:1")"
+    rm -rf "$work/skopeo-pulled"
+    row "skopeo pull $compression (first)" "$(measure skopeo copy --src-tls-verify=false "docker://$reg/big:1" "oci:$work/skopeo-pulled:x")"
+    row "skopeo pull $compression (second)" "$(measure skopeo copy --src-tls-verify=false "docker://$reg/big:1" "oci:$work/skopeo-pulled:x")"
   done
 done
