@@ -108,7 +108,7 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // and other builds, readers and GC go on meanwhile.
     let images = kiln_engine::PullingImages {
         platform: super::registry::platform(args.platform.as_deref())?,
-        options: args.registry.options(),
+        options: args.registry.options()?,
         always: args.pull,
     };
     let engine = Engine::with_images(open_store(root)?, Box::new(images));
@@ -177,7 +177,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     request.target = args.target.clone();
     request.labels = parse_labels(&args.labels)?;
     request.push = args.push;
-    request.registry = args.registry.options();
+    request.registry = args.registry.options()?;
     if args.push && args.tags.is_empty() {
         bail!("--push needs a name to push to: give one with -t");
     }

@@ -152,7 +152,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             engine.store(),
             image,
             &platform,
-            &args.registry.options(),
+            &args.registry.options()?,
             &lines,
         )?;
     }

@@ -32,10 +32,23 @@ pub struct RegistryArgs {
     certs_dir: Option<std::path::PathBuf>,
 }
 
+/// The environment variable naming Docker's daemon config to read
+/// `insecure-registries` from (default `/etc/docker/daemon.json`).
+pub const DAEMON_CONFIG_VARIABLE: &str = "KILN_DOCKER_DAEMON_CONFIG";
+
 impl RegistryArgs {
-    pub fn options(&self) -> ClientOptions {
-        ClientOptions {
-            insecure: self.insecure.clone(),
+    /// The client's options: `--insecure-registry` and the
+    /// `insecure-registries` of Docker's `daemon.json` (the config entry
+    /// Docker users already have), `--registry-certs`, `KILN_REGISTRY_ALLOW`.
+    pub fn options(&self) -> anyhow::Result<ClientOptions> {
+        let daemon_config = std::env::var_os(DAEMON_CONFIG_VARIABLE).map_or_else(
+            || "/etc/docker/daemon.json".into(),
+            std::path::PathBuf::from,
+        );
+        let mut insecure = self.insecure.clone();
+        insecure.extend(insecure_registries(&daemon_config)?);
+        Ok(ClientOptions {
+            insecure,
             credential: None,
             certs_dir: self.certs_dir.clone(),
             allowed: std::env::var(ALLOW_VARIABLE).ok().map(|list| {
@@ -45,8 +58,28 @@ impl RegistryArgs {
                     .map(str::to_owned)
                     .collect()
             }),
-        }
+        })
     }
+}
+
+/// `insecure-registries` of a Docker daemon config; none if it is absent.
+fn insecure_registries(path: &Path) -> anyhow::Result<Vec<String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow::anyhow!("{}: {e}", path.display())),
+    };
+    let config: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a Docker daemon config: {e}", path.display()))?;
+    Ok(config["insecure-registries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.as_str())
+        // Docker also takes CIDRs; kiln matches hosts by name.
+        .filter(|entry| !entry.contains('/'))
+        .map(str::to_owned)
+        .collect())
 }
 
 /// `--platform` (kiln-graph's grammar, as `kiln plan` reads it), or the
@@ -86,7 +119,7 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> anyhow::Result<()> {
         &store,
         &args.name,
         &platform,
-        &args.registry.options(),
+        &args.registry.options()?,
         &events,
     )?;
     // The finished bars stay, as docker's "Pull complete" lines do.
@@ -241,7 +274,7 @@ pub fn push(root: Option<&Path>, args: PushArgs) -> anyhow::Result<()> {
         &manifest,
         dest,
         compression,
-        &args.registry.options(),
+        &args.registry.options()?,
         &events,
     )?;
     if quiet {
@@ -322,7 +355,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     }
     let credential =
         kiln_registry::Credential::UsernamePassword(username.clone(), password.clone());
-    let mut options = args.registry.options();
+    let mut options = args.registry.options()?;
     options.credential = Some(credential);
     // Checked first: a wrong password is never stored.
     kiln_registry::Registry::connect(&domain, &options)?.check_login()?;
@@ -351,5 +384,32 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
         print(&format!("Removing login credentials for {domain}\n"))
     } else {
         print(&format!("Not logged in to {domain}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_registries_come_from_the_flag_and_dockers_daemon_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("daemon.json");
+        assert!(
+            insecure_registries(&config).unwrap().is_empty(),
+            "no file, none"
+        );
+        std::fs::write(
+            &config,
+            r#"{"insecure-registries": ["reg.lan:5000", "10.0.0.0/8"], "debug": true}"#,
+        )
+        .unwrap();
+        assert_eq!(insecure_registries(&config).unwrap(), vec!["reg.lan:5000"]);
+        std::fs::write(&config, "{not json").unwrap();
+        let error = insecure_registries(&config).unwrap_err().to_string();
+        assert!(
+            error.contains("daemon.json: not a Docker daemon config"),
+            "{error}"
+        );
     }
 }
