@@ -105,30 +105,17 @@ impl Engine {
                 line: warning.line,
             });
         }
-        // A registry cache that is not there yet (the first build that
-        // exports it) or cannot be read is a warning, as with BuildKit; a
-        // local directory that is not there is an error (a typo).
-        let mut cache_from = Vec::new();
-        for from in &request.cache_from {
-            match import_cache(&self.store, from, &request.registry) {
-                Ok(imported) => cache_from.push(imported),
-                Err(error) if matches!(from, crate::request::CacheFrom::Registry(_)) => {
-                    emit(EventKind::Warning {
-                        message: format!("the registry cache was not imported: {error}"),
-                        file: None,
-                        line: 0,
-                    })
-                }
-                Err(error) => return Err(error),
-            }
-        }
         let recorder = Recorder::new(&graph, &emit);
-        let sources = Sources {
-            images: &pinned,
-            cache_from: &cache_from,
-        };
-        let result = self.run(request, &graph, &sources, &file, cancel, &|event| {
-            recorder.step_event(event)
+        // Inside the result: a cache that cannot be imported fails the
+        // build after its summary is sent, as any step's failure does.
+        let result = self.import_caches(request, &emit).and_then(|cache_from| {
+            let sources = Sources {
+                images: &pinned,
+                cache_from: &cache_from,
+            };
+            self.run(request, &graph, &sources, &file, cancel, &|event| {
+                recorder.step_event(event)
+            })
         });
         let outcome = match &result {
             Ok(_) => "built",
@@ -177,6 +164,32 @@ impl Engine {
             steps,
             totals,
         })
+    }
+
+    /// The `--cache-from` caches. A registry cache that is not there yet
+    /// (the first build that exports it) or cannot be read is a warning,
+    /// as with BuildKit; a local directory that is not there is an error
+    /// (a typo).
+    fn import_caches(
+        &self,
+        request: &BuildRequest,
+        emit: &dyn Fn(EventKind),
+    ) -> Result<Vec<ImportedCache>, EngineError> {
+        let mut imported = Vec::new();
+        for from in &request.cache_from {
+            match import_cache(&self.store, from, &request.registry) {
+                Ok(cache) => imported.push(cache),
+                Err(error) if matches!(from, crate::request::CacheFrom::Registry(_)) => {
+                    emit(EventKind::Warning {
+                        message: format!("the registry cache was not imported: {error}"),
+                        file: None,
+                        line: 0,
+                    })
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(imported)
     }
 
     /// Plans once to learn the image references, pins each through the
