@@ -915,3 +915,84 @@ fn kiln_run_pulls_an_image_the_store_lacks_unless_told_not_to() {
     ok(kiln(&store, &["run", "--rm", "--network", "none", &name]));
     assert_eq!(registry.requests("GET", "/manifests/"), before);
 }
+
+#[test]
+fn a_credential_helper_stores_the_login_and_gives_it_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = busybox_workspace();
+    let registry = LocalRegistry::start(
+        &w.work,
+        Auth::Basic {
+            user: "kiln".into(),
+            password: "s3cret".into(),
+        },
+    );
+    build_app(&w.root, &w.work);
+    // A helper as docker-credential-* are: `store` reads {ServerURL,
+    // Username, Secret} on stdin, `get` reads a server URL and answers
+    // {Username, Secret}, `erase` reads a server URL.
+    let bin = w.work.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let saved = w.work.join("helper-store");
+    let helper = bin.join("docker-credential-kilntest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nset -e\ncase \"$1\" in\n\
+             store) cat > {saved} ;;\n\
+             get) read server || true; [ -f {saved} ] || {{ echo 'credentials not found in native keychain'; exit 1; }}; \
+             sed 's/\"ServerURL\":\"[^\"]*\",//' {saved} ;;\n\
+             erase) rm -f {saved} ;;\n\
+             esac\n",
+            saved = saved.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = w.work.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.json"), r#"{"credsStore": "kilntest"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("DOCKER_CONFIG", config.to_str().unwrap()),
+        ("PATH", path.as_str()),
+    ];
+
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["login", &registry.address, "-u", "kiln", "--password-stdin"])
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("docker-credential-kilntest"),
+        "{}",
+        text(&out.stderr)
+    );
+    let stored = std::fs::read_to_string(&saved).unwrap();
+    assert!(
+        stored.contains("\"Secret\":\"s3cret\"") && stored.contains(&registry.address),
+        "{stored}"
+    );
+    let file = std::fs::read_to_string(config.join("config.json")).unwrap();
+    assert!(
+        !file.contains("s3cret") && !file.contains("auths"),
+        "the password went to the file: {file}"
+    );
+
+    let dest = format!("{}/helped:1", registry.address);
+    ok(kiln_env(&w.root, &["push", "-q", "app", &dest], &env));
+    let out = ok(kiln_env(&w.root, &["logout", &registry.address], &env));
+    assert!(out.contains("Removing login credentials"), "{out}");
+    assert!(!saved.exists(), "erase was not called");
+}
