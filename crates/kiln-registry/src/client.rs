@@ -300,10 +300,10 @@ impl Registry {
                     .get(WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok())
                     .and_then(Challenge::parse);
-                if authenticated || challenge.is_none() {
+                let Some(challenge) = challenge.filter(|_| !authenticated) else {
                     return Err(self.unauthorized(request, response));
-                }
-                self.authenticate(challenge.as_ref(), &request.scope, &request.what)?;
+                };
+                self.authenticate(&challenge, &request.scope, &request.what)?;
                 authenticated = true;
                 continue;
             }
@@ -382,7 +382,7 @@ impl Registry {
     /// token is fetched from its realm and kept for the scope.
     fn authenticate(
         &self,
-        challenge: Option<&Challenge>,
+        challenge: &Challenge,
         scope: &str,
         what: &str,
     ) -> Result<(), RegistryError> {
@@ -392,7 +392,7 @@ impl Registry {
             message,
         };
         match challenge {
-            Some(Challenge::Basic) => {
+            Challenge::Basic => {
                 if !matches!(self.credential, Some(Credential::UsernamePassword(..))) {
                     return Err(auth_error(format!(
                         "authentication required (no credentials for {}: kiln login {})",
@@ -402,7 +402,7 @@ impl Registry {
                 self.auth.lock().unwrap_or_else(|e| e.into_inner()).basic = true;
                 Ok(())
             }
-            Some(Challenge::Bearer { realm, service, .. }) => {
+            Challenge::Bearer { realm, service, .. } => {
                 let token = self.fetch_token(realm, service.as_deref(), scope, what)?;
                 self.auth
                     .lock()
@@ -411,9 +411,6 @@ impl Registry {
                     .insert(scope.to_owned(), token);
                 Ok(())
             }
-            None => Err(auth_error(
-                "the registry asked for an unknown kind of authentication".into(),
-            )),
         }
     }
 

@@ -107,10 +107,6 @@ pub fn pull(
     unique.sort();
     unique.dedup();
     let (downloaded, bytes) = fetch_blobs(store, &registry, repository, &unique, events)?;
-    let known = Known::new(store, registry.domain());
-    for (digest, _) in &unique {
-        known.record(repository, digest);
-    }
     // Last, so an image is in the store only once all it needs is.
     store
         .blobs()
@@ -176,10 +172,6 @@ pub fn pull_artifact(
     unique.sort();
     unique.dedup();
     fetch_blobs(store, &registry, repository, &unique, events)?;
-    let known = Known::new(store, registry.domain());
-    for (digest, _) in &unique {
-        known.record(repository, digest);
-    }
     Ok(PulledArtifact {
         manifest: manifest.digest,
         config: store.blobs().read(&config_digest)?,
@@ -270,8 +262,9 @@ fn check_layer_type(
     })
 }
 
-/// Downloads the blobs the store lacks, `PARALLEL_LAYERS` at a time;
-/// returns how many were downloaded and their bytes.
+/// Downloads the blobs the store lacks, `PARALLEL_LAYERS` at a time, and
+/// notes that `repository` holds them all (for later mounts); returns how
+/// many were downloaded and their bytes.
 fn fetch_blobs(
     store: &Store,
     registry: &Registry,
@@ -324,6 +317,10 @@ fn fetch_blobs(
         let (c, b) = result?;
         count += c;
         bytes += b;
+    }
+    let known = Known::new(store, registry.domain());
+    for (digest, _) in blobs {
+        known.record(repository, digest);
     }
     Ok((count, bytes))
 }

@@ -346,25 +346,7 @@ impl Pusher<'_> {
             .repositories(digest)
             .into_iter()
             .find(|r| r != self.repository);
-        let mut url = self
-            .registry
-            .url(&format!("v2/{}/blobs/uploads/", self.repository))?;
-        let mut scope = self.scope();
-        if let Some(from) = &from {
-            url.query_pairs_mut()
-                .append_pair("mount", &digest.to_string())
-                .append_pair("from", from);
-            scope.push_str(&format!(" repository:{from}:pull"));
-        }
-        let start = self.registry.send(&Request {
-            method: Method::POST,
-            url,
-            scope,
-            headers: HeaderMap::new(),
-            body: None,
-            timeout: None,
-            what: what.clone(),
-        })?;
+        let start = self.start_upload(&what, from.as_deref().map(|from| (digest, from)))?;
         if let (StatusCode::CREATED, Some(from)) = (start.status(), from) {
             (self.events)(PushEvent::Mounted {
                 digest: *digest,
@@ -373,15 +355,12 @@ impl Pusher<'_> {
             self.known.record(self.repository, digest);
             return Ok(None);
         }
-        if start.status() != StatusCode::ACCEPTED {
-            return Err(self.registry.status_error(&what, start));
-        }
         let done = self.upload_whole(&start, digest, size, &what)?;
         let done = if refuses_monolithic(done.status()) {
             // A registry that takes no whole blob in one PUT: a new
             // session, and the blob in chunks.
             drop(done);
-            let start = self.start_upload(&what)?;
+            let start = self.start_upload(&what, None)?;
             self.upload_chunks(&start, digest, size, &what)?
         } else {
             done
@@ -397,20 +376,35 @@ impl Pusher<'_> {
         Ok(Some(size))
     }
 
-    /// A new upload session (POST), its answer checked.
-    fn start_upload(&self, what: &str) -> Result<Response, RegistryError> {
+    /// A new upload session (POST), its answer checked: 202, or with
+    /// `mount` (the blob, the repository it is in) 201 when the registry
+    /// mounted it instead.
+    fn start_upload(
+        &self,
+        what: &str,
+        mount: Option<(&Digest, &str)>,
+    ) -> Result<Response, RegistryError> {
+        let mut url = self
+            .registry
+            .url(&format!("v2/{}/blobs/uploads/", self.repository))?;
+        let mut scope = self.scope();
+        if let Some((digest, from)) = mount {
+            url.query_pairs_mut()
+                .append_pair("mount", &digest.to_string())
+                .append_pair("from", from);
+            scope.push_str(&format!(" repository:{from}:pull"));
+        }
         let start = self.registry.send(&Request {
             method: Method::POST,
-            url: self
-                .registry
-                .url(&format!("v2/{}/blobs/uploads/", self.repository))?,
-            scope: self.scope(),
+            url,
+            scope,
             headers: HeaderMap::new(),
             body: None,
             timeout: None,
             what: what.to_owned(),
         })?;
-        if start.status() != StatusCode::ACCEPTED {
+        let mounted = mount.is_some() && start.status() == StatusCode::CREATED;
+        if start.status() != StatusCode::ACCEPTED && !mounted {
             return Err(self.registry.status_error(what, start));
         }
         Ok(start)
