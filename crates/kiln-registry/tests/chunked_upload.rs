@@ -1,15 +1,15 @@
 //! A registry that takes no blob in one PUT (some do not): a small HTTP
 //! server on 127.0.0.1 answering the upload API, refusing monolithic PUTs
 //! with 405 and asking for chunks of at least 20 MiB (more than kiln's
-//! own 16 MiB). kiln falls
-//! back to PATCHes of at least that, in order, and what the server
-//! assembles is the store's blob byte for byte.
+//! own 16 MiB). kiln falls back to PATCHes of at least that, in order,
+//! and what the server assembles is the store's blob byte for byte.
+
+mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
+use common::{Answer, Request};
 use kiln_registry::{push, ClientOptions, PushCompression};
 use kiln_store::{Digest, Layer, Store};
 
@@ -25,44 +25,6 @@ struct Uploads {
     /// The size of every PATCH, in order.
     patches: Vec<usize>,
     monolithic_refused: usize,
-}
-
-struct Request {
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-fn read_request(stream: &TcpStream) -> Option<Request> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut first = String::new();
-    reader.read_line(&mut first).ok()?;
-    let mut parts = first.split(' ');
-    let method = parts.next()?.to_owned();
-    let path = parts.next()?.to_owned();
-    let mut headers = HashMap::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-        }
-    }
-    let len: usize = headers
-        .get("content-length")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    Some(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
 }
 
 fn answer(uploads: &Mutex<Uploads>, request: Request) -> (u16, Vec<(String, String)>) {
@@ -136,29 +98,14 @@ fn answer(uploads: &Mutex<Uploads>, request: Request) -> (u16, Vec<(String, Stri
 }
 
 fn serve() -> (String, Arc<Mutex<Uploads>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let uploads = Arc::new(Mutex::new(Uploads::default()));
     let state = Arc::clone(&uploads);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            // kiln tries HTTPS first: its ClientHello is dropped.
-            let mut first = [0u8; 1];
-            if stream.peek(&mut first).is_err() || first[0] == 0x16 {
-                continue;
-            }
-            let Some(request) = read_request(&stream) else {
-                continue;
-            };
-            let (status, headers) = answer(&state, request);
-            let mut head =
-                format!("HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n");
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = stream.write_all(head.as_bytes());
+    let address = common::serve(move |request| {
+        let (status, headers) = answer(&state, request);
+        Answer {
+            status,
+            headers,
+            body: Vec::new(),
         }
     });
     (address, uploads)

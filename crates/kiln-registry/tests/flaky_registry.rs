@@ -3,88 +3,47 @@
 //! a dropped connection, then the real thing). kiln retries what is worth retrying, a bounded
 //! number of times, and gives the last status when it gives up.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
+use common::Answer;
 use kiln_registry::{pull, ClientOptions, Platform};
 use kiln_store::{Digest, Store};
-
-/// One scripted answer: status, extra headers, body.
-type Answer = (u16, Vec<(String, String)>, Vec<u8>);
 
 /// Serves each path's answers in order (the last one again once they run
 /// out); counts the requests per path.
 fn serve(script: HashMap<String, Vec<Answer>>) -> (String, Arc<Mutex<HashMap<String, usize>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
     let counts = Arc::new(Mutex::new(HashMap::new()));
     let seen = Arc::clone(&counts);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            // kiln tries HTTPS first: its ClientHello is dropped.
-            let mut first_byte = [0u8; 1];
-            if stream.peek(&mut first_byte).is_err() || first_byte[0] == 0x16 {
-                continue;
-            }
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut first = String::new();
-            reader.read_line(&mut first).unwrap_or_default();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-            }
-            let path = first.split(' ').nth(1).unwrap_or("/").to_owned();
-            let n = {
-                let mut seen = seen.lock().unwrap();
-                let n = seen.entry(path.clone()).or_insert(0);
-                *n += 1;
-                *n
-            };
-            let (status, headers, body) = match script.get(&path) {
-                Some(answers) => answers[(n - 1).min(answers.len() - 1)].clone(),
-                None if path == "/v2/" => (200, vec![], vec![]),
-                None => (404, vec![], vec![]),
-            };
-            // Status 0: the connection is dropped with no answer.
-            if status == 0 {
-                continue;
-            }
-            let mut head = format!(
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                body.len()
-            );
-            for (k, v) in headers {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n");
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
+    let address = common::serve(move |request| {
+        let n = {
+            let mut seen = seen.lock().unwrap();
+            let n = seen.entry(request.path.clone()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        match script.get(&request.path) {
+            Some(answers) => answers[(n - 1).min(answers.len() - 1)].clone(),
+            None => Answer::fallback(&request.path),
         }
     });
     (address, counts)
 }
 
 fn ok(body: &[u8], content_type: Option<&str>) -> Answer {
-    let headers = content_type
-        .map(|t| vec![("Content-Type".to_owned(), t.to_owned())])
-        .unwrap_or_default();
-    (200, headers, body.to_vec())
+    match content_type {
+        Some(t) => Answer::new(200, &[("Content-Type", t)], body),
+        None => Answer::new(200, &[], body),
+    }
 }
 
 fn status(code: u16, headers: &[(&str, &str)]) -> Answer {
-    let headers = headers
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    (
+    Answer::new(
         code,
         headers,
-        br#"{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}"#.to_vec(),
+        br#"{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}"#,
     )
 }
 
@@ -137,7 +96,7 @@ fn server_errors_and_rate_limits_are_retried_until_they_pass() {
     );
     script.insert(
         format!("/v2/app/blobs/{}", Digest::of(&layer)),
-        vec![(0, vec![], vec![]), status(408, &[]), ok(&layer, None)],
+        vec![Answer::new(0, &[], &[]), status(408, &[]), ok(&layer, None)],
     );
     let (address, counts) = serve(script);
     let pulled = pull_from(&address).unwrap();

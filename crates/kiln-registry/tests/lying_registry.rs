@@ -3,79 +3,26 @@
 //! kiln refuses each lie with one error naming the object, stores nothing
 //! of it, tags nothing, and the store's check stays clean.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::Arc;
+mod common;
 
+use std::collections::HashMap;
+
+use common::Answer;
 use kiln_registry::{pull, ClientOptions, Platform, RegistryError};
 use kiln_store::{Digest, Store};
 
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
 fn answer(body: &[u8], headers: &[(&str, &str)]) -> Answer {
-    Answer {
-        status: 200,
-        headers: headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        body: body.to_vec(),
-    }
+    Answer::new(200, headers, body)
 }
 
-/// Serves `routes` (by path) on a free port until the test ends; returns
-/// the address.
+/// Serves `routes` (by path) until the test ends; returns the address.
 fn serve(routes: HashMap<String, Answer>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let routes = Arc::new(routes);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let routes = Arc::clone(&routes);
-            std::thread::spawn(move || {
-                // kiln tries HTTPS first: a ClientHello is dropped, as a
-                // plain-HTTP server's error would end it.
-                let mut first_byte = [0u8; 1];
-                if stream.peek(&mut first_byte).is_err() || first_byte[0] == 0x16 {
-                    return;
-                }
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                reader.read_line(&mut first).unwrap_or_default();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split(' ').nth(1).unwrap_or("/").to_owned();
-                let fallback = Answer {
-                    status: if path == "/v2/" { 200 } else { 404 },
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                };
-                let answer = routes.get(&path).unwrap_or(&fallback);
-                let mut head = format!(
-                    "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    answer.status,
-                    answer.body.len()
-                );
-                for (k, v) in &answer.headers {
-                    head.push_str(&format!("{k}: {v}\r\n"));
-                }
-                head.push_str("\r\n");
-                let _ = stream.write_all(head.as_bytes());
-                let _ = stream.write_all(&answer.body);
-            });
-        }
-    });
-    address
+    common::serve(move |request| {
+        routes
+            .get(&request.path)
+            .cloned()
+            .unwrap_or_else(|| Answer::fallback(&request.path))
+    })
 }
 
 const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
