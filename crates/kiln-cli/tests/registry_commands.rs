@@ -381,8 +381,7 @@ fn basic_auth_uses_the_docker_config_and_says_when_it_has_none() {
     );
     build_app(&w.root, &w.work);
     let dest = format!("{}/private:1", registry.address);
-    let config = w.work.join("docker-config");
-    std::fs::create_dir_all(&config).unwrap();
+    let config = docker_config(&w.work);
     let env = [("DOCKER_CONFIG", config.to_str().unwrap())];
 
     let out = kiln_env(&w.root, &["push", "app", &dest], &env);
@@ -430,11 +429,20 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// `kiln login` with the password on stdin.
-fn login(config: &Path, server: &str, password: &str) -> std::process::Output {
+/// An empty Docker config directory (for DOCKER_CONFIG) under `work`.
+fn docker_config(work: &Path) -> std::path::PathBuf {
+    let config = work.join("docker-config");
+    std::fs::create_dir_all(&config).unwrap();
+    config
+}
+
+/// `kiln login SERVER -u kiln` with `password` on stdin and `env`.
+fn login(env: &[(&str, &str)], server: &str, password: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(["login", server, "-u", "kiln", "--password-stdin"])
-        .env("DOCKER_CONFIG", config)
+        .env("KILN_REGISTRY_ALLOW", "127.0.0.1")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -461,14 +469,13 @@ fn login_checks_the_password_stores_it_as_docker_does_and_logout_forgets_it() {
         },
     );
     build_app(&w.root, &w.work);
-    let config = w.work.join("docker-config");
-    std::fs::create_dir_all(&config).unwrap();
+    let config = docker_config(&w.work);
     // Settings of docker's own are kept.
     std::fs::write(config.join("config.json"), r#"{"detachKeys": "ctrl-e,e"}"#).unwrap();
     let env = [("DOCKER_CONFIG", config.to_str().unwrap())];
     let dest = format!("{}/private:1", registry.address);
 
-    let refused = login(&config, &registry.address, "wrong");
+    let refused = login(&env, &registry.address, "wrong");
     assert!(!refused.status.success());
     assert!(
         text(&refused.stderr).contains("credentials were refused"),
@@ -481,7 +488,7 @@ fn login_checks_the_password_stores_it_as_docker_does_and_logout_forgets_it() {
         "a refused login was stored: {file}"
     );
 
-    let logged = login(&config, &registry.address, "s3cret");
+    let logged = login(&env, &registry.address, "s3cret");
     assert!(logged.status.success(), "{}", text(&logged.stderr));
     assert_eq!(text(&logged.stdout), "Login Succeeded\n");
     let file: serde_json::Value =
@@ -609,8 +616,7 @@ fn token_auth_gets_one_token_per_scope_and_reuses_it() {
         },
     );
     build_app(&w.root, &w.work);
-    let config = w.work.join("docker-config");
-    std::fs::create_dir_all(&config).unwrap();
+    let config = docker_config(&w.work);
     let env = [("DOCKER_CONFIG", config.to_str().unwrap())];
     let dest = format!("{}/team/tokened:1", registry.address);
 
@@ -621,10 +627,10 @@ fn token_auth_gets_one_token_per_scope_and_reuses_it() {
         "{}",
         text(&out.stderr)
     );
-    assert!(!login(&config, &registry.address, "wrong").status.success());
+    assert!(!login(&env, &registry.address, "wrong").status.success());
     assert_eq!(registry.tokens_granted(), 0);
 
-    let logged = login(&config, &registry.address, "s3cret");
+    let logged = login(&env, &registry.address, "s3cret");
     assert!(logged.status.success(), "{}", text(&logged.stderr));
     let before = registry.tokens_granted();
     let pushed = ok(kiln_env(&w.root, &["push", "-q", "app", &dest], &env));
@@ -949,8 +955,7 @@ fn a_credential_helper_stores_the_login_and_gives_it_back() {
     )
     .unwrap();
     std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let config = w.work.join("docker-config");
-    std::fs::create_dir_all(&config).unwrap();
+    let config = docker_config(&w.work);
     std::fs::write(config.join("config.json"), r#"{"credsStore": "kilntest"}"#).unwrap();
     let path = format!(
         "{}:{}",
@@ -962,17 +967,7 @@ fn a_credential_helper_stores_the_login_and_gives_it_back() {
         ("PATH", path.as_str()),
     ];
 
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["login", &registry.address, "-u", "kiln", "--password-stdin"])
-        .envs(env)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = login(&env, &registry.address, "s3cret");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("docker-credential-kilntest"),

@@ -319,8 +319,9 @@ const TOKEN_ISSUER: &str = "kiln-test-issuer";
 /// in `dir` (`token.key`, `token.crt`, which the registry trusts); returns
 /// its realm URL and the count of tokens it grants.
 fn start_token_server(dir: &Path, user: &str, password: &str) -> (String, Arc<AtomicUsize>) {
-    let out = Command::new("openssl")
-        .args([
+    openssl(
+        dir,
+        &[
             "req",
             "-x509",
             "-newkey",
@@ -334,14 +335,7 @@ fn start_token_server(dir: &Path, user: &str, password: &str) -> (String, Arc<At
             "2",
             "-subj",
             "/CN=kiln test token signer",
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("openssl is installed by scripts/install-test-deps.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     let key_pem = std::fs::read(dir.join("token.key")).unwrap();
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key_pem).unwrap();
