@@ -108,7 +108,8 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // and other builds, readers and GC go on meanwhile.
     let images = kiln_engine::PullingImages {
         platform: super::registry::platform(args.platform.as_deref())?,
-        options: args.registry.options()?,
+        // The request's own: one reading of the flags and daemon.json.
+        options: request.registry.clone(),
         always: args.pull,
     };
     let engine = Engine::with_images(open_store(root)?, Box::new(images));

@@ -143,11 +143,9 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
             report!("Unable to find image '{image}' locally");
         }
         let platform = super::registry::platform(None)?;
-        let lines = |event: kiln_registry::PullEvent| {
-            if let kiln_registry::PullEvent::Downloaded { digest, .. } = event {
-                report!("{}: pulled", &digest.hex()[..12]);
-            }
-        };
+        // Shown as `kiln pull` shows it.
+        let view = super::registry::PullView::new(false);
+        let lines = |event: kiln_registry::PullEvent| view.event(event);
         kiln_registry::pull(
             engine.store(),
             image,

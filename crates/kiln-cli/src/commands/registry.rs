@@ -146,7 +146,7 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> anyhow::Result<()> {
 
 /// What a pull shows: on a terminal a bar per blob as it downloads
 /// (indicatif), elsewhere a line per blob once it is stored.
-struct PullView {
+pub struct PullView {
     quiet: bool,
     bars: Option<(
         indicatif::MultiProgress,
@@ -155,14 +155,14 @@ struct PullView {
 }
 
 impl PullView {
-    fn new(quiet: bool) -> PullView {
+    pub fn new(quiet: bool) -> PullView {
         use std::io::IsTerminal;
         let bars = (!quiet && std::io::stderr().is_terminal())
             .then(|| (indicatif::MultiProgress::new(), Mutex::new(HashMap::new())));
         PullView { quiet, bars }
     }
 
-    fn event(&self, event: PullEvent) {
+    pub fn event(&self, event: PullEvent) {
         if self.quiet {
             return;
         }
