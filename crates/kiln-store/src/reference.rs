@@ -56,11 +56,21 @@ impl Reference {
                 Some((host, port)) if !host.ends_with(':') => (host, Some(port)),
                 _ => (domain, None),
             };
-            let host_ok = !host.is_empty()
-                && (host
+            // Docker's domain components: letters and digits, inner `-`,
+            // joined by single dots (so never `.` or `..`, which would
+            // name a directory where a registry's name is one).
+            let component_ok = |c: &str| {
+                c.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && c.ends_with(|c: char| c.is_ascii_alphanumeric())
+                    && c.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            };
+            let ipv6 = host.len() > 2
+                && host.starts_with('[')
+                && host.ends_with(']')
+                && host[1..host.len() - 1]
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
-                    || host.starts_with('[') && host.ends_with(']'))
+                    .all(|c| c.is_ascii_hexdigit() || ":.%".contains(c));
+            let host_ok = (host.split('.').all(component_ok) || ipv6)
                 && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
             if !host_ok {
                 return Err(invalid("bad registry host"));
@@ -185,9 +195,23 @@ mod tests {
             "a:b:c/d",
             "a@sha256:12",
             "a b",
+            "../app",
+            "./app",
+            "..:5000/app",
+            "a..b:5000/app",
+            "-reg.example/app",
+            "[../x]:5000/app",
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad}");
         }
         assert!(Reference::parse("a__b.c-d--e").is_ok());
+        for good in [
+            "reg-1.example.com:5000/a",
+            "[::1]:5000/a",
+            "localhost/a",
+            "127.0.0.1:5000/a/b",
+        ] {
+            assert!(Reference::parse(good).is_ok(), "{good}");
+        }
     }
 }
