@@ -196,6 +196,8 @@ pub struct Selection {
     link: bool,
     line: u32,
     instruction: String,
+    /// When the sources were looked at (before any was hashed).
+    selected_at: std::time::SystemTime,
 }
 
 /// Selects and hashes the sources of one or more requests with the same
@@ -218,6 +220,7 @@ pub fn select(requests: &[CopyRequest<'_>]) -> Result<Selection, BuildError> {
         link: first.link,
         line: first.line,
         instruction: first.instruction.to_owned(),
+        selected_at: std::time::SystemTime::now(),
     };
     let mut hasher = Sha256::new();
     for request in requests {
@@ -253,7 +256,7 @@ pub fn copy_layer(
     request: &CopyRequest<'_>,
     tree: &mut Tree,
 ) -> Result<Layer, BuildError> {
-    select(std::slice::from_ref(request))?.write_layer(store, tree, Keep::Tar)
+    select(std::slice::from_ref(request))?.write_layer(store, tree, Keep::Tar, None)
 }
 
 /// Feeds `items` into `hasher` in destination order: path, kind, mode,
@@ -266,19 +269,19 @@ fn digest_items(
     hasher: &mut Sha256,
     inputs: &mut BTreeMap<String, String>,
 ) -> Result<HashStats, BuildError> {
-    let mut files = Vec::new();
-    for item in items.iter() {
-        if let Content::File(file) = &item.content {
-            files.push((file.real.clone(), file.meta.clone()));
-        }
-    }
+    let files: Vec<(&Path, &fs::Metadata)> = items
+        .iter()
+        .filter_map(|item| match &item.content {
+            Content::File(file) => Some((file.real.as_path(), &file.meta)),
+            _ => None,
+        })
+        .collect();
     let (digests, stats) = req
         .stat_cache
         .hash_files(root, &files)
         .map_err(|e| BuildError::step(req.line, format!("{}: {e}", req.instruction)))?;
     for ((key, _), digest) in files.iter().zip(&digests) {
-        let short: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        inputs.insert(key.to_string_lossy().into_owned(), short);
+        inputs.insert(key.to_string_lossy().into_owned(), short_hex(digest));
     }
     let mut file_digests = digests.into_iter();
     for item in items.iter_mut() {
@@ -288,6 +291,7 @@ fn digest_items(
     }
     let mut order: Vec<&Item> = items.iter().collect();
     order.sort_by(|a, b| a.dest.cmp(&b.dest));
+    let mut owner = String::new();
     for item in order {
         hasher.update(&item.dest);
         hasher.update([0]);
@@ -301,12 +305,32 @@ fn digest_items(
             Content::Spilled { sha256, .. } => (b'f', sha256.to_vec()),
         };
         hasher.update([kind]);
-        hasher.update(format!("{:o} {} {}", item.mode, item.uid, item.gid).as_bytes());
+        owner.clear();
+        let _ = std::fmt::Write::write_fmt(
+            &mut owner,
+            format_args!("{:o} {} {}", item.mode, item.uid, item.gid),
+        );
+        hasher.update(owner.as_bytes());
         hasher.update([0]);
         hasher.update(&body);
         hasher.update([b'\n']);
     }
     Ok(stats)
+}
+
+/// The first 8 bytes of `digest` in hex: how a miss's explanation names
+/// a file's content.
+fn short_hex(digest: &ContentDigest) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    digest[..8]
+        .iter()
+        .flat_map(|b| {
+            [
+                HEX[usize::from(b >> 4)] as char,
+                HEX[usize::from(b & 15)] as char,
+            ]
+        })
+        .collect()
 }
 
 /// `rel` as text, for `.dockerignore`.
@@ -1094,33 +1118,64 @@ fn apply_chmod(mode: u32, chmod: Option<&kiln_graph::Chmod>, is_dir: bool) -> u3
     chmod.map_or(mode, |chmod| chmod.apply(mode, is_dir))
 }
 
-/// A reader that hashes what it gives and counts it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
+/// A source file as it is copied into the layer, checked to be the bytes
+/// the step's key hashed: hashed again as it is read, or, for a file
+/// whose last change is long past (most of a rebuilt context), checked
+/// by its inode's status instead, which no write can leave unchanged.
+struct CheckedSource {
+    file: std::io::Take<File>,
+    /// `None` when the status check stands in for hashing.
+    hasher: Option<Sha256>,
     read: u64,
 }
 
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
+/// How long before a selection a file's last change must lie for its
+/// status to stand for its content: far beyond the coarse clock's tick
+/// (a write in the same tick as the status taken would not change it).
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl CheckedSource {
+    fn new(file: File, meta: &fs::Metadata, selected_at: std::time::SystemTime) -> Self {
+        let changed = std::time::UNIX_EPOCH
+            + std::time::Duration::new(
+                u64::try_from(std::os::unix::fs::MetadataExt::ctime(meta)).unwrap_or(0),
+                u32::try_from(std::os::unix::fs::MetadataExt::ctime_nsec(meta)).unwrap_or(0),
+            );
+        let settled = changed + SETTLED < selected_at;
+        CheckedSource {
+            file: file.take(meta.len()),
+            hasher: (!settled).then(Sha256::new),
             read: 0,
         }
     }
 
-    /// Whether what was read is `len` bytes whose digest is `expected`.
-    fn matches(self, len: u64, expected: &Option<ContentDigest>) -> bool {
-        let digest: ContentDigest = self.hasher.finalize().into();
-        self.read == len && expected.as_ref() == Some(&digest)
+    /// Whether what was read is all of the file as selected (`meta`),
+    /// with the digest `expected`.
+    fn unchanged(self, meta: &fs::Metadata, expected: &Option<ContentDigest>) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        if self.read != meta.len() {
+            return false;
+        }
+        match self.hasher {
+            Some(hasher) => {
+                let digest: ContentDigest = hasher.finalize().into();
+                expected.as_ref() == Some(&digest)
+            }
+            None => self.file.into_inner().metadata().is_ok_and(|now| {
+                (now.dev(), now.ino(), now.len()) == (meta.dev(), meta.ino(), meta.len())
+                    && (now.mtime(), now.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
+                    && (now.ctime(), now.ctime_nsec()) == (meta.ctime(), meta.ctime_nsec())
+            }),
+        }
     }
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl Read for CheckedSource {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
+        let n = self.file.read(buf)?;
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&buf[..n]);
+        }
         self.read += n as u64;
         Ok(n)
     }
@@ -1139,13 +1194,15 @@ impl Selection {
     /// far, which decide where the destination is and the metadata of the
     /// directories the layer holds; the parent key covers them, so this is
     /// decided here, on a miss, and a hit reads no layer).
-    /// `keep` says whether it is also unpacked as a snapshot while it is
-    /// written (a RUN will want it next), or kept only as that.
+    /// `keep` says whether it is kept as a tar or only as a snapshot
+    /// unpacked while it is written; `similar` names a layer whose
+    /// snapshot's equal files the new one links (the step's last layer).
     pub fn write_layer(
         self,
         store: &Store,
         tree: &mut Tree,
         keep: Keep,
+        similar: Option<&kiln_store::Digest>,
     ) -> Result<Layer, BuildError> {
         let Selection {
             mut items,
@@ -1156,6 +1213,7 @@ impl Selection {
             link,
             line,
             instruction,
+            selected_at,
             ..
         } = self;
         // With --link the layer must not depend on the stage: nothing of
@@ -1170,8 +1228,11 @@ impl Selection {
         settle_dirs(&mut items, stage).map_err(fail)?;
         hard_links_after_their_targets(&mut items);
 
-        let mut writer = store.layer_writer(keep)?;
-        let mut builder = tar::Builder::new(&mut writer);
+        let mut writer = store.layer_writer(keep, similar)?;
+        // Whole megabytes to the writer: one hash update and one pipe
+        // write each, where the tar's own copies come in 8 kB pieces.
+        let mut builder =
+            tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, &mut writer));
         let tmp = "layer";
         let io = |e| BuildError::io(tmp, e);
         for item in &items {
@@ -1211,14 +1272,13 @@ impl Selection {
                     // Exactly the bytes that were hashed, or the step fails:
                     // a file edited since would otherwise put new content
                     // (or a torn mix) under the old content's cache key.
-                    let len = meta.len();
-                    let mut reader = HashingReader::new(file.take(len));
+                    let mut reader = CheckedSource::new(file, meta, selected_at);
                     header.set_entry_type(tar::EntryType::Regular);
-                    header.set_size(len);
+                    header.set_size(meta.len());
                     builder
                         .append_data(&mut header, as_path(&item.dest), &mut reader)
                         .map_err(|e| BuildError::io(&path, e))?;
-                    if !reader.matches(len, digest) {
+                    if !reader.unchanged(meta, digest) {
                         return Err(BuildError::Step {
                             line,
                             message: format!(
@@ -1274,7 +1334,11 @@ impl Selection {
             );
         }
         builder.finish().map_err(io)?;
-        drop(builder);
+        builder
+            .into_inner()
+            .map_err(io)?
+            .into_inner()
+            .map_err(|e| io(e.into_error()))?;
         let (digest, size) = writer.commit(store)?;
         Ok(Layer {
             digest,

@@ -426,12 +426,10 @@ impl Step<'_> {
                 let key = keys::run_key(parent.as_ref(), run, &node.inputs, &mounted.digest);
                 record.key = key.hex();
                 self.cached_or(key, &record, None, state, |state| {
-                    // A RUN's layer is its snapshot (the next RUN's lower dir).
-                    let keep = if self.in_image() {
-                        Keep::TarAndSnapshot
-                    } else {
-                        Keep::Snapshot
-                    };
+                    // A RUN's layer is its snapshot (the next RUN's lower
+                    // dir), and that is the layer's one copy: its tar is
+                    // given back from it when an export or push wants it.
+                    let keep = Keep::Snapshot;
                     let layer = run_step(
                         self.store,
                         node,
@@ -512,9 +510,13 @@ impl Step<'_> {
                         Some(prepared) => prepared,
                         None => step.prepare_remembered(state, &content.content)?,
                     };
-                    let keep = self.keep_copy(&key);
+                    let keep = self.keep_copy();
+                    let last = self.last_layer();
                     let tree = state.tree(self.store)?;
-                    let layer = prepared.selection.write_layer(self.store, tree, keep)?;
+                    let layer =
+                        prepared
+                            .selection
+                            .write_layer(self.store, tree, keep, last.as_ref())?;
                     Ok(Some((layer, Indexed::Yes)))
                 })
             }
@@ -659,18 +661,26 @@ impl Step<'_> {
         self.graph.image_stages().contains(&self.node.stage)
     }
 
-    /// How a COPY's layer is kept: only as a snapshot in a stage the
-    /// image is not made of (the build alone reads it: `COPY --from`,
-    /// mounts, a RUN's lower dir); else a tar, with a snapshot made while
-    /// it is written when a RUN will want one.
-    fn keep_copy(&self, key: &CacheKey) -> Keep {
-        if !self.in_image() {
+    /// How a COPY's layer is kept: as a snapshot only (its one copy, the
+    /// tar given back from it when wanted) where the build reads it again
+    /// through one (a stage the image is not made of: `COPY --from`,
+    /// mounts; or a RUN later in the stage, whose lower dir it is); else a
+    /// tar.
+    fn keep_copy(&self) -> Keep {
+        if !self.in_image() || self.run_follows() {
             Keep::Snapshot
-        } else if self.run_follows() && !self.snapshot_known(key) {
-            Keep::TarAndSnapshot
         } else {
             Keep::Tar
         }
+    }
+
+    /// The layer this step's position had when it last missed (an edited
+    /// context's COPY: the same files but one): the new snapshot links
+    /// what the two share instead of writing it again.
+    fn last_layer(&self) -> Option<kiln_store::Digest> {
+        let cache = self.options.cache;
+        let record = cache.record(&self.position)?;
+        cache.step(&CacheKey::from_hex(&record.key)?)?.layer
     }
 
     /// Whether a RUN comes later in this stage: it will need this step's
@@ -683,17 +693,6 @@ impl Step<'_> {
             .skip(1)
             .take_while(|n| n.stage == self.node.stage)
             .any(|n| matches!(n.op, Op::Run(_)))
-    }
-
-    /// Whether an earlier run of this step (say, before `--no-cache`) left a
-    /// snapshot of its layer, which this run will most likely reproduce:
-    /// then unpacking while writing would be work thrown away.
-    fn snapshot_known(&self, key: &CacheKey) -> bool {
-        self.options
-            .cache
-            .step(key)
-            .and_then(|entry| entry.layer)
-            .is_some_and(|digest| self.store.has_snapshot(&digest))
     }
 
     /// WORKDIR of a directory the stage lacks: a layer creating it, owned by

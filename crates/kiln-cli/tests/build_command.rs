@@ -560,14 +560,10 @@ fn the_stat_cache_spares_unchanged_files_and_rereads_edited_ones() {
     assert!(report.starts_with("#2 1 file hashed, "), "{report}");
 }
 
-/// The paths in the last layer of image `name`, as stored (plain tar).
+/// The paths in the last layer of image `name`.
 fn last_layer_paths(root: &Path, name: &str) -> Vec<String> {
-    let inspect: serde_json::Value =
-        serde_json::from_str(&ok(kiln(root, &["inspect", name]))).unwrap();
-    let layers = inspect["Manifest"]["layers"].as_array().unwrap();
-    let digest = layers.last().unwrap()["digest"].as_str().unwrap();
-    let blob = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
-    let mut archive = tar::Archive::new(fs::File::open(blob).unwrap());
+    let layers = common::image_layers(root, name);
+    let mut archive = tar::Archive::new(&layers.last().unwrap()[..]);
     archive
         .entries()
         .unwrap()
@@ -747,13 +743,8 @@ fn build_and_unpack(s: &common::BusyboxStore, context: &Path, tag: &str) -> Path
 
 /// Path, mode, uid and gid of each entry of layer `index` of image `name`.
 fn layer_entries(root: &Path, name: &str, index: usize) -> Vec<(String, u32, u64, u64)> {
-    let inspect: serde_json::Value =
-        serde_json::from_str(&ok(kiln(root, &["inspect", name]))).unwrap();
-    let digest = inspect["Manifest"]["layers"][index]["digest"]
-        .as_str()
-        .unwrap();
-    let blob = root.join("blobs/sha256").join(&digest["sha256:".len()..]);
-    let mut archive = tar::Archive::new(fs::File::open(blob).unwrap());
+    let layers = common::image_layers(root, name);
+    let mut archive = tar::Archive::new(&layers[index][..]);
     archive
         .entries()
         .unwrap()

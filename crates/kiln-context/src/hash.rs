@@ -4,6 +4,7 @@
 //! a shortcut to a content digest; nothing downstream sees an mtime.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
@@ -58,7 +59,7 @@ pub struct StatCache {
     /// [`RACY_MARGIN_NS`] of it may have changed without a new stamp
     /// ("racily clean", as git calls it) and are hashed again.
     written_ns: i128,
-    entries: Mutex<HashMap<PathBuf, (Stamp, ContentDigest)>>,
+    entries: Mutex<Entries>,
     dirty: Mutex<bool>,
 }
 
@@ -153,12 +154,25 @@ impl StatCache {
     pub fn hash_files(
         &self,
         root: &Root,
-        files: &[(PathBuf, fs::Metadata)],
+        files: &[(&Path, &fs::Metadata)],
     ) -> Result<(Vec<ContentDigest>, HashStats), ContextError> {
         let started = std::time::Instant::now();
+        // Looked up under one lock first (most files of a rebuilt context
+        // are unchanged); only the others are hashed, in parallel.
+        let known: Vec<Option<ContentDigest>> = {
+            let entries = lock(&self.entries);
+            files
+                .iter()
+                .map(|(key, meta)| self.known(&entries, key, meta))
+                .collect()
+        };
         let results: Vec<Result<(ContentDigest, bool, u64), ContextError>> = files
             .par_iter()
-            .map(|(key, meta)| self.hash_one(root, key, meta))
+            .zip(known)
+            .map(|((key, meta), known)| match known {
+                Some(digest) => Ok((digest, true, 0)),
+                None => self.hash_one(root, key, meta),
+            })
             .collect();
         let mut stats = HashStats {
             files: files.len(),
@@ -175,7 +189,18 @@ impl StatCache {
         Ok((digests, stats))
     }
 
-    /// (digest, from the cache, bytes read).
+    /// The digest the cache holds for `key`, if its stamp is `meta`'s and
+    /// not too close to the cache's writing to be trusted.
+    fn known(&self, entries: &Entries, key: &Path, meta: &fs::Metadata) -> Option<ContentDigest> {
+        let stamp = Stamp::of(meta);
+        let racy = stamp.mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.written_ns;
+        match entries.get(key.as_os_str()) {
+            Some((known, digest)) if !racy && *known == stamp => Some(*digest),
+            _ => None,
+        }
+    }
+
+    /// Hashes `key` and remembers it: (digest, from the cache, bytes read).
     fn hash_one(
         &self,
         root: &Root,
@@ -183,20 +208,12 @@ impl StatCache {
         meta: &fs::Metadata,
     ) -> Result<(ContentDigest, bool, u64), ContextError> {
         let stamp = Stamp::of(meta);
-        let racy = stamp.mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.written_ns;
-        if !racy {
-            if let Some((known, digest)) = lock(&self.entries).get(key) {
-                if *known == stamp {
-                    return Ok((*digest, true, 0));
-                }
-            }
-        }
         let path = root.host_path(key);
         let file = root
             .open_file(key)
             .map_err(|e| ContextError::io(&path, e))?;
         let digest = hash_reader(file).map_err(|e| ContextError::io(&path, e))?;
-        lock(&self.entries).insert(key.to_owned(), (stamp, digest));
+        lock(&self.entries).insert(key.as_os_str().to_owned(), (stamp, digest));
         *lock(&self.dirty) = true;
         Ok((digest, false, stamp.size))
     }
@@ -234,7 +251,7 @@ fn hash_reader(mut reader: impl Read) -> io::Result<ContentDigest> {
 /// Layout: magic, written time (i128 LE), entry count (u64 LE), then per
 /// entry: path length (u32 LE), path bytes, size u64, mtime i128, ctime
 /// i128, inode u64, device u64, digest.
-fn encode(written_ns: i128, entries: &HashMap<PathBuf, (Stamp, ContentDigest)>) -> Vec<u8> {
+fn encode(written_ns: i128, entries: &Entries) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + entries.len() * 120);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&written_ns.to_le_bytes());
@@ -253,7 +270,9 @@ fn encode(written_ns: i128, entries: &HashMap<PathBuf, (Stamp, ContentDigest)>) 
     out
 }
 
-type Entries = HashMap<PathBuf, (Stamp, ContentDigest)>;
+/// Keyed by the path's bytes: hashing a `Path` walks its components,
+/// which costs more than the lookup of a rebuilt context's every file.
+type Entries = HashMap<OsString, (Stamp, ContentDigest)>;
 
 /// `None` for anything that is not a whole, well-formed cache file.
 fn decode(bytes: &[u8]) -> Option<(i128, Entries)> {
@@ -266,7 +285,7 @@ fn decode(bytes: &[u8]) -> Option<(i128, Entries)> {
     let mut entries = HashMap::with_capacity(count.min(1 << 20) as usize);
     for _ in 0..count {
         let len = u32::from_le_bytes(input.array()?) as usize;
-        let path = PathBuf::from(std::ffi::OsStr::from_bytes(input.take(len)?));
+        let path = OsString::from(std::ffi::OsStr::from_bytes(input.take(len)?));
         let stamp = Stamp {
             size: u64::from_le_bytes(input.array()?),
             mtime_ns: i128::from_le_bytes(input.array()?),
@@ -311,6 +330,10 @@ mod tests {
         out
     }
 
+    fn refs(files: &[(PathBuf, fs::Metadata)]) -> Vec<(&Path, &fs::Metadata)> {
+        files.iter().map(|(p, m)| (p.as_path(), m)).collect()
+    }
+
     /// Makes every file look older than the cache, so the racy-clean rule
     /// does not force a re-hash in a test that runs within one second.
     fn age(path: &Path) {
@@ -332,21 +355,21 @@ mod tests {
         let root = Root::open(&context).unwrap();
 
         let first = StatCache::load(&cache_file);
-        let (digests, stats) = first.hash_files(&root, &walk(&context)).unwrap();
+        let (digests, stats) = first.hash_files(&root, &refs(&walk(&context))).unwrap();
         assert_eq!(digests[0], <[u8; 32]>::from(Sha256::digest(b"alpha")));
         assert_eq!((stats.files, stats.unchanged, stats.bytes_read), (2, 0, 9));
         assert!(stats.elapsed > std::time::Duration::ZERO);
         first.save().unwrap();
 
         let second = StatCache::load(&cache_file);
-        let (again, stats) = second.hash_files(&root, &walk(&context)).unwrap();
+        let (again, stats) = second.hash_files(&root, &refs(&walk(&context))).unwrap();
         assert_eq!(again, digests);
         assert_eq!((stats.unchanged, stats.bytes_read), (2, 0));
 
         // An edit that keeps the size and the mtime: ctime still moves.
         fs::write(context.join("a"), "ALPHA").unwrap();
         age(&context.join("a"));
-        let (edited, stats) = second.hash_files(&root, &walk(&context)).unwrap();
+        let (edited, stats) = second.hash_files(&root, &refs(&walk(&context))).unwrap();
         assert_ne!(edited[0], digests[0]);
         assert_eq!(edited[1], digests[1]);
         assert_eq!(stats.unchanged, 1);
@@ -358,7 +381,7 @@ mod tests {
         let file = dir.path().join("cache");
         let mut entries = HashMap::new();
         entries.insert(
-            PathBuf::from("x"),
+            OsString::from("x"),
             (
                 Stamp {
                     size: 1,

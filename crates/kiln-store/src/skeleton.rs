@@ -383,6 +383,33 @@ pub fn tar_size(skeleton: &[u8]) -> Option<u64> {
 /// beneath `tree` (the snapshot's root) without following a symlink.
 /// Returns the bytes written.
 pub fn give_back(skeleton: &[u8], tree: &Path, mut out: impl Write) -> Result<u64, StoreError> {
+    replay(skeleton, tree, &mut out, Contents::Copied)
+}
+
+/// Checks that `tree` has every file `skeleton` names, as a regular file
+/// of its size, without reading one: for a snapshot made from the very
+/// bytes the skeleton was recorded from, whose contents are right by
+/// construction, this is what could still differ. Returns the tar's
+/// size.
+pub fn check_files(skeleton: &[u8], tree: &Path) -> Result<u64, StoreError> {
+    replay(skeleton, tree, &mut io::sink(), Contents::Sized)
+}
+
+/// What [`replay`] does with each file's content.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    Copied,
+    /// Only the file's kind and size are checked; the headers are
+    /// still written.
+    Sized,
+}
+
+fn replay(
+    skeleton: &[u8],
+    tree: &Path,
+    out: &mut impl Write,
+    contents: Contents,
+) -> Result<u64, StoreError> {
     let what = || format!("the skeleton of {}", tree.display());
     let bad = |why: &str| StoreError::Unsupported(format!("{}: {why}", what()));
     let io_error = |e| StoreError::io(what(), e);
@@ -417,7 +444,7 @@ pub fn give_back(skeleton: &[u8], tree: &Path, mut out: impl Write) -> Result<u6
         match tag[0] {
             b'R' => {
                 let len = u64_of(field(&mut chunks, 8)?);
-                let copied = io::copy(&mut (&mut chunks).take(len), &mut out).map_err(io_error)?;
+                let copied = io::copy(&mut (&mut chunks).take(len), out).map_err(io_error)?;
                 if copied != len {
                     return Err(bad("truncated"));
                 }
@@ -430,7 +457,13 @@ pub fn give_back(skeleton: &[u8], tree: &Path, mut out: impl Write) -> Result<u6
                     return Err(bad("a path too long"));
                 }
                 let path = field(&mut chunks, len as usize)?;
-                written += copy_content(&root, tree, &path, size, &mut out)?;
+                written += match contents {
+                    Contents::Copied => copy_content(&root, tree, &path, size, out)?,
+                    Contents::Sized => {
+                        open_content(&root, tree, &path, size)?;
+                        size
+                    }
+                };
             }
             _ => return Err(bad("an unknown chunk")),
         }
@@ -441,14 +474,9 @@ pub fn give_back(skeleton: &[u8], tree: &Path, mut out: impl Write) -> Result<u6
 /// The longest path a skeleton names (PAX paths may exceed PATH_MAX).
 const MAX_PATH_BYTES: u32 = 1 << 20;
 
-/// Copies exactly `size` bytes of regular file `path` beneath `root`.
-fn copy_content(
-    root: &File,
-    tree: &Path,
-    path: &[u8],
-    size: u64,
-    out: &mut impl Write,
-) -> Result<u64, StoreError> {
+/// Regular file `path` beneath `root`, of `size` bytes, opened without
+/// following a symlink.
+fn open_content(root: &File, tree: &Path, path: &[u8], size: u64) -> Result<File, StoreError> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     use std::os::unix::ffi::OsStrExt;
     let rel = Path::new(std::ffi::OsStr::from_bytes(path));
@@ -465,6 +493,20 @@ fn copy_content(
             host.display()
         )));
     }
+    Ok(file)
+}
+
+/// Copies exactly `size` bytes of regular file `path` beneath `root`.
+fn copy_content(
+    root: &File,
+    tree: &Path,
+    path: &[u8],
+    size: u64,
+    out: &mut impl Write,
+) -> Result<u64, StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let file = open_content(root, tree, path, size)?;
+    let host = tree.join(Path::new(std::ffi::OsStr::from_bytes(path)));
     let copied = io::copy(&mut file.take(size), out).map_err(|e| StoreError::io(&host, e))?;
     if copied != size {
         return Err(StoreError::Unsupported(format!(

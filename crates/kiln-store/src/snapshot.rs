@@ -189,13 +189,31 @@ impl Store {
     /// bytes of the layer, so it is the snapshot [`Store::snapshot`] would
     /// make; [`SnapshotWriter::finish`] names it once the digest is known.
     pub fn snapshot_writer(&self) -> Result<SnapshotWriter, StoreError> {
+        self.snapshot_writer_sharing(None)
+    }
+
+    /// [`Store::snapshot_writer`] that hard-links, instead of writing, each
+    /// regular file equal to the file at the same path in `similar`'s
+    /// snapshot (if it has one): same bytes, size, mode, owner and time,
+    /// no xattrs. A rebuilt layer that changed in one file (a COPY of an
+    /// edited context) then costs a link per unchanged file. Equal is
+    /// checked byte for byte as the tar streams in, never assumed.
+    pub fn snapshot_writer_sharing(
+        &self,
+        similar: Option<&Digest>,
+    ) -> Result<SnapshotWriter, StoreError> {
         let parent = self.layout().snapshots();
         let temp = self.snapshot_temp("stream")?;
         let (reader, writer) = io::pipe().map_err(|e| StoreError::io(&temp, e))?;
+        widen_pipe(&writer);
         let dir = temp.join(TREE);
+        let donor = similar
+            .map(|layer| parent.join(layer.hex()))
+            .filter(|dir| is_complete(dir, similar.expect("mapped from it")))
+            .and_then(|dir| Donor::open(&dir.join(TREE)));
         let unpacker = std::thread::spawn(move || {
             let reader = io::BufReader::with_capacity(1 << 20, reader);
-            unpack_stream(reader, &dir, "a layer being written")
+            unpack_stream(reader, &dir, "a layer being written", donor)
         });
         Ok(SnapshotWriter {
             pipe: Some(writer),
@@ -390,11 +408,29 @@ fn install(temp: &Path, target: &Path, layer: &Digest) -> Result<PathBuf, StoreE
 /// (links and special files go through the tar crate, which checks the
 /// same).
 fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<(), StoreError> {
-    unpack_stream(open_layer(blobs, layer)?, dir, &format!("layer {layer}"))
+    unpack_stream(
+        open_layer(blobs, layer)?,
+        dir,
+        &format!("layer {layer}"),
+        None,
+    )
+}
+
+/// Flushes the filesystem holding `path` to disk: a snapshot that is its
+/// layer's only copy must survive a crash as a blob would (fsync of each
+/// of thousands of files would cost far more than one syncfs).
+fn sync_filesystem(path: &Path) -> Result<(), StoreError> {
+    let dir = fs::File::open(path).map_err(|e| StoreError::io(path, e))?;
+    nix::unistd::syncfs(&dir).map_err(|e| StoreError::io(path, e.into()))
 }
 
 /// [`unpack_layer`] on any plain tar stream; `what` names it in errors.
-fn unpack_stream(reader: impl io::Read, dir: &Path, what: &str) -> Result<(), StoreError> {
+fn unpack_stream(
+    reader: impl io::Read,
+    dir: &Path,
+    what: &str,
+    mut donor: Option<Donor>,
+) -> Result<(), StoreError> {
     let what = what.to_owned();
     let io_error = |e| StoreError::io(&what, e);
     let hostile = |raw: &Path, reason: &str| StoreError::HostileArchive {
@@ -436,7 +472,8 @@ fn unpack_stream(reader: impl io::Read, dir: &Path, what: &str) -> Result<(), St
                     .ensure(dir, &parent_rel)
                     .map_err(|_| hostile(&raw, "its directory is not a directory of the layer"))?;
                 let target = parent.join(path.file_name().unwrap_or_default());
-                write_file(&mut entry, &target).map_err(|e| StoreError::io(&target, e))?;
+                write_file(&mut entry, &target, &path, donor.as_mut())
+                    .map_err(|e| StoreError::io(&target, e))?;
             }
             // tar-rs unpacks these as empty regular files; a snapshot must
             // hold what the layer says (the container's rootfs is nodev and
@@ -534,7 +571,9 @@ impl SnapshotWriter {
         }
         let skeleton = recorder.finish()?;
         let temp = self.temp.clone();
-        store.make_kept_snapshot(layer, "stream", skeleton, |tree| {
+        // Every file was written from (or compared with) the bytes the
+        // skeleton was recorded from: what is left to check is its shape.
+        store.make_kept_snapshot(layer, "stream", skeleton, KeptCheck::Files, |tree| {
             // The unpacked tree moves into the new temp dir's place.
             fs::remove_dir(tree).map_err(|e| StoreError::io(tree, e))?;
             let from = temp.join(TREE);
@@ -543,46 +582,37 @@ impl SnapshotWriter {
     }
 }
 
-/// How a new layer is kept.
+/// How a new layer is kept: once, as one or the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
     /// A tar blob.
     Tar,
-    /// A tar blob, and a snapshot made as it is written (a RUN needs it).
-    TarAndSnapshot,
     /// Only a snapshot, with the skeleton that gives the tar back: for
-    /// layers only the build reads (stages the image is not made of).
+    /// layers the build reads again through a snapshot (a RUN's lower
+    /// dir, a stage `COPY --from` reads).
     Snapshot,
 }
 
-/// A layer's tar being written: into a blob (with a snapshot unpacked
-/// beside it), or (`kept`) only into its digest and a snapshot that keeps
-/// the layer instead of a blob.
-pub struct LayerWriter {
-    blob: Option<crate::blobs::BlobWriter>,
-    beside: Option<SnapshotWriter>,
-    kept: Option<(KeptTar, SnapshotWriter)>,
+/// A layer's tar being written: into a blob, or (`kept`) only into its
+/// digest and a snapshot that keeps the layer instead of a blob.
+pub struct LayerWriter(LayerSink);
+
+enum LayerSink {
+    // Boxed: a writer is made once per layer, and moved around.
+    Blob(Box<crate::blobs::BlobWriter>),
+    Kept(Box<(KeptTar, SnapshotWriter)>),
 }
 
 impl io::Write for LayerWriter {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if let Some(blob) = self.blob.as_mut() {
-            let written = blob.write(bytes)?;
-            // A snapshot that fails only costs the RUN an unpack.
-            if let Some(snapshot) = self.beside.as_mut() {
-                if snapshot.write_all(&bytes[..written]).is_err() {
-                    self.beside = None;
-                }
-            }
-            return Ok(written);
-        }
-        match self.kept.as_mut() {
-            Some((tar, snapshot)) => {
+        match &mut self.0 {
+            LayerSink::Blob(blob) => blob.write(bytes),
+            LayerSink::Kept(kept) => {
+                let (tar, snapshot) = &mut **kept;
                 snapshot.write_all(bytes)?;
                 tar.write_all(bytes)?;
                 Ok(bytes.len())
             }
-            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
         }
     }
 
@@ -594,44 +624,36 @@ impl io::Write for LayerWriter {
 impl LayerWriter {
     /// The layer's digest and size, once it is stored.
     pub fn commit(self, store: &Store) -> Result<(Digest, u64), StoreError> {
-        if let Some(blob) = self.blob {
-            let (digest, size) = blob.commit()?;
-            if let Some(snapshot) = self.beside {
-                let _ = snapshot.finish(&digest);
+        match self.0 {
+            LayerSink::Blob(blob) => blob.commit(),
+            LayerSink::Kept(kept) => {
+                let (tar, snapshot) = *kept;
+                let (digest, size, recorder) = tar.finish();
+                snapshot.finish_kept(store, &digest, recorder)?;
+                Ok((digest, size))
             }
-            return Ok((digest, size));
         }
-        let Some((tar, snapshot)) = self.kept else {
-            return Err(StoreError::Unsupported(
-                "a layer writer with no sink".into(),
-            ));
-        };
-        let (digest, size, recorder) = tar.finish();
-        snapshot.finish_kept(store, &digest, recorder)?;
-        Ok((digest, size))
     }
 }
 
 impl Store {
     /// A writer for a new layer's tar, kept as `keep` says (a snapshot
-    /// that cannot be started leaves a tar blob alone).
-    pub fn layer_writer(&self, keep: Keep) -> Result<LayerWriter, StoreError> {
+    /// that cannot be started makes it a tar blob). `similar` names a
+    /// layer the new one likely shares files with (the same step's last
+    /// layer): see [`Store::snapshot_writer_sharing`].
+    pub fn layer_writer(
+        &self,
+        keep: Keep,
+        similar: Option<&Digest>,
+    ) -> Result<LayerWriter, StoreError> {
         let snapshot = match keep {
             Keep::Tar => None,
-            Keep::TarAndSnapshot | Keep::Snapshot => self.snapshot_writer().ok(),
+            Keep::Snapshot => self.snapshot_writer_sharing(similar).ok(),
         };
-        Ok(match (keep, snapshot) {
-            (Keep::Snapshot, Some(snapshot)) => LayerWriter {
-                blob: None,
-                beside: None,
-                kept: Some((KeptTar::default(), snapshot)),
-            },
-            (_, beside) => LayerWriter {
-                blob: Some(self.blobs().writer()?),
-                beside,
-                kept: None,
-            },
-        })
+        Ok(LayerWriter(match snapshot {
+            Some(snapshot) => LayerSink::Kept(Box::new((KeptTar::default(), snapshot))),
+            None => LayerSink::Blob(Box::new(self.blobs().writer()?)),
+        }))
     }
 }
 
@@ -689,14 +711,22 @@ impl SafeDirs {
 
 /// Writes a regular file from the archive at `path` (replacing a file an
 /// earlier entry left there, never following a link at its place), with
-/// its owner, mode, xattrs and time.
-fn write_file<R: io::Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+/// its owner, mode, xattrs and time; or links `donor`'s equal file at
+/// `rel` there.
+fn write_file<R: io::Read>(
+    entry: &mut tar::Entry<'_, R>,
+    path: &Path,
+    rel: &Path,
+    donor: Option<&mut Donor>,
+) -> io::Result<()> {
     let header = entry.header();
-    let mode = header.mode()? & 0o7777;
-    let uid = u32::try_from(header.uid()?).unwrap_or(0);
-    let gid = u32::try_from(header.gid()?).unwrap_or(0);
-    let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(header.mtime()?);
+    let wanted = FileMeta {
+        size: header.size()?,
+        mode: header.mode()? & 0o7777,
+        uid: u32::try_from(header.uid()?).unwrap_or(0),
+        gid: u32::try_from(header.gid()?).unwrap_or(0),
+        mtime: header.mtime()?,
+    };
     let mut xattrs = Vec::new();
     if let Some(extensions) = entry.pax_extensions()? {
         for extension in extensions {
@@ -707,22 +737,198 @@ fn write_file<R: io::Read>(entry: &mut tar::Entry<'_, R>, path: &Path) -> io::Re
             }
         }
     }
+    let mut file = match donor.filter(|_| xattrs.is_empty()) {
+        Some(donor) => match donor.share(entry, rel, &wanted, path)? {
+            Shared::Linked => return Ok(()),
+            Shared::Written(file) => file,
+        },
+        None => {
+            let mut file = create_replacing(path)?;
+            io::copy(entry, &mut file)?;
+            file
+        }
+    };
+    set_file_meta(&mut file, &wanted, &xattrs)
+}
+
+/// A new file at `path`, replacing a file an earlier entry left there
+/// (never following a link at its place).
+fn create_replacing(path: &Path) -> io::Result<fs::File> {
     let create = || fs::File::options().write(true).create_new(true).open(path);
-    let mut file = match create() {
+    match create() {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             fs::remove_file(path)?;
-            create()?
+            create()
         }
-        other => other?,
-    };
-    io::copy(entry, &mut file)?;
-    std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-    // After chown, which clears set-id bits.
-    file.set_permissions(fs::Permissions::from_mode(mode))?;
-    for (name, value) in &xattrs {
-        xattr::FileExt::set_xattr(&file, name, value)?;
+        other => other,
     }
-    file.set_modified(mtime)
+}
+
+/// What a regular file's header says of it.
+struct FileMeta {
+    size: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+}
+
+/// Gives a written file its owner, mode, xattrs and time.
+fn set_file_meta(
+    file: &mut fs::File,
+    meta: &FileMeta,
+    xattrs: &[(String, Vec<u8>)],
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::fchown(&*file, Some(meta.uid), Some(meta.gid))?;
+    // After chown, which clears set-id bits.
+    file.set_permissions(fs::Permissions::from_mode(meta.mode))?;
+    for (name, value) in xattrs {
+        xattr::FileExt::set_xattr(&*file, name, value)?;
+    }
+    file.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.mtime))
+}
+
+/// The snapshot of a layer like the one being unpacked, whose equal files
+/// are linked rather than written (see [`Store::snapshot_writer_sharing`]).
+/// Its files are opened beneath its tree, never through a symlink, and an
+/// inode is shared at most once per new snapshot: two paths the layer
+/// holds as two files never become one.
+struct Donor {
+    tree: fs::File,
+    used: std::collections::HashSet<(u64, u64)>,
+    /// What the layer's file and the donor's hold at the same offset.
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+}
+
+/// What [`Donor::share`] did: linked the donor's file, or wrote a new one
+/// (owner, mode and time still to set).
+enum Shared {
+    Linked,
+    Written(fs::File),
+}
+
+impl Donor {
+    fn open(tree: &Path) -> Option<Donor> {
+        let tree = fs::File::open(tree).ok()?;
+        Some(Donor {
+            tree,
+            used: Default::default(),
+            ours: vec![0; 1 << 16],
+            theirs: vec![0; 1 << 16],
+        })
+    }
+
+    /// The donor's file at `rel` if it can stand for `wanted`'s header: a
+    /// regular file of its size, mode, owner and time, with no xattrs.
+    fn candidate(&self, rel: &Path, wanted: &FileMeta) -> Option<fs::File> {
+        use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+        use std::os::fd::AsFd;
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let file = fs::File::from(openat2(self.tree.as_fd(), rel, how).ok()?);
+        let meta = file.metadata().ok()?;
+        let fits = meta.is_file()
+            && meta.len() == wanted.size
+            && meta.mode() & 0o7777 == wanted.mode
+            && meta.uid() == wanted.uid
+            && meta.gid() == wanted.gid
+            && u64::try_from(meta.mtime()).ok() == Some(wanted.mtime)
+            && meta.mtime_nsec() == 0
+            && !self.used.contains(&(meta.dev(), meta.ino()))
+            && xattr::FileExt::list_xattr(&file).is_ok_and(|mut names| names.next().is_none());
+        fits.then_some(file)
+    }
+
+    /// Reads `entry`'s content and links the donor's file at `rel` to
+    /// `path` if it holds the same bytes; else writes the content to a new
+    /// file at `path` (the bytes already compared taken from the donor).
+    fn share(
+        &mut self,
+        entry: &mut impl io::Read,
+        rel: &Path,
+        wanted: &FileMeta,
+        path: &Path,
+    ) -> io::Result<Shared> {
+        use io::{Read, Write};
+        let Some(mut candidate) = self.candidate(rel, wanted) else {
+            let mut file = create_replacing(path)?;
+            io::copy(entry, &mut file)?;
+            return Ok(Shared::Written(file));
+        };
+        let Donor { ours, theirs, .. } = self;
+        let mut same = 0u64;
+        loop {
+            let n = read_full(entry, ours)?;
+            if n == 0 {
+                break;
+            }
+            let m = read_full(&mut candidate, &mut theirs[..n])?;
+            if m != n || ours[..n] != theirs[..n] {
+                // Differs here: what came before is the donor's bytes.
+                let mut file = create_replacing(path)?;
+                io::Seek::rewind(&mut candidate)?;
+                io::copy(&mut (&mut candidate).take(same), &mut file)?;
+                file.write_all(&ours[..n])?;
+                io::copy(entry, &mut file)?;
+                return Ok(Shared::Written(file));
+            }
+            same += n as u64;
+        }
+        let meta = candidate.metadata()?;
+        if same != wanted.size || read_full(&mut candidate, &mut theirs[..1])? != 0 {
+            let mut file = create_replacing(path)?;
+            io::Seek::rewind(&mut candidate)?;
+            io::copy(&mut (&mut candidate).take(same), &mut file)?;
+            return Ok(Shared::Written(file));
+        }
+        // Through the open file, never a path: the donor's tree is not
+        // walked again.
+        let by_fd = format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&candidate)
+        );
+        let link = || {
+            nix::unistd::linkat(
+                nix::fcntl::AT_FDCWD,
+                by_fd.as_str(),
+                nix::fcntl::AT_FDCWD,
+                path,
+                nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
+            )
+        };
+        match link() {
+            Err(nix::errno::Errno::EEXIST) => {
+                fs::remove_file(path)?;
+                link()?
+            }
+            other => other?,
+        }
+        self.used.insert((meta.dev(), meta.ino()));
+        Ok(Shared::Linked)
+    }
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(reader: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A pipe made as wide as the system lets an unprivileged process make
+/// it (1 MiB by default): fewer wake-ups of the unpacker per layer.
+fn widen_pipe(pipe: &io::PipeWriter) {
+    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 /// A FIFO or device entry.
@@ -800,22 +1006,20 @@ pub fn layer_from_upper(
 }
 
 impl Store {
-    /// Commits an overlay upper dir (no longer mounted) as a layer, as
-    /// [`layer_from_upper`] does, and then makes the upper dir itself the
-    /// layer's snapshot: it already is that layer as overlayfs wants it,
-    /// so the next step on it does not unpack again what was just packed.
-    /// The walk that writes the tar makes the dir what unpacking the tar
-    /// would give: overlay's own xattrs (origin, impure) removed and each
-    /// file's times set to its header's. An upper that cannot be made so
-    /// (a socket, which no tar holds; another filesystem) is left as it
-    /// is and the snapshot made from the tar when one is needed (so is one
-    /// holding a `.wh.` name, which the tar reads back as a whiteout).
-    /// Adopted, `upper` is gone; where the layer has a complete snapshot
-    /// already (another kiln may run on it), that one stays and `upper`
-    /// is left to its caller. With [`Keep::Snapshot`] no tar is written at
-    /// all: the adopted dir and the walk's skeleton are the layer (a
-    /// layer that cannot be adopted is written as a tar after all);
-    /// [`Keep::Tar`] adopts nothing.
+    /// Commits an overlay upper dir (no longer mounted) as a layer. With
+    /// [`Keep::Snapshot`] the upper dir itself becomes the layer's
+    /// snapshot, and with the walk's skeleton its only copy (no tar is
+    /// written): it already is that layer as overlayfs wants it, so the
+    /// next step on it does not unpack again what was just packed. The
+    /// walk makes the dir what unpacking the tar would give: overlay's own
+    /// xattrs (origin, impure) removed and each file's times set to its
+    /// header's. An upper that cannot be made so (a socket, which no tar
+    /// holds; one holding a `.wh.` name, which the tar reads back as a
+    /// whiteout; another filesystem) is written as a tar blob, as
+    /// [`layer_from_upper`] does, and left as it is. Adopted, `upper` is
+    /// gone; where the layer has a complete snapshot already (another
+    /// kiln may run on it), that one stays and `upper` is left to its
+    /// caller. [`Keep::Tar`] adopts nothing.
     pub fn commit_upper(
         &self,
         upper: &Path,
@@ -823,12 +1027,8 @@ impl Store {
         keep: Keep,
     ) -> Result<Layer, StoreError> {
         let same_filesystem = same_filesystem(upper, &self.layout().snapshots())?;
-        if keep != Keep::Snapshot {
-            let (layer, adoptable) = write_upper(self.blobs(), upper, clamp_mtime, Normalise::Yes)?;
-            if adoptable && same_filesystem && keep == Keep::TarAndSnapshot {
-                self.make_snapshot(&layer.digest, "adopt", |tree| adopt_tree(upper, tree))?;
-            }
-            return Ok(layer);
+        if keep == Keep::Tar {
+            return layer_from_upper(self.blobs(), upper, clamp_mtime);
         }
         if same_filesystem {
             // One walk into the digest and the skeleton, no tar written:
@@ -839,7 +1039,7 @@ impl Store {
             let (digest, size, recorder) = sink.finish();
             if adoptable && recorder.is_exact() {
                 let skeleton = recorder.finish()?;
-                self.make_kept_snapshot(&digest, "adopt", skeleton, |tree| {
+                self.make_kept_snapshot(&digest, "adopt", skeleton, KeptCheck::Digest, |tree| {
                     adopt_tree(upper, tree)
                 })?;
                 if self.blobs().contains(&digest) {
@@ -868,30 +1068,49 @@ impl Store {
         layer: &Digest,
         what: &str,
         skeleton: Vec<u8>,
+        check: KeptCheck,
         fill: impl FnOnce(&Path) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let tree = self.blobs().lease_and(layer, || {
             self.make_snapshot_unleased(layer, what, |tree| {
                 fill(tree)?;
-                write_skeleton(tree, &skeleton)
+                write_skeleton(tree, &skeleton)?;
+                sync_filesystem(tree)
             })
         })?;
-        self.check_kept(layer, &tree)
+        self.check_kept(layer, &tree, check)
     }
 
-    /// Gives the kept layer at `tree` back and checks its digest; a
-    /// snapshot that does not give it is discarded.
-    fn check_kept(&self, layer: &Digest, tree: &Path) -> Result<(), StoreError> {
+    /// Checks the kept layer at `tree` as `check` says; a snapshot that
+    /// fails is discarded.
+    fn check_kept(&self, layer: &Digest, tree: &Path, check: KeptCheck) -> Result<(), StoreError> {
         let dir = tree.parent().unwrap_or(tree);
-        if !dir.join(SKELETON).is_file() {
+        let skeleton_path = dir.join(SKELETON);
+        if !skeleton_path.is_file() {
             return Ok(());
         }
-        give_back(dir, layer, io::sink())
-            .map(|_| ())
-            .inspect_err(|_| {
-                let _ = self.discard_snapshot(dir);
-            })
+        let checked = match check {
+            KeptCheck::Digest => give_back(dir, layer, io::sink()).map(|_| ()),
+            KeptCheck::Files => fs::read(&skeleton_path)
+                .map_err(|e| StoreError::io(&skeleton_path, e))
+                .and_then(|skeleton| crate::skeleton::check_files(&skeleton, tree))
+                .map(|_| ()),
+        };
+        checked.inspect_err(|_| {
+            let _ = self.discard_snapshot(dir);
+        })
     }
+}
+
+/// How a snapshot that is a layer's only copy is checked once in place.
+#[derive(Clone, Copy)]
+enum KeptCheck {
+    /// Given back whole and hashed: for a tree that was not made from the
+    /// layer's bytes (an adopted upper dir).
+    Digest,
+    /// Each file there with its size ([`crate::skeleton::check_files`]):
+    /// for a tree unpacked from the very bytes that were hashed.
+    Files,
 }
 
 /// Whether `path` and `dir` (made if missing) are on one filesystem, so a

@@ -227,10 +227,8 @@ impl Store {
     }
 
     /// Points `name` at `manifest` (replacing what it pointed at). The
-    /// manifest and everything it references must already be stored. A
-    /// tagged image's layers are all tar blobs (given back from their
-    /// snapshots if they were kept only as those), so the store stays an
-    /// OCI layout that umoci or skopeo read.
+    /// manifest and everything it references must already be stored (a
+    /// layer kept only as its snapshot counts: nothing is written out).
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
         let reference = Reference::parse(name)?;
         let wanted = reference.normalized();
@@ -241,9 +239,6 @@ impl Store {
                 name: name.to_owned(),
                 reason: format!("it names image {named}, not this one ({digest})"),
             });
-        }
-        for reached in self.reachable(&[digest])?.present {
-            self.blobs.materialize(&reached)?;
         }
         // Leased, so GC cannot take it between this check and the tag.
         self.lease(&digest)?;

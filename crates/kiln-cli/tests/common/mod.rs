@@ -58,15 +58,68 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     out
 }
 
-/// Unpacks image `name` of the store at `root` with umoci; returns the rootfs.
+/// Unpacks image `name` of the store at `root` with umoci; returns the
+/// rootfs. umoci reads what `kiln save` exports (an OCI layout in a tar),
+/// as a user hands an image to another tool: the store keeps a layer that
+/// has a snapshot only as that snapshot, so it is not an OCI layout
+/// itself.
 pub fn umoci_unpack(root: &Path, name: &str, into: &Path) -> PathBuf {
+    let layout = export_layout(root, name, &into.with_extension("oci"));
     ok(Command::new("umoci")
         .args(["unpack", "--image"])
-        .arg(format!("{}:{name}", root.display()))
+        .arg(format!("{}:{name}", layout.display()))
         .arg(into)
         .output()
         .expect("umoci is installed by scripts/install-test-deps.sh"));
     into.join("rootfs")
+}
+
+/// Image `name` of the store at `root` as an OCI layout directory at
+/// `dir` (`kiln save --format oci`, unpacked), its tag the name as given.
+pub fn export_layout(root: &Path, name: &str, dir: &Path) -> PathBuf {
+    let archive = dir.with_extension("tar");
+    ok(kiln(
+        root,
+        &[
+            "save",
+            "--format",
+            "oci",
+            "-o",
+            archive.to_str().unwrap(),
+            name,
+        ],
+    ));
+    std::fs::create_dir_all(dir).unwrap();
+    tar::Archive::new(std::fs::File::open(&archive).unwrap())
+        .unpack(dir)
+        .unwrap();
+    dir.to_owned()
+}
+
+/// The plain tar of each layer of image `name`, bottom first, as `kiln
+/// save` exports them (the store may keep a layer as its snapshot only).
+pub fn image_layers(root: &Path, name: &str) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let layout = export_layout(root, name, &dir.path().join("layout"));
+    let blob = |digest: &str| {
+        std::fs::read(layout.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap()
+    };
+    let json = |bytes: Vec<u8>| -> serde_json::Value { serde_json::from_slice(&bytes).unwrap() };
+    let index = json(std::fs::read(layout.join("index.json")).unwrap());
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|layer| {
+            let mut tar = Vec::new();
+            flate2::read::GzDecoder::new(&blob(layer["digest"].as_str().unwrap())[..])
+                .read_to_end(&mut tar)
+                .unwrap();
+            tar
+        })
+        .collect()
 }
 
 /// A store under `dir` with the busybox rootfs imported as `busybox`.
