@@ -35,4 +35,4 @@ echo "== second build: the base imported again from the same bytes, nothing chan
 import_base
 build_examples
 
-echo "store: $KILN_ROOT (an OCI layout: skopeo inspect oci:$KILN_ROOT:static:latest)"
+echo "store: $KILN_ROOT (to hand an image to other tools: kiln save -o static.tar static)"

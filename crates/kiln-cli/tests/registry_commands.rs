@@ -936,7 +936,8 @@ fn a_credential_helper_stores_the_login_and_gives_it_back() {
     build_app(&w.root, &w.work);
     // A helper as docker-credential-* are: `store` reads {ServerURL,
     // Username, Secret} on stdin, `get` reads a server URL and answers
-    // {Username, Secret}, `erase` reads a server URL.
+    // {Username, Secret}, `erase` reads a server URL (read before the
+    // helper exits, or kiln's write meets a closed pipe).
     let bin = w.work.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let saved = w.work.join("helper-store");
@@ -948,7 +949,7 @@ fn a_credential_helper_stores_the_login_and_gives_it_back() {
              store) cat > {saved} ;;\n\
              get) read server || true; [ -f {saved} ] || {{ echo 'credentials not found in native keychain'; exit 1; }}; \
              sed 's/\"ServerURL\":\"[^\"]*\",//' {saved} ;;\n\
-             erase) rm -f {saved} ;;\n\
+             erase) read server || true; rm -f {saved} ;;\n\
              esac\n",
             saved = saved.display()
         ),
