@@ -38,10 +38,46 @@ impl Store {
     /// half snapshot under the final name; two kilns racing both unpack and
     /// the loser throws its copy away. The layer is leased first, so GC
     /// keeps it (and the snapshot) while this process lives.
+    ///
+    /// A layer whose blob is a plain tar the snapshot can give back (an
+    /// imported base, a COPY's tar) is then kept as the snapshot alone:
+    /// the skeleton is recorded during the unpacking, the snapshot synced
+    /// to disk, and the blob removed, so the store holds one copy of it.
+    /// (A compressed blob, as pulls bring, stays beside its snapshot.)
     pub fn snapshot(&self, layer: &Digest) -> Result<PathBuf, StoreError> {
-        self.make_snapshot(layer, "unpack", |tree| {
-            unpack_layer(self.blobs(), layer, tree)
-        })
+        let mut kept = false;
+        let tree = self.make_snapshot(layer, "unpack", |tree| {
+            if let Some(skeleton) = unpack_layer(self.blobs(), layer, tree)? {
+                write_skeleton(tree, &skeleton)?;
+                sync_filesystem(tree)?;
+                kept = true;
+            }
+            Ok(())
+        })?;
+        if kept {
+            self.drop_blob_kept_as_snapshot(layer, &tree);
+        }
+        Ok(tree)
+    }
+
+    /// Removes `layer`'s tar blob once its snapshot at `tree` (complete,
+    /// with its skeleton) stands for it: checked file by file first (it
+    /// was unpacked from the very bytes the skeleton was recorded from).
+    /// Failing that, the blob simply stays. A reader that opened the blob
+    /// keeps reading it; one that finds it gone is given the tar back.
+    fn drop_blob_kept_as_snapshot(&self, layer: &Digest, tree: &Path) {
+        let Some(dir) = kept_as_snapshot(&self.layout().snapshots(), layer) else {
+            return;
+        };
+        if dir.join(TREE) != tree {
+            return;
+        }
+        let whole = fs::read(dir.join(SKELETON))
+            .ok()
+            .is_some_and(|skeleton| crate::skeleton::check_files(&skeleton, tree).is_ok());
+        if whole {
+            let _ = fs::remove_file(self.blobs().path(layer));
+        }
     }
 
     /// `layer`'s snapshot: the complete one if there is one (another kiln
@@ -262,7 +298,7 @@ impl Store {
 const TREE: &str = "fs";
 /// Beside the tree of a layer kept only as its snapshot: its skeleton
 /// ([`crate::skeleton`]), which with the tree gives the layer's tar back.
-const SKELETON: &str = "skeleton";
+pub(crate) const SKELETON: &str = "skeleton";
 
 /// `tree`'s skeleton, written beside it.
 fn write_skeleton(tree: &Path, skeleton: &[u8]) -> Result<(), StoreError> {
@@ -407,13 +443,34 @@ fn install(temp: &Path, target: &Path, layer: &Digest) -> Result<PathBuf, StoreE
 /// component by component and must be real directories inside `dir`
 /// (links and special files go through the tar crate, which checks the
 /// same).
-fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<(), StoreError> {
-    unpack_stream(
-        open_layer(blobs, layer)?,
-        dir,
-        &format!("layer {layer}"),
-        None,
-    )
+/// Unpacks `layer` at `dir`; returns the skeleton of its tar if its blob
+/// is that very tar (not compressed) and the snapshot can give it back.
+fn unpack_layer(blobs: &Blobs, layer: &Digest, dir: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut recorded = KeptTar::default();
+    let tee = TeeReader {
+        inner: open_layer(blobs, layer)?,
+        copy: &mut recorded,
+    };
+    unpack_stream(tee, dir, &format!("layer {layer}"), None)?;
+    let (digest, _, recorder) = recorded.finish();
+    if digest != *layer || !recorder.is_exact() {
+        return Ok(None);
+    }
+    recorder.finish().map(Some)
+}
+
+/// A reader that also writes what it reads to `copy`.
+struct TeeReader<'a, R> {
+    inner: R,
+    copy: &'a mut KeptTar,
+}
+
+impl<R: io::Read> io::Read for TeeReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        io::Write::write_all(self.copy, &buf[..n])?;
+        Ok(n)
+    }
 }
 
 /// Flushes the filesystem holding `path` to disk: a snapshot that is its

@@ -93,16 +93,26 @@ impl Store {
         let mut problems = Vec::new();
         for (layer, dir) in self.snapshot_dirs() {
             if !self.blobs().contains(&layer) {
+                // A kept layer's snapshot that lost its `complete` marker
+                // (it is not being removed: removal renames it first).
+                if dir.join(crate::snapshot::SKELETON).is_file() {
+                    let discarded = self.discard_snapshot(&dir).is_ok();
+                    problems.push(Problem {
+                        what: format!(
+                            "snapshot of layer {layer}{}",
+                            if discarded { LOST } else { "" }
+                        ),
+                        error: corrupt_at(&dir, "not marked complete"),
+                    });
+                }
                 continue;
             }
             let kept = self.blobs().kept_as_snapshot(&layer).is_some();
             if let Err(error) = self.verify_snapshot(&layer) {
-                // A layer kept only as its snapshot goes with it: only the
-                // build cache holds such a layer (a tagged image's layers
-                // are tars), and the steps that made it run again.
+                // A layer kept only as its snapshot goes with it.
                 let discarded = self.discard_snapshot(&dir).is_ok();
                 let note = match (kept, discarded) {
-                    (true, true) => " (discarded with the layer, which was kept only as this snapshot: the build steps that made it run again)",
+                    (true, true) => LOST,
                     (false, true) => " (discarded: the next use unpacks the layer again)",
                     (_, false) => "",
                 };
@@ -113,6 +123,17 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+}
+
+/// What `kiln check` says of a discarded snapshot that was its layer's
+/// only copy.
+const LOST: &str = " (discarded with the layer, which was kept only as this snapshot: a built layer's steps run again, an imported one must be imported again)";
+
+fn corrupt_at(dir: &Path, message: &str) -> StoreError {
+    StoreError::Corrupt {
+        path: dir.to_owned(),
+        message: message.to_owned(),
     }
 }
 

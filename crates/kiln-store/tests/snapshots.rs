@@ -934,3 +934,34 @@ fn a_rebuilt_layer_links_the_last_ones_equal_files_and_writes_the_rest() {
     assert_eq!(store.blobs().read(&digest).unwrap(), second);
     assert_eq!(store.check().unwrap().len(), 0);
 }
+
+#[test]
+fn a_plain_tar_layer_once_unpacked_is_kept_only_as_its_snapshot() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let entries = [
+        ("etc", None),
+        ("etc/passwd", Some("root:x:0:0::/root:/bin/sh\n")),
+        ("bin", None),
+        ("bin/sh", Some("->busybox")),
+    ];
+    let base = layer(&store, &entries);
+    let tar = store.blobs().read(&base.digest).unwrap();
+    let tree = store.snapshot(&base.digest).unwrap();
+    // One copy: the blob is gone, the layer is still stored and gives
+    // back the very same tar; check finds nothing wrong.
+    assert!(!store.blobs().path(&base.digest).exists());
+    assert!(store.blobs().contains(&base.digest));
+    assert_eq!(store.blobs().size(&base.digest), Some(tar.len() as u64));
+    assert_eq!(store.blobs().read(&base.digest).unwrap(), tar);
+    assert_eq!(store.snapshot(&base.digest).unwrap(), tree);
+    assert!(store.check().unwrap().is_empty());
+    // A compressed blob stays: the snapshot cannot give its bytes back.
+    let pulled = gzip_layer(&store, &entries);
+    store.snapshot(&pulled.digest).unwrap();
+    assert!(store.blobs().path(&pulled.digest).is_file());
+}
