@@ -171,6 +171,12 @@ impl Ignore {
     /// pattern that matches it or one of its parent directories decides
     /// (upstream `MatchesOrParentMatches`).
     pub fn matches(&self, path: &str) -> Result<bool, IgnoreError> {
+        if is_clean(path) {
+            // What `ancestors` gives, as slices of the path itself (a
+            // build asks this of every file of the context).
+            let parents: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+            return self.decide(path, |p| parents.iter().any(|a| p.is_match(a)));
+        }
         let ancestors = ancestors(path);
         self.decide(path, |p| ancestors.iter().any(|a| p.is_match(a)))
     }
@@ -419,6 +425,12 @@ fn clean(path: &str) -> String {
     }
 }
 
+/// Whether `clean` leaves `path` as it is and Go's `filepath.Dir` of it
+/// is its text up to the last `/`: relative, no empty, `.` or `..` part.
+fn is_clean(path: &str) -> bool {
+    !path.is_empty() && path.split('/').all(|part| !matches!(part, "" | "." | ".."))
+}
+
 /// The leading directory prefixes of a path as upstream forms them from
 /// Go's `filepath.Dir`: `a/b/c` gives `a`, `a/b`; `file` gives none.
 fn ancestors(path: &str) -> Vec<String> {
@@ -439,6 +451,18 @@ fn dir(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clean_paths_have_their_prefixes_as_ancestors() {
+        for path in ["a", "a/b", "a/b/c.txt", "src/pkg00/mod00/f", "x.y/z"] {
+            assert!(is_clean(path), "{path}");
+            let sliced: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
+            assert_eq!(sliced, ancestors(path), "{path}");
+        }
+        for path in ["", "/a", "a/", "a//b", "./a", "a/./b", "a/../b", ".."] {
+            assert!(!is_clean(path), "{path}");
+        }
+    }
 
     #[test]
     fn clean_matches_go() {

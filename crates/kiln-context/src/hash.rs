@@ -55,12 +55,20 @@ const RACY_MARGIN_NS: i128 = 2_000_000_000;
 /// from many threads while hashing.
 pub struct StatCache {
     file: Option<PathBuf>,
+    /// What was loaded, once the loading thread is done (it decodes the
+    /// file while the caller walks the context).
+    loaded: std::sync::OnceLock<Loaded>,
+    loading: Mutex<Option<std::thread::JoinHandle<Loaded>>>,
+    dirty: Mutex<bool>,
+}
+
+/// A stat cache's contents.
+struct Loaded {
     /// When the loaded cache was written: files modified within
     /// [`RACY_MARGIN_NS`] of it may have changed without a new stamp
     /// ("racily clean", as git calls it) and are hashed again.
     written_ns: i128,
     entries: Mutex<Entries>,
-    dirty: Mutex<bool>,
 }
 
 /// What a [`StatCache::hash_files`] call did, for progress and benchmarks.
@@ -91,8 +99,11 @@ impl StatCache {
     pub fn in_memory() -> StatCache {
         StatCache {
             file: None,
-            written_ns: i128::MAX,
-            entries: Mutex::new(HashMap::new()),
+            loaded: std::sync::OnceLock::from(Loaded {
+                written_ns: i128::MAX,
+                entries: Mutex::new(HashMap::new()),
+            }),
+            loading: Mutex::new(None),
             dirty: Mutex::new(false),
         }
     }
@@ -101,16 +112,37 @@ impl StatCache {
     /// an empty cache (it is only a shortcut, so damage costs time, never
     /// correctness).
     pub fn load(file: &Path) -> StatCache {
-        let mut cache = StatCache::in_memory();
-        cache.file = Some(file.to_owned());
-        cache.written_ns = 0;
-        if let Ok(bytes) = fs::read(file) {
-            if let Some((written_ns, entries)) = decode(&bytes) {
-                cache.written_ns = written_ns;
-                cache.entries = Mutex::new(entries);
+        let path = file.to_owned();
+        // Decoded on a thread of its own: tens of thousands of entries
+        // take a few milliseconds the context walk can cover.
+        let loading = std::thread::spawn(move || {
+            let decoded = fs::read(&path).ok().and_then(|bytes| decode(&bytes));
+            let (written_ns, entries) = decoded.unwrap_or((0, HashMap::new()));
+            Loaded {
+                written_ns,
+                entries: Mutex::new(entries),
             }
+        });
+        StatCache {
+            file: Some(file.to_owned()),
+            loaded: std::sync::OnceLock::new(),
+            loading: Mutex::new(Some(loading)),
+            dirty: Mutex::new(false),
         }
-        cache
+    }
+
+    /// The cache's contents, waiting for the loading thread if need be (a
+    /// loader that failed leaves an empty cache: it is only a shortcut).
+    fn loaded(&self) -> &Loaded {
+        self.loaded.get_or_init(|| {
+            lock(&self.loading)
+                .take()
+                .and_then(|thread| thread.join().ok())
+                .unwrap_or(Loaded {
+                    written_ns: 0,
+                    entries: Mutex::new(HashMap::new()),
+                })
+        })
     }
 
     /// The cache file for the context directory `context` under `dir`:
@@ -135,7 +167,7 @@ impl StatCache {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        let bytes = encode(now, &lock(&self.entries));
+        let bytes = encode(now, &lock(&self.loaded().entries));
         if let Some(parent) = file.parent() {
             fs::create_dir_all(parent).map_err(|e| ContextError::io(parent, e))?;
         }
@@ -160,7 +192,7 @@ impl StatCache {
         // Looked up under one lock first (most files of a rebuilt context
         // are unchanged); only the others are hashed, in parallel.
         let known: Vec<Option<ContentDigest>> = {
-            let entries = lock(&self.entries);
+            let entries = lock(&self.loaded().entries);
             files
                 .iter()
                 .map(|(key, meta)| self.known(&entries, key, meta))
@@ -193,7 +225,7 @@ impl StatCache {
     /// not too close to the cache's writing to be trusted.
     fn known(&self, entries: &Entries, key: &Path, meta: &fs::Metadata) -> Option<ContentDigest> {
         let stamp = Stamp::of(meta);
-        let racy = stamp.mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.written_ns;
+        let racy = stamp.mtime_ns.saturating_add(RACY_MARGIN_NS) >= self.loaded().written_ns;
         match entries.get(key.as_os_str()) {
             Some((known, digest)) if !racy && *known == stamp => Some(*digest),
             _ => None,
@@ -213,7 +245,7 @@ impl StatCache {
             .open_file(key)
             .map_err(|e| ContextError::io(&path, e))?;
         let digest = hash_reader(file).map_err(|e| ContextError::io(&path, e))?;
-        lock(&self.entries).insert(key.as_os_str().to_owned(), (stamp, digest));
+        lock(&self.loaded().entries).insert(key.as_os_str().to_owned(), (stamp, digest));
         *lock(&self.dirty) = true;
         Ok((digest, false, stamp.size))
     }
@@ -399,6 +431,6 @@ mod tests {
             assert_eq!(decode(&bytes[..cut]), None);
         }
         fs::write(&file, &bytes[..40]).unwrap();
-        assert!(lock(&StatCache::load(&file).entries).is_empty());
+        assert!(lock(&StatCache::load(&file).loaded().entries).is_empty());
     }
 }

@@ -956,12 +956,21 @@ impl Donor {
                 nix::fcntl::AtFlags::AT_SYMLINK_FOLLOW,
             )
         };
-        match link() {
+        let linked = match link() {
             Err(nix::errno::Errno::EEXIST) => {
                 fs::remove_file(path)?;
-                link()?
+                link()
             }
-            other => other?,
+            other => other,
+        };
+        if linked.is_err() {
+            // The donor was removed meanwhile (GC, another kiln: an
+            // unlinked inode cannot be linked again), or is on another
+            // filesystem: its bytes, the same as the entry's, are copied.
+            let mut file = create_replacing(path)?;
+            io::Seek::rewind(&mut candidate)?;
+            io::copy(&mut (&mut candidate).take(same), &mut file)?;
+            return Ok(Shared::Written(file));
         }
         self.used.insert((meta.dev(), meta.ino()));
         Ok(Shared::Linked)
