@@ -22,7 +22,6 @@ use kiln_context::{ContentDigest, HashStats, Ignore, Root, StatCache};
 use kiln_graph::HeredocInput;
 use kiln_store::{Keep, Layer, Store};
 use sha2::{Digest as _, Sha256};
-use walkdir::WalkDir;
 
 use crate::error::BuildError;
 use crate::rootfs::{normalize, PathMeta, Tree};
@@ -598,70 +597,131 @@ fn walk_dir(
     items: &mut Vec<Item>,
 ) -> Result<(), BuildError> {
     let path = root.host_path(real);
-    let in_root = bytes(real);
-    // Directories are decided during the walk (so excluded ones are
-    // not entered); the files, most of the work (an lstat and the
-    // pattern matching each), are decided after it, in parallel.
-    let walker = WalkDir::new(&path)
-        .min_depth(1)
-        .sort_by_file_name()
-        .follow_links(false);
-    let mut files = Vec::new();
-    let mut walker = walker.into_iter();
-    while let Some(entry) = walker.next() {
-        let entry = entry.map_err(|e| BuildError::io(&path, e.into()))?;
-        if !entry.file_type().is_dir() {
-            files.push(entry);
-            continue;
-        }
-        let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
-        if excludes.iter().any(|g| g.is_match(inner)) {
-            walker.skip_current_dir();
-            continue;
-        }
-        let in_context = lossy(&join_rel(in_root, bytes(inner)));
-        if ignored(req, &in_context)? {
-            if dir_ignored_entirely(req, &in_context) {
-                walker.skip_current_dir();
-            }
-            continue;
-        }
-        let meta = entry
-            .metadata()
-            .map_err(|e| BuildError::io(entry.path(), e.into()))?;
-        items.push(item_for(
-            req,
-            join_rel(base, bytes(inner)),
-            root,
-            &real.join(inner),
-            &meta,
-        )?);
-    }
-    use rayon::prelude::*;
-    let decided: Vec<Option<Item>> = files
-        .par_iter()
-        .map(|entry| {
-            let inner = entry.path().strip_prefix(&path).unwrap_or(entry.path());
-            if excludes.iter().any(|g| g.is_match(inner))
-                || ignored(req, &lossy(&join_rel(in_root, bytes(inner))))?
-            {
-                return Ok(None);
-            }
-            let meta = entry
-                .metadata()
-                .map_err(|e| BuildError::io(entry.path(), e.into()))?;
-            item_for(
-                req,
-                join_rel(base, bytes(inner)),
-                root,
-                &real.join(inner),
-                &meta,
-            )
-            .map(Some)
-        })
-        .collect::<Result<_, BuildError>>()?;
-    items.extend(decided.into_iter().flatten());
+    let walk = DirWalk {
+        req,
+        root,
+        real,
+        base,
+        excludes,
+        in_root: bytes(real),
+    };
+    items.extend(walk.items_under(&path, Path::new(""), 0)?);
     Ok(())
+}
+
+/// How deep [`DirWalk`] walks sibling directories in parallel: below it,
+/// one thread walks on (rayon's frames per level would otherwise grow a
+/// worker's stack with a hostile context's depth).
+const PARALLEL_DEPTH: usize = 6;
+
+/// One [`walk_dir`]: what decides each entry.
+struct DirWalk<'a> {
+    req: &'a CopyRequest<'a>,
+    root: &'a Arc<Root>,
+    real: &'a Path,
+    base: &'a [u8],
+    excludes: &'a [GlobMatcher],
+    in_root: &'a [u8],
+}
+
+impl DirWalk<'_> {
+    /// The items under directory `dir` (`inner` below the walk's start),
+    /// depth first, each directory's entries in name order (what
+    /// `walkdir`'s sorted walk gives), links never followed. Each entry's
+    /// status is taken relative to its directory's descriptor as the
+    /// listing is read, and a listing is read whole before anything under
+    /// it is entered (one descriptor open per thread). Sibling directories
+    /// are walked in parallel down to [`PARALLEL_DEPTH`]; below it one
+    /// thread walks on with a stack on the heap, however deep the tree.
+    fn items_under(&self, dir: &Path, inner: &Path, depth: usize) -> Result<Vec<Item>, BuildError> {
+        use rayon::prelude::*;
+        if depth >= PARALLEL_DEPTH {
+            return self.items_under_one_thread(dir, inner);
+        }
+        let decided: Vec<Vec<Item>> = listing(dir)?
+            .par_iter()
+            .map(|(name, meta)| {
+                let inner = inner.join(name);
+                let (item, enter) = self.decide(&inner, meta)?;
+                let mut items: Vec<Item> = item.into_iter().collect();
+                if enter {
+                    items.extend(self.items_under(&dir.join(name), &inner, depth + 1)?);
+                }
+                Ok(items)
+            })
+            .collect::<Result<_, BuildError>>()?;
+        Ok(decided.into_iter().flatten().collect())
+    }
+
+    /// [`DirWalk::items_under`] on this thread alone, in the same order.
+    fn items_under_one_thread(&self, dir: &Path, inner: &Path) -> Result<Vec<Item>, BuildError> {
+        type Level = (
+            PathBuf,
+            PathBuf,
+            std::vec::IntoIter<(OsString, fs::Metadata)>,
+        );
+        let mut items = Vec::new();
+        let mut stack: Vec<Level> =
+            vec![(dir.to_owned(), inner.to_owned(), listing(dir)?.into_iter())];
+        while let Some((dir, inner, entries)) = stack.last_mut() {
+            let Some((name, meta)) = entries.next() else {
+                stack.pop();
+                continue;
+            };
+            let child = inner.join(&name);
+            let (item, enter) = self.decide(&child, &meta)?;
+            items.extend(item);
+            if enter {
+                let below = dir.join(&name);
+                let entries = listing(&below)?.into_iter();
+                stack.push((below, child, entries));
+            }
+        }
+        Ok(items)
+    }
+
+    /// Entry `inner`: its item if it is copied, and whether the walk
+    /// enters it (a directory neither excluded nor ignored with all that
+    /// is under it).
+    fn decide(
+        &self,
+        inner: &Path,
+        meta: &fs::Metadata,
+    ) -> Result<(Option<Item>, bool), BuildError> {
+        let req = self.req;
+        if self.excludes.iter().any(|g| g.is_match(inner)) {
+            return Ok((None, false));
+        }
+        let in_context = lossy(&join_rel(self.in_root, bytes(inner)));
+        let is_dir = meta.is_dir();
+        if ignored(req, &in_context)? {
+            let enter = is_dir && !dir_ignored_entirely(req, &in_context);
+            return Ok((None, enter));
+        }
+        let item = item_for(
+            req,
+            join_rel(self.base, bytes(inner)),
+            self.root,
+            &self.real.join(inner),
+            meta,
+        )?;
+        Ok((Some(item), is_dir))
+    }
+}
+
+/// The entries of directory `dir` with their status (not following
+/// links), in name order.
+fn listing(dir: &Path) -> Result<Vec<(OsString, fs::Metadata)>, BuildError> {
+    let mut entries = fs::read_dir(dir)
+        .map_err(|e| BuildError::io(dir, e))?
+        .map(|entry| {
+            let entry = entry?;
+            Ok((entry.file_name(), entry.metadata()?))
+        })
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| BuildError::io(dir, e))?;
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
 }
 
 /// Files of one copied directory that are one inode become hard links to
@@ -1068,11 +1128,11 @@ fn item_for(
     meta: &fs::Metadata,
 ) -> Result<Item, BuildError> {
     use std::os::unix::fs::MetadataExt;
-    let path = root.host_path(real);
     let file_type = meta.file_type();
     let content = if file_type.is_dir() {
         Content::Dir
     } else if file_type.is_symlink() {
+        let path = root.host_path(real);
         Content::Symlink(fs::read_link(&path).map_err(|e| BuildError::io(&path, e))?)
     } else if file_type.is_file() {
         Content::File(Box::new(SourceFile {
@@ -1087,7 +1147,7 @@ fn item_for(
             format!(
                 "{}: {} is not a regular file, directory or symlink",
                 req.instruction,
-                path.display()
+                root.host_path(real).display()
             ),
         ));
     };

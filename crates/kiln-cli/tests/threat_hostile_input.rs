@@ -756,6 +756,33 @@ fn add_of_an_entry_with_an_endlessly_deep_name_is_refused_with_bounded_memory() 
     assert!(peak_kib < 150 << 10, "peak RSS {peak_kib} KiB");
 }
 
+/// A context directory nested as deep as a path can go: the COPY's walk
+/// (directories walked in parallel near the top, by one thread below)
+/// copies it without running out of stack.
+#[test]
+fn copy_of_a_context_nested_to_the_path_limit_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = context(dir.path(), "FROM busybox\nCOPY . /c/\n");
+    let root = common::busybox_store(dir.path());
+    // As deep as the host path allows (PATH_MAX is 4096 bytes).
+    let levels = (4000 - ctx.as_os_str().len()) / 2;
+    let deep = ctx.join("d/".repeat(levels));
+    fs::create_dir_all(&deep).unwrap();
+    fs::write(deep.join("f"), "bottom").unwrap();
+    let out = kiln(&root, &["build", "-t", "deep", ctx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let layers = common::image_layers(&root, "deep");
+    let mut archive = tar::Archive::new(&layers.last().unwrap()[..]);
+    let bottom = format!("c/{}f", "d/".repeat(levels));
+    assert!(
+        archive
+            .entries()
+            .unwrap()
+            .any(|e| e.unwrap().path().unwrap().to_str() == Some(bottom.as_str())),
+        "the deepest file is in the layer"
+    );
+}
+
 /// Deep names under PATH_MAX still cost their depth times their length in
 /// parent directories, and distinct ones share none: 100 entries of 4000
 /// bytes in 2000 directories each would need 800 MB of parent paths. The

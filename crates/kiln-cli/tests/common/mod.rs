@@ -114,7 +114,8 @@ pub fn image_layers(root: &Path, name: &str) -> Vec<Vec<u8>> {
         .iter()
         .map(|layer| {
             let mut tar = Vec::new();
-            flate2::read::GzDecoder::new(&blob(layer["digest"].as_str().unwrap())[..])
+            // kiln compresses in parallel: one gzip member per piece.
+            flate2::read::MultiGzDecoder::new(&blob(layer["digest"].as_str().unwrap())[..])
                 .read_to_end(&mut tar)
                 .unwrap();
             tar
