@@ -243,10 +243,12 @@ impl Store {
         let (reader, writer) = io::pipe().map_err(|e| StoreError::io(&temp, e))?;
         widen_pipe(&writer);
         let dir = temp.join(TREE);
-        let donor = similar
-            .map(|layer| parent.join(layer.hex()))
-            .filter(|dir| is_complete(dir, similar.expect("mapped from it")))
-            .and_then(|dir| Donor::open(&dir.join(TREE)));
+        let donor = similar.and_then(|layer| {
+            let dir = parent.join(layer.hex());
+            is_complete(&dir, layer)
+                .then(|| Donor::open(&dir.join(TREE)))
+                .flatten()
+        });
         let unpacker = std::thread::spawn(move || {
             let reader = io::BufReader::with_capacity(1 << 20, reader);
             unpack_stream(reader, &dir, "a layer being written", donor)
