@@ -761,40 +761,36 @@ fn snapshots_from_an_earlier_boot_are_verified_before_use() {
     assert!(!store.blobs().contains(&kept.digest));
 }
 
-/// A tar of (path, mode, content) regular files (mtime 1, owner 0:0)
-/// under a directory `app`; a content starting `=>` is a hard link to
-/// the path after it.
+/// A tar of (path, mode, content) entries (mtime 1, owner 0:0) under a
+/// directory `app`: a content starting `=>` is a hard link to the path
+/// after it, one starting `->` a symlink to it, a path ending in `/` a
+/// directory, anything else a regular file.
 fn tar_of_files(files: &[(&str, u32, &str)]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_mode(0o755);
-    header.set_mtime(1);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_size(0);
-    builder
-        .append_data(&mut header, "app", std::io::empty())
-        .unwrap();
-    for (path, mode, content) in files {
+    for (path, mode, content) in std::iter::once(&("app/", 0o755, "")).chain(files) {
         let mut header = tar::Header::new_gnu();
         header.set_mtime(1);
         header.set_uid(0);
         header.set_gid(0);
         header.set_mode(*mode);
-        match content.strip_prefix("=>") {
-            Some(target) => {
-                header.set_entry_type(tar::EntryType::Link);
-                header.set_size(0);
-                builder.append_link(&mut header, path, target).unwrap();
-            }
-            None => {
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(content.len() as u64);
-                builder
-                    .append_data(&mut header, path, content.as_bytes())
-                    .unwrap();
-            }
+        header.set_size(0);
+        if let Some(dir) = path.strip_suffix('/') {
+            header.set_entry_type(tar::EntryType::Directory);
+            builder
+                .append_data(&mut header, dir, std::io::empty())
+                .unwrap();
+        } else if let Some(target) = content.strip_prefix("=>") {
+            header.set_entry_type(tar::EntryType::Link);
+            builder.append_link(&mut header, path, target).unwrap();
+        } else if let Some(target) = content.strip_prefix("->") {
+            header.set_entry_type(tar::EntryType::Symlink);
+            builder.append_link(&mut header, path, target).unwrap();
+        } else {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(content.len() as u64);
+            builder
+                .append_data(&mut header, path, content.as_bytes())
+                .unwrap();
         }
     }
     builder.into_inner().unwrap()
@@ -846,32 +842,19 @@ fn a_rebuilt_layer_links_the_last_ones_equal_files_and_writes_the_rest() {
         .set_modified(one)
         .unwrap();
 
-    let mut first = tar_of_files(&[
+    // `app/ln`, a symlink to the outside directory, in the last layer.
+    let link_out = format!("->{}", outside.display());
+    let first = tar_of_files(&[
         ("app/same", 0o640, "unchanged\n"),
         ("app/edited", 0o640, "old text\n"),
         ("app/mode", 0o640, "mode\n"),
         ("app/twin-a", 0o640, "twin\n"),
         ("app/twin-b", 0o640, "=>app/twin-a"),
+        ("app/ln", 0o777, &link_out),
     ]);
-    // A symlink `app/ln` to the outside directory, appended by hand.
-    {
-        first.truncate(first.len() - 1024);
-        let mut builder = tar::Builder::new(first);
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_mode(0o777);
-        header.set_mtime(1);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_size(0);
-        builder
-            .append_link(&mut header, "app/ln", &outside)
-            .unwrap();
-        first = builder.into_inner().unwrap();
-    }
     let (last, last_tree) = kept_sharing(&store, &first, None);
 
-    let mut second = tar_of_files(&[
+    let second = tar_of_files(&[
         ("app/same", 0o640, "unchanged\n"),
         // Same size and metadata, other bytes: compared, not assumed.
         ("app/edited", 0o640, "new text\n"),
@@ -879,32 +862,11 @@ fn a_rebuilt_layer_links_the_last_ones_equal_files_and_writes_the_rest() {
         // Two files now, equal to the one inode the last layer had.
         ("app/twin-a", 0o640, "twin\n"),
         ("app/twin-b", 0o640, "twin\n"),
+        // A directory where the last layer's symlink was, holding a file
+        // equal to the one the symlink reaches.
+        ("app/ln/", 0o755, ""),
+        ("app/ln/f", 0o640, "bait"),
     ]);
-    {
-        second.truncate(second.len() - 1024);
-        let mut builder = tar::Builder::new(second);
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_mtime(1);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_size(0);
-        builder
-            .append_data(&mut header, "app/ln", std::io::empty())
-            .unwrap();
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o640);
-        header.set_mtime(1);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_size(4);
-        builder
-            .append_data(&mut header, "app/ln/f", &b"bait"[..])
-            .unwrap();
-        second = builder.into_inner().unwrap();
-    }
     let (digest, tree) = kept_sharing(&store, &second, Some(&last));
 
     assert_eq!(
