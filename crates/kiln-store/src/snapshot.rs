@@ -911,7 +911,7 @@ impl Donor {
         wanted: &FileMeta,
         path: &Path,
     ) -> io::Result<Shared> {
-        use io::{Read, Write};
+        use io::Write;
         let Some(mut candidate) = self.candidate(rel, wanted) else {
             let mut file = create_replacing(path)?;
             io::copy(entry, &mut file)?;
@@ -927,9 +927,7 @@ impl Donor {
             let m = read_full(&mut candidate, &mut theirs[..n])?;
             if m != n || ours[..n] != theirs[..n] {
                 // Differs here: what came before is the donor's bytes.
-                let mut file = create_replacing(path)?;
-                io::Seek::rewind(&mut candidate)?;
-                io::copy(&mut (&mut candidate).take(same), &mut file)?;
+                let mut file = with_prefix_of(&mut candidate, same, path)?;
                 file.write_all(&ours[..n])?;
                 io::copy(entry, &mut file)?;
                 return Ok(Shared::Written(file));
@@ -938,10 +936,7 @@ impl Donor {
         }
         let meta = candidate.metadata()?;
         if same != wanted.size || read_full(&mut candidate, &mut theirs[..1])? != 0 {
-            let mut file = create_replacing(path)?;
-            io::Seek::rewind(&mut candidate)?;
-            io::copy(&mut (&mut candidate).take(same), &mut file)?;
-            return Ok(Shared::Written(file));
+            return Ok(Shared::Written(with_prefix_of(&mut candidate, same, path)?));
         }
         // Through the open file, never a path: the donor's tree is not
         // walked again.
@@ -969,14 +964,21 @@ impl Donor {
             // The donor was removed meanwhile (GC, another kiln: an
             // unlinked inode cannot be linked again), or is on another
             // filesystem: its bytes, the same as the entry's, are copied.
-            let mut file = create_replacing(path)?;
-            io::Seek::rewind(&mut candidate)?;
-            io::copy(&mut (&mut candidate).take(same), &mut file)?;
-            return Ok(Shared::Written(file));
+            return Ok(Shared::Written(with_prefix_of(&mut candidate, same, path)?));
         }
         self.used.insert((meta.dev(), meta.ino()));
         Ok(Shared::Linked)
     }
+}
+
+/// A new file at `path` holding the first `len` bytes of `donor` (read
+/// from its start): what the entry was found to share with it.
+fn with_prefix_of(donor: &mut fs::File, len: u64, path: &Path) -> io::Result<fs::File> {
+    use io::Read;
+    let mut file = create_replacing(path)?;
+    io::Seek::rewind(donor)?;
+    io::copy(&mut donor.take(len), &mut file)?;
+    Ok(file)
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
