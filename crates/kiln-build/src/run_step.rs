@@ -114,6 +114,9 @@ pub fn run_step(
         },
         // As BuildKit: the command is pid 1 of its namespace, no init.
         init: false,
+        // The upper dir is committed (or thrown away) once the command
+        // ends; what of it reaches the disk, and when, is the store's call.
+        volatile_upper: true,
     };
     let mut sink = StepOutput {
         node,

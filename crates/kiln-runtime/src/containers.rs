@@ -120,6 +120,8 @@ impl ContainerRecord {
             no_new_privileges: self.config.no_new_privileges,
             resources: self.config.resources,
             init: self.config.init,
+            // A container is started again on the same upper dir.
+            volatile_upper: false,
         }
     }
 

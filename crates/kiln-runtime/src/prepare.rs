@@ -314,12 +314,15 @@ fn overlay_options(
     // defaults: with them a renamed directory or a chown'd file would be a
     // redirect xattr or a metadata-only copy in the upper dir, which is not
     // a self-contained change set for the layer tar.
-    let data = format!(
+    let mut data = format!(
         "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
         lowers.join(":"),
         reserve(&spec.upper_dir)?,
         reserve(&spec.work_dir)?
     );
+    if spec.volatile_upper {
+        data.push_str(",volatile");
+    }
     if data.len() > MOUNT_DATA_MAX {
         return Err(RuntimeError::InvalidSpec(format!(
             "too many lower dirs ({}) for one overlay mount",

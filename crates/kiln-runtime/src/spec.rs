@@ -66,6 +66,14 @@ pub struct ContainerSpec {
     /// it has handlers for (SIGKILL from outside always works) and reaps
     /// the orphans reparented to it.
     pub init: bool,
+    /// Mount the overlay `volatile`: the kernel skips every sync of the
+    /// upper dir, the command's `fsync`s (dpkg's, a database's) and the
+    /// one that unmounting the overlay does, which waits for every dirty
+    /// page of the upper dir's whole filesystem. For an upper dir that is
+    /// committed or thrown away after the run (a build step's: its caller
+    /// decides what reaches the disk, and when); never for one mounted
+    /// again later, which a crash would leave unmountable.
+    pub volatile_upper: bool,
 }
 
 /// Limits of the container's cgroup, as `docker run --memory --cpus

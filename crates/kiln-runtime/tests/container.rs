@@ -1056,3 +1056,25 @@ fn privileged_containers_keep_every_device() {
     assert!(status.success(), "{err}");
     assert_eq!(out, "open\n");
 }
+
+#[test]
+fn a_volatile_upper_is_mounted_volatile_and_survives_the_commands_syncs() {
+    let Some(f) = Fixture::new() else { return };
+    // The root mount's fs type, source and super options (what follows
+    // mountinfo's " - "), after the command synced what it wrote.
+    let options = "sync; echo kept > /file; fsync /file; \
+                   grep ' / / ' /proc/self/mountinfo | sed 's/.* - //'";
+    let (status, durable, _) = f.sh(options);
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert!(!durable.contains("volatile"), "{durable}");
+    fs::remove_dir_all(f.upper()).unwrap();
+    let mut spec = f.spec(options);
+    spec.volatile_upper = true;
+    let (status, volatile, _) = f.run(&spec);
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert!(volatile.contains("volatile"), "{volatile}");
+    assert_eq!(
+        fs::read_to_string(f.upper().join("file")).unwrap(),
+        "kept\n"
+    );
+}

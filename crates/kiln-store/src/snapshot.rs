@@ -6,7 +6,10 @@
 //! `kiln/snapshots/<hex>/complete` marks a snapshot whole: it is written in
 //! the temp dir after the last entry, before the rename to `<hex>`, and
 //! checked at every use; a snapshot without it (a crash, an older kiln) is
-//! made again. The other way, [`layer_from_upper`] turns an overlay upper dir (the change
+//! made again. The marker names the boot: a snapshot completed before this
+//! boot may have lost what the kernel had not yet written, and is verified
+//! once before use. A layer kept only as its snapshot is synced to disk
+//! when an image is tagged with it (`unsynced` beside the tree until then). The other way, [`layer_from_upper`] turns an overlay upper dir (the change
 //! set of a container) into a layer with OCI whiteouts.
 
 use std::collections::HashMap;
@@ -117,6 +120,8 @@ impl Store {
             fs::write(&temp, marker_text(layer))
                 .and_then(|()| fs::rename(&temp, &marker))
                 .map_err(|e| StoreError::io(&marker, e))?;
+            // Read back whole after a reboot: it is on disk.
+            remove_if_there(&dir.join(UNSYNCED))?;
             return Ok(true);
         }
         self.discard_snapshot(dir)?;
@@ -301,6 +306,9 @@ const TREE: &str = "fs";
 /// Beside the tree of a layer kept only as its snapshot: its skeleton
 /// ([`crate::skeleton`]), which with the tree gives the layer's tar back.
 pub(crate) const SKELETON: &str = "skeleton";
+/// Beside the tree of a kept layer made in this boot: it is not yet known
+/// to be on disk ([`Store::sync_kept_layers`] removes it).
+const UNSYNCED: &str = "unsynced";
 
 /// `tree`'s skeleton, written beside it.
 fn write_skeleton(tree: &Path, skeleton: &[u8]) -> Result<(), StoreError> {
@@ -630,14 +638,16 @@ impl SnapshotWriter {
         }
         let skeleton = recorder.finish()?;
         let temp = self.temp.clone();
-        // Every file was written from (or compared with) the bytes the
-        // skeleton was recorded from: what is left to check is its shape.
-        store.make_kept_snapshot(layer, "stream", skeleton, KeptCheck::Files, |tree| {
+        let tree = store.make_kept_snapshot(layer, "stream", skeleton, |tree| {
             // The unpacked tree moves into the new temp dir's place.
             fs::remove_dir(tree).map_err(|e| StoreError::io(tree, e))?;
             let from = temp.join(TREE);
             fs::rename(&from, tree).map_err(|e| StoreError::io(&from, e))
-        })
+        })?;
+        // Every file was written from (or compared with) the bytes the
+        // skeleton was recorded from: what is left to check is that the
+        // unpacker left none out.
+        store.check_kept(&tree)
     }
 }
 
@@ -1109,7 +1119,10 @@ impl Store {
             let (digest, size, recorder) = sink.finish();
             if adoptable && recorder.is_exact() {
                 let skeleton = recorder.finish()?;
-                self.make_kept_snapshot(&digest, "adopt", skeleton, KeptCheck::Digest, |tree| {
+                // The skeleton and digest were taken of this very tree, read
+                // after the container ended (its pid namespace gone, so
+                // nothing writes it): there is nothing left to check.
+                self.make_kept_snapshot(&digest, "adopt", skeleton, |tree| {
                     adopt_tree(upper, tree)
                 })?;
                 if self.blobs().contains(&digest) {
@@ -1128,59 +1141,80 @@ impl Store {
     }
 
     /// [`Store::make_snapshot`] of a layer kept only as its snapshot: the
-    /// skeleton is written beside the tree before it is marked complete,
-    /// and once in place the snapshot must give back the layer's digest,
-    /// else it is discarded and the step fails (the tar's bytes exist
-    /// nowhere else). The layer is leased for this process before it is in
-    /// place, so GC cannot take it in between.
+    /// skeleton is written beside the tree before it is marked complete;
+    /// returns the tree. It is marked [`UNSYNCED`], not synced: until an image is
+    /// made of it ([`Store::sync_kept_layers`]) it is build cache, which
+    /// a crash may cost (a snapshot from an earlier boot is verified
+    /// before use), and a `syncfs` here would wait for every dirty page
+    /// of the filesystem, other steps' included. The layer is leased for
+    /// this process before it is in place, so GC cannot take it in
+    /// between.
     fn make_kept_snapshot(
         &self,
         layer: &Digest,
         what: &str,
         skeleton: Vec<u8>,
-        check: KeptCheck,
         fill: impl FnOnce(&Path) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let tree = self.blobs().lease_and(layer, || {
+    ) -> Result<PathBuf, StoreError> {
+        self.blobs().lease_and(layer, || {
             self.make_snapshot_unleased(layer, what, |tree| {
                 fill(tree)?;
                 write_skeleton(tree, &skeleton)?;
-                sync_filesystem(tree)
+                let unsynced = tree.parent().unwrap_or(tree).join(UNSYNCED);
+                fs::write(&unsynced, b"").map_err(|e| StoreError::io(&unsynced, e))
             })
-        })?;
-        self.check_kept(layer, &tree, check)
+        })
     }
 
-    /// Checks the kept layer at `tree` as `check` says; a snapshot that
-    /// fails is discarded.
-    fn check_kept(&self, layer: &Digest, tree: &Path, check: KeptCheck) -> Result<(), StoreError> {
+    /// Checks that each file the skeleton of the kept layer at `tree`
+    /// names is there with its size ([`crate::skeleton::check_files`]);
+    /// a snapshot that fails is discarded (the tar's bytes exist nowhere
+    /// else).
+    fn check_kept(&self, tree: &Path) -> Result<(), StoreError> {
         let dir = tree.parent().unwrap_or(tree);
         let skeleton_path = dir.join(SKELETON);
         if !skeleton_path.is_file() {
             return Ok(());
         }
-        let checked = match check {
-            KeptCheck::Digest => give_back(dir, layer, io::sink()).map(|_| ()),
-            KeptCheck::Files => fs::read(&skeleton_path)
-                .map_err(|e| StoreError::io(&skeleton_path, e))
-                .and_then(|skeleton| crate::skeleton::check_files(&skeleton, tree))
-                .map(|_| ()),
-        };
-        checked.inspect_err(|_| {
-            let _ = self.discard_snapshot(dir);
-        })
+        fs::read(&skeleton_path)
+            .map_err(|e| StoreError::io(&skeleton_path, e))
+            .and_then(|skeleton| crate::skeleton::check_files(&skeleton, tree))
+            .map(|_| ())
+            .inspect_err(|_| {
+                let _ = self.discard_snapshot(dir);
+            })
+    }
+
+    /// Puts on disk the layers among `layers` kept only as a snapshot
+    /// still marked [`UNSYNCED`]: an image is about to be made of them (a
+    /// tag), and an image's layers must survive a crash as blobs do. One
+    /// `syncfs` for all of them, then their markers go.
+    pub(crate) fn sync_kept_layers<'a>(
+        &self,
+        layers: impl IntoIterator<Item = &'a Digest>,
+    ) -> Result<(), StoreError> {
+        let snapshots = self.layout().snapshots();
+        let unsynced: Vec<PathBuf> = layers
+            .into_iter()
+            .map(|layer| snapshots.join(layer.hex()).join(UNSYNCED))
+            .filter(|marker| marker.exists())
+            .collect();
+        if unsynced.is_empty() {
+            return Ok(());
+        }
+        sync_filesystem(&snapshots)?;
+        unsynced
+            .iter()
+            .try_for_each(|marker| remove_if_there(marker))
     }
 }
 
-/// How a snapshot that is a layer's only copy is checked once in place.
-#[derive(Clone, Copy)]
-enum KeptCheck {
-    /// Given back whole and hashed: for a tree that was not made from the
-    /// layer's bytes (an adopted upper dir).
-    Digest,
-    /// Each file there with its size ([`crate::skeleton::check_files`]):
-    /// for a tree unpacked from the very bytes that were hashed.
-    Files,
+/// Removes the file at `path` if it is there.
+fn remove_if_there(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StoreError::io(path, e)),
+        _ => Ok(()),
+    }
 }
 
 /// Whether `path` and `dir` (made if missing) are on one filesystem, so a

@@ -228,7 +228,8 @@ impl Store {
 
     /// Points `name` at `manifest` (replacing what it pointed at). The
     /// manifest and everything it references must already be stored (a
-    /// layer kept only as its snapshot counts: nothing is written out).
+    /// layer kept only as its snapshot counts: nothing is written out, but
+    /// such a layer not yet synced is synced first).
     pub fn tag(&self, name: &str, manifest: &Descriptor) -> Result<(), StoreError> {
         let reference = Reference::parse(name)?;
         let wanted = reference.normalized();
@@ -242,6 +243,9 @@ impl Store {
         }
         // Leased, so GC cannot take it between this check and the tag.
         self.lease(&digest)?;
+        // A tag is what must outlive a crash: the layers it reaches that are
+        // kept only as unsynced snapshots go to disk before it is written.
+        self.sync_kept_layers(&self.reachable(&[digest])?.present)?;
         let _lock = self.index_lock()?;
         let index = self.read_index()?;
         // A rebuild that changed nothing leaves index.json untouched.

@@ -927,3 +927,80 @@ fn a_plain_tar_layer_once_unpacked_is_kept_only_as_its_snapshot() {
     store.snapshot(&pulled.digest).unwrap();
     assert!(store.blobs().path(&pulled.digest).is_file());
 }
+
+/// A manifest (and its config) of an image made of `layers`, stored;
+/// returns its descriptor.
+fn put_manifest(store: &Store, layers: &[&Layer]) -> oci_spec::image::Descriptor {
+    let diff_ids: Vec<String> = layers.iter().map(|l| format!("\"{}\"", l.digest)).collect();
+    let config_json = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let config = store.blobs().put(config_json.as_bytes()).unwrap();
+    let layer_descriptors: Vec<String> = layers
+        .iter()
+        .map(|l| {
+            format!(
+                r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{}","size":{}}}"#,
+                l.digest, l.size
+            )
+        })
+        .collect();
+    let manifest_json = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{}}},"layers":[{}]}}"#,
+        config_json.len(),
+        layer_descriptors.join(",")
+    );
+    let manifest = store.blobs().put(manifest_json.as_bytes()).unwrap();
+    oci_spec::image::DescriptorBuilder::default()
+        .media_type(oci_spec::image::MediaType::ImageManifest)
+        .digest(
+            manifest
+                .to_string()
+                .parse::<oci_spec::image::Digest>()
+                .unwrap(),
+        )
+        .size(manifest_json.len() as u64)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_kept_layer_is_synced_when_an_image_is_tagged_with_it() {
+    if !is_root() {
+        eprintln!("skipped: snapshots keep owners, which needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let unsynced = |layer: &Layer| {
+        store
+            .layout()
+            .snapshots()
+            .join(layer.digest.hex())
+            .join("unsynced")
+            .exists()
+    };
+    let commit = |content: &str| {
+        let upper = store.scratch_dir("upper-test").unwrap().join("upper");
+        fs::create_dir_all(&upper).unwrap();
+        fs::write(upper.join("file"), content).unwrap();
+        store.commit_upper(&upper, None, Keep::Snapshot).unwrap()
+    };
+    let in_image = commit("a layer of the image");
+    let cache_only = commit("a layer of a build stage");
+    // Made, a kept layer is build cache: not synced (a crash may cost it).
+    assert!(unsynced(&in_image) && unsynced(&cache_only));
+
+    // Tagged, the image's kept layers are put on disk; the others wait.
+    let manifest = put_manifest(&store, &[&in_image]);
+    store.tag("app", &manifest).unwrap();
+    assert!(!unsynced(&in_image));
+    assert!(unsynced(&cache_only));
+    store.blobs().read(&in_image.digest).unwrap();
+
+    // After a reboot, one read back whole is on disk.
+    mark_from_an_earlier_boot(&store, &cache_only);
+    store.snapshot(&cache_only.digest).unwrap();
+    assert!(!unsynced(&cache_only));
+}
