@@ -79,6 +79,9 @@ enum Command {
     Cache(commands::cache::CacheCommand),
     /// Verify every blob and that every image is complete
     Check,
+    /// Measure the build cache over a project's history
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion {
         #[arg(value_enum)]
@@ -92,8 +95,6 @@ enum Command {
     Exec(Planned),
     #[command(name = "serve", hide = true)]
     Serve(Planned),
-    #[command(name = "bench", hide = true)]
-    Bench(Planned),
 }
 
 /// Whatever a planned command was given.
@@ -158,7 +159,7 @@ fn main() -> ExitCode {
         Command::Logout(args) => commands::registry::logout(args).map(|()| ExitCode::SUCCESS),
         Command::Exec(_) => not_yet("exec", "the container commands Docker users expect"),
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
-        Command::Bench(_) => not_yet("bench", "cache hit-rate benchmarking"),
+        Command::Bench(command) => commands::bench::run(root, command),
         Command::Check => commands::images::check(root).map(|clean| {
             if clean {
                 ExitCode::SUCCESS

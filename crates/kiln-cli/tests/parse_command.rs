@@ -214,7 +214,7 @@ fn bom_crlf_and_backtick_escape_from_a_file() {
 
 #[test]
 fn planned_commands_say_they_are_not_there_yet_and_typos_still_get_a_tip() {
-    for command in ["exec", "serve", "bench"] {
+    for command in ["exec", "serve"] {
         let out = kiln(&[command, "some", "--args"], None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");

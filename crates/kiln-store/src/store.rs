@@ -273,6 +273,27 @@ impl Store {
         self.write_index(&index)
     }
 
+    /// Copies the image `name` names in `from` into this store, under the
+    /// same name: every blob it reaches (a layer kept there only as its
+    /// snapshot is given back), each checked against its digest as it is
+    /// written. Returns its manifest.
+    pub fn copy_image_from(&self, from: &Store, name: &str) -> Result<Descriptor, StoreError> {
+        let manifest = from.resolve(name)?;
+        let digest = Digest::of_descriptor(&manifest)?;
+        let reach = from.reachable(&[digest])?;
+        if let Some(missing) = reach.missing.iter().next() {
+            return Err(StoreError::MissingBlob(*missing));
+        }
+        // Each blob is leased as it is written (or found), so GC keeps it.
+        for blob in &reach.present {
+            if !self.blobs.contains(blob) {
+                self.blobs.put_reader(from.blobs.open(blob)?, Some(blob))?;
+            }
+        }
+        self.tag(name, &manifest)?;
+        Ok(manifest)
+    }
+
     /// Removes a tag; returns the manifest it pointed at.
     pub fn untag(&self, name: &str) -> Result<Descriptor, StoreError> {
         let wanted = Reference::parse(name)?.normalized();

@@ -232,7 +232,7 @@ fn parse_labels(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 /// are killed, scratch directories removed); a second signal exits at once,
 /// which the store survives as it survives SIGKILL. Either way the exit
 /// status is the shell's for that signal: 130 for SIGINT, 143 for SIGTERM.
-struct StopOnSignal {
+pub(crate) struct StopOnSignal {
     handle: signal_hook::iterator::Handle,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The first signal received (0: none yet).
@@ -240,7 +240,7 @@ struct StopOnSignal {
 }
 
 impl StopOnSignal {
-    fn install(cancel: &Arc<Cancel>) -> anyhow::Result<StopOnSignal> {
+    pub(crate) fn install(cancel: &Arc<Cancel>) -> anyhow::Result<StopOnSignal> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
             .context("installing signal handlers")?;
@@ -267,7 +267,7 @@ impl StopOnSignal {
 
     /// 128 + the signal that stopped the build (SIGINT's 130 when the build
     /// was cancelled otherwise).
-    fn exit_status(&self) -> u8 {
+    pub(crate) fn exit_status(&self) -> u8 {
         match self.received.load(std::sync::atomic::Ordering::SeqCst) {
             0 => 130,
             signal => u8::try_from(128 + signal).unwrap_or(130),

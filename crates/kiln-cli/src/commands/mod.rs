@@ -1,5 +1,6 @@
 //! One module per subcommand, plus the Dockerfile loading they share.
 
+pub mod bench;
 pub mod build;
 pub mod cache;
 pub mod containers;
