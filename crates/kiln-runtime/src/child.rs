@@ -127,6 +127,15 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     for (i, dir) in plan.cwd_dirs.iter().enumerate() {
         check(Stage::CreateCwd, i, sys::mkdir_exist_ok(dir, 0o755));
     }
+    // Last before the command: what the setup did is not the command's.
+    if plan.read_watch >= 0 {
+        check(
+            Stage::WatchReads,
+            0,
+            sys::watch_reads_of_root(plan.read_watch),
+        );
+        sys::close(plan.read_watch);
+    }
 
     let mut stdio = [fds.stdin, fds.stdout, fds.stderr];
     if let Some((rows, cols)) = plan.tty {

@@ -140,6 +140,8 @@ pub struct Container {
     watcher: Option<Pid>,
     /// Removed when dropped, after `Drop for Container` reaped the init.
     _cgroup: ContainerCgroup,
+    /// With [`ContainerSpec::track_reads`], until taken.
+    read_watch: Option<ReadWatch>,
 }
 
 /// Runs `spec` to completion, streaming output to `sink`.
@@ -168,6 +170,12 @@ impl Container {
             overlay_fds,
         } = prepare(spec)?;
         plan.tty = stdio.tty.map(|size| (size.rows, size.cols));
+        let read_watch = if spec.track_reads {
+            Some(ReadWatch::new()?)
+        } else {
+            None
+        };
+        plan.read_watch = read_watch.as_ref().map_or(-1, ReadWatch::group_fd);
         let mut cgroup = ContainerCgroup::create(&spec.resources, spec.privileged)?;
         plan.cgroup_procs = cgroup.procs_fds();
         plan.cgroup_dirs = cgroup
@@ -220,6 +228,9 @@ impl Container {
         }
         keep.extend(plan.overlay_dirs.iter().map(|(_, fd)| *fd));
         keep.extend(&plan.mount_fds);
+        if plan.read_watch >= 0 {
+            keep.push(plan.read_watch);
+        }
         keep.sort_unstable();
         let pid = clone_init(&plan, fds, &keep)?;
         // The child's ends are closed here so EOF means the container ended.
@@ -247,6 +258,7 @@ impl Container {
             alive: Some(alive_w),
             watcher: None,
             _cgroup: cgroup,
+            read_watch: read_watch.map(ReadWatch::start),
         };
         if !container.plan.init {
             // (On failure, dropping `container` kills and reaps pid 1.)
@@ -270,6 +282,13 @@ impl Container {
             }
         }
         Ok(container)
+    }
+
+    /// What records the command's reads ([`ContainerSpec::track_reads`]):
+    /// take it before [`Container::wait`] and [`ReadWatch::finish`] it
+    /// after.
+    pub fn take_read_watch(&mut self) -> Option<ReadWatch> {
+        self.read_watch.take()
     }
 
     /// The writer for the command's input ([`Stdin::Pipe`]); `None` once
@@ -590,5 +609,121 @@ mod tests {
         assert_send::<Container>();
         assert_send::<KillHandle>();
         assert_sync::<KillHandle>();
+    }
+}
+
+/// The paths of the rootfs a container's command read, recorded with
+/// fanotify: a group whose mark the init puts on the container's root
+/// mount just before the command runs (so the setup is not recorded, and
+/// the bind mounts over the rootfs, which are other mounts, are not
+/// either), and a thread here that reads its events, each an open file
+/// whose path (as the container sees it) is kept. What it cannot see: a
+/// path only `stat`ed or found missing (no file is opened), and the
+/// reads of a file through a descriptor opened before the mark.
+pub struct ReadWatch {
+    group: Arc<nix::sys::fanotify::Fanotify>,
+    reader: Option<std::thread::JoinHandle<Result<ReadPaths, RuntimeError>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a [`ReadWatch`] saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadPaths {
+    /// Absolute, as the container sees them, sorted.
+    pub paths: std::collections::BTreeSet<String>,
+    /// The kernel's queue overflowed: some reads are missing (it is
+    /// unlimited, so only under memory pressure).
+    pub overflowed: bool,
+}
+
+impl ReadWatch {
+    fn new() -> Result<ReadWatch, RuntimeError> {
+        use nix::sys::fanotify::{EventFFlags, Fanotify, InitFlags};
+        let group = Fanotify::init(
+            InitFlags::FAN_CLASS_NOTIF
+                | InitFlags::FAN_CLOEXEC
+                | InitFlags::FAN_NONBLOCK
+                | InitFlags::FAN_UNLIMITED_QUEUE,
+            EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
+        )
+        .map_err(|e| RuntimeError::sys("fanotify_init (recording a RUN's reads)", e))?;
+        Ok(ReadWatch {
+            group: Arc::new(group),
+            reader: None,
+            stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        })
+    }
+
+    fn group_fd(&self) -> RawFd {
+        self.group.as_raw_fd()
+    }
+
+    /// Starts the thread that reads the events as they come (the queue
+    /// would otherwise hold every one of them until the end).
+    fn start(mut self) -> ReadWatch {
+        let group = Arc::clone(&self.group);
+        let stop = Arc::clone(&self.stop);
+        self.reader = Some(std::thread::spawn(move || read_events(&group, &stop)));
+        self
+    }
+
+    /// Once the container ended: the events left are read and the paths
+    /// returned.
+    pub fn finish(mut self) -> Result<ReadPaths, RuntimeError> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        match self.reader.take() {
+            Some(reader) => reader.join().unwrap_or_else(|_| {
+                Err(RuntimeError::InvalidSpec("the read watch panicked".into()))
+            }),
+            None => Ok(ReadPaths::default()),
+        }
+    }
+}
+
+impl Drop for ReadWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Reads `group`'s events until `stop` is set and none is left.
+fn read_events(
+    group: &nix::sys::fanotify::Fanotify,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<ReadPaths, RuntimeError> {
+    use nix::sys::fanotify::MaskFlags;
+    let mut seen = ReadPaths::default();
+    loop {
+        let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
+        let events = match group.read_events() {
+            Ok(events) => events,
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Vec::new(),
+            Err(e) => return Err(RuntimeError::sys("read fanotify events", e)),
+        };
+        if events.is_empty() {
+            if stopping {
+                return Ok(seen);
+            }
+            let mut fds = [PollFd::new(group.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::from(50u16));
+            continue;
+        }
+        for event in events {
+            if event.mask().contains(MaskFlags::FAN_Q_OVERFLOW) {
+                seen.overflowed = true;
+            }
+            let Some(fd) = event.fd() else { continue };
+            let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            if let Ok(path) = std::fs::read_link(&link) {
+                let path = path.to_string_lossy();
+                // A file deleted since is not one a layer below holds.
+                if path.starts_with('/') && !path.ends_with(" (deleted)") {
+                    seen.paths.insert(path.into_owned());
+                }
+            }
+        }
     }
 }

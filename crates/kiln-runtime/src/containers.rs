@@ -122,6 +122,7 @@ impl ContainerRecord {
             init: self.config.init,
             // A container is started again on the same upper dir.
             volatile_upper: false,
+            track_reads: false,
         }
     }
 

@@ -150,7 +150,9 @@ mod sys;
 pub mod terminal;
 mod user;
 
-pub use container::{run, CollectedOutput, Container, KillHandle, OutputSink, TtyHandle};
+pub use container::{
+    run, CollectedOutput, Container, KillHandle, OutputSink, ReadPaths, ReadWatch, TtyHandle,
+};
 pub use error::RuntimeError;
 
 /// Fails unless this process is root: containers need namespaces, mounts

@@ -229,6 +229,10 @@ pub(crate) struct Plan {
     /// Descriptors `Mount::BindFd` sources are mounted from: kept open in
     /// init for the pre-pivot mounts, closed after them.
     pub mount_fds: Vec<RawFd>,
+    /// A fanotify group (-1: none) the init marks the rootfs's mount in,
+    /// just before the command runs, then closes its copy of
+    /// ([`crate::ReadWatch`]).
+    pub read_watch: RawFd,
 }
 
 /// Where the child was when it failed.
@@ -259,6 +263,7 @@ pub(crate) enum Stage {
     Seccomp,
     MountPropagation,
     Cgroup,
+    WatchReads,
 }
 
 impl Stage {
@@ -289,6 +294,7 @@ impl Stage {
             Seccomp,
             MountPropagation,
             Cgroup,
+            WatchReads,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -398,6 +404,7 @@ impl Plan {
                 Some(dir) => format!("join cgroup {dir}"),
                 None => "unshare the cgroup namespace".into(),
             },
+            Stage::WatchReads => "watch the rootfs's reads (fanotify_mark)".into(),
         }
     }
 }

@@ -198,6 +198,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         cgroup_procs: Vec::new(),
         cgroup_dirs: Vec::new(),
         mount_fds: trees.iter().map(AsRawFd::as_raw_fd).collect(),
+        read_watch: -1,
     };
     let mut overlay_fds = overlay_fds;
     overlay_fds.extend(trees);

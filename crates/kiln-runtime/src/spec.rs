@@ -74,6 +74,9 @@ pub struct ContainerSpec {
     /// decides what reaches the disk, and when); never for one mounted
     /// again later, which a crash would leave unmountable.
     pub volatile_upper: bool,
+    /// Record which paths of the rootfs the command reads
+    /// ([`crate::Container::take_read_watch`]).
+    pub track_reads: bool,
 }
 
 /// Limits of the container's cgroup, as `docker run --memory --cpus

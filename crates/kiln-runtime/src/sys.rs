@@ -252,6 +252,24 @@ pub fn reopen_dir_at(path: &CStr, slot: RawFd) -> SysResult {
     result
 }
 
+/// Marks the mount at `/` in the fanotify group `group` for what reads
+/// it: a file or directory read, one opened read-only and closed (a
+/// library mapped, a directory listed, a file only opened), a program
+/// executed.
+pub fn watch_reads_of_root(group: RawFd) -> SysResult {
+    let mask = libc::FAN_ACCESS | libc::FAN_CLOSE_NOWRITE | libc::FAN_OPEN_EXEC | libc::FAN_ONDIR;
+    // SAFETY: NUL-terminated path; the group is a descriptor we hold.
+    check(unsafe {
+        libc::fanotify_mark(
+            group,
+            libc::FAN_MARK_ADD | libc::FAN_MARK_MOUNT,
+            mask,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+        )
+    })
+}
+
 pub fn chdir(path: &CStr) -> SysResult {
     // SAFETY: NUL-terminated path.
     check(unsafe { libc::chdir(path.as_ptr()) })

@@ -1078,3 +1078,34 @@ fn a_volatile_upper_is_mounted_volatile_and_survives_the_commands_syncs() {
         "kept\n"
     );
 }
+
+#[test]
+fn a_watched_container_reports_what_its_command_read_as_it_sees_it() {
+    let Some(f) = Fixture::new() else { return };
+    fs::create_dir_all(f.rootfs().join("data/listed")).unwrap();
+    fs::write(f.rootfs().join("data/read.txt"), "read me").unwrap();
+    fs::write(f.rootfs().join("data/untouched.txt"), "not me").unwrap();
+    fs::write(f.rootfs().join("data/listed/a"), "").unwrap();
+    let mut spec = f.spec("cat /data/read.txt; ls /data/listed; echo new > /data/written.txt");
+    spec.track_reads = true;
+    let mut container = Container::spawn(&spec).unwrap();
+    let watch = container.take_read_watch().expect("a read watch");
+    let mut out = CollectedOutput::default();
+    assert_eq!(container.wait(&mut out).unwrap(), ExitStatus::Exited(0));
+    let reads = watch.finish().unwrap();
+    assert!(!reads.overflowed);
+    let paths = &reads.paths;
+    for read in ["/data/read.txt", "/data/listed", "/bin/busybox"] {
+        assert!(paths.contains(read), "{read} missing from {paths:?}");
+    }
+    for unread in ["/data/untouched.txt", "/data/written.txt", "/data/listed/a"] {
+        assert!(!paths.contains(unread), "{unread} in {paths:?}");
+    }
+    // Nothing of the host's paths: the container's own view only.
+    let host = f.dir.path().to_string_lossy().into_owned();
+    assert!(paths.iter().all(|p| !p.contains(&host)), "{paths:?}");
+    // Unwatched, there is nothing to take.
+    let mut plain = Container::spawn(&f.spec("true")).unwrap();
+    assert!(plain.take_read_watch().is_none());
+    plain.wait(&mut CollectedOutput::default()).unwrap();
+}
