@@ -112,20 +112,24 @@ impl History for GitHistory {
         &self.revisions
     }
 
-    /// A fresh directory per commit (the one before is removed), as a CI
-    /// checkout is: written by libgit2's checkout, which refuses paths
-    /// that escape it, into that directory only (the repository's index
-    /// and work tree are not touched).
+    /// Each commit written afresh (the one before removed), as a CI
+    /// checkout is, at the same path (a build's cache records are kept
+    /// per context path, so that is what lets them explain each miss):
+    /// written by libgit2's checkout, which refuses paths that escape it,
+    /// into that directory only (the repository's index and work tree are
+    /// not touched).
     fn prepare(&mut self, index: usize) -> Result<Prepared, BenchError> {
         let git = |e: git2::Error| BenchError::Git {
             repo: self.repo_path.clone(),
             message: format!("commit {}: {}", self.revisions[index].id, e.message()),
         };
-        if index > 0 {
-            let before = self.work.join(format!("commit-{index}"));
-            let _ = fs::remove_dir_all(before);
+        let dir = self.work.join("checkout");
+        match fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(BenchError::io(&dir, e))
+            }
+            _ => {}
         }
-        let dir = self.work.join(format!("commit-{}", index + 1));
         fs::create_dir_all(&dir).map_err(|e| BenchError::io(&dir, e))?;
         let commit = self.repo.find_commit(self.commits[index]).map_err(git)?;
         let tree = commit.tree().map_err(git)?;

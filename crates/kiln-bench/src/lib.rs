@@ -11,16 +11,23 @@
 //! is, libgit2 without its network features), write to the repository, or
 //! use the user's store for builds (base images are copied out of it).
 
+mod advice;
 mod error;
 mod history;
+mod image_files;
 mod plot;
 mod replay;
 mod report;
 mod scenario;
 
+pub use advice::{find_advice, reorder, Advice, AdviceReplay};
 pub use error::BenchError;
 pub use history::{GitHistory, GitSelection, History, Prepared, Revision, ScenarioHistory};
 pub use plot::write_svg;
-pub use replay::{replay, ReplayOptions, ReplayProgress};
-pub use report::{BenchReport, BuildRun, Outcome, StepRun, StepTotals, Totals, SCHEMA};
+pub use replay::{
+    bench_cache, replay, MakeHistory, ReplayOptions, ReplayProgress, Replayed, Rewrite,
+};
+pub use report::{
+    BenchReport, BuildRun, Ideal, Outcome, StepDetail, StepRun, StepTotals, Totals, SCHEMA,
+};
 pub use scenario::{Edit, Scenario, ScenarioBuild};

@@ -14,7 +14,7 @@ use kiln_engine::{
 use kiln_store::Store;
 
 use crate::history::History;
-use crate::report::{BenchReport, BuildRun, Outcome, StepRun};
+use crate::report::{BenchReport, BuildRun, Ideal, Outcome, StepDetail, StepRun};
 use crate::BenchError;
 
 /// How each revision is built.
@@ -34,9 +34,18 @@ pub struct ReplayOptions {
     pub source: String,
 }
 
+/// A fresh history, writing its revisions under the directory given.
+pub type MakeHistory = dyn Fn(&Path) -> Result<Box<dyn History>, BenchError>;
+
+/// A change to each revision's Dockerfile text (`None`: built as it is).
+pub type Rewrite = dyn Fn(&str) -> Option<String> + Sync;
+
 /// Where the replay is, for a progress bar.
 #[derive(Clone, Debug)]
 pub struct ReplayProgress {
+    /// `history`, or `advice` for the replay with the suggested
+    /// Dockerfile.
+    pub phase: &'static str,
     /// From 1.
     pub index: usize,
     pub of: usize,
@@ -46,20 +55,110 @@ pub struct ReplayProgress {
     pub done: Option<BuildRun>,
 }
 
-/// Replays `history` with `options`: the stores live under `work` (the
-/// cache's in `work/store`, the baseline's in `work/no-cache`), their
-/// base images copied from `images`. Stops at the first error that is
-/// not the build's own (a build that fails is recorded and the replay
-/// goes on, as a broken commit in a history is).
-pub fn replay(
-    history: &mut dyn History,
+/// Replays `history`, then, if the report has advice, the same history
+/// again with the first suggestion's Dockerfile, whose outcome (and
+/// whether it made images with the same files) goes into that advice.
+/// `make_history` gives a fresh history with its own work directory.
+pub fn bench_cache(
+    make_history: &MakeHistory,
     images: Arc<Store>,
     work: &Path,
     options: &ReplayOptions,
     cancel: &Cancel,
     progress: &dyn Fn(ReplayProgress),
 ) -> Result<BenchReport, BenchError> {
+    let original_work = work.join("original");
+    let mut history = make_history(&original_work)?;
+    let original = replay(
+        history.as_mut(),
+        Arc::clone(&images),
+        &original_work,
+        options,
+        None,
+        cancel,
+        progress,
+    )?;
+    let mut report = original.report;
+    let mut advice = crate::advice::find_advice(&report, original.last_dockerfile.as_deref());
+    if let Some(first) = advice.iter_mut().find(|a| a.dockerfile.is_some()) {
+        let advised_work = work.join("advised");
+        let mut history = make_history(&advised_work)?;
+        let advised_options = ReplayOptions {
+            no_cache_baseline: false,
+            ..options.clone()
+        };
+        let chosen = first.clone();
+        let rewrite = move |text: &str| chosen.rewrite(text);
+        let advised = replay(
+            history.as_mut(),
+            images,
+            &advised_work,
+            &advised_options,
+            Some(&rewrite),
+            cancel,
+            progress,
+        )?;
+        let mut differences = Vec::new();
+        for (a, b) in report.builds.iter().zip(&advised.report.builds) {
+            let (Some(a), Some(b)) = (&a.image, &b.image) else {
+                continue;
+            };
+            let digest = |d: &String| d.parse::<kiln_store::Digest>().map_err(BenchError::from);
+            let ours = crate::image_files::image_files(original.engine.store(), &digest(a)?)?;
+            let theirs = crate::image_files::image_files(advised.engine.store(), &digest(b)?)?;
+            differences.extend(crate::image_files::differences(&ours, &theirs, 5));
+        }
+        differences.truncate(10);
+        let t = &advised.report.totals;
+        // The same instruction, whatever its number in the new order.
+        let instruction = |title: &str| title.split_once("] ").map(|(_, i)| i.to_owned());
+        let wanted = instruction(&first.step);
+        let rate_of = |report: &BenchReport, ideal: bool| {
+            report
+                .steps
+                .iter()
+                .find(|s| s.stage == first_stage(&first.step) && instruction(&s.step) == wanted)
+                .map_or(0.0, |s| if ideal { s.ideal_hit_rate } else { s.hit_rate })
+        };
+        first.replay = Some(crate::advice::AdviceReplay {
+            rewritten: advised.rewritten,
+            step_hit_rate: rate_of(&advised.report, false),
+            step_ideal_hit_rate: rate_of(&report, true),
+            hit_rate: t.hit_rate,
+            steps_run: t.steps_run,
+            original_steps_run: report.totals.steps_run,
+            original_ideal_steps_run: report.totals.ideal_steps_run,
+            seconds: t.seconds,
+            original_seconds: report.totals.seconds,
+            same_filesystem: differences.is_empty(),
+            differences,
+        });
+    }
+    report.advice = advice;
+    Ok(report)
+}
+
+/// Replays `history` with `options`: the stores live under `work` (the
+/// cache's in `work/store`, the baseline's in `work/no-cache`), their
+/// base images copied from `images`; `rewrite` changes each revision's
+/// Dockerfile (the advice's replay). Every RUN's reads are recorded, so
+/// each step's ideal outcome is known ([`Ideal`]). Stops at the first
+/// error that is not the build's own (a build that fails is recorded and
+/// the replay goes on, as a broken commit in a history is). Returns the
+/// report and the engine over the cache's store (its images are there).
+pub fn replay(
+    history: &mut dyn History,
+    images: Arc<Store>,
+    work: &Path,
+    options: &ReplayOptions,
+    rewrite: Option<&Rewrite>,
+    cancel: &Cancel,
+    progress: &dyn Fn(ReplayProgress),
+) -> Result<Replayed, BenchError> {
     let engine = engine_at(&work.join("store"), &images)?;
+    let mut ideals = Ideals::default();
+    let mut last_dockerfile = None;
+    let mut rewritten = 0;
     let baseline = if options.no_cache_baseline {
         Some(engine_at(&work.join("no-cache"), &images)?)
     } else {
@@ -69,6 +168,11 @@ pub fn replay(
     let mut builds = Vec::with_capacity(revisions.len());
     for (i, revision) in revisions.iter().enumerate() {
         let mut report = ReplayProgress {
+            phase: if rewrite.is_some() {
+                "advice"
+            } else {
+                "history"
+            },
             index: i + 1,
             of: revisions.len(),
             id: revision.id.clone(),
@@ -78,19 +182,24 @@ pub fn replay(
         progress(report.clone());
         let prepared = history.prepare(i)?;
         let mut request = BuildRequest::new(&prepared.context);
-        request.dockerfile = DockerfileSource::Path(
-            prepared.context.join(
-                options
-                    .dockerfile
-                    .as_deref()
-                    .unwrap_or(Path::new("Dockerfile")),
-            ),
+        let dockerfile = prepared.context.join(
+            options
+                .dockerfile
+                .as_deref()
+                .unwrap_or(Path::new("Dockerfile")),
         );
+        last_dockerfile = std::fs::read_to_string(&dockerfile).ok();
+        request.dockerfile = dockerfile_source(&dockerfile, rewrite);
+        if matches!(request.dockerfile, DockerfileSource::Bytes { .. }) {
+            rewritten += 1;
+        }
+        request.track_reads = true;
         request.build_args = options.build_args.clone();
         request.build_args.extend(prepared.build_args);
         request.target = options.target.clone();
         request.jobs = options.jobs;
         let mut run = build_once(&engine, &request, cancel)?;
+        ideals.judge(&mut run.steps);
         if let Some(baseline) = &baseline {
             let no_cache = request.clone().no_cache(true);
             let started = Instant::now();
@@ -107,7 +216,87 @@ pub fn replay(
         progress(report);
         builds.push(run);
     }
-    Ok(BenchReport::new(&options.source, builds))
+    Ok(Replayed {
+        report: BenchReport::new(&options.source, builds),
+        engine,
+        last_dockerfile,
+        rewritten,
+    })
+}
+
+/// The stage label of a step title (`[build 2/5] RUN ...` → `build`).
+fn first_stage(title: &str) -> &str {
+    title
+        .trim_start_matches('[')
+        .split_once(' ')
+        .map_or("", |(stage, _)| stage)
+}
+
+/// What [`replay`] leaves.
+pub struct Replayed {
+    pub report: BenchReport,
+    /// Over the store the builds were cached in (their images are there).
+    pub engine: Engine,
+    /// The last revision's Dockerfile, as written.
+    pub last_dockerfile: Option<String>,
+    /// Revisions whose Dockerfile `rewrite` changed.
+    pub rewritten: usize,
+}
+
+/// The revision's Dockerfile, rewritten if `rewrite` says so. (Given as
+/// bytes, never written into the context, where a `COPY . .` would see
+/// it.)
+fn dockerfile_source(path: &Path, rewrite: Option<&Rewrite>) -> DockerfileSource {
+    let rewritten = rewrite.and_then(|rewrite| {
+        let text = std::fs::read_to_string(path).ok()?;
+        rewrite(&text)
+    });
+    match rewritten {
+        Some(text) => DockerfileSource::Bytes {
+            display: format!("{} (rewritten)", path.display()),
+            bytes: text.into_bytes(),
+        },
+        None => DockerfileSource::Path(path.to_owned()),
+    }
+}
+
+/// What each RUN read the last time it ran, by step: a RUN that missed
+/// only because an earlier step changed, and read the same paths with
+/// the same content as last time, did not have to run.
+#[derive(Default)]
+struct Ideals {
+    last_reads: std::collections::HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Ideals {
+    fn judge(&mut self, steps: &mut [StepRun]) {
+        for step in steps {
+            let reads: Option<BTreeMap<String, String>> = step.detail.reads.as_ref().map(|reads| {
+                reads
+                    .iter()
+                    .map(|r| (r.path.clone(), r.digest.clone()))
+                    .collect()
+            });
+            step.ideal = match &step.outcome {
+                Outcome::Hit => Ideal::Hit,
+                // Only an earlier step changed: COPY/ADD (whose sources are
+                // in its key, so unchanged) and the steps that read nothing
+                // (WORKDIR, ENV...) would have given the same; a RUN only if
+                // it read the same as last time.
+                Outcome::Miss { reason_kind, .. } if *reason_kind == "parent_changed" => {
+                    match &reads {
+                        None => Ideal::Hit,
+                        Some(now) if self.last_reads.get(&step.step) == Some(now) => Ideal::Hit,
+                        Some(_) => Ideal::Run,
+                    }
+                }
+                Outcome::Miss { .. } => Ideal::Run,
+            };
+            if let Some(reads) = reads {
+                self.last_reads.insert(step.step.clone(), reads);
+            }
+        }
+    }
 }
 
 fn engine_at(root: &Path, images: &Arc<Store>) -> Result<Engine, BenchError> {
@@ -138,12 +327,14 @@ fn build_once(
         seconds,
         no_cache_seconds: None,
         bytes_written: 0,
+        image: None,
         steps: Vec::new(),
         first_miss: None,
     };
     match result {
         Ok(report) => {
             run.bytes_written = report.totals.bytes_written;
+            run.image = Some(report.manifest.to_string());
             run.steps = report
                 .steps
                 .iter()
@@ -161,8 +352,15 @@ fn build_once(
                         stage: step.stage.clone(),
                         line: step.line,
                         outcome,
+                        ideal: Ideal::Run,
                         seconds: step.seconds,
                         bytes_written: step.bytes_written,
+                        files_read: step.reads.as_ref().map(Vec::len),
+                        detail: StepDetail {
+                            layer: step.layer,
+                            reads: step.reads.clone(),
+                            copy: step.copy.clone(),
+                        },
                     })
                 })
                 .collect();

@@ -18,6 +18,8 @@ pub struct BenchReport {
     /// Every step seen, in order of first appearance, over all builds.
     pub steps: Vec<StepTotals>,
     pub totals: Totals,
+    /// What to change in the Dockerfile, most avoidable runs first.
+    pub advice: Vec<crate::advice::Advice>,
 }
 
 /// One build of the replay.
@@ -41,6 +43,9 @@ pub struct BuildRun {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_cache_seconds: Option<f64>,
     pub bytes_written: u64,
+    /// The image's manifest digest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The steps that could hit or miss (FROM is left out).
     pub steps: Vec<StepRun>,
     /// The first step that missed, by its `step`.
@@ -57,8 +62,41 @@ pub struct StepRun {
     pub line: u32,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// Whether it had to run, given what it reads (COPY/ADD: its sources;
+    /// RUN: what its command read of the layers below it last time).
+    pub ideal: Ideal,
     pub seconds: f64,
     pub bytes_written: u64,
+    /// RUN: how many paths of the layers below it the command read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_read: Option<usize>,
+    /// What the advice needs and the JSON does not show.
+    #[serde(skip)]
+    pub detail: StepDetail,
+}
+
+/// Whether a step had to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ideal {
+    /// Nothing it reads changed: its last result would do.
+    Hit,
+    Run,
+}
+
+/// A step's layer, what it read and what it copied (kept for the advice).
+#[derive(Clone, Debug, Default)]
+pub struct StepDetail {
+    pub layer: Option<kiln_store::Digest>,
+    pub reads: Option<Vec<kiln_engine::FileRead>>,
+    pub copy: Option<kiln_graph::CopyOp>,
+}
+
+impl StepRun {
+    /// Ran though nothing it reads changed.
+    pub fn avoidable(&self) -> bool {
+        self.ideal == Ideal::Hit && self.outcome != Outcome::Hit
+    }
 }
 
 /// A step's cache outcome.
@@ -87,6 +125,10 @@ pub struct StepTotals {
     pub rebuilt: usize,
     /// `hits / builds`.
     pub hit_rate: f64,
+    /// Builds it would have been cached in, had it been rerun only when
+    /// what it reads changed.
+    pub ideal_hits: usize,
+    pub ideal_hit_rate: f64,
     /// Seconds it took over all builds.
     pub seconds: f64,
 }
@@ -100,6 +142,12 @@ pub struct Totals {
     pub steps: usize,
     pub hits: usize,
     pub hit_rate: f64,
+    /// The same for the ideal ([`StepRun::ideal`]).
+    pub ideal_hits: usize,
+    pub ideal_hit_rate: f64,
+    /// Steps that ran, and that had to.
+    pub steps_run: usize,
+    pub ideal_steps_run: usize,
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_cache_seconds: Option<f64>,
@@ -121,6 +169,8 @@ impl BenchReport {
                         hits: 0,
                         rebuilt: 0,
                         hit_rate: 0.0,
+                        ideal_hits: 0,
+                        ideal_hit_rate: 0.0,
                         seconds: 0.0,
                     });
                     steps.len() - 1
@@ -132,13 +182,18 @@ impl BenchReport {
                 Outcome::Hit => totals.hits += 1,
                 Outcome::Miss { .. } => totals.rebuilt += 1,
             }
+            if run.ideal == Ideal::Hit {
+                totals.ideal_hits += 1;
+            }
             totals.seconds += run.seconds;
         }
         for totals in &mut steps {
             totals.hit_rate = ratio(totals.hits, totals.builds);
+            totals.ideal_hit_rate = ratio(totals.ideal_hits, totals.builds);
         }
         let step_count: usize = builds.iter().map(|b| b.steps.len()).sum();
         let hits = steps.iter().map(|s| s.hits).sum();
+        let ideal_hits = steps.iter().map(|s| s.ideal_hits).sum();
         let no_cache_seconds = builds
             .iter()
             .map(|b| b.no_cache_seconds)
@@ -149,6 +204,10 @@ impl BenchReport {
             steps: step_count,
             hits,
             hit_rate: ratio(hits, step_count),
+            ideal_hits,
+            ideal_hit_rate: ratio(ideal_hits, step_count),
+            steps_run: step_count - hits,
+            ideal_steps_run: step_count - ideal_hits,
             seconds: builds.iter().map(|b| b.seconds).sum(),
             no_cache_seconds,
             bytes_written: builds.iter().map(|b| b.bytes_written).sum(),
@@ -159,6 +218,7 @@ impl BenchReport {
             builds,
             steps,
             totals,
+            advice: Vec::new(),
         }
     }
 
@@ -212,27 +272,29 @@ impl BenchReport {
             .unwrap_or(4)
             .clamp(4, 60);
         let mut out = format!(
-            "{:<width$}  {:>6}  {:>7}  {:>8}  {:>9}\n",
-            "STEP", "HIT", "REBUILT", "HIT RATE", "TIME"
+            "{:<width$}  {:>6}  {:>7}  {:>8}  {:>6}  {:>9}\n",
+            "STEP", "HIT", "REBUILT", "HIT RATE", "IDEAL", "TIME"
         );
         for step in &self.steps {
             out.push_str(&format!(
-                "{:<width$}  {:>6}  {:>7}  {:>7.0}%  {:>8.2}s\n",
+                "{:<width$}  {:>6}  {:>7}  {:>7.0}%  {:>5.0}%  {:>8.2}s\n",
                 truncate(&step.step, width),
                 format!("{}/{}", step.hits, step.builds),
                 step.rebuilt,
                 step.hit_rate * 100.0,
+                step.ideal_hit_rate * 100.0,
                 step.seconds,
             ));
         }
         let t = &self.totals;
         out.push_str(&format!(
-            "\n{} builds ({} failed): {} of {} steps cached ({:.0}% hit rate), {:.2}s",
+            "\n{} builds ({} failed): {} of {} steps cached ({:.0}% hit rate; ideal {:.0}%), {:.2}s",
             t.builds,
             t.failed,
             t.hits,
             t.steps,
             t.hit_rate * 100.0,
+            t.ideal_hit_rate * 100.0,
             t.seconds
         ));
         if let Some(no_cache) = t.no_cache_seconds {
@@ -242,8 +304,56 @@ impl BenchReport {
             ));
         }
         out.push_str(&format!(", {} written\n", human_bytes(t.bytes_written)));
+        for advice in &self.advice {
+            out.push_str(&advice_text(advice));
+        }
         out
     }
+}
+
+/// An advice, as the table ends with it.
+fn advice_text(advice: &crate::advice::Advice) -> String {
+    let mut out = format!(
+        "\nadvice: {} ran {} times only because {} brought in files it never read; it read {}.\n",
+        advice.step,
+        advice.avoidable_runs,
+        advice.after,
+        advice.files_read.join(", ")
+    );
+    if let Some(note) = &advice.note {
+        out.push_str(&format!("  (no Dockerfile suggested: {note})\n"));
+    }
+    if !advice.copy_first.is_empty() {
+        out.push_str("  Copy those first, run it, then copy the rest:\n");
+        for copy in &advice.copy_first {
+            out.push_str(&format!("    {copy}\n"));
+        }
+    }
+    if let Some(replay) = &advice.replay {
+        out.push_str(&format!(
+            "  Replayed with it: the step hits {:.0}% (its ideal: {:.0}%); {:.0}% hit rate overall, {} steps run (the original: {}, ideally {}), {:.2}s against {:.2}s; {}\n",
+            replay.step_hit_rate * 100.0,
+            replay.step_ideal_hit_rate * 100.0,
+            replay.hit_rate * 100.0,
+            replay.steps_run,
+            replay.original_steps_run,
+            replay.original_ideal_steps_run,
+            replay.seconds,
+            replay.original_seconds,
+            if replay.same_filesystem {
+                "every image holds the same files".to_owned()
+            } else {
+                format!("the images differ: {}", replay.differences.join("; "))
+            }
+        ));
+    }
+    if let Some(dockerfile) = &advice.dockerfile {
+        out.push_str("  The suggested Dockerfile (--format json has it too):\n");
+        for line in dockerfile.lines() {
+            out.push_str(&format!("    | {line}\n"));
+        }
+    }
+    out
 }
 
 fn ratio(part: usize, whole: usize) -> f64 {
@@ -303,8 +413,11 @@ mod tests {
                     reason_kind: "files",
                 }
             },
+            ideal: if hit { Ideal::Hit } else { Ideal::Run },
             seconds: 0.5,
             bytes_written: 10,
+            files_read: None,
+            detail: StepDetail::default(),
         }
     }
 
@@ -318,6 +431,7 @@ mod tests {
             seconds: 1.0,
             no_cache_seconds: Some(2.0),
             bytes_written: 10,
+            image: None,
             first_miss: None,
             steps,
         }

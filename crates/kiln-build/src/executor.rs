@@ -24,6 +24,7 @@ use crate::copy::{copy_layer, CopyRequest};
 use crate::copy_step::{resolve_owner, CopyStep};
 use crate::error::BuildError;
 use crate::keys;
+use crate::reads::FileRead;
 use crate::rootfs;
 use crate::run_step::run_step;
 use crate::stage::{image_config_document, StageFs, Stages};
@@ -73,6 +74,9 @@ pub struct BuildOptions<'a> {
     pub run_pids_limit: Option<u64>,
     /// Told when each step starts and ends (from several threads).
     pub progress: &'a (dyn Fn(StepEvent<'_>) + Sync),
+    /// Record what each RUN that runs reads of the layers below it
+    /// ([`StepEvent::Finished`]'s `reads`; `kiln bench` wants it).
+    pub track_reads: bool,
 }
 
 /// What the executor reports as it goes.
@@ -99,6 +103,9 @@ pub enum StepEvent<'a> {
         /// For COPY/ADD: how many files were hashed and how many came
         /// from the stat cache.
         hash_stats: Option<HashStats>,
+        /// For a RUN that ran with [`BuildOptions::track_reads`]: what it
+        /// read of the layers below it.
+        reads: Option<Vec<FileRead>>,
     },
 }
 
@@ -277,6 +284,7 @@ fn run_stage(
                 key: Some(key),
                 cache: CacheOutcome::NotApplicable,
                 hash_stats: None,
+                reads: None,
             });
             continue;
         }
@@ -317,6 +325,7 @@ fn run_stage(
             key: Some(done.key),
             cache: done.cache,
             hash_stats: done.hash_stats,
+            reads: done.reads,
         });
     }
     let (fs, key) =
@@ -390,6 +399,7 @@ struct Done {
     created: String,
     cache: CacheOutcome,
     hash_stats: Option<HashStats>,
+    reads: Option<Vec<FileRead>>,
 }
 
 impl Step<'_> {
@@ -425,12 +435,13 @@ impl Step<'_> {
                 record.files = mounted.files;
                 let key = keys::run_key(parent.as_ref(), run, &node.inputs, &mounted.digest);
                 record.key = key.hex();
-                self.cached_or(key, &record, None, state, |state| {
+                let mut reads = None;
+                let done = self.cached_or(key, &record, None, state, |state| {
                     // A RUN's layer is its snapshot (the next RUN's lower
                     // dir), and that is the layer's one copy: its tar is
                     // given back from it when an export or push wants it.
                     let keep = Keep::Snapshot;
-                    let layer = run_step(
+                    let (layer, read) = run_step(
                         self.store,
                         node,
                         run,
@@ -448,10 +459,12 @@ impl Step<'_> {
                         self.options,
                         &mounted.context,
                     )?;
+                    reads = read;
                     // What the command changed is not in the path index;
                     // it is read from the layer if a later step needs it.
                     Ok(Some((layer, Indexed::No)))
-                })
+                })?;
+                Ok(Done { reads, ..done })
             }
             Op::Config { instruction } => {
                 let key =
@@ -572,6 +585,7 @@ impl Step<'_> {
             created: entry.created,
             cache: CacheOutcome::Miss(reason),
             hash_stats,
+            reads: None,
         })
     }
 
@@ -632,6 +646,7 @@ impl Step<'_> {
             created,
             cache: CacheOutcome::Hit,
             hash_stats,
+            reads: None,
         })
     }
 

@@ -15,6 +15,7 @@ use kiln_store::{Keep, Layer, Store};
 use crate::base::pinned_base;
 use crate::error::BuildError;
 use crate::executor::{BuildOptions, StepEvent};
+use crate::reads::FileRead;
 use crate::rootfs;
 use crate::stage::{StageFs, Stages, TempDir};
 
@@ -32,7 +33,8 @@ const HOSTNAME: &str = "buildkitsandbox";
 /// Docker and BuildKit set none.
 pub const DEFAULT_RUN_PIDS_LIMIT: u64 = 4096;
 
-/// Runs `run` on top of `state` and returns the layer of what it changed.
+/// Runs `run` on top of `state` and returns the layer of what it changed,
+/// and with [`BuildOptions::track_reads`] what it read of the layers below.
 pub fn run_step(
     store: &Store,
     node: &Node,
@@ -41,11 +43,12 @@ pub fn run_step(
     stages: &Stages,
     options: &BuildOptions<'_>,
     keep: Keep,
-) -> Result<Layer, BuildError> {
+) -> Result<(Layer, Option<Vec<FileRead>>), BuildError> {
     let fail = |message: String| BuildError::step(node.line, message);
     kiln_runtime::require_root().map_err(|e| fail(format!("{}: {e}", node.display)))?;
     let digests: Vec<_> = state.layers.iter().map(|l| l.digest).collect();
-    let lower_dirs = store.lower_dirs(&digests)?;
+    let lowers = store.lower_dirs_of(&digests)?;
+    let lower_dirs: Vec<_> = lowers.iter().map(|(_, dir)| dir.clone()).collect();
     let scratch = TempDir::new(store)?;
     let mut mounts = Vec::new();
     let mut held = Held::default();
@@ -117,6 +120,7 @@ pub fn run_step(
         // The upper dir is committed (or thrown away) once the command
         // ends; what of it reaches the disk, and when, is the store's call.
         volatile_upper: true,
+        track_reads: options.track_reads,
     };
     let mut sink = StepOutput {
         node,
@@ -124,8 +128,9 @@ pub fn run_step(
         partial: [Vec::new(), Vec::new()],
         tail: VecDeque::new(),
     };
-    let container = kiln_runtime::Container::spawn(&spec)
+    let mut container = kiln_runtime::Container::spawn(&spec)
         .map_err(|e| fail(format!("{}: {e}", node.display)))?;
+    let watch = container.take_read_watch();
     let tracked = options.cancel.track(container.kill_handle());
     let waited = container.wait(&mut sink);
     drop(tracked);
@@ -149,7 +154,17 @@ pub fn run_step(
             hint: (!tail.is_empty()).then(|| format!("its last output:\n{}", tail.join("\n"))),
         });
     }
-    Ok(store.commit_upper(&spec.upper_dir, options.source_date_epoch, keep)?)
+    let reads = match watch {
+        Some(watch) => {
+            let seen = watch
+                .finish()
+                .map_err(|e| fail(format!("{}: {e}", node.display)))?;
+            Some(crate::reads::resolve_reads(&seen.paths, &lowers))
+        }
+        None => None,
+    };
+    let layer = store.commit_upper(&spec.upper_dir, options.source_date_epoch, keep)?;
+    Ok((layer, reads))
 }
 
 /// The argv, and a mount for a script heredoc. As BuildKit: `RUN <<EOF`

@@ -38,6 +38,13 @@ pub struct StepReport {
     pub seconds: f64,
     /// The size of the layer it wrote (0 for hits and steps without one).
     pub bytes_written: u64,
+    /// The layer it made or found.
+    pub layer: Option<Digest>,
+    /// A RUN that ran with [`crate::BuildRequest::track_reads`]: what it
+    /// read of the layers below it.
+    pub reads: Option<Vec<kiln_build::FileRead>>,
+    /// A COPY or ADD: what it copied where.
+    pub copy: Option<kiln_graph::CopyOp>,
 }
 
 impl BuildReport {

@@ -57,6 +57,9 @@ pub struct BuildRequest {
     pub push: bool,
     /// How registries are reached for pushes.
     pub registry: kiln_registry::ClientOptions,
+    /// Record what each RUN that runs reads of the layers below it
+    /// ([`crate::StepReport::reads`]); costs an event per file read.
+    pub track_reads: bool,
 }
 
 impl BuildRequest {
@@ -82,6 +85,7 @@ impl BuildRequest {
             source_date_epoch: None,
             push: false,
             registry: kiln_registry::ClientOptions::default(),
+            track_reads: false,
         }
     }
 

@@ -277,6 +277,7 @@ impl Engine {
                 }),
                 progress,
                 run_pids_limit: request.run_pids_limit,
+                track_reads: request.track_reads,
             },
         );
         let saved = stat_cache.save().err();
@@ -394,6 +395,7 @@ impl<'a> Recorder<'a> {
                 key,
                 cache,
                 hash_stats,
+                reads,
             } => {
                 let layer_bytes = layer.map_or(0, |l| l.size);
                 let (reason, reason_kind) = match &cache {
@@ -428,6 +430,12 @@ impl<'a> Recorder<'a> {
                             bytes_written: if hit { 0 } else { layer_bytes },
                             cache,
                             seconds: elapsed.as_secs_f64(),
+                            layer: layer.map(|l| l.digest),
+                            reads,
+                            copy: match &node.op {
+                                kiln_graph::Op::Copy(copy) => Some(copy.clone()),
+                                _ => None,
+                            },
                         },
                     );
                 }

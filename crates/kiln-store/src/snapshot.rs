@@ -272,11 +272,20 @@ impl Store {
     /// its top-most place: overlayfs refuses a lower dir given twice, and
     /// the upper copy redoes everything the lower one did.
     pub fn lower_dirs(&self, layers: &[Digest]) -> Result<Vec<PathBuf>, StoreError> {
+        Ok(self
+            .lower_dirs_of(layers)?
+            .into_iter()
+            .map(|(_, dir)| dir)
+            .collect())
+    }
+
+    /// [`Store::lower_dirs`], each with the layer it is the snapshot of.
+    pub fn lower_dirs_of(&self, layers: &[Digest]) -> Result<Vec<(Digest, PathBuf)>, StoreError> {
         let mut seen = std::collections::HashSet::new();
         let mut dirs = Vec::with_capacity(layers.len());
         for layer in layers.iter().rev() {
             if seen.insert(*layer) {
-                dirs.push(self.snapshot(layer)?);
+                dirs.push((*layer, self.snapshot(layer)?));
             }
         }
         Ok(dirs)

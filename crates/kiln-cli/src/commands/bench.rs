@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use kiln_bench::{
-    BenchError, GitHistory, GitSelection, History, ReplayOptions, ReplayProgress, Scenario,
-    ScenarioHistory,
+    BenchError, GitHistory, GitSelection, History, MakeHistory, ReplayOptions, ReplayProgress,
+    Scenario, ScenarioHistory,
 };
 use kiln_engine::Cancel;
 
@@ -87,7 +87,7 @@ fn cache(root: Option<&Path>, args: CacheArgs) -> anyhow::Result<ExitCode> {
         .tempdir_in(store.scratch_dir("bench")?)
         .context("making the bench's work directory")?;
     let dockerfile = args.dockerfile.clone();
-    let mut history: Box<dyn History> = match (&args.git, &args.scenario) {
+    let make_history: Box<MakeHistory> = match (&args.git, &args.scenario) {
         (Some(repo), None) => {
             let selection = match &args.range {
                 Some(range) => {
@@ -101,15 +101,27 @@ fn cache(root: Option<&Path>, args: CacheArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => GitSelection::Last(args.last.unwrap_or(20)),
             };
-            Box::new(GitHistory::open(repo, &selection, work.path())?)
+            let repo = repo.clone();
+            Box::new(move |work: &Path| {
+                Ok(Box::new(GitHistory::open(&repo, &selection, work)?) as Box<dyn History>)
+            })
         }
-        (None, Some(file)) => Box::new(ScenarioHistory::new(
-            Scenario::read(file)?,
-            file,
-            &args.context,
-            dockerfile.as_deref().unwrap_or(Path::new("Dockerfile")),
-            work.path(),
-        )?),
+        (None, Some(file)) => {
+            let scenario = Scenario::read(file)?;
+            let (file, context) = (file.clone(), args.context.clone());
+            let dockerfile = dockerfile
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("Dockerfile"));
+            Box::new(move |work: &Path| {
+                Ok(Box::new(ScenarioHistory::new(
+                    scenario.clone(),
+                    &file,
+                    &context,
+                    &dockerfile,
+                    work,
+                )?) as Box<dyn History>)
+            })
+        }
         _ => bail!("kiln bench cache needs --git REPO or --scenario FILE"),
     };
     let options = ReplayOptions {
@@ -125,11 +137,11 @@ fn cache(root: Option<&Path>, args: CacheArgs) -> anyhow::Result<ExitCode> {
         }
         .into(),
     };
-    let bar = progress_bar(history.revisions().len());
+    let bar = progress_bar();
     let cancel = Arc::new(Cancel::default());
     let signals = StopOnSignal::install(&cancel)?;
-    let result = kiln_bench::replay(
-        history.as_mut(),
+    let result = kiln_bench::bench_cache(
+        make_history.as_ref(),
         Arc::clone(&store),
         work.path(),
         &options,
@@ -158,11 +170,11 @@ fn cache(root: Option<&Path>, args: CacheArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A bar over the builds on a terminal; elsewhere a line per build.
-fn progress_bar(builds: usize) -> indicatif::ProgressBar {
+fn progress_bar() -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(builds as u64);
+    let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} builds  {elapsed}  {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -172,7 +184,16 @@ fn progress_bar(builds: usize) -> indicatif::ProgressBar {
 
 fn show(bar: &indicatif::ProgressBar, progress: &ReplayProgress) {
     match &progress.done {
-        None => bar.set_message(format!("{} {}", progress.id, progress.label)),
+        None => {
+            if progress.index == 1 {
+                bar.set_length(progress.of as u64);
+                bar.set_position(0);
+            }
+            bar.set_message(format!(
+                "{} {} {}",
+                progress.phase, progress.id, progress.label
+            ));
+        }
         Some(build) => {
             bar.inc(1);
             if let Some(error) = &build.error {
@@ -187,7 +208,8 @@ fn show(bar: &indicatif::ProgressBar, progress: &ReplayProgress) {
                     .filter(|s| s.outcome == kiln_bench::Outcome::Hit)
                     .count();
                 report!(
-                    "build {}/{} {} {}: {} in {:.2}s, {cached}/{} steps cached",
+                    "{} build {}/{} {} {}: {} in {:.2}s, {cached}/{} steps cached",
+                    progress.phase,
                     progress.index,
                     progress.of,
                     progress.id,
