@@ -459,7 +459,7 @@ mod tests {
         let table = report.to_table();
         assert!(table.contains("2/3"), "{table}");
         assert!(
-            table.contains("3 of 7 steps cached (43% hit rate)"),
+            table.contains("3 of 7 steps cached (43% hit rate; ideal 43%)"),
             "{table}"
         );
         // A reason with a comma and quotes stays one CSV cell.
