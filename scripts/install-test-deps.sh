@@ -20,9 +20,10 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # CNCF distribution registry) is what the registry tests push to and pull
 # from, each started by the test on a free 127.0.0.1 port with its own
 # config, apache2-utils' htpasswd writes its Basic-auth users and openssl
-# the CA and certificate of the TLS one. Later
-# subsystems add theirs here.
-APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils openssl)
+# the CA and certificate of the TLS one; chromium renders the SVG plot of
+# `kiln bench cache --plot` headless (in a network namespace of its own)
+# for the bench test to look at. Later subsystems add theirs here.
+APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils openssl chromium)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()
