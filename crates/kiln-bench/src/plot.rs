@@ -1,7 +1,8 @@
 //! The replay as a picture (SVG, drawn with plotters): above, one row per
-//! step and one column per build, green where the step was cached, red
-//! where it ran; below, each build's time, with the `--no-cache` time
-//! beside it when measured.
+//! step and one column per build, green where the step was cached, orange
+//! where it ran without need (the ideal was a hit), red where it had to
+//! run; below, each build's time, with the `--no-cache` time beside it
+//! when measured.
 
 use std::path::Path;
 
@@ -13,9 +14,10 @@ use crate::BenchError;
 const WIDTH: u32 = 1100;
 const ROW: u32 = 26;
 const TIMES_HEIGHT: u32 = 300;
-const LABELS: u32 = 360;
+const LABELS: u32 = 420;
 const HIT: RGBColor = RGBColor(46, 160, 67);
 const MISS: RGBColor = RGBColor(218, 54, 51);
+const AVOIDABLE: RGBColor = RGBColor(240, 150, 30);
 const CACHED_LINE: RGBColor = RGBColor(31, 111, 235);
 const NO_CACHE_LINE: RGBColor = RGBColor(130, 130, 130);
 
@@ -36,11 +38,12 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
     let mut grid = ChartBuilder::on(&grid_area)
         .caption(
             format!(
-                "Cache hits per step: {:.0}% of {} step builds",
+                "{:.0}% of {} step builds cached (ideal {:.0}%): green cached, orange ran without need, red had to run",
                 report.totals.hit_rate * 100.0,
-                report.totals.steps
+                report.totals.steps,
+                report.totals.ideal_hit_rate * 100.0
             ),
-            ("sans-serif", 20),
+            ("sans-serif", 16),
         )
         .margin(12)
         .x_label_area_size(30)
@@ -58,15 +61,17 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
     let cells = report.builds.iter().flat_map(|build| {
         build.steps.iter().filter_map(move |run| {
             let step = report.steps.iter().position(|s| s.step == run.step)?;
-            Some((
-                build.index as f64,
-                row_of(step),
-                run.outcome == Outcome::Hit,
-            ))
+            let color = if run.outcome == Outcome::Hit {
+                HIT
+            } else if run.avoidable() {
+                AVOIDABLE
+            } else {
+                MISS
+            };
+            Some((build.index as f64, row_of(step), color))
         })
     });
-    grid.draw_series(cells.map(|(x, y, hit)| {
-        let color = if hit { HIT } else { MISS };
+    grid.draw_series(cells.map(|(x, y, color)| {
         Rectangle::new([(x - 0.42, y - 0.38), (x + 0.42, y + 0.38)], color.filled())
     }))?;
     // Step names in the label area, each beside its row.
@@ -75,7 +80,11 @@ fn draw(report: &BenchReport, path: &Path) -> Result<(), Box<dyn std::error::Err
         let (_, y) = grid.backend_coord(&(x_range.start, row_of(i)));
         let name = shorten(&step.step, 44);
         grid_area.draw(&Text::new(
-            format!("{name} {:>3.0}%", step.hit_rate * 100.0),
+            format!(
+                "{name} {:>3.0}% (ideal {:.0}%)",
+                step.hit_rate * 100.0,
+                step.ideal_hit_rate * 100.0
+            ),
             (16, y - 7),
             label_style.clone(),
         ))?;
