@@ -303,7 +303,10 @@ impl BenchReport {
                 no_cache / t.seconds.max(0.001)
             ));
         }
-        out.push_str(&format!(", {} written\n", human_bytes(t.bytes_written)));
+        out.push_str(&format!(
+            ", {} written\n",
+            kiln_engine::human_size(t.bytes_written)
+        ));
         for advice in &self.advice {
             out.push_str(&advice_text(advice));
         }
@@ -379,21 +382,6 @@ fn truncate(text: &str, width: usize) -> String {
     }
     let kept: String = text.chars().take(width.saturating_sub(1)).collect();
     format!("{kept}…")
-}
-
-fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod outputs;
 mod report;
 mod request;
 mod session;
+mod size;
 
 pub use containers::{Attach, Bind, ContainerRequest, NetworkMode, Running};
 pub use error::{DockerfileText, EngineError};
@@ -42,3 +43,4 @@ pub use request::{
     BuildRequest, CacheDest, CacheFrom, CacheTo, DockerfileSource, Output, SpecError,
 };
 pub use session::{creation_time, read_bounded, Engine};
+pub use size::human_size;

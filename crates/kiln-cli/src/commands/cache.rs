@@ -9,7 +9,8 @@ use kiln_cache::CacheIndex;
 use kiln_engine::{Engine, PrunePolicy};
 
 use super::dockerfile::print;
-use super::images::{human_size, open_store};
+use super::images::open_store;
+use kiln_engine::human_size;
 
 #[derive(Args)]
 pub struct PruneArgs {

@@ -9,6 +9,7 @@ use clap::Args;
 use kiln_store::{import_rootfs, Digest, RootfsImport, Store};
 
 use super::dockerfile::print;
+use kiln_engine::human_size;
 use kiln_engine::OutputFile;
 
 /// Opens the store at `--root`, else `KILN_ROOT`, else the default.
@@ -112,21 +113,6 @@ fn image_size(store: &Store, manifest: &Digest) -> anyhow::Result<u64> {
         size += layer["size"].as_u64().unwrap_or(0);
     }
     Ok(size)
-}
-
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
-    }
 }
 
 #[derive(Args)]

@@ -135,7 +135,7 @@ impl Progress {
                         "#{id} {} {files} hashed, {} unchanged, {} read in {:.2}s\n",
                         hashed.files_hashed,
                         hashed.files_unchanged,
-                        super::images::human_size(hashed.bytes_read),
+                        kiln_engine::human_size(hashed.bytes_read),
                         hashed.hash_duration
                     ));
                 }
@@ -232,7 +232,7 @@ fn summary_line(summary: &Summary, elapsed: f64) -> String {
         },
         summary.steps_cached,
         100.0 * summary.cache_hit_rate,
-        super::images::human_size(summary.bytes_written)
+        kiln_engine::human_size(summary.bytes_written)
     )
 }
 

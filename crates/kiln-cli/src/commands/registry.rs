@@ -10,8 +10,9 @@ use kiln_registry::{ClientOptions, Platform, PullEvent, PushCompression, PushEve
 use kiln_store::Digest;
 
 use super::dockerfile::print;
-use super::images::{human_size, open_store};
+use super::images::open_store;
 use crate::output::report;
+use kiln_engine::human_size;
 
 /// The environment variable naming the only registries kiln may contact
 /// (comma-separated hosts, with or without port), for machines and test
