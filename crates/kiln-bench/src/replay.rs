@@ -406,3 +406,73 @@ impl ImageSource for CopiedImages {
         LocalImages.resolve(store, reference)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::StepDetail;
+
+    fn run(step: &str, kind: Option<&'static str>, reads: Option<&[(&str, &str)]>) -> StepRun {
+        StepRun {
+            step: step.into(),
+            stage: "stage-0".into(),
+            line: 1,
+            outcome: match kind {
+                None => Outcome::Hit,
+                Some(kind) => Outcome::Miss {
+                    reason: kind.into(),
+                    reason_kind: kind,
+                },
+            },
+            ideal: Ideal::Run,
+            seconds: 0.0,
+            bytes_written: 0,
+            files_read: None,
+            detail: StepDetail {
+                layer: None,
+                reads: reads.map(|reads| {
+                    reads
+                        .iter()
+                        .map(|(path, digest)| kiln_engine::FileRead {
+                            path: (*path).into(),
+                            layer: kiln_store::Digest::of(b"layer"),
+                            kind: kiln_engine::ReadKind::File,
+                            digest: (*digest).into(),
+                        })
+                        .collect()
+                }),
+                copy: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_run_had_to_run_only_if_what_it_read_changed() {
+        let mut ideals = Ideals::default();
+        let same = [("/app/package.json", "sha256:1"), ("/bin/sh", "sha256:2")];
+        let mut first = vec![run("RUN install", Some("first_build"), Some(&same))];
+        ideals.judge(&mut first);
+        assert_eq!(first[0].ideal, Ideal::Run);
+        // An earlier step ran again; it read the same: no need.
+        let mut again = vec![
+            run("WORKDIR /app", Some("parent_changed"), None),
+            run("RUN install", Some("parent_changed"), Some(&same)),
+        ];
+        ideals.judge(&mut again);
+        assert_eq!((again[0].ideal, again[1].ideal), (Ideal::Hit, Ideal::Hit));
+        assert!(again[1].avoidable());
+        // What it read changed: it had to.
+        let changed = [("/app/package.json", "sha256:3"), ("/bin/sh", "sha256:2")];
+        let mut edited = vec![run("RUN install", Some("parent_changed"), Some(&changed))];
+        ideals.judge(&mut edited);
+        assert_eq!(edited[0].ideal, Ideal::Run);
+        // Its own inputs changed: it had to, whatever it read.
+        let mut arg = vec![run("RUN install", Some("build_arg"), Some(&changed))];
+        ideals.judge(&mut arg);
+        assert_eq!(arg[0].ideal, Ideal::Run);
+        let mut hit = vec![run("RUN install", None, None)];
+        ideals.judge(&mut hit);
+        assert_eq!(hit[0].ideal, Ideal::Hit);
+        assert!(!hit[0].avoidable());
+    }
+}
