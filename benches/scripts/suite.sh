@@ -5,7 +5,8 @@
 # for edit, bigcontext and fanout), built by kiln and, in the same run, by
 # BuildKit (when DOCKER_HOST names a daemon) and Buildah (when installed).
 # The builders take turns run by run (kiln, BuildKit, Buildah, kiln, ...),
-# so a disk that slows down in the middle of the run slows all of them.
+# so a disk that slows down in the middle of the run slows all of them,
+# and the disk is synced before each build (see measure).
 # Prints every run as "RAW builder project scenario seconds [peak KiB]"
 # (kiln's peak resident memory from GNU time; the others build in a daemon
 # or in children whose memory that does not show), then the medians and
@@ -56,9 +57,12 @@ for p in "${projects[@]}"; do
 done
 
 # One build, timed: "SECONDS KIB" (milliseconds kept: a warm kiln build
-# takes a few).
+# takes a few). The disk is synced first, untimed: each builder then pays
+# for writing back what it wrote, never for what the one before it left
+# dirty (an fsync commits the journal with everything in it).
 measure() {
   local start end
+  sync
   start=$(date +%s%N)
   /usr/bin/time -f '%M' -o "$work/time" "$@" >/dev/null 2>&1 || {
     echo "FAILED: $*" >&2
