@@ -72,7 +72,7 @@ pub fn find_advice(report: &BenchReport, last_dockerfile: Option<&str>) -> Vec<A
         BTreeMap::new();
     for build in &report.builds {
         for (at, step) in build.steps.iter().enumerate() {
-            let Some(reads) = &step.detail.reads else {
+            let Some(reads) = step.detail.reads.as_ref().filter(|r| r.complete) else {
                 continue;
             };
             if !step.avoidable() {
@@ -101,6 +101,7 @@ pub fn find_advice(report: &BenchReport, last_dockerfile: Option<&str>) -> Vec<A
             entry.0 += 1;
             entry.1.extend(
                 reads
+                    .files
                     .iter()
                     .filter(|r| r.layer == layer)
                     .filter(|r| {

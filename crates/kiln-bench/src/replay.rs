@@ -271,10 +271,12 @@ struct Ideals {
 impl Ideals {
     fn judge(&mut self, steps: &mut [StepRun]) {
         for step in steps {
-            let reads: Option<BTreeMap<String, String>> = step.detail.reads.as_ref().map(|reads| {
-                reads
+            let tracked = step.detail.reads.as_ref();
+            // What a RUN read, if all of it was seen.
+            let reads: Option<BTreeMap<String, String>> = tracked.filter(|r| r.complete).map(|r| {
+                r.files
                     .iter()
-                    .map(|r| (r.path.clone(), r.digest.clone()))
+                    .map(|f| (f.path.clone(), f.digest.clone()))
                     .collect()
             });
             step.ideal = match &step.outcome {
@@ -284,16 +286,24 @@ impl Ideals {
                 // (WORKDIR, ENV...) would have given the same; a RUN only if
                 // it read the same as last time.
                 Outcome::Miss { reason_kind, .. } if *reason_kind == "parent_changed" => {
-                    match &reads {
-                        None => Ideal::Hit,
-                        Some(now) if self.last_reads.get(&step.step) == Some(now) => Ideal::Hit,
-                        Some(_) => Ideal::Run,
+                    match (tracked, &reads) {
+                        (None, _) => Ideal::Hit,
+                        (Some(_), Some(now)) if self.last_reads.get(&step.step) == Some(now) => {
+                            Ideal::Hit
+                        }
+                        (Some(_), _) => Ideal::Run,
                     }
                 }
                 Outcome::Miss { .. } => Ideal::Run,
             };
-            if let Some(reads) = reads {
-                self.last_reads.insert(step.step.clone(), reads);
+            match reads {
+                Some(reads) => {
+                    self.last_reads.insert(step.step.clone(), reads);
+                }
+                None if tracked.is_some() => {
+                    self.last_reads.remove(&step.step);
+                }
+                None => {}
             }
         }
     }
@@ -355,7 +365,7 @@ fn build_once(
                         ideal: Ideal::Run,
                         seconds: step.seconds,
                         bytes_written: step.bytes_written,
-                        files_read: step.reads.as_ref().map(Vec::len),
+                        files_read: step.reads.as_ref().map(|r| r.files.len()),
                         detail: StepDetail {
                             layer: step.layer,
                             reads: step.reads.clone(),
@@ -430,8 +440,8 @@ mod tests {
             files_read: None,
             detail: StepDetail {
                 layer: None,
-                reads: reads.map(|reads| {
-                    reads
+                reads: reads.map(|reads| kiln_engine::Reads {
+                    files: reads
                         .iter()
                         .map(|(path, digest)| kiln_engine::FileRead {
                             path: (*path).into(),
@@ -439,7 +449,8 @@ mod tests {
                             kind: kiln_engine::ReadKind::File,
                             digest: (*digest).into(),
                         })
-                        .collect()
+                        .collect(),
+                    complete: true,
                 }),
                 copy: None,
             },

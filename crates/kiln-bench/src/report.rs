@@ -88,7 +88,7 @@ pub enum Ideal {
 #[derive(Clone, Debug, Default)]
 pub struct StepDetail {
     pub layer: Option<kiln_store::Digest>,
-    pub reads: Option<Vec<kiln_engine::FileRead>>,
+    pub reads: Option<kiln_engine::Reads>,
     pub copy: Option<kiln_graph::CopyOp>,
 }
 

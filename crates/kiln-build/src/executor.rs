@@ -24,7 +24,7 @@ use crate::copy::{copy_layer, CopyRequest};
 use crate::copy_step::{resolve_owner, CopyStep};
 use crate::error::BuildError;
 use crate::keys;
-use crate::reads::FileRead;
+use crate::reads::Reads;
 use crate::rootfs;
 use crate::run_step::run_step;
 use crate::stage::{image_config_document, StageFs, Stages};
@@ -105,7 +105,7 @@ pub enum StepEvent<'a> {
         hash_stats: Option<HashStats>,
         /// For a RUN that ran with [`BuildOptions::track_reads`]: what it
         /// read of the layers below it.
-        reads: Option<Vec<FileRead>>,
+        reads: Option<Reads>,
     },
 }
 
@@ -399,7 +399,7 @@ struct Done {
     created: String,
     cache: CacheOutcome,
     hash_stats: Option<HashStats>,
-    reads: Option<Vec<FileRead>>,
+    reads: Option<Reads>,
 }
 
 impl Step<'_> {

@@ -25,5 +25,5 @@ pub use cancel::Cancel;
 pub use error::BuildError;
 pub use executor::{build, BuildOptions, BuildOutcome, BuiltStep, CacheOutcome, StepEvent};
 pub use kiln_cache::Miss;
-pub use reads::{FileRead, ReadKind};
+pub use reads::{FileRead, ReadKind, Reads};
 pub use run_step::DEFAULT_RUN_PIDS_LIMIT;

@@ -13,6 +13,16 @@ use kiln_runtime::LowerView;
 use kiln_store::Digest;
 use sha2::{Digest as _, Sha256};
 
+/// What a RUN read of the layers below it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reads {
+    /// Sorted by path.
+    pub files: Vec<FileRead>,
+    /// False when some reads were not seen ([`kiln_runtime::ReadPaths`]):
+    /// then nothing can be concluded from what was.
+    pub complete: bool,
+}
+
 /// One path a RUN read from the layers below it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FileRead {
@@ -36,14 +46,12 @@ pub enum ReadKind {
     Other,
 }
 
-/// `paths` (as the container saw them) looked up in `lowers` (top-most
-/// first, with their layers); sorted by path.
-pub fn resolve_reads(
-    paths: &std::collections::BTreeSet<String>,
-    lowers: &[(Digest, PathBuf)],
-) -> Vec<FileRead> {
+/// The paths the runtime saw read (as the container saw them) looked up
+/// in `lowers` (top-most first, with their layers).
+pub fn resolve_reads(seen: &kiln_runtime::ReadPaths, lowers: &[(Digest, PathBuf)]) -> Reads {
     let view = LowerView::new(lowers.iter().map(|(_, dir)| dir.clone()).collect());
-    paths
+    let files = seen
+        .paths
         .iter()
         .filter_map(|path| {
             let parts: Vec<&OsStr> = Path::new(path)
@@ -79,7 +87,11 @@ pub fn resolve_reads(
                 digest,
             })
         })
-        .collect()
+        .collect();
+    Reads {
+        files,
+        complete: !seen.incomplete,
+    }
 }
 
 fn digest_of(

@@ -15,7 +15,7 @@ use kiln_store::{Keep, Layer, Store};
 use crate::base::pinned_base;
 use crate::error::BuildError;
 use crate::executor::{BuildOptions, StepEvent};
-use crate::reads::FileRead;
+use crate::reads::Reads;
 use crate::rootfs;
 use crate::stage::{StageFs, Stages, TempDir};
 
@@ -43,7 +43,7 @@ pub fn run_step(
     stages: &Stages,
     options: &BuildOptions<'_>,
     keep: Keep,
-) -> Result<(Layer, Option<Vec<FileRead>>), BuildError> {
+) -> Result<(Layer, Option<Reads>), BuildError> {
     let fail = |message: String| BuildError::step(node.line, message);
     kiln_runtime::require_root().map_err(|e| fail(format!("{}: {e}", node.display)))?;
     let digests: Vec<_> = state.layers.iter().map(|l| l.digest).collect();
@@ -159,7 +159,7 @@ pub fn run_step(
             let seen = watch
                 .finish()
                 .map_err(|e| fail(format!("{}: {e}", node.display)))?;
-            Some(crate::reads::resolve_reads(&seen.paths, &lowers))
+            Some(crate::reads::resolve_reads(&seen, &lowers))
         }
         None => None,
     };

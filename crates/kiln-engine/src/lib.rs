@@ -35,7 +35,7 @@ pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};
 pub use images::{ImageSource, LocalImages, PullingImages, ResolvedImage};
-pub use kiln_build::{CacheOutcome, Cancel, FileRead, Miss, ReadKind};
+pub use kiln_build::{CacheOutcome, Cancel, FileRead, Miss, ReadKind, Reads};
 pub use output_file::{write_file, OutputFile};
 pub use outputs::{export_cache, export_output};
 pub use report::{BuildReport, StepReport};

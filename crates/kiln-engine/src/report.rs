@@ -42,7 +42,7 @@ pub struct StepReport {
     pub layer: Option<Digest>,
     /// A RUN that ran with [`crate::BuildRequest::track_reads`]: what it
     /// read of the layers below it.
-    pub reads: Option<Vec<kiln_build::FileRead>>,
+    pub reads: Option<kiln_build::Reads>,
     /// A COPY or ADD: what it copied where.
     pub copy: Option<kiln_graph::CopyOp>,
 }

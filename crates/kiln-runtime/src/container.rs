@@ -631,10 +631,16 @@ pub struct ReadWatch {
 pub struct ReadPaths {
     /// Absolute, as the container sees them, sorted.
     pub paths: std::collections::BTreeSet<String>,
-    /// The kernel's queue overflowed: some reads are missing (it is
-    /// unlimited, so only under memory pressure).
-    pub overflowed: bool,
+    /// Some reads are missing: the kernel's queue overflowed (it is
+    /// unlimited, so only under memory pressure), an event's file could
+    /// not be opened for us, or the command read more than
+    /// [`MAX_READ_PATHS`] paths.
+    pub incomplete: bool,
 }
+
+/// The most paths a [`ReadWatch`] keeps: a command reading millions of
+/// files must not take the caller's memory with it.
+pub const MAX_READ_PATHS: usize = 1 << 20;
 
 impl ReadWatch {
     fn new() -> Result<ReadWatch, RuntimeError> {
@@ -644,7 +650,12 @@ impl ReadWatch {
                 | InitFlags::FAN_CLOEXEC
                 | InitFlags::FAN_NONBLOCK
                 | InitFlags::FAN_UNLIMITED_QUEUE,
-            EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC,
+            // Non-blocking: the kernel opens each event's file for us,
+            // and a FIFO opened for reading would wait for a writer.
+            EventFFlags::O_RDONLY
+                | EventFFlags::O_LARGEFILE
+                | EventFFlags::O_CLOEXEC
+                | EventFFlags::O_NONBLOCK,
         )
         .map_err(|e| RuntimeError::sys("fanotify_init (recording a RUN's reads)", e))?;
         Ok(ReadWatch {
@@ -701,7 +712,12 @@ fn read_events(
         let events = match group.read_events() {
             Ok(events) => events,
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => Vec::new(),
-            Err(e) => return Err(RuntimeError::sys("read fanotify events", e)),
+            // The event whose file could not be opened for us (a device
+            // on the nodev rootfs) is gone; the rest are still queued.
+            Err(_) => {
+                seen.incomplete = true;
+                continue;
+            }
         };
         if events.is_empty() {
             if stopping {
@@ -713,7 +729,7 @@ fn read_events(
         }
         for event in events {
             if event.mask().contains(MaskFlags::FAN_Q_OVERFLOW) {
-                seen.overflowed = true;
+                seen.incomplete = true;
             }
             let Some(fd) = event.fd() else { continue };
             let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
@@ -721,7 +737,11 @@ fn read_events(
                 let path = path.to_string_lossy();
                 // A file deleted since is not one a layer below holds.
                 if path.starts_with('/') && !path.ends_with(" (deleted)") {
-                    seen.paths.insert(path.into_owned());
+                    if seen.paths.len() < MAX_READ_PATHS {
+                        seen.paths.insert(path.into_owned());
+                    } else if !seen.paths.contains(path.as_ref()) {
+                        seen.incomplete = true;
+                    }
                 }
             }
         }

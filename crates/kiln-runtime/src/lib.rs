@@ -152,6 +152,7 @@ mod user;
 
 pub use container::{
     run, CollectedOutput, Container, KillHandle, OutputSink, ReadPaths, ReadWatch, TtyHandle,
+    MAX_READ_PATHS,
 };
 pub use error::RuntimeError;
 

@@ -1093,7 +1093,7 @@ fn a_watched_container_reports_what_its_command_read_as_it_sees_it() {
     let mut out = CollectedOutput::default();
     assert_eq!(container.wait(&mut out).unwrap(), ExitStatus::Exited(0));
     let reads = watch.finish().unwrap();
-    assert!(!reads.overflowed);
+    assert!(!reads.incomplete);
     let paths = &reads.paths;
     for read in ["/data/read.txt", "/data/listed", "/bin/busybox"] {
         assert!(paths.contains(read), "{read} missing from {paths:?}");
@@ -1108,4 +1108,25 @@ fn a_watched_container_reports_what_its_command_read_as_it_sees_it() {
     let mut plain = Container::spawn(&f.spec("true")).unwrap();
     assert!(plain.take_read_watch().is_none());
     plain.wait(&mut CollectedOutput::default()).unwrap();
+}
+
+#[test]
+fn a_watched_command_reading_a_fifo_does_not_hang_the_watch() {
+    let Some(f) = Fixture::new() else { return };
+    // The watch is given each read file opened: a FIFO opened for reading
+    // without a writer would block that open for ever.
+    let mut spec = f.spec("mkfifo /pipe; (echo x > /pipe &); cat /pipe; cat /pipe < /dev/null &");
+    spec.track_reads = true;
+    let (done, finished) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut container = Container::spawn(&spec).unwrap();
+        let watch = container.take_read_watch().unwrap();
+        let status = container.wait(&mut CollectedOutput::default()).unwrap();
+        let _ = done.send((status, watch.finish().unwrap()));
+    });
+    let (status, reads) = finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the watch hung on a FIFO");
+    assert_eq!(status, ExitStatus::Exited(0));
+    assert!(reads.paths.contains("/bin/busybox"), "{reads:?}");
 }
