@@ -439,20 +439,23 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
     // Hard links, relative and absolute symlinks, a source reached through
     // a link, files and a directory deleted (whiteouts), a directory
     // deleted and made again (opaque), owners and modes changed above.
+    // The stage ends a second after its last change, so a directory's
+    // time taken from the moment a snapshot was written shows (the
+    // listing has the seconds).
     let p = project(
         "FROM busybox AS build\n\
          RUN mkdir -p /out/sub /out/gone /out/keep && echo a > /out/a && ln /out/a /out/hard \
          && ln -s a /out/soft && ln -s /out/sub /out/abs && echo s > /out/sub/s && echo t > /out/sub/t && echo u > /out/sub/u \
          && echo g > /out/gone/g && echo k > /out/keep/k\n\
          RUN rm -rf /out/gone /out/keep && mkdir /out/keep && echo k2 > /out/keep/k2 && rm /out/sub/s \
-         && ln -s sub /out/current && chmod 750 /out/sub && chown 5:6 /out/a\n\
+         && ln -s sub /out/current && chmod 750 /out/sub && chown 5:6 /out/a && sleep 1\n\
          FROM busybox AS final\n\
          COPY --from=build /out/ /copied/\n\
          COPY --from=build /out/current/ /via-link/\n\
          COPY --from=build /out/abs /abs-target\n\
          COPY --from=build /out/ke* /globbed/\n\
          COPY --from=build /out/sub/t /out/ /both/\n\
-         RUN ls -lR /copied /via-link /abs-target /globbed /both > /listing\n",
+         RUN ls -lR --full-time /copied /via-link /abs-target /globbed /both > /listing\n",
     );
     let rootfs = common::busybox_rootfs(p.context.parent().unwrap());
     common::ok(kiln(

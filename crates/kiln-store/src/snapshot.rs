@@ -9,8 +9,9 @@
 //! made again. The marker names the boot: a snapshot completed before this
 //! boot may have lost what the kernel had not yet written, and is verified
 //! once before use. A layer kept only as its snapshot is synced to disk
-//! when an image is tagged with it (`unsynced` beside the tree until then). The other way, [`layer_from_upper`] turns an overlay upper dir (the change
-//! set of a container) into a layer with OCI whiteouts.
+//! when an image is tagged with it (`unsynced` beside the tree until
+//! then). The other way, [`layer_from_upper`] turns an overlay upper dir
+//! (the change set of a container) into a layer with OCI whiteouts.
 
 use std::collections::HashMap;
 use std::fs;
@@ -520,6 +521,9 @@ fn unpack_stream(
     archive.set_preserve_mtime(true);
     archive.set_unpack_xattrs(true);
     let mut dirs = SafeDirs::default();
+    // Each directory entry's time, set once the last entry is in: a file,
+    // whiteout or subdirectory made in it later would move it to now.
+    let mut dir_times: Vec<(PathBuf, i64)> = Vec::new();
     for entry in archive.entries().map_err(io_error)? {
         let mut entry = entry.map_err(io_error)?;
         let raw = entry.path().map_err(io_error)?.into_owned();
@@ -564,9 +568,11 @@ fn unpack_stream(
             }
             _ => {
                 let kind = entry.header().entry_type();
+                let mtime = entry.header().mtime().map_err(io_error)?;
                 entry.unpack_in(dir).map_err(io_error)?;
                 if kind.is_dir() {
                     dirs.add(dir, &path);
+                    dir_times.push((path, i64::try_from(mtime).unwrap_or(i64::MAX)));
                 } else {
                     dirs.forget(&path);
                 }
@@ -576,7 +582,30 @@ fn unpack_stream(
     // Read to the end: a writer streaming into a pipe must not meet a
     // closed one over the padding after the last entry.
     io::copy(&mut archive.into_inner(), &mut io::sink()).map_err(io_error)?;
+    for (path, mtime) in dir_times {
+        // Only a directory still known real all the way down: a later
+        // entry may have put a link where it was.
+        if dirs.known.contains(&path) {
+            set_time(&dir.join(&path), mtime).map_err(|e| StoreError::io(dir.join(&path), e))?;
+        }
+    }
     Ok(())
+}
+
+/// Sets `path`'s access and modification times to `mtime` (whole
+/// seconds, as a tar header has it), on a link itself if it is one.
+fn set_time(path: &Path, mtime: i64) -> io::Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let time = TimeSpec::new(mtime, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &time,
+        &time,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .map_err(io::Error::from)
 }
 
 /// See [`Store::snapshot_writer`]. Dropped without `finish`, it throws the
@@ -1033,8 +1062,7 @@ fn is_special(kind: tar::EntryType) -> bool {
 /// link (`path`'s parent is a real directory of the tree, and a link at
 /// `path` itself is removed first).
 fn make_special(header: &tar::Header, path: &Path) -> io::Result<()> {
-    use nix::sys::stat::{makedev, mknod, utimensat, Mode, SFlag, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
     let kind = match header.entry_type() {
         tar::EntryType::Fifo => SFlag::S_IFIFO,
         tar::EntryType::Char => SFlag::S_IFCHR,
@@ -1062,15 +1090,7 @@ fn make_special(header: &tar::Header, path: &Path) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     }
-    let time = TimeSpec::new(mtime, 0);
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        path,
-        &time,
-        &time,
-        UtimensatFlags::NoFollowSymlink,
-    )
-    .map_err(io::Error::from)
+    set_time(path, mtime)
 }
 
 /// An overlay whiteout: a character device with device number 0:0.

@@ -307,6 +307,30 @@ fn many_files_unpack_with_their_metadata() {
     }
 }
 
+#[test]
+fn directories_keep_their_time_when_entries_are_made_in_them_later() {
+    // A tar lists a directory before what it holds: the files, whiteouts
+    // and subdirectories made in it afterwards must not move its time to
+    // the moment it was unpacked (a container would see another time
+    // than the layer's, and a COPY --from reading it another layer).
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let bytes = tar_bytes(&[
+        ("d", None),
+        ("d/f", Some("f")),
+        ("d/.wh.gone", Some("")),
+        ("d/sub", None),
+        ("d/sub/g", Some("g")),
+        ("link", Some("->d")),
+    ]);
+    let layer = import_layer(store.blobs(), &bytes[..], "times").unwrap();
+    let snapshot = store.snapshot(&layer.digest).unwrap();
+    for path in ["d", "d/sub", "d/f"] {
+        let meta = fs::symlink_metadata(snapshot.join(path)).unwrap();
+        assert_eq!((meta.mtime(), meta.mtime_nsec()), (1, 0), "{path}");
+    }
+}
+
 /// Every path under `dir` with its kind, mode, owner and content.
 fn describe(dir: &Path) -> Vec<String> {
     let mut out: Vec<String> = walkdir::WalkDir::new(dir)
