@@ -21,6 +21,18 @@ pub struct BaseImage {
 }
 
 impl BaseImage {
+    /// The platform its config says it is for (`os`, `architecture`,
+    /// `variant`), normalised; none when the config says nothing usable.
+    pub fn platform(&self) -> Option<kiln_graph::Platform> {
+        let os = self.config["os"].as_str()?;
+        let architecture = self.config["architecture"].as_str()?;
+        let text = match self.config["variant"].as_str() {
+            Some(variant) => format!("{os}/{architecture}/{variant}"),
+            None => format!("{os}/{architecture}"),
+        };
+        kiln_graph::Platform::parse(&text).ok()
+    }
+
     /// The runtime config part, for planning and `kiln run`. An image
     /// without one has the empty config; one that does not parse is an
     /// error (never silently empty: that would drop the base's ENV, CMD...).

@@ -441,6 +441,8 @@ impl Step<'_> {
                     // dir), and that is the layer's one copy: its tar is
                     // given back from it when an export or push wants it.
                     let keep = Keep::Snapshot;
+                    let platform = &self.graph.stages[node.stage].platform;
+                    crate::run_step::check_runnable(node, platform)?;
                     let (layer, read) = run_step(
                         self.store,
                         node,

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use kiln_context::Root;
-use kiln_graph::{MountKind, Network, Node, RunOp, Sharing, SourceRef};
+use kiln_graph::{MountKind, Network, Node, Platform, RunOp, Sharing, SourceRef};
 use kiln_runtime::{BindSource, ContainerSpec, ExitStatus, Mount, OutputSink};
 use kiln_store::{Keep, Layer, Store};
 
@@ -32,6 +32,28 @@ const HOSTNAME: &str = "buildkitsandbox";
 /// -j`, a JVM's or rustc's threads) while keeping the host usable.
 /// Docker and BuildKit set none.
 pub const DEFAULT_RUN_PIDS_LIMIT: u64 = 4096;
+
+/// Fails a RUN of a stage for a platform this host cannot execute (no
+/// emulator registered), rather than running the base's binaries for
+/// another architecture under the wrong label or failing with `exec
+/// format error`.
+pub fn check_runnable(node: &Node, platform: &Platform) -> Result<(), BuildError> {
+    let host = Platform::host();
+    let native = platform.architecture == host.architecture
+        || (host.architecture == "amd64" && platform.architecture == "386");
+    if native || kiln_runtime::emulator_registered(&platform.architecture) {
+        return Ok(());
+    }
+    Err(BuildError::step(
+        node.line,
+        format!(
+            "{}: the stage is for {platform}, and this {host} host cannot run its programs: \
+             no binfmt_misc emulator for {} is registered (install qemu-user-static, or \
+             build for {host})",
+            node.display, platform.architecture
+        ),
+    ))
+}
 
 /// Runs `run` on top of `state` and returns the layer of what it changed,
 /// and with [`BuildOptions::track_reads`] what it read of the layers below.

@@ -4,6 +4,7 @@
 
 mod commands;
 mod output;
+mod template;
 
 use std::process::ExitCode;
 
@@ -89,12 +90,142 @@ enum Command {
     },
     /// Print kiln's version
     Version,
+    /// Show the store, what it holds, and what this machine supports
+    Info,
+    /// Manage images (as `docker image`)
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage containers (as `docker container`)
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// The store as a whole: disk use, pruning, information (as `docker system`)
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Commands a Docker user will type that kiln does not have yet: they
     /// say so, rather than clap suggesting a similar one (`ps` for `exec`).
     #[command(name = "exec", hide = true)]
     Exec(Planned),
     #[command(name = "serve", hide = true)]
     Serve(Planned),
+    // What only a group spells (`image prune`, `container inspect`,
+    // `system df`): reached through [`Command::ungrouped`].
+    #[command(skip)]
+    ImagePrune(commands::images::ImagePruneArgs),
+    #[command(skip)]
+    ContainerInspect(commands::containers::NamesArgs),
+    #[command(skip)]
+    ContainerPrune(commands::containers::ContainerPruneArgs),
+    #[command(skip)]
+    SystemDf,
+    #[command(skip)]
+    SystemPrune(commands::containers::ContainerPruneArgs),
+}
+
+/// `kiln image ...`: the image commands under docker's group names.
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// List images
+    #[command(visible_alias = "list")]
+    Ls(commands::images::ImagesArgs),
+    /// Remove images
+    #[command(visible_alias = "remove")]
+    Rm(commands::images::RmiArgs),
+    /// Show an image's manifest and config as JSON
+    Inspect(commands::images::NameArgs),
+    /// Remove untagged images, then the data nothing uses
+    Prune(commands::images::ImagePruneArgs),
+    /// Show the steps that made an image
+    History(commands::images::HistoryArgs),
+    /// Give an image another name
+    Tag(commands::images::TagArgs),
+    /// Write images to an OCI archive or docker-archive
+    Save(commands::images::SaveArgs),
+    /// Read images from an OCI archive or docker-archive
+    Load(commands::images::LoadArgs),
+    /// Make a base image from a root filesystem tarball
+    Import(commands::images::ImportArgs),
+    /// Pull an image from a registry into the store
+    Pull(commands::registry::PullArgs),
+    /// Push an image of the store to a registry
+    Push(commands::registry::PushArgs),
+}
+
+/// `kiln container ...`: the container commands under docker's group names.
+// Made once per process and moved into the command it names: the size of
+// `run`'s flags costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// List containers
+    #[command(visible_aliases = ["list", "ps"])]
+    Ls(commands::containers::PsArgs),
+    /// Run a command in a new container from an image
+    Run(commands::containers::RunArgs),
+    /// Remove containers
+    #[command(visible_alias = "remove")]
+    Rm(commands::containers::RmArgs),
+    /// Stop running containers (SIGTERM, then SIGKILL)
+    Stop(commands::containers::StopArgs),
+    /// Start a stopped container again
+    Start(commands::containers::StartArgs),
+    /// Print a container's output
+    Logs(commands::containers::LogsArgs),
+    /// Make an image of a container's changes
+    Commit(commands::containers::CommitArgs),
+    /// Show containers as JSON
+    Inspect(commands::containers::NamesArgs),
+    /// Remove every stopped container
+    Prune(commands::containers::ContainerPruneArgs),
+}
+
+/// `kiln system ...`.
+#[derive(Subcommand)]
+enum SystemCommand {
+    /// Show how much disk images, containers and the build cache use
+    Df,
+    /// Remove stopped containers, untagged images and the data nothing uses
+    Prune(commands::containers::ContainerPruneArgs),
+    /// Show the store, what it holds, and what this machine supports
+    Info,
+}
+
+impl Command {
+    /// A grouped command (`image ls`) as the top-level one it spells
+    /// differently (`images`), so each has one implementation.
+    fn ungrouped(self) -> Command {
+        match self {
+            Command::Image(command) => match command {
+                ImageCommand::Ls(args) => Command::Images(args),
+                ImageCommand::Rm(args) => Command::Rmi(args),
+                ImageCommand::Inspect(args) => Command::Inspect(args),
+                ImageCommand::Prune(args) => Command::ImagePrune(args),
+                ImageCommand::History(args) => Command::History(args),
+                ImageCommand::Tag(args) => Command::Tag(args),
+                ImageCommand::Save(args) => Command::Save(args),
+                ImageCommand::Load(args) => Command::Load(args),
+                ImageCommand::Import(args) => Command::Import(args),
+                ImageCommand::Pull(args) => Command::Pull(args),
+                ImageCommand::Push(args) => Command::Push(args),
+            },
+            Command::Container(command) => match command {
+                ContainerCommand::Ls(args) => Command::Ps(args),
+                ContainerCommand::Run(args) => Command::Run(args),
+                ContainerCommand::Rm(args) => Command::Rm(args),
+                ContainerCommand::Stop(args) => Command::Stop(args),
+                ContainerCommand::Start(args) => Command::Start(args),
+                ContainerCommand::Logs(args) => Command::Logs(args),
+                ContainerCommand::Commit(args) => Command::Commit(args),
+                ContainerCommand::Inspect(args) => Command::ContainerInspect(args),
+                ContainerCommand::Prune(args) => Command::ContainerPrune(args),
+            },
+            Command::System(command) => match command {
+                SystemCommand::Df => Command::SystemDf,
+                SystemCommand::Prune(args) => Command::SystemPrune(args),
+                SystemCommand::Info => Command::Info,
+            },
+            other => other,
+        }
+    }
 }
 
 /// Whatever a planned command was given.
@@ -112,7 +243,20 @@ fn not_yet(command: &str, with: &str) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let root = cli.root.as_deref();
-    let result = match cli.command {
+    match dispatch(root, cli.command) {
+        Ok(code) => code,
+        Err(error) => {
+            output::report!("error: {}", output::render_error(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        grouped @ (Command::Image(_) | Command::Container(_) | Command::System(_)) => {
+            dispatch(root, grouped.ungrouped())
+        }
         Command::Build(args) => commands::build::run(root, args),
         Command::Run(args) => commands::containers::run(root, args),
         Command::Ps(args) => commands::containers::ps(root, args).map(|()| ExitCode::SUCCESS),
@@ -157,6 +301,20 @@ fn main() -> ExitCode {
         Command::Push(args) => commands::registry::push(root, args).map(|()| ExitCode::SUCCESS),
         Command::Login(args) => commands::registry::login(args).map(|()| ExitCode::SUCCESS),
         Command::Logout(args) => commands::registry::logout(args).map(|()| ExitCode::SUCCESS),
+        Command::Info => commands::system::info(root).map(|()| ExitCode::SUCCESS),
+        Command::ImagePrune(args) => {
+            commands::images::prune_images(root, args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::ContainerInspect(args) => {
+            commands::containers::inspect(root, args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::ContainerPrune(args) => {
+            commands::containers::prune(root, args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::SystemDf => commands::system::df(root).map(|()| ExitCode::SUCCESS),
+        Command::SystemPrune(args) => {
+            commands::system::prune(root, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Exec(_) => not_yet("exec", "the container commands Docker users expect"),
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
         Command::Bench(command) => commands::bench::run(root, command),
@@ -167,12 +325,5 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }),
-    };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            output::report!("error: {}", output::render_error(&error));
-            ExitCode::FAILURE
-        }
     }
 }

@@ -19,6 +19,20 @@ pub fn write_stderr(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
+/// Asks `warning` + "Are you sure you want to continue? [y/N]" on
+/// standard error and reads the answer from standard input, as docker's
+/// prune commands do without `-f`; anything but y/yes (an empty line, no
+/// input at all) is no.
+pub fn confirm(warning: &str) -> std::io::Result<bool> {
+    write_stderr(&format!(
+        "WARNING! {warning}\nAre you sure you want to continue? [y/N] "
+    ));
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    let answer = answer.trim().to_ascii_lowercase();
+    Ok(answer == "y" || answer == "yes")
+}
+
 /// An error and its causes, each once: `a: b: c`. Errors of the library
 /// crates already end with their source's text (`{path}: {source}`), and
 /// anyhow's `{:#}` would append it again.

@@ -1170,3 +1170,46 @@ fn copy_from_reads_its_sources_through_links_hard_links_and_wildcards() {
         "linked\nown\nsea\n/x:\nhard\nown\n\n/y:\ns\n"
     );
 }
+
+#[test]
+fn a_stage_for_a_foreign_platform_warns_and_its_run_fails_without_an_emulator() {
+    let f = fixture(None);
+    // busybox here is the host's (amd64 on our machines); the stage asks
+    // for another architecture.
+    let foreign = if std::env::consts::ARCH == "aarch64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let arch = foreign.trim_start_matches("linux/");
+    fs::write(
+        f.context.join("Dockerfile"),
+        format!("FROM --platform={foreign} busybox\nENV A=1\nRUN uname -m\n"),
+    )
+    .unwrap();
+    let out = kiln(
+        &f.root,
+        &["build", "--progress", "plain", f.context.to_str().unwrap()],
+    );
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "InvalidBaseImagePlatform: Base image busybox was pulled with platform \"linux/{}\", expected \"{foreign}\"",
+            if arch == "amd64" { "arm64" } else { "amd64" }
+        )),
+        "{stderr}"
+    );
+    let qemu = if arch == "arm64" { "aarch64" } else { "x86_64" };
+    let emulated = fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
+        .is_ok_and(|t| t.starts_with("enabled"));
+    if emulated {
+        eprintln!("an emulator for {arch} is registered here: the RUN may run");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Dockerfile:3: RUN uname -m: the stage is for")
+            && stderr.contains(&format!("no binfmt_misc emulator for {arch} is registered")),
+        "{stderr}"
+    );
+}

@@ -21,10 +21,21 @@ fn import_list_inspect_tag_and_remove() {
     let digest = digest.trim();
     assert!(digest.starts_with("sha256:"), "{digest}");
 
+    // docker's columns, lined up.
     let images = ok(kiln(&root, &["images"]));
-    assert!(images.contains("busybox:latest"), "{images}");
+    let lines: Vec<&str> = images.lines().collect();
+    assert_eq!(lines.len(), 2, "{images}");
+    let short = &digest["sha256:".len()..][..12];
     assert!(
-        images.contains(&digest["sha256:".len()..][..12]),
+        lines[0].starts_with("REPOSITORY   TAG      IMAGE ID       CREATED")
+            && lines[1].starts_with(&format!("busybox      latest   {short}   ")),
+        "{images}"
+    );
+    assert_eq!(
+        lines[0].find("SIZE"),
+        lines[1]
+            .find(char::is_numeric)
+            .map(|_| lines[1].rfind("   ").unwrap() + 3),
         "{images}"
     );
 
@@ -58,7 +69,7 @@ fn import_list_inspect_tag_and_remove() {
     assert_eq!(inspect["Names"], serde_json::json!(["busybox:latest"]));
 
     ok(kiln(&root, &["tag", "busybox", "bb:1"]));
-    assert!(ok(kiln(&root, &["images"])).contains("bb:1"));
+    assert!(names(&root).contains(&"bb:1".to_owned()));
     // A digest in a name must be the image's own.
     let id = digest;
     let wrong = format!("bb@sha256:{}", "0".repeat(64));
@@ -69,7 +80,7 @@ fn import_list_inspect_tag_and_remove() {
         "{}",
         text(&out.stderr)
     );
-    assert!(!ok(kiln(&root, &["images"])).contains("bb@"));
+    assert!(!names(&root).iter().any(|n| n.starts_with("bb@")));
     ok(kiln(&root, &["tag", "busybox", &format!("bb@{id}")]));
     ok(kiln(&root, &["rmi", &format!("bb@{id}")]));
     // images -q: the ids alone, one per name.
@@ -89,12 +100,12 @@ fn import_list_inspect_tag_and_remove() {
         stdout.contains("Untagged: bb:2") && stdout.contains("Untagged: bb:3"),
         "{stdout}"
     );
-    assert!(stdout.contains("Deleted: 0 blobs"), "{stdout}");
+    assert!(!stdout.contains("Freed"), "{stdout}");
     assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
-    let images = ok(kiln(&root, &["images"]));
+    let images = names(&root);
     assert!(
-        !images.contains("bb:2") && !images.contains("bb:3"),
-        "{images}"
+        !images.contains(&"bb:2".to_owned()) && !images.contains(&"bb:3".to_owned()),
+        "{images:?}"
     );
     // Removing one name keeps the data the other still uses ...
     ok(kiln(&root, &["rmi", "busybox:latest"]));
@@ -106,6 +117,200 @@ fn import_list_inspect_tag_and_remove() {
     let out = kiln(&root, &["inspect", "bb:1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no image named \"bb:1\""));
+}
+
+/// `repository:tag` of every row of `kiln images`, through `--format`.
+fn names(root: &Path) -> Vec<String> {
+    ok(kiln(
+        root,
+        &["images", "--format", "{{.Repository}}:{{.Tag}}"],
+    ))
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+#[test]
+fn an_untagged_build_is_listed_kept_and_removed_by_its_short_id() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let rootfs = busybox_rootfs(work.path());
+    ok(kiln(
+        &root,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    ok(kiln(&root, &["import", rootfs.to_str().unwrap(), "other"]));
+    let context = work.path().join("context");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM busybox\nENV A=1\n").unwrap();
+    let id = ok(kiln(&root, &["build", "-q", context.to_str().unwrap()]));
+    let short = id.trim()["sha256:".len()..][..12].to_owned();
+    // Listed as docker lists it ...
+    let rows = ok(kiln(
+        &root,
+        &["images", "--format", "{{.Repository}} {{.Tag}} {{.ID}}"],
+    ));
+    assert!(rows.contains(&format!("<none> <none> {short}\n")), "{rows}");
+    assert_eq!(
+        ok(kiln(&root, &["images", "-q", "--filter", "dangling=true"])),
+        format!("{short}\n")
+    );
+    let json = ok(kiln(
+        &root,
+        &[
+            "image",
+            "ls",
+            "--format",
+            "{{json .}}",
+            "-f",
+            "dangling=false",
+            "--filter",
+            "reference=busy*",
+        ],
+    ));
+    let row: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(
+        (row["Repository"].as_str(), row["Tag"].as_str()),
+        (Some("busybox"), Some("latest"))
+    );
+    // ... found by its short id ...
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&root, &["inspect", &short]))).unwrap();
+    assert_eq!(inspect["Id"].as_str(), Some(id.trim()));
+    // ... kept when another image goes (GC does not take it, and what is
+    // freed is not said to be its) ...
+    let out = ok(kiln(&root, &["rmi", "other"]));
+    assert!(
+        out.contains("Untagged: other") && out.contains("no image uses"),
+        "{out}"
+    );
+    assert!(ok(kiln(&root, &["images", "-q"])).contains(&short));
+    ok(kiln(
+        &root,
+        &["run", "--rm", "--network", "none", &short, "true"],
+    ));
+    // ... until removed by id, or pruned.
+    ok(kiln(&root, &["tag", &short, "named"]));
+    assert!(ok(kiln(&root, &["images", "-q", "-f", "dangling=true"])).is_empty());
+    ok(kiln(&root, &["rmi", "named"]));
+    assert!(!ok(kiln(&root, &["images", "-q"])).contains(&short));
+    let again = ok(kiln(&root, &["build", "-q", context.to_str().unwrap()]));
+    assert_eq!(again, id);
+    let out = ok(kiln(&root, &["image", "prune", "-f"]));
+    assert!(out.contains(&format!("Deleted: {}", id.trim())), "{out}");
+    assert_eq!(names(&root), ["busybox:latest"]);
+    let manifest = root
+        .join("blobs/sha256")
+        .join(&id.trim()["sha256:".len()..]);
+    assert!(
+        !manifest.exists(),
+        "the pruned image's manifest is collected"
+    );
+    ok(kiln(&root, &["check"]));
+    // An id naming an image with several names removes them only with -f.
+    ok(kiln(&root, &["import", rootfs.to_str().unwrap(), "a"]));
+    ok(kiln(&root, &["tag", "a", "b"]));
+    let base = ok(kiln(&root, &["images", "-q", "a"]));
+    let out = kiln(&root, &["rmi", base.trim()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("several names (a, b)"),
+        "{}",
+        text(&out.stderr)
+    );
+    ok(kiln(&root, &["image", "rm", "-f", base.trim()]));
+    assert_eq!(names(&root), ["busybox:latest"]);
+    // Without -f, prune asks and an empty answer is no.
+    ok(kiln(&root, &["build", "-q", context.to_str().unwrap()]));
+    let out = kiln(&root, &["image", "prune"]);
+    assert!(
+        text(&out.stderr).contains("Are you sure"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(ok(kiln(&root, &["images", "-q"])).lines().count(), 2);
+}
+
+#[test]
+fn docker_group_commands_info_and_system_df() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let rootfs = busybox_rootfs(work.path());
+    ok(kiln(
+        &root,
+        &["image", "import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    let history = ok(kiln(&root, &["image", "history", "--no-trunc", "busybox"]));
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(
+        lines[0].find("CREATED BY"),
+        lines[1].find("kiln import"),
+        "{history}"
+    );
+    ok(kiln(
+        &root,
+        &[
+            "container",
+            "run",
+            "--network",
+            "none",
+            "--name",
+            "c1",
+            "busybox",
+            "true",
+        ],
+    ));
+    let ps = ok(kiln(&root, &["container", "ls", "-a"]));
+    let lines: Vec<&str> = ps.lines().collect();
+    assert!(
+        lines[0].starts_with("CONTAINER ID   IMAGE     COMMAND   CREATED"),
+        "{ps}"
+    );
+    assert_eq!(lines[0].find("STATUS"), lines[1].find("Exited (0)"), "{ps}");
+    assert_eq!(
+        ok(kiln(
+            &root,
+            &["ps", "-a", "--format", "{{.Names}} {{.State}}"]
+        )),
+        "c1 exited\n"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&root, &["container", "inspect", "c1"]))).unwrap();
+    assert_eq!(inspect[0]["Name"], "/c1");
+    assert_eq!(inspect[0]["State"]["ExitCode"], 0);
+    assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["true"]));
+    let df = ok(kiln(&root, &["system", "df"]));
+    assert!(
+        df.starts_with("TYPE          TOTAL   ACTIVE   SIZE\n"),
+        "{df}"
+    );
+    assert!(
+        df.contains("\nImages        1       1        2.1MB\n"),
+        "{df}"
+    );
+    assert!(df.contains("\nContainers    1       0 "), "{df}");
+    let info = ok(kiln(&root, &["info"]));
+    assert!(
+        info.contains(&format!("Store: {}\n", root.display())),
+        "{info}"
+    );
+    assert!(
+        info.contains("Images: 1 (0 untagged)\nContainers: 1 (running 0, stopped 1)"),
+        "{info}"
+    );
+    assert_eq!(ok(kiln(&root, &["system", "info"])), info);
+    let pruned = ok(kiln(&root, &["system", "prune", "-f"]));
+    assert!(pruned.contains("Deleted Containers:\n"), "{pruned}");
+    assert!(ok(kiln(&root, &["ps", "-aq"])).is_empty());
+    assert_eq!(ok(kiln(&root, &["images", "-q"])).lines().count(), 1);
+    // A template kiln cannot render is refused, not half printed.
+    let out = kiln(&root, &["images", "--format", "{{range .}}"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("not supported"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -332,8 +332,9 @@ impl Engine {
         let comment = format!("kiln commit {}", record.name);
         let image =
             kiln_build::commit_layer(store, &record.config.image_id, layer, created, &comment)?;
-        if let Some(tag) = tag {
-            store.tag(tag, &image.manifest)?;
+        match tag {
+            Some(tag) => store.tag(tag, &image.manifest)?,
+            None => store.keep_untagged(&image.manifest)?,
         }
         Ok(image)
     }

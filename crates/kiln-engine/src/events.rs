@@ -25,6 +25,9 @@ pub enum EventKind {
         file: Option<String>,
         line: u32,
     },
+    /// The plan is made: how many steps the build goes through (the
+    /// needed stages' steps, FROM included), before any starts.
+    Plan { steps: usize },
     Started {
         id: usize,
         /// `[stage i/n] INSTRUCTION`, expanded.
@@ -38,6 +41,15 @@ pub enum EventKind {
     Done(StepFinished),
     /// The step came from the cache.
     Cached(StepFinished),
+    /// The step failed: the build's error is about it.
+    Error {
+        id: usize,
+        /// Seconds from its start to the failure.
+        duration: f64,
+    },
+    /// The step was stopped before it finished: another step failed, or
+    /// the build was interrupted.
+    Canceled { id: usize, duration: f64 },
     /// The last event of a build, well or not.
     Summary(Summary),
 }
@@ -77,9 +89,12 @@ pub struct Hashed {
 pub struct Summary {
     /// `built`, `failed` or `interrupted`.
     pub outcome: &'static str,
-    /// Steps that ran, the failed ones included.
+    /// Steps that ran, the failed and canceled ones included.
     pub steps_run: usize,
     pub steps_failed: usize,
+    /// Started, and stopped because another failed or the build was
+    /// interrupted.
+    pub steps_canceled: usize,
     pub steps_cached: usize,
     /// Cached over all steps that ran or were cached (0 to 1).
     pub cache_hit_rate: f64,

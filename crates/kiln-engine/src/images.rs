@@ -19,6 +19,8 @@ pub struct ResolvedImage {
     pub manifest: Digest,
     /// The runtime config (its ENV, WORKDIR, ONBUILD matter to the plan).
     pub config: ImageConfig,
+    /// The platform its config says it is for, if it says.
+    pub platform: Option<kiln_graph::Platform>,
 }
 
 /// Answers image references with images in `store`.
@@ -37,6 +39,7 @@ impl ImageSource for LocalImages {
         let image = kiln_build::load_image(store, &manifest, reference)?;
         Ok(ResolvedImage {
             config: image.image_config()?,
+            platform: image.platform(),
             manifest,
         })
     }
@@ -70,6 +73,7 @@ impl ImageSource for PullingImages {
         let image = kiln_build::load_image(store, &pulled.manifest, reference)?;
         Ok(ResolvedImage {
             config: image.image_config()?,
+            platform: image.platform(),
             manifest: pulled.manifest,
         })
     }

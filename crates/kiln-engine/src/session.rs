@@ -106,6 +106,14 @@ impl Engine {
             });
         }
         let recorder = Recorder::new(&graph, &emit);
+        emit(EventKind::Plan {
+            steps: graph
+                .stages
+                .iter()
+                .filter(|s| s.needed)
+                .map(|s| s.nodes.len())
+                .sum(),
+        });
         // Inside the result: a cache that cannot be imported fails the
         // build after its summary is sent, as any step's failure does.
         let result = self.import_caches(request, &emit).and_then(|cache_from| {
@@ -122,6 +130,12 @@ impl Engine {
             Err(EngineError::Interrupted) => "interrupted",
             Err(_) => "failed",
         };
+        let failed_line = match &result {
+            Err(EngineError::Step { line, .. }) => Some(*line),
+            Err(EngineError::Build(kiln_build::BuildError::Step { line, .. })) => Some(*line),
+            _ => None,
+        };
+        recorder.end_unfinished(failed_line);
         let (steps, totals) = recorder.finish(outcome);
         emit(EventKind::Summary(totals.clone()));
         let (built, stat_cache_error) = result?;
@@ -135,6 +149,11 @@ impl Engine {
         let manifest = kiln_store::Digest::of_descriptor(&built.image.manifest)?;
         for tag in &request.tags {
             self.store.tag(tag, &built.image.manifest)?;
+        }
+        // Without a name the image is kept untagged (Docker's `<none>`),
+        // listed and kept until removed or pruned.
+        if request.tags.is_empty() {
+            self.store.keep_untagged(&built.image.manifest)?;
         }
         if let Some(cache_to) = &request.cache_to {
             export_cache(
@@ -212,12 +231,16 @@ impl Engine {
         };
         let first = plan(dockerfile, &options).map_err(plan_error)?;
         let mut pinned = BTreeMap::new();
+        let mut platforms = BTreeMap::new();
         for reference in &first.images {
             let image = self.images.resolve(&self.store, reference)?;
             options.base_configs.insert(reference.clone(), image.config);
             pinned.insert(reference.clone(), image.manifest);
+            platforms.insert(reference.clone(), image.platform);
         }
-        let graph = plan(dockerfile, &options).map_err(plan_error)?;
+        let mut graph = plan(dockerfile, &options).map_err(plan_error)?;
+        let mismatched = base_platform_warnings(&graph, &platforms);
+        graph.warnings.extend(mismatched);
         Ok((graph, pinned))
     }
 
@@ -338,6 +361,8 @@ pub fn creation_time(source_date_epoch: Option<u64>) -> String {
 struct Recorder<'a> {
     /// Per node: `[stage i/n] INSTRUCTION`, as BuildKit shows them.
     titles: Vec<String>,
+    /// Per node: its Dockerfile line.
+    lines: Vec<u32>,
     stages: Vec<String>,
     emit: &'a (dyn Fn(EventKind) + Sync),
     state: Mutex<Recorded>,
@@ -346,8 +371,12 @@ struct Recorder<'a> {
 #[derive(Default)]
 struct Recorded {
     steps: BTreeMap<NodeId, StepReport>,
-    /// Started and not finished: at the end, the failed or cut-short ones.
-    unfinished: std::collections::BTreeSet<NodeId>,
+    /// Started and not finished, with when they started: at the end, the
+    /// failed or cut-short ones.
+    unfinished: BTreeMap<NodeId, Instant>,
+    /// Of those, how many failed and how many were canceled.
+    failed: usize,
+    canceled: usize,
 }
 
 impl<'a> Recorder<'a> {
@@ -368,6 +397,7 @@ impl<'a> Recorder<'a> {
         }
         Recorder {
             titles,
+            lines: graph.nodes.iter().map(|n| n.line).collect(),
             stages,
             emit,
             state: Mutex::new(Recorded::default()),
@@ -377,7 +407,7 @@ impl<'a> Recorder<'a> {
     fn step_event(&self, event: StepEvent<'_>) {
         match event {
             StepEvent::Started { node } => {
-                lock(&self.state).unfinished.insert(node.id);
+                lock(&self.state).unfinished.insert(node.id, Instant::now());
                 (self.emit)(EventKind::Started {
                     id: node.id + 1,
                     step: self.titles[node.id].clone(),
@@ -448,13 +478,39 @@ impl<'a> Recorder<'a> {
         }
     }
 
+    /// Says how each step that started and did not finish ended: the
+    /// one at the failing line (the first, if several are there) failed,
+    /// the others were canceled.
+    fn end_unfinished(&self, failed_line: Option<u32>) {
+        let unfinished: Vec<(NodeId, Instant)> = lock(&self.state)
+            .unfinished
+            .iter()
+            .map(|(id, at)| (*id, *at))
+            .collect();
+        let mut blamed = false;
+        for (node, started) in unfinished {
+            let id = node + 1;
+            let duration = started.elapsed().as_secs_f64();
+            let line = self.lines[node];
+            if !blamed && failed_line == Some(line) {
+                blamed = true;
+                lock(&self.state).failed += 1;
+                (self.emit)(EventKind::Error { id, duration });
+            } else {
+                lock(&self.state).canceled += 1;
+                (self.emit)(EventKind::Canceled { id, duration });
+            }
+        }
+    }
+
     /// The steps in Dockerfile order, and the totals.
     fn finish(&self, outcome: &'static str) -> (Vec<StepReport>, Summary) {
         let state = lock(&self.state);
         let steps: Vec<StepReport> = state.steps.values().cloned().collect();
         let mut totals = Summary {
             outcome,
-            steps_failed: state.unfinished.len(),
+            steps_failed: state.failed,
+            steps_canceled: state.canceled,
             ..Summary::default()
         };
         for step in &steps {
@@ -467,7 +523,7 @@ impl<'a> Recorder<'a> {
                 CacheOutcome::NotApplicable => {}
             }
         }
-        totals.steps_run += totals.steps_failed;
+        totals.steps_run += totals.steps_failed + totals.steps_canceled;
         let counted = totals.steps_run + totals.steps_cached;
         if counted > 0 {
             totals.cache_hit_rate = totals.steps_cached as f64 / counted as f64;
@@ -480,4 +536,38 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// BuildKit's `InvalidBaseImagePlatform` check: a stage for one platform
+/// on a base image for another (its programs are the base's, whatever
+/// the label says).
+fn base_platform_warnings(
+    graph: &BuildGraph,
+    platforms: &BTreeMap<String, Option<kiln_graph::Platform>>,
+) -> Vec<kiln_graph::PlanWarning> {
+    let mut warnings = Vec::new();
+    for stage in graph.stages.iter().filter(|s| s.needed) {
+        let kiln_graph::Base::Image(reference) = &stage.base else {
+            continue;
+        };
+        let Some(Some(actual)) = platforms.get(reference) else {
+            continue;
+        };
+        let expected = &stage.platform;
+        let same = actual.os == expected.os
+            && actual.architecture == expected.architecture
+            && (actual.variant.is_none()
+                || expected.variant.is_none()
+                || actual.variant == expected.variant);
+        if !same {
+            warnings.push(kiln_graph::PlanWarning {
+                message: format!(
+                    "InvalidBaseImagePlatform: Base image {reference} was pulled with platform \
+                     \"{actual}\", expected \"{expected}\" for current build"
+                ),
+                line: stage.line,
+            });
+        }
+    }
+    warnings
 }

@@ -167,6 +167,28 @@ pub fn require_root() -> Result<(), RuntimeError> {
         Err(RuntimeError::NeedsRoot)
     }
 }
+/// The cgroup version containers are limited with here: `2` on a
+/// unified hierarchy, else `1` (v1 hierarchies per controller).
+pub fn cgroup_version() -> u8 {
+    if cgroups_rs::hierarchies::is_cgroup2_unified_mode() {
+        2
+    } else {
+        1
+    }
+}
+/// Whether a binfmt_misc handler is registered and enabled for binaries
+/// of `architecture` (an OCI name: `arm64`, `amd64`...), under the names
+/// qemu-user-static and tonistiigi/binfmt give them (`qemu-aarch64`).
+pub fn emulator_registered(architecture: &str) -> bool {
+    let qemu = match architecture {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        "386" => "i386",
+        other => other,
+    };
+    std::fs::read_to_string(format!("/proc/sys/fs/binfmt_misc/qemu-{qemu}"))
+        .is_ok_and(|text| text.lines().next() == Some("enabled"))
+}
 pub use seccomp::Seccomp;
 pub use spec::{
     BindSource, ContainerSpec, ExitStatus, Mount, Network, Resources, SecretData, Stdin, Stdio,

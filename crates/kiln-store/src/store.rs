@@ -2,7 +2,10 @@
 //! `blobs/sha256/`) that skopeo and umoci read as is, plus kiln's own
 //! bookkeeping under `kiln/`. Tags are the layout's
 //! `org.opencontainers.image.ref.name` annotations, written as the user
-//! spelled the name and compared in normalised form.
+//! spelled the name and compared in normalised form. A manifest in the
+//! index without that annotation is an untagged image (a build without
+//! `-t`, Docker's `<none>`): kept, like a tag, until it is removed or
+//! pruned.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -210,6 +213,61 @@ impl Store {
         self.write_atomic(&self.index_path(), &bytes)
     }
 
+    /// The untagged images (index entries without a name), in index order.
+    pub fn untagged(&self) -> Result<Vec<Descriptor>, StoreError> {
+        let index = self.read_index()?;
+        Ok(index
+            .manifests()
+            .iter()
+            .filter(|d| name_of(d).is_none())
+            .cloned()
+            .collect())
+    }
+
+    /// Keeps `manifest` as an untagged image, unless a name or another
+    /// untagged entry already keeps it. As with [`Store::tag`], what it
+    /// reaches must be stored, and kept layers not yet synced are synced.
+    pub fn keep_untagged(&self, manifest: &Descriptor) -> Result<(), StoreError> {
+        let digest = Digest::of_descriptor(manifest)?;
+        self.lease(&digest)?;
+        self.sync_kept_layers(&self.reachable(&[digest])?.present)?;
+        let _lock = self.index_lock()?;
+        let mut index = self.read_index()?;
+        if index
+            .manifests()
+            .iter()
+            .any(|d| d.digest() == manifest.digest())
+        {
+            return Ok(());
+        }
+        let mut untagged = manifest.clone();
+        untagged.set_annotations(None);
+        let mut manifests = index.manifests().clone();
+        manifests.push(untagged);
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// Forgets the untagged image `manifest` (its data goes at the next
+    /// GC unless something else reaches it); false if it was not one.
+    pub fn remove_untagged(&self, manifest: &Digest) -> Result<bool, StoreError> {
+        let _lock = self.index_lock()?;
+        let mut index = self.read_index()?;
+        let before = index.manifests().len();
+        let kept: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| name_of(d).is_some() || d.digest().to_string() != manifest.to_string())
+            .cloned()
+            .collect();
+        if kept.len() == before {
+            return Ok(false);
+        }
+        index.set_manifests(kept);
+        self.write_index(&index)?;
+        Ok(true)
+    }
+
     /// Every tag, in index order.
     pub fn tags(&self) -> Result<Vec<Tag>, StoreError> {
         let index = self.read_index()?;
@@ -217,9 +275,8 @@ impl Store {
             .manifests()
             .iter()
             .filter_map(|d| {
-                let name = d.annotations().as_ref()?.get(REF_NAME)?.clone();
                 Some(Tag {
-                    name,
+                    name: name_of(d)?.clone(),
                     manifest: d.clone(),
                 })
             })
@@ -252,15 +309,17 @@ impl Store {
         let unchanged = index.manifests().iter().any(|d| {
             same_name(d, &wanted)
                 && d.digest() == manifest.digest()
-                && d.annotations().as_ref().and_then(|a| a.get(REF_NAME)) == Some(&name.to_owned())
+                && name_of(d) == Some(&name.to_owned())
         });
         if unchanged {
             return Ok(());
         }
+        // An untagged entry of this image is one no more: it has a name.
         let mut manifests: Vec<Descriptor> = index
             .manifests()
             .iter()
             .filter(|d| !same_name(d, &wanted))
+            .filter(|d| name_of(d).is_some() || d.digest() != manifest.digest())
             .cloned()
             .collect();
         let mut tagged = manifest.clone();
@@ -317,6 +376,7 @@ impl Store {
     /// shows it) refers to.
     pub fn resolve(&self, name: &str) -> Result<Descriptor, StoreError> {
         let tags = self.tags()?;
+        let untagged = self.untagged()?;
         if let Ok(reference) = Reference::parse(name) {
             let wanted = reference.normalized();
             if let Some(tag) = tags
@@ -328,18 +388,19 @@ impl Store {
         }
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: BTreeSet<String> = tags
-                .iter()
-                .map(|t| t.manifest.digest().to_string())
+            let images = tags.iter().map(|t| &t.manifest).chain(&untagged);
+            let matches: BTreeSet<String> = images
+                .clone()
+                .map(|d| d.digest().to_string())
                 .filter(|d| d.trim_start_matches("sha256:").starts_with(hex))
                 .collect();
             if matches.len() == 1 {
                 let digest = matches.into_iter().next().unwrap_or_default();
-                if let Some(tag) = tags
-                    .iter()
-                    .find(|t| t.manifest.digest().to_string() == digest)
+                if let Some(found) = images
+                    .into_iter()
+                    .find(|d| d.digest().to_string() == digest)
                 {
-                    let mut manifest = tag.manifest.clone();
+                    let mut manifest = found.clone();
                     manifest.set_annotations(None);
                     return Ok(manifest);
                 }
@@ -424,8 +485,9 @@ impl Store {
     fn roots(&self, extra_roots: &dyn Fn() -> Vec<Digest>) -> Result<Vec<Digest>, StoreError> {
         let mut roots = self.owner.live_leases();
         roots.extend(extra_roots());
-        for tag in self.tags()? {
-            roots.push(Digest::of_descriptor(&tag.manifest)?);
+        // Every image of the index, tagged or not.
+        for manifest in self.read_index()?.manifests() {
+            roots.push(Digest::of_descriptor(manifest)?);
         }
         Ok(roots)
     }
@@ -559,11 +621,13 @@ fn normalized(name: &str) -> Option<String> {
     Reference::parse(name).ok().map(|r| r.normalized())
 }
 
+/// The tag an index entry carries; none for an untagged image.
+fn name_of(descriptor: &Descriptor) -> Option<&String> {
+    descriptor.annotations().as_ref()?.get(REF_NAME)
+}
+
 fn same_name(descriptor: &Descriptor, normalized_name: &str) -> bool {
-    descriptor
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME))
+    name_of(descriptor)
         .and_then(|name| normalized(name))
         .is_some_and(|n| n == normalized_name)
 }

@@ -139,7 +139,14 @@ fn cache(root: Option<&Path>, args: CacheArgs) -> anyhow::Result<ExitCode> {
     };
     let bar = progress_bar();
     let cancel = Arc::new(Cancel::default());
-    let signals = StopOnSignal::install(&cancel)?;
+    let notices = bar.clone();
+    let signals = StopOnSignal::install(&cancel, move |text| {
+        if notices.is_hidden() {
+            crate::output::report!("{text}");
+        } else {
+            notices.println(text);
+        }
+    })?;
     let result = kiln_bench::bench_cache(
         make_history.as_ref(),
         Arc::clone(&store),

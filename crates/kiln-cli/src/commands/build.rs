@@ -118,9 +118,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.progress
     };
-    let progress = Progress::new(ProgressMode::resolve(mode));
+    let progress = Arc::new(Progress::new(ProgressMode::resolve(mode)));
     let cancel = Arc::new(Cancel::default());
-    let signals = StopOnSignal::install(&cancel)?;
+    let notices = Arc::clone(&progress);
+    let signals = StopOnSignal::install(&cancel, move |text| notices.notice(text))?;
     let result = engine.build(&request, &cancel, &|event| progress.event(&event));
     if args.explain {
         progress.explain();
@@ -240,7 +241,12 @@ pub(crate) struct StopOnSignal {
 }
 
 impl StopOnSignal {
-    pub(crate) fn install(cancel: &Arc<Cancel>) -> anyhow::Result<StopOnSignal> {
+    /// `notice` says that the build is stopping (through the progress
+    /// view, which a line written past it would break).
+    pub(crate) fn install(
+        cancel: &Arc<Cancel>,
+        notice: impl Fn(&str) + Send + 'static,
+    ) -> anyhow::Result<StopOnSignal> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
             .context("installing signal handlers")?;
@@ -254,7 +260,7 @@ impl StopOnSignal {
                     std::process::exit(128 + signal);
                 }
                 first.store(signal, std::sync::atomic::Ordering::SeqCst);
-                report!("interrupt: stopping the build (again to quit at once)");
+                notice("interrupt: stopping the build (again to quit at once)");
                 cancel.cancel();
             }
         });

@@ -458,40 +458,96 @@ pub struct PsArgs {
     /// Only the ids
     #[arg(short, long)]
     quiet: bool,
+    /// Show whole ids and commands
+    #[arg(long)]
+    no_trunc: bool,
+    /// Print with a Go template ({{.ID}}, {{.Image}}, {{.Command}}, {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Names}}, {{json .}}); `table ...` adds a header
+    #[arg(long)]
+    format: Option<String>,
 }
 
-/// `kiln ps`: running containers (with `-a`, all).
+/// The column titles of `kiln ps` (and its `--format table`).
+fn ps_column(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "ID" => "CONTAINER ID",
+        "RunningFor" => "CREATED",
+        "CreatedAt" => "CREATED AT",
+        _ => return None,
+    })
+}
+
+/// `kiln ps`: running containers (with `-a`, all), docker's columns.
 pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<()> {
     let store = open_store(root)?;
-    let mut out = String::new();
-    if !args.quiet {
-        out.push_str(&format!(
-            "{:<14}{:<24}{:<32}{:<16}{}\n",
-            "CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"
-        ));
+    let template = match (&args.format, args.quiet) {
+        (_, true) => "{{.ID}}".to_owned(),
+        (Some(format), false) => format.clone(),
+        (None, false) => {
+            "table {{.ID}}\\t{{.Image}}\\t{{.Command}}\\t{{.RunningFor}}\\t{{.Status}}\\t{{.Names}}"
+                .to_owned()
+        }
+    };
+    let template = crate::template::Template::parse(&template).map_err(anyhow::Error::msg)?;
+    let rows: Vec<serde_json::Value> = Engine::new(store)
+        .containers()
+        .list()
+        .iter()
+        .filter(|record| args.all || record.is_running())
+        .map(|record| ps_row(record, args.no_trunc))
+        .collect();
+    print(&template.render_all(&rows, &ps_column))
+}
+
+/// One container as `{{json .}}` shows it (docker's field names).
+fn ps_row(record: &ContainerRecord, no_trunc: bool) -> serde_json::Value {
+    let now = std::time::SystemTime::now();
+    let at = |seconds: u64| std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    let ago = |seconds: u64| age(now.duration_since(at(seconds)).unwrap_or_default());
+    let mut command = format!("\"{}\"", record.config.args.join(" "));
+    if !no_trunc && command.chars().count() > 20 {
+        command = command.chars().take(19).collect::<String>() + "…\"";
     }
-    for record in Engine::new(store).containers().list() {
-        if !args.all && !record.is_running() {
-            continue;
-        }
-        if args.quiet {
-            out.push_str(&format!("{}\n", &record.id[..12]));
-            continue;
-        }
-        let mut command = format!("\"{}\"", record.config.args.join(" "));
-        if command.chars().count() > 30 {
-            command = command.chars().take(28).collect::<String>() + "…\"";
-        }
-        out.push_str(&format!(
-            "{:<14}{:<24}{:<32}{:<16}{}\n",
-            &record.id[..12],
-            record.config.image,
-            command,
-            record.status(),
-            record.name
-        ));
+    let running = record.is_running();
+    let (state, status) = match &record.state {
+        State::Created => ("created", "Created".to_owned()),
+        State::Running { since, .. } if running => ("running", format!("Up {}", ago(*since))),
+        State::Running { .. } => ("exited", "Exited (unknown)".to_owned()),
+        State::Exited { code, at } => ("exited", format!("Exited ({code}) {} ago", ago(*at))),
+    };
+    let id = if no_trunc {
+        &record.id[..]
+    } else {
+        &record.id[..12]
+    };
+    serde_json::json!({
+        "ID": id,
+        "Image": record.config.image,
+        "Command": command,
+        "CreatedAt": humantime::format_rfc3339_seconds(at(record.created)).to_string(),
+        "RunningFor": format!("{} ago", ago(record.created)),
+        "State": state,
+        "Status": status,
+        "Names": record.name,
+    })
+}
+
+/// A duration as docker says one: "Less than a second", "5 seconds",
+/// "About a minute", "3 minutes", "About an hour", "2 hours", "3 days".
+fn age(elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs();
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match seconds {
+        0 => "Less than a second".to_owned(),
+        1..60 => plural(seconds, "second"),
+        60..120 => "About a minute".to_owned(),
+        120..3600 => plural(seconds / 60, "minute"),
+        3600..7200 => "About an hour".to_owned(),
+        7200..172_800 => plural(seconds / 3600, "hour"),
+        172_800..1_209_600 => plural(seconds / 86400, "day"),
+        1_209_600..5_184_000 => plural(seconds / 604_800, "week"),
+        5_184_000..63_072_000 => plural(seconds / 2_592_000, "month"),
+        _ => plural(seconds / 31_536_000, "year"),
     }
-    print(&out)
 }
 
 #[derive(Args)]
@@ -628,4 +684,89 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<()> {
     let created = super::images::creation_time()?;
     let image = engine.commit_container(&record, args.name.as_deref(), &created)?;
     print(&format!("{}\n", image.manifest.digest()))
+}
+
+#[derive(Args)]
+pub struct ContainerPruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+/// `kiln container prune`: removes every container that is not running.
+pub fn prune(root: Option<&Path>, args: ContainerPruneArgs) -> anyhow::Result<()> {
+    if !args.force && !crate::output::confirm("This will remove all stopped containers.")? {
+        return Ok(());
+    }
+    let engine = Engine::new(open_store(root)?);
+    print(&prune_stopped(&engine)?)
+}
+
+/// Removes the stopped containers; what to print about it.
+pub fn prune_stopped(engine: &Engine) -> anyhow::Result<String> {
+    let mut out = String::from("Deleted Containers:\n");
+    for record in engine.containers().list() {
+        if record.is_running() {
+            continue;
+        }
+        engine.remove_container(&record, false)?;
+        out.push_str(&format!("{}\n", record.id));
+    }
+    Ok(out)
+}
+
+/// `kiln container inspect C...`: each container as JSON, in docker's
+/// field names where kiln has the fact (a JSON array, as docker prints).
+pub fn inspect(root: Option<&Path>, args: NamesArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let mut all = Vec::new();
+    for name in &args.containers {
+        let record = engine.find_container(name)?;
+        all.push(container_json(&record));
+    }
+    print(&(serde_json::to_string_pretty(&all)? + "\n"))
+}
+
+fn container_json(record: &ContainerRecord) -> serde_json::Value {
+    let seconds = |s: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
+            .to_string()
+    };
+    let running = record.is_running();
+    let (status, exit_code, finished) = match &record.state {
+        State::Created => ("created", 0, None),
+        State::Running { .. } if running => ("running", 0, None),
+        State::Running { .. } => ("exited", -1, None),
+        State::Exited { code, at } => ("exited", *code, Some(seconds(*at))),
+    };
+    let config = &record.config;
+    serde_json::json!({
+        "Id": record.id,
+        "Name": format!("/{}", record.name),
+        "Created": seconds(record.created),
+        "Image": config.image_id,
+        "State": {
+            "Status": status,
+            "Running": running,
+            "ExitCode": exit_code,
+            "FinishedAt": finished,
+        },
+        "Config": {
+            "Image": config.image,
+            "Cmd": config.args,
+            "Env": config.env,
+            "WorkingDir": config.cwd,
+            "User": format!("{}:{}", config.uid, config.gid),
+            "Hostname": config.hostname,
+            "Tty": config.tty,
+        },
+        "HostConfig": {
+            "NetworkMode": config.network,
+            "Privileged": config.privileged,
+            "Init": config.init,
+            "Binds": config.binds.iter().map(|(host, container, ro)| {
+                format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })
+            }).collect::<Vec<_>>(),
+        },
+    })
 }

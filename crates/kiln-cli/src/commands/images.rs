@@ -72,37 +72,138 @@ pub fn source_date_epoch() -> anyhow::Result<Option<u64>> {
     }
 }
 
-/// `kiln images`: one line per tag.
+/// `kiln images`: one row per name, and one per untagged image.
 #[derive(Args)]
 pub struct ImagesArgs {
-    /// Print only the image ids, one per name
+    /// Print only the image ids, one per row
     #[arg(short, long)]
     quiet: bool,
+    /// Show all images (kiln keeps no intermediate images: the same as without)
+    #[arg(short, long)]
+    all: bool,
+    /// Show whole image ids
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only images that match: dangling=true|false, reference=PATTERN (repeatable)
+    #[arg(short, long, value_name = "FILTER")]
+    filter: Vec<String>,
+    /// Print with a Go template ({{.ID}}, {{.Repository}}, {{.Tag}}, {{.Digest}}, {{.CreatedSince}}, {{.CreatedAt}}, {{.Size}}, {{json .}}); `table ...` adds a header
+    #[arg(long)]
+    format: Option<String>,
+    /// Only images of this repository (and tag)
+    repository: Option<String>,
+}
+
+/// What `kiln images --filter` accepts, parsed once.
+enum ImageFilter {
+    Dangling(bool),
+    Reference(globset::GlobMatcher),
+}
+
+impl ImageFilter {
+    fn parse(text: &str) -> anyhow::Result<ImageFilter> {
+        let bad = || {
+            anyhow::anyhow!("--filter {text:?}: expected dangling=true|false or reference=PATTERN")
+        };
+        let (key, value) = text.split_once('=').ok_or_else(bad)?;
+        match key {
+            "dangling" => match value {
+                "true" | "1" => Ok(ImageFilter::Dangling(true)),
+                "false" | "0" => Ok(ImageFilter::Dangling(false)),
+                _ => Err(bad()),
+            },
+            "reference" => Ok(ImageFilter::Reference(
+                globset::GlobBuilder::new(value)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| anyhow::anyhow!("--filter {text:?}: {e}"))?
+                    .compile_matcher(),
+            )),
+            _ => Err(bad()),
+        }
+    }
+
+    fn matches(&self, image: &kiln_engine::ImageSummary) -> bool {
+        match self {
+            ImageFilter::Dangling(dangling) => image.name.is_none() == *dangling,
+            // As docker: the repository, or repository:tag, matches.
+            ImageFilter::Reference(glob) => {
+                let (repository, tag) = image.repository_and_tag();
+                image.name.is_some()
+                    && (glob.is_match(&repository) || glob.is_match(format!("{repository}:{tag}")))
+            }
+        }
+    }
+}
+
+/// The column titles of `kiln images` (and its `--format table`).
+fn image_column(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "ID" => "IMAGE ID",
+        "CreatedSince" => "CREATED",
+        "CreatedAt" => "CREATED AT",
+        _ => return None,
+    })
 }
 
 pub fn list(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let mut out = if args.quiet {
-        String::new()
-    } else {
-        format!("{:<40} {:<14} {:>10}\n", "NAME", "IMAGE ID", "SIZE")
-    };
-    for tag in store.tags()? {
-        let digest = Digest::of_descriptor(&tag.manifest)?;
-        let id = &digest.hex()[..12];
-        if args.quiet {
-            out.push_str(&format!("{id}\n"));
-            continue;
-        }
-        let size = image_size(&store, &digest).unwrap_or(0);
-        out.push_str(&format!(
-            "{:<40} {:<14} {:>10}\n",
-            tag.name,
-            id,
-            human_size(size)
-        ));
+    let engine = kiln_engine::Engine::new(open_store(root)?);
+    let mut filters = args
+        .filter
+        .iter()
+        .map(|f| ImageFilter::parse(f))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(repository) = &args.repository {
+        filters.push(ImageFilter::parse(&format!("reference={repository}"))?);
     }
-    print(&out)
+    let _ = args.all;
+    let template = match (&args.format, args.quiet) {
+        (_, true) => "{{.ID}}".to_owned(),
+        (Some(format), false) => format.clone(),
+        (None, false) => {
+            "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}".to_owned()
+        }
+    };
+    let template = crate::template::Template::parse(&template).map_err(anyhow::Error::msg)?;
+    let rows: Vec<serde_json::Value> = engine
+        .images()?
+        .iter()
+        .filter(|image| filters.iter().all(|f| f.matches(image)))
+        .map(|image| image_row(image, args.no_trunc))
+        .collect();
+    print(&template.render_all(&rows, &image_column))
+}
+
+/// One image as `{{json .}}` shows it (docker's field names).
+fn image_row(image: &kiln_engine::ImageSummary, no_trunc: bool) -> serde_json::Value {
+    let (repository, tag) = image.repository_and_tag();
+    let id = if no_trunc {
+        image.id.to_string()
+    } else {
+        image.id.hex()[..12].to_owned()
+    };
+    let created = image.created.as_deref().unwrap_or("");
+    serde_json::json!({
+        "ID": id,
+        "Repository": repository,
+        "Tag": tag,
+        "Digest": image.id.to_string(),
+        "CreatedAt": docker_time(created),
+        "CreatedSince": if created.is_empty() { "N/A".to_owned() } else { time_ago(created) },
+        "Size": human_size(image.size),
+    })
+}
+
+/// An RFC 3339 time as docker's tables print one:
+/// `2023-11-14 22:13:20 +0000 UTC`.
+fn docker_time(rfc3339: &str) -> String {
+    match humantime::parse_rfc3339_weak(rfc3339) {
+        Ok(time) => {
+            let text = humantime::format_rfc3339_seconds(time).to_string();
+            format!("{} +0000 UTC", text.trim_end_matches('Z').replace('T', " "))
+        }
+        Err(_) => rfc3339.to_owned(),
+    }
 }
 
 /// Config plus layers, as stored.
@@ -191,28 +292,20 @@ pub fn history(root: Option<&Path>, args: HistoryArgs) -> anyhow::Result<()> {
             entry["comment"].as_str().unwrap_or("").to_string(),
         ]);
     }
-    let created_width = rows
-        .iter()
-        .map(|row| row[0].len())
-        .max()
-        .unwrap_or(0)
-        .max(16);
-    let mut out = format!(
-        "{:<14} {:<created_width$} {:<45} {:>10}   {}\n",
-        "IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"
-    );
     // Only the newest entry is the image itself; the others have no image
     // of their own, as with BuildKit-built images in Docker.
+    let mut lines = vec!["IMAGE\tCREATED\tCREATED BY\tSIZE\tCOMMENT".to_owned()];
     for (index, [created, by, size, comment]) in rows.iter().rev().enumerate() {
         let image = if index == 0 {
             digest.hex()[..12].to_string()
         } else {
             "<missing>".to_string()
         };
-        out.push_str(&format!(
-            "{image:<14} {created:<created_width$} {by:<45} {size:>10}   {comment}\n"
-        ));
+        // A tab or newline in a command would break the columns.
+        let by = by.replace(['\t', '\n'], " ");
+        lines.push(format!("{image}\t{created}\t{by}\t{size}\t{comment}"));
     }
+    let out = crate::template::align_columns(&lines);
     print(&out)
 }
 
@@ -292,39 +385,90 @@ pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct RmiArgs {
-    /// Image names
+    /// Image names or ids
     #[arg(required = true)]
     names: Vec<String>,
+    /// Remove every name of an image given by id
+    #[arg(short, long)]
+    force: bool,
 }
 
-/// `kiln rmi NAME...`: removes the names, then whatever no name reaches
-/// any more. Each name is removed or reported; a failure fails the command
-/// after the others are done, as `docker rmi`.
+/// `kiln rmi NAME...`: removes the names (an id: its image), then
+/// whatever nothing reaches any more. Each is removed or reported; a
+/// failure fails the command after the others are done, as `docker rmi`.
 pub fn remove(root: Option<&Path>, args: RmiArgs) -> anyhow::Result<()> {
     let engine = kiln_engine::Engine::new(open_store(root)?);
-    let mut untagged = Vec::new();
+    let mut removed = Vec::new();
     let mut failed = Vec::new();
     for name in &args.names {
-        match engine.store().untag(name) {
-            Ok(removed) => untagged.push((name, removed.digest().clone())),
-            Err(error) => failed.push(format!("{name}: {error}")),
+        match engine.remove_image(name, args.force) {
+            Ok(done) => removed.extend(done),
+            Err(error) => failed.push(format!(
+                "{name}: {}",
+                crate::output::render_error(&error.into())
+            )),
         }
     }
     let report = engine.gc()?;
     let mut out = String::new();
-    for (name, digest) in &untagged {
-        out.push_str(&format!("Untagged: {name} ({digest})\n"));
+    for done in &removed {
+        match done {
+            kiln_engine::Removed::Untagged { name, id } => {
+                out.push_str(&format!("Untagged: {name} ({id})\n"));
+            }
+            kiln_engine::Removed::Deleted { id } => out.push_str(&format!("Deleted: {id}\n")),
+        }
     }
-    out.push_str(&format!(
-        "Deleted: {} blobs ({})\n",
-        report.removed.len(),
-        human_size(report.freed_bytes)
-    ));
+    out.push_str(&freed(&report));
     print(&out)?;
     if !failed.is_empty() {
         anyhow::bail!("{}", failed.join("; "));
     }
     Ok(())
+}
+
+/// What GC freed, said as such: data no image uses any more, not an
+/// image's (the images still there keep theirs).
+fn freed(report: &kiln_store::GcReport) -> String {
+    if report.removed.is_empty() {
+        return String::new();
+    }
+    let blobs = if report.removed.len() == 1 {
+        "blob"
+    } else {
+        "blobs"
+    };
+    format!(
+        "Freed {} in {} {blobs} no image uses\n",
+        human_size(report.freed_bytes),
+        report.removed.len()
+    )
+}
+
+#[derive(Args)]
+pub struct ImagePruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+/// `kiln image prune`: removes the untagged images, then what nothing
+/// reaches.
+pub fn prune_images(root: Option<&Path>, args: ImagePruneArgs) -> anyhow::Result<()> {
+    if !args.force && !crate::output::confirm("This will remove all dangling images.")? {
+        return Ok(());
+    }
+    let engine = kiln_engine::Engine::new(open_store(root)?);
+    let (removed, report) = engine.prune_images()?;
+    let mut out = String::new();
+    for id in &removed {
+        out.push_str(&format!("Deleted: {id}\n"));
+    }
+    out.push_str(&format!(
+        "Total reclaimed space: {}\n",
+        human_size(report.freed_bytes)
+    ));
+    print(&out)
 }
 
 #[derive(Args)]

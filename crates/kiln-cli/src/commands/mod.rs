@@ -10,3 +10,4 @@ pub mod parse;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod system;

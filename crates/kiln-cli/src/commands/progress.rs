@@ -1,12 +1,13 @@
 //! Build progress on standard error, in four views: `plain` (BuildKit's
 //! numbered lines: `#3 [build 2/6] COPY src/ ./src/`, the command's output,
-//! `#3 DONE 0.12s` or `#3 CACHED`), `tty` (a live view: one line per running
-//! step with a timer and the tail of its output, finished steps collapsing
-//! to `DONE` or `CACHED`; indicatif draws it), `json` (one event per line,
-//! schema in docs/progress.md) and `quiet`. All but quiet end with a summary:
-//! time, steps run and cached, hit rate, bytes written.
+//! `#3 DONE 0.12s` or `#3 CACHED`), `tty` (a live view under a header
+//! `[+] Building 12.3s (7/9)`: one line per running step with a timer and
+//! the last lines of its output, finished steps collapsing to `DONE`,
+//! `CACHED`, `ERROR` or `CANCELED`; indicatif draws it), `json` (one event
+//! per line, schema in docs/progress.md) and `quiet`. All but quiet end
+//! with a summary: time, steps run and cached, hit rate, bytes written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -56,19 +57,54 @@ pub struct Progress {
     live: Option<LiveView>,
 }
 
-/// The tty view: a bar per running step.
+/// How many of a running step's last output lines the tty view shows.
+const TAIL_LINES: usize = 5;
+
+/// The tty view: a header, and a bar per step that started.
 struct LiveView {
+    echo: Mutex<EchoOff>,
     bars: MultiProgress,
-    /// Each running step's line, and the line under it with the last
-    /// output it printed.
-    running: Mutex<HashMap<usize, (ProgressBar, Option<ProgressBar>)>>,
+    /// `[+] Building 12.3s (7/9)`.
+    header: ProgressBar,
+    /// Steps finished (any way) and steps planned.
+    counts: Mutex<(usize, usize)>,
+    running: Mutex<HashMap<usize, RunningStep>>,
+}
+
+/// A running step's line and the lines under it with its last output.
+struct RunningStep {
+    bar: ProgressBar,
+    tail: Vec<ProgressBar>,
+    lines: VecDeque<String>,
+}
+
+impl RunningStep {
+    /// Ends the step's line with `state` (its title cut first on a
+    /// narrow terminal, never the state) and clears its output.
+    fn finish(self, state: &str) {
+        for line in self.tail {
+            line.finish_and_clear();
+        }
+        self.bar
+            .set_style(style(&format!("{{prefix:.bold}} {{wide_msg}} {state}")));
+        self.bar.finish();
+    }
 }
 
 impl Progress {
     pub fn new(mode: ProgressMode) -> Progress {
-        let live = (mode == ProgressMode::Tty).then(|| LiveView {
-            bars: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
-            running: Mutex::new(HashMap::new()),
+        let live = (mode == ProgressMode::Tty).then(|| {
+            let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+            let header = bars.add(ProgressBar::new_spinner());
+            header.set_style(style("[+] Building {secs} {msg}"));
+            header.enable_steady_tick(Duration::from_millis(100));
+            LiveView {
+                echo: Mutex::new(EchoOff::new()),
+                bars,
+                header,
+                counts: Mutex::new((0, 0)),
+                running: Mutex::new(HashMap::new()),
+            }
         });
         Progress {
             mode,
@@ -102,9 +138,16 @@ impl Progress {
                 file,
                 line,
             } => {
-                match file {
-                    Some(file) => report!("{file}:{line}: warning: {message}"),
-                    None => report!("warning: {message}"),
+                let text = match file {
+                    Some(file) => format!("{file}:{line}: warning: {message}"),
+                    None => format!("warning: {message}"),
+                };
+                // Above the live view, never through it.
+                match &self.live {
+                    Some(live) => {
+                        let _ = live.bars.println(text);
+                    }
+                    None => report!("{text}"),
                 }
                 return;
             }
@@ -145,8 +188,14 @@ impl Progress {
                     out.push_str(&format!("#{id} DONE {:.2}s\n", step.duration));
                 }
             }
+            EventKind::Error { id, duration } => {
+                out.push_str(&format!("#{id} ERROR {duration:.2}s\n"));
+            }
+            EventKind::Canceled { id, duration } => {
+                out.push_str(&format!("#{id} CANCELED {duration:.2}s\n"));
+            }
             EventKind::Summary(summary) => out.push_str(&summary_line(summary, time)),
-            EventKind::Warning { .. } => {}
+            EventKind::Plan { .. } | EventKind::Warning { .. } => {}
         }
         write_stderr(&out);
     }
@@ -155,53 +204,98 @@ impl Progress {
         let Some(live) = &self.live else { return };
         let mut running = lock(&live.running);
         match event {
+            EventKind::Plan { steps } => {
+                lock(&live.counts).1 = *steps;
+                live.count(0);
+            }
             EventKind::Started { id, step, .. } => {
                 let bar = live.bars.add(ProgressBar::new_spinner());
-                bar.set_style(style("{prefix:.bold} {wide_msg} {elapsed:>4}"));
+                bar.set_style(style("{prefix:.bold} {wide_msg} {secs}"));
                 bar.set_prefix(format!("#{id}"));
                 bar.set_message(step.clone());
                 bar.enable_steady_tick(Duration::from_millis(100));
-                running.insert(*id, (bar, None));
+                running.insert(
+                    *id,
+                    RunningStep {
+                        bar,
+                        tail: Vec::new(),
+                        lines: VecDeque::new(),
+                    },
+                );
             }
             EventKind::Output { id, text } => {
-                if let Some((bar, tail)) = running.get_mut(id) {
-                    // The last line the step printed, under it.
-                    let tail = tail.get_or_insert_with(|| {
-                        let tail = live.bars.insert_after(bar, ProgressBar::new_spinner());
-                        tail.set_style(style("   {wide_msg:.dim}"));
-                        tail
-                    });
-                    tail.set_message(text.clone());
+                if let Some(step) = running.get_mut(id) {
+                    step.lines.push_back(text.clone());
+                    if step.lines.len() > TAIL_LINES {
+                        step.lines.pop_front();
+                    }
+                    while step.tail.len() < step.lines.len() {
+                        let after = step.tail.last().unwrap_or(&step.bar);
+                        let line = live.bars.insert_after(after, ProgressBar::new_spinner());
+                        line.set_style(style("   {wide_msg:.dim}"));
+                        step.tail.push(line);
+                    }
+                    for (line, text) in step.tail.iter().zip(&step.lines) {
+                        line.set_message(text.clone());
+                    }
                 }
             }
             EventKind::Done(step) | EventKind::Cached(step) => {
-                if let Some((bar, tail)) = running.remove(&step.id) {
-                    if let Some(tail) = tail {
-                        tail.finish_and_clear();
-                    }
+                if let Some(running_step) = running.remove(&step.id) {
                     let state = if matches!(event, EventKind::Cached(_)) {
                         "CACHED".to_owned()
                     } else {
                         format!("DONE {:.1}s", step.duration)
                     };
-                    // The state is part of the template, so a narrow
-                    // terminal cuts the title, never the state.
-                    bar.set_style(style(&format!("{{prefix:.bold}} {{wide_msg}} {state}")));
-                    bar.finish();
+                    running_step.finish(&state);
                 }
+                live.count(1);
+            }
+            EventKind::Error { id, duration } => {
+                if let Some(step) = running.remove(id) {
+                    step.finish(&format!("ERROR {duration:.1}s"));
+                }
+                live.count(1);
+            }
+            EventKind::Canceled { id, duration } => {
+                if let Some(step) = running.remove(id) {
+                    step.finish(&format!("CANCELED {duration:.1}s"));
+                }
+                live.count(1);
             }
             EventKind::Summary(summary) => {
-                // Steps cut short by a failure stay on screen as they were.
-                for (_, (bar, tail)) in running.drain() {
-                    if let Some(tail) = tail {
-                        tail.finish_and_clear();
+                // Every step has ended by now; anything left is drawn as
+                // it was, never redrawn below the summary.
+                for (_, step) in running.drain() {
+                    for line in step.tail {
+                        line.finish_and_clear();
                     }
-                    bar.abandon();
+                    step.bar.abandon();
                 }
                 drop(running);
+                let word = match summary.outcome {
+                    "built" => "FINISHED",
+                    "interrupted" => "CANCELED",
+                    _ => "FAILED",
+                };
+                let (done, total) = *lock(&live.counts);
+                live.header.set_message(format!("({done}/{total}) {word}"));
+                live.header.finish();
+                lock(&live.echo).restore();
                 write_stderr(&summary_line(summary, time));
             }
             EventKind::Warning { .. } => {}
+        }
+    }
+
+    /// A line about the build, not a step (the build is stopping): above
+    /// the live view, or as text.
+    pub fn notice(&self, text: &str) {
+        match &self.live {
+            Some(live) => {
+                let _ = live.bars.println(text);
+            }
+            None => report!("{text}"),
         }
     }
 
@@ -222,13 +316,17 @@ impl Progress {
 /// `built in 2.31s: 9 steps run, 3 cached (25% hit rate), 19.5kB written`.
 fn summary_line(summary: &Summary, elapsed: f64) -> String {
     format!(
-        "{} in {elapsed:.2}s: {} steps run{}, {} cached ({:.0}% hit rate), {} written\n",
+        "{} in {elapsed:.2}s: {} run{}, {} cached ({:.0}% hit rate), {} written\n",
         summary.outcome,
-        summary.steps_run,
-        if summary.steps_failed > 0 {
-            format!(" ({} failed)", summary.steps_failed)
-        } else {
-            String::new()
+        match summary.steps_run {
+            1 => "1 step".to_owned(),
+            n => format!("{n} steps"),
+        },
+        match (summary.steps_failed, summary.steps_canceled) {
+            (0, 0) => String::new(),
+            (failed, 0) => format!(" ({failed} failed)"),
+            (0, canceled) => format!(" ({canceled} canceled)"),
+            (failed, canceled) => format!(" ({failed} failed, {canceled} canceled)"),
         },
         summary.steps_cached,
         100.0 * summary.cache_hit_rate,
@@ -236,8 +334,68 @@ fn summary_line(summary: &Summary, elapsed: f64) -> String {
     )
 }
 
+/// The terminal's echo turned off while the live view is drawn, and
+/// restored after. The view leaves the cursor at the right edge of its
+/// last line; whatever the terminal echoes there (`^C` on Ctrl-C, keys
+/// typed) wraps to a new line, and every redraw after lands a line lower
+/// than the view thinks, leaving lines drawn twice. What is typed is not
+/// lost: the shell reads it after kiln ends.
+struct EchoOff {
+    saved: Option<nix::sys::termios::Termios>,
+}
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stderr = std::io::stderr();
+        let Ok(saved) = tcgetattr(&stderr) else {
+            return EchoOff { saved: None };
+        };
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        match tcsetattr(&stderr, SetArg::TCSANOW, &quiet) {
+            Ok(()) => EchoOff { saved: Some(saved) },
+            Err(_) => EchoOff { saved: None },
+        }
+    }
+
+    fn restore(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stderr(),
+                nix::sys::termios::SetArg::TCSANOW,
+                &saved,
+            );
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+impl LiveView {
+    /// Counts `finished` more steps ended and redraws the header's count.
+    fn count(&self, finished: usize) {
+        let mut counts = lock(&self.counts);
+        counts.0 += finished;
+        self.header
+            .set_message(format!("({}/{})", counts.0, counts.1));
+    }
+}
+
+/// A style from `template`, with `{secs}`: the bar's time as `12.3s`.
 fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner())
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .with_key(
+            "secs",
+            |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.1}s", state.elapsed().as_secs_f64());
+            },
+        )
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,0 +1,156 @@
+//! `kiln info`, `kiln system df` and `kiln system prune`: the store as a
+//! whole, as `docker info` and `docker system` show Docker's.
+
+use std::path::Path;
+
+use kiln_cache::CacheIndex;
+use kiln_engine::{human_size, Engine, PrunePolicy};
+use kiln_store::Digest;
+
+use super::dockerfile::print;
+use super::images::open_store;
+use crate::template::align_columns;
+
+/// `kiln info`: where the store is, what it holds, what runs containers.
+pub fn info(root: Option<&Path>) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let images = engine.images()?;
+    let untagged = images.iter().filter(|i| i.name.is_none()).count();
+    let containers = engine.containers().list();
+    let running = containers.iter().filter(|c| c.is_running()).count();
+    let cache = CacheIndex::open(&engine.store().layout().cache()).entries();
+    let platform = kiln_graph::Platform::host();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("PRETTY_NAME="))
+                .map(|name| name.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned());
+    let root_user = nix::unistd::Uid::effective().is_root();
+    print(&format!(
+        "Version: {version}\n\
+         Store: {store}\n\
+         Images: {images} ({untagged} untagged)\n\
+         Containers: {containers} (running {running}, stopped {stopped})\n\
+         Build cache: {cache}\n\
+         Storage driver: overlay (kiln snapshots)\n\
+         Cgroup version: {cgroup}\n\
+         Security options: seccomp (Docker's default profile), no-new-privileges\n\
+         Root: {root_user} (building with RUN and running containers need root)\n\
+         Kernel version: {kernel}\n\
+         Operating system: {os}\n\
+         Architecture: {arch}\n",
+        version = env!("CARGO_PKG_VERSION"),
+        store = engine.store().root().display(),
+        images = images.len(),
+        containers = containers.len(),
+        stopped = containers.len() - running,
+        cache = match cache.len() {
+            1 => "1 entry".to_owned(),
+            n => format!("{n} entries"),
+        },
+        cgroup = kiln_runtime::cgroup_version(),
+        arch = platform,
+    ))
+}
+
+/// `kiln system df`: what images, containers and the build cache hold
+/// on disk (data shared between images counts once).
+pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let store = engine.store();
+    let images = engine.images()?;
+    let containers = engine.containers().list();
+    let used_images: std::collections::BTreeSet<&str> = containers
+        .iter()
+        .map(|c| c.config.image_id.as_str())
+        .collect();
+    let mut ids: Vec<Digest> = images.iter().map(|i| i.id).collect();
+    ids.sort();
+    ids.dedup();
+    let active = ids
+        .iter()
+        .filter(|id| used_images.contains(id.to_string().as_str()))
+        .count();
+    let blobs = store.reachable(&ids)?.present;
+    let image_bytes: u64 = blobs.iter().filter_map(|d| store.blobs().size(d)).sum();
+    let running = containers.iter().filter(|c| c.is_running()).count();
+    let container_bytes: u64 = containers
+        .iter()
+        .map(|c| tree_size(&engine.containers().dir(&c.id).join("upper")))
+        .sum();
+    let cache = CacheIndex::open(&store.layout().cache()).entries();
+    let mut layers = std::collections::BTreeMap::new();
+    for entry in &cache {
+        if let Some(blob) = &entry.blob {
+            layers.insert(*blob, entry.size);
+        }
+    }
+    let cache_bytes: u64 = layers.values().sum();
+    let rows = [
+        "TYPE\tTOTAL\tACTIVE\tSIZE".to_owned(),
+        format!(
+            "Images\t{}\t{active}\t{}",
+            ids.len(),
+            human_size(image_bytes)
+        ),
+        format!(
+            "Containers\t{}\t{running}\t{}",
+            containers.len(),
+            human_size(container_bytes)
+        ),
+        format!(
+            "Build cache\t{}\t0\t{}",
+            cache.len(),
+            human_size(cache_bytes)
+        ),
+    ];
+    print(&align_columns(&rows))
+}
+
+/// The bytes of the regular files under `dir` (none if it is absent);
+/// links are not followed.
+fn tree_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// `kiln system prune`: stopped containers, untagged images, then the
+/// data nothing uses (the build cache stays: `kiln prune --all` empties
+/// it, as `docker system prune` keeps what builds still use).
+pub fn prune(
+    root: Option<&Path>,
+    args: super::containers::ContainerPruneArgs,
+) -> anyhow::Result<()> {
+    let warning = "This will remove:\n  - all stopped containers\n  - all dangling images\n  - data no image or cache entry uses";
+    if !args.force && !crate::output::confirm(warning)? {
+        return Ok(());
+    }
+    let engine = Engine::new(open_store(root)?);
+    let mut out = super::containers::prune_stopped(&engine)?;
+    let (removed, _) = engine.prune_images()?;
+    out.push_str("\nDeleted Images:\n");
+    for id in &removed {
+        out.push_str(&format!("deleted: {id}\n"));
+    }
+    let pruned = engine.prune(&PrunePolicy::default())?;
+    out.push_str(&format!(
+        "\nTotal reclaimed space: {}\n",
+        human_size(pruned.gc.freed_bytes)
+    ));
+    print(&out)
+}
