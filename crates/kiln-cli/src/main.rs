@@ -3,6 +3,8 @@
 //! inputs, calls them, and prints.
 
 mod commands;
+#[cfg(test)]
+mod conformance;
 mod output;
 mod template;
 
@@ -53,8 +55,8 @@ enum Command {
     Import(commands::images::ImportArgs),
     /// List the images in the store
     Images(commands::images::ImagesArgs),
-    /// Show an image's manifest and config as JSON
-    Inspect(commands::images::NameArgs),
+    /// Show images or containers as JSON
+    Inspect(commands::images::InspectArgs),
     /// Show the steps that made an image
     History(commands::images::HistoryArgs),
     /// Pull an image from a registry into the store
@@ -88,6 +90,10 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Writes kiln's man pages (kiln.1, kiln-build.1, ...) into DIR (for
+    /// scripts/install.sh)
+    #[command(name = "__man-pages", hide = true)]
+    ManPages { dir: std::path::PathBuf },
     /// Print kiln's version
     Version,
     /// Show the store, what it holds, and what this machine supports
@@ -112,8 +118,6 @@ enum Command {
     #[command(skip)]
     ImagePrune(commands::images::ImagePruneArgs),
     #[command(skip)]
-    ContainerInspect(commands::containers::NamesArgs),
-    #[command(skip)]
     ContainerPrune(commands::containers::ContainerPruneArgs),
     #[command(skip)]
     SystemDf,
@@ -130,8 +134,8 @@ enum ImageCommand {
     /// Remove images
     #[command(visible_alias = "remove")]
     Rm(commands::images::RmiArgs),
-    /// Show an image's manifest and config as JSON
-    Inspect(commands::images::NameArgs),
+    /// Show images or containers as JSON
+    Inspect(commands::images::InspectArgs),
     /// Remove untagged images, then the data nothing uses
     Prune(commands::images::ImagePruneArgs),
     /// Show the steps that made an image
@@ -173,7 +177,7 @@ enum ContainerCommand {
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
     /// Show containers as JSON
-    Inspect(commands::containers::NamesArgs),
+    Inspect(commands::images::InspectArgs),
     /// Remove every stopped container
     Prune(commands::containers::ContainerPruneArgs),
 }
@@ -197,7 +201,10 @@ impl Command {
             Command::Image(command) => match command {
                 ImageCommand::Ls(args) => Command::Images(args),
                 ImageCommand::Rm(args) => Command::Rmi(args),
-                ImageCommand::Inspect(args) => Command::Inspect(args),
+                ImageCommand::Inspect(mut args) => {
+                    args.kind = Some(commands::images::InspectType::Image);
+                    Command::Inspect(args)
+                }
                 ImageCommand::Prune(args) => Command::ImagePrune(args),
                 ImageCommand::History(args) => Command::History(args),
                 ImageCommand::Tag(args) => Command::Tag(args),
@@ -215,7 +222,10 @@ impl Command {
                 ContainerCommand::Start(args) => Command::Start(args),
                 ContainerCommand::Logs(args) => Command::Logs(args),
                 ContainerCommand::Commit(args) => Command::Commit(args),
-                ContainerCommand::Inspect(args) => Command::ContainerInspect(args),
+                ContainerCommand::Inspect(mut args) => {
+                    args.kind = Some(commands::images::InspectType::Container);
+                    Command::Inspect(args)
+                }
                 ContainerCommand::Prune(args) => Command::ContainerPrune(args),
             },
             Command::System(command) => match command {
@@ -226,6 +236,17 @@ impl Command {
             other => other,
         }
     }
+}
+
+/// kiln's commands as a user sees them: hidden ones (internal, or planned
+/// and absent) are not offered by completions or man pages.
+fn visible_command() -> clap::Command {
+    let full = <Cli as clap::CommandFactory>::command();
+    clap::Command::new("kiln")
+        .about(full.get_about().cloned().unwrap_or_default())
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
 }
 
 /// Whatever a planned command was given.
@@ -281,18 +302,18 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Prune(args) => commands::cache::prune(root, args).map(|()| ExitCode::SUCCESS),
         Command::Cache(command) => commands::cache::run(root, command).map(|()| ExitCode::SUCCESS),
         Command::Completion { shell } => {
-            // Hidden commands (internal, or planned and absent) are not
-            // offered; written to memory first, as clap_complete panics on
-            // a closed stdout.
-            let full = <Cli as clap::CommandFactory>::command();
-            let mut command = clap::Command::new("kiln")
-                .args(full.get_arguments().cloned())
-                .subcommands(full.get_subcommands().filter(|c| !c.is_hide_set()).cloned());
+            // Written to memory first, as clap_complete panics on a closed
+            // stdout.
+            let mut command = visible_command();
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut command, "kiln", &mut script);
             commands::dockerfile::print(&String::from_utf8_lossy(&script))
                 .map(|()| ExitCode::SUCCESS)
         }
+        Command::ManPages { dir } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(visible_command(), &dir))
+            .map_err(|e| anyhow::anyhow!("writing man pages into {}: {e}", dir.display()))
+            .map(|()| ExitCode::SUCCESS),
         Command::Version => {
             commands::dockerfile::print(&format!("kiln version {}\n", env!("CARGO_PKG_VERSION")))
                 .map(|()| ExitCode::SUCCESS)
@@ -304,9 +325,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Info => commands::system::info(root).map(|()| ExitCode::SUCCESS),
         Command::ImagePrune(args) => {
             commands::images::prune_images(root, args).map(|()| ExitCode::SUCCESS)
-        }
-        Command::ContainerInspect(args) => {
-            commands::containers::inspect(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::ContainerPrune(args) => {
             commands::containers::prune(root, args).map(|()| ExitCode::SUCCESS)

@@ -98,7 +98,7 @@ fn save_load_round_trip_and_build_on_a_loaded_image() {
         serde_json::from_str(&ok(kiln(&first, &["inspect", "busybox"]))).unwrap();
     let reloaded: serde_json::Value =
         serde_json::from_str(&ok(kiln(&third, &["inspect", "busybox"]))).unwrap();
-    assert_eq!(original["Id"], reloaded["Id"]);
+    assert_eq!(original[0]["Id"], reloaded[0]["Id"]);
 }
 
 #[test]

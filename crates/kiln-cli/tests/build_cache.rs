@@ -505,7 +505,7 @@ fn copies_from_a_stage_read_through_snapshots_or_tars_give_the_same_image() {
     let layers = |id: &str| {
         let inspect = common::ok(kiln(&p.root, &["inspect", id]));
         let doc: serde_json::Value = serde_json::from_str(&inspect).unwrap();
-        let layers = doc["Manifest"]["layers"]
+        let layers = doc[0]["Manifest"]["layers"]
             .as_array()
             .cloned()
             .unwrap_or_default();

@@ -113,7 +113,21 @@ fn builds_an_image_that_umoci_unpacks_as_the_dockerfile_says() {
 
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(&f.root, &["inspect", "app:2"]))).unwrap();
-    let config = &inspect["Config"];
+    let config = &inspect[0]["ImageConfig"];
+    // docker's shape too: Config is the runtime config.
+    assert_eq!(inspect[0]["Config"], config["config"]);
+    assert_eq!(
+        ok(kiln(
+            &f.root,
+            &[
+                "inspect",
+                "-f",
+                "{{.Config.Cmd}} {{json .RepoTags}}",
+                "app:2"
+            ]
+        )),
+        "[/app/src/a.txt] [\"app:latest\",\"app:2\"]\n"
+    );
     // FROM scratch starts with BuildKit's default PATH.
     assert_eq!(
         config["config"]["Env"],
@@ -145,7 +159,7 @@ fn builds_an_image_that_umoci_unpacks_as_the_dockerfile_says() {
     let history = ok(kiln(&f.root, &["history", "--no-trunc", "app"]));
     let rows: Vec<&str> = history.lines().skip(1).collect();
     assert_eq!(rows.len(), 5, "{history}");
-    assert!(rows[0].starts_with(&inspect["Id"].as_str().unwrap()[7..19]));
+    assert!(rows[0].starts_with(&inspect[0]["Id"].as_str().unwrap()[7..19]));
     assert!(rows[0].contains("CMD [\"/app/src/a.txt\"]"), "{history}");
     // created_by as BuildKit writes it.
     assert!(
@@ -1083,7 +1097,7 @@ fn workdir_makes_its_directory_owned_by_the_user() {
     // (1024 zero bytes), as BuildKit writes it (case workdir-existing).
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(&f.root, &["inspect", "wd"]))).unwrap();
-    let config = &inspect["Config"];
+    let config = &inspect[0]["ImageConfig"];
     let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
     assert_eq!(
         diff_ids.last().unwrap(),

@@ -37,7 +37,7 @@ fn build_app(root: &Path, work: &Path) -> String {
 fn config_digest(root: &Path, name: &str) -> String {
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(root, &["inspect", name]))).unwrap();
-    inspect["ConfigDigest"]
+    inspect[0]["ConfigDigest"]
         .as_str()
         .unwrap_or_else(|| panic!("no config digest in {inspect}"))
         .to_owned()

@@ -217,7 +217,7 @@ fn add_of_a_gzip_bomb_streams_with_bounded_memory() {
     // And the file is all there, in the last layer.
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(&ws.root, &["inspect", "bomb"]))).unwrap();
-    let layers = inspect["Manifest"]["layers"].as_array().unwrap();
+    let layers = inspect[0]["Manifest"]["layers"].as_array().unwrap();
     let size = layers.last().unwrap()["size"].as_u64().unwrap();
     assert!(size > BOMB_MIB << 20, "layer of {size} bytes");
 }

@@ -22,26 +22,32 @@ pub struct ImageSummary {
 
 impl ImageSummary {
     /// The repository and tag Docker shows for it (`<none>` for what is
-    /// absent; a name pinned by digest alone has tag `<none>`).
+    /// absent).
     pub fn repository_and_tag(&self) -> (String, String) {
-        let none = || "<none>".to_owned();
-        let Some(name) = &self.name else {
-            return (none(), none());
-        };
-        match Reference::parse(name) {
-            Ok(reference) => {
-                let unpinned = name.split_once('@').map_or(name.as_str(), |(n, _)| n);
-                match (reference.tag, reference.digest) {
-                    (Some(tag), _) => {
-                        let repository = unpinned.strip_suffix(&format!(":{tag}"));
-                        (repository.unwrap_or(unpinned).to_owned(), tag)
-                    }
-                    (None, Some(_)) => (unpinned.to_owned(), none()),
-                    (None, None) => (unpinned.to_owned(), "latest".to_owned()),
-                }
-            }
-            Err(_) => (name.clone(), none()),
+        match &self.name {
+            Some(name) => repository_and_tag(name),
+            None => ("<none>".to_owned(), "<none>".to_owned()),
         }
+    }
+}
+
+/// A name as docker shows it, split: `busybox` is `busybox` and
+/// `latest`; a name pinned by digest alone has tag `<none>`.
+pub fn repository_and_tag(name: &str) -> (String, String) {
+    let none = || "<none>".to_owned();
+    match Reference::parse(name) {
+        Ok(reference) => {
+            let unpinned = name.split_once('@').map_or(name, |(n, _)| n);
+            match (reference.tag, reference.digest) {
+                (Some(tag), _) => {
+                    let repository = unpinned.strip_suffix(&format!(":{tag}"));
+                    (repository.unwrap_or(unpinned).to_owned(), tag)
+                }
+                (None, Some(_)) => (unpinned.to_owned(), none()),
+                (None, None) => (unpinned.to_owned(), "latest".to_owned()),
+            }
+        }
+        Err(_) => (name.to_owned(), none()),
     }
 }
 

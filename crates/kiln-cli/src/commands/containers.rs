@@ -715,19 +715,9 @@ pub fn prune_stopped(engine: &Engine) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// `kiln container inspect C...`: each container as JSON, in docker's
-/// field names where kiln has the fact (a JSON array, as docker prints).
-pub fn inspect(root: Option<&Path>, args: NamesArgs) -> anyhow::Result<()> {
-    let engine = Engine::new(open_store(root)?);
-    let mut all = Vec::new();
-    for name in &args.containers {
-        let record = engine.find_container(name)?;
-        all.push(container_json(&record));
-    }
-    print(&(serde_json::to_string_pretty(&all)? + "\n"))
-}
-
-fn container_json(record: &ContainerRecord) -> serde_json::Value {
+/// A container as `docker inspect` shows one, in docker's field names
+/// where kiln has the fact.
+pub fn container_json(record: &ContainerRecord) -> serde_json::Value {
     let seconds = |s: u64| {
         humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
             .to_string()

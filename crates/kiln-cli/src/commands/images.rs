@@ -217,9 +217,23 @@ fn image_size(store: &Store, manifest: &Digest) -> anyhow::Result<u64> {
 }
 
 #[derive(Args)]
-pub struct NameArgs {
-    /// An image name, digest or id
-    name: String,
+pub struct InspectArgs {
+    /// Images or containers (names or ids)
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Print each with a Go template ({{.Id}}, {{.RepoTags}}, {{.Config.Env}}, {{json .Config}}...)
+    #[arg(short, long)]
+    format: Option<String>,
+    /// Only look for this kind of object
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<InspectType>,
+}
+
+/// `--type` of `kiln inspect`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InspectType {
+    Image,
+    Container,
 }
 
 #[derive(Args)]
@@ -340,32 +354,92 @@ fn time_ago(rfc3339: &str) -> String {
     format!("{count} {unit}{plural} ago")
 }
 
-/// `kiln inspect NAME`: the manifest digest, manifest and config as JSON.
-pub fn inspect(root: Option<&Path>, args: NameArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
+/// `kiln inspect NAME...`: each image (or container) as JSON in docker's
+/// field names, in an array as docker prints them; `-f` renders each with
+/// a template instead.
+pub fn inspect(root: Option<&Path>, args: InspectArgs) -> anyhow::Result<()> {
+    let engine = kiln_engine::Engine::new(open_store(root)?);
+    let template = args
+        .format
+        .as_deref()
+        .map(crate::template::Template::parse)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let mut all = Vec::new();
+    for name in &args.names {
+        all.push(inspect_one(&engine, name, args.kind)?);
+    }
+    match template {
+        Some(template) => print(&template.render_all(&all, &|_| None)),
+        None => print(&(serde_json::to_string_pretty(&all)? + "\n")),
+    }
+}
+
+/// The image `name` names (unless `--type container`), else the container.
+fn inspect_one(
+    engine: &kiln_engine::Engine,
+    name: &str,
+    kind: Option<InspectType>,
+) -> anyhow::Result<serde_json::Value> {
+    let store = engine.store();
+    if kind != Some(InspectType::Container) {
+        match read_image(store, name) {
+            Ok(image) => return image_json(store, image),
+            Err(error) if kind == Some(InspectType::Image) => return Err(error),
+            Err(_) => {}
+        }
+    }
+    match engine.find_container(name) {
+        Ok(record) => Ok(super::containers::container_json(&record)),
+        Err(_) if kind.is_none() => anyhow::bail!("no image or container named {name:?}"),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// An image as `docker inspect` shows one (`Config` is the runtime
+/// config), with kiln's documents beside: `Manifest`, `ConfigDigest` and
+/// `ImageConfig` (the config document as stored).
+fn image_json(store: &Store, image: StoredImage) -> anyhow::Result<serde_json::Value> {
     let StoredImage {
         digest,
         manifest,
         config_digest,
         config,
-    } = read_image(&store, &args.name)?;
+    } = image;
+    // As docker shows them: `busybox` is `busybox:latest`.
     let tags: Vec<String> = store
         .tags()?
         .into_iter()
         .filter(|t| t.manifest.digest().to_string() == digest.to_string())
-        .map(|t| t.name)
+        .map(|t| match kiln_engine::repository_and_tag(&t.name) {
+            (repository, tag) if tag == "<none>" => repository,
+            (repository, tag) => format!("{repository}:{tag}"),
+        })
         .collect();
     // The id is the manifest digest, as `kiln images` shows it and as
     // every command accepts it.
-    let out = serde_json::json!({
+    let mut out = serde_json::json!({
         "Id": digest.to_string(),
+        "RepoTags": tags,
+        "RepoDigests": [],
+        "Created": config["created"],
+        "Author": config["author"].as_str().unwrap_or(""),
+        "Architecture": config["architecture"],
+        "Os": config["os"],
+        "Config": config["config"],
+        "RootFS": {
+            "Type": "layers",
+            "Layers": config["rootfs"]["diff_ids"],
+        },
+        "Size": image_size(store, &digest)?,
         "ConfigDigest": config_digest.to_string(),
-        "Names": tags,
-        "Size": image_size(&store, &digest)?,
         "Manifest": manifest,
-        "Config": config,
+        "ImageConfig": config,
     });
-    print(&(serde_json::to_string_pretty(&out)? + "\n"))
+    if let Some(variant) = out["ImageConfig"]["variant"].as_str().map(str::to_owned) {
+        out["Variant"] = variant.into();
+    }
+    Ok(out)
 }
 
 #[derive(Args)]
