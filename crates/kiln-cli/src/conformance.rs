@@ -489,3 +489,105 @@ fn a_spelling_kiln_lacks_is_caught() {
         "aliases count"
     );
 }
+
+/// Every `kiln ...` spelling in the README's command tables: the
+/// command path it names (the longest prefix that is a command) and the
+/// flags it shows.
+fn readme_spellings(readme: &str) -> Vec<String> {
+    let mut spellings = Vec::new();
+    for line in readme.lines().filter(|l| l.starts_with("| `kiln ")) {
+        let first_cell = line[1..].split(" | ").next().unwrap_or_default();
+        for part in first_cell.split('`').skip(1).step_by(2) {
+            if part.starts_with("kiln ") {
+                spellings.push(part.to_owned());
+            }
+        }
+    }
+    spellings
+}
+
+#[test]
+fn the_readme_tables_name_only_flags_kiln_has_and_every_command() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    assert!(readme_spellings(&readme).len() > 20);
+    let problems = readme_problems(&readme);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // And it can fail: a flag kiln lacks, a command it lacks.
+    let bad = "| `kiln build --no-such-flag CONTEXT`, `kiln frobnicate` | x |\n";
+    let problems = readme_problems(bad);
+    assert!(
+        problems.iter().any(|p| p.contains("has no --no-such-flag"))
+            && problems.iter().any(|p| p.contains("no command frobnicate"))
+            && problems.iter().any(|p| p.contains("kiln run is not in")),
+        "{problems:?}"
+    );
+}
+
+/// What the README's tables name that kiln does not have, and the
+/// commands they leave out.
+fn readme_problems(readme: &str) -> Vec<String> {
+    let root = crate::Cli::command();
+    let spellings = readme_spellings(readme);
+    let mut named = BTreeSet::new();
+    let mut problems = Vec::new();
+    for spelling in &spellings {
+        // `kiln image ls\|rm` names several commands of a group.
+        let words: Vec<&str> = spelling.split_whitespace().skip(1).collect();
+        let Some(first) = words.first() else { continue };
+        let heads: Vec<String> = first.split("\\|").map(str::to_owned).collect();
+        for head in heads {
+            named.insert(head.clone());
+            let Some(mut command) = find(&root, &[head.as_str()]) else {
+                problems.push(format!("{spelling}: no command {head}"));
+                continue;
+            };
+            let mut rest = &words[1..];
+            while let Some(word) = rest.first() {
+                let subs: Vec<&str> = word.split("\\|").collect();
+                match find(command, &subs[..1]) {
+                    Some(sub) => {
+                        for other in &subs[1..] {
+                            if find(command, &[other]).is_none() {
+                                problems.push(format!("{spelling}: no command {head} {other}"));
+                            }
+                        }
+                        command = sub;
+                        rest = &rest[1..];
+                    }
+                    None => break,
+                }
+            }
+            for word in rest {
+                let flag = word
+                    .trim_start_matches('[')
+                    .split(['=', ']', ' '])
+                    .next()
+                    .unwrap_or("");
+                let known = if let Some(long) = flag.strip_prefix("--") {
+                    has_flag(&root, command, &format!("--{long}"))
+                } else if let Some(short) = flag.strip_prefix('-').filter(|s| !s.is_empty()) {
+                    // `-it`: each letter a short flag.
+                    short
+                        .chars()
+                        .all(|c| command.get_arguments().any(|a| a.get_short() == Some(c)))
+                } else {
+                    true
+                };
+                if !known {
+                    problems.push(format!("{spelling}: kiln {head} has no {flag}"));
+                }
+            }
+        }
+    }
+    for command in root.get_subcommands().filter(|c| !c.is_hide_set()) {
+        if !named.contains(command.get_name()) {
+            problems.push(format!(
+                "kiln {} is not in the README's tables",
+                command.get_name()
+            ));
+        }
+    }
+    problems
+}
