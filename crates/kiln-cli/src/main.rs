@@ -44,6 +44,12 @@ enum Command {
     Logs(commands::containers::LogsArgs),
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
+    /// Send a signal to running containers (SIGKILL unless -s)
+    Kill(commands::containers::KillArgs),
+    /// Wait until containers stop; print their exit codes
+    Wait(commands::containers::NamesArgs),
+    /// Stop containers, then start them again
+    Restart(commands::containers::StopArgs),
     /// Runs a container in the background (for run -d and start)
     #[command(name = "__monitor", hide = true)]
     Monitor(commands::containers::MonitorArgs),
@@ -176,6 +182,12 @@ enum ContainerCommand {
     Logs(commands::containers::LogsArgs),
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
+    /// Send a signal to running containers (SIGKILL unless -s)
+    Kill(commands::containers::KillArgs),
+    /// Wait until containers stop; print their exit codes
+    Wait(commands::containers::NamesArgs),
+    /// Stop containers, then start them again
+    Restart(commands::containers::StopArgs),
     /// Show containers as JSON
     Inspect(commands::images::InspectArgs),
     /// Remove every stopped container
@@ -222,6 +234,9 @@ impl Command {
                 ContainerCommand::Start(args) => Command::Start(args),
                 ContainerCommand::Logs(args) => Command::Logs(args),
                 ContainerCommand::Commit(args) => Command::Commit(args),
+                ContainerCommand::Kill(args) => Command::Kill(args),
+                ContainerCommand::Wait(args) => Command::Wait(args),
+                ContainerCommand::Restart(args) => Command::Restart(args),
                 ContainerCommand::Inspect(mut args) => {
                     args.kind = Some(commands::images::InspectType::Container);
                     Command::Inspect(args)
@@ -287,6 +302,11 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Logs(args) => commands::containers::logs(root, args).map(|()| ExitCode::SUCCESS),
         Command::Commit(args) => {
             commands::containers::commit(root, args).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Kill(args) => commands::containers::kill(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Wait(args) => commands::containers::wait(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Restart(args) => {
+            commands::containers::restart(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Monitor(args) => commands::containers::monitor_command(root, args),
         Command::Parse(args) => commands::parse::run(args),

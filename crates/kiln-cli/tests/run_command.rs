@@ -510,3 +510,58 @@ fn a_user_who_is_not_root_is_told_in_one_line_that_containers_need_root() {
         assert!(!stderr.contains("ownership"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn logs_tail_and_follow_kill_with_a_signal_wait_and_restart() {
+    let (_dir, root) = store();
+    // Traps TERM (a pid 1 gets only what it handles) and says so.
+    let script = "trap 'echo got-term; exit 7' TERM; \
+                  for i in 1 2 3 4 5; do echo line-$i; done; \
+                  while true; do sleep 0.1; done";
+    ok(kiln(
+        &root,
+        &["run", "-d", "--name", "svc", "busybox", "sh", "-c", script],
+    ));
+    wait_for("its output", || {
+        ok(kiln(&root, &["logs", "svc"])).contains("line-5")
+    });
+    assert_eq!(
+        ok(kiln(&root, &["logs", "--tail", "2", "svc"])),
+        "line-4\nline-5\n"
+    );
+    assert_eq!(ok(kiln(&root, &["logs", "-n", "0", "svc"])), "");
+    let bad = kiln(&root, &["logs", "--tail", "some", "svc"]);
+    assert_eq!(bad.status.code(), Some(1));
+    // -f follows until it stops; wait blocks until then and says how.
+    let follow = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&root)
+        .args(["logs", "-f", "--tail", "1", "svc"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiter = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&root)
+        .args(["wait", "svc"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ok(kiln(&root, &["kill", "-s", "TERM", "svc"]));
+    let followed = follow.wait_with_output().unwrap();
+    assert_eq!(text(&followed.stdout), "line-5\ngot-term\n");
+    assert_eq!(text(&waiter.wait_with_output().unwrap().stdout), "7\n");
+    let not_running = kiln(&root, &["kill", "svc"]);
+    assert_eq!(not_running.status.code(), Some(1));
+    assert!(text(&not_running.stderr).contains("is not running"));
+    let bad_signal = kiln(&root, &["kill", "-s", "NOPE", "svc"]);
+    assert!(text(&bad_signal.stderr).contains("not a signal"));
+    // restart: running again on the same rw layer, its log goes on.
+    ok(kiln(&root, &["restart", "svc"]));
+    assert!(ok(kiln(&root, &["ps"])).contains("svc"));
+    ok(kiln(&root, &["container", "restart", "-t", "5", "svc"]));
+    ok(kiln(&root, &["kill", "svc"]));
+    assert_eq!(ok(kiln(&root, &["container", "wait", "svc"])), "137\n");
+    ok(kiln(&root, &["rm", "svc"]));
+}

@@ -299,6 +299,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Sends `signal` to the running container's pid 1 (as `docker kill`;
+    /// a pid 1 gets only the signals it handles, SIGKILL aside).
+    pub fn kill_container(
+        &self,
+        record: &ContainerRecord,
+        signal_to_send: nix::sys::signal::Signal,
+    ) -> Result<(), EngineError> {
+        let Some(pid) = record.running_pid() else {
+            return Err(EngineError::Request(format!(
+                "container {} is not running",
+                record.name
+            )));
+        };
+        signal(pid, signal_to_send);
+        Ok(())
+    }
+
+    /// Waits until the container is not running, and returns its exit
+    /// code (as `docker wait`; one that never ran has none: 0).
+    pub fn wait_container(&self, record: &ContainerRecord) -> Result<i32, EngineError> {
+        let all = self.containers();
+        loop {
+            let Some(now) = all.load(&record.id) else {
+                return Err(EngineError::Request(format!(
+                    "container {} was removed while waiting for it",
+                    record.name
+                )));
+            };
+            if !now.is_running() {
+                return Ok(match now.state {
+                    kiln_runtime::containers::State::Exited { code, .. } => code,
+                    _ => 0,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Removes a container and its rw layer; a running one only with
     /// `force` (SIGKILL first).
     pub fn remove_container(

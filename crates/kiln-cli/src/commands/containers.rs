@@ -650,23 +650,167 @@ pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct LogsArgs {
+    /// Keep printing what it prints until it stops
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines ("all": everything)
+    #[arg(short = 'n', long, default_value = "all", value_name = "N")]
+    tail: String,
     /// The container (name or id)
     container: String,
 }
 
-/// `kiln logs`: what the container printed, stdout and stderr together.
+/// `kiln logs`: what the container printed, stdout and stderr together;
+/// `--tail N` the last lines only, `-f` then what it prints until it
+/// stops.
 pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
+    use std::io::Seek;
+    let tail = match args.tail.as_str() {
+        "all" => None,
+        n => Some(
+            n.parse::<usize>()
+                .with_context(|| format!("--tail {n:?}: expected a number of lines or all"))?,
+        ),
+    };
     let engine = Engine::new(open_store(root)?);
     let record = engine.find_container(&args.container)?;
-    // Streamed: a container may have printed more than fits in memory.
-    let Ok(mut log) = std::fs::File::open(engine.containers().log_path(&record.id)) else {
+    let path = engine.containers().log_path(&record.id);
+    let Ok(mut log) = std::fs::File::open(&path) else {
         return Ok(());
     };
+    let start = match tail {
+        Some(lines) => {
+            tail_offset(&mut log, lines).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => 0,
+    };
+    log.seek(std::io::SeekFrom::Start(start))?;
     let mut out = std::io::stdout().lock();
-    match std::io::copy(&mut log, &mut out) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+    let copy =
+        |log: &mut std::fs::File, out: &mut std::io::StdoutLock<'_>| match std::io::copy(log, out)
+            .and_then(|_| out.flush())
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e),
+            Ok(()) => Ok(true),
+        };
+    if !copy(&mut log, &mut out)? || !args.follow {
+        return Ok(());
     }
+    // Following: what it appends, until it is not running (and what it
+    // wrote last is out).
+    loop {
+        let running = engine
+            .containers()
+            .load(&record.id)
+            .is_some_and(|r| r.is_running());
+        if !copy(&mut log, &mut out)? || !running {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Where the last `lines` lines of `log` begin (a last line without a
+/// newline counts), read backwards in blocks.
+fn tail_offset(log: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = log.metadata()?.len();
+    if lines == 0 {
+        return Ok(len);
+    }
+    let mut end = len;
+    let mut newlines = 0;
+    let mut block = vec![0u8; 64 * 1024];
+    // A final newline ends the last line; it does not start a new one.
+    let mut skip_final = true;
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let size = usize::try_from(end - start).unwrap_or(block.len());
+        log.seek(SeekFrom::Start(start))?;
+        log.read_exact(&mut block[..size])?;
+        for (i, byte) in block[..size].iter().enumerate().rev() {
+            if *byte != b'\n' {
+                skip_final = false;
+                continue;
+            }
+            if skip_final && start + i as u64 == len - 1 {
+                skip_final = false;
+                continue;
+            }
+            newlines += 1;
+            if newlines == lines {
+                return Ok(start + i as u64 + 1);
+            }
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// The signal to send (KILL, SIGTERM, 9...)
+    #[arg(short, long, default_value = "KILL")]
+    signal: String,
+    #[command(flatten)]
+    names: NamesArgs,
+}
+
+/// `kiln kill`: a signal to each running container's pid 1.
+pub fn kill(root: Option<&Path>, args: KillArgs) -> anyhow::Result<()> {
+    let signal = parse_signal(&args.signal)?;
+    let engine = Engine::new(open_store(root)?);
+    let mut out = String::new();
+    for name in &args.names.containers {
+        let record = engine.find_container(name)?;
+        engine.kill_container(&record, signal)?;
+        out.push_str(&format!("{name}\n"));
+    }
+    print(&out)
+}
+
+/// `KILL`, `SIGKILL`, `kill` or `9`.
+fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
+    use std::str::FromStr;
+    let bad = || anyhow::anyhow!("--signal {text:?}: not a signal (KILL, TERM, HUP, 9...)");
+    if let Ok(number) = text.parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(number).map_err(|_| bad());
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
+}
+
+/// `kiln wait`: blocks until each container stops; prints its exit code.
+pub fn wait(root: Option<&Path>, args: NamesArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    for name in &args.containers {
+        let record = engine.find_container(name)?;
+        let code = engine.wait_container(&record)?;
+        print(&format!("{code}\n"))?;
+    }
+    Ok(())
+}
+
+/// `kiln restart`: stops each container (if it runs), then starts it in
+/// the background again, on its own rw layer.
+pub fn restart(root: Option<&Path>, args: StopArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let mut out = String::new();
+    for name in &args.names.containers {
+        let record = engine.find_container(name)?;
+        engine.stop_container(&record, Duration::from_secs(args.time))?;
+        let stopped = engine.find_container(name)?;
+        spawn_monitor(engine.store(), &stopped.id, false)?;
+        wait_until_started(&engine.containers(), &stopped)?;
+        out.push_str(&format!("{name}\n"));
+    }
+    print(&out)
 }
 
 #[derive(Args)]
