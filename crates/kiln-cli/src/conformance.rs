@@ -147,7 +147,12 @@ const ROWS: &[Row] = &[
     row("docker wait", "wait"),
     row("docker restart", "restart"),
     row("restart -t, --time", "restart --time"),
-    absent("docker cp", "not yet"),
+    absent("docker cp", "not yet: says so"),
+    absent(
+        "docker attach, top, stats, pause, unpause, rename, update, create, diff, export, port, events",
+        "not yet: each says so (no misleading suggestion)",
+    ),
+    absent("docker network, volume, compose", "with the daemon (kiln serve): each says so"),
     row("docker container ls", "container ls"),
     row("container ls -a", "container ls --all"),
     row("container ls -q", "container ls --quiet"),

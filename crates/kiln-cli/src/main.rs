@@ -113,12 +113,53 @@ enum Command {
     /// The store as a whole: disk use, pruning, information (as `docker system`)
     #[command(subcommand)]
     System(SystemCommand),
-    /// Commands a Docker user will type that kiln does not have yet: they
-    /// say so, rather than clap suggesting a similar one (`ps` for `exec`).
+    /// Commands a Docker user will type that kiln does not have (yet):
+    /// they say so, rather than clap suggesting a similar one (`ps` for
+    /// `exec`, `completion` for `cp`).
     #[command(name = "exec", hide = true)]
     Exec(Planned),
     #[command(name = "serve", hide = true)]
     Serve(Planned),
+    #[command(name = "cp", hide = true)]
+    Cp(Planned),
+    #[command(name = "attach", hide = true)]
+    Attach(Planned),
+    #[command(name = "top", hide = true)]
+    Top(Planned),
+    #[command(name = "stats", hide = true)]
+    Stats(Planned),
+    #[command(name = "pause", hide = true)]
+    Pause(Planned),
+    #[command(name = "unpause", hide = true)]
+    Unpause(Planned),
+    #[command(name = "rename", hide = true)]
+    Rename(Planned),
+    #[command(name = "update", hide = true)]
+    Update(Planned),
+    #[command(name = "port", hide = true)]
+    Port(Planned),
+    #[command(name = "create", hide = true)]
+    Create(Planned),
+    #[command(name = "diff", hide = true)]
+    Diff(Planned),
+    #[command(name = "export", hide = true)]
+    Export(Planned),
+    #[command(name = "events", hide = true)]
+    Events(Planned),
+    #[command(name = "network", hide = true)]
+    Network(Planned),
+    #[command(name = "volume", hide = true)]
+    Volume(Planned),
+    #[command(name = "compose", hide = true)]
+    Compose(Planned),
+    #[command(name = "search", hide = true)]
+    Search(Planned),
+    #[command(name = "manifest", hide = true)]
+    Manifest(Planned),
+    #[command(name = "buildx", hide = true)]
+    Buildx(Planned),
+    #[command(name = "builder", hide = true)]
+    Builder(Planned),
     // What only a group spells (`image prune`, `container inspect`,
     // `system df`): reached through [`Command::ungrouped`].
     #[command(skip)]
@@ -273,7 +314,10 @@ struct Planned {
 
 /// What a planned command will come with.
 fn not_yet(command: &str, with: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("kiln {command} is not implemented yet (it comes with {with})")
+    match with.strip_prefix("nothing") {
+        Some(instead) => anyhow::bail!("kiln has no {command} command{instead}"),
+        None => anyhow::bail!("kiln {command} is not implemented yet ({with})"),
+    }
 }
 
 fn main() -> ExitCode {
@@ -353,8 +397,43 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::SystemPrune(args) => {
             commands::system::prune(root, args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Exec(_) => not_yet("exec", "the container commands Docker users expect"),
+        Command::Exec(_) => not_yet("exec", "docker exec: a command in a running container"),
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
+        Command::Cp(_) => not_yet(
+            "cp",
+            "docker cp: copy files between a container and the host",
+        ),
+        Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
+        Command::Top(_) => not_yet("top", "docker top: a container's processes"),
+        Command::Stats(_) => not_yet("stats", "docker stats: containers' resource use"),
+        Command::Pause(_) => not_yet("pause", "docker pause: freeze a container's processes"),
+        Command::Unpause(_) => not_yet("unpause", "docker unpause: thaw a frozen container"),
+        Command::Rename(_) => not_yet("rename", "docker rename: a container's new name"),
+        Command::Update(_) => not_yet("update", "docker update: a running container's new limits"),
+        Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),
+        Command::Create(_) => not_yet("create", "docker create: a container made but not started"),
+        Command::Diff(_) => not_yet("diff", "docker diff: a container's changed files"),
+        Command::Export(_) => not_yet("export", "docker export: a container's filesystem as a tar"),
+        Command::Events(_) => not_yet("events", "the daemon's event stream"),
+        Command::Network(_) => not_yet("network", "the daemon's networks"),
+        Command::Volume(_) => not_yet("volume", "named volumes come with the daemon"),
+        Command::Compose(_) => not_yet(
+            "compose",
+            "docker compose will drive kiln serve, the daemon",
+        ),
+        Command::Search(_) => not_yet(
+            "search",
+            "nothing: kiln talks to registries by name (kiln pull), not to Docker Hub's search",
+        ),
+        Command::Manifest(_) => not_yet("manifest", "multi-platform images"),
+        Command::Buildx(_) => not_yet(
+            "buildx",
+            "nothing: kiln build takes buildx's build flags itself",
+        ),
+        Command::Builder(_) => not_yet(
+            "builder",
+            "nothing: kiln prune is docker builder prune, kiln cache du is buildx du",
+        ),
         Command::Bench(command) => commands::bench::run(root, command),
         Command::Check => commands::images::check(root).map(|clean| {
             if clean {
