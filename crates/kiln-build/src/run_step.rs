@@ -131,6 +131,9 @@ pub fn run_step(
         // it also lifts seccomp, as in BuildKit.
         privileged: run.insecure,
         seccomp: kiln_runtime::Seccomp::Default,
+        // Docker's default set, a writable rootfs: what BuildKit gives RUN.
+        capabilities: kiln_runtime::CapabilityChanges::default(),
+        read_only: false,
         // As BuildKit: setuid binaries (su, sudo, gosu) work in RUN.
         no_new_privileges: false,
         resources: kiln_runtime::Resources {

@@ -565,3 +565,107 @@ fn logs_tail_and_follow_kill_with_a_signal_wait_and_restart() {
     assert_eq!(ok(kiln(&root, &["container", "wait", "svc"])), "137\n");
     ok(kiln(&root, &["rm", "svc"]));
 }
+
+#[test]
+fn capabilities_are_added_and_dropped_and_a_read_only_rootfs_stays_unwritten() {
+    let (_dir, root) = store();
+    let caps = |extra: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.extend(["busybox", "grep", "CapEff", "/proc/self/status"]);
+        ok(kiln(&root, &args))
+    };
+    // Docker's default set (0xa80425fb), then ALL dropped but NET_ADMIN
+    // (bit 12), then CHOWN (bit 0) dropped from the default.
+    assert_eq!(caps(&[]), "CapEff:\t00000000a80425fb\n");
+    assert_eq!(
+        caps(&["--cap-drop", "ALL", "--cap-add", "net_admin"]),
+        "CapEff:\t0000000000001000\n"
+    );
+    assert_eq!(
+        caps(&["--cap-drop", "CAP_CHOWN"]),
+        "CapEff:\t00000000a80425fa\n"
+    );
+    // Without CAP_CHOWN, root cannot give a file away.
+    let out = kiln(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--cap-drop",
+            "chown",
+            "busybox",
+            "chown",
+            "5",
+            "/etc/passwd",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // A user other than root starts without any, as in Docker.
+    assert_eq!(
+        ok(kiln(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--cap-drop",
+                "ALL",
+                "-u",
+                "1000",
+                "busybox",
+                "id",
+                "-u"
+            ]
+        )),
+        "1000\n"
+    );
+    let bad = kiln(
+        &root,
+        &["run", "--rm", "--cap-add", "BOGUS", "busybox", "true"],
+    );
+    assert!(text(&bad.stderr).contains("--cap-add \"BOGUS\": not a capability"));
+
+    let out = ok(kiln(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "busybox",
+            "sh",
+            "-c",
+            "touch /x 2>&1; echo rootfs=$?; touch /dev/shm/y && echo dev=$?",
+        ],
+    ));
+    assert_eq!(out, "touch: /x: Read-only file system\nrootfs=1\ndev=0\n");
+    // A kept container keeps both across start.
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "--name",
+            "ro",
+            "--network",
+            "none",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "busybox",
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; touch /x 2>/dev/null || echo ro",
+        ],
+    ));
+    ok(kiln(&root, &["start", "-a", "ro"]));
+    assert_eq!(
+        ok(kiln(&root, &["logs", "ro"])),
+        "CapEff:\t0000000000000000\nro\nCapEff:\t0000000000000000\nro\n"
+    );
+    ok(kiln(&root, &["rm", "ro"]));
+}

@@ -67,6 +67,10 @@ pub struct ContainerRequest {
     pub resources: Resources,
     /// kiln-init as pid 1 (`--init`); otherwise the command is.
     pub init: bool,
+    /// `--cap-add` / `--cap-drop`.
+    pub capabilities: kiln_runtime::CapabilityChanges,
+    /// `--read-only`: the rootfs is not writable.
+    pub read_only: bool,
 }
 
 /// How a monitor connects the container to its caller.
@@ -174,6 +178,8 @@ impl Engine {
                 no_new_privileges: request.no_new_privileges,
                 resources: request.resources,
                 init: request.init,
+                capabilities: request.capabilities,
+                read_only: request.read_only,
             },
         )?;
         record.config.hostname = request

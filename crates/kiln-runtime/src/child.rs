@@ -281,15 +281,25 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3], pid1: bool) -> ! {
     if !plan.no_new_privs {
         check(Stage::Seccomp, install_seccomp(plan));
     }
+    // The ids change with CAP_SETUID and CAP_SETGID held even when the
+    // command is not to keep them (`--cap-drop ALL`): dropped after, as
+    // runc does.
+    let id_caps = (1 << caps::SETUID) | (1 << caps::SETGID);
     check(
         Stage::Capabilities,
-        set_command_caps(plan.last_cap, plan.command_caps),
+        set_command_caps(plan.last_cap, plan.command_caps, id_caps),
     );
     check(Stage::Groups, sys::setgroups(&plan.groups));
     check(Stage::Setgid, sys::setresgid(plan.gid));
     // Leaving uid 0 clears the permitted and effective sets, as Docker
     // wants for non-root users; the bounding set stays limited.
     check(Stage::Setuid, sys::setresuid(plan.uid));
+    if plan.uid == 0 && plan.command_caps & id_caps != id_caps {
+        check(
+            Stage::Capabilities,
+            sys::capset(plan.command_caps, plan.command_caps, 0),
+        );
+    }
     if pid1 {
         // Nothing else ends the container if kiln dies: the kernel clears
         // the parent-death signal when the effective or fs ids change
@@ -320,13 +330,15 @@ fn install_seccomp(plan: &Plan) -> sys::SysResult {
     Ok(())
 }
 
-fn set_command_caps(last_cap: u32, keep: u64) -> sys::SysResult {
+/// The bounding set limited to `keep`; the permitted and effective sets
+/// to `keep` and, for now, `also` (what changing the ids needs).
+fn set_command_caps(last_cap: u32, keep: u64, also: u64) -> sys::SysResult {
     for cap in 0..=last_cap {
         if keep & (1 << cap) == 0 {
             sys::drop_bounding_cap(cap)?;
         }
     }
-    sys::capset(keep, keep, 0)?;
+    sys::capset(keep | also, keep | also, 0)?;
     match sys::clear_ambient_caps() {
         // Kernels before 4.3 have no ambient set.
         Err(Errno::EINVAL) => Ok(()),

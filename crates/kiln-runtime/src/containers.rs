@@ -53,6 +53,12 @@ pub struct ContainerConfig {
     /// from before the flag have none: the command is pid 1.)
     #[serde(default)]
     pub init: bool,
+    /// `--cap-add` / `--cap-drop`.
+    #[serde(default)]
+    pub capabilities: crate::CapabilityChanges,
+    /// `--read-only`.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// Where a container is in its life.
@@ -116,6 +122,8 @@ impl ContainerRecord {
             resolv_conf: None,
             state_parent: Some(dir.to_owned()),
             privileged: self.config.privileged,
+            capabilities: self.config.capabilities,
+            read_only: self.config.read_only,
             seccomp: self.config.seccomp.clone(),
             no_new_privileges: self.config.no_new_privileges,
             resources: self.config.resources,

@@ -125,7 +125,12 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     // nodev: a device node the command creates in the rootfs (it keeps
     // CAP_MKNOD, as in Docker) cannot be opened there; `/dev` is its own
     // tmpfs, where the device cgroup decides (see cgroups.rs).
-    let rootfs_flags = if spec.privileged { 0 } else { libc::MS_NODEV };
+    let mut rootfs_flags = if spec.privileged { 0 } else { libc::MS_NODEV };
+    if spec.read_only {
+        // Mount points are the skeleton's (below the overlay), so nothing
+        // has to be written into a read-only rootfs.
+        rootfs_flags |= libc::MS_RDONLY;
+    }
     let mut pre = vec![Step::Mount {
         source: Some(c"overlay".into()),
         target: cstr(&merged)?,
@@ -153,7 +158,8 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     let command_caps = if spec.privileged {
         caps::own_permitted()
     } else {
-        caps::DOCKER_DEFAULT_MASK
+        spec.capabilities
+            .apply(caps::DOCKER_DEFAULT_MASK, caps::own_permitted())
     };
 
     let plan = Plan {

@@ -53,6 +53,12 @@ pub struct ContainerSpec {
     pub privileged: bool,
     /// The command's seccomp filter (ignored when `privileged`).
     pub seccomp: Seccomp,
+    /// `--cap-add` / `--cap-drop` over Docker's default set (ignored when
+    /// `privileged`).
+    pub capabilities: CapabilityChanges,
+    /// `--read-only`: the rootfs is mounted read-only (`/dev`, `/proc`,
+    /// `/sys`, bind and tmpfs mounts are what they are).
+    pub read_only: bool,
     /// `--security-opt no-new-privileges`: `PR_SET_NO_NEW_PRIVS` for the
     /// command, so setuid binaries and file capabilities grant nothing.
     /// Off by default, as in Docker (`su`, `sudo`, `gosu` work).
@@ -82,6 +88,49 @@ pub struct ContainerSpec {
 /// Limits of the container's cgroup, as `docker run --memory --cpus
 /// --pids-limit` set them; `None` is unlimited. Every container gets a
 /// cgroup (with the device rules) whatever these say.
+/// Capabilities added to and dropped from Docker's default set, as bit
+/// masks (bit N: capability N).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityChanges {
+    pub add: u64,
+    pub drop: u64,
+}
+
+impl CapabilityChanges {
+    /// `--cap-add` and `--cap-drop` values as docker takes them: `ALL`,
+    /// `CAP_NET_ADMIN`, `net_admin` (case and the prefix do not matter).
+    pub fn parse(add: &[String], drop: &[String]) -> Result<CapabilityChanges, String> {
+        let masks = |names: &[String], flag: &str| -> Result<u64, String> {
+            names.iter().try_fold(0u64, |mask, name| {
+                let upper = name.trim().to_ascii_uppercase();
+                if upper == "ALL" {
+                    return Ok(u64::MAX);
+                }
+                let full = if upper.starts_with("CAP_") {
+                    upper
+                } else {
+                    format!("CAP_{upper}")
+                };
+                let number = crate::caps::number(&full).ok_or_else(|| {
+                    format!("{flag} {name:?}: not a capability (CAP_NET_ADMIN, ALL...)")
+                })?;
+                Ok(mask | (1 << number))
+            })
+        };
+        Ok(CapabilityChanges {
+            add: masks(add, "--cap-add")?,
+            drop: masks(drop, "--cap-drop")?,
+        })
+    }
+
+    /// `default` with the drops taken out and the additions put in, as
+    /// docker applies them (dropping ALL and adding one leaves that one),
+    /// no more than `available`.
+    pub fn apply(&self, default: u64, available: u64) -> u64 {
+        ((default & !self.drop) | self.add) & available
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Resources {
     /// Memory in bytes; memory plus swap is twice that (Docker's default

@@ -80,6 +80,15 @@ pub struct RunArgs {
     /// Every capability, no masked /proc paths and no seccomp filter
     #[arg(long)]
     privileged: bool,
+    /// Add a capability to Docker's default set (NET_ADMIN, CAP_SYS_TIME, ALL)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability from it (ALL drops every one)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    cap_drop: Vec<String>,
+    /// Mount the container's root filesystem read-only
+    #[arg(long)]
+    read_only: bool,
     /// Run an init as PID 1 (kiln-init, as docker run --init runs tini)
     /// that forwards signals to the command and reaps orphaned zombies;
     /// without it the command itself is PID 1, and ignores the signals it
@@ -215,6 +224,9 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             pids_limit: args.pids_limit.map(pids_limit_flag).transpose()?.flatten(),
         },
         init: args.init,
+        capabilities: kiln_runtime::CapabilityChanges::parse(&args.cap_add, &args.cap_drop)
+            .map_err(anyhow::Error::msg)?,
+        read_only: args.read_only,
     })
 }
 
