@@ -1227,3 +1227,41 @@ fn a_stage_for_a_foreign_platform_warns_and_its_run_fails_without_an_emulator() 
         "{stderr}"
     );
 }
+
+#[test]
+fn build_network_none_is_the_default_of_runs_that_do_not_choose() {
+    let f = fixture(None);
+    // The interfaces each RUN sees (reading /proc sends nothing).
+    let list = "cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' | sort | tr '\\n' ' '";
+    fs::write(
+        f.context.join("Dockerfile"),
+        format!(
+            "FROM busybox\nRUN echo default: $({list})\nRUN --network=host echo host: $({list})\n"
+        ),
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend_from_slice(extra);
+        args.push(f.context.to_str().unwrap());
+        let out = kiln(&f.root, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let none = build(&["--network", "none"]);
+    assert!(none.contains("\n#2 default: lo\n"), "{none}");
+    // RUN --network=host keeps its own; on the host there is more than lo.
+    let host_line = none.lines().find(|l| l.starts_with("#3 host: ")).unwrap();
+    assert_ne!(host_line.trim_end(), "#3 host: lo", "{none}");
+    // Another default network is another step (the cache key says so).
+    let default = build(&[]);
+    assert!(
+        !default.contains("\n#2 default: lo\n") && default.contains("#2 default: "),
+        "{default}"
+    );
+    let bad = kiln(
+        &f.root,
+        &["build", "--network", "bridge", f.context.to_str().unwrap()],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+}

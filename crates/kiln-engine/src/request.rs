@@ -60,6 +60,8 @@ pub struct BuildRequest {
     /// Record what each RUN that runs reads of the layers below it
     /// ([`crate::StepReport::reads`]); costs an event per file read.
     pub track_reads: bool,
+    /// `--network`: the network of a RUN that does not choose its own.
+    pub network: kiln_graph::Network,
 }
 
 impl BuildRequest {
@@ -86,6 +88,7 @@ impl BuildRequest {
             push: false,
             registry: kiln_registry::ClientOptions::default(),
             track_reads: false,
+            network: kiln_graph::Network::Default,
         }
     }
 

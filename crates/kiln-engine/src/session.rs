@@ -227,6 +227,7 @@ impl Engine {
         let mut options = PlanOptions {
             build_args: request.build_args.clone(),
             target: request.target.clone(),
+            network: request.network,
             ..PlanOptions::default()
         };
         let first = plan(dockerfile, &options).map_err(plan_error)?;

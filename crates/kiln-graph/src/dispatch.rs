@@ -770,7 +770,8 @@ fn run(
     }
     let flags = Flags(ins);
     let network = match flags.string("network")? {
-        None | Some(("default", _)) => Network::Default,
+        // The build's --network, as BuildKit's default network mode.
+        None | Some(("default", _)) => ctx.options.network,
         Some(("none", _)) => Network::None,
         Some(("host", _)) => Network::Host,
         Some((other, span)) => {

@@ -33,6 +33,9 @@ pub struct PlanOptions {
     /// Configs of base images, by reference as written after expansion
     /// (`debian:12`). A missing entry is an empty config.
     pub base_configs: BTreeMap<String, ImageConfig>,
+    /// `--network`: what a RUN without `--network` (or with `default`)
+    /// gets.
+    pub network: crate::Network,
 }
 
 impl Default for PlanOptions {
@@ -43,6 +46,7 @@ impl Default for PlanOptions {
             platform: Platform::host(),
             build_platform: Platform::host(),
             base_configs: BTreeMap::new(),
+            network: crate::Network::Default,
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct BuildArgs {
     /// The platform base images are pulled for (os/arch[/variant]; default the host's)
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
+    /// The network of RUN steps without their own --network
+    #[arg(long, value_enum, default_value_t)]
+    network: BuildNetwork,
     #[command(flatten)]
     registry: super::registry::RegistryArgs,
     /// Run every step of these stages (comma-separated names)
@@ -99,6 +102,28 @@ pub struct BuildArgs {
     allow: Vec<String>,
     /// The build context directory
     context: PathBuf,
+}
+
+/// `kiln build --network`: the network of RUN steps that do not choose.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum BuildNetwork {
+    /// The host's network (kiln's default for RUN)
+    #[default]
+    Default,
+    /// Only a loopback interface
+    None,
+    /// The host's network
+    Host,
+}
+
+impl From<BuildNetwork> for kiln_graph::Network {
+    fn from(network: BuildNetwork) -> kiln_graph::Network {
+        match network {
+            BuildNetwork::Default => kiln_graph::Network::Default,
+            BuildNetwork::None => kiln_graph::Network::None,
+            BuildNetwork::Host => kiln_graph::Network::Host,
+        }
+    }
 }
 
 pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -177,6 +202,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         .source_date_epoch(source_date_epoch()?);
     request.build_args = build_args(&args.build_args)?;
     request.target = args.target.clone();
+    request.network = args.network.into();
     request.labels = parse_labels(&args.labels)?;
     request.push = args.push;
     request.registry = args.registry.options()?;
