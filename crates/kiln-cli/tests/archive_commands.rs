@@ -201,3 +201,39 @@ fn archives_with_wrong_blobs_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("neither an OCI archive"));
 }
+
+#[test]
+fn save_writes_to_a_pipe_and_load_reads_standard_input_as_docker_does() {
+    use std::process::Stdio;
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first");
+    let second = work.path().join("second");
+    let rootfs = busybox_rootfs(work.path());
+    ok(kiln(
+        &first,
+        &["import", rootfs.to_str().unwrap(), "busybox"],
+    ));
+    // kiln save busybox | kiln load, as docker save | docker load.
+    let mut save = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&first)
+        .args(["save", "--format", "docker", "busybox"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let load = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(&second)
+        .arg("load")
+        .stdin(save.stdout.take().unwrap())
+        .output()
+        .unwrap();
+    assert!(save.wait().unwrap().success());
+    assert_eq!(ok(load), "Loaded image: busybox:latest\n");
+    let id = |root: &Path| {
+        let inspect: serde_json::Value =
+            serde_json::from_str(&ok(kiln(root, &["inspect", "busybox"]))).unwrap();
+        inspect[0]["ConfigDigest"].clone()
+    };
+    assert_eq!(id(&first), id(&second));
+}

@@ -331,3 +331,35 @@ fn ctrl_c_in_the_tty_view_cancels_every_running_step_and_draws_each_once() {
     assert!(!screen.contains("^C"), "{screen}");
     assert_eq!(status, "130");
 }
+
+#[test]
+fn save_refuses_to_write_an_archive_to_a_terminal() {
+    let (dir, root, _context) = project("FROM busybox\n");
+    let exit = dir.path().join("exit");
+    let session = format!("kiln-save-{}", std::process::id());
+    let command = format!(
+        "{} --root {} save busybox; echo $? > {}; sleep 60",
+        env!("CARGO_BIN_EXE_kiln"),
+        root.display(),
+        exit.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "10",
+        &command,
+    ]);
+    let status = exit_status(&exit);
+    let screen = wait_for_screen(&session, "refusing");
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(status, "1");
+    assert!(
+        screen.contains("refusing to write an archive to a terminal: use -o FILE"),
+        "{screen}"
+    );
+}

@@ -547,9 +547,9 @@ pub fn prune_images(root: Option<&Path>, args: ImagePruneArgs) -> anyhow::Result
 
 #[derive(Args)]
 pub struct SaveArgs {
-    /// The archive to write
+    /// The archive to write (default: standard output, unless it is a terminal)
     #[arg(short = 'o', long = "output")]
-    output: PathBuf,
+    output: Option<PathBuf>,
     /// oci: an OCI image layout in a tar (layers gzip compressed);
     /// docker: what `docker load` reads
     #[arg(long, value_enum, default_value_t = SaveFormat::Oci)]
@@ -587,21 +587,39 @@ pub fn save(root: Option<&Path>, args: SaveArgs) -> anyhow::Result<()> {
         SaveCompression::Gzip => kiln_store::LayerCompression::Gzip,
         SaveCompression::Zstd => kiln_store::LayerCompression::Zstd,
     };
-    let mut output = OutputFile::create(&args.output)?;
+    let Some(path) = &args.output else {
+        // As docker save: an archive on a terminal is noise, never wanted.
+        let stdout = std::io::stdout();
+        if std::io::IsTerminal::is_terminal(&stdout) {
+            anyhow::bail!(
+                "refusing to write an archive to a terminal: use -o FILE or redirect standard output"
+            );
+        }
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        kiln_store::save(
+            &store,
+            &args.names,
+            format,
+            compression,
+            kiln_store::NamedWriter::new("standard output", &mut out),
+        )?;
+        return std::io::Write::flush(&mut out).context("writing standard output");
+    };
+    let mut output = OutputFile::create(path)?;
     kiln_store::save(
         &store,
         &args.names,
         format,
         compression,
-        kiln_store::NamedWriter::new(&args.output, std::io::BufWriter::new(output.file())),
+        kiln_store::NamedWriter::new(path, std::io::BufWriter::new(output.file())),
     )?;
     Ok(output.commit()?)
 }
 
 #[derive(Args)]
 pub struct LoadArgs {
-    /// An OCI archive or docker-archive; `-` reads standard input
-    #[arg(short = 'i', long = "input")]
+    /// An OCI archive or docker-archive (default, or `-`: standard input)
+    #[arg(short = 'i', long = "input", default_value = "-")]
     input: PathBuf,
 }
 
