@@ -582,7 +582,8 @@ fn readme_problems(readme: &str) -> Vec<String> {
                     None => break,
                 }
             }
-            for word in rest {
+            // `[--check\|--call check]`: each alternative a flag of its own.
+            for word in rest.iter().flat_map(|w| w.split("\\|")) {
                 let flag = word
                     .trim_start_matches('[')
                     .split(['=', ']', ' '])

@@ -1265,3 +1265,58 @@ fn build_network_none_is_the_default_of_runs_that_do_not_choose() {
     );
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn check_runs_buildkits_dockerfile_checks_and_builds_nothing() {
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "# check=skip=MaintainerDeprecated\nFROM busybox as Build\nMAINTAINER me\nRUN touch /ran\nCMD echo hi\n",
+    )
+    .unwrap();
+    let ctx = f.context.to_str().unwrap();
+    let before = ok(kiln(&f.root, &["images", "-q"]));
+    let out = kiln(&f.root, &["build", "--check", ctx]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for expected in [
+        "Dockerfile:2: warning: FromAsCasing: 'as' and 'FROM' keywords' casing do not match (https://docs.docker.com/go/dockerfile/rule/from-as-casing/)",
+        "Dockerfile:2: warning: StageNameCasing: Stage name 'Build' should be lowercase",
+        "Dockerfile:5: warning: JSONArgsRecommended: JSON arguments recommended for CMD",
+        "Check complete, 3 warnings have been found!",
+    ] {
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+    }
+    assert!(
+        !stderr.contains("MaintainerDeprecated"),
+        "skipped: {stderr}"
+    );
+    assert!(!stderr.contains("RUN touch"), "nothing ran: {stderr}");
+    assert_eq!(
+        ok(kiln(&f.root, &["images", "-q"])),
+        before,
+        "nothing built"
+    );
+    // --call check is the same; a clean Dockerfile passes.
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox AS build\nCMD [\"sh\"]\n",
+    )
+    .unwrap();
+    let out = kiln(&f.root, &["build", "--call", "check", ctx]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("Check complete, no warnings found."));
+    // A plan error is an error, as in a build.
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nCOPY --from=0 /a /b\n",
+    )
+    .unwrap();
+    let out = kiln(&f.root, &["build", "--check", ctx]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("Dockerfile:2"),
+        "{}",
+        text(&out.stderr)
+    );
+}

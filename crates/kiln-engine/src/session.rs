@@ -55,6 +55,37 @@ impl Engine {
         &self.store
     }
 
+    /// `docker build --check`: BuildKit's Dockerfile checks on the
+    /// request's Dockerfile, after it is planned with its base images (a
+    /// plan error is an error, as in a build); nothing runs. Returns the
+    /// findings in line order, and the Dockerfile's display name.
+    pub fn check(
+        &self,
+        request: &BuildRequest,
+    ) -> Result<(String, Vec<kiln_dockerfile::LintWarning>), EngineError> {
+        if !request.context.is_dir() {
+            return Err(EngineError::Request(format!(
+                "build context {} is not a directory",
+                request.context.display()
+            )));
+        }
+        let (file, dockerfile) = read_dockerfile(request)?;
+        let mut found = kiln_dockerfile::lint(&dockerfile);
+        let (graph, _) = self.plan(request, &dockerfile, &file)?;
+        for warning in graph.warnings.iter().filter_map(|w| {
+            let message = w.message.strip_prefix(INVALID_BASE_IMAGE_PLATFORM)?;
+            Some((message.strip_prefix(": ")?, w.line))
+        }) {
+            found.push(kiln_dockerfile::LintWarning {
+                rule: INVALID_BASE_IMAGE_PLATFORM,
+                message: warning.0.to_owned(),
+                line: warning.1,
+            });
+        }
+        found.sort_by_key(|w| w.line);
+        Ok((file.display, found))
+    }
+
     /// Runs `request` to the end: parses and plans the Dockerfile, pins
     /// its image references, runs the steps through the cache, tags the
     /// image and writes its outputs. Every event goes to `events` (from
@@ -539,6 +570,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The rule's name, BuildKit's: in the build's warning and `--check`'s.
+const INVALID_BASE_IMAGE_PLATFORM: &str = "InvalidBaseImagePlatform";
+
 /// BuildKit's `InvalidBaseImagePlatform` check: a stage for one platform
 /// on a base image for another (its programs are the base's, whatever
 /// the label says).
@@ -563,7 +597,7 @@ fn base_platform_warnings(
         if !same {
             warnings.push(kiln_graph::PlanWarning {
                 message: format!(
-                    "InvalidBaseImagePlatform: Base image {reference} was pulled with platform \
+                    "{INVALID_BASE_IMAGE_PLATFORM}: Base image {reference} was pulled with platform \
                      \"{actual}\", expected \"{expected}\" for current build"
                 ),
                 line: stage.line,

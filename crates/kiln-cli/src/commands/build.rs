@@ -72,6 +72,12 @@ pub struct BuildArgs {
     /// The network of RUN steps without their own --network
     #[arg(long, value_enum, default_value_t)]
     network: BuildNetwork,
+    /// Run BuildKit's Dockerfile checks instead of building (--call check)
+    #[arg(long)]
+    check: bool,
+    /// What to do with the Dockerfile: build it, or check it
+    #[arg(long, value_enum, default_value_t)]
+    call: BuildCall,
     #[command(flatten)]
     registry: super::registry::RegistryArgs,
     /// Run every step of these stages (comma-separated names)
@@ -102,6 +108,41 @@ pub struct BuildArgs {
     allow: Vec<String>,
     /// The build context directory
     context: PathBuf,
+}
+
+/// `kiln build --call`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BuildCall {
+    #[default]
+    Build,
+    Check,
+}
+
+/// `kiln build --check`: each finding with its rule, line and page, then
+/// the count; exit 1 when there is any, as `docker build --check`.
+fn check(engine: &Engine, request: &kiln_engine::BuildRequest) -> anyhow::Result<ExitCode> {
+    let (file, found) = engine.check(request)?;
+    let mut out = String::new();
+    for warning in &found {
+        out.push_str(&format!(
+            "{file}:{}: warning: {}: {} ({})\n",
+            warning.line,
+            warning.rule,
+            warning.message,
+            warning.url()
+        ));
+    }
+    out.push_str(&match found.len() {
+        0 => "Check complete, no warnings found.\n".to_owned(),
+        1 => "Check complete, 1 warning has been found!\n".to_owned(),
+        n => format!("Check complete, {n} warnings have been found!\n"),
+    });
+    crate::output::write_stderr(&out);
+    Ok(if found.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `kiln build --network`: the network of RUN steps that do not choose.
@@ -138,6 +179,9 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
         always: args.pull,
     };
     let engine = Engine::with_images(open_store(root)?, Box::new(images));
+    if args.check || args.call == BuildCall::Check {
+        return check(&engine, &request);
+    }
     let mode = if args.quiet {
         Some(ProgressMode::Quiet)
     } else {
