@@ -69,3 +69,62 @@ fn deep_nesting_in_expansions_and_json_is_an_error_or_a_parse() {
     let deep_braces = format!("FROM a\nENV x={}\n", "${a:-".repeat(20_000));
     let _ = parse(&deep_braces);
 }
+
+#[test]
+fn the_checks_run_on_every_real_world_dockerfile_and_every_parser_case() {
+    // Whatever parses can be checked: no panic, every finding on a line
+    // of the file.
+    let shared =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance");
+    if !shared.is_dir() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "../shared/conformance is missing"
+        );
+        eprintln!("skipped: ../shared/conformance not found");
+        return;
+    }
+    let mut checked = 0;
+    let mut findings = 0;
+    for entry in walkdir_files(&shared) {
+        let Ok(text) = std::fs::read_to_string(&entry) else {
+            continue;
+        };
+        let Ok(dockerfile) = kiln_dockerfile::parse(&text) else {
+            continue;
+        };
+        let lines = text.lines().count() as u32;
+        for warning in kiln_dockerfile::lint(&dockerfile) {
+            assert!(
+                warning.line >= 1 && warning.line <= lines.max(1),
+                "{}: {warning:?}",
+                entry.display()
+            );
+            findings += 1;
+        }
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} files");
+    assert!(findings > 0, "real Dockerfiles have findings");
+}
+
+/// Every file named `Dockerfile*` or `*.Dockerfile` under `dir`.
+fn walkdir_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .is_some_and(|n| n.starts_with("Dockerfile") || n.ends_with(".Dockerfile"))
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
