@@ -669,3 +669,75 @@ fn capabilities_are_added_and_dropped_and_a_read_only_rootfs_stays_unwritten() {
     );
     ok(kiln(&root, &["rm", "ro"]));
 }
+
+#[test]
+fn tmpfs_and_mount_labels_and_the_stop_signal() {
+    let (dir, root) = store();
+    let host = dir.path().join("shared");
+    fs::create_dir_all(&host).unwrap();
+    fs::write(host.join("f"), "from the host\n").unwrap();
+    let mount = format!("type=bind,source={},target=/data,readonly", host.display());
+    let out = ok(kiln(
+        &root,
+        &[
+            "run", "--rm", "--network", "none", "--read-only",
+            "--tmpfs", "/scratch:size=1m",
+            "--mount", "type=tmpfs,target=/cache",
+            "--mount", &mount,
+            "busybox", "sh", "-c",
+            "touch /scratch/a /cache/b && echo writable; cat /data/f; touch /data/g 2>/dev/null || echo ro; \
+             grep ' /scratch ' /proc/mounts | grep -o 'size=[0-9]*k'",
+        ],
+    ));
+    assert_eq!(out, "writable\nfrom the host\nro\nsize=1024k\n");
+    assert!(!host.join("g").exists());
+    for (flag, value, error) in [
+        (
+            "--mount",
+            "type=volume,source=v,target=/v",
+            "named volumes come with the daemon",
+        ),
+        ("--mount", "type=bind,target=/x", "needs source="),
+        ("--tmpfs", "relative", "must be absolute"),
+        ("--stop-signal", "NOPE", "not a signal"),
+    ] {
+        let out = kiln(&root, &["run", "--rm", flag, value, "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}");
+        assert!(
+            text(&out.stderr).contains(error),
+            "{flag} {value}: {}",
+            text(&out.stderr)
+        );
+    }
+    // stop sends the stop signal first: a HUP the command handles.
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "--network",
+            "none",
+            "--label",
+            "team=core",
+            "--stop-signal",
+            "HUP",
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo got-hup; exit 3' HUP; echo up; while true; do sleep 0.1; done",
+        ],
+    ));
+    wait_for("it to start", || {
+        ok(kiln(&root, &["logs", "svc"])).contains("up")
+    });
+    let inspect: serde_json::Value =
+        serde_json::from_str(&ok(kiln(&root, &["inspect", "svc"]))).unwrap();
+    assert_eq!(inspect[0]["Config"]["Labels"]["team"], "core");
+    assert_eq!(inspect[0]["Config"]["StopSignal"], "SIGHUP");
+    ok(kiln(&root, &["stop", "-t", "5", "svc"]));
+    assert_eq!(ok(kiln(&root, &["logs", "svc"])), "up\ngot-hup\n");
+    assert_eq!(ok(kiln(&root, &["wait", "svc"])), "3\n");
+    ok(kiln(&root, &["rm", "svc"]));
+}

@@ -71,6 +71,28 @@ pub struct ContainerRequest {
     pub capabilities: kiln_runtime::CapabilityChanges,
     /// `--read-only`: the rootfs is not writable.
     pub read_only: bool,
+    /// `--tmpfs` / `--mount type=tmpfs`: (absolute path, size limit).
+    pub tmpfs: Vec<(String, Option<u64>)>,
+    /// `--label`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--stop-signal` (over the image's STOPSIGNAL).
+    pub stop_signal: Option<nix::sys::signal::Signal>,
+}
+
+/// A signal as docker takes one: `KILL`, `SIGKILL`, `kill` or `9`.
+pub fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, EngineError> {
+    use std::str::FromStr;
+    let bad = || EngineError::Request(format!("{text:?} is not a signal (KILL, TERM, HUP, 9...)"));
+    if let Ok(number) = text.trim().parse::<i32>() {
+        return nix::sys::signal::Signal::try_from(number).map_err(|_| bad());
+    }
+    let upper = text.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
 }
 
 /// How a monitor connects the container to its caller.
@@ -180,6 +202,15 @@ impl Engine {
                 init: request.init,
                 capabilities: request.capabilities,
                 read_only: request.read_only,
+                tmpfs: request.tmpfs.clone(),
+                labels: request.labels.clone(),
+                stop_signal: match request.stop_signal {
+                    Some(signal) => Some(signal as i32),
+                    // The image's STOPSIGNAL, as docker. One kiln cannot
+                    // name (`SIGRTMIN+3`, systemd's) leaves SIGTERM: the
+                    // image must still run.
+                    None => parse_signal(&config.stop_signal).ok().map(|s| s as i32),
+                },
             },
         )?;
         record.config.hostname = request
@@ -275,9 +306,10 @@ impl Engine {
         Ok(code)
     }
 
-    /// SIGTERM to the container's pid 1, then SIGKILL after `grace` (a
-    /// pid-1 command without a SIGTERM handler ignores the first, as under
-    /// Docker); returns once its monitor has recorded the end, or 10 s
+    /// Its stop signal (SIGTERM unless `--stop-signal` or the image's
+    /// STOPSIGNAL says otherwise) to the container's pid 1, then SIGKILL
+    /// after `grace` (a pid-1 command without a handler for it ignores the
+    /// first, as under Docker); returns once its monitor has recorded the end, or 10 s
     /// after the SIGKILL.
     pub fn stop_container(
         &self,
@@ -296,7 +328,12 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(20));
             }
         };
-        signal(pid, Signal::SIGTERM);
+        let first = record
+            .config
+            .stop_signal
+            .and_then(|n| Signal::try_from(n).ok())
+            .unwrap_or(Signal::SIGTERM);
+        signal(pid, first);
         wait(grace);
         if !stopped() {
             signal(pid, Signal::SIGKILL);

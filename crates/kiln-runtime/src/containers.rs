@@ -59,6 +59,16 @@ pub struct ContainerConfig {
     /// `--read-only`.
     #[serde(default)]
     pub read_only: bool,
+    /// `--tmpfs` / `--mount type=tmpfs`: (container path, size limit).
+    #[serde(default)]
+    pub tmpfs: Vec<(String, Option<u64>)>,
+    /// `--label`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The signal `stop` sends first (`--stop-signal`, else the image's
+    /// STOPSIGNAL; none: SIGTERM), as a number.
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
 }
 
 /// Where a container is in its life.
@@ -117,6 +127,10 @@ impl ContainerRecord {
                     target: target.clone(),
                     readonly: *readonly,
                 })
+                .chain(self.config.tmpfs.iter().map(|(target, size)| Mount::Tmpfs {
+                    target: target.clone(),
+                    size_bytes: *size,
+                }))
                 .collect(),
             hosts: None,
             resolv_conf: None,

@@ -89,6 +89,18 @@ pub struct RunArgs {
     /// Mount the container's root filesystem read-only
     #[arg(long)]
     read_only: bool,
+    /// A tmpfs at PATH (PATH[:size=64m])
+    #[arg(long, value_name = "PATH[:size=SIZE]")]
+    tmpfs: Vec<String>,
+    /// type=bind,source=HOST,target=PATH[,readonly] or type=tmpfs,target=PATH[,tmpfs-size=SIZE]
+    #[arg(long, value_name = "SPEC")]
+    mount: Vec<String>,
+    /// A label for the container (KEY=VALUE)
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// The signal stop sends first (default: the image's STOPSIGNAL, else SIGTERM)
+    #[arg(long, value_name = "SIGNAL")]
+    stop_signal: Option<String>,
     /// Run an init as PID 1 (kiln-init, as docker run --init runs tini)
     /// that forwards signals to the command and reaps orphaned zombies;
     /// without it the command itself is PID 1, and ignores the signals it
@@ -195,6 +207,7 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
     }
     env.extend(args.env.iter().cloned());
     let security = security_options(&args.security_opt)?;
+    let mounts = parse_mounts(&args.mount)?;
     Ok(ContainerRequest {
         image: args.image().to_owned(),
         command: args.command().to_vec(),
@@ -211,6 +224,7 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             .volume
             .iter()
             .map(|v| parse_volume(v))
+            .chain(mounts.0.into_iter().map(Ok))
             .collect::<anyhow::Result<_>>()?,
         hostname: args.hostname.clone(),
         name: args.name.clone(),
@@ -227,7 +241,103 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
         capabilities: kiln_runtime::CapabilityChanges::parse(&args.cap_add, &args.cap_drop)
             .map_err(anyhow::Error::msg)?,
         read_only: args.read_only,
+        tmpfs: {
+            let mut all = args
+                .tmpfs
+                .iter()
+                .map(|t| parse_tmpfs(t))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            all.extend(mounts.1);
+            all
+        },
+        labels: args
+            .label
+            .iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+                _ => bail!("--label {l:?}: expected KEY=VALUE"),
+            })
+            .collect::<anyhow::Result<_>>()?,
+        stop_signal: args
+            .stop_signal
+            .as_deref()
+            .map(kiln_engine::parse_signal)
+            .transpose()
+            .context("--stop-signal")?,
     })
+}
+
+/// `--tmpfs PATH[:size=SIZE[,...]]`: docker's options besides size are
+/// refused rather than ignored.
+fn parse_tmpfs(spec: &str) -> anyhow::Result<Tmpfs> {
+    let (path, options) = spec.split_once(':').unwrap_or((spec, ""));
+    if !path.starts_with('/') {
+        bail!("--tmpfs {spec:?}: the container path must be absolute");
+    }
+    let mut size = None;
+    for option in options.split(',').filter(|o| !o.is_empty()) {
+        match option.split_once('=') {
+            Some(("size", value)) => {
+                size = Some(
+                    kiln_graph::values::parse_memory_size(value)
+                        .map_err(|e| anyhow::anyhow!("--tmpfs {spec:?}: {e}"))?,
+                )
+            }
+            _ => bail!("--tmpfs {spec:?}: only size=SIZE is supported"),
+        }
+    }
+    Ok((path.to_owned(), size))
+}
+
+/// A tmpfs mount: its container path and size limit.
+type Tmpfs = (String, Option<u64>);
+
+/// `--mount` values: binds, and tmpfs mounts.
+fn parse_mounts(specs: &[String]) -> anyhow::Result<(Vec<Bind>, Vec<Tmpfs>)> {
+    let mut binds = Vec::new();
+    let mut tmpfs = Vec::new();
+    for spec in specs {
+        let mut kind = None;
+        let mut source = None;
+        let mut target = None;
+        let mut readonly = false;
+        let mut size = None;
+        for field in spec.split(',') {
+            let (key, value) = field.split_once('=').unwrap_or((field, ""));
+            match key {
+                "type" => kind = Some(value),
+                "source" | "src" => source = Some(value),
+                "target" | "destination" | "dst" => target = Some(value),
+                "readonly" | "ro" if value.is_empty() || value == "true" || value == "1" => readonly = true,
+                "readonly" | "ro" if value == "false" || value == "0" => readonly = false,
+                "tmpfs-size" => {
+                    size = Some(
+                        kiln_graph::values::parse_memory_size(value)
+                            .map_err(|e| anyhow::anyhow!("--mount {spec:?}: {e}"))?,
+                    )
+                }
+                _ => bail!("--mount {spec:?}: {key:?} is not supported (type, source, target, readonly, tmpfs-size)"),
+            }
+        }
+        let Some(target) = target.filter(|t| t.starts_with('/')) else {
+            bail!("--mount {spec:?}: target=PATH (absolute) is required");
+        };
+        match kind {
+            Some("bind") => {
+                let Some(source) = source else {
+                    bail!("--mount {spec:?}: a bind needs source=HOST_PATH");
+                };
+                let suffix = if readonly { ":ro" } else { "" };
+                binds.push(parse_volume(&format!("{source}:{target}{suffix}"))?);
+            }
+            Some("tmpfs") => tmpfs.push((target.to_owned(), size)),
+            Some("volume") => {
+                bail!("--mount {spec:?}: named volumes come with the daemon (not yet)")
+            }
+            _ => bail!("--mount {spec:?}: type=bind or type=tmpfs"),
+        }
+    }
+    Ok((binds, tmpfs))
 }
 
 /// The container's exit status, or Docker's for a command that could not
@@ -771,7 +881,7 @@ pub struct KillArgs {
 
 /// `kiln kill`: a signal to each running container's pid 1.
 pub fn kill(root: Option<&Path>, args: KillArgs) -> anyhow::Result<()> {
-    let signal = parse_signal(&args.signal)?;
+    let signal = kiln_engine::parse_signal(&args.signal).context("--signal")?;
     let engine = Engine::new(open_store(root)?);
     let mut out = String::new();
     for name in &args.names.containers {
@@ -780,22 +890,6 @@ pub fn kill(root: Option<&Path>, args: KillArgs) -> anyhow::Result<()> {
         out.push_str(&format!("{name}\n"));
     }
     print(&out)
-}
-
-/// `KILL`, `SIGKILL`, `kill` or `9`.
-fn parse_signal(text: &str) -> anyhow::Result<nix::sys::signal::Signal> {
-    use std::str::FromStr;
-    let bad = || anyhow::anyhow!("--signal {text:?}: not a signal (KILL, TERM, HUP, 9...)");
-    if let Ok(number) = text.parse::<i32>() {
-        return nix::sys::signal::Signal::try_from(number).map_err(|_| bad());
-    }
-    let upper = text.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
 }
 
 /// `kiln wait`: blocks until each container stops; prints its exit code.
@@ -905,11 +999,20 @@ pub fn container_json(record: &ContainerRecord) -> serde_json::Value {
             "User": format!("{}:{}", config.uid, config.gid),
             "Hostname": config.hostname,
             "Tty": config.tty,
+            "Labels": config.labels,
+            "StopSignal": config
+                .stop_signal
+                .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+                .map(|s| s.as_str()),
         },
         "HostConfig": {
             "NetworkMode": config.network,
             "Privileged": config.privileged,
             "Init": config.init,
+            "ReadonlyRootfs": config.read_only,
+            "Tmpfs": config.tmpfs.iter().map(|(path, size)| {
+                (path.clone(), size.map(|s| format!("size={s}")).unwrap_or_default())
+            }).collect::<std::collections::BTreeMap<_, _>>(),
             "Binds": config.binds.iter().map(|(host, container, ro)| {
                 format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })
             }).collect::<Vec<_>>(),
