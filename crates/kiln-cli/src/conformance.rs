@@ -236,7 +236,7 @@ const ROWS: &[Row] = &[
     row("image inspect -f", "image inspect --format"),
     row("docker image prune", "image prune"),
     row("image prune -f, --force", "image prune --force"),
-    absent("image prune -a, --all", "not yet"),
+    row("image prune -a, --all", "image prune --all"),
     row("docker image history", "image history"),
     row("image history --no-trunc", "image history --no-trunc"),
     row("docker image tag", "image tag"),

@@ -315,6 +315,30 @@ fn docker_group_commands_info_and_system_df() {
     assert!(pruned.contains("Deleted Containers:\n"), "{pruned}");
     assert!(ok(kiln(&root, &["ps", "-aq"])).is_empty());
     assert_eq!(ok(kiln(&root, &["images", "-q"])).lines().count(), 1);
+    // prune -a: every image no container uses goes, names and all; one a
+    // container uses stays.
+    ok(kiln(&root, &["tag", "busybox", "spare"]));
+    ok(common::kiln_env(
+        &root,
+        &["import", rootfs.to_str().unwrap(), "unused"],
+        &[("SOURCE_DATE_EPOCH", "1")],
+    ));
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "--name",
+            "keeper",
+            "--network",
+            "none",
+            "busybox",
+            "true",
+        ],
+    ));
+    let out = ok(kiln(&root, &["image", "prune", "-a", "-f"]));
+    assert_eq!(out.matches("Deleted: sha256:").count(), 1, "{out}");
+    assert_eq!(names(&root), ["busybox:latest", "spare:latest"]);
+    ok(kiln(&root, &["rm", "keeper"]));
     // A template kiln cannot render is refused, not half printed.
     let out = kiln(&root, &["images", "--format", "{{range .}}"]);
     assert_eq!(out.status.code(), Some(1));

@@ -126,15 +126,34 @@ impl Engine {
         Ok(removed)
     }
 
-    /// Removes every untagged image (`docker image prune`), then
-    /// collects; returns the images removed and what GC did.
-    pub fn prune_images(&self) -> Result<(Vec<Digest>, GcReport), EngineError> {
+    /// Removes every untagged image (`docker image prune`) or, with
+    /// `all`, every image no container uses, names and all (`-a`); then
+    /// collects. Returns the images removed and what GC did.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<Digest>, GcReport), EngineError> {
         let store = self.store();
         let mut removed = Vec::new();
         for manifest in store.untagged()? {
             let id = Digest::of_descriptor(&manifest)?;
             if store.remove_untagged(&id)? {
                 removed.push(id);
+            }
+        }
+        if all {
+            let used: std::collections::BTreeSet<String> = self
+                .containers()
+                .list()
+                .into_iter()
+                .map(|c| c.config.image_id)
+                .collect();
+            for tag in store.tags()? {
+                let id = Digest::of_descriptor(&tag.manifest)?;
+                if used.contains(&id.to_string()) {
+                    continue;
+                }
+                store.untag(&tag.name)?;
+                if !removed.contains(&id) {
+                    removed.push(id);
+                }
             }
         }
         Ok((removed, self.gc()?))

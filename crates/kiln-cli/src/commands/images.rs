@@ -524,16 +524,24 @@ pub struct ImagePruneArgs {
     /// Do not ask for confirmation
     #[arg(short, long)]
     force: bool,
+    /// Every image no container uses, not only the untagged ones
+    #[arg(short, long)]
+    all: bool,
 }
 
 /// `kiln image prune`: removes the untagged images, then what nothing
 /// reaches.
 pub fn prune_images(root: Option<&Path>, args: ImagePruneArgs) -> anyhow::Result<()> {
-    if !args.force && !crate::output::confirm("This will remove all dangling images.")? {
+    let warning = if args.all {
+        "This will remove all images without at least one container associated to them."
+    } else {
+        "This will remove all dangling images."
+    };
+    if !args.force && !crate::output::confirm(warning)? {
         return Ok(());
     }
     let engine = kiln_engine::Engine::new(open_store(root)?);
-    let (removed, report) = engine.prune_images()?;
+    let (removed, report) = engine.prune_images(args.all)?;
     let mut out = String::new();
     for id in &removed {
         out.push_str(&format!("Deleted: {id}\n"));

@@ -142,7 +142,7 @@ pub fn prune(
     }
     let engine = Engine::new(open_store(root)?);
     let mut out = super::containers::prune_stopped(&engine)?;
-    let (removed, _) = engine.prune_images()?;
+    let (removed, _) = engine.prune_images(false)?;
     out.push_str("\nDeleted Images:\n");
     for id in &removed {
         out.push_str(&format!("deleted: {id}\n"));
