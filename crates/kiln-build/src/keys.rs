@@ -51,6 +51,7 @@ pub(crate) fn run_key(
         network,
         insecure,
         devices,
+        extra_hosts,
     } = run;
     let mut key = KeyBuilder::new("run");
     key.key("parent", parent);
@@ -74,6 +75,15 @@ pub(crate) fn run_key(
     );
     key.text("insecure", flag(*insecure));
     list(&mut key, "devices", devices);
+    // Named and only when there are some: the keys of every RUN without
+    // --add-host stay what they were.
+    if !extra_hosts.is_empty() {
+        let lines: Vec<String> = extra_hosts
+            .iter()
+            .map(|(n, a)| format!("{a} {n}"))
+            .collect();
+        list(&mut key, "extra_hosts", &lines);
+    }
     key.field("mounted", mounted);
     run_inputs(&mut key, inputs);
     key.finish()
@@ -327,6 +337,7 @@ mod tests {
             network: Network::None,
             insecure: false,
             devices: Vec::new(),
+            extra_hosts: Vec::new(),
         }
     }
 

@@ -125,6 +125,7 @@ pub fn run_step(
         },
         mounts,
         hosts: None,
+        extra_hosts: run.extra_hosts.clone(),
         resolv_conf: None,
         state_parent: Some(scratch.0.clone()),
         // Reached only with --allow security.insecure (the executor checks);

@@ -1320,3 +1320,74 @@ fn check_runs_buildkits_dockerfile_checks_and_builds_nothing() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn add_host_puts_lines_in_the_hosts_file_of_every_run_and_in_its_key() {
+    let f = fixture(None);
+    fs::write(
+        f.context.join("Dockerfile"),
+        "FROM busybox\nRUN grep -wE 'db|cache' /etc/hosts\n",
+    )
+    .unwrap();
+    let ctx = f.context.to_str().unwrap();
+    let out = kiln(
+        &f.root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--add-host",
+            "db:127.0.0.2",
+            "--add-host",
+            "cache=::1",
+            ctx,
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("#2 127.0.0.2\tdb\n#2 ::1\tcache\n"),
+        "{stderr}"
+    );
+    // Another set of hosts is another step; none at all fails the grep.
+    let out = kiln(
+        &f.root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--add-host",
+            "db:127.0.0.3",
+            ctx,
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("#2 127.0.0.3\tdb\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kiln(&f.root, &["build", ctx]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let out = kiln(&f.root, &["build", "--add-host", "gw:host-gateway", ctx]);
+    assert!(text(&out.stderr).contains("host-gateway needs a bridge network"));
+    // kiln run takes it too.
+    assert_eq!(
+        ok(kiln(
+            &f.root,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--add-host",
+                "db:127.0.0.2",
+                "busybox",
+                "tail",
+                "-n",
+                "1",
+                "/etc/hosts"
+            ],
+        )),
+        "127.0.0.2\tdb\n"
+    );
+}

@@ -77,6 +77,8 @@ pub struct ContainerRequest {
     pub labels: std::collections::BTreeMap<String, String>,
     /// `--stop-signal` (over the image's STOPSIGNAL).
     pub stop_signal: Option<nix::sys::signal::Signal>,
+    /// `--add-host` ([`crate::parse_add_host`]).
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// A signal as docker takes one: `KILL`, `SIGKILL`, `kill` or `9`.
@@ -203,6 +205,7 @@ impl Engine {
                 capabilities: request.capabilities,
                 read_only: request.read_only,
                 tmpfs: request.tmpfs.clone(),
+                extra_hosts: request.extra_hosts.clone(),
                 labels: request.labels.clone(),
                 stop_signal: match request.stop_signal {
                     Some(signal) => Some(signal as i32),

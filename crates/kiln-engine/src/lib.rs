@@ -42,7 +42,8 @@ pub use output_file::{write_file, OutputFile};
 pub use outputs::{export_cache, export_output};
 pub use report::{BuildReport, StepReport};
 pub use request::{
-    BuildRequest, CacheDest, CacheFrom, CacheTo, DockerfileSource, Output, SpecError,
+    parse_add_host, BuildRequest, CacheDest, CacheFrom, CacheTo, DockerfileSource, Output,
+    SpecError,
 };
 pub use session::{creation_time, read_bounded, Engine};
 pub use size::human_size;

@@ -62,6 +62,8 @@ pub struct BuildRequest {
     pub track_reads: bool,
     /// `--network`: the network of a RUN that does not choose its own.
     pub network: kiln_graph::Network,
+    /// `--add-host` ([`parse_add_host`]): in every RUN's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 impl BuildRequest {
@@ -89,6 +91,7 @@ impl BuildRequest {
             registry: kiln_registry::ClientOptions::default(),
             track_reads: false,
             network: kiln_graph::Network::Default,
+            extra_hosts: Vec::new(),
         }
     }
 
@@ -141,6 +144,37 @@ impl BuildRequest {
         self.source_date_epoch = epoch;
         self
     }
+}
+
+/// `--add-host NAME:ADDRESS` (or `NAME=ADDRESS`), as docker takes it: an
+/// IPv4 or IPv6 address (an IPv6 one may be bracketed), a host name of
+/// letters, digits, `-`, `.` and `_`. Docker's `host-gateway` needs a
+/// bridge network kiln does not have.
+pub fn parse_add_host(spec: &str) -> Result<(String, String), SpecError> {
+    let fail = |message: &str| spec_error("--add-host", spec, message);
+    let (name, address) = match (spec.split_once('='), spec.split_once(':')) {
+        (Some((name, address)), _) => (name, address),
+        (None, Some((name, address))) => (name, address),
+        (None, None) => return Err(fail("expected NAME:ADDRESS")),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if !name_ok {
+        return Err(fail("the name is not a host name"));
+    }
+    if address == "host-gateway" {
+        return Err(fail(
+            "host-gateway needs a bridge network, which kiln does not have",
+        ));
+    }
+    let bare = address.trim_start_matches('[').trim_end_matches(']');
+    let parsed: std::net::IpAddr = bare
+        .parse()
+        .map_err(|_| fail("the address is not an IP address"))?;
+    Ok((name.to_owned(), parsed.to_string()))
 }
 
 /// A spec that does not parse, with the grammar it should have followed.
@@ -377,6 +411,28 @@ impl BuildRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn add_host_takes_docker_spellings_and_refuses_the_rest() {
+        let ok = |s: &str| parse_add_host(s).unwrap();
+        assert_eq!(ok("db:127.0.0.2"), ("db".into(), "127.0.0.2".into()));
+        assert_eq!(ok("db=127.0.0.2"), ("db".into(), "127.0.0.2".into()));
+        assert_eq!(ok("v6:::1"), ("v6".into(), "::1".into()));
+        assert_eq!(ok("v6=[fe80::1]"), ("v6".into(), "fe80::1".into()));
+        for bad in [
+            "db",
+            "db:nothost",
+            "bad name:127.0.0.1",
+            ":127.0.0.1",
+            "gw:host-gateway",
+        ] {
+            assert!(parse_add_host(bad).is_err(), "{bad}");
+        }
+        assert!(parse_add_host("gw:host-gateway")
+            .unwrap_err()
+            .to_string()
+            .contains("bridge"));
+    }
 
     #[test]
     fn specs_parse_into_types_or_say_the_grammar() {

@@ -259,6 +259,7 @@ impl Engine {
             build_args: request.build_args.clone(),
             target: request.target.clone(),
             network: request.network,
+            extra_hosts: request.extra_hosts.clone(),
             ..PlanOptions::default()
         };
         let first = plan(dockerfile, &options).map_err(plan_error)?;

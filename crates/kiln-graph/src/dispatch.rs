@@ -855,6 +855,7 @@ fn run(
             network,
             insecure,
             devices,
+            extra_hosts: ctx.options.extra_hosts.clone(),
         }),
         inputs: Inputs {
             build_args,

@@ -208,6 +208,9 @@ pub struct RunOp {
     pub insecure: bool,
     /// `--device` requests, as written.
     pub devices: Vec<String>,
+    /// `kiln build --add-host`: (name, address) lines added to the
+    /// command's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// `RUN --network=`.

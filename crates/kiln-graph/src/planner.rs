@@ -36,6 +36,8 @@ pub struct PlanOptions {
     /// `--network`: what a RUN without `--network` (or with `default`)
     /// gets.
     pub network: crate::Network,
+    /// `--add-host`: (name, address) in every RUN's `/etc/hosts`.
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 impl Default for PlanOptions {
@@ -47,6 +49,7 @@ impl Default for PlanOptions {
             build_platform: Platform::host(),
             base_configs: BTreeMap::new(),
             network: crate::Network::Default,
+            extra_hosts: Vec::new(),
         }
     }
 }

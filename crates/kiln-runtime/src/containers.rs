@@ -69,6 +69,9 @@ pub struct ContainerConfig {
     /// STOPSIGNAL; none: SIGTERM), as a number.
     #[serde(default)]
     pub stop_signal: Option<i32>,
+    /// `--add-host`: (name, address).
+    #[serde(default)]
+    pub extra_hosts: Vec<(String, String)>,
 }
 
 /// Where a container is in its life.
@@ -133,6 +136,7 @@ impl ContainerRecord {
                 }))
                 .collect(),
             hosts: None,
+            extra_hosts: self.config.extra_hosts.clone(),
             resolv_conf: None,
             state_parent: Some(dir.to_owned()),
             privileged: self.config.privileged,

@@ -459,12 +459,18 @@ fn etc_files(
 
 fn etc_content(spec: &ContainerSpec, name: &str) -> String {
     match name {
-        "hosts" => spec.hosts.clone().unwrap_or_else(|| {
-            format!(
-                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
-                spec.hostname
-            )
-        }),
+        "hosts" => {
+            let mut hosts = spec.hosts.clone().unwrap_or_else(|| {
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                    spec.hostname
+                )
+            });
+            for (name, address) in &spec.extra_hosts {
+                hosts.push_str(&format!("{address}\t{name}\n"));
+            }
+            hosts
+        }
         "hostname" => format!("{}\n", spec.hostname),
         _ => spec
             .resolv_conf

@@ -42,6 +42,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// Content of `/etc/hosts`; `None`: localhost entries and the hostname.
     pub hosts: Option<String>,
+    /// `--add-host`: (name, address) lines after those.
+    pub extra_hosts: Vec<(String, String)>,
     /// Content of `/etc/resolv.conf`; `None`: the host's file.
     pub resolv_conf: Option<String>,
     /// Where the per-run state dir is created (default: the system temp

@@ -72,6 +72,9 @@ pub struct BuildArgs {
     /// The network of RUN steps without their own --network
     #[arg(long, value_enum, default_value_t)]
     network: BuildNetwork,
+    /// A line in every RUN's /etc/hosts (NAME:ADDRESS)
+    #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
+    add_host: Vec<String>,
     /// Run BuildKit's Dockerfile checks instead of building (--call check)
     #[arg(long)]
     check: bool,
@@ -247,6 +250,11 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     request.build_args = build_args(&args.build_args)?;
     request.target = args.target.clone();
     request.network = args.network.into();
+    request.extra_hosts = args
+        .add_host
+        .iter()
+        .map(|h| kiln_engine::parse_add_host(h))
+        .collect::<Result<_, _>>()?;
     request.labels = parse_labels(&args.labels)?;
     request.push = args.push;
     request.registry = args.registry.options()?;

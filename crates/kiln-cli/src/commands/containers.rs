@@ -101,6 +101,9 @@ pub struct RunArgs {
     /// The signal stop sends first (default: the image's STOPSIGNAL, else SIGTERM)
     #[arg(long, value_name = "SIGNAL")]
     stop_signal: Option<String>,
+    /// A line in the container's /etc/hosts (NAME:ADDRESS)
+    #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
+    add_host: Vec<String>,
     /// Run an init as PID 1 (kiln-init, as docker run --init runs tini)
     /// that forwards signals to the command and reaps orphaned zombies;
     /// without it the command itself is PID 1, and ignores the signals it
@@ -264,6 +267,11 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             .map(kiln_engine::parse_signal)
             .transpose()
             .context("--stop-signal")?,
+        extra_hosts: args
+            .add_host
+            .iter()
+            .map(|h| kiln_engine::parse_add_host(h))
+            .collect::<Result<_, _>>()?,
     })
 }
 
