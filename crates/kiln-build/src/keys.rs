@@ -52,6 +52,7 @@ pub(crate) fn run_key(
         insecure,
         devices,
         extra_hosts,
+        ulimits,
     } = run;
     let mut key = KeyBuilder::new("run");
     key.key("parent", parent);
@@ -83,6 +84,9 @@ pub(crate) fn run_key(
             .map(|(n, a)| format!("{a} {n}"))
             .collect();
         list(&mut key, "extra_hosts", &lines);
+    }
+    if !ulimits.is_empty() {
+        list(&mut key, "ulimits", ulimits);
     }
     key.field("mounted", mounted);
     run_inputs(&mut key, inputs);
@@ -338,6 +342,7 @@ mod tests {
             insecure: false,
             devices: Vec::new(),
             extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
         }
     }
 

@@ -135,6 +135,12 @@ pub fn run_step(
         // Docker's default set, a writable rootfs: what BuildKit gives RUN.
         capabilities: kiln_runtime::CapabilityChanges::default(),
         read_only: false,
+        // Checked by the engine before planning (the text is the plan's).
+        ulimits: run
+            .ulimits
+            .iter()
+            .filter_map(|u| kiln_runtime::Ulimit::parse(u).ok())
+            .collect(),
         // As BuildKit: setuid binaries (su, sudo, gosu) work in RUN.
         no_new_privileges: false,
         resources: kiln_runtime::Resources {

@@ -82,7 +82,7 @@ const ROWS: &[Row] = &[
     ),
     noted("build --add-host", "build --add-host", "host-gateway refused: no bridge network"),
     absent("build --shm-size", "not yet"),
-    absent("build --ulimit", "not yet"),
+    row("build --ulimit", "build --ulimit"),
     absent("buildx build --build-context", "not yet"),
     absent(
         "buildx build --call check, --check",
@@ -120,7 +120,7 @@ const ROWS: &[Row] = &[
     row("run --cap-drop", "run --cap-drop"),
     row("run --tmpfs", "run --tmpfs"),
     noted("run --mount", "run --mount", "type=bind and type=tmpfs; volumes come with the daemon"),
-    absent("run --ulimit", "not yet"),
+    row("run --ulimit", "run --ulimit"),
     row("run --stop-signal", "run --stop-signal"),
     row("run -l, --label", "run --label"),
     // containers

@@ -741,3 +741,62 @@ fn tmpfs_and_mount_labels_and_the_stop_signal() {
     assert_eq!(ok(kiln(&root, &["wait", "svc"])), "3\n");
     ok(kiln(&root, &["rm", "svc"]));
 }
+
+#[test]
+fn ulimits_for_run_and_for_every_run_of_a_build() {
+    let (dir, root) = store();
+    assert_eq!(
+        ok(kiln(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--ulimit",
+                "nofile=512:1024",
+                "--ulimit",
+                "core=-1",
+                "busybox",
+                "sh",
+                "-c",
+                "ulimit -n; ulimit -Hn; ulimit -c"
+            ],
+        )),
+        "512\n1024\nunlimited\n"
+    );
+    for bad in ["nofile", "files=1", "nofile=2:1", "nofile=x"] {
+        let out = kiln(&root, &["run", "--rm", "--ulimit", bad, "busybox", "true"]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(
+            text(&out.stderr).contains("--ulimit"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    let context = dir.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join("Dockerfile"), "FROM busybox\nRUN ulimit -n\n").unwrap();
+    let out = kiln(
+        &root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--ulimit",
+            "nofile=256",
+            context.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        text(&out.stderr).contains("\n#2 256\n"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = kiln(
+        &root,
+        &["build", "--ulimit", "nofile=9:1", context.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("soft limit is above the hard one"));
+}

@@ -79,6 +79,8 @@ pub struct ContainerRequest {
     pub stop_signal: Option<nix::sys::signal::Signal>,
     /// `--add-host` ([`crate::parse_add_host`]).
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`.
+    pub ulimits: Vec<kiln_runtime::Ulimit>,
 }
 
 /// A signal as docker takes one: `KILL`, `SIGKILL`, `kill` or `9`.
@@ -206,6 +208,7 @@ impl Engine {
                 read_only: request.read_only,
                 tmpfs: request.tmpfs.clone(),
                 extra_hosts: request.extra_hosts.clone(),
+                ulimits: request.ulimits.clone(),
                 labels: request.labels.clone(),
                 stop_signal: match request.stop_signal {
                     Some(signal) => Some(signal as i32),

@@ -64,6 +64,8 @@ pub struct BuildRequest {
     pub network: kiln_graph::Network,
     /// `--add-host` ([`parse_add_host`]): in every RUN's `/etc/hosts`.
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit` for every RUN (checked with `kiln_runtime::Ulimit::parse`).
+    pub ulimits: Vec<String>,
 }
 
 impl BuildRequest {
@@ -92,6 +94,7 @@ impl BuildRequest {
             track_reads: false,
             network: kiln_graph::Network::Default,
             extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
         }
     }
 

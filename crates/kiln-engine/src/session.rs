@@ -120,6 +120,11 @@ impl Engine {
                 )));
             }
         }
+        // RUN gets them as text (kiln-graph knows no limits); checked here
+        // so none that does not parse reaches a step.
+        for ulimit in &request.ulimits {
+            kiln_runtime::Ulimit::parse(ulimit).map_err(EngineError::Request)?;
+        }
         let (file, dockerfile) = read_dockerfile(request)?;
         for warning in &dockerfile.warnings {
             emit(EventKind::Warning {
@@ -260,6 +265,7 @@ impl Engine {
             target: request.target.clone(),
             network: request.network,
             extra_hosts: request.extra_hosts.clone(),
+            ulimits: request.ulimits.clone(),
             ..PlanOptions::default()
         };
         let first = plan(dockerfile, &options).map_err(plan_error)?;

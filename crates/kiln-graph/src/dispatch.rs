@@ -856,6 +856,7 @@ fn run(
             insecure,
             devices,
             extra_hosts: ctx.options.extra_hosts.clone(),
+            ulimits: ctx.options.ulimits.clone(),
         }),
         inputs: Inputs {
             build_args,

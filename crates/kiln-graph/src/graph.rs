@@ -211,6 +211,9 @@ pub struct RunOp {
     /// `kiln build --add-host`: (name, address) lines added to the
     /// command's `/etc/hosts`.
     pub extra_hosts: Vec<(String, String)>,
+    /// `kiln build --ulimit`, as given (`nofile=1024:2048`; checked by the
+    /// front end).
+    pub ulimits: Vec<String>,
 }
 
 /// `RUN --network=`.

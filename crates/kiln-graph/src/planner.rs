@@ -38,6 +38,8 @@ pub struct PlanOptions {
     pub network: crate::Network,
     /// `--add-host`: (name, address) in every RUN's `/etc/hosts`.
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`s for every RUN, as given.
+    pub ulimits: Vec<String>,
 }
 
 impl Default for PlanOptions {
@@ -50,6 +52,7 @@ impl Default for PlanOptions {
             base_configs: BTreeMap::new(),
             network: crate::Network::Default,
             extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
         }
     }
 }

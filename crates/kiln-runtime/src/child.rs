@@ -284,6 +284,9 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3], pid1: bool) -> ! {
     // The ids change with CAP_SETUID and CAP_SETGID held even when the
     // command is not to keep them (`--cap-drop ALL`): dropped after, as
     // runc does.
+    for &(resource, soft, hard) in &plan.rlimits {
+        check(Stage::Rlimits, sys::setrlimit(resource, soft, hard));
+    }
     let id_caps = (1 << caps::SETUID) | (1 << caps::SETGID);
     check(
         Stage::Capabilities,

@@ -72,6 +72,9 @@ pub struct ContainerConfig {
     /// `--add-host`: (name, address).
     #[serde(default)]
     pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit`.
+    #[serde(default)]
+    pub ulimits: Vec<crate::Ulimit>,
 }
 
 /// Where a container is in its life.
@@ -142,6 +145,7 @@ impl ContainerRecord {
             privileged: self.config.privileged,
             capabilities: self.config.capabilities,
             read_only: self.config.read_only,
+            ulimits: self.config.ulimits.clone(),
             seccomp: self.config.seccomp.clone(),
             no_new_privileges: self.config.no_new_privileges,
             resources: self.config.resources,

@@ -192,6 +192,6 @@ pub fn emulator_registered(architecture: &str) -> bool {
 pub use seccomp::Seccomp;
 pub use spec::{
     BindSource, CapabilityChanges, ContainerSpec, ExitStatus, Mount, Network, Resources,
-    SecretData, Stdin, Stdio, User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
+    SecretData, Stdin, Stdio, Ulimit, UlimitName, User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
 };
 pub use user::{process_user, resolve_user, set_default_home, ResolvedUser};

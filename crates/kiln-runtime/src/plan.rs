@@ -233,6 +233,9 @@ pub(crate) struct Plan {
     /// just before the command runs, then closes its copy of
     /// ([`crate::ReadWatch`]).
     pub read_watch: RawFd,
+    /// `--ulimit`s: (RLIMIT_* resource, soft, hard), set before the
+    /// capabilities drop (raising a hard limit needs CAP_SYS_RESOURCE).
+    pub rlimits: Vec<(u32, u64, u64)>,
 }
 
 /// Where the child was when it failed.
@@ -264,6 +267,7 @@ pub(crate) enum Stage {
     MountPropagation,
     Cgroup,
     WatchReads,
+    Rlimits,
 }
 
 impl Stage {
@@ -295,6 +299,7 @@ impl Stage {
             MountPropagation,
             Cgroup,
             WatchReads,
+            Rlimits,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -405,6 +410,7 @@ impl Plan {
                 None => "unshare the cgroup namespace".into(),
             },
             Stage::WatchReads => "watch the rootfs's reads (fanotify_mark)".into(),
+            Stage::Rlimits => "set the --ulimit limits (setrlimit)".into(),
         }
     }
 }

@@ -205,6 +205,11 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         cgroup_dirs: Vec::new(),
         mount_fds: trees.iter().map(AsRawFd::as_raw_fd).collect(),
         read_watch: -1,
+        rlimits: spec
+            .ulimits
+            .iter()
+            .map(|u| (u.name.resource(), u.soft, u.hard))
+            .collect(),
     };
     let mut overlay_fds = overlay_fds;
     overlay_fds.extend(trees);

@@ -61,6 +61,9 @@ pub struct ContainerSpec {
     /// `--read-only`: the rootfs is mounted read-only (`/dev`, `/proc`,
     /// `/sys`, bind and tmpfs mounts are what they are).
     pub read_only: bool,
+    /// `--ulimit`: resource limits the command starts with (others are
+    /// kiln's own, inherited).
+    pub ulimits: Vec<Ulimit>,
     /// `--security-opt no-new-privileges`: `PR_SET_NO_NEW_PRIVS` for the
     /// command, so setuid binaries and file capabilities grant nothing.
     /// Off by default, as in Docker (`su`, `sudo`, `gosu` work).
@@ -130,6 +133,109 @@ impl CapabilityChanges {
     /// no more than `available`.
     pub fn apply(&self, default: u64, available: u64) -> u64 {
         ((default & !self.drop) | self.add) & available
+    }
+}
+
+/// `--ulimit NAME=SOFT[:HARD]`: a resource limit (setrlimit) the command
+/// starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// docker's name: `nofile`, `nproc`, `core`...
+    pub name: UlimitName,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The limits docker's `--ulimit` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UlimitName {
+    Core,
+    Cpu,
+    Data,
+    Fsize,
+    Locks,
+    Memlock,
+    Msgqueue,
+    Nice,
+    Nofile,
+    Nproc,
+    Rss,
+    Rtprio,
+    Rttime,
+    Sigpending,
+    Stack,
+}
+
+impl UlimitName {
+    const ALL: [(&'static str, UlimitName); 15] = [
+        ("core", UlimitName::Core),
+        ("cpu", UlimitName::Cpu),
+        ("data", UlimitName::Data),
+        ("fsize", UlimitName::Fsize),
+        ("locks", UlimitName::Locks),
+        ("memlock", UlimitName::Memlock),
+        ("msgqueue", UlimitName::Msgqueue),
+        ("nice", UlimitName::Nice),
+        ("nofile", UlimitName::Nofile),
+        ("nproc", UlimitName::Nproc),
+        ("rss", UlimitName::Rss),
+        ("rtprio", UlimitName::Rtprio),
+        ("rttime", UlimitName::Rttime),
+        ("sigpending", UlimitName::Sigpending),
+        ("stack", UlimitName::Stack),
+    ];
+
+    /// The `RLIMIT_*` resource number.
+    pub(crate) fn resource(self) -> u32 {
+        (match self {
+            UlimitName::Core => libc::RLIMIT_CORE,
+            UlimitName::Cpu => libc::RLIMIT_CPU,
+            UlimitName::Data => libc::RLIMIT_DATA,
+            UlimitName::Fsize => libc::RLIMIT_FSIZE,
+            UlimitName::Locks => libc::RLIMIT_LOCKS,
+            UlimitName::Memlock => libc::RLIMIT_MEMLOCK,
+            UlimitName::Msgqueue => libc::RLIMIT_MSGQUEUE,
+            UlimitName::Nice => libc::RLIMIT_NICE,
+            UlimitName::Nofile => libc::RLIMIT_NOFILE,
+            UlimitName::Nproc => libc::RLIMIT_NPROC,
+            UlimitName::Rss => libc::RLIMIT_RSS,
+            UlimitName::Rtprio => libc::RLIMIT_RTPRIO,
+            UlimitName::Rttime => libc::RLIMIT_RTTIME,
+            UlimitName::Sigpending => libc::RLIMIT_SIGPENDING,
+            UlimitName::Stack => libc::RLIMIT_STACK,
+        }) as u32
+    }
+}
+
+impl Ulimit {
+    /// `nofile=1024:2048`, `nproc=512` (soft and hard the same), `-1`
+    /// for unlimited; the soft limit no higher than the hard one.
+    pub fn parse(spec: &str) -> Result<Ulimit, String> {
+        let fail = |why: &str| format!("--ulimit {spec:?}: {why}");
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| fail("expected NAME=SOFT[:HARD]"))?;
+        let name = UlimitName::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, u)| *u)
+            .ok_or_else(|| fail("not a limit docker knows (nofile, nproc, core, stack...)"))?;
+        let number = |text: &str| -> Result<u64, String> {
+            if text == "-1" {
+                return Ok(libc::RLIM_INFINITY);
+            }
+            text.parse::<u64>()
+                .map_err(|_| fail("limits are numbers or -1"))
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (number(soft)?, number(hard)?),
+            None => (number(values)?, number(values)?),
+        };
+        if soft > hard {
+            return Err(fail("the soft limit is above the hard one"));
+        }
+        Ok(Ulimit { name, soft, hard })
     }
 }
 

@@ -368,6 +368,15 @@ pub fn set_not_dumpable() -> SysResult {
     prctl(libc::PR_SET_DUMPABLE, 0)
 }
 
+pub fn setrlimit(resource: u32, soft: u64, hard: u64) -> SysResult {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: a valid pointer to a local struct; no allocation.
+    check(unsafe { libc::setrlimit(resource as _, &limit) })
+}
+
 pub fn set_no_new_privs() -> SysResult {
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
 }

@@ -75,6 +75,9 @@ pub struct BuildArgs {
     /// A line in every RUN's /etc/hosts (NAME:ADDRESS)
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     add_host: Vec<String>,
+    /// A resource limit for every RUN: NAME=SOFT[:HARD] (-1 unlimited)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
     /// Run BuildKit's Dockerfile checks instead of building (--call check)
     #[arg(long)]
     check: bool,
@@ -255,6 +258,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         .iter()
         .map(|h| kiln_engine::parse_add_host(h))
         .collect::<Result<_, _>>()?;
+    request.ulimits = args.ulimit.clone();
     request.labels = parse_labels(&args.labels)?;
     request.push = args.push;
     request.registry = args.registry.options()?;

@@ -104,6 +104,9 @@ pub struct RunArgs {
     /// A line in the container's /etc/hosts (NAME:ADDRESS)
     #[arg(long = "add-host", value_name = "NAME:ADDRESS")]
     add_host: Vec<String>,
+    /// A resource limit: NAME=SOFT[:HARD] (nofile=1024:2048; -1 unlimited)
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
     /// Run an init as PID 1 (kiln-init, as docker run --init runs tini)
     /// that forwards signals to the command and reaps orphaned zombies;
     /// without it the command itself is PID 1, and ignores the signals it
@@ -272,6 +275,12 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             .iter()
             .map(|h| kiln_engine::parse_add_host(h))
             .collect::<Result<_, _>>()?,
+        ulimits: args
+            .ulimit
+            .iter()
+            .map(|u| kiln_runtime::Ulimit::parse(u))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
     })
 }
 
