@@ -187,6 +187,8 @@ impl UlimitName {
     ];
 
     /// The `RLIMIT_*` resource number.
+    // glibc's constants are u32 and musl's i32: the cast is for musl.
+    #[allow(clippy::unnecessary_cast)]
     pub(crate) fn resource(self) -> u32 {
         (match self {
             UlimitName::Core => libc::RLIMIT_CORE,
