@@ -363,3 +363,47 @@ fn save_refuses_to_write_an_archive_to_a_terminal() {
         "{screen}"
     );
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_gives_the_terminal_its_echo_back() {
+    let (dir, root, context) = project(FAILING);
+    let exit = dir.path().join("exit");
+    let echo = dir.path().join("echo");
+    let session = format!("kiln-progress-echo-{}", std::process::id());
+    let command = format!(
+        "{} --root {} build --no-cache {}; echo $? > {}; stty -a | tr ' ' '\\n' | grep -x -- '-\\?echo' > {}; sleep 60",
+        env!("CARGO_BIN_EXE_kiln"),
+        root.display(),
+        context.display(),
+        exit.display(),
+        echo.display()
+    );
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "80",
+        "-y",
+        "30",
+        &command,
+    ]);
+    wait_for_screen(&session, "   line-2");
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    wait_for_screen(&session, "interrupt: stopping");
+    tmux(&["send-keys", "-t", &session, "C-c"]);
+    let status = exit_status(&exit);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&echo).unwrap_or_default().is_empty() {
+        assert!(Instant::now() < deadline, "stty did not run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tmux(&["kill-session", "-t", &session]);
+    assert_eq!(status, "130");
+    assert_eq!(
+        fs::read_to_string(&echo).unwrap().trim(),
+        "echo",
+        "echo is on again"
+    );
+}

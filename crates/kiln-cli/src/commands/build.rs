@@ -339,6 +339,9 @@ impl StopOnSignal {
         let thread = std::thread::spawn(move || {
             for signal in signals.forever() {
                 if cancel.is_cancelled() {
+                    // Exiting now: the live view cannot give the terminal
+                    // its echo back on its way out.
+                    super::progress::restore_terminal();
                     std::process::exit(128 + signal);
                 }
                 first.store(signal, std::sync::atomic::Ordering::SeqCst);

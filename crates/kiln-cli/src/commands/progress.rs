@@ -62,7 +62,8 @@ const TAIL_LINES: usize = 5;
 
 /// The tty view: a header, and a bar per step that started.
 struct LiveView {
-    echo: Mutex<EchoOff>,
+    /// Held for its drop: the echo comes back with the view.
+    _echo: EchoOff,
     bars: MultiProgress,
     /// `[+] Building 12.3s (7/9)`.
     header: ProgressBar,
@@ -99,7 +100,7 @@ impl Progress {
             header.set_style(style("[+] Building {secs} {msg}"));
             header.enable_steady_tick(Duration::from_millis(100));
             LiveView {
-                echo: Mutex::new(EchoOff::new()),
+                _echo: EchoOff::new(),
                 bars,
                 header,
                 counts: Mutex::new((0, 0)),
@@ -281,7 +282,7 @@ impl Progress {
                 let (done, total) = *lock(&live.counts);
                 live.header.set_message(format!("({done}/{total}) {word}"));
                 live.header.finish();
-                lock(&live.echo).restore();
+                restore_terminal();
                 write_stderr(&summary_line(summary, time));
             }
             EventKind::Warning { .. } => {}
@@ -340,39 +341,44 @@ fn summary_line(summary: &Summary, elapsed: f64) -> String {
 /// typed) wraps to a new line, and every redraw after lands a line lower
 /// than the view thinks, leaving lines drawn twice. What is typed is not
 /// lost: the shell reads it after kiln ends.
-struct EchoOff {
-    saved: Option<nix::sys::termios::Termios>,
-}
+///
+/// The saved settings are process-wide, so a path that exits at once (a
+/// second Ctrl-C) gives them back too ([`restore_terminal`]).
+struct EchoOff;
+
+/// The terminal's settings from before the live view turned echo off.
+static SAVED_TERMINAL: Mutex<Option<nix::sys::termios::Termios>> = Mutex::new(None);
 
 impl EchoOff {
     fn new() -> EchoOff {
         use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
         let stderr = std::io::stderr();
-        let Ok(saved) = tcgetattr(&stderr) else {
-            return EchoOff { saved: None };
-        };
-        let mut quiet = saved.clone();
-        quiet.local_flags.remove(LocalFlags::ECHO);
-        match tcsetattr(&stderr, SetArg::TCSANOW, &quiet) {
-            Ok(()) => EchoOff { saved: Some(saved) },
-            Err(_) => EchoOff { saved: None },
+        if let Ok(saved) = tcgetattr(&stderr) {
+            let mut quiet = saved.clone();
+            quiet.local_flags.remove(LocalFlags::ECHO);
+            if tcsetattr(&stderr, SetArg::TCSANOW, &quiet).is_ok() {
+                *lock(&SAVED_TERMINAL) = Some(saved);
+            }
         }
-    }
-
-    fn restore(&mut self) {
-        if let Some(saved) = self.saved.take() {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stderr(),
-                nix::sys::termios::SetArg::TCSANOW,
-                &saved,
-            );
-        }
+        EchoOff
     }
 }
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        self.restore();
+        restore_terminal();
+    }
+}
+
+/// Gives the terminal back the settings the live view changed, if it
+/// changed any (a no-op otherwise, and the second time).
+pub fn restore_terminal() {
+    if let Some(saved) = lock(&SAVED_TERMINAL).take() {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stderr(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &saved,
+        );
     }
 }
 
