@@ -160,6 +160,18 @@ impl Engine {
     }
 }
 
+/// An image's size as docker shows it: its config and layers as stored,
+/// from its manifest document.
+pub fn manifest_size(manifest: &serde_json::Value) -> u64 {
+    manifest["config"]["size"].as_u64().unwrap_or(0)
+        + manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|layer| layer["size"].as_u64())
+            .sum::<u64>()
+}
+
 fn summary(store: &Store, id: Digest, name: Option<String>) -> ImageSummary {
     // The documents alone (no layer is opened); a damaged image is still
     // listed, `kiln check` says what is wrong with it.
@@ -167,13 +179,7 @@ fn summary(store: &Store, id: Digest, name: Option<String>) -> ImageSummary {
         serde_json::from_slice(&store.blobs().read(digest).ok()?).ok()
     };
     let manifest = read(&id).unwrap_or_default();
-    let size = manifest["config"]["size"].as_u64().unwrap_or(0)
-        + manifest["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|layer| layer["size"].as_u64())
-            .sum::<u64>();
+    let size = manifest_size(&manifest);
     let created = manifest["config"]["digest"]
         .as_str()
         .and_then(|d| d.parse::<Digest>().ok())

@@ -35,7 +35,7 @@ pub use containers::{parse_signal, Attach, Bind, ContainerRequest, NetworkMode, 
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};
-pub use image_admin::{repository_and_tag, ImageSummary, Removed};
+pub use image_admin::{manifest_size, repository_and_tag, ImageSummary, Removed};
 pub use images::{ImageSource, LocalImages, PullingImages, ResolvedImage};
 pub use kiln_build::{CacheOutcome, Cancel, FileRead, Miss, ReadKind, Reads};
 pub use output_file::{write_file, OutputFile};

@@ -63,12 +63,7 @@ impl Engine {
         &self,
         request: &BuildRequest,
     ) -> Result<(String, Vec<kiln_dockerfile::LintWarning>), EngineError> {
-        if !request.context.is_dir() {
-            return Err(EngineError::Request(format!(
-                "build context {} is not a directory",
-                request.context.display()
-            )));
-        }
+        context_is_a_directory(request)?;
         let (file, dockerfile) = read_dockerfile(request)?;
         let mut found = kiln_dockerfile::lint(&dockerfile);
         let (graph, _) = self.plan(request, &dockerfile, &file)?;
@@ -104,12 +99,7 @@ impl Engine {
                 kind,
             })
         };
-        if !request.context.is_dir() {
-            return Err(EngineError::Request(format!(
-                "build context {} is not a directory",
-                request.context.display()
-            )));
-        }
+        context_is_a_directory(request)?;
         // A name the store would refuse fails the build before any step
         // runs, not after all of them.
         for tag in &request.tags {
@@ -575,6 +565,17 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A build and a check both read the Dockerfile from the context.
+fn context_is_a_directory(request: &BuildRequest) -> Result<(), EngineError> {
+    if request.context.is_dir() {
+        return Ok(());
+    }
+    Err(EngineError::Request(format!(
+        "build context {} is not a directory",
+        request.context.display()
+    )))
 }
 
 /// The rule's name, BuildKit's: in the build's warning and `--check`'s.

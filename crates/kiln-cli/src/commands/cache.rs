@@ -112,22 +112,26 @@ pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
             print(&out)
         }
         CacheCommand::Du => {
-            // Entries can share a layer; a layer counts once.
-            let mut layers = std::collections::BTreeMap::new();
-            for entry in &entries {
-                if let Some(blob) = &entry.blob {
-                    layers.insert(*blob, entry.size);
-                }
-            }
-            let total: u64 = layers.values().sum();
+            let (layers, total) = layers_and_bytes(&entries);
             print(&format!(
-                "{} entries, {} layers, {}\n",
+                "{} entries, {layers} layers, {}\n",
                 entries.len(),
-                layers.len(),
                 human_size(total)
             ))
         }
     }
+}
+
+/// The layers the cache entries keep, and their bytes: entries can share
+/// a layer, which counts once.
+pub fn layers_and_bytes(entries: &[kiln_cache::ListedEntry]) -> (usize, u64) {
+    let mut layers = std::collections::BTreeMap::new();
+    for entry in entries {
+        if let Some(blob) = &entry.blob {
+            layers.insert(*blob, entry.size);
+        }
+    }
+    (layers.len(), layers.values().sum())
 }
 
 #[cfg(test)]

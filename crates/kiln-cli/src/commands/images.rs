@@ -206,16 +206,6 @@ fn docker_time(rfc3339: &str) -> String {
     }
 }
 
-/// Config plus layers, as stored.
-fn image_size(store: &Store, manifest: &Digest) -> anyhow::Result<u64> {
-    let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(manifest)?)?;
-    let mut size = manifest["config"]["size"].as_u64().unwrap_or(0);
-    for layer in manifest["layers"].as_array().into_iter().flatten() {
-        size += layer["size"].as_u64().unwrap_or(0);
-    }
-    Ok(size)
-}
-
 #[derive(Args)]
 pub struct InspectArgs {
     /// Images or containers (names or ids)
@@ -431,7 +421,7 @@ fn image_json(store: &Store, image: StoredImage) -> anyhow::Result<serde_json::V
             "Type": "layers",
             "Layers": config["rootfs"]["diff_ids"],
         },
-        "Size": image_size(store, &digest)?,
+        "Size": kiln_engine::manifest_size(&manifest),
         "ConfigDigest": config_digest.to_string(),
         "Manifest": manifest,
         "ImageConfig": config,

@@ -85,13 +85,7 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
         .map(|c| tree_size(&engine.containers().dir(&c.id).join("upper")))
         .sum();
     let cache = CacheIndex::open(&store.layout().cache()).entries();
-    let mut layers = std::collections::BTreeMap::new();
-    for entry in &cache {
-        if let Some(blob) = &entry.blob {
-            layers.insert(*blob, entry.size);
-        }
-    }
-    let cache_bytes: u64 = layers.values().sum();
+    let (_, cache_bytes) = super::cache::layers_and_bytes(&cache);
     let rows = [
         "TYPE\tTOTAL\tACTIVE\tSIZE".to_owned(),
         format!(
