@@ -42,6 +42,8 @@ enum Command {
     Rm(commands::containers::RmArgs),
     /// Print a container's output
     Logs(commands::containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(commands::containers::ExecArgs),
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
@@ -115,9 +117,7 @@ enum Command {
     System(SystemCommand),
     /// Commands a Docker user will type that kiln does not have (yet):
     /// they say so, rather than clap suggesting a similar one (`ps` for
-    /// `exec`, `completion` for `cp`).
-    #[command(name = "exec", hide = true)]
-    Exec(Planned),
+    /// `top`, `completion` for `cp`).
     #[command(name = "serve", hide = true)]
     Serve(Planned),
     #[command(name = "cp", hide = true)]
@@ -221,6 +221,8 @@ enum ContainerCommand {
     Start(commands::containers::StartArgs),
     /// Print a container's output
     Logs(commands::containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(commands::containers::ExecArgs),
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
@@ -274,6 +276,7 @@ impl Command {
                 ContainerCommand::Stop(args) => Command::Stop(args),
                 ContainerCommand::Start(args) => Command::Start(args),
                 ContainerCommand::Logs(args) => Command::Logs(args),
+                ContainerCommand::Exec(args) => Command::Exec(args),
                 ContainerCommand::Commit(args) => Command::Commit(args),
                 ContainerCommand::Kill(args) => Command::Kill(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
@@ -344,6 +347,7 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Stop(args) => commands::containers::stop(root, args).map(|()| ExitCode::SUCCESS),
         Command::Rm(args) => commands::containers::rm(root, args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => commands::containers::logs(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Exec(args) => commands::containers::exec(root, args),
         Command::Commit(args) => {
             commands::containers::commit(root, args).map(|()| ExitCode::SUCCESS)
         }
@@ -397,7 +401,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::SystemPrune(args) => {
             commands::system::prune(root, args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Exec(_) => not_yet("exec", "docker exec: a command in a running container"),
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
         Command::Cp(_) => not_yet(
             "cp",

@@ -83,6 +83,21 @@ pub struct ContainerRequest {
     pub ulimits: Vec<kiln_runtime::Ulimit>,
 }
 
+/// What to run in a running container (`exec`).
+#[derive(Clone, Debug, Default)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    /// `NAME=VALUE` over the container's environment, in order.
+    pub env: Vec<String>,
+    /// Over the container's working directory; must exist.
+    pub workdir: Option<String>,
+    /// Over the container's user, resolved in its files.
+    pub user: Option<String>,
+    pub tty: bool,
+    /// Every capability and no seccomp for this process.
+    pub privileged: bool,
+}
+
 /// A signal as docker takes one: `KILL`, `SIGKILL`, `kill` or `9`.
 pub fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, EngineError> {
     use std::str::FromStr;
@@ -310,6 +325,98 @@ impl Engine {
         record.exited(code)?;
         all.save(&record)?;
         Ok(code)
+    }
+
+    /// Runs `request` in the running container `record` to its end, as
+    /// `docker exec`: the container's environment (with the request's
+    /// over it, and TERM=xterm on a terminal), working directory, user
+    /// and confinement unless the request overrides them. Output goes to
+    /// `attach.output` (not the container's log, as under Docker).
+    /// Returns the process's exit code (137 when killed); a command that
+    /// cannot be executed is `EngineError::Runtime(RuntimeError::Exec)`.
+    pub fn exec_in_container(
+        &self,
+        record: &ContainerRecord,
+        request: &ExecRequest,
+        attach: Attach<'_>,
+        started: &mut dyn FnMut(Running) -> Result<(), EngineError>,
+    ) -> Result<i32, EngineError> {
+        kiln_runtime::require_root()?;
+        if request.command.is_empty() {
+            return Err(EngineError::Request("exec needs a command".into()));
+        }
+        let Some(init) = record.running_pid() else {
+            return Err(EngineError::Request(format!(
+                "container {} is not running",
+                record.name
+            )));
+        };
+        let config = &record.config;
+        let user = match request.user.as_deref().filter(|u| !u.is_empty()) {
+            Some(spec) => {
+                // The container's own files, its changes over the image's.
+                let mut dirs = vec![self.containers().dir(&record.id).join("upper")];
+                dirs.extend(config.lower_dirs.iter().cloned());
+                kiln_runtime::process_user(&dirs, Some(spec))?.user
+            }
+            None => kiln_runtime::User {
+                uid: config.uid,
+                gid: config.gid,
+                additional_gids: config.additional_gids.clone(),
+            },
+        };
+        let mut env = config.env.clone();
+        for item in &request.env {
+            kiln_runtime::containers::set_env(&mut env, item);
+        }
+        if request.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".to_owned());
+        }
+        let spec = kiln_runtime::ExecSpec {
+            args: request.command.clone(),
+            env,
+            cwd: request
+                .workdir
+                .clone()
+                .unwrap_or_else(|| config.cwd.clone()),
+            user,
+            privileged: config.privileged || request.privileged,
+            capabilities: config.capabilities,
+            seccomp: config.seccomp.clone(),
+            no_new_privileges: config.no_new_privileges,
+            ulimits: config.ulimits.clone(),
+        };
+        let stdio = Stdio {
+            stdin: if attach.stdin {
+                Stdin::Pipe
+            } else {
+                Stdin::Null
+            },
+            tty: request
+                .tty
+                .then(|| attach.window.unwrap_or(WindowSize { rows: 24, cols: 80 })),
+        };
+        let mut process = Container::exec(init, &spec, stdio)?;
+        let wired = started(Running {
+            pid: process.pid(),
+            tty: process.tty_handle(),
+            stdin: process.take_stdin(),
+        });
+        if let Err(error) = wired {
+            process.kill_handle().kill();
+            let _ = process.wait(&mut Discard);
+            return Err(error);
+        }
+        let mut discard = Discard;
+        let sink: &mut dyn OutputSink = match attach.output {
+            Some(output) => output,
+            None => &mut discard,
+        };
+        match process.wait(sink) {
+            Ok(status) => Ok(status.code()),
+            Err(RuntimeError::Killed) => Ok(137),
+            Err(error) => Err(error.into()),
+        }
     }
 
     /// Its stop signal (SIGTERM unless `--stop-signal` or the image's

@@ -31,7 +31,9 @@ mod request;
 mod session;
 mod size;
 
-pub use containers::{parse_signal, Attach, Bind, ContainerRequest, NetworkMode, Running};
+pub use containers::{
+    parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running,
+};
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};

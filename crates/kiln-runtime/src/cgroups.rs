@@ -592,6 +592,19 @@ fn crate_error(error: &cgroups_rs::error::Error) -> String {
 /// a new cgroup namespace rooted there. On failure: the index of the
 /// descriptor (`procs.len()` for the namespace) and the errno.
 pub(crate) fn join(procs: &[RawFd]) -> Result<(), (usize, Errno)> {
+    enter(procs)?;
+    // SAFETY: integer argument only.
+    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
+        return Err((procs.len(), Errno::last()));
+    }
+    Ok(())
+}
+
+/// Moves this process into the cgroups whose `tasks`/`cgroup.procs`
+/// descriptors are `procs` (closing them): a process joining a running
+/// container (`exec`), which then joins its cgroup namespace by `setns`.
+/// (In the child: syscalls only.)
+pub(crate) fn enter(procs: &[RawFd]) -> Result<(), (usize, Errno)> {
     for (index, &fd) in procs.iter().enumerate() {
         let zero = b"0";
         // SAFETY: a valid one-byte buffer; `fd` is ours.
@@ -603,11 +616,61 @@ pub(crate) fn join(procs: &[RawFd]) -> Result<(), (usize, Errno)> {
             return Err((index, errno));
         }
     }
-    // SAFETY: integer argument only.
-    if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } < 0 {
-        return Err((procs.len(), Errno::last()));
-    }
     Ok(())
+}
+
+/// The cgroups a running container's init `pid` was moved into (every
+/// hierarchy where it is not in this process's own cgroup): each
+/// directory and its join file (v1 `tasks`, v2 `cgroup.procs`), opened
+/// write-only and close-on-exec, for a process joining the container.
+/// Read from `/proc/PID/cgroup` as the kernel writes it, relative to this
+/// process's cgroup namespace, so the paths are the host's.
+pub(crate) fn of_process(pid: u32) -> Result<Vec<(PathBuf, OwnedFd)>, RuntimeError> {
+    let read = |what: &str, result: cgroups_rs::error::Result<_>| {
+        result.map_err(|e| RuntimeError::Cgroup {
+            path: format!("/proc/{what}/cgroup").into(),
+            what: "read the cgroups".into(),
+            reason: crate_error(&e),
+        })
+    };
+    let theirs = read(
+        &pid.to_string(),
+        cgroups_rs::cgroup::get_cgroups_relative_paths_by_pid(pid),
+    )?;
+    let own = read("self", cgroups_rs::cgroup::get_cgroups_relative_paths())?;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut join_file = "tasks";
+    if hierarchies::is_cgroup2_unified_mode() {
+        join_file = "cgroup.procs";
+        if let Some(path) = theirs.get("").filter(|p| own.get("") != Some(p)) {
+            dirs.push(
+                Path::new(hierarchies::UNIFIED_MOUNTPOINT).join(path.trim_start_matches('/')),
+            );
+        }
+    } else {
+        let v1 = V1::new();
+        for controller in V1_CONTROLLERS {
+            let key = controller.to_string();
+            let Some(path) = theirs.get(&key).filter(|p| own.get(&key) != Some(p)) else {
+                continue;
+            };
+            let Some(mount) = v1.get_mount_point(controller) else {
+                continue;
+            };
+            let dir = mount.join(path.trim_start_matches('/'));
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
+    dirs.into_iter()
+        .map(|dir| {
+            let file = dir.join(join_file);
+            let fd = open(&file, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| RuntimeError::io("open", &file, e.into()))?;
+            Ok((dir, fd))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
 
     let mut stdio = [fds.stdin, fds.stdout, fds.stderr];
     if let Some((rows, cols)) = plan.tty {
-        let slave = open_tty(fds.report, fds.tty_socket, rows, cols);
+        let slave = open_tty(fds.report, fds.tty_socket, rows, cols, true);
         stdio = [slave; 3];
     }
 
@@ -149,6 +149,14 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
         // the parent reaps its status directly.
         command_main(args, stdio, true)
     }
+    fork_and_supervise(args, stdio, &signals)
+}
+
+/// Forks the command, then (as the init of a new container, or the
+/// parent of an exec'd process) forwards signals to it and reports its
+/// status.
+fn fork_and_supervise(args: &ChildArgs<'_>, stdio: [RawFd; 3], signals: &libc::sigset_t) -> ! {
+    let fds = args.fds;
     let command = match sys::fork() {
         Ok(0) => command_main(args, stdio, false),
         Ok(pid) => pid,
@@ -157,13 +165,70 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     for fd in [fds.stdin, fds.stdout, fds.stderr] {
         sys::close(fd);
     }
-    if plan.tty.is_some() {
+    if args.plan.tty.is_some() {
         // The slave: only the command's processes hold it now, so the
         // parent reads EIO on the master once they are all gone.
         sys::close(stdio[0]);
     }
-    drop_init_privileges(plan.last_cap);
-    supervise(command, fds.report, &signals)
+    drop_init_privileges(args.plan.last_cap);
+    supervise(command, fds.report, signals)
+}
+
+/// A process joining a running container (`exec`), forked by the caller
+/// and staying in the caller's pid namespace, where the container cannot
+/// see it: it enters the container's cgroups and namespaces (the
+/// `setns` of a pid namespace applies to children only), then forks the
+/// command, which is in the container's pid namespace and runs with the
+/// container's confinement (`command_main`), and supervises it as an
+/// init does. It is not dumpable from the start, so while the command
+/// still runs kiln's code (until its exec) nobody in the container can
+/// ptrace it or open its `/proc` entries (runc's CVE-2019-5736), and
+/// kiln's argv and environment are blanked first.
+pub(crate) fn exec_main(args: &ChildArgs<'_>) -> ! {
+    let plan = args.plan;
+    let fds = args.fds;
+    let check = |stage: Stage, index: usize, result: sys::SysResult| {
+        if let Err(errno) = result {
+            fail(fds.report, stage, index, errno);
+        }
+    };
+    check(
+        Stage::ParentDeathSignal,
+        0,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
+    if sys::pipe_peer_gone(fds.alive) {
+        sys::exit(125);
+    }
+    sys::write_byte(fds.armed);
+    check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
+    if let Some(areas) = &plan.arg_env {
+        cmdline::scrub(areas);
+    }
+    if let Err((index, errno)) = cgroups::enter(&plan.cgroup_procs) {
+        fail(fds.report, Stage::Cgroup, index, errno);
+    }
+    sys::close_fds_except(3, args.keep);
+    sys::setsid();
+    sys::umask(0);
+    sys::reset_signals();
+    let signals = sys::init_signal_set();
+    check(Stage::Signals, 0, sys::block_signals(&signals));
+    // By descriptor (opened by the parent), so no path is looked up in a
+    // namespace half joined. Joining the mount namespace makes the
+    // container's root this process's root and working directory.
+    for (i, &(fd, nstype, _)) in plan.join_namespaces.iter().enumerate() {
+        check(Stage::JoinNamespace, i, sys::setns(fd, nstype));
+        sys::close(fd);
+    }
+    let mut stdio = [fds.stdin, fds.stdout, fds.stderr];
+    if let Some((rows, cols)) = plan.tty {
+        // A new terminal on the container's devpts; `/dev/console` stays
+        // the container's own.
+        let slave = open_tty(fds.report, fds.tty_socket, rows, cols, false);
+        stdio = [slave; 3];
+    }
+    fork_and_supervise(args, stdio, &signals)
 }
 
 /// Allocates the container's terminal, as runc does with a console
@@ -173,7 +238,7 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
 /// the master goes back to the parent over `socket` (SCM_RIGHTS) and the
 /// slave is returned for the command's stdio. A pty opened on the host's
 /// devpts would work too, but its name would resolve to nothing inside.
-fn open_tty(report: RawFd, socket: RawFd, rows: u16, cols: u16) -> RawFd {
+fn open_tty(report: RawFd, socket: RawFd, rows: u16, cols: u16, console: bool) -> RawFd {
     let check = |stage: Stage, result: sys::SysResult| {
         if let Err(errno) = result {
             fail(report, stage, 0, errno);
@@ -183,18 +248,20 @@ fn open_tty(report: RawFd, socket: RawFd, rows: u16, cols: u16) -> RawFd {
         Ok(pair) => pair,
         Err(errno) => fail(report, Stage::Tty, 0, errno),
     };
-    let mut path = [0u8; 32];
-    check(Stage::Console, sys::pts_path(master, &mut path));
-    let console = c"/dev/console";
-    check(Stage::Console, sys::touch(console, 0o600));
-    let pts = match std::ffi::CStr::from_bytes_until_nul(&path) {
-        Ok(pts) => pts,
-        Err(_) => fail(report, Stage::Console, 0, Errno::EINVAL),
-    };
-    check(
-        Stage::Console,
-        sys::mount(Some(pts), console, None, libc::MS_BIND, None),
-    );
+    if console {
+        let mut path = [0u8; 32];
+        check(Stage::Console, sys::pts_path(master, &mut path));
+        let console = c"/dev/console";
+        check(Stage::Console, sys::touch(console, 0o600));
+        let pts = match std::ffi::CStr::from_bytes_until_nul(&path) {
+            Ok(pts) => pts,
+            Err(_) => fail(report, Stage::Console, 0, Errno::EINVAL),
+        };
+        check(
+            Stage::Console,
+            sys::mount(Some(pts), console, None, libc::MS_BIND, None),
+        );
+    }
     check(Stage::Tty, sys::send_fd(socket, master));
     sys::close(master);
     sys::close(socket);
@@ -303,13 +370,17 @@ fn command_main(args: &ChildArgs<'_>, stdio: [RawFd; 3], pid1: bool) -> ! {
             sys::capset(plan.command_caps, plan.command_caps, 0),
         );
     }
-    if pid1 {
+    {
         // Nothing else ends the container if kiln dies: the kernel clears
         // the parent-death signal when the effective or fs ids change
         // (commit_creds), as they just did for a non-root USER, so arm it
         // again (as runc does), and close the race with a parent that died
         // meanwhile as `init_main` does. It then survives the exec of any
         // binary that is not setuid/setgid or file-capable (see lib.rs).
+        // Forked (by an init, or by `exec_main`), the command gets it too:
+        // an exec'd process dies with the `kiln exec` that runs it (whose
+        // forked parent is killed with it), as it would with its
+        // container.
         check(
             Stage::ParentDeathSignal,
             sys::set_parent_death_signal(libc::SIGKILL),

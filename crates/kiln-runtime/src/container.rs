@@ -22,8 +22,9 @@ use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::{pipe2, read, Pid};
 
 use crate::cgroups::ContainerCgroup;
-use crate::child::{init_main, watcher_main, ChildArgs, ChildFds};
+use crate::child::{exec_main, init_main, watcher_main, ChildArgs, ChildFds};
 use crate::error::RuntimeError;
+use crate::exec::ExecSpec;
 use crate::plan::{decode, Plan, Report, Stage};
 use crate::prepare::{prepare, Prepared};
 use crate::spec::{ContainerSpec, ExitStatus, Stdin, Stdio, WindowSize};
@@ -119,8 +120,9 @@ impl TtyHandle {
 /// kills it.
 pub struct Container {
     plan: Plan,
-    /// Removed when the container is dropped, after the init is reaped.
-    _state: tempfile::TempDir,
+    /// Removed when the container is dropped, after the init is reaped
+    /// (none for an exec'd process).
+    _state: Option<tempfile::TempDir>,
     pid: Pid,
     state: Arc<Mutex<InitState>>,
     stdout: Option<OwnedFd>,
@@ -138,8 +140,9 @@ pub struct Container {
     /// The watcher of a pid-1 command (`child::watcher_main`), reaped on
     /// drop.
     watcher: Option<Pid>,
-    /// Removed when dropped, after `Drop for Container` reaped the init.
-    _cgroup: ContainerCgroup,
+    /// Removed when dropped, after `Drop for Container` reaped the init
+    /// (none for an exec'd process: the cgroup is its container's).
+    _cgroup: Option<ContainerCgroup>,
     /// With [`ContainerSpec::track_reads`], until taken.
     read_watch: Option<ReadWatch>,
 }
@@ -176,7 +179,7 @@ impl Container {
             None
         };
         plan.read_watch = read_watch.as_ref().map_or(-1, ReadWatch::group_fd);
-        let mut cgroup = ContainerCgroup::create(&spec.resources, spec.privileged)?;
+        let cgroup = ContainerCgroup::create(&spec.resources, spec.privileged)?;
         plan.cgroup_procs = cgroup.procs_fds();
         plan.cgroup_dirs = cgroup
             .dirs()
@@ -189,6 +192,52 @@ impl Container {
         let merged = std::path::Path::new(std::ffi::OsStr::from_bytes(plan.merged.as_bytes()));
         plan.pre_pivot
             .extend(cgroup.mount_steps(&merged.join("sys/fs/cgroup"))?);
+        let launch = Launch {
+            stdio,
+            state: Some(state),
+            cgroup: Some(cgroup),
+            held: overlay_fds,
+            read_watch,
+            entry: init_main,
+        };
+        Container::launch(plan, launch)
+    }
+
+    /// Runs `spec` as another process of the running container whose
+    /// pid 1 is `init_pid` (in this process's pid namespace), as `docker
+    /// exec` does: in its cgroups and namespaces, with `spec`'s user,
+    /// capabilities and seccomp profile. The returned [`Container`] is the
+    /// process: [`Container::wait`] gives its status, [`KillHandle::kill`]
+    /// ends it (not the container), dropping it unwaited kills it.
+    pub fn exec(init_pid: i32, spec: &ExecSpec, stdio: Stdio) -> Result<Container, RuntimeError> {
+        let joined = crate::exec::join(init_pid)?;
+        let mut plan = crate::exec::plan(spec)?;
+        plan.join_namespaces = joined.namespaces();
+        plan.cgroup_procs = joined.cgroup_procs();
+        plan.cgroup_dirs = joined.cgroup_dirs();
+        plan.tty = stdio.tty.map(|size| (size.rows, size.cols));
+        let launch = Launch {
+            stdio,
+            state: None,
+            cgroup: None,
+            held: joined.into_fds(),
+            read_watch: None,
+            entry: exec_main,
+        };
+        Container::launch(plan, launch)
+    }
+
+    /// Clones the child (`launch.entry`) with its pipes, waits until its
+    /// parent-death signal is armed, and takes the terminal it sends.
+    fn launch(plan: Plan, launch: Launch) -> Result<Container, RuntimeError> {
+        let Launch {
+            stdio,
+            state,
+            mut cgroup,
+            held,
+            read_watch,
+            entry,
+        } = launch;
         let (alive_r, alive_w) = pipe()?;
         let (report_r, report_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
@@ -228,15 +277,20 @@ impl Container {
         }
         keep.extend(plan.overlay_dirs.iter().map(|(_, fd)| *fd));
         keep.extend(&plan.mount_fds);
+        keep.extend(plan.join_namespaces.iter().map(|(fd, _, _)| *fd));
         if plan.read_watch >= 0 {
             keep.push(plan.read_watch);
         }
         keep.sort_unstable();
-        let pid = clone_init(&plan, fds, &keep)?;
+        let pid = clone_child(&plan, fds, &keep, entry)?;
         // The child's ends are closed here so EOF means the container ended.
         // (The alive pipe's read end, once the watcher has it.)
-        drop((report_w, out_w, err_w, stdin, overlay_fds, armed_w));
-        cgroup.close_procs();
+        drop((report_w, out_w, err_w, stdin, held, armed_w));
+        if let Some(cgroup) = cgroup.as_mut() {
+            cgroup.close_procs();
+        }
+        // (An exec's join files, held with the other descriptors, are
+        // closed above.)
         // Return only once the init's parent-death signal is set (a byte)
         // or the init is gone (EOF): a caller whose thread exits right
         // after spawning must still take the container with it.
@@ -260,7 +314,7 @@ impl Container {
             _cgroup: cgroup,
             read_watch: read_watch.map(ReadWatch::start),
         };
-        if !container.plan.init {
+        if !container.plan.init && container.plan.join_namespaces.is_empty() {
             // (On failure, dropping `container` kills and reaps pid 1.)
             container.watcher = spawn_watcher(pid, &alive_r)?;
         }
@@ -329,8 +383,21 @@ impl Container {
     fn pump(&mut self, sink: &mut dyn OutputSink) -> Result<Vec<u8>, RuntimeError> {
         let mut report = Vec::new();
         let mut buf = vec![0u8; READ_CHUNK];
+        // An exec'd process has ended once its parent closed the report
+        // (after reaping it); what it wrote is in the pipes by then. A
+        // process it left in the background may hold them open for as
+        // long as the container runs: that is not waited for (docker's
+        // exec returns too).
+        let exec = !self.plan.join_namespaces.is_empty();
+        let mut timeout = PollTimeout::NONE;
         while (0..SLOTS).any(|i| self.slot_fd(i).is_some()) {
-            let ready = self.poll_ready()?;
+            if exec && self.report.is_none() {
+                timeout = PollTimeout::ZERO;
+            }
+            let ready = self.poll_ready(timeout)?;
+            if timeout == PollTimeout::ZERO && !ready.iter().any(|r| *r) {
+                break;
+            }
             for (index, readable) in ready.into_iter().enumerate() {
                 if !readable {
                     continue;
@@ -375,7 +442,7 @@ impl Container {
     }
 
     /// Which output sources can be read (or hit EOF).
-    fn poll_ready(&self) -> Result<[bool; SLOTS], RuntimeError> {
+    fn poll_ready(&self, timeout: PollTimeout) -> Result<[bool; SLOTS], RuntimeError> {
         let mut pollfds: Vec<PollFd> = Vec::new();
         let mut index = Vec::new();
         for i in 0..SLOTS {
@@ -384,7 +451,7 @@ impl Container {
                 index.push(i);
             }
         }
-        match poll(&mut pollfds, PollTimeout::NONE) {
+        match poll(&mut pollfds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(RuntimeError::sys("poll container output", e)),
         }
@@ -504,7 +571,24 @@ fn spawn_watcher(pid: Pid, alive: &OwnedFd) -> Result<Option<Pid>, RuntimeError>
     }
 }
 
-fn clone_init(plan: &Plan, fds: ChildFds, keep: &[RawFd]) -> Result<Pid, RuntimeError> {
+/// How [`Container::launch`] starts a child, besides the plan.
+struct Launch {
+    stdio: Stdio,
+    state: Option<tempfile::TempDir>,
+    cgroup: Option<ContainerCgroup>,
+    /// Descriptors the child's plan names, closed here once it is cloned.
+    held: Vec<OwnedFd>,
+    read_watch: Option<ReadWatch>,
+    /// `init_main` (a new container) or `exec_main` (joining one).
+    entry: fn(&ChildArgs<'_>) -> !,
+}
+
+fn clone_child(
+    plan: &Plan,
+    fds: ChildFds,
+    keep: &[RawFd],
+    entry: fn(&ChildArgs<'_>) -> !,
+) -> Result<Pid, RuntimeError> {
     // Pointer arrays built before clone; the child only reads them.
     let argv = null_terminated(&plan.argv);
     let envp = null_terminated(&plan.envp);
@@ -516,7 +600,7 @@ fn clone_init(plan: &Plan, fds: ChildFds, keep: &[RawFd]) -> Result<Pid, Runtime
         envp: &envp,
     };
     let mut stack = vec![0u8; CHILD_STACK];
-    let callback = Box::new(|| -> isize { init_main(&args) });
+    let callback = Box::new(|| -> isize { entry(&args) });
     // SAFETY: without CLONE_VM the child gets a copy of this address space,
     // so `args` and the stack stay valid in it; the callback never returns
     // and runs only async-signal-safe code (see child.rs).

@@ -140,6 +140,8 @@ mod cmdline;
 mod container;
 pub mod containers;
 mod error;
+mod exec;
+pub use exec::ExecSpec;
 mod layers;
 pub use layers::{Found, LowerView};
 mod plan;

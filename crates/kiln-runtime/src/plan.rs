@@ -236,6 +236,10 @@ pub(crate) struct Plan {
     /// `--ulimit`s: (RLIMIT_* resource, soft, hard), set before the
     /// capabilities drop (raising a hard limit needs CAP_SYS_RESOURCE).
     pub rlimits: Vec<(u32, u64, u64)>,
+    /// Joining a running container (`exec`) instead of making one: its
+    /// init's namespaces, as (descriptor, `CLONE_NEW*`, name), joined in
+    /// this order; empty for a new container.
+    pub join_namespaces: Vec<(RawFd, libc::c_int, &'static str)>,
 }
 
 /// Where the child was when it failed.
@@ -268,6 +272,7 @@ pub(crate) enum Stage {
     Cgroup,
     WatchReads,
     Rlimits,
+    JoinNamespace,
 }
 
 impl Stage {
@@ -300,6 +305,7 @@ impl Stage {
             Cgroup,
             WatchReads,
             Rlimits,
+            JoinNamespace,
         ]
         .into_iter()
         .find(|s| *s as i32 == v)
@@ -411,6 +417,12 @@ impl Plan {
             },
             Stage::WatchReads => "watch the rootfs's reads (fanotify_mark)".into(),
             Stage::Rlimits => "set the --ulimit limits (setrlimit)".into(),
+            Stage::JoinNamespace => format!(
+                "join the container's {} namespace",
+                self.join_namespaces
+                    .get(index)
+                    .map_or("", |(_, _, name)| *name)
+            ),
         }
     }
 }

@@ -210,6 +210,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
             .iter()
             .map(|u| (u.name.resource(), u.soft, u.hard))
             .collect(),
+        join_namespaces: Vec::new(),
     };
     let mut overlay_fds = overlay_fds;
     overlay_fds.extend(trees);
@@ -681,7 +682,7 @@ fn cwd_dirs(cwd: &str) -> Result<Vec<CString>, RuntimeError> {
 
 /// execvpe's search, done up front with the container's `PATH`: the
 /// child just tries each candidate in order.
-fn exec_candidates(program: &str, path_var: &str) -> Result<Vec<CString>, RuntimeError> {
+pub(crate) fn exec_candidates(program: &str, path_var: &str) -> Result<Vec<CString>, RuntimeError> {
     if program.contains('/') {
         return Ok(vec![cstring(program)?]);
     }
@@ -700,7 +701,7 @@ fn join(base: &Path, parts: &[String]) -> PathBuf {
     path
 }
 
-fn cstring(s: &str) -> Result<CString, RuntimeError> {
+pub(crate) fn cstring(s: &str) -> Result<CString, RuntimeError> {
     CString::new(s).map_err(|_| RuntimeError::InvalidSpec(format!("{s:?} contains a NUL byte")))
 }
 

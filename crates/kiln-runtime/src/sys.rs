@@ -364,6 +364,13 @@ pub fn set_parent_death_signal(signal: c_int) -> SysResult {
     prctl(libc::PR_SET_PDEATHSIG, signal as c_ulong)
 }
 
+/// Joins the namespace `fd` (a `/proc/PID/ns/*` descriptor) of kind
+/// `nstype` (`CLONE_NEW*`). A pid namespace applies to children only.
+pub fn setns(fd: RawFd, nstype: c_int) -> SysResult {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::setns(fd, nstype) })
+}
+
 pub fn set_not_dumpable() -> SysResult {
     prctl(libc::PR_SET_DUMPABLE, 0)
 }

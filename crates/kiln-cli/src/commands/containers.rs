@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kiln_engine::{Attach, Bind, ContainerRequest, Engine, EngineError, NetworkMode};
+use kiln_engine::{Attach, Bind, ContainerRequest, Engine, EngineError, ExecRequest, NetworkMode};
 use kiln_runtime::containers::{ContainerRecord, Containers, State};
 use kiln_runtime::{terminal, OutputSink, TtyHandle, WindowSize};
 use kiln_store::Store;
@@ -200,18 +200,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// The flags as a container request.
 fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
-    let mut env = Vec::new();
-    for file in &args.env_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("--env-file {}", file.display()))?;
-        env.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|line| !line.is_empty() && !line.starts_with('#'))
-                .map(str::to_owned),
-        );
-    }
-    env.extend(args.env.iter().cloned());
+    let env = environment(&args.env_file, &args.env)?;
     let security = security_options(&args.security_opt)?;
     let mounts = parse_mounts(&args.mount)?;
     Ok(ContainerRequest {
@@ -282,6 +271,24 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?,
     })
+}
+
+/// `--env-file` lines (NAME=VALUE; blank lines and `#` comments
+/// skipped), then the `-e` values, in that order.
+fn environment(files: &[PathBuf], values: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut env = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("--env-file {}", file.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    env.extend(values.iter().cloned());
+    Ok(env)
 }
 
 /// `--tmpfs PATH[:size=SIZE[,...]]`: docker's options besides size are
@@ -530,6 +537,165 @@ fn monitor(engine: &Engine, id: &str, attached: bool, interactive: bool) -> anyh
     // The terminal's mode restored before any message is printed.
     drop(raw);
     Ok(result?)
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Run it in the background (the exec's output is discarded)
+    #[arg(short, long)]
+    detach: bool,
+    /// Keep standard input open: the process reads this process's stdin
+    #[arg(short, long)]
+    interactive: bool,
+    /// Allocate a pseudo-terminal (stdout and stderr merge)
+    #[arg(short, long)]
+    tty: bool,
+    /// Set an environment variable (NAME alone takes it from here)
+    #[arg(short, long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Read environment variables from a file (NAME=VALUE lines)
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<PathBuf>,
+    /// Working directory inside the container (it must exist)
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// User (name or uid, optionally :group), resolved in the container's files
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Every capability and no seccomp filter for this process
+    #[arg(long)]
+    privileged: bool,
+    /// The container (name or id), then the command and its arguments
+    #[arg(
+        value_name = "CONTAINER COMMAND [ARG...]",
+        required = true,
+        num_args = 2..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    container_and_command: Vec<String>,
+}
+
+/// `kiln exec`: a command in a running container, as `docker exec`: its
+/// exit code is kiln's; one that cannot be started (not found, not
+/// executable, no such working directory) exits 126, docker's code for a
+/// failed exec whatever the reason. With `-d` it runs under
+/// a `kiln exec` of its own, in the background.
+pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    if args.detach && args.interactive {
+        bail!("-i cannot be combined with -d: nothing would feed a detached exec's stdin");
+    }
+    if args.interactive && args.tty && !terminal::is_terminal(std::io::stdin().as_fd()) {
+        bail!("the input device is not a TTY: -it needs a terminal on stdin (use -i alone to pipe input)");
+    }
+    let engine = Engine::new(open_store(root)?);
+    let (container, command) = args
+        .container_and_command
+        .split_first()
+        .context("exec needs a container and a command")?;
+    let record = engine.find_container(container)?;
+    if !record.is_running() {
+        bail!("container {} is not running", record.name);
+    }
+    let request = ExecRequest {
+        command: command.to_vec(),
+        env: environment(&args.env_file, &args.env)?,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        tty: args.tty,
+        privileged: args.privileged,
+    };
+    if args.detach {
+        spawn_detached_exec(engine.store(), &record.id, &args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut terminal_out = Terminal;
+    let attach = Attach {
+        stdin: args.interactive,
+        window: own_window_size(),
+        output: Some(&mut terminal_out),
+    };
+    let mut wiring: Vec<signal_hook::iterator::Handle> = Vec::new();
+    let mut raw = None;
+    let result = engine.exec_in_container(&record, &request, attach, &mut |running| {
+        wiring.push(forward_signals(running.pid).map_err(wiring_error)?);
+        if let Some(tty) = running.tty {
+            wiring.push(follow_window_size(tty).map_err(wiring_error)?);
+            if args.interactive {
+                raw = terminal::RawMode::enable(std::io::stdin().as_fd())?;
+            }
+        }
+        if let Some(mut input) = running.stdin {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
+            });
+        }
+        Ok(())
+    });
+    for handle in wiring {
+        handle.close();
+    }
+    drop(raw);
+    let code = match result {
+        Ok(code) => code.clamp(0, 255) as u8,
+        Err(EngineError::Runtime(
+            error @ (kiln_runtime::RuntimeError::Exec { .. }
+            | kiln_runtime::RuntimeError::Setup { .. }),
+        )) => {
+            report!("error: {error}");
+            126
+        }
+        Err(error) => return Err(error.into()),
+    };
+    Ok(ExitCode::from(code))
+}
+
+/// `exec -d`: the same exec, attached to nothing, run by a `kiln exec` in
+/// its own session that outlives this one (as `run -d`'s monitor).
+fn spawn_detached_exec(store: &Store, id: &str, args: &ExecArgs) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("finding the kiln binary")?;
+    let mut command = std::process::Command::new(exe);
+    command.arg("--root").arg(store.root()).arg("exec");
+    for item in &args.env {
+        // (A bare NAME is resolved here, where the caller's value is.)
+        match item.contains('=') {
+            true => command.arg("-e").arg(item),
+            false => match std::env::var_os(item) {
+                Some(value) => {
+                    let mut pair = std::ffi::OsString::from(format!("{item}="));
+                    pair.push(value);
+                    command.arg("-e").arg(pair)
+                }
+                None => command.arg("-e").arg(item),
+            },
+        };
+    }
+    for file in &args.env_file {
+        command.arg("--env-file").arg(file);
+    }
+    if let Some(workdir) = &args.workdir {
+        command.arg("--workdir").arg(workdir);
+    }
+    if let Some(user) = &args.user {
+        command.arg("--user").arg(user);
+    }
+    if args.tty {
+        command.arg("--tty");
+    }
+    if args.privileged {
+        command.arg("--privileged");
+    }
+    command
+        .arg(id)
+        .args(&args.container_and_command[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the detached exec")?;
+    Ok(())
 }
 
 fn wiring_error(error: anyhow::Error) -> EngineError {
