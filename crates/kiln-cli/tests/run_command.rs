@@ -567,6 +567,47 @@ fn logs_tail_and_follow_kill_with_a_signal_wait_and_restart() {
 }
 
 #[test]
+fn logs_timestamps_say_when_each_line_was_written() {
+    let (_dir, root) = store();
+    let before = std::time::SystemTime::now();
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "--name",
+            "clock",
+            "busybox",
+            "sh",
+            "-c",
+            "echo first; sleep 1.5; printf 'second\\nthird'",
+        ],
+    ));
+    let after = std::time::SystemTime::now();
+    // Without -t the log is the bytes as written.
+    assert_eq!(ok(kiln(&root, &["logs", "clock"])), "first\nsecond\nthird");
+    let stamped = ok(kiln(&root, &["logs", "--timestamps", "clock"]));
+    let lines: Vec<(std::time::SystemTime, &str)> = stamped
+        .split_inclusive('\n')
+        .map(|line| {
+            let (time, rest) = line.split_once(' ').unwrap();
+            (humantime::parse_rfc3339(time).unwrap(), rest)
+        })
+        .collect();
+    let texts: Vec<&str> = lines.iter().map(|(_, text)| *text).collect();
+    assert_eq!(texts, ["first\n", "second\n", "third"], "{stamped}");
+    for (time, _) in &lines {
+        assert!(before <= *time && *time <= after, "{stamped}");
+    }
+    let gap = lines[1].0.duration_since(lines[0].0).unwrap();
+    assert!(gap >= Duration::from_millis(1400), "{stamped}");
+    // A line's time is when it began: "third" came with "second".
+    assert_eq!(lines[1].0, lines[2].0, "{stamped}");
+    let last = ok(kiln(&root, &["logs", "-t", "-n", "1", "clock"]));
+    assert_eq!(last, stamped.lines().last().unwrap(), "{stamped}");
+    ok(kiln(&root, &["rm", "clock"]));
+}
+
+#[test]
 fn capabilities_are_added_and_dropped_and_a_read_only_rootfs_stays_unwritten() {
     let (_dir, root) = store();
     let caps = |extra: &[&str]| {

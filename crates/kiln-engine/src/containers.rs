@@ -9,7 +9,6 @@
 //! (`start`); [`ContainerRecord::started`] and `exited` refuse any other
 //! step, so two monitors never run one container.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -548,20 +547,20 @@ impl OutputSink for Discard {
 
 /// The log always; the caller's sink too when attached.
 struct LogSink<'a> {
-    log: std::fs::File,
+    log: kiln_runtime::containers::LogWriter,
     output: Option<&'a mut dyn OutputSink>,
 }
 
 impl OutputSink for LogSink<'_> {
     fn stdout(&mut self, data: &[u8]) {
-        let _ = self.log.write_all(data);
+        let _ = self.log.write(data);
         if let Some(output) = self.output.as_mut() {
             output.stdout(data);
         }
     }
 
     fn stderr(&mut self, data: &[u8]) {
-        let _ = self.log.write_all(data);
+        let _ = self.log.write(data);
         if let Some(output) = self.output.as_mut() {
             output.stderr(data);
         }

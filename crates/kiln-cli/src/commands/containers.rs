@@ -961,13 +961,16 @@ pub struct LogsArgs {
     /// Only the last N lines ("all": everything)
     #[arg(short = 'n', long, default_value = "all", value_name = "N")]
     tail: String,
+    /// Begin each line with the time it was written (RFC 3339, ns)
+    #[arg(short, long)]
+    timestamps: bool,
     /// The container (name or id)
     container: String,
 }
 
 /// `kiln logs`: what the container printed, stdout and stderr together;
 /// `--tail N` the last lines only, `-f` then what it prints until it
-/// stops.
+/// stops, `-t` each line with its time.
 pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
     use std::io::Seek;
     let tail = match args.tail.as_str() {
@@ -990,29 +993,80 @@ pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
         None => 0,
     };
     log.seek(std::io::SeekFrom::Start(start))?;
-    let mut out = std::io::stdout().lock();
-    let copy =
-        |log: &mut std::fs::File, out: &mut std::io::StdoutLock<'_>| match std::io::copy(log, out)
-            .and_then(|_| out.flush())
-        {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(e),
-            Ok(()) => Ok(true),
-        };
-    if !copy(&mut log, &mut out)? || !args.follow {
+    let mut out = LogOutput {
+        out: std::io::stdout().lock(),
+        timestamps: args.timestamps,
+        pending: Vec::new(),
+        pending_at: start,
+    };
+    let containers = engine.containers();
+    let copy = |log: &mut std::fs::File, out: &mut LogOutput<'_>, last: bool| match out.copy(
+        log,
+        &containers,
+        &record.id,
+        last,
+    ) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e),
+        Ok(()) => Ok(true),
+    };
+    if !copy(&mut log, &mut out, !args.follow)? || !args.follow {
         return Ok(());
     }
     // Following: what it appends, until it is not running (and what it
     // wrote last is out).
     loop {
-        let running = engine
-            .containers()
-            .load(&record.id)
-            .is_some_and(|r| r.is_running());
-        if !copy(&mut log, &mut out)? || !running {
+        let running = containers.load(&record.id).is_some_and(|r| r.is_running());
+        if !copy(&mut log, &mut out, !running)? || !running {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `logs` output: the log's bytes as they are, or with `--timestamps`
+/// line by line, each after the time its first byte was written.
+struct LogOutput<'a> {
+    out: std::io::StdoutLock<'a>,
+    timestamps: bool,
+    /// A line begun but not yet ended, and where in the log it begins.
+    pending: Vec<u8>,
+    pending_at: u64,
+}
+
+impl LogOutput<'_> {
+    /// Copies what the log holds past what was read; `last`: nothing more
+    /// will come, so a last line without a newline is printed too.
+    fn copy(
+        &mut self,
+        log: &mut std::fs::File,
+        containers: &Containers,
+        id: &str,
+        last: bool,
+    ) -> std::io::Result<()> {
+        use std::io::Read;
+        if !self.timestamps {
+            std::io::copy(log, &mut self.out)?;
+            return self.out.flush();
+        }
+        log.read_to_end(&mut self.pending)?;
+        let times = containers.log_times(id);
+        let mut begin = 0;
+        while begin < self.pending.len() {
+            let end = match self.pending[begin..].iter().position(|b| *b == b'\n') {
+                Some(newline) => begin + newline + 1,
+                None if last => self.pending.len(),
+                None => break,
+            };
+            let at = self.pending_at + begin as u64;
+            let time = times.at(at).unwrap_or(std::time::UNIX_EPOCH);
+            write!(self.out, "{} ", humantime::format_rfc3339_nanos(time))?;
+            self.out.write_all(&self.pending[begin..end])?;
+            begin = end;
+        }
+        self.pending.drain(..begin);
+        self.pending_at += begin as u64;
+        self.out.flush()
     }
 }
 
