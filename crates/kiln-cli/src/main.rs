@@ -44,6 +44,8 @@ enum Command {
     Logs(commands::containers::LogsArgs),
     /// Run a command in a running container
     Exec(commands::containers::ExecArgs),
+    /// Copy files between a container and the host
+    Cp(commands::containers::CpArgs),
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
@@ -117,11 +119,9 @@ enum Command {
     System(SystemCommand),
     /// Commands a Docker user will type that kiln does not have (yet):
     /// they say so, rather than clap suggesting a similar one (`ps` for
-    /// `top`, `completion` for `cp`).
+    /// `top`, `completion` for `compose`).
     #[command(name = "serve", hide = true)]
     Serve(Planned),
-    #[command(name = "cp", hide = true)]
-    Cp(Planned),
     #[command(name = "attach", hide = true)]
     Attach(Planned),
     #[command(name = "top", hide = true)]
@@ -223,6 +223,8 @@ enum ContainerCommand {
     Logs(commands::containers::LogsArgs),
     /// Run a command in a running container
     Exec(commands::containers::ExecArgs),
+    /// Copy files between a container and the host
+    Cp(commands::containers::CpArgs),
     /// Make an image of a container's changes
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
@@ -277,6 +279,7 @@ impl Command {
                 ContainerCommand::Start(args) => Command::Start(args),
                 ContainerCommand::Logs(args) => Command::Logs(args),
                 ContainerCommand::Exec(args) => Command::Exec(args),
+                ContainerCommand::Cp(args) => Command::Cp(args),
                 ContainerCommand::Commit(args) => Command::Commit(args),
                 ContainerCommand::Kill(args) => Command::Kill(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
@@ -348,6 +351,7 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Rm(args) => commands::containers::rm(root, args).map(|()| ExitCode::SUCCESS),
         Command::Logs(args) => commands::containers::logs(root, args).map(|()| ExitCode::SUCCESS),
         Command::Exec(args) => commands::containers::exec(root, args),
+        Command::Cp(args) => commands::containers::cp(root, args).map(|()| ExitCode::SUCCESS),
         Command::Commit(args) => {
             commands::containers::commit(root, args).map(|()| ExitCode::SUCCESS)
         }
@@ -402,10 +406,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
             commands::system::prune(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
-        Command::Cp(_) => not_yet(
-            "cp",
-            "docker cp: copy files between a container and the host",
-        ),
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
         Command::Top(_) => not_yet("top", "docker top: a container's processes"),
         Command::Stats(_) => not_yet("stats", "docker stats: containers' resource use"),

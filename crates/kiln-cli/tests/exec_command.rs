@@ -84,7 +84,7 @@ fn exec_runs_inside_the_container_with_its_confinement() {
             "-c",
             "cat /ready; hostname; echo run=$FROM_RUN exec=$FROM_EXEC; \
              echo pid=$$ ppid=$PPID; cat /proc/1/cmdline | tr '\\0' ' '; echo; \
-             echo /proc/[0-9]*",
+             cd /proc && echo *",
         ],
     ));
     let inspect: serde_json::Value =
@@ -97,14 +97,17 @@ fn exec_runs_inside_the_container_with_its_confinement() {
     assert!(lines[3].ends_with("ppid=0"), "the parent is outside: {out}");
     assert_eq!(lines[4], "sleep 600 ", "{out}");
     // Only sleep (1) and this shell: nothing of kiln.
-    assert_eq!(lines[5].split(' ').count(), 2, "{out}");
-    assert!(lines[5].starts_with("/proc/1 "), "{out}");
+    let pids: Vec<&str> = lines[5]
+        .split(' ')
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    assert_eq!(pids.len(), 2, "{out}");
+    assert_eq!(pids[0], "1", "{out}");
 
     // The container's capabilities (NET_RAW dropped), seccomp filter and
     // cgroups; --privileged gives every capability and no filter.
     let status = |flags: &[&str], pid: &str| {
-        let mut args = vec!["exec"];
-        args.extend(flags);
+        let mut args = flags.to_vec();
         let file = format!("/proc/{pid}/status");
         let cgroup = format!("/proc/{pid}/cgroup");
         args.extend(["box", "sh", "-c"]);
@@ -112,8 +115,8 @@ fn exec_runs_inside_the_container_with_its_confinement() {
         args.push(&script);
         ok(kiln(&root, &args))
     };
-    let of_init = status(&[], "1");
-    let of_exec = status(&[], "self");
+    let of_init = status(&["exec"], "1");
+    let of_exec = status(&["exec"], "self");
     assert_eq!(of_exec, of_init);
     assert!(of_exec.contains("Seccomp:\t2"), "{of_exec}");
     let bounding = of_exec.lines().find(|l| l.starts_with("CapBnd:")).unwrap();
@@ -121,7 +124,7 @@ fn exec_runs_inside_the_container_with_its_confinement() {
     assert_eq!(caps & (1 << 13), 0, "NET_RAW stays dropped: {of_exec}");
     assert_ne!(caps & (1 << 0), 0, "CHOWN stays: {of_exec}");
     assert!(of_exec.contains("pids:/"), "{of_exec}");
-    let privileged = status(&["--privileged"], "self");
+    let privileged = status(&["exec", "--privileged"], "self");
     assert!(privileged.contains("Seccomp:\t0"), "{privileged}");
     let all = privileged
         .lines()
@@ -165,6 +168,26 @@ fn exec_runs_inside_the_container_with_its_confinement() {
         ok(kiln(&root, &["exec", "-u", "nobody", "box", "id", "-un"])),
         "nobody\n"
     );
+    // --env-file as run's; docker's group spelling.
+    let env_file = root.with_file_name("exec.env");
+    std::fs::write(&env_file, "# a comment\nFROM_FILE=3\n").unwrap();
+    let env_file = env_file.to_str().unwrap();
+    assert_eq!(
+        ok(kiln(
+            &root,
+            &[
+                "container",
+                "exec",
+                "--env-file",
+                env_file,
+                "box",
+                "sh",
+                "-c",
+                "echo $FROM_FILE"
+            ]
+        )),
+        "3\n"
+    );
 
     // Exit codes: the command's own; 126 when it cannot be started (as
     // docker's exec), with one clear line.
@@ -205,10 +228,20 @@ fn exec_runs_inside_the_container_with_its_confinement() {
     // -t under a real terminal: a new pty of the container's devpts, of
     // our size, with TERM=xterm.
     let kiln_cmd = format!("{} --root {}", env!("CARGO_BIN_EXE_kiln"), root.display());
+    let on_a_tty = [
+        "exec",
+        "-t",
+        "box",
+        "sh",
+        "-c",
+        "test -t 0 && test -t 1 && echo tty-ok; stty size; tty; echo term=$TERM",
+    ];
+    let quoted: Vec<String> = on_a_tty.iter().map(|a| format!("'{a}'")).collect();
     let out = Command::new("timeout")
         .args(["60", "script", "-qec"])
         .arg(format!(
-            "stty rows 33 cols 91; {kiln_cmd} exec -t box sh -c 'test -t 0 && test -t 1 && echo tty-ok; stty size; tty; echo term=$TERM'"
+            "stty rows 33 cols 91; {kiln_cmd} {}",
+            quoted.join(" ")
         ))
         .arg("/dev/null")
         .stdin(Stdio::piped())

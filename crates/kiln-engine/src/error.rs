@@ -50,6 +50,13 @@ pub enum EngineError {
     Store(#[from] kiln_store::StoreError),
     #[error(transparent)]
     Runtime(#[from] kiln_runtime::RuntimeError),
+    /// A container's file that could not be read or written (`cp`).
+    #[error("{op} {path} in the container: {source}")]
+    ContainerFile {
+        op: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Cache(#[from] kiln_cache::CacheError),
     #[error(transparent)]

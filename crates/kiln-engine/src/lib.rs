@@ -18,6 +18,7 @@
 //! It draws no output and reads no flags or environment: those are the
 //! front end's.
 
+mod container_files;
 mod containers;
 mod error;
 pub mod events;
@@ -31,6 +32,7 @@ mod request;
 mod session;
 mod size;
 
+pub use container_files::{landing, CopyOptions, PathKind, PathStat};
 pub use containers::{
     parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running,
 };

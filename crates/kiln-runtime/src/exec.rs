@@ -105,12 +105,7 @@ impl Joined {
 /// Opens what a process joining the container whose pid 1 is `pid`
 /// enters (see the module's notes on pid reuse).
 pub(crate) fn join(pid: i32) -> Result<Joined, RuntimeError> {
-    let pidfd = match crate::sys::pidfd_open(pid) {
-        // SAFETY: a descriptor just created, owned by nobody else.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        Err(Errno::ESRCH) => return Err(gone(pid)),
-        Err(e) => return Err(RuntimeError::sys("pidfd_open the container's pid 1", e)),
-    };
+    let pidfd = pidfd(pid)?;
     let mut namespaces = Vec::new();
     for (name, kind) in NAMESPACES {
         let theirs = format!("/proc/{pid}/ns/{name}");
@@ -124,29 +119,10 @@ pub(crate) fn join(pid: i32) -> Result<Joined, RuntimeError> {
             // (Joining one's own mount namespace fails, and is a no-op.)
             continue;
         }
-        let fd = open(
-            theirs.as_str(),
-            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| match e {
-            Errno::ENOENT | Errno::ESRCH => gone(pid),
-            e => RuntimeError::io("open", &theirs, e.into()),
-        })?;
-        namespaces.push((fd, kind.bits(), name));
+        namespaces.push((open_namespace(pid, name)?, kind.bits(), name));
     }
     let cgroups = crate::cgroups::of_process(pid as u32)?;
-    // Everything above named `pid`; it was the container's init only if
-    // that process has not exited since the pidfd was taken.
-    let mut poll_fds = [PollFd::new(
-        std::os::fd::AsFd::as_fd(&pidfd),
-        PollFlags::POLLIN,
-    )];
-    match poll(&mut poll_fds, PollTimeout::ZERO) {
-        Ok(0) => {}
-        Ok(_) => return Err(gone(pid)),
-        Err(e) => return Err(RuntimeError::sys("poll the container's pidfd", e)),
-    }
+    still_alive(&pidfd, pid)?;
     if !namespaces
         .iter()
         .any(|(_, kind, _)| *kind == libc::CLONE_NEWNS)
@@ -159,6 +135,52 @@ pub(crate) fn join(pid: i32) -> Result<Joined, RuntimeError> {
         namespaces,
         cgroups,
     })
+}
+
+/// The mount namespace of the container whose pid 1 is `pid`, checked as
+/// [`join`] checks (for `container_root`).
+pub(crate) fn mount_namespace(pid: i32) -> Result<OwnedFd, RuntimeError> {
+    let pidfd = pidfd(pid)?;
+    let fd = open_namespace(pid, "mnt")?;
+    still_alive(&pidfd, pid)?;
+    Ok(fd)
+}
+
+fn pidfd(pid: i32) -> Result<OwnedFd, RuntimeError> {
+    match crate::sys::pidfd_open(pid) {
+        // SAFETY: a descriptor just created, owned by nobody else.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Err(Errno::ESRCH) => Err(gone(pid)),
+        Err(e) => Err(RuntimeError::sys("pidfd_open the container's pid 1", e)),
+    }
+}
+
+fn open_namespace(pid: i32, name: &str) -> Result<OwnedFd, RuntimeError> {
+    let path = format!("/proc/{pid}/ns/{name}");
+    open(
+        path.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| match e {
+        Errno::ENOENT | Errno::ESRCH => gone(pid),
+        e => RuntimeError::io("open", &path, e.into()),
+    })
+}
+
+/// What was opened through `/proc/PID` was the container's init's only
+/// if that process has not exited since its pidfd was taken (its pid
+/// cannot have been reused before).
+fn still_alive(pidfd: &OwnedFd, pid: i32) -> Result<(), RuntimeError> {
+    let mut poll_fds = [PollFd::new(
+        std::os::fd::AsFd::as_fd(pidfd),
+        PollFlags::POLLIN,
+    )];
+    match poll(&mut poll_fds, PollTimeout::ZERO) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(gone(pid)),
+        Err(e) => Err(RuntimeError::sys("poll the container's pidfd", e)),
+    }
 }
 
 fn gone(pid: i32) -> RuntimeError {

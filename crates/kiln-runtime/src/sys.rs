@@ -105,6 +105,12 @@ pub fn make_mounts_slave() -> SysResult {
     mount(None, c"/", None, libc::MS_SLAVE | libc::MS_REC, None)
 }
 
+/// Makes every mount of this (new) namespace private: nothing mounted
+/// here reaches any other namespace, nor theirs this one.
+pub fn make_mounts_private() -> SysResult {
+    mount(None, c"/", None, libc::MS_PRIVATE | libc::MS_REC, None)
+}
+
 /// Creates `path` (`O_EXCL`, no symlink followed) holding `data`, owned by
 /// `uid:gid` with `mode`.
 pub fn write_new_file(

@@ -1256,3 +1256,88 @@ pub fn container_json(record: &ContainerRecord) -> serde_json::Value {
         },
     })
 }
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// Keep owners (uid:gid) as they are; otherwise what is copied belongs
+    /// to root in the container, or to you on the host
+    #[arg(short, long)]
+    archive: bool,
+    /// Follow SRC if it is a symbolic link (links inside are copied as links)
+    #[arg(short = 'L', long)]
+    follow_link: bool,
+    /// CONTAINER:PATH, a host path, or - (a tar on stdin)
+    source: String,
+    /// CONTAINER:PATH, a host path, or - (a tar to stdout)
+    destination: String,
+}
+
+/// One side of a copy.
+#[derive(Debug, PartialEq)]
+enum CopyEnd<'a> {
+    Container {
+        name: &'a str,
+        path: &'a str,
+    },
+    Host(&'a str),
+    /// `-`: a tar stream on stdin or stdout.
+    Stream,
+}
+
+impl CopyEnd<'_> {
+    /// Docker's rule: `NAME:PATH` is a container's path when NAME holds no
+    /// `/` (so `./a:b` and `/a:b` are host paths).
+    fn parse(text: &str) -> CopyEnd<'_> {
+        if text == "-" {
+            return CopyEnd::Stream;
+        }
+        match text.split_once(':') {
+            Some((name, path)) if !name.is_empty() && !name.contains('/') => {
+                CopyEnd::Container { name, path }
+            }
+            _ => CopyEnd::Host(text),
+        }
+    }
+}
+
+/// `kiln cp`: files between a container (running or stopped) and the
+/// host, as `docker cp` (kiln-engine's container files: the container's
+/// side resolved inside its root, docker's rules for where a copy lands).
+pub fn cp(root: Option<&Path>, args: CpArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let options = kiln_engine::CopyOptions {
+        follow_link: args.follow_link,
+        keep_owners: args.archive,
+    };
+    match (
+        CopyEnd::parse(&args.source),
+        CopyEnd::parse(&args.destination),
+    ) {
+        (CopyEnd::Container { .. }, CopyEnd::Container { .. }) => {
+            bail!("copying between containers is not supported: copy to the host first")
+        }
+        (CopyEnd::Container { name, path }, CopyEnd::Host(destination)) => {
+            let record = engine.find_container(name)?;
+            Ok(engine.copy_to_host(&record, path, Path::new(destination), options)?)
+        }
+        (CopyEnd::Container { name, path }, CopyEnd::Stream) => {
+            if terminal::is_terminal(std::io::stdout().as_fd()) {
+                bail!("refusing to write a tar to a terminal: redirect it, or give a host path");
+            }
+            let record = engine.find_container(name)?;
+            let mut out = std::io::stdout().lock();
+            engine.archive_container_path(&record, path, None, options.follow_link, &mut out)?;
+            Ok(out.flush()?)
+        }
+        (CopyEnd::Host(source), CopyEnd::Container { name, path }) => {
+            let record = engine.find_container(name)?;
+            Ok(engine.copy_from_host(&record, Path::new(source), path, options)?)
+        }
+        (CopyEnd::Stream, CopyEnd::Container { name, path }) => {
+            let record = engine.find_container(name)?;
+            let mut input = std::io::stdin().lock();
+            Ok(engine.extract_into_container(&record, path, options.keep_owners, &mut input)?)
+        }
+        _ => bail!("one of SRC and DEST must be a container's path (CONTAINER:PATH)"),
+    }
+}

@@ -1,0 +1,393 @@
+//! A container's files as tar streams (`kiln cp`, and the Engine API's
+//! `/containers/{id}/archive` later): what a path is, a path as a tar, a
+//! tar unpacked into a directory. Each runs on a thread rooted in the
+//! container's root filesystem ([`kiln_runtime::in_container_root`]: the
+//! running container's own mount namespace, or its overlay mounted
+//! privately when stopped), so every path is resolved inside the
+//! container by the kernel; container paths are taken from `/`, as
+//! docker takes them.
+//!
+//! `kiln cp` adds the host's side ([`Engine::copy_to_host`],
+//! [`Engine::copy_from_host`]) with docker's rules for where a copy lands
+//! ([`landing`]); a daemon's client does that side itself and needs only
+//! the tar streams.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_runtime::containers::ContainerRecord;
+use kiln_runtime::ContainerRoot;
+
+use crate::{Engine, EngineError};
+
+/// What a container path is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Dir,
+    File,
+    Symlink,
+    /// A device, fifo or socket.
+    Other,
+}
+
+/// How `cp` copies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CopyOptions {
+    /// Follow the source if it is a symbolic link (`-L`); links inside
+    /// are copied as links either way.
+    pub follow_link: bool,
+    /// Keep the owners (`-a`); otherwise what is copied belongs to root in
+    /// the container, or to kiln's user on the host.
+    pub keep_owners: bool,
+}
+
+/// Where a copy lands, by docker's rules, given what the destination is
+/// (`Some(true)`: a directory, `Some(false)`: something else, `None`:
+/// nothing): into an existing directory under the source's own name (its
+/// contents only for `SRC/.`), else as the destination's name in its
+/// parent. Returns (the directory to unpack in, the copy's top entry).
+pub fn landing(
+    source: &str,
+    source_is_dir: bool,
+    destination: &str,
+    destination_is_dir: Option<bool>,
+) -> Result<(String, String), EngineError> {
+    let parent = |path: &str| {
+        let trimmed = path.trim_end_matches('/');
+        match Path::new(trimmed).parent().map(|p| p.display().to_string()) {
+            Some(parent) if !parent.is_empty() => parent,
+            _ if path.starts_with('/') => "/".to_owned(),
+            _ => ".".to_owned(),
+        }
+    };
+    match destination_is_dir {
+        Some(true) => Ok((destination.to_owned(), own_name(source))),
+        Some(false) if source_is_dir => Err(EngineError::Request(format!(
+            "cannot copy a directory to a file: {destination}"
+        ))),
+        None if destination.ends_with('/') && !source_is_dir => Err(EngineError::Request(format!(
+            "no such directory: {destination}"
+        ))),
+        Some(false) | None => Ok((parent(destination), own_name(destination))),
+    }
+}
+
+/// The name a path's copy has in a tar: its last component, or `.` for
+/// its contents (`dir/.`, `/`).
+fn own_name(path: &str) -> String {
+    if path.ends_with("/.") || path == "." {
+        return ".".to_owned();
+    }
+    Path::new(path)
+        .file_name()
+        .map_or_else(|| ".".to_owned(), |n| n.to_string_lossy().into_owned())
+}
+
+/// A container path's `lstat`, and whether it leads to a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathStat {
+    pub kind: PathKind,
+    /// Following a symbolic link (inside the container).
+    pub is_dir: bool,
+    pub size: u64,
+    pub mode: u32,
+    pub link_target: Option<PathBuf>,
+}
+
+impl Engine {
+    /// What `path` is in the container (`None`: nothing is there).
+    pub fn stat_container_path(
+        &self,
+        record: &ContainerRecord,
+        path: &str,
+    ) -> Result<Option<PathStat>, EngineError> {
+        let path = container_path(path);
+        self.in_root(record, move || {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = match std::fs::symlink_metadata(&path) {
+                Ok(meta) => meta,
+                Err(e) if is_missing(&e) => return Ok(None),
+                Err(e) => return Err(file_error("stat", &path, e)),
+            };
+            let kind = if meta.is_dir() {
+                PathKind::Dir
+            } else if meta.is_file() {
+                PathKind::File
+            } else if meta.file_type().is_symlink() {
+                PathKind::Symlink
+            } else {
+                PathKind::Other
+            };
+            Ok(Some(PathStat {
+                kind,
+                is_dir: std::fs::metadata(&path).is_ok_and(|m| m.is_dir()),
+                size: meta.len(),
+                mode: meta.permissions().mode(),
+                link_target: std::fs::read_link(&path).ok(),
+            }))
+        })
+    }
+
+    /// Writes `path` of the container to `out` as a tar whose top entry is
+    /// `name` (default: the path's own name; `.` for `dir/.`): a
+    /// directory with everything in it, links as links, unless
+    /// `follow_link` and `path` itself is one. Owners, modes and times
+    /// are the container's.
+    pub fn archive_container_path(
+        &self,
+        record: &ContainerRecord,
+        path: &str,
+        name: Option<&str>,
+        follow_link: bool,
+        out: &mut dyn Write,
+    ) -> Result<(), EngineError> {
+        let name = name.map_or_else(|| own_name(path), str::to_owned);
+        let path = container_path(path);
+        let path_shown = path.clone();
+        let (mut reader, writer) =
+            std::io::pipe().map_err(|e| file_error("make a pipe for", Path::new("the copy"), e))?;
+        std::thread::scope(|scope| {
+            let producer = scope.spawn(|| {
+                self.in_root(record, move || {
+                    let path = if follow_link {
+                        std::fs::canonicalize(&path).map_err(|e| missing_or(e, &path))?
+                    } else {
+                        path
+                    };
+                    let meta =
+                        std::fs::symlink_metadata(&path).map_err(|e| missing_or(e, &path))?;
+                    let mut tar = tar::Builder::new(writer);
+                    tar.follow_symlinks(false);
+                    let written = if meta.is_dir() {
+                        tar.append_dir_all(&name, &path)
+                    } else {
+                        tar.append_path_with_name(&path, &name)
+                    };
+                    written
+                        .and_then(|()| tar.into_inner().map(drop))
+                        .map_err(|e| file_error("archive", &path, e))
+                })
+            });
+            let copied = std::io::copy(&mut reader, out);
+            // (The reader is dropped here, so a producer blocked on a full
+            // pipe after a failed copy gets EPIPE and ends.)
+            drop(reader);
+            let produced = producer
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Request("the copy thread panicked".into())));
+            produced?;
+            copied.map_err(|e| file_error("copy out", &path_shown, e))?;
+            Ok(())
+        })
+    }
+
+    /// Unpacks the tar `input` into the container's directory `dir`
+    /// (which must exist): entries replace what is there (never written
+    /// through: a file the container left is removed first, so a link or
+    /// device it planted is not followed), and none may lead outside
+    /// `dir`. Owners are the tar's with `keep_owners`, else root's (as
+    /// docker cp without `-a`).
+    pub fn extract_into_container(
+        &self,
+        record: &ContainerRecord,
+        dir: &str,
+        keep_owners: bool,
+        input: &mut dyn Read,
+    ) -> Result<(), EngineError> {
+        let dir = container_path(dir);
+        let dir_shown = dir.clone();
+        let (reader, mut writer) =
+            std::io::pipe().map_err(|e| file_error("make a pipe for", Path::new("the copy"), e))?;
+        std::thread::scope(|scope| {
+            let consumer = scope.spawn(|| {
+                self.in_root(record, move || {
+                    if !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                        return Err(EngineError::Request(format!(
+                            "{} is not a directory in the container",
+                            dir.display()
+                        )));
+                    }
+                    let mut tar = tar::Archive::new(reader);
+                    tar.set_overwrite(true);
+                    tar.set_preserve_permissions(true);
+                    tar.set_preserve_mtime(true);
+                    tar.set_preserve_ownerships(keep_owners);
+                    tar.set_unpack_xattrs(false);
+                    tar.unpack(&dir)
+                        .map_err(|e| file_error("unpack into", &dir, e))
+                })
+            });
+            let copied = std::io::copy(input, &mut writer);
+            drop(writer);
+            let consumed = consumer
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Request("the copy thread panicked".into())));
+            consumed?;
+            copied.map_err(|e| file_error("copy into", &dir_shown, e))?;
+            Ok(())
+        })
+    }
+
+    /// `kiln cp CONTAINER:PATH DEST`: the container's `path` on the host,
+    /// landing by docker's rules ([`landing`]). The tar comes from the
+    /// container's files and is unpacked as any untrusted tar: no entry
+    /// outside its directory or through a link, files replaced rather
+    /// than written through.
+    pub fn copy_to_host(
+        &self,
+        record: &ContainerRecord,
+        path: &str,
+        destination: &Path,
+        options: CopyOptions,
+    ) -> Result<(), EngineError> {
+        let Some(stat) = self.stat_container_path(record, path)? else {
+            return Err(EngineError::Request(format!(
+                "no such file or directory in container {}: {path}",
+                record.name
+            )));
+        };
+        let source_is_dir = match options.follow_link {
+            true => stat.is_dir,
+            false => stat.kind == PathKind::Dir,
+        };
+        let shown = destination.display().to_string();
+        let destination_is_dir = match std::fs::metadata(destination) {
+            Ok(meta) => Some(meta.is_dir()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(host_error("stat", destination, e)),
+        };
+        let (into, name) = landing(path, source_is_dir, &shown, destination_is_dir)?;
+        let into = PathBuf::from(into);
+        if !into.is_dir() {
+            return Err(EngineError::Request(format!(
+                "no such directory: {}",
+                into.display()
+            )));
+        }
+        let (reader, mut writer) =
+            std::io::pipe().map_err(|e| host_error("make a pipe for", &into, e))?;
+        std::thread::scope(|scope| {
+            let consumer = scope.spawn(|| {
+                let mut tar = tar::Archive::new(reader);
+                tar.set_overwrite(true);
+                tar.set_preserve_permissions(true);
+                tar.set_preserve_mtime(true);
+                tar.set_preserve_ownerships(options.keep_owners);
+                tar.set_unpack_xattrs(false);
+                tar.unpack(&into)
+            });
+            let archived = self.archive_container_path(
+                record,
+                path,
+                Some(&name),
+                options.follow_link,
+                &mut writer,
+            );
+            drop(writer);
+            let unpacked = consumer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the unpacking thread panicked")));
+            archived?;
+            unpacked.map_err(|e| host_error("unpack into", &into, e))
+        })
+    }
+
+    /// `kiln cp SRC CONTAINER:PATH`: the host's `source` in the container,
+    /// landing by docker's rules ([`landing`]).
+    pub fn copy_from_host(
+        &self,
+        record: &ContainerRecord,
+        source: &Path,
+        path: &str,
+        options: CopyOptions,
+    ) -> Result<(), EngineError> {
+        let meta = match options.follow_link {
+            true => std::fs::metadata(source),
+            false => std::fs::symlink_metadata(source),
+        }
+        .map_err(|e| host_error("read", source, e))?;
+        let destination_is_dir = self.stat_container_path(record, path)?.map(|s| s.is_dir);
+        let shown = source.display().to_string();
+        let (into, top) = landing(&shown, meta.is_dir(), path, destination_is_dir)?;
+        let source = match options.follow_link {
+            true => std::fs::canonicalize(source).map_err(|e| host_error("read", source, e))?,
+            false => source.to_owned(),
+        };
+        let (mut reader, writer) =
+            std::io::pipe().map_err(|e| host_error("make a pipe for", &source, e))?;
+        std::thread::scope(|scope| {
+            let producer = scope.spawn(|| {
+                let mut tar = tar::Builder::new(writer);
+                tar.follow_symlinks(false);
+                match meta.is_dir() {
+                    true => tar.append_dir_all(&top, &source)?,
+                    false => tar.append_path_with_name(&source, &top)?,
+                }
+                tar.into_inner().map(drop)
+            });
+            let extracted =
+                self.extract_into_container(record, &into, options.keep_owners, &mut reader);
+            drop(reader);
+            let produced = producer
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the archiving thread panicked")));
+            extracted?;
+            produced.map_err(|e| host_error("archive", &source, e))
+        })
+    }
+
+    /// Runs `work` rooted in the container's root filesystem.
+    fn in_root<T: Send>(
+        &self,
+        record: &ContainerRecord,
+        work: impl FnOnce() -> Result<T, EngineError> + Send,
+    ) -> Result<T, EngineError> {
+        let dir = self.containers().dir(&record.id);
+        let (upper, work_dir, mount_point) = (dir.join("upper"), dir.join("work"), dir.join("cp"));
+        let root = match record.running_pid() {
+            Some(init_pid) => ContainerRoot::Running { init_pid },
+            None => ContainerRoot::Stopped {
+                lower_dirs: &record.config.lower_dirs,
+                upper: &upper,
+                work: &work_dir,
+                mount_point: &mount_point,
+            },
+        };
+        kiln_runtime::in_container_root(root, work)
+    }
+}
+
+/// A container path from `/` (docker's rule for relative ones).
+fn container_path(path: &str) -> PathBuf {
+    Path::new("/").join(path)
+}
+
+fn is_missing(error: &std::io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR)
+    )
+}
+
+fn missing_or(error: std::io::Error, path: &Path) -> EngineError {
+    if is_missing(&error) {
+        EngineError::Request(format!(
+            "no such file or directory in the container: {}",
+            path.display()
+        ))
+    } else {
+        file_error("read", path, error)
+    }
+}
+
+fn host_error(what: &str, path: &Path, error: std::io::Error) -> EngineError {
+    EngineError::Request(format!("{what} {}: {error}", path.display()))
+}
+
+fn file_error(op: &'static str, path: &Path, source: std::io::Error) -> EngineError {
+    EngineError::ContainerFile {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
