@@ -53,6 +53,7 @@ pub(crate) fn run_key(
         devices,
         extra_hosts,
         ulimits,
+        shm_size,
     } = run;
     let mut key = KeyBuilder::new("run");
     key.key("parent", parent);
@@ -87,6 +88,9 @@ pub(crate) fn run_key(
     }
     if !ulimits.is_empty() {
         list(&mut key, "ulimits", ulimits);
+    }
+    if let Some(bytes) = shm_size {
+        key.text("shm_size", &bytes.to_string());
     }
     key.field("mounted", mounted);
     run_inputs(&mut key, inputs);
@@ -343,6 +347,7 @@ mod tests {
             devices: Vec::new(),
             extra_hosts: Vec::new(),
             ulimits: Vec::new(),
+            shm_size: None,
         }
     }
 

@@ -141,6 +141,7 @@ pub fn run_step(
             .iter()
             .filter_map(|u| kiln_runtime::Ulimit::parse(u).ok())
             .collect(),
+        shm_size: run.shm_size,
         // As BuildKit: setuid binaries (su, sudo, gosu) work in RUN.
         no_new_privileges: false,
         resources: kiln_runtime::Resources {

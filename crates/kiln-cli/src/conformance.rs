@@ -81,7 +81,7 @@ const ROWS: &[Row] = &[
         "RUN uses the host network; RUN --network=none per step",
     ),
     noted("build --add-host", "build --add-host", "host-gateway refused: no bridge network"),
-    absent("build --shm-size", "not yet"),
+    row("build --shm-size", "build --shm-size"),
     row("build --ulimit", "build --ulimit"),
     absent("buildx build --build-context", "not yet"),
     absent(
@@ -121,6 +121,7 @@ const ROWS: &[Row] = &[
     row("run --tmpfs", "run --tmpfs"),
     noted("run --mount", "run --mount", "type=bind and type=tmpfs; volumes come with the daemon"),
     row("run --ulimit", "run --ulimit"),
+    row("run --shm-size", "run --shm-size"),
     row("run --stop-signal", "run --stop-signal"),
     row("run -l, --label", "run --label"),
     // containers

@@ -841,3 +841,46 @@ fn ulimits_for_run_and_for_every_run_of_a_build() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("soft limit is above the hard one"));
 }
+
+#[test]
+fn shm_size_for_run_and_for_every_run_of_a_build() {
+    let (dir, root) = store();
+    let shm_kib = |flags: &[&str]| {
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend(flags);
+        args.extend(["busybox", "sh", "-c", "df -k /dev/shm | tail -1"]);
+        let line = ok(kiln(&root, &args));
+        line.split_whitespace().nth(1).unwrap().to_owned()
+    };
+    assert_eq!(shm_kib(&[]), "65536", "docker's default");
+    assert_eq!(shm_kib(&["--shm-size", "16m"]), "16384");
+    let bad = kiln(
+        &root,
+        &["run", "--rm", "--shm-size", "lots", "busybox", "true"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--shm-size"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let context = dir.path().join("ctx");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN df -k /dev/shm | tail -1 | awk '{print \"shm=\" $2}'\n",
+    )
+    .unwrap();
+    let build = |flags: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain"];
+        args.extend(flags);
+        args.push(context.to_str().unwrap());
+        text(&kiln(&root, &args).stderr)
+    };
+    assert!(build(&[]).contains("shm=65536"));
+    // Another size is another step (and the default's step is cached).
+    let sized = build(&["--shm-size", "8m"]);
+    assert!(sized.contains("shm=8192"), "{sized}");
+    assert!(build(&[]).contains("CACHED"));
+}

@@ -80,6 +80,8 @@ pub struct ContainerRequest {
     pub extra_hosts: Vec<(String, String)>,
     /// `--ulimit`.
     pub ulimits: Vec<kiln_runtime::Ulimit>,
+    /// `--shm-size` in bytes (none: 64 MiB).
+    pub shm_size: Option<u64>,
 }
 
 /// What to run in a running container (`exec`).
@@ -223,6 +225,7 @@ impl Engine {
                 tmpfs: request.tmpfs.clone(),
                 extra_hosts: request.extra_hosts.clone(),
                 ulimits: request.ulimits.clone(),
+                shm_size: request.shm_size,
                 labels: request.labels.clone(),
                 stop_signal: match request.stop_signal {
                     Some(signal) => Some(signal as i32),

@@ -66,6 +66,8 @@ pub struct BuildRequest {
     pub extra_hosts: Vec<(String, String)>,
     /// `--ulimit` for every RUN (checked with `kiln_runtime::Ulimit::parse`).
     pub ulimits: Vec<String>,
+    /// `--shm-size` for every RUN, in bytes (none: 64 MiB).
+    pub shm_size: Option<u64>,
 }
 
 impl BuildRequest {
@@ -95,6 +97,7 @@ impl BuildRequest {
             network: kiln_graph::Network::Default,
             extra_hosts: Vec::new(),
             ulimits: Vec::new(),
+            shm_size: None,
         }
     }
 

@@ -256,6 +256,7 @@ impl Engine {
             network: request.network,
             extra_hosts: request.extra_hosts.clone(),
             ulimits: request.ulimits.clone(),
+            shm_size: request.shm_size,
             ..PlanOptions::default()
         };
         let first = plan(dockerfile, &options).map_err(plan_error)?;

@@ -857,6 +857,7 @@ fn run(
             devices,
             extra_hosts: ctx.options.extra_hosts.clone(),
             ulimits: ctx.options.ulimits.clone(),
+            shm_size: ctx.options.shm_size,
         }),
         inputs: Inputs {
             build_args,

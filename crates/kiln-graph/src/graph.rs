@@ -214,6 +214,10 @@ pub struct RunOp {
     /// `kiln build --ulimit`, as given (`nofile=1024:2048`; checked by the
     /// front end).
     pub ulimits: Vec<String>,
+    /// `kiln build --shm-size`: `/dev/shm`'s size in bytes (none: 64 MiB;
+    /// left out of the plan's JSON then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
 }
 
 /// `RUN --network=`.

@@ -40,6 +40,8 @@ pub struct PlanOptions {
     pub extra_hosts: Vec<(String, String)>,
     /// `--ulimit`s for every RUN, as given.
     pub ulimits: Vec<String>,
+    /// `--shm-size` for every RUN, in bytes.
+    pub shm_size: Option<u64>,
 }
 
 impl Default for PlanOptions {
@@ -53,6 +55,7 @@ impl Default for PlanOptions {
             network: crate::Network::Default,
             extra_hosts: Vec::new(),
             ulimits: Vec::new(),
+            shm_size: None,
         }
     }
 }

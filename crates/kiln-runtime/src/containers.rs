@@ -75,6 +75,9 @@ pub struct ContainerConfig {
     /// `--ulimit`.
     #[serde(default)]
     pub ulimits: Vec<crate::Ulimit>,
+    /// `--shm-size` in bytes.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
 }
 
 /// Where a container is in its life.
@@ -146,6 +149,7 @@ impl ContainerRecord {
             capabilities: self.config.capabilities,
             read_only: self.config.read_only,
             ulimits: self.config.ulimits.clone(),
+            shm_size: self.config.shm_size,
             seccomp: self.config.seccomp.clone(),
             no_new_privileges: self.config.no_new_privileges,
             resources: self.config.resources,

@@ -141,7 +141,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
     for dir in ["proc", "dev", "sys"] {
         skeleton.add(&[dir.to_string()], true)?;
     }
-    system_mounts(&merged, &mut pre)?;
+    system_mounts(&merged, spec.shm_size, &mut pre)?;
     etc_files(spec, &root, &merged, &view, &mut skeleton, &mut pre)?;
     let secrets = secrets_tmpfs(spec, &root, &mut pre)?;
     let mut trees = Vec::new();
@@ -345,7 +345,14 @@ fn overlay_options(
     Ok((fds, paths, cstring(&data)?))
 }
 
-fn system_mounts(merged: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeError> {
+/// Docker's default size of `/dev/shm`.
+const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+fn system_mounts(
+    merged: &Path,
+    shm_size: Option<u64>,
+    steps: &mut Vec<Step>,
+) -> Result<(), RuntimeError> {
     let dev = merged.join("dev");
     let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     steps.push(mount(
@@ -387,7 +394,10 @@ fn system_mounts(merged: &Path, steps: &mut Vec<Step>) -> Result<(), RuntimeErro
         &dev.join("shm"),
         "tmpfs",
         nosuid_nodev_noexec,
-        Some("mode=1777,size=65536k"),
+        Some(&format!(
+            "mode=1777,size={}",
+            shm_size.unwrap_or(DEFAULT_SHM_SIZE)
+        )),
     )?);
     steps.push(mount(
         "mqueue",

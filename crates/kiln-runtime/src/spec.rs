@@ -64,6 +64,9 @@ pub struct ContainerSpec {
     /// `--ulimit`: resource limits the command starts with (others are
     /// kiln's own, inherited).
     pub ulimits: Vec<Ulimit>,
+    /// `--shm-size`: the size of `/dev/shm` in bytes (none: Docker's 64
+    /// MiB).
+    pub shm_size: Option<u64>,
     /// `--security-opt no-new-privileges`: `PR_SET_NO_NEW_PRIVS` for the
     /// command, so setuid binaries and file capabilities grant nothing.
     /// Off by default, as in Docker (`su`, `sudo`, `gosu` work).

@@ -78,6 +78,10 @@ pub struct BuildArgs {
     /// A resource limit for every RUN: NAME=SOFT[:HARD] (-1 unlimited)
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     ulimit: Vec<String>,
+    /// The size of /dev/shm for every RUN (a number and a unit b, k, m or
+    /// g; default 64m)
+    #[arg(long, value_name = "SIZE", value_parser = kiln_graph::values::parse_memory_size)]
+    shm_size: Option<u64>,
     /// Run BuildKit's Dockerfile checks instead of building (--call check)
     #[arg(long)]
     check: bool,
@@ -259,6 +263,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         .map(|h| kiln_engine::parse_add_host(h))
         .collect::<Result<_, _>>()?;
     request.ulimits = args.ulimit.clone();
+    request.shm_size = args.shm_size;
     request.labels = parse_labels(&args.labels)?;
     request.push = args.push;
     request.registry = args.registry.options()?;

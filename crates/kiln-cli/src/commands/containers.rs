@@ -107,6 +107,9 @@ pub struct RunArgs {
     /// A resource limit: NAME=SOFT[:HARD] (nofile=1024:2048; -1 unlimited)
     #[arg(long, value_name = "NAME=SOFT[:HARD]")]
     ulimit: Vec<String>,
+    /// The size of /dev/shm (a number and a unit b, k, m or g; default 64m)
+    #[arg(long, value_name = "SIZE", value_parser = kiln_graph::values::parse_memory_size)]
+    shm_size: Option<u64>,
     /// Run an init as PID 1 (kiln-init, as docker run --init runs tini)
     /// that forwards signals to the command and reaps orphaned zombies;
     /// without it the command itself is PID 1, and ignores the signals it
@@ -270,6 +273,7 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             .map(|u| kiln_runtime::Ulimit::parse(u))
             .collect::<Result<_, _>>()
             .map_err(anyhow::Error::msg)?,
+        shm_size: args.shm_size,
     })
 }
 
