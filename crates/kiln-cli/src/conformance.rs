@@ -83,7 +83,11 @@ const ROWS: &[Row] = &[
     noted("build --add-host", "build --add-host", "host-gateway refused: no bridge network"),
     row("build --shm-size", "build --shm-size"),
     row("build --ulimit", "build --ulimit"),
-    absent("buildx build --build-context", "not yet"),
+    noted(
+        "buildx build --build-context",
+        "build --build-context",
+        "a directory or docker-image://REF",
+    ),
     absent(
         "buildx build --call check, --check",
         "not yet (kiln parse --check rejects unknown instructions and flags)",

@@ -1391,3 +1391,110 @@ fn add_host_puts_lines_in_the_hosts_file_of_every_run_and_in_its_key() {
         "127.0.0.2\tdb\n"
     );
 }
+
+/// `--build-context NAME=DIR|docker-image://REF` as BuildKit's: the name
+/// stands in for a stage or an image of that name in FROM, `COPY --from`
+/// and `RUN --mount=from=`; a directory's own `.dockerignore` applies, its
+/// links stay links; the same files stay cached, a changed one is a miss.
+#[test]
+fn named_build_contexts_stand_for_stages_and_images() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let context = work.join("ctx");
+    let extra = work.join("extra");
+    fs::create_dir_all(&context).unwrap();
+    fs::create_dir_all(extra.join("sub")).unwrap();
+    fs::write(extra.join("e.txt"), "extra\n").unwrap();
+    fs::write(extra.join("sub/s.txt"), "s\n").unwrap();
+    fs::write(extra.join("secret.txt"), "left out\n").unwrap();
+    fs::write(extra.join(".dockerignore"), "secret.txt\n").unwrap();
+    // A link out of the directory: copied as the link, never its target.
+    let outside = work.join("outside.txt");
+    fs::write(&outside, "HOST ONLY\n").unwrap();
+    std::os::unix::fs::symlink(&outside, extra.join("out")).unwrap();
+    ok(kiln(root, &["tag", "busybox", "other"]));
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch AS src\n\
+         FROM busybox AS base\n\
+         RUN echo from-the-stage > /which\n\
+         FROM base\n\
+         COPY --from=src / /extra/\n\
+         RUN --mount=from=src,target=/mnt cat /mnt/sub/s.txt > /mounted || true\n\
+         RUN cat /which 2>/dev/null || echo stage-replaced; \
+             test -e /extra/secret.txt || echo secret-left-out; \
+             readlink /extra/out; cat /extra/out 2>/dev/null || echo link-not-followed\n",
+    )
+    .unwrap();
+    let build = |extra_flags: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "named"];
+        args.extend(extra_flags);
+        args.push(context.to_str().unwrap());
+        let out = kiln(root, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let flags = [
+        "--build-context",
+        &format!("src={}", extra.display()),
+        "--build-context",
+        "base=docker-image://other",
+    ];
+    // A line the steps printed (`#N WORD`), not the step's own header.
+    let printed = |out: &str, word: &str| {
+        out.lines()
+            .any(|l| l.starts_with('#') && l.split_once(' ').is_some_and(|(_, rest)| rest == word))
+    };
+    let first = build(&flags);
+    for expected in ["stage-replaced", "secret-left-out", "link-not-followed"] {
+        assert!(printed(&first, expected), "{expected}: {first}");
+    }
+    assert!(first.contains(&outside.display().to_string()), "{first}");
+    let files = ok(kiln(
+        root,
+        &[
+            "run",
+            "--rm",
+            "named",
+            "sh",
+            "-c",
+            "cat /extra/e.txt /mounted; stat -c %u /extra/e.txt",
+        ],
+    ));
+    assert_eq!(files, "extra\ns\n0\n");
+    // The same files: every step cached; one changed: the COPY misses.
+    let again = build(&flags);
+    assert_eq!(again.matches("CACHED").count(), 3, "{again}");
+    fs::write(extra.join("e.txt"), "changed\n").unwrap();
+    let changed = build(&flags);
+    // (The COPY runs again, and the steps on it with it.)
+    assert!(!changed.contains("CACHED"), "{changed}");
+    assert_eq!(
+        ok(kiln(root, &["run", "--rm", "named", "cat", "/extra/e.txt"])),
+        "changed\n"
+    );
+    // Without the contexts, src is the empty stage and base the real one.
+    let plain = build(&[]);
+    assert!(printed(&plain, "from-the-stage"), "{plain}");
+    assert!(!printed(&plain, "stage-replaced"), "{plain}");
+
+    // Refused before any step runs, in one line.
+    for (spec, message) in [
+        ("nothing", "expected NAME=PATH"),
+        (
+            "x=https://example.invalid/ctx.tar",
+            "https:// contexts are not supported yet",
+        ),
+        ("x=/no/such/dir", "is not a directory"),
+        ("x=docker-image://Bad:Name", "--build-context"),
+    ] {
+        let out = kiln(
+            root,
+            &["build", "--build-context", spec, context.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1), "{spec}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(message), "{spec}: {stderr}");
+        assert!(!stderr.contains("#1"), "nothing ran: {stderr}");
+    }
+}

@@ -235,6 +235,52 @@ impl Root {
     }
 }
 
+/// What an entry of a [`Root`] is, as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryStat {
+    pub kind: EntryKind,
+    /// Permission bits (and set-id, sticky).
+    pub mode: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    Dir,
+    File,
+    Symlink(PathBuf),
+    /// A device, FIFO or socket.
+    Other,
+}
+
+impl Root {
+    /// The entry at `real` (a resolved path), not following a final link,
+    /// read through its parent's descriptor opened inside the root.
+    pub fn entry(&self, real: &Path) -> io::Result<EntryStat> {
+        let (parent, name) = match (real.parent(), real.file_name()) {
+            (Some(parent), Some(name)) => (parent, name),
+            _ => (Path::new(""), std::ffi::OsStr::new(".")),
+        };
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(resolve_flags());
+        let parent = openat2(&self.dir, or_dot(parent), how)?;
+        let stat = fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let kind = match kind(stat.st_mode) {
+            SFlag::S_IFDIR => EntryKind::Dir,
+            SFlag::S_IFREG => EntryKind::File,
+            SFlag::S_IFLNK => EntryKind::Symlink(PathBuf::from(readlinkat(&parent, name)?)),
+            _ => EntryKind::Other,
+        };
+        Ok(EntryStat {
+            kind,
+            mode: stat.st_mode & 0o7777,
+            mtime: stat.st_mtime,
+        })
+    }
+}
+
 /// Copies entry `name` of directory `dir` to `to` (see [`Root::copy_to`]).
 fn copy_at(dir: BorrowedFd<'_>, name: &OsStr, to: &Path) -> io::Result<()> {
     let stat = fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;

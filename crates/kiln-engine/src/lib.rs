@@ -18,6 +18,7 @@
 //! It draws no output and reads no flags or environment: those are the
 //! front end's.
 
+mod build_contexts;
 mod container_files;
 mod containers;
 mod error;
@@ -32,6 +33,7 @@ mod request;
 mod session;
 mod size;
 
+pub use build_contexts::{parse_build_context, BuildContext};
 pub use container_files::{landing, CopyOptions, PathKind, PathStat};
 pub use containers::{
     parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running,

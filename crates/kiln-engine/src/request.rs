@@ -68,6 +68,8 @@ pub struct BuildRequest {
     pub ulimits: Vec<String>,
     /// `--shm-size` for every RUN, in bytes (none: 64 MiB).
     pub shm_size: Option<u64>,
+    /// `--build-context` ([`crate::parse_build_context`]), by name.
+    pub build_contexts: BTreeMap<String, crate::BuildContext>,
 }
 
 impl BuildRequest {
@@ -98,6 +100,7 @@ impl BuildRequest {
             extra_hosts: Vec::new(),
             ulimits: Vec::new(),
             shm_size: None,
+            build_contexts: BTreeMap::new(),
         }
     }
 

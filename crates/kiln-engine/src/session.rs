@@ -259,6 +259,11 @@ impl Engine {
             shm_size: request.shm_size,
             ..PlanOptions::default()
         };
+        options.named_contexts = crate::build_contexts::resolve_build_contexts(
+            &self.store,
+            &request.build_contexts,
+            &options.platform,
+        )?;
         let first = plan(dockerfile, &options).map_err(plan_error)?;
         let mut pinned = BTreeMap::new();
         let mut platforms = BTreeMap::new();

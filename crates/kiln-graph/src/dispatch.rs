@@ -23,12 +23,17 @@ use crate::values::{check_signal, parse_go_duration, parse_mount, parse_port_spe
 pub(crate) struct StageRefs<'a> {
     pub names: &'a [Option<String>],
     pub current: StageId,
+    /// `--build-context`s, which come before stage names.
+    pub named_contexts: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl StageRefs<'_> {
     /// `--from=<name|index|image>`: an earlier stage or an image.
     fn resolve(&self, text: &str, span: Span, what: &str) -> Result<SourceRef, PlanError> {
         let lower = text.to_ascii_lowercase();
+        if let Some(reference) = self.named_contexts.get(&lower) {
+            return Ok(SourceRef::Image(reference.clone()));
+        }
         let by_name = self
             .names
             .iter()

@@ -42,6 +42,10 @@ pub struct PlanOptions {
     pub ulimits: Vec<String>,
     /// `--shm-size` for every RUN, in bytes.
     pub shm_size: Option<u64>,
+    /// `--build-context`s: a (lower-case) name and the image reference it
+    /// stands for, over any stage or image of that name in FROM, `--from`
+    /// and `from=`.
+    pub named_contexts: BTreeMap<String, String>,
 }
 
 impl Default for PlanOptions {
@@ -56,6 +60,7 @@ impl Default for PlanOptions {
             extra_hosts: Vec::new(),
             ulimits: Vec::new(),
             shm_size: None,
+            named_contexts: BTreeMap::new(),
         }
     }
 }
@@ -157,6 +162,7 @@ pub fn plan(dockerfile: &Dockerfile, options: &PlanOptions) -> Result<BuildGraph
         let refs = StageRefs {
             names: &names,
             current: id,
+            named_contexts: &options.named_contexts,
         };
         let context = DispatchContext {
             lexer: &lexer,
@@ -296,6 +302,9 @@ fn statically_needed(
             return None;
         }
         let lower = text.to_ascii_lowercase();
+        if options.named_contexts.contains_key(&lower) {
+            return Some(None);
+        }
         let by_name = names
             .iter()
             .position(|n| n.as_deref() == Some(lower.as_str()));
@@ -501,7 +510,9 @@ fn stage_heads<'a>(
             }
         };
         let lower = image.to_ascii_lowercase();
-        let base = if lower == "scratch" {
+        let base = if let Some(reference) = options.named_contexts.get(&lower) {
+            Base::Image(reference.clone())
+        } else if lower == "scratch" {
             Base::Scratch
         } else if let Some(stage) = names
             .iter()

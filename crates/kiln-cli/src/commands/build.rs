@@ -82,6 +82,10 @@ pub struct BuildArgs {
     /// g; default 64m)
     #[arg(long, value_name = "SIZE", value_parser = kiln_graph::values::parse_memory_size)]
     shm_size: Option<u64>,
+    /// A named context the Dockerfile uses as a stage or image (FROM NAME,
+    /// COPY --from=NAME): NAME=DIR or NAME=docker-image://REF
+    #[arg(long = "build-context", value_name = "NAME=DIR|docker-image://REF")]
+    build_context: Vec<String>,
     /// Run BuildKit's Dockerfile checks instead of building (--call check)
     #[arg(long)]
     check: bool,
@@ -264,6 +268,10 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
         .collect::<Result<_, _>>()?;
     request.ulimits = args.ulimit.clone();
     request.shm_size = args.shm_size;
+    for text in &args.build_context {
+        let (name, context) = kiln_engine::parse_build_context(text)?;
+        request.build_contexts.insert(name, context);
+    }
     request.labels = parse_labels(&args.labels)?;
     request.push = args.push;
     request.registry = args.registry.options()?;
