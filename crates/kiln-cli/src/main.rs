@@ -114,6 +114,9 @@ enum Command {
     /// Manage containers (as `docker container`)
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Manage named volumes (as `docker volume`)
+    #[command(subcommand)]
+    Volume(commands::volumes::VolumeCommand),
     /// The store as a whole: disk use, pruning, information (as `docker system`)
     #[command(subcommand)]
     System(SystemCommand),
@@ -148,8 +151,6 @@ enum Command {
     Events(Planned),
     #[command(name = "network", hide = true)]
     Network(Planned),
-    #[command(name = "volume", hide = true)]
-    Volume(Planned),
     #[command(name = "compose", hide = true)]
     Compose(Planned),
     #[command(name = "search", hide = true)]
@@ -402,6 +403,9 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
             commands::containers::prune(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::SystemDf => commands::system::df(root).map(|()| ExitCode::SUCCESS),
+        Command::Volume(command) => {
+            commands::volumes::run(root, command).map(|()| ExitCode::SUCCESS)
+        }
         Command::SystemPrune(args) => {
             commands::system::prune(root, args).map(|()| ExitCode::SUCCESS)
         }
@@ -419,7 +423,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Export(_) => not_yet("export", "docker export: a container's filesystem as a tar"),
         Command::Events(_) => not_yet("events", "the daemon's event stream"),
         Command::Network(_) => not_yet("network", "the daemon's networks"),
-        Command::Volume(_) => not_yet("volume", "named volumes come with the daemon"),
         Command::Compose(_) => not_yet(
             "compose",
             "docker compose will drive kiln serve, the daemon",

@@ -299,14 +299,14 @@ fn docker_group_commands_info_and_system_df() {
     assert_eq!(inspect[0]["Config"]["Cmd"], serde_json::json!(["true"]));
     let df = ok(kiln(&root, &["system", "df"]));
     assert!(
-        df.starts_with("TYPE          TOTAL   ACTIVE   SIZE\n"),
+        df.starts_with("TYPE            TOTAL   ACTIVE   SIZE\n"),
         "{df}"
     );
     assert!(
-        df.contains("\nImages        1       1        2.1MB\n"),
+        df.contains("\nImages          1       1        2.1MB\n"),
         "{df}"
     );
-    assert!(df.contains("\nContainers    1       0 "), "{df}");
+    assert!(df.contains("\nContainers      1       0 "), "{df}");
     let info = ok(kiln(&root, &["info"]));
     assert!(
         info.contains(&format!("Store: {}\n", root.display())),

@@ -39,6 +39,16 @@ pub struct Bind {
     pub read_only: bool,
 }
 
+/// A volume mounted in the container (`-v NAME:/path`, `-v /path`,
+/// `--mount type=volume`): made if missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeMount {
+    /// None: a new anonymous volume, for this container alone.
+    pub name: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+}
+
 /// What to make a container of.
 #[derive(Clone, Debug, Default)]
 pub struct ContainerRequest {
@@ -56,6 +66,7 @@ pub struct ContainerRequest {
     pub workdir: Option<String>,
     pub network: NetworkMode,
     pub binds: Vec<Bind>,
+    pub volumes: Vec<VolumeMount>,
     /// Default: the id's first 12 characters.
     pub hostname: Option<String>,
     pub name: Option<String>,
@@ -191,6 +202,24 @@ impl Engine {
             .clone()
             .or_else(|| Some(config.working_dir.clone()).filter(|w| !w.is_empty()))
             .unwrap_or_else(|| "/".into());
+        let mut binds: Vec<(PathBuf, String, bool)> = request
+            .binds
+            .iter()
+            .map(|b| (b.host.clone(), b.target.clone(), b.read_only))
+            .collect();
+        let (mut volumes, mut anonymous) = (Vec::new(), Vec::new());
+        for mount in &request.volumes {
+            let volume = self.create_volume(mount.name.as_deref(), &Default::default())?;
+            binds.push((
+                volume.mountpoint.clone(),
+                mount.target.clone(),
+                mount.read_only,
+            ));
+            if volume.anonymous {
+                anonymous.push(volume.name.clone());
+            }
+            volumes.push(volume.name);
+        }
         let all = self.containers();
         let mut record = all.create(
             request.name.as_deref(),
@@ -208,11 +237,9 @@ impl Engine {
                     NetworkMode::Host => "host".into(),
                     NetworkMode::None => "none".into(),
                 },
-                binds: request
-                    .binds
-                    .iter()
-                    .map(|b| (b.host.clone(), b.target.clone(), b.read_only))
-                    .collect(),
+                binds,
+                volumes,
+                anonymous_volumes: anonymous,
                 lower_dirs,
                 tty: request.tty,
                 privileged: request.privileged,
@@ -512,6 +539,15 @@ impl Engine {
             self.stop_container(record, Duration::ZERO)?;
         }
         Ok(self.containers().remove(record)?)
+    }
+
+    /// Removes the anonymous volumes of a removed container (`run --rm`,
+    /// `rm -v`); named ones stay, as under Docker.
+    pub fn remove_anonymous_volumes(&self, record: &ContainerRecord) -> Result<(), EngineError> {
+        for name in &record.config.anonymous_volumes {
+            self.remove_volume(name, true)?;
+        }
+        Ok(())
     }
 
     /// The container's changes as a new layer on its image, named `tag`

@@ -32,11 +32,12 @@ mod report;
 mod request;
 mod session;
 mod size;
+mod volumes;
 
 pub use build_contexts::{parse_build_context, BuildContext};
 pub use container_files::{landing, CopyOptions, PathKind, PathStat};
 pub use containers::{
-    parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running,
+    parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running, VolumeMount,
 };
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
@@ -53,3 +54,4 @@ pub use request::{
 };
 pub use session::{creation_time, read_bounded, Engine};
 pub use size::human_size;
+pub use volumes::Volume;

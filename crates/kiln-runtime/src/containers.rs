@@ -78,6 +78,13 @@ pub struct ContainerConfig {
     /// `--shm-size` in bytes.
     #[serde(default)]
     pub shm_size: Option<u64>,
+    /// The named volumes among `binds` (their directories are the binds'
+    /// sources), and which of them were made for this container alone
+    /// (anonymous: `-v /path`), which `run --rm` and `rm -v` remove.
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub anonymous_volumes: Vec<String>,
 }
 
 /// Where a container is in its life.
@@ -437,11 +444,7 @@ fn is_id(text: &str) -> bool {
 /// Docker does).
 pub fn valid_name(name: &str) -> Result<&str, RuntimeError> {
     let bare = name.strip_prefix('/').unwrap_or(name);
-    let mut bytes = bare.bytes();
-    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
-    let rest_ok = bare.len() >= 2
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if first_ok && rest_ok {
+    if is_docker_name(bare) {
         Ok(bare)
     } else {
         Err(RuntimeError::InvalidSpec(format!(
@@ -451,7 +454,19 @@ pub fn valid_name(name: &str) -> Result<&str, RuntimeError> {
     }
 }
 
-fn random_id() -> Result<String, RuntimeError> {
+/// Docker's grammar for container and volume names,
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]+`: never `/`, never `..` alone, so a name
+/// is always one path component.
+pub fn is_docker_name(text: &str) -> bool {
+    let mut bytes = text.bytes();
+    let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    first_ok
+        && text.len() >= 2
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// 64 random lower-case hex digits (container ids, anonymous volumes).
+pub fn random_id() -> Result<String, RuntimeError> {
     let mut bytes = [0u8; 32];
     fs::File::open("/dev/urandom")
         .and_then(|mut f| io::Read::read_exact(&mut f, &mut bytes))

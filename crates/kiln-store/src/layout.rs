@@ -131,6 +131,11 @@ impl Layout {
     pub fn containers(&self) -> PathBuf {
         self.kiln().join("containers")
     }
+
+    /// Named volumes, a directory each (kiln-engine owns what is inside).
+    pub fn volumes(&self) -> PathBuf {
+        self.kiln().join("volumes")
+    }
 }
 
 /// The effective uid, from the owner of `/proc/self` (no libc call needed).

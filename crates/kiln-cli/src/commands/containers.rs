@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kiln_engine::{Attach, Bind, ContainerRequest, Engine, EngineError, ExecRequest, NetworkMode};
+use kiln_engine::{
+    Attach, Bind, ContainerRequest, Engine, EngineError, ExecRequest, NetworkMode, VolumeMount,
+};
 use kiln_runtime::containers::{ContainerRecord, Containers, State};
 use kiln_runtime::{terminal, OutputSink, TtyHandle, WindowSize};
 use kiln_store::Store;
@@ -196,6 +198,7 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.rm {
         if let Some(record) = engine.containers().load(&record.id) {
             engine.remove_container(&record, true)?;
+            engine.remove_anonymous_volumes(&record)?;
         }
     }
     Ok(ExitCode::from(exit_status(result)?))
@@ -205,7 +208,13 @@ pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
 fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
     let env = environment(&args.env_file, &args.env)?;
     let security = security_options(&args.security_opt)?;
-    let mounts = parse_mounts(&args.mount)?;
+    let mut mounts = Mounts::default();
+    for spec in &args.volume {
+        mounts.add_volume_flag(spec)?;
+    }
+    for spec in &args.mount {
+        mounts.add_mount_flag(spec)?;
+    }
     Ok(ContainerRequest {
         image: args.image().to_owned(),
         command: args.command().to_vec(),
@@ -218,12 +227,8 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
             "none" => NetworkMode::None,
             other => bail!("--network {other:?}: kiln offers host and none"),
         },
-        binds: args
-            .volume
-            .iter()
-            .map(|v| parse_volume(v))
-            .chain(mounts.0.into_iter().map(Ok))
-            .collect::<anyhow::Result<_>>()?,
+        binds: mounts.binds,
+        volumes: mounts.volumes,
         hostname: args.hostname.clone(),
         name: args.name.clone(),
         tty: args.tty,
@@ -245,7 +250,7 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
                 .iter()
                 .map(|t| parse_tmpfs(t))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            all.extend(mounts.1);
+            all.extend(mounts.tmpfs);
             all
         },
         labels: args
@@ -320,11 +325,63 @@ fn parse_tmpfs(spec: &str) -> anyhow::Result<Tmpfs> {
 /// A tmpfs mount: its container path and size limit.
 type Tmpfs = (String, Option<u64>);
 
-/// `--mount` values: binds, and tmpfs mounts.
-fn parse_mounts(specs: &[String]) -> anyhow::Result<(Vec<Bind>, Vec<Tmpfs>)> {
-    let mut binds = Vec::new();
-    let mut tmpfs = Vec::new();
-    for spec in specs {
+/// What `-v` and `--mount` ask for.
+#[derive(Default)]
+struct Mounts {
+    binds: Vec<Bind>,
+    volumes: Vec<VolumeMount>,
+    tmpfs: Vec<Tmpfs>,
+}
+
+impl Mounts {
+    /// `-v HOST:PATH[:ro]` (a bind), `-v NAME:PATH[:ro]` (a named
+    /// volume), `-v PATH` (an anonymous one), as docker reads them.
+    fn add_volume_flag(&mut self, spec: &str) -> anyhow::Result<()> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [target] => (None, *target, false),
+            [source, target] => (Some(*source), *target, false),
+            [source, target, "ro"] => (Some(*source), *target, true),
+            [source, target, "rw"] => (Some(*source), *target, false),
+            _ => {
+                bail!("-v {spec:?}: expected HOST:CONTAINER[:ro], NAME:CONTAINER[:ro] or CONTAINER")
+            }
+        };
+        if !target.starts_with('/') {
+            bail!("-v {spec:?}: the container path must be absolute");
+        }
+        match source {
+            Some(host) if host.starts_with('/') => {
+                let host =
+                    std::fs::canonicalize(host).with_context(|| format!("-v {spec}: {host}"))?;
+                self.binds.push(Bind {
+                    host,
+                    target: target.to_owned(),
+                    read_only,
+                });
+            }
+            Some(name) if kiln_runtime::containers::is_docker_name(name) => {
+                self.volumes.push(VolumeMount {
+                    name: Some(name.to_owned()),
+                    target: target.to_owned(),
+                    read_only,
+                })
+            }
+            Some(other) => bail!(
+                "-v {spec:?}: {other:?} is neither an absolute host path nor a volume name \
+                 ([a-zA-Z0-9][a-zA-Z0-9_.-]+)"
+            ),
+            None => self.volumes.push(VolumeMount {
+                name: None,
+                target: target.to_owned(),
+                read_only,
+            }),
+        }
+        Ok(())
+    }
+
+    /// `--mount type=bind|volume|tmpfs,...` (docker's keys).
+    fn add_mount_flag(&mut self, spec: &str) -> anyhow::Result<()> {
         let mut kind = None;
         let mut source = None;
         let mut target = None;
@@ -350,22 +407,35 @@ fn parse_mounts(specs: &[String]) -> anyhow::Result<(Vec<Bind>, Vec<Tmpfs>)> {
         let Some(target) = target.filter(|t| t.starts_with('/')) else {
             bail!("--mount {spec:?}: target=PATH (absolute) is required");
         };
-        match kind {
-            Some("bind") => {
-                let Some(source) = source else {
-                    bail!("--mount {spec:?}: a bind needs source=HOST_PATH");
-                };
-                let suffix = if readonly { ":ro" } else { "" };
-                binds.push(parse_volume(&format!("{source}:{target}{suffix}"))?);
+        let suffix = if readonly { ":ro" } else { "" };
+        match (kind, source) {
+            (Some("bind"), Some(source)) if source.starts_with('/') => {
+                self.add_volume_flag(&format!("{source}:{target}{suffix}"))
             }
-            Some("tmpfs") => tmpfs.push((target.to_owned(), size)),
-            Some("volume") => {
-                bail!("--mount {spec:?}: named volumes come with the daemon (not yet)")
+            (Some("bind"), _) => {
+                bail!("--mount {spec:?}: a bind needs source=HOST_PATH (absolute)")
             }
-            _ => bail!("--mount {spec:?}: type=bind or type=tmpfs"),
+            (Some("volume"), Some(name)) if !name.is_empty() => {
+                if !kiln_runtime::containers::is_docker_name(name) {
+                    bail!("--mount {spec:?}: {name:?} is not a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)");
+                }
+                self.add_volume_flag(&format!("{name}:{target}{suffix}"))
+            }
+            (Some("volume"), _) => {
+                self.volumes.push(VolumeMount {
+                    name: None,
+                    target: target.to_owned(),
+                    read_only: readonly,
+                });
+                Ok(())
+            }
+            (Some("tmpfs"), _) => {
+                self.tmpfs.push((target.to_owned(), size));
+                Ok(())
+            }
+            _ => bail!("--mount {spec:?}: type=bind, type=volume or type=tmpfs"),
         }
     }
-    Ok((binds, tmpfs))
 }
 
 /// The container's exit status, or Docker's for a command that could not
@@ -425,28 +495,6 @@ fn security_options(options: &[String]) -> anyhow::Result<SecurityOptions> {
     Ok(security)
 }
 
-fn parse_volume(spec: &str) -> anyhow::Result<Bind> {
-    let parts: Vec<&str> = spec.split(':').collect();
-    let (host, target, readonly) = match parts.as_slice() {
-        [host, target] => (*host, *target, false),
-        [host, target, "ro"] => (*host, *target, true),
-        [host, target, "rw"] => (*host, *target, false),
-        _ => bail!("-v {spec:?}: expected HOST:CONTAINER[:ro]"),
-    };
-    if !host.starts_with('/') {
-        bail!("-v {spec:?}: the host path must be absolute (named volumes are not supported)");
-    }
-    let host = std::fs::canonicalize(host).with_context(|| format!("-v {spec}: {host}"))?;
-    if !target.starts_with('/') {
-        bail!("-v {spec:?}: the container path must be absolute");
-    }
-    Ok(Bind {
-        host,
-        target: target.to_owned(),
-        read_only: readonly,
-    })
-}
-
 /// Starts `kiln __monitor ID` in its own session, detached from this
 /// terminal, to run the container in the background.
 fn spawn_monitor(store: &Store, id: &str, remove: bool) -> anyhow::Result<()> {
@@ -485,6 +533,7 @@ pub fn monitor_command(root: Option<&Path>, args: MonitorArgs) -> anyhow::Result
     if args.rm {
         if let Some(record) = engine.containers().load(&args.id) {
             engine.remove_container(&record, true)?;
+            engine.remove_anonymous_volumes(&record)?;
         }
     }
     Ok(ExitCode::from(exit_status(result)?))
@@ -941,6 +990,9 @@ pub struct RmArgs {
     /// Stop running containers first (SIGKILL)
     #[arg(short, long)]
     force: bool,
+    /// Remove their anonymous volumes too (named ones stay)
+    #[arg(short, long)]
+    volumes: bool,
     #[command(flatten)]
     names: NamesArgs,
 }
@@ -952,6 +1004,9 @@ pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<()> {
     for name in &args.names.containers {
         let record = engine.find_container(name)?;
         engine.remove_container(&record, args.force)?;
+        if args.volumes {
+            engine.remove_anonymous_volumes(&record)?;
+        }
         out.push_str(&format!("{name}\n"));
     }
     print(&out)

@@ -11,3 +11,4 @@ pub mod plan;
 pub mod progress;
 pub mod registry;
 pub mod system;
+pub mod volumes;

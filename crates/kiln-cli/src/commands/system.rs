@@ -84,6 +84,12 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
         .iter()
         .map(|c| tree_size(&engine.containers().dir(&c.id).join("upper")))
         .sum();
+    let volumes = engine.volumes()?;
+    let volumes_used = volumes
+        .iter()
+        .filter(|v| !engine.volume_users(&v.name).is_empty())
+        .count();
+    let volume_bytes: u64 = volumes.iter().map(|v| tree_size(&v.mountpoint)).sum();
     let cache = CacheIndex::open(&store.layout().cache()).entries();
     let (_, cache_bytes) = super::cache::layers_and_bytes(&cache);
     let rows = [
@@ -97,6 +103,11 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
             "Containers\t{}\t{running}\t{}",
             containers.len(),
             human_size(container_bytes)
+        ),
+        format!(
+            "Local Volumes\t{}\t{volumes_used}\t{}",
+            volumes.len(),
+            human_size(volume_bytes)
         ),
         format!(
             "Build cache\t{}\t0\t{}",
