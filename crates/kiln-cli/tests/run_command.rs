@@ -735,8 +735,8 @@ fn tmpfs_and_mount_labels_and_the_stop_signal() {
     for (flag, value, error) in [
         (
             "--mount",
-            "type=volume,source=v,target=/v",
-            "named volumes come with the daemon",
+            "type=volume,source=../v,target=/v",
+            "is not a volume name",
         ),
         ("--mount", "type=bind,target=/x", "needs source="),
         ("--tmpfs", "relative", "must be absolute"),

@@ -223,15 +223,21 @@ impl Root {
     /// out). Reads go through descriptors only: symlinks are copied as
     /// links, never followed, so nothing outside the root is read.
     pub fn copy_to(&self, real: &Path, to: &Path) -> io::Result<()> {
+        let (parent, name) = self.parent_of(real)?;
+        copy_at(parent.as_fd(), name, to)
+    }
+
+    /// An `O_PATH` descriptor of `real`'s directory, opened inside the
+    /// root, and `real`'s name in it (`.` for the root itself).
+    fn parent_of<'p>(&self, real: &'p Path) -> io::Result<(OwnedFd, &'p OsStr)> {
         let (parent, name) = match (real.parent(), real.file_name()) {
             (Some(parent), Some(name)) => (parent, name),
-            _ => (Path::new(""), std::ffi::OsStr::new(".")),
+            _ => (Path::new(""), OsStr::new(".")),
         };
         let how = OpenHow::new()
             .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
             .resolve(resolve_flags());
-        let parent = openat2(&self.dir, or_dot(parent), how)?;
-        copy_at(parent.as_fd(), name, to)
+        Ok((openat2(&self.dir, or_dot(parent), how)?, name))
     }
 }
 
@@ -258,14 +264,7 @@ impl Root {
     /// The entry at `real` (a resolved path), not following a final link,
     /// read through its parent's descriptor opened inside the root.
     pub fn entry(&self, real: &Path) -> io::Result<EntryStat> {
-        let (parent, name) = match (real.parent(), real.file_name()) {
-            (Some(parent), Some(name)) => (parent, name),
-            _ => (Path::new(""), std::ffi::OsStr::new(".")),
-        };
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-            .resolve(resolve_flags());
-        let parent = openat2(&self.dir, or_dot(parent), how)?;
+        let (parent, name) = self.parent_of(real)?;
         let stat = fstatat(&parent, name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
         let kind = match kind(stat.st_mode) {
             SFlag::S_IFDIR => EntryKind::Dir,

@@ -64,40 +64,7 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
             fail(fds.report, stage, index, errno);
         }
     };
-    // Die with the thread that cloned us; the pipe check closes the race
-    // where the parent died before prctl.
-    check(
-        Stage::ParentDeathSignal,
-        0,
-        sys::set_parent_death_signal(libc::SIGKILL),
-    );
-    if sys::pipe_peer_gone(fds.alive) {
-        sys::exit(125);
-    }
-    // From here the signal fires if the cloning thread exits; tell it so it
-    // may return (and exit) without racing us.
-    sys::write_byte(fds.armed);
-    // Init keeps its privileges while the command runs: nobody in the
-    // container may ptrace it or read its /proc entries.
-    check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
-    // Before anything of the container runs: kiln's argv and environment
-    // (build args, secret paths) must not show in /proc/1.
-    if let Some(areas) = &plan.arg_env {
-        cmdline::scrub(areas);
-    }
-    // Into the container's cgroup before anything else runs here, so the
-    // command (forked below) starts inside its limits.
-    if let Err((index, errno)) = cgroups::join(&plan.cgroup_procs) {
-        fail(fds.report, Stage::Cgroup, index, errno);
-    }
-    sys::close_fds_except(3, args.keep);
-    sys::setsid();
-    sys::umask(0);
-    // A caller ignoring SIGCHLD would make the kernel auto-reap the
-    // command and never tell us: start from default dispositions.
-    sys::reset_signals();
-    let signals = sys::init_signal_set();
-    check(Stage::Signals, 0, sys::block_signals(&signals));
+    let signals = prologue(args, cgroups::join);
 
     // Before the first mount: nothing done in this namespace may reach
     // the host's mounts through shared propagation.
@@ -152,6 +119,60 @@ pub(crate) fn init_main(args: &ChildArgs<'_>) -> ! {
     fork_and_supervise(args, stdio, &signals)
 }
 
+/// How a child enters the container's cgroups: `cgroups::join` or
+/// `cgroups::enter` (the failed descriptor's index and errno).
+type CgroupEntry = fn(&[RawFd]) -> Result<(), (usize, Errno)>;
+
+/// What every child does first (a new container's init and a joining
+/// process alike): die with the cloning thread, be undumpable, blank
+/// kiln's argv and environment, enter the container's cgroups (`join`:
+/// and make a cgroup namespace; `enter`: only move), keep only its
+/// descriptors, lead a session, and block the signals it waits for.
+fn prologue(args: &ChildArgs<'_>, cgroups: CgroupEntry) -> libc::sigset_t {
+    let plan = args.plan;
+    let fds = args.fds;
+    let check = |stage: Stage, index: usize, result: sys::SysResult| {
+        if let Err(errno) = result {
+            fail(fds.report, stage, index, errno);
+        }
+    };
+    // Die with the thread that cloned us; the pipe check closes the race
+    // where the parent died before prctl.
+    check(
+        Stage::ParentDeathSignal,
+        0,
+        sys::set_parent_death_signal(libc::SIGKILL),
+    );
+    if sys::pipe_peer_gone(fds.alive) {
+        sys::exit(125);
+    }
+    // From here the signal fires if the cloning thread exits; tell it so it
+    // may return (and exit) without racing us.
+    sys::write_byte(fds.armed);
+    // Init keeps its privileges while the command runs: nobody in the
+    // container may ptrace it or read its /proc entries.
+    check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
+    // Before anything of the container runs: kiln's argv and environment
+    // (build args, secret paths) must not show in /proc/1.
+    if let Some(areas) = &plan.arg_env {
+        cmdline::scrub(areas);
+    }
+    // Into the container's cgroup before anything else runs here, so the
+    // command (forked later) starts inside its limits.
+    if let Err((index, errno)) = cgroups(&plan.cgroup_procs) {
+        fail(fds.report, Stage::Cgroup, index, errno);
+    }
+    sys::close_fds_except(3, args.keep);
+    sys::setsid();
+    sys::umask(0);
+    // A caller ignoring SIGCHLD would make the kernel auto-reap the
+    // command and never tell us: start from default dispositions.
+    sys::reset_signals();
+    let signals = sys::init_signal_set();
+    check(Stage::Signals, 0, sys::block_signals(&signals));
+    signals
+}
+
 /// Forks the command, then (as the init of a new container, or the
 /// parent of an exec'd process) forwards signals to it and reports its
 /// status.
@@ -192,28 +213,7 @@ pub(crate) fn exec_main(args: &ChildArgs<'_>) -> ! {
             fail(fds.report, stage, index, errno);
         }
     };
-    check(
-        Stage::ParentDeathSignal,
-        0,
-        sys::set_parent_death_signal(libc::SIGKILL),
-    );
-    if sys::pipe_peer_gone(fds.alive) {
-        sys::exit(125);
-    }
-    sys::write_byte(fds.armed);
-    check(Stage::ParentDeathSignal, 0, sys::set_not_dumpable());
-    if let Some(areas) = &plan.arg_env {
-        cmdline::scrub(areas);
-    }
-    if let Err((index, errno)) = cgroups::enter(&plan.cgroup_procs) {
-        fail(fds.report, Stage::Cgroup, index, errno);
-    }
-    sys::close_fds_except(3, args.keep);
-    sys::setsid();
-    sys::umask(0);
-    sys::reset_signals();
-    let signals = sys::init_signal_set();
-    check(Stage::Signals, 0, sys::block_signals(&signals));
+    let signals = prologue(args, cgroups::enter);
     // By descriptor (opened by the parent), so no path is looked up in a
     // namespace half joined. Joining the mount namespace makes the
     // container's root this process's root and working directory.

@@ -144,13 +144,8 @@ fn mount_and_chroot(
         std::fs::create_dir_all(&empty).map_err(|e| RuntimeError::io("create", &empty, e))?;
         lowers.push(reserve(&empty)?);
     }
-    // The options the container's own mounts use (prepare.rs).
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
-        lowers.join(":"),
-        reserve(upper)?,
-        reserve(work)?
-    );
+    let upper = reserve(upper)?;
+    let data = crate::prepare::overlay_mount_data(&lowers, &upper, &reserve(work)?);
     let target = c_path(mount_point)?;
     let data = CString::new(data).map_err(|_| RuntimeError::InvalidSpec("NUL in a path".into()))?;
     crate::sys::mount(

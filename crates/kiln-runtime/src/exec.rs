@@ -30,8 +30,8 @@ use crate::caps;
 use crate::cmdline;
 use crate::error::RuntimeError;
 use crate::plan::Plan;
-use crate::prepare::{cstring, exec_candidates};
-use crate::seccomp::{self, Seccomp};
+use crate::prepare::{cstring, exec_candidates, rlimits, seccomp_programs};
+use crate::seccomp::Seccomp;
 use crate::spec::{CapabilityChanges, Ulimit, User, DEFAULT_PATH};
 
 /// What an exec'd process runs, and as whom. The container's own
@@ -214,11 +214,7 @@ pub(crate) fn plan(spec: &ExecSpec) -> Result<Plan, RuntimeError> {
         .find_map(|e| e.strip_prefix("PATH="))
         .unwrap_or(DEFAULT_PATH)
         .to_owned();
-    let seccomp = match (&spec.seccomp, spec.privileged) {
-        (_, true) | (Seccomp::Unconfined, _) => Vec::new(),
-        (Seccomp::Default, _) => seccomp::compile(&seccomp::docker_default(), command_caps)?,
-        (Seccomp::Profile(profile), _) => seccomp::compile(profile, command_caps)?,
-    };
+    let seccomp = seccomp_programs(spec.privileged, &spec.seccomp, command_caps)?;
     if !spec.cwd.starts_with('/') {
         return Err(RuntimeError::InvalidSpec(format!(
             "the working directory {:?} is not absolute",
@@ -258,11 +254,7 @@ pub(crate) fn plan(spec: &ExecSpec) -> Result<Plan, RuntimeError> {
         cgroup_dirs: Vec::new(),
         mount_fds: Vec::new(),
         read_watch: -1,
-        rlimits: spec
-            .ulimits
-            .iter()
-            .map(|u| (u.name.resource(), u.soft, u.hard))
-            .collect(),
+        rlimits: rlimits(&spec.ulimits),
         join_namespaces: Vec::new(),
     })
 }

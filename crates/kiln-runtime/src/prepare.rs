@@ -197,7 +197,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         last_cap: caps::last_cap(),
         command_caps,
         tty: None,
-        seccomp: seccomp_programs(spec, command_caps)?,
+        seccomp: seccomp_programs(spec.privileged, &spec.seccomp, command_caps)?,
         no_new_privs: spec.no_new_privileges,
         init: spec.init,
         arg_env: cmdline::own_areas(),
@@ -205,11 +205,7 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
         cgroup_dirs: Vec::new(),
         mount_fds: trees.iter().map(AsRawFd::as_raw_fd).collect(),
         read_watch: -1,
-        rlimits: spec
-            .ulimits
-            .iter()
-            .map(|u| (u.name.resource(), u.soft, u.hard))
-            .collect(),
+        rlimits: rlimits(&spec.ulimits),
         join_namespaces: Vec::new(),
     };
     let mut overlay_fds = overlay_fds;
@@ -223,14 +219,15 @@ pub(crate) fn prepare(spec: &ContainerSpec) -> Result<Prepared, RuntimeError> {
 
 /// The BPF programs for the command: none when privileged (as Docker) or
 /// unconfined.
-fn seccomp_programs(
-    spec: &ContainerSpec,
+pub(crate) fn seccomp_programs(
+    privileged: bool,
+    seccomp: &Seccomp,
     caps: u64,
 ) -> Result<Vec<seccompiler::BpfProgram>, RuntimeError> {
-    if spec.privileged {
+    if privileged {
         return Ok(Vec::new());
     }
-    match &spec.seccomp {
+    match seccomp {
         Seccomp::Unconfined => Ok(Vec::new()),
         Seccomp::Default => seccomp::compile(&seccomp::docker_default(), caps),
         Seccomp::Profile(profile) => seccomp::compile(profile, caps),
@@ -323,16 +320,8 @@ fn overlay_options(
     for dir in &spec.lower_dirs {
         lowers.push(reserve(dir)?);
     }
-    // redirect_dir, metacopy and index are forced off whatever the kernel's
-    // defaults: with them a renamed directory or a chown'd file would be a
-    // redirect xattr or a metadata-only copy in the upper dir, which is not
-    // a self-contained change set for the layer tar.
-    let mut data = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off,index=off",
-        lowers.join(":"),
-        reserve(&spec.upper_dir)?,
-        reserve(&spec.work_dir)?
-    );
+    let upper = reserve(&spec.upper_dir)?;
+    let mut data = overlay_mount_data(&lowers, &upper, &reserve(&spec.work_dir)?);
     if spec.volatile_upper {
         data.push_str(",volatile");
     }
@@ -347,6 +336,27 @@ fn overlay_options(
 
 /// Docker's default size of `/dev/shm`.
 const DEFAULT_SHM_SIZE: u64 = 64 << 20;
+
+/// The options of every overlay mount of a container's rootfs (kiln's
+/// own, and `cp`'s of a stopped one: the same upper dir must always be
+/// mounted alike). redirect_dir, metacopy and index are forced off
+/// whatever the kernel's defaults: with them a renamed directory or a
+/// chown'd file would be a redirect xattr or a metadata-only copy in the
+/// upper dir, which is not a self-contained change set for the layer tar.
+pub(crate) fn overlay_mount_data(lowers: &[String], upper: &str, work: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={upper},workdir={work},redirect_dir=off,metacopy=off,index=off",
+        lowers.join(":"),
+    )
+}
+
+/// `--ulimit`s as the plan's (resource, soft, hard).
+pub(crate) fn rlimits(ulimits: &[crate::Ulimit]) -> Vec<(u32, u64, u64)> {
+    ulimits
+        .iter()
+        .map(|u| (u.name.resource(), u.soft, u.hard))
+        .collect()
+}
 
 fn system_mounts(
     merged: &Path,

@@ -547,12 +547,6 @@ pub fn monitor_command(root: Option<&Path>, args: MonitorArgs) -> anyhow::Result
 /// size (and its changes), and with `-i` this terminal is in raw mode
 /// until the container ends, so keys (Ctrl-C too) go to the container.
 fn monitor(engine: &Engine, id: &str, attached: bool, interactive: bool) -> anyhow::Result<i32> {
-    let tty = engine
-        .containers()
-        .load(id)
-        .with_context(|| format!("no container {id}"))?
-        .config
-        .tty;
     let mut terminal_out = Terminal;
     let attach = Attach {
         stdin: interactive,
@@ -564,15 +558,39 @@ fn monitor(engine: &Engine, id: &str, attached: bool, interactive: bool) -> anyh
             None
         },
     };
-    let mut wiring: Vec<signal_hook::iterator::Handle> = Vec::new();
-    let mut raw = None;
+    let mut wiring = Wiring::default();
     let result = engine.run_container(id, attach, &mut |running| {
-        wiring.push(forward_signals(running.pid).map_err(wiring_error)?);
+        wiring.connect(running, attached, interactive)
+    });
+    wiring.disconnect();
+    Ok(result?)
+}
+
+/// This process wired to a started container (or exec'd process): the
+/// terminating signals it gets passed on; attached to a terminal, its
+/// size followed and, with `interactive`, the terminal in raw mode; its
+/// stdin copied in when asked for.
+#[derive(Default)]
+struct Wiring {
+    handles: Vec<signal_hook::iterator::Handle>,
+    raw: Option<terminal::RawMode>,
+}
+
+impl Wiring {
+    fn connect(
+        &mut self,
+        running: kiln_engine::Running,
+        attached: bool,
+        interactive: bool,
+    ) -> Result<(), EngineError> {
+        self.handles
+            .push(forward_signals(running.pid).map_err(wiring_error)?);
         if let (Some(tty), true) = (running.tty, attached) {
-            wiring.push(follow_window_size(tty).map_err(wiring_error)?);
-        }
-        if tty && interactive && attached {
-            raw = terminal::RawMode::enable(std::io::stdin().as_fd())?;
+            self.handles
+                .push(follow_window_size(tty).map_err(wiring_error)?);
+            if interactive {
+                self.raw = terminal::RawMode::enable(std::io::stdin().as_fd())?;
+            }
         }
         if let Some(mut input) = running.stdin {
             // Ends at our end of file (closing the container's stdin) or
@@ -583,13 +601,16 @@ fn monitor(engine: &Engine, id: &str, attached: bool, interactive: bool) -> anyh
             });
         }
         Ok(())
-    });
-    for handle in wiring {
-        handle.close();
     }
-    // The terminal's mode restored before any message is printed.
-    drop(raw);
-    Ok(result?)
+
+    /// The handlers closed and the terminal's mode restored, before any
+    /// message is printed.
+    fn disconnect(self) {
+        for handle in self.handles {
+            handle.close();
+        }
+        drop(self.raw);
+    }
 }
 
 #[derive(Args)]
@@ -668,27 +689,11 @@ pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
         window: own_window_size(),
         output: Some(&mut terminal_out),
     };
-    let mut wiring: Vec<signal_hook::iterator::Handle> = Vec::new();
-    let mut raw = None;
+    let mut wiring = Wiring::default();
     let result = engine.exec_in_container(&record, &request, attach, &mut |running| {
-        wiring.push(forward_signals(running.pid).map_err(wiring_error)?);
-        if let Some(tty) = running.tty {
-            wiring.push(follow_window_size(tty).map_err(wiring_error)?);
-            if args.interactive {
-                raw = terminal::RawMode::enable(std::io::stdin().as_fd())?;
-            }
-        }
-        if let Some(mut input) = running.stdin {
-            std::thread::spawn(move || {
-                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut input);
-            });
-        }
-        Ok(())
+        wiring.connect(running, true, args.interactive)
     });
-    for handle in wiring {
-        handle.close();
-    }
-    drop(raw);
+    wiring.disconnect();
     let code = match result {
         Ok(code) => code.clamp(0, 255) as u8,
         Err(EngineError::Runtime(
@@ -860,7 +865,9 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<()> {
 fn ps_row(record: &ContainerRecord, no_trunc: bool) -> serde_json::Value {
     let now = std::time::SystemTime::now();
     let at = |seconds: u64| std::time::UNIX_EPOCH + Duration::from_secs(seconds);
-    let ago = |seconds: u64| age(now.duration_since(at(seconds)).unwrap_or_default());
+    let ago = |seconds: u64| {
+        crate::output::human_duration(now.duration_since(at(seconds)).unwrap_or_default())
+    };
     let mut command = format!("\"{}\"", record.config.args.join(" "));
     if !no_trunc && command.chars().count() > 20 {
         command = command.chars().take(19).collect::<String>() + "…\"";
@@ -887,25 +894,6 @@ fn ps_row(record: &ContainerRecord, no_trunc: bool) -> serde_json::Value {
         "Status": status,
         "Names": record.name,
     })
-}
-
-/// A duration as docker says one: "Less than a second", "5 seconds",
-/// "About a minute", "3 minutes", "About an hour", "2 hours", "3 days".
-fn age(elapsed: Duration) -> String {
-    let seconds = elapsed.as_secs();
-    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    match seconds {
-        0 => "Less than a second".to_owned(),
-        1..60 => plural(seconds, "second"),
-        60..120 => "About a minute".to_owned(),
-        120..3600 => plural(seconds / 60, "minute"),
-        3600..7200 => "About an hour".to_owned(),
-        7200..172_800 => plural(seconds / 3600, "hour"),
-        172_800..1_209_600 => plural(seconds / 86400, "day"),
-        1_209_600..5_184_000 => plural(seconds / 604_800, "week"),
-        5_184_000..63_072_000 => plural(seconds / 2_592_000, "month"),
-        _ => plural(seconds / 31_536_000, "year"),
-    }
 }
 
 #[derive(Args)]

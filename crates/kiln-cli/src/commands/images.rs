@@ -331,17 +331,7 @@ fn time_ago(rfc3339: &str) -> String {
     let Ok(elapsed) = std::time::SystemTime::now().duration_since(then) else {
         return "in the future".to_string();
     };
-    let seconds = elapsed.as_secs();
-    let (count, unit) = match seconds {
-        0..60 => return "Less than a minute ago".to_string(),
-        60..3600 => (seconds / 60, "minute"),
-        3600..86400 => (seconds / 3600, "hour"),
-        86400..2_592_000 => (seconds / 86400, "day"),
-        2_592_000..31_536_000 => (seconds / 2_592_000, "month"),
-        _ => (seconds / 31_536_000, "year"),
-    };
-    let plural = if count == 1 { "" } else { "s" };
-    format!("{count} {unit}{plural} ago")
+    format!("{} ago", crate::output::human_duration(elapsed))
 }
 
 /// `kiln inspect NAME...`: each image (or container) as JSON in docker's
