@@ -342,8 +342,12 @@ impl Engine {
         record: &ContainerRecord,
         work: impl FnOnce() -> Result<T, EngineError> + Send,
     ) -> Result<T, EngineError> {
-        let dir = self.containers().dir(&record.id);
-        let (upper, work_dir, mount_point) = (dir.join("upper"), dir.join("work"), dir.join("cp"));
+        let all = self.containers();
+        let (upper, work_dir, mount_point) = (
+            all.upper_dir(&record.id),
+            all.work_dir(&record.id),
+            all.copy_mount_point(&record.id),
+        );
         let root = match record.running_pid() {
             Some(init_pid) => ContainerRoot::Running { init_pid },
             None => ContainerRoot::Stopped {

@@ -384,7 +384,7 @@ impl Engine {
         let user = match request.user.as_deref().filter(|u| !u.is_empty()) {
             Some(spec) => {
                 // The container's own files, its changes over the image's.
-                let mut dirs = vec![self.containers().dir(&record.id).join("upper")];
+                let mut dirs = vec![self.containers().upper_dir(&record.id)];
                 dirs.extend(config.lower_dirs.iter().cloned());
                 kiln_runtime::process_user(&dirs, Some(spec))?.user
             }
@@ -559,7 +559,7 @@ impl Engine {
         created: &str,
     ) -> Result<ImageRecord, EngineError> {
         let store = self.store();
-        let upper = self.containers().dir(&record.id).join("upper");
+        let upper = self.containers().upper_dir(&record.id);
         let layer = kiln_store::layer_from_upper(store.blobs(), &upper, None)?;
         let comment = format!("kiln commit {}", record.name);
         let image =

@@ -368,6 +368,22 @@ impl Containers {
         })
     }
 
+    /// The container's rw layer (its overlay upper dir).
+    pub fn upper_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("upper")
+    }
+
+    /// Its overlay work dir.
+    pub fn work_dir(&self, id: &str) -> PathBuf {
+        self.dir(id).join("work")
+    }
+
+    /// Where `cp` mounts a stopped container's rootfs (in a private mount
+    /// namespace only).
+    pub fn copy_mount_point(&self, id: &str) -> PathBuf {
+        self.dir(id).join("cp")
+    }
+
     /// The output as it came, stdout and stderr together.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir(id).join("log")

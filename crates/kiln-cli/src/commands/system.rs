@@ -82,7 +82,7 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
     let running = containers.iter().filter(|c| c.is_running()).count();
     let container_bytes: u64 = containers
         .iter()
-        .map(|c| tree_size(&engine.containers().dir(&c.id).join("upper")))
+        .map(|c| tree_size(&engine.containers().upper_dir(&c.id)))
         .sum();
     let volumes = engine.volumes()?;
     let volumes_used = volumes
