@@ -251,6 +251,36 @@ fn exec_runs_inside_the_container_with_its_confinement() {
     for expected in ["tty-ok", "33 91", "/dev/pts/", "term=xterm"] {
         assert!(out.contains(expected), "{expected:?} missing in {out:?}");
     }
+    // -it: an interactive shell in the container, our terminal raw while
+    // attached (the shell's line editing sees each key) and cooked again
+    // after.
+    let interactive = ["exec", "-it", "box", "sh"];
+    let quoted: Vec<String> = interactive.iter().map(|a| format!("'{a}'")).collect();
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-qec"])
+        .arg(format!(
+            "{kiln_cmd} {}; echo rc=$?; stty -a",
+            quoted.join(" ")
+        ))
+        .arg("/dev/null")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input
+        .write_all(b"cat /ready; echo hi-$((6*7))\rexit 4\r")
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    child.wait().unwrap();
+    drop(input);
+    assert!(out.contains("up") && out.contains("hi-42"), "{out:?}");
+    assert!(out.contains("rc=4"), "{out:?}");
+    assert!(
+        out.contains(" icanon") && !out.contains("-icanon") && out.contains(" echo "),
+        "the terminal is back in cooked mode: {out:?}"
+    );
 
     // A container that is not running is refused.
     ok(kiln(&root, &["stop", "-t", "0", "box"]));
