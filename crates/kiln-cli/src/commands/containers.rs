@@ -1249,61 +1249,6 @@ pub fn prune_stopped(engine: &Engine) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A container as `docker inspect` shows one, in docker's field names
-/// where kiln has the fact.
-pub fn container_json(record: &ContainerRecord) -> serde_json::Value {
-    let seconds = |s: u64| {
-        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
-            .to_string()
-    };
-    let running = record.is_running();
-    let (status, exit_code, finished) = match &record.state {
-        State::Created => ("created", 0, None),
-        State::Running { .. } if running => ("running", 0, None),
-        State::Running { .. } => ("exited", -1, None),
-        State::Exited { code, at } => ("exited", *code, Some(seconds(*at))),
-    };
-    let config = &record.config;
-    serde_json::json!({
-        "Id": record.id,
-        "Name": format!("/{}", record.name),
-        "Created": seconds(record.created),
-        "Image": config.image_id,
-        "State": {
-            "Status": status,
-            "Running": running,
-            "ExitCode": exit_code,
-            "FinishedAt": finished,
-        },
-        "Config": {
-            "Image": config.image,
-            "Cmd": config.args,
-            "Env": config.env,
-            "WorkingDir": config.cwd,
-            "User": format!("{}:{}", config.uid, config.gid),
-            "Hostname": config.hostname,
-            "Tty": config.tty,
-            "Labels": config.labels,
-            "StopSignal": config
-                .stop_signal
-                .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
-                .map(|s| s.as_str()),
-        },
-        "HostConfig": {
-            "NetworkMode": config.network,
-            "Privileged": config.privileged,
-            "Init": config.init,
-            "ReadonlyRootfs": config.read_only,
-            "Tmpfs": config.tmpfs.iter().map(|(path, size)| {
-                (path.clone(), size.map(|s| format!("size={s}")).unwrap_or_default())
-            }).collect::<std::collections::BTreeMap<_, _>>(),
-            "Binds": config.binds.iter().map(|(host, container, ro)| {
-                format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })
-            }).collect::<Vec<_>>(),
-        },
-    })
-}
-
 #[derive(Args)]
 pub struct CpArgs {
     /// Keep owners (uid:gid) as they are; otherwise what is copied belongs

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use kiln_store::{import_rootfs, Digest, RootfsImport, Store};
+use kiln_store::{import_rootfs, RootfsImport, Store};
 
 use super::dockerfile::print;
 use kiln_engine::human_size;
@@ -235,67 +235,28 @@ pub struct HistoryArgs {
     no_trunc: bool,
 }
 
-/// An image as stored: its manifest and config documents.
-struct StoredImage {
-    digest: Digest,
-    manifest: serde_json::Value,
-    config_digest: Digest,
-    config: serde_json::Value,
-}
-
-fn read_image(store: &Store, name: &str) -> anyhow::Result<StoredImage> {
-    let descriptor = store.resolve(name)?;
-    let digest = Digest::of_descriptor(&descriptor)?;
-    let manifest: serde_json::Value = serde_json::from_slice(&store.blobs().read(&digest)?)?;
-    let config_digest: Digest = manifest["config"]["digest"]
-        .as_str()
-        .context("the manifest has no config digest")?
-        .parse()?;
-    let config: serde_json::Value = serde_json::from_slice(&store.blobs().read(&config_digest)?)?;
-    Ok(StoredImage {
-        digest,
-        manifest,
-        config_digest,
-        config,
-    })
-}
-
 /// `kiln history NAME`: the config's history, newest first, with the size
 /// of the layer each entry made (as `docker history` shows it).
 pub fn history(root: Option<&Path>, args: HistoryArgs) -> anyhow::Result<()> {
-    let store = open_store(root)?;
-    let StoredImage {
-        digest,
-        manifest,
-        config_digest: _,
-        config,
-    } = read_image(&store, &args.name)?;
-    let mut layer_sizes = manifest["layers"]
-        .as_array()
+    let engine = kiln_engine::Engine::new(open_store(root)?);
+    let digest = engine.stored_image(&args.name)?.digest;
+    let rows: Vec<[String; 4]> = engine
+        .image_history(&args.name)?
         .into_iter()
-        .flatten()
-        .map(|layer| layer["size"].as_u64().unwrap_or(0));
-    let mut rows = Vec::new();
-    for entry in config["history"].as_array().into_iter().flatten() {
-        let size = if entry["empty_layer"].as_bool().unwrap_or(false) {
-            0
-        } else {
-            layer_sizes.next().unwrap_or(0)
-        };
-        let created = entry["created"].as_str().unwrap_or("");
-        let created = if args.no_trunc {
-            created.to_string()
-        } else {
-            time_ago(created)
-        };
-        let created_by = entry["created_by"].as_str().unwrap_or("");
-        rows.push([
-            created,
-            shorten(created_by, 45, args.no_trunc),
-            human_size(size),
-            entry["comment"].as_str().unwrap_or("").to_string(),
-        ]);
-    }
+        .map(|entry| {
+            let created = if args.no_trunc {
+                entry.created
+            } else {
+                time_ago(&entry.created)
+            };
+            [
+                created,
+                shorten(&entry.created_by, 45, args.no_trunc),
+                human_size(entry.size),
+                entry.comment,
+            ]
+        })
+        .collect();
     // Only the newest entry is the image itself; the others have no image
     // of their own, as with BuildKit-built images in Docker.
     let mut lines = vec!["IMAGE\tCREATED\tCREATED BY\tSIZE\tCOMMENT".to_owned()];
@@ -361,65 +322,18 @@ fn inspect_one(
     name: &str,
     kind: Option<InspectType>,
 ) -> anyhow::Result<serde_json::Value> {
-    let store = engine.store();
     if kind != Some(InspectType::Container) {
-        match read_image(store, name) {
-            Ok(image) => return image_json(store, image),
-            Err(error) if kind == Some(InspectType::Image) => return Err(error),
+        match engine.image_json(name) {
+            Ok(image) => return Ok(image),
+            Err(error) if kind == Some(InspectType::Image) => return Err(error.into()),
             Err(_) => {}
         }
     }
     match engine.find_container(name) {
-        Ok(record) => Ok(super::containers::container_json(&record)),
+        Ok(record) => Ok(kiln_engine::container_json(&record)),
         Err(_) if kind.is_none() => anyhow::bail!("no image or container named {name:?}"),
         Err(error) => Err(error.into()),
     }
-}
-
-/// An image as `docker inspect` shows one (`Config` is the runtime
-/// config), with kiln's documents beside: `Manifest`, `ConfigDigest` and
-/// `ImageConfig` (the config document as stored).
-fn image_json(store: &Store, image: StoredImage) -> anyhow::Result<serde_json::Value> {
-    let StoredImage {
-        digest,
-        manifest,
-        config_digest,
-        config,
-    } = image;
-    // As docker shows them: `busybox` is `busybox:latest`.
-    let tags: Vec<String> = store
-        .tags()?
-        .into_iter()
-        .filter(|t| t.manifest.digest().to_string() == digest.to_string())
-        .map(|t| match kiln_engine::repository_and_tag(&t.name) {
-            (repository, tag) if tag == "<none>" => repository,
-            (repository, tag) => format!("{repository}:{tag}"),
-        })
-        .collect();
-    // The id is the manifest digest, as `kiln images` shows it and as
-    // every command accepts it.
-    let mut out = serde_json::json!({
-        "Id": digest.to_string(),
-        "RepoTags": tags,
-        "RepoDigests": [],
-        "Created": config["created"],
-        "Author": config["author"].as_str().unwrap_or(""),
-        "Architecture": config["architecture"],
-        "Os": config["os"],
-        "Config": config["config"],
-        "RootFS": {
-            "Type": "layers",
-            "Layers": config["rootfs"]["diff_ids"],
-        },
-        "Size": kiln_engine::manifest_size(&manifest),
-        "ConfigDigest": config_digest.to_string(),
-        "Manifest": manifest,
-        "ImageConfig": config,
-    });
-    if let Some(variant) = out["ImageConfig"]["variant"].as_str().map(str::to_owned) {
-        out["Variant"] = variant.into();
-    }
-    Ok(out)
 }
 
 #[derive(Args)]

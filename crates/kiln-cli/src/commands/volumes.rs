@@ -112,7 +112,8 @@ pub fn run(root: Option<&Path>, command: VolumeCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|name| engine.volume(name))
                 .collect::<Result<Vec<_>, _>>()?;
-            let rows: Vec<serde_json::Value> = volumes.iter().map(inspect_json).collect();
+            let rows: Vec<serde_json::Value> =
+                volumes.iter().map(kiln_engine::volume_json).collect();
             match args.format {
                 Some(format) => {
                     let template = Template::parse(&format).map_err(anyhow::Error::msg)?;
@@ -173,20 +174,6 @@ fn list_row(volume: &Volume) -> serde_json::Value {
         "Name": volume.name,
         "Mountpoint": volume.mountpoint.display().to_string(),
         "Labels": labels.join(","),
-        "Scope": "local",
-    })
-}
-
-/// `volume inspect`'s object, as the Engine API's.
-fn inspect_json(volume: &Volume) -> serde_json::Value {
-    let created = std::time::UNIX_EPOCH + std::time::Duration::from_secs(volume.created);
-    serde_json::json!({
-        "CreatedAt": humantime::format_rfc3339_seconds(created).to_string(),
-        "Driver": "local",
-        "Labels": volume.labels,
-        "Mountpoint": volume.mountpoint.display().to_string(),
-        "Name": volume.name,
-        "Options": {},
         "Scope": "local",
     })
 }

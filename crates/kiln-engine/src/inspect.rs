@@ -1,0 +1,202 @@
+//! Images, containers and volumes in the Docker Engine API's shapes
+//! (`docker inspect`, `docker history`, `docker volume inspect`): one
+//! owner for `kiln inspect` and the daemon's endpoints alike.
+
+use kiln_runtime::containers::{ContainerRecord, State};
+use kiln_store::Digest;
+use serde_json::{json, Value};
+
+use crate::{Engine, EngineError, Volume};
+
+/// An image as stored: its manifest and config documents.
+pub struct StoredImage {
+    pub digest: Digest,
+    pub manifest: Value,
+    pub config_digest: Digest,
+    pub config: Value,
+}
+
+/// One entry of an image's history, with the size of the layer it made
+/// (0 for one that made none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// RFC 3339, as the config has it.
+    pub created: String,
+    pub created_by: String,
+    pub size: u64,
+    pub comment: String,
+}
+
+impl Engine {
+    /// Image `name`'s manifest and config.
+    pub fn stored_image(&self, name: &str) -> Result<StoredImage, EngineError> {
+        let store = self.store();
+        let descriptor = store.resolve(name)?;
+        let digest = Digest::of_descriptor(&descriptor)?;
+        let document = |digest: &Digest, what: &str| -> Result<Value, EngineError> {
+            serde_json::from_slice(&store.blobs().read(digest)?)
+                .map_err(|e| EngineError::Request(format!("the {what} of {name} is not JSON: {e}")))
+        };
+        let manifest = document(&digest, "manifest")?;
+        let config_digest: Digest = manifest["config"]["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| {
+                EngineError::Request(format!("the manifest of {name} names no config"))
+            })?;
+        let config = document(&config_digest, "config")?;
+        Ok(StoredImage {
+            digest,
+            manifest,
+            config_digest,
+            config,
+        })
+    }
+
+    /// Image `name` as `docker inspect` shows one (`Config` is the
+    /// runtime config; the id is the manifest digest, as `kiln images`
+    /// shows it and every command takes it), with kiln's documents beside:
+    /// `Manifest`, `ConfigDigest` and `ImageConfig` (the config as stored).
+    pub fn image_json(&self, name: &str) -> Result<Value, EngineError> {
+        let StoredImage {
+            digest,
+            manifest,
+            config_digest,
+            config,
+        } = self.stored_image(name)?;
+        // As docker shows them: `busybox` is `busybox:latest`.
+        let tags: Vec<String> = self
+            .store()
+            .tags()?
+            .into_iter()
+            .filter(|t| t.manifest.digest().to_string() == digest.to_string())
+            .map(|t| match crate::repository_and_tag(&t.name) {
+                (repository, tag) if tag == "<none>" => repository,
+                (repository, tag) => format!("{repository}:{tag}"),
+            })
+            .collect();
+        let mut out = json!({
+            "Id": digest.to_string(),
+            "RepoTags": tags,
+            "RepoDigests": [],
+            "Created": config["created"],
+            "Author": config["author"].as_str().unwrap_or(""),
+            "Architecture": config["architecture"],
+            "Os": config["os"],
+            "Config": config["config"],
+            "RootFS": {
+                "Type": "layers",
+                "Layers": config["rootfs"]["diff_ids"],
+            },
+            "Size": crate::manifest_size(&manifest),
+            "ConfigDigest": config_digest.to_string(),
+            "Manifest": manifest,
+            "ImageConfig": config,
+        });
+        if let Some(variant) = out["ImageConfig"]["variant"].as_str().map(str::to_owned) {
+            out["Variant"] = variant.into();
+        }
+        Ok(out)
+    }
+
+    /// Image `name`'s history, oldest first, each entry with the size of
+    /// the layer it made.
+    pub fn image_history(&self, name: &str) -> Result<Vec<HistoryEntry>, EngineError> {
+        let StoredImage {
+            manifest, config, ..
+        } = self.stored_image(name)?;
+        let mut layer_sizes = manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|layer| layer["size"].as_u64().unwrap_or(0));
+        let text = |value: &Value| value.as_str().unwrap_or("").to_owned();
+        Ok(config["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|entry| HistoryEntry {
+                created: text(&entry["created"]),
+                created_by: text(&entry["created_by"]),
+                size: if entry["empty_layer"].as_bool().unwrap_or(false) {
+                    0
+                } else {
+                    layer_sizes.next().unwrap_or(0)
+                },
+                comment: text(&entry["comment"]),
+            })
+            .collect())
+    }
+}
+
+fn rfc3339(seconds: u64) -> String {
+    humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds),
+    )
+    .to_string()
+}
+
+/// A container as `docker inspect` shows one.
+pub fn container_json(record: &ContainerRecord) -> Value {
+    let running = record.is_running();
+    let (status, exit_code, finished) = match &record.state {
+        State::Created => ("created", 0, None),
+        State::Running { .. } if running => ("running", 0, None),
+        State::Running { .. } => ("exited", -1, None),
+        State::Exited { code, at } => ("exited", *code, Some(rfc3339(*at))),
+    };
+    let config = &record.config;
+    json!({
+        "Id": record.id,
+        "Name": format!("/{}", record.name),
+        "Created": rfc3339(record.created),
+        "Image": config.image_id,
+        "State": {
+            "Status": status,
+            "Running": running,
+            "Pid": record.running_pid().unwrap_or(0),
+            "ExitCode": exit_code,
+            "FinishedAt": finished,
+        },
+        "Config": {
+            "Image": config.image,
+            "Cmd": config.args,
+            "Env": config.env,
+            "WorkingDir": config.cwd,
+            "User": format!("{}:{}", config.uid, config.gid),
+            "Hostname": config.hostname,
+            "Tty": config.tty,
+            "Labels": config.labels,
+            "StopSignal": config
+                .stop_signal
+                .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+                .map(|s| s.as_str()),
+        },
+        "HostConfig": {
+            "NetworkMode": config.network,
+            "Privileged": config.privileged,
+            "Init": config.init,
+            "ReadonlyRootfs": config.read_only,
+            "ShmSize": config.shm_size.unwrap_or(64 << 20),
+            "Tmpfs": config.tmpfs.iter().map(|(path, size)| {
+                (path.clone(), size.map(|s| format!("size={s}")).unwrap_or_default())
+            }).collect::<std::collections::BTreeMap<_, _>>(),
+            "Binds": config.binds.iter().map(|(host, container, ro)| {
+                format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })
+            }).collect::<Vec<_>>(),
+        },
+    })
+}
+
+/// A volume as `docker volume inspect` shows one.
+pub fn volume_json(volume: &Volume) -> Value {
+    json!({
+        "CreatedAt": rfc3339(volume.created),
+        "Driver": "local",
+        "Labels": volume.labels,
+        "Mountpoint": volume.mountpoint.display().to_string(),
+        "Name": volume.name,
+        "Options": {},
+        "Scope": "local",
+    })
+}
