@@ -114,6 +114,8 @@ enum Command {
     /// Manage containers (as `docker container`)
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// Serve the Docker Engine API, for the docker CLI and SDKs (DOCKER_HOST=unix:///run/kiln.sock)
+    Serve(commands::serve::ServeArgs),
     /// Manage named volumes (as `docker volume`)
     #[command(subcommand)]
     Volume(commands::volumes::VolumeCommand),
@@ -123,8 +125,6 @@ enum Command {
     /// Commands a Docker user will type that kiln does not have (yet):
     /// they say so, rather than clap suggesting a similar one (`ps` for
     /// `top`, `completion` for `compose`).
-    #[command(name = "serve", hide = true)]
-    Serve(Planned),
     #[command(name = "attach", hide = true)]
     Attach(Planned),
     #[command(name = "top", hide = true)]
@@ -409,7 +409,7 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::SystemPrune(args) => {
             commands::system::prune(root, args).map(|()| ExitCode::SUCCESS)
         }
-        Command::Serve(_) => not_yet("serve", "the Docker Engine API daemon"),
+        Command::Serve(args) => commands::serve::run(root, args).map(|()| ExitCode::SUCCESS),
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
         Command::Top(_) => not_yet("top", "docker top: a container's processes"),
         Command::Stats(_) => not_yet("stats", "docker stats: containers' resource use"),

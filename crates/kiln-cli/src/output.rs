@@ -48,27 +48,6 @@ pub fn render_error(error: &anyhow::Error) -> String {
     out
 }
 
-/// A duration as docker says one (its `units.HumanDuration`, for `ps`
-/// ages and the CREATED of `images` and `history` alike): "Less than a
-/// second", "5 seconds", "About a minute", "3 minutes", "About an hour",
-/// "2 hours", "3 days".
-pub fn human_duration(elapsed: std::time::Duration) -> String {
-    let seconds = elapsed.as_secs();
-    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    match seconds {
-        0 => "Less than a second".to_owned(),
-        1..60 => plural(seconds, "second"),
-        60..120 => "About a minute".to_owned(),
-        120..3600 => plural(seconds / 60, "minute"),
-        3600..7200 => "About an hour".to_owned(),
-        7200..172_800 => plural(seconds / 3600, "hour"),
-        172_800..1_209_600 => plural(seconds / 86400, "day"),
-        1_209_600..5_184_000 => plural(seconds / 604_800, "week"),
-        5_184_000..63_072_000 => plural(seconds / 2_592_000, "month"),
-        _ => plural(seconds / 31_536_000, "year"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,21 +74,5 @@ mod tests {
             text.starts_with("writing the layer: /store/blobs/x: "),
             "{text}"
         );
-    }
-
-    #[test]
-    fn durations_read_as_dockers() {
-        use std::time::Duration;
-        let say = |secs| human_duration(Duration::from_secs(secs));
-        assert_eq!(say(0), "Less than a second");
-        assert_eq!(say(1), "1 second");
-        assert_eq!(say(59), "59 seconds");
-        assert_eq!(say(90), "About a minute");
-        assert_eq!(say(3599), "59 minutes");
-        assert_eq!(say(5000), "About an hour");
-        assert_eq!(say(3 * 86400), "3 days");
-        assert_eq!(say(20 * 86400), "2 weeks");
-        assert_eq!(say(400 * 86400), "13 months");
-        assert_eq!(say(800 * 86400), "2 years");
     }
 }

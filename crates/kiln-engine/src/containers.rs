@@ -156,7 +156,10 @@ impl Engine {
     pub fn find_container(&self, what: &str) -> Result<ContainerRecord, EngineError> {
         self.containers()
             .find(what)
-            .ok_or_else(|| EngineError::Request(format!("no such container: {what}")))
+            .ok_or_else(|| EngineError::NotFound {
+                what: "container",
+                name: what.to_owned(),
+            })
     }
 
     /// Makes a container of `request.image` (nothing runs yet): the
@@ -288,13 +291,14 @@ impl Engine {
         started: &mut dyn FnMut(Running) -> Result<(), EngineError>,
     ) -> Result<i32, EngineError> {
         let all = self.containers();
-        let mut record = all
-            .load(id)
-            .ok_or_else(|| EngineError::Request(format!("no such container: {id}")))?;
+        let mut record = all.load(id).ok_or_else(|| EngineError::NotFound {
+            what: "container",
+            name: id.to_owned(),
+        })?;
         // Before anything runs (the record's transition refuses it again
         // once the container exists).
         if record.is_running() {
-            return Err(EngineError::Request(format!(
+            return Err(EngineError::Conflict(format!(
                 "container {} is already running",
                 record.name
             )));
@@ -375,7 +379,7 @@ impl Engine {
             return Err(EngineError::Request("exec needs a command".into()));
         }
         let Some(init) = record.running_pid() else {
-            return Err(EngineError::Request(format!(
+            return Err(EngineError::Conflict(format!(
                 "container {} is not running",
                 record.name
             )));
@@ -492,7 +496,7 @@ impl Engine {
         signal_to_send: nix::sys::signal::Signal,
     ) -> Result<(), EngineError> {
         let Some(pid) = record.running_pid() else {
-            return Err(EngineError::Request(format!(
+            return Err(EngineError::Conflict(format!(
                 "container {} is not running",
                 record.name
             )));
@@ -531,7 +535,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         if record.is_running() {
             if !force {
-                return Err(EngineError::Request(format!(
+                return Err(EngineError::Conflict(format!(
                     "container {} is running: stop it first or use rm -f",
                     record.name
                 )));

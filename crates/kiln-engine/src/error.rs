@@ -22,6 +22,13 @@ pub enum EngineError {
     /// output spec that does not parse...).
     #[error("{0}")]
     Request(String),
+    /// What the request names is not there (a container, a volume).
+    #[error("no such {what}: {name}")]
+    NotFound { what: &'static str, name: String },
+    /// The request conflicts with the state of things (a volume in use,
+    /// a running container).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{}", .error.render(&.file.display, &.file.source))]
     Parse {
         file: DockerfileText,

@@ -31,6 +31,51 @@ impl ImageSummary {
     }
 }
 
+/// What `images --filter` (and the Engine API's `filters`) accept, parsed
+/// once: `dangling=true|false`, `reference=PATTERN` (a glob, `/` not
+/// matched by `*`; the repository or `repository:tag` matches, as
+/// docker's).
+pub enum ImageFilter {
+    Dangling(bool),
+    Reference(globset::GlobMatcher),
+}
+
+impl ImageFilter {
+    pub fn parse(key: &str, value: &str) -> Result<ImageFilter, EngineError> {
+        let bad = || {
+            EngineError::Request(format!(
+                "filter {key}={value}: expected dangling=true|false or reference=PATTERN"
+            ))
+        };
+        match key {
+            "dangling" => match value {
+                "true" | "1" => Ok(ImageFilter::Dangling(true)),
+                "false" | "0" => Ok(ImageFilter::Dangling(false)),
+                _ => Err(bad()),
+            },
+            "reference" => Ok(ImageFilter::Reference(
+                globset::GlobBuilder::new(value)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| EngineError::Request(format!("filter reference={value}: {e}")))?
+                    .compile_matcher(),
+            )),
+            _ => Err(bad()),
+        }
+    }
+
+    pub fn matches(&self, image: &ImageSummary) -> bool {
+        match self {
+            ImageFilter::Dangling(dangling) => image.name.is_none() == *dangling,
+            ImageFilter::Reference(glob) => {
+                let (repository, tag) = image.repository_and_tag();
+                image.name.is_some()
+                    && (glob.is_match(&repository) || glob.is_match(format!("{repository}:{tag}")))
+            }
+        }
+    }
+}
+
 /// A name as docker shows it, split: `busybox` is `busybox` and
 /// `latest`; a name pinned by digest alone has tag `<none>`.
 pub fn repository_and_tag(name: &str) -> (String, String) {

@@ -136,6 +136,24 @@ fn rfc3339(seconds: u64) -> String {
     .to_string()
 }
 
+/// A container's state word and status text as `docker ps` shows them
+/// (`running`, `Up 5 minutes`; `exited`, `Exited (0) 3 seconds ago`).
+pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
+    let now = std::time::SystemTime::now();
+    let ago = |seconds: u64| {
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+        crate::human_duration(now.duration_since(then).unwrap_or_default())
+    };
+    match &record.state {
+        State::Created => ("created", "Created".to_owned()),
+        State::Running { since, .. } if record.is_running() => {
+            ("running", format!("Up {}", ago(*since)))
+        }
+        State::Running { .. } => ("exited", "Exited (unknown)".to_owned()),
+        State::Exited { code, at } => ("exited", format!("Exited ({code}) {} ago", ago(*at))),
+    }
+}
+
 /// A container as `docker inspect` shows one.
 pub fn container_json(record: &ContainerRecord) -> Value {
     let running = record.is_running();

@@ -33,6 +33,7 @@ mod report;
 mod request;
 mod session;
 mod size;
+mod system_info;
 mod volumes;
 
 pub use build_contexts::{parse_build_context, BuildContext};
@@ -43,9 +44,9 @@ pub use containers::{
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};
-pub use image_admin::{manifest_size, repository_and_tag, ImageSummary, Removed};
+pub use image_admin::{manifest_size, repository_and_tag, ImageFilter, ImageSummary, Removed};
 pub use images::{ImageSource, LocalImages, PullingImages, ResolvedImage};
-pub use inspect::{container_json, volume_json, HistoryEntry, StoredImage};
+pub use inspect::{container_json, container_status, volume_json, HistoryEntry, StoredImage};
 pub use kiln_build::{CacheOutcome, Cancel, FileRead, Miss, ReadKind, Reads};
 pub use output_file::{write_file, OutputFile};
 pub use outputs::{export_cache, export_output};
@@ -55,5 +56,6 @@ pub use request::{
     SpecError,
 };
 pub use session::{creation_time, read_bounded, Engine};
-pub use size::human_size;
+pub use size::{human_duration, human_size};
+pub use system_info::SystemInfo;
 pub use volumes::Volume;

@@ -87,7 +87,10 @@ impl Engine {
         let dir = self.volumes_dir().join(checked(name)?);
         let data = dir.join(DATA);
         if !data.is_dir() {
-            return Err(EngineError::Request(format!("no such volume: {name}")));
+            return Err(EngineError::NotFound {
+                what: "volume",
+                name: name.to_owned(),
+            });
         }
         // One being made by another kiln has no record yet: a volume all
         // the same.
@@ -144,7 +147,7 @@ impl Engine {
         };
         let users = self.volume_users(name);
         if !users.is_empty() {
-            return Err(EngineError::Request(format!(
+            return Err(EngineError::Conflict(format!(
                 "volume {name} is in use by container {}: remove the container first",
                 users.join(", ")
             )));

@@ -866,19 +866,13 @@ fn ps_row(record: &ContainerRecord, no_trunc: bool) -> serde_json::Value {
     let now = std::time::SystemTime::now();
     let at = |seconds: u64| std::time::UNIX_EPOCH + Duration::from_secs(seconds);
     let ago = |seconds: u64| {
-        crate::output::human_duration(now.duration_since(at(seconds)).unwrap_or_default())
+        kiln_engine::human_duration(now.duration_since(at(seconds)).unwrap_or_default())
     };
     let mut command = format!("\"{}\"", record.config.args.join(" "));
     if !no_trunc && command.chars().count() > 20 {
         command = command.chars().take(19).collect::<String>() + "…\"";
     }
-    let running = record.is_running();
-    let (state, status) = match &record.state {
-        State::Created => ("created", "Created".to_owned()),
-        State::Running { since, .. } if running => ("running", format!("Up {}", ago(*since))),
-        State::Running { .. } => ("exited", "Exited (unknown)".to_owned()),
-        State::Exited { code, at } => ("exited", format!("Exited ({code}) {} ago", ago(*at))),
-    };
+    let (state, status) = kiln_engine::container_status(record);
     let id = if no_trunc {
         &record.id[..]
     } else {

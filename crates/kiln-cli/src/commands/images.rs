@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use kiln_engine::ImageFilter;
 use kiln_store::{import_rootfs, RootfsImport, Store};
 
 use super::dockerfile::print;
@@ -94,48 +95,6 @@ pub struct ImagesArgs {
     repository: Option<String>,
 }
 
-/// What `kiln images --filter` accepts, parsed once.
-enum ImageFilter {
-    Dangling(bool),
-    Reference(globset::GlobMatcher),
-}
-
-impl ImageFilter {
-    fn parse(text: &str) -> anyhow::Result<ImageFilter> {
-        let bad = || {
-            anyhow::anyhow!("--filter {text:?}: expected dangling=true|false or reference=PATTERN")
-        };
-        let (key, value) = text.split_once('=').ok_or_else(bad)?;
-        match key {
-            "dangling" => match value {
-                "true" | "1" => Ok(ImageFilter::Dangling(true)),
-                "false" | "0" => Ok(ImageFilter::Dangling(false)),
-                _ => Err(bad()),
-            },
-            "reference" => Ok(ImageFilter::Reference(
-                globset::GlobBuilder::new(value)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("--filter {text:?}: {e}"))?
-                    .compile_matcher(),
-            )),
-            _ => Err(bad()),
-        }
-    }
-
-    fn matches(&self, image: &kiln_engine::ImageSummary) -> bool {
-        match self {
-            ImageFilter::Dangling(dangling) => image.name.is_none() == *dangling,
-            // As docker: the repository, or repository:tag, matches.
-            ImageFilter::Reference(glob) => {
-                let (repository, tag) = image.repository_and_tag();
-                image.name.is_some()
-                    && (glob.is_match(&repository) || glob.is_match(format!("{repository}:{tag}")))
-            }
-        }
-    }
-}
-
 /// The column titles of `kiln images` (and its `--format table`).
 fn image_column(field: &str) -> Option<&'static str> {
     Some(match field {
@@ -151,10 +110,13 @@ pub fn list(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<()> {
     let mut filters = args
         .filter
         .iter()
-        .map(|f| ImageFilter::parse(f))
+        .map(|f| {
+            let (key, value) = f.split_once('=').unwrap_or((f, ""));
+            ImageFilter::parse(key, value).with_context(|| format!("--filter {f:?}"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(repository) = &args.repository {
-        filters.push(ImageFilter::parse(&format!("reference={repository}"))?);
+        filters.push(ImageFilter::parse("reference", repository)?);
     }
     let _ = args.all;
     let template = match (&args.format, args.quiet) {
@@ -292,7 +254,7 @@ fn time_ago(rfc3339: &str) -> String {
     let Ok(elapsed) = std::time::SystemTime::now().duration_since(then) else {
         return "in the future".to_string();
     };
-    format!("{} ago", crate::output::human_duration(elapsed))
+    format!("{} ago", kiln_engine::human_duration(elapsed))
 }
 
 /// `kiln inspect NAME...`: each image (or container) as JSON in docker's

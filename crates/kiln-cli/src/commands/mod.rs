@@ -10,5 +10,6 @@ pub mod parse;
 pub mod plan;
 pub mod progress;
 pub mod registry;
+pub mod serve;
 pub mod system;
 pub mod volumes;

@@ -14,24 +14,7 @@ use crate::template::align_columns;
 /// `kiln info`: where the store is, what it holds, what runs containers.
 pub fn info(root: Option<&Path>) -> anyhow::Result<()> {
     let engine = Engine::new(open_store(root)?);
-    let images = engine.images()?;
-    let untagged = images.iter().filter(|i| i.name.is_none()).count();
-    let containers = engine.containers().list();
-    let running = containers.iter().filter(|c| c.is_running()).count();
-    let cache = CacheIndex::open(&engine.store().layout().cache()).entries();
-    let platform = kiln_graph::Platform::host();
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "unknown".to_owned());
-    let os = std::fs::read_to_string("/etc/os-release")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|line| line.strip_prefix("PRETTY_NAME="))
-                .map(|name| name.trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned());
-    let root_user = nix::unistd::Uid::effective().is_root();
+    let info = engine.system_info()?;
     print(&format!(
         "Version: {version}\n\
          Store: {store}\n\
@@ -45,17 +28,22 @@ pub fn info(root: Option<&Path>) -> anyhow::Result<()> {
          Kernel version: {kernel}\n\
          Operating system: {os}\n\
          Architecture: {arch}\n",
-        version = env!("CARGO_PKG_VERSION"),
-        store = engine.store().root().display(),
-        images = images.len(),
-        containers = containers.len(),
-        stopped = containers.len() - running,
-        cache = match cache.len() {
+        version = info.version,
+        store = info.store.display(),
+        images = info.images,
+        untagged = info.untagged_images,
+        containers = info.containers,
+        running = info.running_containers,
+        stopped = info.containers - info.running_containers,
+        cache = match info.cache_entries {
             1 => "1 entry".to_owned(),
             n => format!("{n} entries"),
         },
-        cgroup = kiln_runtime::cgroup_version(),
-        arch = platform,
+        cgroup = info.cgroup_version,
+        root_user = info.root,
+        kernel = info.kernel,
+        os = info.operating_system,
+        arch = info.platform,
     ))
 }
 

@@ -1,0 +1,246 @@
+//! `kiln serve` driven by the real docker CLI (`DOCKER_HOST=unix://...`
+//! on a socket of the test's own): version, info, images, inspect,
+//! history, tag, rmi, ps, volumes and system df as docker prints them,
+//! errors as the daemon's, and the socket's own safety (mode 0660, never
+//! a second daemon on it, never replacing a file that is not a socket,
+//! removed on SIGTERM).
+
+mod common;
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{kiln, ok, text};
+
+/// A `kiln serve` on `socket`, stopped (SIGTERM) when dropped.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(root: &Path, socket: &Path) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(root)
+            .args(["serve", "--host"])
+            .arg(format!("unix://{}", socket.display()))
+            .env("KILN_REGISTRY_ALLOW", "127.0.0.1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Connectable, not just there: a stale socket may be left.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(socket).is_err() {
+            assert!(Instant::now() < deadline, "kiln serve did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon {
+            child,
+            socket: socket.to_owned(),
+        }
+    }
+
+    /// The docker CLI against this daemon, with a config of its own (no
+    /// user's contexts or credentials) and no telemetry.
+    fn docker(&self, args: &[&str]) -> Output {
+        let config = self.socket.with_file_name("docker-config");
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_CONFIG", &config)
+            .env("OTEL_SDK_DISABLED", "true")
+            .env("DOCKER_CLI_HINTS", "false")
+            .env_remove("DOCKER_CONTEXT")
+            .output()
+            .expect("the docker CLI (scripts/install-test-deps.sh installs docker.io)")
+    }
+
+    fn stop(mut self) -> Output {
+        common::send_signal(self.child.id(), "TERM");
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_docker_cli_drives_kiln_serve() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let daemon = Daemon::start(root, &work.join("kiln.sock"));
+    let docker = |args: &[&str]| ok(daemon.docker(args));
+
+    let version = docker(&["version"]);
+    assert!(version.contains("Server: kiln"), "{version}");
+    assert!(version.contains("1.44"), "{version}");
+    let info = docker(&["info"]);
+    assert!(info.contains("Server Version: 0.1.0"), "{info}");
+    assert!(info.contains("Storage Driver: overlay"), "{info}");
+    assert!(
+        info.contains(&format!("Docker Root Dir: {}", root.display())),
+        "{info}"
+    );
+
+    // Images: docker's table, ids as kiln's, inspect and history.
+    let kiln_id = ok(kiln(root, &["images", "-q", "busybox"]));
+    let listed = docker(&["images"]);
+    assert!(
+        listed.starts_with("REPOSITORY   TAG       IMAGE ID"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("busybox      latest    {}", kiln_id.trim())),
+        "{listed}"
+    );
+    let id = docker(&[
+        "image",
+        "inspect",
+        "busybox",
+        "--format",
+        "{{.Id}} {{.Os}} {{.RepoTags}}",
+    ]);
+    assert!(
+        id.starts_with(&format!("sha256:{}", kiln_id.trim())),
+        "{id}"
+    );
+    assert!(id.trim().ends_with("linux [busybox:latest]"), "{id}");
+    let history = docker(&["history", "busybox"]);
+    assert!(history.contains("kiln import"), "{history}");
+    docker(&["tag", "busybox", "team/app:1"]);
+    assert_eq!(ok(kiln(root, &["images", "-q", "team/app:1"])), kiln_id);
+    let filtered = docker(&["images", "team/app", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(filtered, "team/app:1\n");
+    assert_eq!(docker(&["rmi", "team/app:1"]), "Untagged: team/app:1\n");
+    let missing = daemon.docker(&["rmi", "nosuch"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).starts_with("Error response from daemon: "),
+        "{}",
+        text(&missing.stderr)
+    );
+    let missing = daemon.docker(&["image", "inspect", "nosuch"]);
+    assert_eq!(missing.status.code(), Some(1));
+
+    // Containers kiln made, as docker ps and inspect show them.
+    let ran = kiln(
+        root,
+        &[
+            "run", "--name", "done", "-v", "data:/d", "busybox", "sh", "-c", "exit 3",
+        ],
+    );
+    assert_eq!(ran.status.code(), Some(3));
+    let ps = docker(&["ps", "-a", "--format", "{{.Names}} {{.Image}} {{.Status}}"]);
+    assert!(ps.starts_with("done busybox Exited (3) "), "{ps}");
+    assert_eq!(docker(&["ps", "-q"]), "", "nothing runs");
+    let state = docker(&[
+        "inspect",
+        "done",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}} {{.Name}}",
+    ]);
+    assert_eq!(state, "exited 3 /done\n");
+
+    // Volumes, made here or by kiln run, and refused while in use.
+    assert_eq!(
+        docker(&["volume", "create", "--label", "a=b", "made"]),
+        "made\n"
+    );
+    assert_eq!(docker(&["volume", "ls", "-q"]), "data\nmade\n");
+    let inspected = docker(&[
+        "volume",
+        "inspect",
+        "made",
+        "--format",
+        "{{.Labels}} {{.Mountpoint}}",
+    ]);
+    assert!(inspected.starts_with("map[a:b] "), "{inspected}");
+    assert!(inspected.contains(root.to_str().unwrap()), "{inspected}");
+    let in_use = daemon.docker(&["volume", "rm", "data"]);
+    assert_eq!(in_use.status.code(), Some(1));
+    assert!(
+        text(&in_use.stderr).contains("in use by container done"),
+        "{}",
+        text(&in_use.stderr)
+    );
+    assert_eq!(docker(&["volume", "rm", "made"]), "made\n");
+    let gone = daemon.docker(&["volume", "inspect", "made"]);
+    assert_eq!(gone.status.code(), Some(1));
+    ok(kiln(root, &["rm", "done"]));
+    let pruned = docker(&["volume", "prune", "-a", "-f"]);
+    assert!(pruned.contains("data"), "{pruned}");
+    assert_eq!(ok(kiln(root, &["volume", "ls", "-q"])), "");
+
+    let df = docker(&["system", "df"]);
+    assert!(df.starts_with("TYPE"), "{df}");
+    assert!(df.contains("Images          1"), "{df}");
+
+    // What kiln serve does not serve yet says so, as a daemon error.
+    let build = daemon.docker(&["container", "top", "x"]);
+    assert_eq!(build.status.code(), Some(1));
+
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    assert!(!work.join("kiln.sock").exists(), "the socket is removed");
+}
+
+#[test]
+fn the_socket_is_private_single_and_never_replaces_a_file() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let socket = work.join("kiln.sock");
+    let daemon = Daemon::start(root, &socket);
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    // A second daemon on a live socket: refused, the first one unharmed.
+    let second = kiln(
+        root,
+        &["serve", "--host", &format!("unix://{}", socket.display())],
+    );
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        text(&second.stderr).contains("another daemon"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert!(daemon.docker(&["version"]).status.success());
+    drop(daemon);
+
+    // A stale socket (its daemon killed) is replaced; a regular file or a
+    // link at the path never is.
+    assert!(socket.exists());
+    let again = Daemon::start(root, &socket);
+    assert!(again.docker(&["version"]).status.success());
+    drop(again);
+    let file = work.join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let link = work.join("link.sock");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    for path in [&file, &link] {
+        let out = kiln(
+            root,
+            &["serve", "--host", &format!("unix://{}", path.display())],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            text(&out.stderr).contains("is not a socket"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    for host in ["tcp://127.0.0.1:2375", "unix://relative.sock", "/no/scheme"] {
+        let out = kiln(root, &["serve", "--host", host]);
+        assert_eq!(out.status.code(), Some(1), "{host}");
+    }
+}
