@@ -179,6 +179,74 @@ fn the_docker_cli_drives_kiln_serve() {
     assert!(pruned.contains("data"), "{pruned}");
     assert_eq!(ok(kiln(root, &["volume", "ls", "-q"])), "");
 
+    // docker run through the daemon: attached (stdout and stderr apart,
+    // the exit code docker's), with stdin, and detached with logs, stop
+    // and rm; --rm leaves nothing.
+    let hello = daemon.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 5",
+    ]);
+    assert_eq!(hello.status.code(), Some(5));
+    assert_eq!(text(&hello.stdout), "out\n");
+    assert_eq!(text(&hello.stderr), "err\n");
+    let mut piped = Command::new("docker")
+        .args([
+            "run",
+            "-i",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "tr",
+            "a-z",
+            "A-Z",
+        ])
+        .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
+        .env(
+            "DOCKER_CONFIG",
+            daemon.socket.with_file_name("docker-config"),
+        )
+        .env("OTEL_SDK_DISABLED", "true")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), b"piped\n").unwrap();
+    assert_eq!(ok(piped.wait_with_output().unwrap()), "PIPED\n");
+    let id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line-$i; done; exec sleep 60",
+    ]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while docker(&["logs", "bg"]) != "line-1\nline-2\nline-3\n" {
+        assert!(Instant::now() < deadline, "the detached container's logs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let last = docker(&["logs", "-t", "--tail", "1", "bg"]);
+    assert!(last.ends_with("Z line-3\n"), "{last}");
+    assert!(docker(&["ps"]).contains(" bg\n"), "running");
+    assert!(ok(kiln(root, &["ps"])).contains("bg"), "kiln sees it too");
+    docker(&["stop", "-t", "1", "bg"]);
+    let status = docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(status.starts_with("bg Exited (137)"), "{status}");
+    docker(&["rm", "bg"]);
+    assert_eq!(docker(&["ps", "-a", "-q"]), "", "--rm and rm left nothing");
+
     let df = docker(&["system", "df"]);
     assert!(df.starts_with("TYPE"), "{df}");
     assert!(df.contains("Images          1"), "{df}");

@@ -47,7 +47,7 @@ fn install_puts_the_binary_man_pages_and_completions_under_the_prefix() {
     assert!(
         !pages
             .iter()
-            .any(|p| p.contains("monitor") || p.contains("serve") || p.contains("man-pages")),
+            .any(|p| p.contains("monitor") || p.contains("attach") || p.contains("man-pages")),
         "{pages:?}"
     );
     // bash finds the completion where bash-completion looks.

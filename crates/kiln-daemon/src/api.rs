@@ -21,11 +21,23 @@ use tower::ServiceExt;
 use crate::error::ApiError;
 use crate::{API_VERSION, MIN_API_VERSION};
 
-type Shared = Arc<Engine>;
+/// What every handler shares: the library face, and the containers this
+/// daemon runs.
+pub(crate) struct Daemon {
+    pub engine: Engine,
+    pub live: crate::containers::Live,
+}
+
+pub(crate) type Shared = Arc<Daemon>;
 type Answer = Result<Response, ApiError>;
 
 /// The routes, behind the `/v1.xx` prefix or without it.
-pub(crate) fn app(engine: Shared) -> axum::routing::IntoMakeService<Router> {
+pub(crate) fn app(engine: Engine) -> axum::routing::IntoMakeService<Router> {
+    use crate::containers as c;
+    let state = Arc::new(Daemon {
+        engine,
+        live: Default::default(),
+    });
     let routes = Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
@@ -37,13 +49,22 @@ pub(crate) fn app(engine: Shared) -> axum::routing::IntoMakeService<Router> {
             get(image_get).post(image_post).delete(image_delete),
         )
         .route("/containers/json", get(containers))
+        .route("/containers/create", post(c::create))
         .route("/containers/{id}/json", get(container_inspect))
+        .route("/containers/{id}/start", post(c::start))
+        .route("/containers/{id}/attach", post(c::attach))
+        .route("/containers/{id}/wait", post(c::wait))
+        .route("/containers/{id}/logs", get(c::logs))
+        .route("/containers/{id}/stop", post(c::stop))
+        .route("/containers/{id}/restart", post(c::restart))
+        .route("/containers/{id}/kill", post(c::kill))
+        .route("/containers/{id}", axum::routing::delete(c::remove))
         .route("/volumes", get(volumes))
         .route("/volumes/create", post(volume_create))
         .route("/volumes/prune", post(volume_prune))
         .route("/volumes/{name}", get(volume_inspect).delete(volume_remove))
         .fallback(not_served)
-        .with_state(engine);
+        .with_state(state);
     // The prefix is taken off before routing (a layer on the router would
     // run after it).
     let unversioned = Router::new().fallback_service(routes.map_request(strip_version));
@@ -73,12 +94,12 @@ fn strip_version(mut request: Request) -> Request {
 }
 
 /// Runs `work` on a blocking thread (kiln-engine is blocking).
-async fn blocking<T: Send + 'static>(
-    engine: &Shared,
+pub(crate) async fn blocking<T: Send + 'static>(
+    state: &Shared,
     work: impl FnOnce(&Engine) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    let engine = Arc::clone(engine);
-    tokio::task::spawn_blocking(move || work(&engine))
+    let state = Arc::clone(state);
+    tokio::task::spawn_blocking(move || work(&state.engine))
         .await
         .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
 }
@@ -391,7 +412,7 @@ struct ForceQuery {
     force: Option<String>,
 }
 
-fn truthy(value: Option<&str>) -> bool {
+pub(crate) fn truthy(value: Option<&str>) -> bool {
     matches!(value, Some("1" | "true" | "True"))
 }
 
@@ -434,28 +455,7 @@ async fn containers(State(engine): State<Shared>, Query(query): Query<ListQuery>
             .list()
             .into_iter()
             .filter(|record| all || record.is_running())
-            .map(|record| {
-                let (state, status) = kiln_engine::container_status(&record);
-                let config = &record.config;
-                json!({
-                    "Id": record.id,
-                    "Names": [format!("/{}", record.name)],
-                    "Image": config.image,
-                    "ImageID": config.image_id,
-                    "Command": config.args.join(" "),
-                    "Created": record.created,
-                    "State": state,
-                    "Status": status,
-                    "Ports": [],
-                    "Labels": config.labels,
-                    "Mounts": config.binds.iter().map(|(host, target, ro)| json!({
-                        "Source": host.display().to_string(),
-                        "Destination": target,
-                        "RW": !ro,
-                    })).collect::<Vec<_>>(),
-                    "HostConfig": {"NetworkMode": config.network},
-                })
-            })
+            .map(|record| crate::containers::summary(&record))
             .collect::<Vec<_>>())
     })
     .await?;
@@ -568,20 +568,7 @@ async fn system_df(State(engine): State<Shared>) -> Answer {
             .containers()
             .list()
             .iter()
-            .map(|record| {
-                let (state, status) = kiln_engine::container_status(record);
-                json!({
-                    "Id": record.id,
-                    "Names": [format!("/{}", record.name)],
-                    "Image": record.config.image,
-                    "ImageID": record.config.image_id,
-                    "Command": record.config.args.join(" "),
-                    "Created": record.created,
-                    "State": state,
-                    "Status": status,
-                    "SizeRw": 0,
-                })
-            })
+            .map(crate::containers::summary)
             .collect();
         let volumes: Vec<Value> = engine
             .volumes()?

@@ -11,17 +11,17 @@
 //! 400 for a bad parameter).
 //!
 //! What it serves so far: `/_ping`, `/version`, `/info`, `/system/df`,
-//! images (list, inspect, history, tag, remove), containers (list,
-//! inspect) and volumes (create, list, inspect, remove, prune), with or
-//! without the `/v1.xx` prefix. Not yet (issue 19): build, pull, push,
-//! save/load, container create/start/attach/wait/logs/exec/archive,
-//! events, TCP with TLS.
+//! images (list, inspect, history, tag, remove), containers (create,
+//! start, attach, wait, logs, stop, kill, restart, remove, list,
+//! inspect: `docker run` works) and volumes (create, list, inspect,
+//! remove, prune), with or without the `/v1.xx` prefix. Not yet (issue
+//! 19): build, pull, push, save/load, exec, archive, events, resize,
+//! pause, TCP with TLS.
 
 mod api;
+mod containers;
 mod error;
 mod listen;
-
-use std::sync::Arc;
 
 pub use error::DaemonError;
 pub use listen::Host;
@@ -46,7 +46,7 @@ pub fn serve(engine: kiln_engine::Engine, host: &Host) -> Result<(), DaemonError
         })?;
     let served = runtime.block_on(async {
         let listener = bound.tokio_listener()?;
-        let app = api::app(Arc::new(engine));
+        let app = api::app(engine);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await

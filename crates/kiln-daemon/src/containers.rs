@@ -1,0 +1,706 @@
+//! Containers through the Engine API: create, start (the daemon is the
+//! monitor: one thread per running container, which kiln-runtime's
+//! parent-death signal wants), attach (an HTTP upgrade: multiplexed
+//! stdout/stderr frames without a tty, the raw stream with one; stdin
+//! when asked), wait, logs, stop, kill, restart, remove.
+//!
+//! A container's output reaches attached clients through its `Hub` (a
+//! broadcast channel the monitor's sink sends into); the log is written
+//! by kiln-engine as for `kiln run`. A client attaches before it starts
+//! the container (as the docker CLI does), so it misses nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_engine::{Attach, Bind, ContainerRequest, NetworkMode, VolumeMount};
+use kiln_runtime::containers::State as LifeState;
+use kiln_runtime::OutputSink;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{broadcast, Notify};
+
+use crate::api::{blocking, truthy, Shared};
+use crate::error::ApiError;
+
+type Answer = Result<Response, ApiError>;
+
+/// One frame of a container's output: stream 1 (stdout) or 2 (stderr).
+#[derive(Clone)]
+pub(crate) struct Chunk {
+    stream: u8,
+    data: Bytes,
+}
+
+/// What attached clients share with a container's monitor.
+pub(crate) struct Hub {
+    /// Taken by the monitor when the container ends: with the last sender
+    /// gone, every attached stream ends.
+    output: Mutex<Option<broadcast::Sender<Chunk>>>,
+    /// The container's stdin once it runs (with `OpenStdin`), taken by
+    /// the one client that attaches its stdin.
+    stdin: Mutex<Option<std::fs::File>>,
+    stdin_ready: Notify,
+}
+
+impl Hub {
+    fn new() -> Hub {
+        Hub {
+            output: Mutex::new(Some(broadcast::channel(1024).0)),
+            stdin: Mutex::new(None),
+            stdin_ready: Notify::new(),
+        }
+    }
+}
+
+/// The daemon's live containers: their hubs, and the exit codes of
+/// those removed on exit (`AutoRemove`), for `wait?condition=removed`.
+#[derive(Default)]
+pub(crate) struct Live {
+    hubs: Mutex<HashMap<String, Arc<Hub>>>,
+    exits: Mutex<HashMap<String, i32>>,
+}
+
+impl Live {
+    fn hub(&self, id: &str) -> Arc<Hub> {
+        let mut hubs = self.hubs.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            hubs.entry(id.to_owned())
+                .or_insert_with(|| Arc::new(Hub::new())),
+        )
+    }
+
+    fn end(&self, id: &str, code: i32) {
+        if let Some(hub) = self.hubs.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+            hub.output.lock().unwrap_or_else(|e| e.into_inner()).take();
+        }
+        self.hubs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), code);
+    }
+}
+
+/// The monitor's output: into the hub (the log is the engine's).
+struct HubSink(Option<broadcast::Sender<Chunk>>);
+
+impl OutputSink for HubSink {
+    fn stdout(&mut self, data: &[u8]) {
+        if let Some(sender) = &self.0 {
+            let _ = sender.send(Chunk {
+                stream: 1,
+                data: Bytes::copy_from_slice(data),
+            });
+        }
+    }
+    fn stderr(&mut self, data: &[u8]) {
+        if let Some(sender) = &self.0 {
+            let _ = sender.send(Chunk {
+                stream: 2,
+                data: Bytes::copy_from_slice(data),
+            });
+        }
+    }
+}
+
+/// `POST /containers/create`'s body (the fields kiln acts on; the rest
+/// is ignored, as a daemon without the feature would).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    image: String,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    env: Option<Vec<String>>,
+    working_dir: String,
+    user: String,
+    hostname: String,
+    tty: bool,
+    open_stdin: bool,
+    labels: Option<BTreeMap<String, String>>,
+    stop_signal: Option<String>,
+    host_config: HostConfig,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfig {
+    binds: Option<Vec<String>>,
+    network_mode: String,
+    privileged: bool,
+    auto_remove: bool,
+    init: Option<bool>,
+    readonly_rootfs: bool,
+    tmpfs: Option<BTreeMap<String, String>>,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    memory: u64,
+    nano_cpus: u64,
+    pids_limit: Option<i64>,
+    shm_size: u64,
+    extra_hosts: Option<Vec<String>>,
+}
+
+/// Labels the daemon keeps on a container for itself.
+const AUTO_REMOVE: &str = "io.kiln.auto-remove";
+const OPEN_STDIN: &str = "io.kiln.open-stdin";
+
+fn create_request(body: CreateBody, name: Option<String>) -> Result<ContainerRequest, ApiError> {
+    let bad = |e: String| ApiError::bad_request(e);
+    let host = body.host_config;
+    let mut binds = Vec::new();
+    let mut volumes = Vec::new();
+    for spec in host.binds.unwrap_or_default() {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [source, target] => (*source, *target, false),
+            [source, target, options] => (*source, *target, options.split(',').any(|o| o == "ro")),
+            _ => return Err(bad(format!("bind {spec:?}: expected SOURCE:TARGET[:ro]"))),
+        };
+        if source.starts_with('/') {
+            // The client's own path: the user asked for it.
+            binds.push(Bind {
+                host: source.into(),
+                target: target.to_owned(),
+                read_only,
+            });
+        } else {
+            volumes.push(VolumeMount {
+                name: Some(source.to_owned()),
+                target: target.to_owned(),
+                read_only,
+            });
+        }
+    }
+    let mut labels = body.labels.unwrap_or_default();
+    if host.auto_remove {
+        labels.insert(AUTO_REMOVE.into(), "true".into());
+    }
+    if body.open_stdin {
+        labels.insert(OPEN_STDIN.into(), "true".into());
+    }
+    Ok(ContainerRequest {
+        image: body.image,
+        command: body.cmd.unwrap_or_default(),
+        entrypoint: body.entrypoint.map(|e| e.join(" ")),
+        env: body.env.unwrap_or_default(),
+        user: Some(body.user).filter(|u| !u.is_empty()),
+        workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
+        network: match host.network_mode.as_str() {
+            "none" => NetworkMode::None,
+            _ => NetworkMode::Host,
+        },
+        binds,
+        volumes,
+        hostname: Some(body.hostname).filter(|h| !h.is_empty()),
+        name,
+        tty: body.tty,
+        privileged: host.privileged,
+        init: host.init.unwrap_or(false),
+        capabilities: kiln_runtime::CapabilityChanges::parse(
+            &host.cap_add.unwrap_or_default(),
+            &host.cap_drop.unwrap_or_default(),
+        )
+        .map_err(bad)?,
+        read_only: host.readonly_rootfs,
+        tmpfs: host
+            .tmpfs
+            .unwrap_or_default()
+            .into_keys()
+            .map(|path| (path, None))
+            .collect(),
+        labels,
+        stop_signal: body
+            .stop_signal
+            .map(|s| kiln_engine::parse_signal(&s))
+            .transpose()?,
+        extra_hosts: host
+            .extra_hosts
+            .unwrap_or_default()
+            .iter()
+            .map(|h| kiln_engine::parse_add_host(h).map_err(|e| bad(e.to_string())))
+            .collect::<Result<_, _>>()?,
+        resources: kiln_runtime::Resources {
+            memory_bytes: Some(host.memory).filter(|m| *m > 0),
+            cpus: Some(host.nano_cpus as f64 / 1e9).filter(|c| *c > 0.0),
+            pids_limit: host.pids_limit.filter(|p| *p > 0).map(|p| p as u64),
+        },
+        shm_size: Some(host.shm_size).filter(|s| *s > 0),
+        ..ContainerRequest::default()
+    })
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct NameQuery {
+    name: Option<String>,
+}
+
+pub(crate) async fn create(
+    State(state): State<Shared>,
+    Query(query): Query<NameQuery>,
+    body: Bytes,
+) -> Answer {
+    let body: CreateBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("the container to create: {e}")))?;
+    let image = body.image.clone();
+    let request = create_request(body, query.name.filter(|n| !n.is_empty()))?;
+    let id = blocking(&state, move |engine| {
+        if engine.store().resolve(&request.image).is_err() {
+            // What the docker CLI reads as "pull and try again".
+            return Err(ApiError::not_found(format!("No such image: {image}")));
+        }
+        Ok(engine.create_container(&request)?.id)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "Id": id, "Warnings": [] })),
+    )
+        .into_response())
+}
+
+pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    if record.is_running() {
+        return Ok(StatusCode::NOT_MODIFIED.into_response());
+    }
+    let hub = state.live.hub(&record.id);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let shared = Arc::clone(&state);
+    let id = record.id.clone();
+    let remove = record.config.labels.contains_key(AUTO_REMOVE);
+    let stdin = record.config.labels.contains_key(OPEN_STDIN);
+    // The monitor: a thread of its own, which spawns the container and
+    // waits for it (the parent-death signal is the spawning thread's).
+    std::thread::spawn(move || {
+        let engine = &shared.engine;
+        let sender = hub.output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut sink = HubSink(sender);
+        let mut started_tx = Some(started_tx);
+        let attach = Attach {
+            stdin,
+            window: None,
+            output: Some(&mut sink),
+        };
+        let result = engine.run_container(&id, attach, &mut |running| {
+            if let Some(file) = running.stdin {
+                *hub.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+                hub.stdin_ready.notify_waiters();
+            }
+            if let Some(tx) = started_tx.take() {
+                let _ = tx.send(Ok(()));
+            }
+            Ok(())
+        });
+        let code = match &result {
+            Ok(code) => *code,
+            Err(kiln_engine::EngineError::Runtime(kiln_runtime::RuntimeError::Exec {
+                errno,
+                ..
+            })) if *errno == nix::errno::Errno::ENOENT => 127,
+            Err(_) => 126,
+        };
+        if let (Some(tx), Err(error)) = (started_tx.take(), result) {
+            let _ = tx.send(Err(ApiError::from(error)));
+        }
+        if remove {
+            if let Some(record) = engine.containers().load(&id) {
+                let _ = engine.remove_container(&record, true);
+                let _ = engine.remove_anonymous_volumes(&record);
+            }
+        }
+        // Last: waiters for "removed" find it gone and its code here; the
+        // attached streams end.
+        drop(sink);
+        shared.live.end(&id, code);
+    });
+    match started_rx.await {
+        Ok(Ok(())) | Err(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Err(error)) => Err(error),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct AttachQuery {
+    stdin: Option<String>,
+}
+
+pub(crate) async fn attach(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<AttachQuery>,
+    mut request: Request,
+) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    let hub = state.live.hub(&record.id);
+    // None: it ended already; the stream is then empty.
+    let mut output = hub
+        .output
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .map(|sender| sender.subscribe());
+    let tty = record.config.tty;
+    let with_stdin = truthy(query.stdin.as_deref());
+    let upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        if with_stdin {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move {
+                let file = loop {
+                    let ready = hub.stdin_ready.notified();
+                    if let Some(file) = hub.stdin.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        break file;
+                    }
+                    ready.await;
+                };
+                let mut file = tokio::fs::File::from_std(file);
+                let mut buffer = vec![0u8; 32 * 1024];
+                while let Ok(n) = reader.read(&mut buffer).await {
+                    if n == 0 || file.write_all(&buffer[..n]).await.is_err() {
+                        break;
+                    }
+                    let _ = file.flush().await;
+                }
+                // Dropped: the container's stdin ends.
+            });
+        }
+        while let Some(receiver) = output.as_mut() {
+            match receiver.recv().await {
+                Ok(chunk) => {
+                    let mut bytes = Vec::with_capacity(chunk.data.len() + 8);
+                    if !tty {
+                        bytes.extend(frame_header(chunk.stream, chunk.data.len()));
+                    }
+                    bytes.extend_from_slice(&chunk.data);
+                    let written = writer.write_all(&bytes).await;
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        let _ = writer.shutdown().await;
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+/// Docker's stream frame header: the stream, three zero bytes, the
+/// length big-endian.
+fn frame_header(stream: u8, len: usize) -> [u8; 8] {
+    let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+    [stream, 0, 0, 0, len[0], len[1], len[2], len[3]]
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct WaitQuery {
+    condition: Option<String>,
+}
+
+/// `POST /containers/ID/wait`: the headers at once, the status when the
+/// condition is met (`not-running`, the default; `next-exit`; `removed`).
+pub(crate) async fn wait(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    let condition = query.condition.unwrap_or_else(|| "not-running".into());
+    if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
+        return Err(ApiError::bad_request(format!(
+            "wait condition {condition:?}: not-running, next-exit or removed"
+        )));
+    }
+    let before = record.state.clone();
+    let id = record.id.clone();
+    let body = async move {
+        let code = loop {
+            let now = {
+                let engine = Arc::clone(&state);
+                let id = id.clone();
+                tokio::task::spawn_blocking(move || engine.engine.containers().load(&id))
+                    .await
+                    .unwrap_or(None)
+            };
+            let exited = |record: &kiln_runtime::containers::ContainerRecord| match record.state {
+                LifeState::Exited { code, .. } => Some(code),
+                _ => None,
+            };
+            match (condition.as_str(), now) {
+                ("removed", None) => {
+                    break state
+                        .live
+                        .exits
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(0)
+                }
+                ("removed", Some(_)) => {}
+                (_, None) => {
+                    break state
+                        .live
+                        .exits
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .copied()
+                        .unwrap_or(0)
+                }
+                ("next-exit", Some(record)) => {
+                    if !record.is_running() && record.state != before {
+                        if let Some(code) = exited(&record) {
+                            break code;
+                        }
+                    }
+                }
+                (_, Some(record)) => {
+                    if !record.is_running() {
+                        break exited(&record).unwrap_or(0);
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let text = json!({ "StatusCode": code, "Error": null }).to_string();
+        Ok::<Bytes, std::io::Error>(Bytes::from(text))
+    };
+    let stream = futures_util::stream::once(body);
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct LogsQuery {
+    follow: Option<String>,
+    tail: Option<String>,
+    timestamps: Option<String>,
+}
+
+/// `GET /containers/ID/logs`: the log (stdout and stderr are one stream
+/// in kiln's log, sent as stdout), framed unless the container has a tty.
+pub(crate) async fn logs(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    let tail: Option<usize> = match query.tail.as_deref() {
+        None | Some("all") | Some("") => None,
+        Some(n) => Some(
+            n.parse()
+                .map_err(|_| ApiError::bad_request(format!("tail {n:?}: a number or all")))?,
+        ),
+    };
+    let follow = truthy(query.follow.as_deref());
+    let timestamps = truthy(query.timestamps.as_deref());
+    let tty = record.config.tty;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let engine = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || {
+        let containers = engine.engine.containers();
+        let path = containers.log_path(&record.id);
+        let mut offset = 0usize;
+        let mut first = true;
+        loop {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            let times = containers.log_times(&record.id);
+            let running = containers.load(&record.id).is_some_and(|r| r.is_running());
+            let mut start = offset.min(bytes.len());
+            if first {
+                if let Some(lines) = tail {
+                    start = tail_start(&bytes, lines);
+                }
+                first = false;
+            }
+            // Whole lines only while it runs; everything once it stopped.
+            let end = if running {
+                bytes[start..]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(start, |i| start + i + 1)
+            } else {
+                bytes.len()
+            };
+            let mut out = Vec::new();
+            for line in bytes[start..end].split_inclusive(|b| *b == b'\n') {
+                let at = (line.as_ptr() as usize - bytes.as_ptr() as usize) as u64;
+                let mut text = Vec::new();
+                if timestamps {
+                    let time = times.at(at).unwrap_or(std::time::UNIX_EPOCH);
+                    text.extend(humantime::format_rfc3339_nanos(time).to_string().bytes());
+                    text.push(b' ');
+                }
+                text.extend_from_slice(line);
+                if !tty {
+                    out.extend(frame_header(1, text.len()));
+                }
+                out.extend(text);
+            }
+            offset = end;
+            if !out.is_empty() && sender.blocking_send(Ok(Bytes::from(out))).is_err() {
+                return;
+            }
+            if !follow || !running {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|item| (item, receiver))
+    });
+    Ok(Response::new(Body::from_stream(stream)))
+}
+
+/// Where the last `lines` lines of `bytes` begin.
+fn tail_start(bytes: &[u8], lines: usize) -> usize {
+    if lines == 0 {
+        return bytes.len();
+    }
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    body.iter()
+        .enumerate()
+        .rev()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(lines - 1)
+        .map_or(0, |(i, _)| i + 1)
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct StopQuery {
+    t: Option<u64>,
+    signal: Option<String>,
+}
+
+pub(crate) async fn stop(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<StopQuery>,
+) -> Answer {
+    let grace = Duration::from_secs(query.t.unwrap_or(10));
+    let was_running = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        let running = record.is_running();
+        engine.stop_container(&record, grace)?;
+        Ok(running)
+    })
+    .await?;
+    Ok(if was_running {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    }
+    .into_response())
+}
+
+pub(crate) async fn restart(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<StopQuery>,
+) -> Answer {
+    let grace = Duration::from_secs(query.t.unwrap_or(10));
+    let stopped = id.clone();
+    blocking(&state, move |engine| {
+        let record = engine.find_container(&stopped)?;
+        Ok(engine.stop_container(&record, grace)?)
+    })
+    .await?;
+    start(State(state), Path(id)).await
+}
+
+pub(crate) async fn kill(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<StopQuery>,
+) -> Answer {
+    let signal = kiln_engine::parse_signal(query.signal.as_deref().unwrap_or("KILL"))?;
+    blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        Ok(engine.kill_container(&record, signal)?)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct RemoveQuery {
+    force: Option<String>,
+    v: Option<String>,
+}
+
+pub(crate) async fn remove(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<RemoveQuery>,
+) -> Answer {
+    let force = truthy(query.force.as_deref());
+    let volumes = truthy(query.v.as_deref());
+    blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        engine.remove_container(&record, force)?;
+        if volumes {
+            engine.remove_anonymous_volumes(&record)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// What `GET /containers/json` and `/system/df` show of one.
+pub(crate) fn summary(record: &kiln_runtime::containers::ContainerRecord) -> Value {
+    let (state, status) = kiln_engine::container_status(record);
+    let config = &record.config;
+    json!({
+        "Id": record.id,
+        "Names": [format!("/{}", record.name)],
+        "Image": config.image,
+        "ImageID": config.image_id,
+        "Command": config.args.join(" "),
+        "Created": record.created,
+        "State": state,
+        "Status": status,
+        "Ports": [],
+        "Labels": config.labels,
+        "Mounts": config.binds.iter().map(|(host, target, ro)| json!({
+            "Source": host.display().to_string(),
+            "Destination": target,
+            "RW": !ro,
+        })).collect::<Vec<_>>(),
+        "HostConfig": {"NetworkMode": config.network},
+        "SizeRw": 0,
+    })
+}
