@@ -71,17 +71,25 @@ pub(crate) fn app(engine: Engine) -> axum::routing::IntoMakeService<Router> {
     unversioned.into_make_service()
 }
 
-/// `/v1.44/images/json` → `/images/json` (the query kept).
+/// The API version a request asked for (its `/v1.xx` prefix); none:
+/// the newest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct ApiVersion(pub u32, pub u32);
+
+/// `/v1.44/images/json` → `/images/json` (the query kept), the version
+/// kept as an extension for the handlers whose behaviour changed with it.
 fn strip_version(mut request: Request) -> Request {
     let path = request.uri().path();
-    let rest = path.strip_prefix("/v").and_then(|rest| {
+    let parsed = path.strip_prefix("/v").and_then(|rest| {
         let (version, tail) = rest.split_once('/')?;
-        let numeric = version
-            .split('.')
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        numeric.then(|| format!("/{tail}"))
+        let (major, minor) = version.split_once('.')?;
+        Some((
+            ApiVersion(major.parse().ok()?, minor.parse().ok()?),
+            format!("/{tail}"),
+        ))
     });
-    if let Some(rest) = rest {
+    if let Some((version, rest)) = parsed {
+        request.extensions_mut().insert(version);
         let with_query = match request.uri().query() {
             Some(query) => format!("{rest}?{query}"),
             None => rest,
@@ -551,8 +559,14 @@ fn filter_is_true(filters: Option<&str>, key: &str) -> Result<bool, ApiError> {
         .any(|(k, v)| k == key && (v == "true" || v == "1")))
 }
 
-async fn volume_prune(State(engine): State<Shared>, Query(query): Query<FiltersQuery>) -> Answer {
-    let all = filter_is_true(query.filters.as_deref(), "all")?;
+async fn volume_prune(
+    State(engine): State<Shared>,
+    version: Option<axum::Extension<ApiVersion>>,
+    Query(query): Query<FiltersQuery>,
+) -> Answer {
+    // Before API 1.42 prune took every unused volume, named ones too.
+    let old_client = version.is_some_and(|v| v.0 < ApiVersion(1, 42));
+    let all = old_client || filter_is_true(query.filters.as_deref(), "all")?;
     let removed = blocking(&engine, move |engine| Ok(engine.prune_volumes(all)?)).await?;
     Ok(json(
         StatusCode::OK,
