@@ -247,8 +247,12 @@ fn completions_complete_commands_and_flags_in_bash_and_version_prints() {
     let out = kiln(&["completion", "bash"], None);
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!script.contains("__monitor") && !script.contains("serve"));
+    // Hidden commands (internal ones and planned ones) are not offered.
+    for hidden in ["__monitor", "__man-pages", "buildx", "unpause"] {
+        assert!(!script.contains(hidden), "{hidden} is offered");
+    }
     assert!(script.contains("push"), "a real command is offered");
+    assert!(script.contains("serve"), "a real command is offered");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kiln.bash");
     std::fs::write(&file, &script).unwrap();
