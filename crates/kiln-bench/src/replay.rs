@@ -396,7 +396,12 @@ struct CopiedImages {
 }
 
 impl ImageSource for CopiedImages {
-    fn resolve(&self, store: &Store, reference: &str) -> Result<ResolvedImage, EngineError> {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        registry: &kiln_engine::ClientOptions,
+    ) -> Result<ResolvedImage, EngineError> {
         if store.resolve(reference).is_err() {
             store
                 .copy_image_from(&self.from, reference)
@@ -413,7 +418,7 @@ impl ImageSource for CopiedImages {
                     other => other.into(),
                 })?;
         }
-        LocalImages.resolve(store, reference)
+        LocalImages.resolve(store, reference, registry)
     }
 }
 

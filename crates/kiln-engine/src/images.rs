@@ -23,9 +23,28 @@ pub struct ResolvedImage {
     pub platform: Option<kiln_graph::Platform>,
 }
 
-/// Answers image references with images in `store`.
+/// Answers image references with images in `store`. `registry` is the
+/// request's own registry options (its credentials, TLS, allow list):
+/// one source serves every request of a daemon, each with its client's.
 pub trait ImageSource: Send + Sync {
-    fn resolve(&self, store: &Store, reference: &str) -> Result<ResolvedImage, EngineError>;
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        registry: &ClientOptions,
+    ) -> Result<ResolvedImage, EngineError>;
+
+    /// As [`ImageSource::resolve`], for a build asked to look again
+    /// (`--pull`): a source that can fetch fetches even what the store
+    /// has. The store alone answers as `resolve` does.
+    fn resolve_fresh(
+        &self,
+        store: &Store,
+        reference: &str,
+        registry: &ClientOptions,
+    ) -> Result<ResolvedImage, EngineError> {
+        self.resolve(store, reference, registry)
+    }
 }
 
 /// The images the store already has (tags, or ids/digests of tagged images).
@@ -33,7 +52,12 @@ pub trait ImageSource: Send + Sync {
 pub struct LocalImages;
 
 impl ImageSource for LocalImages {
-    fn resolve(&self, store: &Store, reference: &str) -> Result<ResolvedImage, EngineError> {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        _registry: &ClientOptions,
+    ) -> Result<ResolvedImage, EngineError> {
         let manifest = kiln_build::resolve_base(store, reference)?;
         // Loading leases it: GC keeps it for this process from now on.
         let image = kiln_build::load_image(store, &manifest, reference)?;
@@ -51,23 +75,51 @@ impl ImageSource for LocalImages {
 pub struct PullingImages {
     /// The platform an index is resolved for.
     pub platform: Platform,
-    pub options: ClientOptions,
-    /// Pull every reference again, even one the store has (`--pull`).
-    pub always: bool,
 }
 
 impl ImageSource for PullingImages {
-    fn resolve(&self, store: &Store, reference: &str) -> Result<ResolvedImage, EngineError> {
+    fn resolve(
+        &self,
+        store: &Store,
+        reference: &str,
+        registry: &ClientOptions,
+    ) -> Result<ResolvedImage, EngineError> {
         // An image the store has is used (its own errors are its own: a
         // damaged image is not pulled over); only a missing one is pulled.
-        if !self.always && store.resolve(reference).is_ok() {
-            return LocalImages.resolve(store, reference);
+        if store.resolve(reference).is_ok() {
+            return LocalImages.resolve(store, reference, registry);
         }
-        let pulled = kiln_registry::pull(store, reference, &self.platform, &self.options, &|_| {})
+        self.pull(
+            store,
+            reference,
+            registry,
+            "is not in the store and cannot be pulled",
+        )
+    }
+
+    fn resolve_fresh(
+        &self,
+        store: &Store,
+        reference: &str,
+        registry: &ClientOptions,
+    ) -> Result<ResolvedImage, EngineError> {
+        self.pull(store, reference, registry, "cannot be pulled")
+    }
+}
+
+impl PullingImages {
+    fn pull(
+        &self,
+        store: &Store,
+        reference: &str,
+        registry: &ClientOptions,
+        failed: &str,
+    ) -> Result<ResolvedImage, EngineError> {
+        let pulled = kiln_registry::pull(store, reference, &self.platform, registry, &|_| {})
             .map_err(|e| {
                 EngineError::Build(BuildError::BaseImage {
                     reference: reference.to_owned(),
-                    message: format!("is not in the store and cannot be pulled: {e}"),
+                    message: format!("{failed}: {e}"),
                 })
             })?;
         let image = kiln_build::load_image(store, &pulled.manifest, reference)?;

@@ -21,6 +21,7 @@
 mod build_contexts;
 mod container_files;
 mod containers;
+mod context_archive;
 mod error;
 pub mod events;
 mod gc;
@@ -41,6 +42,7 @@ pub use container_files::{landing, CopyOptions, PathKind, PathStat};
 pub use containers::{
     parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running, VolumeMount,
 };
+pub use context_archive::{UnpackedContext, DEFAULT_CONTEXT_LIMIT};
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};
@@ -48,6 +50,7 @@ pub use image_admin::{manifest_size, repository_and_tag, ImageFilter, ImageSumma
 pub use images::{ImageSource, LocalImages, PullingImages, ResolvedImage};
 pub use inspect::{container_json, container_status, volume_json, HistoryEntry, StoredImage};
 pub use kiln_build::{CacheOutcome, Cancel, FileRead, Miss, ReadKind, Reads};
+pub use kiln_registry::ClientOptions;
 pub use output_file::{write_file, OutputFile};
 pub use outputs::{export_cache, export_output};
 pub use report::{BuildReport, StepReport};

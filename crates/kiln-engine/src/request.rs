@@ -55,7 +55,7 @@ pub struct BuildRequest {
     pub source_date_epoch: Option<u64>,
     /// Push every name of `tags` once built (`--push`).
     pub push: bool,
-    /// How registries are reached for pushes.
+    /// How registries are reached: pulls of missing bases, pushes.
     pub registry: kiln_registry::ClientOptions,
     /// Record what each RUN that runs reads of the layers below it
     /// ([`crate::StepReport::reads`]); costs an event per file read.
@@ -70,6 +70,9 @@ pub struct BuildRequest {
     pub shm_size: Option<u64>,
     /// `--build-context` ([`crate::parse_build_context`]), by name.
     pub build_contexts: BTreeMap<String, crate::BuildContext>,
+    /// `--pull`: every base image is looked up again through the image
+    /// source ([`crate::ImageSource::resolve_fresh`]), even one the store has.
+    pub pull: bool,
 }
 
 impl BuildRequest {
@@ -101,6 +104,7 @@ impl BuildRequest {
             ulimits: Vec::new(),
             shm_size: None,
             build_contexts: BTreeMap::new(),
+            pull: false,
         }
     }
 

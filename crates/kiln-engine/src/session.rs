@@ -268,7 +268,13 @@ impl Engine {
         let mut pinned = BTreeMap::new();
         let mut platforms = BTreeMap::new();
         for reference in &first.images {
-            let image = self.images.resolve(&self.store, reference)?;
+            let image = if request.pull {
+                self.images
+                    .resolve_fresh(&self.store, reference, &request.registry)?
+            } else {
+                self.images
+                    .resolve(&self.store, reference, &request.registry)?
+            };
             options.base_configs.insert(reference.clone(), image.config);
             pinned.insert(reference.clone(), image.manifest);
             platforms.insert(reference.clone(), image.platform);

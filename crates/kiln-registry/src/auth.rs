@@ -24,6 +24,27 @@ pub fn config_key(domain: &str) -> String {
     }
 }
 
+/// The registry domain a `config.json` key (or an Engine API auth
+/// config's `serveraddress`) names: [`config_key`] read back, so
+/// `https://index.docker.io/v1/` is `docker.io` and `http://HOST:PORT/v2/`
+/// is `HOST:PORT`.
+pub fn domain_of_config_key(key: &str) -> String {
+    let key = key.trim();
+    let without_scheme = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = without_scheme
+        .split('/')
+        .next()
+        .unwrap_or(without_scheme)
+        .to_ascii_lowercase();
+    match host.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_owned(),
+        _ => host,
+    }
+}
+
 /// The credential stored for `domain`, if any. A helper that fails says
 /// why; a missing file or entry is no credential (anonymous).
 pub fn stored_credential(domain: &str) -> Result<Option<Credential>, String> {
@@ -263,6 +284,19 @@ mod tests {
         );
         assert_eq!(Challenge::parse("Bearer service=x"), None);
         assert_eq!(Challenge::parse("Negotiate abc"), None);
+    }
+
+    #[test]
+    fn config_keys_read_back_as_domains() {
+        for domain in ["docker.io", "127.0.0.1:5000", "registry.example"] {
+            assert_eq!(domain_of_config_key(&config_key(domain)), domain);
+        }
+        assert_eq!(
+            domain_of_config_key("http://127.0.0.1:5000/v2/"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(domain_of_config_key("registry-1.docker.io"), "docker.io");
+        assert_eq!(domain_of_config_key("Quay.IO"), "quay.io");
     }
 
     #[test]

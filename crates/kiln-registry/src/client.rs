@@ -43,6 +43,11 @@ pub struct ClientOptions {
     /// Credentials to use instead of the Docker config's (`kiln login`
     /// checks the ones it is given before it stores them).
     pub credential: Option<Credential>,
+    /// When set, the only credentials there are, by registry domain
+    /// (`docker.io`, `127.0.0.1:5000`): the Docker config and its helpers
+    /// are not read. A daemon sets it to what its client sent, so one
+    /// user's stored credentials are never lent to another's request.
+    pub credentials_by_registry: Option<std::collections::BTreeMap<String, Credential>>,
     /// Docker's per-registry TLS directory (default `/etc/docker/certs.d`):
     /// `HOST[:PORT]/*.crt` are CAs trusted beside the system's, and a
     /// `NAME.cert` with its `NAME.key` is the client certificate.
@@ -144,9 +149,10 @@ impl Registry {
             .timeout(STALLED)
             .build()
             .map_err(|e| connection(format!("cannot make an HTTP client: {e}")))?;
-        let credential = match &options.credential {
-            Some(credential) => Some(credential.clone()),
-            None => stored_credential(domain).map_err(|message| RegistryError::Auth {
+        let credential = match (&options.credential, &options.credentials_by_registry) {
+            (Some(credential), _) => Some(credential.clone()),
+            (None, Some(given)) => given.get(domain).cloned(),
+            (None, None) => stored_credential(domain).map_err(|message| RegistryError::Auth {
                 registry: domain.to_owned(),
                 what: "credentials".into(),
                 message,

@@ -15,7 +15,8 @@ mod pull;
 mod push;
 
 pub use auth::{
-    config_key, erase_credential, store_credential, stored_credential, Challenge, Credential, Kept,
+    config_key, domain_of_config_key, erase_credential, store_credential, stored_credential,
+    Challenge, Credential, Kept,
 };
 pub use client::{ClientOptions, Registry, DOCKER_CERTS_DIR};
 pub use error::RegistryError;

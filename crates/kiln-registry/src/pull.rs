@@ -47,6 +47,9 @@ pub struct Pulled {
     pub manifest: Digest,
     /// The name it is tagged with in the store, if the reference had one.
     pub tagged: Option<String>,
+    /// The name now has another image than before the pull (or it had
+    /// none); for a digest, a blob had to be downloaded.
+    pub new: bool,
     /// Blobs downloaded (the others were in the store).
     pub downloaded: usize,
     pub bytes: u64,
@@ -112,7 +115,14 @@ pub fn pull(
         .blobs()
         .put_reader(&manifest.bytes[..], Some(&manifest.digest))?;
     let tagged = tag_name(&reference, name, &manifest);
+    // Docker's "Image is up to date": the name had this image already.
+    let mut new = downloaded > 0;
     if let Some(tag) = &tagged {
+        let before = store
+            .resolve(tag)
+            .ok()
+            .and_then(|d| Digest::of_descriptor(&d).ok());
+        new = before != Some(manifest.digest);
         let descriptor = kiln_store::descriptor(
             manifest.media_type.as_str().into(),
             &manifest.digest,
@@ -123,6 +133,7 @@ pub fn pull(
     Ok(Pulled {
         manifest: manifest.digest,
         tagged,
+        new,
         downloaded,
         bytes,
     })

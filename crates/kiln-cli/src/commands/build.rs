@@ -186,11 +186,10 @@ pub fn run(root: Option<&Path>, args: BuildArgs) -> anyhow::Result<ExitCode> {
     // No store lock is held: what this build writes or uses (bases, cache
     // hits) is leased by this process, so GC keeps it until it is tagged,
     // and other builds, readers and GC go on meanwhile.
+    // Pulls with the request's registry options: one reading of the
+    // flags and daemon.json.
     let images = kiln_engine::PullingImages {
         platform: super::registry::platform(args.platform.as_deref())?,
-        // The request's own: one reading of the flags and daemon.json.
-        options: request.registry.clone(),
-        always: args.pull,
     };
     let engine = Engine::with_images(open_store(root)?, Box::new(images));
     if args.check || args.call == BuildCall::Check {
@@ -261,6 +260,7 @@ fn request(args: &BuildArgs) -> anyhow::Result<BuildRequest> {
     request.build_args = build_args(&args.build_args)?;
     request.target = args.target.clone();
     request.network = args.network.into();
+    request.pull = args.pull;
     request.extra_hosts = args
         .add_host
         .iter()

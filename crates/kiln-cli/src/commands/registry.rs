@@ -51,6 +51,7 @@ impl RegistryArgs {
         Ok(ClientOptions {
             insecure,
             credential: None,
+            credentials_by_registry: None,
             certs_dir: self.certs_dir.clone(),
             allowed: std::env::var(ALLOW_VARIABLE).ok().map(|list| {
                 list.split(',')
@@ -130,10 +131,10 @@ pub fn pull(root: Option<&Path>, args: PullArgs) -> anyhow::Result<()> {
         return print(&format!("{}\n", pulled.manifest));
     }
     report!("Digest: {}", pulled.manifest);
-    let status = if pulled.downloaded == 0 {
-        "Image is up to date for"
-    } else {
+    let status = if pulled.new {
         "Downloaded newer image for"
+    } else {
+        "Image is up to date for"
     };
     report!(
         "Status: {status} {}",
@@ -309,24 +310,9 @@ pub struct LoginArgs {
     registry: RegistryArgs,
 }
 
-/// The registry a `login`/`logout` argument names, as references name it.
-fn login_domain(server: Option<&str>) -> String {
-    let server = server.unwrap_or("docker.io");
-    let host = server
-        .trim_start_matches("https://")
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or(server);
-    match host {
-        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_owned(),
-        host => host.to_owned(),
-    }
-}
-
 pub fn login(args: LoginArgs) -> anyhow::Result<()> {
     use std::io::{BufRead, IsTerminal};
-    let domain = login_domain(args.server.as_deref());
+    let domain = kiln_registry::domain_of_config_key(args.server.as_deref().unwrap_or("docker.io"));
     let stdin = std::io::stdin();
     let username = match args.username {
         Some(user) => user,
@@ -380,7 +366,7 @@ pub struct LogoutArgs {
 }
 
 pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
-    let domain = login_domain(args.server.as_deref());
+    let domain = kiln_registry::domain_of_config_key(args.server.as_deref().unwrap_or("docker.io"));
     if kiln_registry::erase_credential(&domain).map_err(anyhow::Error::msg)? {
         print(&format!("Removing login credentials for {domain}\n"))
     } else {
