@@ -1,7 +1,8 @@
 //! `kiln serve` driven by the real docker CLI (`DOCKER_HOST=unix://...`
 //! on a socket of the test's own): version, info, images, inspect,
-//! history, tag, rmi, ps, volumes and system df as docker prints them,
-//! errors as the daemon's, and the socket's own safety (mode 0660, never
+//! history, tag, rmi, ps, volumes, system df and the classic builder's
+//! `docker build` as docker prints them, errors as the daemon's, and the
+//! socket's own safety (mode 0660, never
 //! a second daemon on it, never replacing a file that is not a socket,
 //! removed on SIGTERM).
 
@@ -22,12 +23,19 @@ struct Daemon {
 
 impl Daemon {
     fn start(root: &Path, socket: &Path) -> Daemon {
+        Daemon::start_with_config(root, socket, &socket.with_file_name("daemon-docker-config"))
+    }
+
+    /// With `docker_config` as the daemon's own Docker config directory
+    /// (what a daemon run by a user who logged in somewhere would have).
+    fn start_with_config(root: &Path, socket: &Path, docker_config: &Path) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("--root")
             .arg(root)
             .args(["serve", "--host"])
             .arg(format!("unix://{}", socket.display()))
             .env("KILN_REGISTRY_ALLOW", "127.0.0.1")
+            .env("DOCKER_CONFIG", docker_config)
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -44,18 +52,32 @@ impl Daemon {
     }
 
     /// The docker CLI against this daemon, with a config of its own (no
-    /// user's contexts or credentials) and no telemetry.
+    /// user's contexts or credentials) and no telemetry; its builds use
+    /// the classic builder's protocol (kiln serve has no BuildKit
+    /// sessions).
     fn docker(&self, args: &[&str]) -> Output {
+        self.docker_in(Path::new("."), args)
+    }
+
+    fn docker_in(&self, dir: &Path, args: &[&str]) -> Output {
+        self.docker_command(dir, args)
+            .output()
+            .expect("the docker CLI (scripts/install-test-deps.sh installs docker.io)")
+    }
+
+    fn docker_command(&self, dir: &Path, args: &[&str]) -> Command {
         let config = self.socket.with_file_name("docker-config");
-        Command::new("docker")
+        let mut command = Command::new("docker");
+        command
             .args(args)
+            .current_dir(dir)
+            .env("DOCKER_BUILDKIT", "0")
             .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .env("DOCKER_CONFIG", &config)
             .env("OTEL_SDK_DISABLED", "true")
             .env("DOCKER_CLI_HINTS", "false")
-            .env_remove("DOCKER_CONTEXT")
-            .output()
-            .expect("the docker CLI (scripts/install-test-deps.sh installs docker.io)")
+            .env_remove("DOCKER_CONTEXT");
+        command
     }
 
     fn stop(mut self) -> Output {
@@ -265,6 +287,249 @@ fn the_docker_cli_drives_kiln_serve() {
     let stopped = daemon.stop();
     assert!(stopped.status.success(), "{}", text(&stopped.stderr));
     assert!(!work.join("kiln.sock").exists(), "the socket is removed");
+}
+
+#[test]
+fn docker_build_builds_through_kiln_serve() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let daemon = Daemon::start(root, &work.join("kiln.sock"));
+    let context = work.join("app");
+    std::fs::create_dir_all(context.join("src")).unwrap();
+    std::fs::write(context.join("src/hello.txt"), "hello\n").unwrap();
+    std::fs::write(context.join("secret.txt"), "not for the image\n").unwrap();
+    std::fs::write(context.join(".dockerignore"), "secret.txt\n").unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\n\
+         ARG GREETING=hi\n\
+         COPY . /ctx/\n\
+         RUN echo \"$GREETING from run\" > /greeting && cat /ctx/src/hello.txt\n\
+         LABEL made=by-kiln\n\
+         CMD [\"sh\", \"-c\", \"cat /greeting /ctx/src/hello.txt; ls /ctx\"]\n",
+    )
+    .unwrap();
+    let iidfile = work.join("iid");
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "-t", "built:1", "--network", "none"];
+        args.extend_from_slice(extra);
+        args.push(".");
+        daemon.docker_in(&context, &args)
+    };
+    let built = ok(build(&[
+        "--iidfile",
+        iidfile.to_str().unwrap(),
+        "--build-arg",
+        "GREETING=hey",
+        "--label",
+        "extra=yes",
+    ]));
+    assert!(built.contains("Step 1/6 : FROM busybox"), "{built}");
+    assert!(built.contains("Step 4/6 : RUN echo"), "{built}");
+    assert!(built.contains("\nhello\n"), "the RUN's output: {built}");
+    assert!(built.contains("Successfully tagged built:1"), "{built}");
+    // --iidfile holds the id kiln gives the image.
+    let iid = std::fs::read_to_string(&iidfile).unwrap();
+    let kiln_id = ok(kiln(root, &["images", "-q", "--no-trunc", "built:1"]));
+    assert_eq!(iid, kiln_id.trim(), "{built}");
+    assert!(
+        built.contains(&format!("Successfully built {}", &iid[7..19])),
+        "{built}"
+    );
+    let labels = ok(daemon.docker(&[
+        "image",
+        "inspect",
+        "built:1",
+        "--format",
+        "{{.Config.Labels}}",
+    ]));
+    assert_eq!(labels, "map[extra:yes made:by-kiln]\n");
+    // What the image holds: the RUN's file, the context without what
+    // .dockerignore leaves out.
+    let ran = ok(daemon.docker(&["run", "--rm", "--network", "none", "built:1"]));
+    assert_eq!(ran, "hey from run\nhello\nDockerfile\nsrc\n");
+
+    // The same build again comes from the cache, with the same id.
+    let again = ok(build(&[
+        "--build-arg",
+        "GREETING=hey",
+        "--label",
+        "extra=yes",
+        "-q",
+    ]));
+    assert_eq!(again.trim(), iid, "-q prints the id only");
+    let verbose = ok(build(&[
+        "--build-arg",
+        "GREETING=hey",
+        "--label",
+        "extra=yes",
+    ]));
+    assert_eq!(
+        verbose.matches("Using cache").count(),
+        5,
+        "every step but FROM: {verbose}"
+    );
+
+    // A Dockerfile outside the context: the CLI sends it inside the tar.
+    let elsewhere = work.join("Other.Dockerfile");
+    std::fs::write(&elsewhere, "FROM busybox\nRUN echo other > /o\n").unwrap();
+    let other = ok(daemon.docker_in(
+        &context,
+        &[
+            "build",
+            "-t",
+            "other",
+            "--network",
+            "none",
+            "-f",
+            elsewhere.to_str().unwrap(),
+            ".",
+        ],
+    ));
+    assert!(other.contains("Successfully tagged other"), "{other}");
+
+    // A failing step: docker fails with the daemon's message, naming the
+    // line, and no tag is made.
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN echo failing && exit 3\n",
+    )
+    .unwrap();
+    let failed = daemon.docker_in(
+        &context,
+        &["build", "-t", "broken", "--network", "none", "."],
+    );
+    assert_ne!(failed.status.code(), Some(0));
+    let said = text(&failed.stderr) + &text(&failed.stdout);
+    assert!(said.contains("Dockerfile:2"), "{said}");
+    assert!(
+        said.contains("exit code 3") || said.contains("code: 3"),
+        "{said}"
+    );
+    assert!(!daemon
+        .docker(&["image", "inspect", "broken"])
+        .status
+        .success());
+    // A Dockerfile that does not parse is the client's error.
+    std::fs::write(context.join("Dockerfile"), "FROM busybox\nNOPE x\n").unwrap();
+    let unparsed = daemon.docker_in(&context, &["build", "."]);
+    assert_ne!(unparsed.status.code(), Some(0));
+    assert!(
+        text(&unparsed.stderr).contains("NOPE"),
+        "{}",
+        text(&unparsed.stderr)
+    );
+    // What was unpacked is gone once the builds are done.
+    let scratch: Vec<_> = std::fs::read_dir(root.join("kiln/tmp"))
+        .map(|dir| dir.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        scratch
+            .iter()
+            .all(|name| !name.to_string_lossy().contains("context")),
+        "{scratch:?}"
+    );
+}
+
+#[test]
+fn docker_login_push_and_pull_through_kiln_serve() {
+    use kiln_testdata::registry::{Auth, LocalRegistry};
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let registry = LocalRegistry::start(
+        work,
+        Auth::Basic {
+            user: "kiln".into(),
+            password: "s3cret".into(),
+        },
+    );
+    // The daemon's own user has logged in to the registry: a client that
+    // has not must still be refused (the daemon lends no credentials).
+    let daemon_config = work.join("daemon-config");
+    std::fs::create_dir_all(&daemon_config).unwrap();
+    std::fs::write(
+        daemon_config.join("config.json"),
+        serde_json::json!({"auths": {&registry.address: {"auth": "a2lsbjpzM2NyZXQ="}}}).to_string(),
+    )
+    .unwrap();
+    let daemon = Daemon::start_with_config(root, &work.join("kiln.sock"), &daemon_config);
+    let docker = |args: &[&str]| ok(daemon.docker(args));
+    let name = format!("{}/team/bb:1", registry.address);
+    docker(&["tag", "busybox", &name]);
+    let refused = daemon.docker(&["push", &name]);
+    assert_ne!(refused.status.code(), Some(0));
+    let said = text(&refused.stderr) + &text(&refused.stdout);
+    assert!(
+        said.contains("401") || said.contains("credentials"),
+        "{said}"
+    );
+
+    // docker login checks the password through the daemon, and then the
+    // client's credentials go with each push and pull.
+    let login = |password: &str| {
+        let mut child = daemon
+            .docker_command(
+                Path::new("."),
+                &["login", &registry.address, "-u", "kiln", "--password-stdin"],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), password.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = login("wrong");
+    assert_ne!(wrong.status.code(), Some(0));
+    assert!(
+        text(&wrong.stderr).contains("credentials were refused"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    assert!(ok(login("s3cret")).contains("Login Succeeded"));
+    let pushed = docker(&["push", &name]);
+    assert!(pushed.contains("1: digest: sha256:"), "{pushed}");
+    let digest = pushed
+        .split("digest: ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let again = docker(&["push", &name]);
+    assert!(again.contains("Layer already exists"), "{again}");
+
+    // Pulled back into a store that lost it; docker run pulls what it
+    // does not find, as with Docker.
+    docker(&["rmi", &name]);
+    // (The pushed manifest has gzip layers, so its digest is the
+    // registry's, and the pull comes back with it.)
+    let pulled = docker(&["pull", &name]);
+    assert!(
+        pulled.contains(&format!("Digest: {digest}")),
+        "{pushed}{again}{pulled}"
+    );
+    assert!(
+        pulled.contains("Status: Downloaded newer image for"),
+        "{pulled}"
+    );
+    let config = |name: &str| ok(kiln(root, &["inspect", "-f", "{{.Config}}", name]));
+    assert_eq!(config(&name), config("busybox"), "the same image came back");
+    docker(&["rmi", &name]);
+    let ran = daemon.docker(&["run", "--rm", "--network", "none", &name, "echo", "pulled"]);
+    assert_eq!(text(&ran.stdout), "pulled\n", "{}", text(&ran.stderr));
+    assert!(
+        text(&ran.stderr).contains("Unable to find image"),
+        "{}",
+        text(&ran.stderr)
+    );
+    let missing = daemon.docker(&["pull", &format!("{}/team/none:1", registry.address)]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        text(&missing.stderr).contains("team/none"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
 
 #[test]

@@ -26,24 +26,39 @@ use crate::{API_VERSION, MIN_API_VERSION};
 pub(crate) struct Daemon {
     pub engine: Engine,
     pub live: crate::containers::Live,
+    /// The registry options every request starts from (without
+    /// credentials: those are the request's).
+    pub registry: kiln_engine::ClientOptions,
+    pub context_limit: u64,
 }
 
 pub(crate) type Shared = Arc<Daemon>;
 type Answer = Result<Response, ApiError>;
 
 /// The routes, behind the `/v1.xx` prefix or without it.
-pub(crate) fn app(engine: Engine) -> axum::routing::IntoMakeService<Router> {
+pub(crate) fn app(
+    engine: Engine,
+    settings: crate::Settings,
+) -> axum::routing::IntoMakeService<Router> {
     use crate::containers as c;
+    let mut registry = settings.registry;
+    registry.credential = None;
+    registry.credentials_by_registry = Some(BTreeMap::new());
     let state = Arc::new(Daemon {
         engine,
         live: Default::default(),
+        registry,
+        context_limit: settings.context_limit,
     });
     let routes = Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/system/df", get(system_df))
+        .route("/build", post(crate::build::build))
         .route("/images/json", get(images))
+        .route("/images/create", post(crate::registry::pull))
+        .route("/auth", post(crate::registry::auth))
         .route(
             "/images/{*rest}",
             get(image_get).post(image_post).delete(image_delete),
@@ -378,14 +393,22 @@ struct TagQuery {
 
 async fn image_post(
     State(engine): State<Shared>,
+    headers: axum::http::HeaderMap,
     Path(rest): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Answer {
     let (name, action) = image_action(&rest);
-    if action != "tag" {
-        return Err(ApiError::not_found(format!(
-            "page not found: POST /images/{rest}"
-        )));
+    match action {
+        "tag" => {}
+        "push" => {
+            let tag = query.get("tag").cloned().unwrap_or_default();
+            return crate::registry::push(engine, headers, name.to_owned(), tag).await;
+        }
+        _ => {
+            return Err(ApiError::not_found(format!(
+                "page not found: POST /images/{rest}"
+            )))
+        }
     }
     let tag: TagQuery = serde_json::from_value(json!(query))
         .map_err(|e| ApiError::bad_request(format!("tag: {e}")))?;

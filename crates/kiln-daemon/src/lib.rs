@@ -11,17 +11,23 @@
 //! 400 for a bad parameter).
 //!
 //! What it serves so far: `/_ping`, `/version`, `/info`, `/system/df`,
-//! images (list, inspect, history, tag, remove), containers (create,
+//! `/build` (the classic builder's protocol), images (list, inspect,
+//! history, tag, remove, pull, push), `/auth`, containers (create,
 //! start, attach, wait, logs, stop, kill, restart, remove, list,
 //! inspect: `docker run` works) and volumes (create, list, inspect,
-//! remove, prune), with or without the `/v1.xx` prefix. Not yet (issue
-//! 19): build, pull, push, save/load, exec, archive, events, resize,
-//! pause, TCP with TLS.
+//! remove, prune), with or without the `/v1.xx` prefix. Registry
+//! credentials are only ever the client's own (`X-Registry-Config`,
+//! `X-Registry-Auth`). Not yet (issue 19): save/load, exec, archive,
+//! events, resize, pause, TCP with TLS.
 
 mod api;
+mod auth;
+mod build;
 mod containers;
 mod error;
+mod json_lines;
 mod listen;
+mod registry;
 
 pub use error::DaemonError;
 pub use listen::Host;
@@ -31,10 +37,34 @@ pub const API_VERSION: &str = "1.44";
 /// The oldest a client may ask for.
 pub const MIN_API_VERSION: &str = "1.24";
 
+/// How the daemon serves, beyond its engine.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How registries are reached (TLS, insecure hosts, the allow list).
+    /// Its credentials are never used: each request brings its client's
+    /// (`X-Registry-Config`, `X-Registry-Auth`).
+    pub registry: kiln_engine::ClientOptions,
+    /// The most a build context (the tar of `POST /build`) may weigh.
+    pub context_limit: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            registry: Default::default(),
+            context_limit: kiln_engine::DEFAULT_CONTEXT_LIMIT,
+        }
+    }
+}
+
 /// Serves the Engine API on `host` until SIGINT or SIGTERM, then removes
 /// the socket. The socket is bound before anything else runs (mode 0660,
 /// group `kiln` when it exists), so a client never finds it open to all.
-pub fn serve(engine: kiln_engine::Engine, host: &Host) -> Result<(), DaemonError> {
+pub fn serve(
+    engine: kiln_engine::Engine,
+    host: &Host,
+    settings: Settings,
+) -> Result<(), DaemonError> {
     let bound = listen::bind(host)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -46,7 +76,7 @@ pub fn serve(engine: kiln_engine::Engine, host: &Host) -> Result<(), DaemonError
         })?;
     let served = runtime.block_on(async {
         let listener = bound.tokio_listener()?;
-        let app = api::app(engine);
+        let app = api::app(engine, settings);
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown())
             .await

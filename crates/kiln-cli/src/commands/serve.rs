@@ -12,11 +12,24 @@ pub struct ServeArgs {
     /// when it exists)
     #[arg(short = 'H', long, default_value = "unix:///run/kiln.sock")]
     host: String,
+    /// The most a build context sent to POST /build may weigh, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = kiln_engine::DEFAULT_CONTEXT_LIMIT)]
+    max_context_size: u64,
+    #[command(flatten)]
+    registry: super::registry::RegistryArgs,
 }
 
 /// Serves the Docker Engine API until SIGINT or SIGTERM.
 pub fn run(root: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let host = kiln_daemon::Host::parse(&args.host)?;
-    let engine = kiln_engine::Engine::new(open_store(root)?);
-    Ok(kiln_daemon::serve(engine, &host)?)
+    // Pulls (build bases, POST /images/create) are for the host's platform.
+    let images = kiln_engine::PullingImages {
+        platform: super::registry::platform(None)?,
+    };
+    let engine = kiln_engine::Engine::with_images(open_store(root)?, Box::new(images));
+    let settings = kiln_daemon::Settings {
+        registry: args.registry.options()?,
+        context_limit: args.max_context_size,
+    };
+    Ok(kiln_daemon::serve(engine, &host, settings)?)
 }
