@@ -76,9 +76,10 @@ const ROWS: &[Row] = &[
         "build",
         "every build is in the store already",
     ),
-    absent(
+    noted(
         "build --network",
-        "RUN uses the host network; RUN --network=none per step",
+        "build --network",
+        "default (the host's), none, host; RUN --network per step over it",
     ),
     noted("build --add-host", "build --add-host", "host-gateway refused: no bridge network"),
     row("build --shm-size", "build --shm-size"),
@@ -88,9 +89,10 @@ const ROWS: &[Row] = &[
         "build --build-context",
         "a directory or docker-image://REF",
     ),
-    absent(
+    noted(
         "buildx build --call check, --check",
-        "not yet (kiln parse --check rejects unknown instructions and flags)",
+        "build --check",
+        "BuildKit's checks that apply to kiln; --call check is the same",
     ),
     // docker run
     row("docker run IMAGE [CMD]", "run"),
