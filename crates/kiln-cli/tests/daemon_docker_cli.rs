@@ -431,6 +431,206 @@ fn docker_build_builds_through_kiln_serve() {
     );
 }
 
+/// `docker ARGS` against `daemon` under a real terminal of 33x91 (`script`),
+/// `input` typed into it; what the terminal showed.
+fn docker_on_a_tty(daemon: &Daemon, args: &[&str], input: &[u8]) -> String {
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let mut child = Command::new("timeout")
+        .args(["60", "script", "-qec"])
+        .arg(format!(
+            "stty rows 33 cols 91; docker {}; echo rc=$?",
+            quoted.join(" ")
+        ))
+        .arg("/dev/null")
+        .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
+        .env(
+            "DOCKER_CONFIG",
+            daemon.socket.with_file_name("docker-config"),
+        )
+        .env("OTEL_SDK_DISABLED", "true")
+        .env("DOCKER_CLI_HINTS", "false")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    child.wait().unwrap();
+    drop(stdin);
+    out
+}
+
+#[test]
+fn docker_exec_cp_and_terminals_through_kiln_serve() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let daemon = Daemon::start(root, &work.join("kiln.sock"));
+    let docker = |args: &[&str]| ok(daemon.docker(args));
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "box",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "600",
+    ]);
+
+    // exec: output apart, the exit code, stdin, user, env, workdir.
+    let ran = daemon.docker(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo in-exec; echo err >&2; exit 4",
+    ]);
+    assert_eq!(ran.status.code(), Some(4));
+    assert_eq!(text(&ran.stdout), "in-exec\n");
+    assert_eq!(text(&ran.stderr), "err\n");
+    let mut piped = daemon
+        .docker_command(Path::new("."), &["exec", "-i", "box", "tr", "a-z", "A-Z"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), b"piped in\n").unwrap();
+    assert_eq!(ok(piped.wait_with_output().unwrap()), "PIPED IN\n");
+    assert_eq!(docker(&["exec", "-u", "1000", "box", "id", "-u"]), "1000\n");
+    assert_eq!(
+        docker(&[
+            "exec",
+            "-e",
+            "A=b",
+            "-w",
+            "/tmp",
+            "box",
+            "sh",
+            "-c",
+            "echo $A $(pwd)"
+        ]),
+        "b /tmp\n"
+    );
+    let missing = daemon.docker(&["exec", "box", "nosuch-command"]);
+    assert_eq!(
+        missing.status.code(),
+        Some(126),
+        "{}",
+        text(&missing.stderr)
+    );
+    assert!(
+        text(&missing.stderr).contains("nosuch-command"),
+        "{}",
+        text(&missing.stderr)
+    );
+    docker(&["exec", "-d", "box", "sh", "-c", "echo detached > /tmp/d"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while daemon.docker(&["exec", "box", "cat", "/tmp/d"]).stdout != b"detached\n" {
+        assert!(Instant::now() < deadline, "the detached exec's file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Terminals: exec -t and run -it get a pty of the client's size (an
+    // API < 1.42 client sends it only after the start: the pause lets it
+    // land); an interactive shell's exit code comes back.
+    let tty = docker_on_a_tty(
+        &daemon,
+        &[
+            "exec",
+            "-t",
+            "box",
+            "sh",
+            "-c",
+            "test -t 1 && echo tty-ok; sleep 1; stty size",
+        ],
+        b"",
+    );
+    assert!(tty.contains("tty-ok") && tty.contains("33 91"), "{tty:?}");
+    assert!(tty.contains("rc=0"), "{tty:?}");
+    let shell = docker_on_a_tty(
+        &daemon,
+        &["run", "-it", "--rm", "--network", "none", "busybox", "sh"],
+        b"stty size; echo hi-$((6*7))\rexit 3\r",
+    );
+    assert!(shell.contains("hi-42"), "{shell:?}");
+    assert!(shell.contains("33 91"), "{shell:?}");
+    assert!(shell.contains("rc=3"), "{shell:?}");
+
+    // docker cp out of and into the container.
+    docker(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo inside > /data/sub/f",
+    ]);
+    let out_dir = work.join("copied");
+    docker(&["cp", "box:/data", out_dir.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("sub/f")).unwrap(),
+        "inside\n"
+    );
+    let host_file = work.join("from-host.txt");
+    std::fs::write(&host_file, "from the host\n").unwrap();
+    docker(&["cp", host_file.to_str().unwrap(), "box:/data/"]);
+    assert_eq!(
+        docker(&["exec", "box", "cat", "/data/from-host.txt"]),
+        "from the host\n"
+    );
+    docker(&["cp", host_file.to_str().unwrap(), "box:/data/renamed.txt"]);
+    assert_eq!(
+        docker(&["exec", "box", "cat", "/data/renamed.txt"]),
+        "from the host\n"
+    );
+    let missing = daemon.docker(&["cp", "box:/nosuch", work.to_str().unwrap()]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        text(&missing.stderr).contains("nosuch"),
+        "{}",
+        text(&missing.stderr)
+    );
+    // A link the container planted leads inside the container, never to
+    // the host's directory of that name.
+    let probe = format!("kiln-cp-probe-{}", std::process::id());
+    let probe_file = work.join(&probe);
+    std::fs::write(&probe_file, "probe\n").unwrap();
+    let host_dir = work.join("host-dir");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    docker(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        &format!("mkdir -p {0} && ln -s {0} /data/escape", host_dir.display()),
+    ]);
+    docker(&["cp", probe_file.to_str().unwrap(), "box:/data/escape/"]);
+    assert!(
+        !host_dir.join(&probe).exists(),
+        "written through to the host"
+    );
+    assert_eq!(
+        docker(&[
+            "exec",
+            "box",
+            "cat",
+            &format!("{}/{probe}", host_dir.display())
+        ]),
+        "probe\n"
+    );
+
+    docker(&["stop", "-t", "0", "box"]);
+    let stopped = daemon.docker(&["exec", "box", "true"]);
+    assert_ne!(stopped.status.code(), Some(0));
+    assert!(
+        text(&stopped.stderr).contains("is not running"),
+        "{}",
+        text(&stopped.stderr)
+    );
+}
+
 #[test]
 fn docker_login_push_and_pull_through_kiln_serve() {
     use kiln_testdata::registry::{Auth, LocalRegistry};

@@ -73,6 +73,17 @@ pub(crate) fn app(
         .route("/containers/{id}/stop", post(c::stop))
         .route("/containers/{id}/restart", post(c::restart))
         .route("/containers/{id}/kill", post(c::kill))
+        .route("/containers/{id}/resize", post(c::resize))
+        .route(
+            "/containers/{id}/archive",
+            get(crate::archive::get)
+                .head(crate::archive::head)
+                .put(crate::archive::put),
+        )
+        .route("/containers/{id}/exec", post(crate::exec::create))
+        .route("/exec/{id}/start", post(crate::exec::start))
+        .route("/exec/{id}/json", get(crate::exec::inspect))
+        .route("/exec/{id}/resize", post(crate::exec::resize))
         .route("/containers/{id}", axum::routing::delete(c::remove))
         .route("/volumes", get(volumes))
         .route("/volumes/create", post(volume_create))

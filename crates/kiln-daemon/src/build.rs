@@ -192,12 +192,13 @@ pub(crate) async fn build(State(state): State<Shared>, request: Request) -> Answ
                 cancel.cancel();
             }
         });
+        // The context goes once the build is done with it, before the
+        // client hears the end (it may look at the store then).
+        drop(context);
         match result {
             Ok(report) => lines.built(&report),
             Err(error) => lines.failed(&error),
         }
-        // The context goes once the build is done with it.
-        drop(context);
     });
     Ok(response)
 }

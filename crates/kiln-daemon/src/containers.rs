@@ -34,8 +34,8 @@ type Answer = Result<Response, ApiError>;
 /// One frame of a container's output: stream 1 (stdout) or 2 (stderr).
 #[derive(Clone)]
 pub(crate) struct Chunk {
-    stream: u8,
-    data: Bytes,
+    pub stream: u8,
+    pub data: Bytes,
 }
 
 /// What attached clients share with a container's monitor.
@@ -47,6 +47,8 @@ pub(crate) struct Hub {
     /// the one client that attaches its stdin.
     stdin: Mutex<Option<std::fs::File>>,
     stdin_ready: Notify,
+    /// The container's terminal while it runs (with `Tty`), for resize.
+    tty: Mutex<crate::exec::Terminal>,
 }
 
 impl Hub {
@@ -55,6 +57,7 @@ impl Hub {
             output: Mutex::new(Some(broadcast::channel(1024).0)),
             stdin: Mutex::new(None),
             stdin_ready: Notify::new(),
+            tty: Mutex::default(),
         }
     }
 }
@@ -65,6 +68,7 @@ impl Hub {
 pub(crate) struct Live {
     hubs: Mutex<HashMap<String, Arc<Hub>>>,
     exits: Mutex<HashMap<String, i32>>,
+    pub execs: crate::exec::Execs,
 }
 
 impl Live {
@@ -293,6 +297,10 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
             output: Some(&mut sink),
         };
         let result = engine.run_container(&id, attach, &mut |running| {
+            hub.tty
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .attach(running.tty);
             if let Some(file) = running.stdin {
                 *hub.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
                 hub.stdin_ready.notify_waiters();
@@ -398,6 +406,12 @@ pub(crate) async fn attach(
         }
         let _ = writer.shutdown().await;
     });
+    Ok(upgraded_response(tty))
+}
+
+/// The 101 that hands the connection over to a raw (tty) or multiplexed
+/// stream, as attach and exec start answer.
+pub(crate) fn upgraded_response(tty: bool) -> Response {
     let content_type = if tty {
         "application/vnd.docker.raw-stream"
     } else {
@@ -409,12 +423,25 @@ pub(crate) async fn attach(
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("tcp"));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    Ok(response)
+    response
+}
+
+/// `POST /containers/ID/resize?h=ROWS&w=COLS` (`docker run -t` on a
+/// terminal, and whenever that terminal changes size).
+pub(crate) async fn resize(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<crate::exec::ResizeQuery>,
+) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    let hub = state.live.hub(&record.id);
+    let mut tty = hub.tty.lock().unwrap_or_else(|e| e.into_inner());
+    tty.resize(query)
 }
 
 /// Docker's stream frame header: the stream, three zero bytes, the
 /// length big-endian.
-fn frame_header(stream: u8, len: usize) -> [u8; 8] {
+pub(crate) fn frame_header(stream: u8, len: usize) -> [u8; 8] {
     let len = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
     [stream, 0, 0, 0, len[0], len[1], len[2], len[3]]
 }

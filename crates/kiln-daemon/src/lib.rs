@@ -13,18 +13,20 @@
 //! What it serves so far: `/_ping`, `/version`, `/info`, `/system/df`,
 //! `/build` (the classic builder's protocol), images (list, inspect,
 //! history, tag, remove, pull, push), `/auth`, containers (create,
-//! start, attach, wait, logs, stop, kill, restart, remove, list,
-//! inspect: `docker run` works) and volumes (create, list, inspect,
+//! start, attach, resize, wait, logs, stop, kill, restart, remove, list,
+//! inspect: `docker run` works; exec; archive for `docker cp`) and volumes (create, list, inspect,
 //! remove, prune), with or without the `/v1.xx` prefix. Registry
 //! credentials are only ever the client's own (`X-Registry-Config`,
-//! `X-Registry-Auth`). Not yet (issue 19): save/load, exec, archive,
-//! events, resize, pause, TCP with TLS.
+//! `X-Registry-Auth`). Not yet (issue 19): save/load, events, pause,
+//! top, TCP with TLS.
 
 mod api;
+mod archive;
 mod auth;
 mod build;
 mod containers;
 mod error;
+mod exec;
 mod json_lines;
 mod listen;
 mod registry;

@@ -80,21 +80,36 @@ pub(crate) fn bind(host: &Host) -> Result<Bound, DaemonError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| io("create the directory of", e))?;
     }
+    use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+    let sys = |what: &str, e: nix::errno::Errno| io(what, e.into());
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| sys("make a socket for", e))?;
+    let address = UnixAddr::new(path.as_path()).map_err(|e| sys("address", e))?;
     // Made 0600 (the umask of this still single-threaded process), then
-    // given to group kiln and opened to it: never readable by all.
+    // given to group kiln and opened to it, and only then listening: no
+    // client connects before the socket has its mode, and none but root
+    // and group kiln ever can.
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let listener = UnixListener::bind(path);
+    let bound_now = socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &address);
     nix::sys::stat::umask(old);
-    let listener = listener.map_err(|e| io("bind", e))?;
-    let bound = Bound {
+    bound_now.map_err(|e| sys("bind", e))?;
+    let mut bound = Bound {
         path: path.clone(),
-        listener: Some(listener),
+        listener: None,
     };
     if let Ok(Some(group)) = nix::unistd::Group::from_name("kiln") {
         nix::unistd::chown(path.as_path(), None, Some(group.gid))
-            .map_err(|e| io("give group kiln", e.into()))?;
+            .map_err(|e| sys("give group kiln", e))?;
     }
     set_mode(path, 0o660).map_err(|e| io("chmod", e))?;
+    socket::listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))
+        .map_err(|e| sys("listen on", e))?;
+    bound.listener = Some(UnixListener::from(fd));
     Ok(bound)
 }
 

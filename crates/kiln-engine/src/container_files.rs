@@ -214,7 +214,15 @@ impl Engine {
                     tar.set_preserve_ownerships(keep_owners);
                     tar.set_unpack_xattrs(false);
                     tar.unpack(&dir)
-                        .map_err(|e| file_error("unpack into", &dir, e))
+                        .map_err(|e| file_error("unpack into", &dir, e))?;
+                    // What follows the end-of-archive blocks (a writer's
+                    // padding, the second zero block tar-rs leaves unread)
+                    // is read and dropped, so the copy never meets a
+                    // closed pipe.
+                    let mut rest = tar.into_inner();
+                    std::io::copy(&mut rest, &mut std::io::sink())
+                        .map(drop)
+                        .map_err(|e| file_error("read the end of the archive for", &dir, e))
                 })
             });
             let copied = std::io::copy(input, &mut writer);
