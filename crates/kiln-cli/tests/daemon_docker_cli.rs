@@ -632,6 +632,69 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
 }
 
 #[test]
+fn docker_save_and_load_through_kiln_serve() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let daemon = Daemon::start(root, &work.join("kiln.sock"));
+    let docker = |args: &[&str]| ok(daemon.docker(args));
+    docker(&["tag", "busybox", "saved:1"]);
+    let archive = work.join("saved.tar");
+    docker(&["save", "-o", archive.to_str().unwrap(), "saved:1"]);
+    // A docker-archive others read: skopeo sees the image in it.
+    let seen = Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .output()
+        .unwrap();
+    let config = ok(seen);
+    assert!(config.contains("\"architecture\""), "{config}");
+    docker(&["rmi", "saved:1"]);
+    let loaded = docker(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(loaded, "Loaded image: saved:1\n");
+    let ran = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "saved:1",
+        "echo",
+        "loaded",
+    ]);
+    assert_eq!(ran, "loaded\n");
+    // save | load through pipes, as the users do.
+    let piped = Command::new("sh")
+        .arg("-c")
+        .arg("docker save saved:1 | docker load")
+        .env("DOCKER_HOST", format!("unix://{}", daemon.socket.display()))
+        .env(
+            "DOCKER_CONFIG",
+            daemon.socket.with_file_name("docker-config"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(ok(piped), "Loaded image: saved:1\n");
+    // What is not there, and what is not an archive, say so.
+    let missing = daemon.docker(&["save", "-o", work.join("x.tar").to_str().unwrap(), "nosuch"]);
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(
+        text(&missing.stderr).contains("nosuch"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let junk = work.join("junk.tar");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let refused = daemon.docker(&["load", "-i", junk.to_str().unwrap()]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        text(&refused.stderr).contains("archive"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let check = kiln(root, &["check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}
+
+#[test]
 fn docker_login_push_and_pull_through_kiln_serve() {
     use kiln_testdata::registry::{Auth, LocalRegistry};
     let store = common::busybox_workspace();

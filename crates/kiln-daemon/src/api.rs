@@ -58,6 +58,8 @@ pub(crate) fn app(
         .route("/build", post(crate::build::build))
         .route("/images/json", get(images))
         .route("/images/create", post(crate::registry::pull))
+        .route("/images/get", get(crate::image_archives::save_many))
+        .route("/images/load", post(crate::image_archives::load))
         .route("/auth", post(crate::registry::auth))
         .route(
             "/images/{*rest}",
@@ -362,6 +364,7 @@ async fn image_get(State(engine): State<Shared>, Path(rest): Path<String>) -> An
             let rows = blocking(&engine, move |engine| history(engine, &name)).await?;
             Ok(json(StatusCode::OK, Value::Array(rows)))
         }
+        "get" => crate::image_archives::save(engine, vec![name]).await,
         _ => Err(ApiError::not_found(format!(
             "page not found: GET /images/{rest}"
         ))),

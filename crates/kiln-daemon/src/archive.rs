@@ -6,7 +6,6 @@
 //! base64 JSON with Go's `os.FileMode` bits, which the CLI reads to
 //! decide where a copy lands.
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,10 +14,10 @@ use futures_util::TryStreamExt;
 use kiln_engine::PathStat;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::api::{blocking, truthy, Shared};
 use crate::error::ApiError;
+use crate::streaming::tar_body;
 
 type Answer = Result<Response, ApiError>;
 
@@ -118,21 +117,6 @@ pub(crate) async fn head(
     Ok(response)
 }
 
-/// What the tar writer writes, as body chunks.
-struct ChannelWriter(mpsc::Sender<Result<Bytes, std::io::Error>>);
-
-impl std::io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .blocking_send(Ok(Bytes::copy_from_slice(data)))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// `GET /containers/ID/archive?path=P`: the path as a tar, streamed.
 pub(crate) async fn get(
     State(state): State<Shared>,
@@ -141,30 +125,18 @@ pub(crate) async fn get(
 ) -> Answer {
     let (record, stat) = stat(&state, id, query.path.clone()).await?;
     let header = stat_header(&query.path, &stat)?;
-    let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let (mut out, mut response) = tar_body();
     let path = query.path;
     let worker = std::sync::Arc::clone(&state);
     tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter(sender.clone());
         let archived = worker
             .engine
             .archive_container_path(&record, &path, None, false, &mut out);
         if let Err(error) = archived {
-            // After the 200 a failure can only cut the stream short, so
-            // the client's tar reader fails rather than taking half.
-            let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
+            out.fail(error.to_string());
         }
     });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|item| (item, receiver))
-    });
-    let mut response = Response::new(Body::from_stream(stream));
-    let headers = response.headers_mut();
-    headers.insert(STAT_HEADER, header);
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-tar"),
-    );
+    response.headers_mut().insert(STAT_HEADER, header);
     Ok(response)
 }
 

@@ -12,12 +12,12 @@
 //!
 //! What it serves so far: `/_ping`, `/version`, `/info`, `/system/df`,
 //! `/build` (the classic builder's protocol), images (list, inspect,
-//! history, tag, remove, pull, push), `/auth`, containers (create,
+//! history, tag, remove, pull, push, save, load), `/auth`, containers (create,
 //! start, attach, resize, wait, logs, stop, kill, restart, remove, list,
 //! inspect: `docker run` works; exec; archive for `docker cp`) and volumes (create, list, inspect,
 //! remove, prune), with or without the `/v1.xx` prefix. Registry
 //! credentials are only ever the client's own (`X-Registry-Config`,
-//! `X-Registry-Auth`). Not yet (issue 19): save/load, events, pause,
+//! `X-Registry-Auth`). Not yet (issue 19): events, pause,
 //! top, TCP with TLS.
 
 mod api;
@@ -27,9 +27,10 @@ mod build;
 mod containers;
 mod error;
 mod exec;
-mod json_lines;
+mod image_archives;
 mod listen;
 mod registry;
+mod streaming;
 
 pub use error::DaemonError;
 pub use listen::Host;

@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::api::{blocking, Shared};
 use crate::error::ApiError;
-use crate::json_lines::{json_lines, JsonLines};
+use crate::streaming::{json_lines, JsonLines};
 
 type Answer = Result<Response, ApiError>;
 
