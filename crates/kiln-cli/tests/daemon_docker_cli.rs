@@ -621,6 +621,23 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         "probe\n"
     );
 
+    // A volume one container writes and the next reads.
+    assert_eq!(docker(&["volume", "create", "shared"]), "shared\n");
+    docker(&[
+        "run", "--rm", "--network", "none", "-v", "shared:/data", "busybox", "sh", "-c",
+        "echo written > /data/f",
+    ]);
+    assert_eq!(
+        docker(&["run", "--rm", "--network", "none", "-v", "shared:/data", "busybox", "cat", "/data/f"]),
+        "written\n"
+    );
+    // logs -f follows a container to its end.
+    docker(&[
+        "run", "-d", "--name", "counter", "--network", "none", "busybox", "sh", "-c",
+        "for i in 1 2 3; do echo n-$i; sleep 0.2; done",
+    ]);
+    assert_eq!(docker(&["logs", "-f", "counter"]), "n-1\nn-2\nn-3\n");
+
     docker(&["stop", "-t", "0", "box"]);
     let stopped = daemon.docker(&["exec", "box", "true"]);
     assert_ne!(stopped.status.code(), Some(0));
