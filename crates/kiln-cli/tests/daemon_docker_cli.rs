@@ -624,16 +624,42 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
     // A volume one container writes and the next reads.
     assert_eq!(docker(&["volume", "create", "shared"]), "shared\n");
     docker(&[
-        "run", "--rm", "--network", "none", "-v", "shared:/data", "busybox", "sh", "-c",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "shared:/data",
+        "busybox",
+        "sh",
+        "-c",
         "echo written > /data/f",
     ]);
     assert_eq!(
-        docker(&["run", "--rm", "--network", "none", "-v", "shared:/data", "busybox", "cat", "/data/f"]),
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "shared:/data",
+            "busybox",
+            "cat",
+            "/data/f"
+        ]),
         "written\n"
     );
     // logs -f follows a container to its end.
     docker(&[
-        "run", "-d", "--name", "counter", "--network", "none", "busybox", "sh", "-c",
+        "run",
+        "-d",
+        "--name",
+        "counter",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
         "for i in 1 2 3; do echo n-$i; sleep 0.2; done",
     ]);
     assert_eq!(docker(&["logs", "-f", "counter"]), "n-1\nn-2\nn-3\n");
@@ -646,6 +672,84 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         "{}",
         text(&stopped.stderr)
     );
+}
+
+#[test]
+fn docker_events_tells_what_the_daemon_did() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let daemon = Daemon::start(root, &work.join("kiln.sock"));
+    let docker = |args: &[&str]| ok(daemon.docker(args));
+    // (A volume's event names it by its id, as docker's do.)
+    let format = "{{.Type}} {{.Action}} {{if .Actor.Attributes.name}}{{.Actor.Attributes.name}}{{else}}{{.Actor.ID}}{{end}}";
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let mut live = daemon
+        .docker_command(Path::new("."), &["events", "--format", format])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The subscription is made when the CLI's request arrives: wait for
+    // it to be there (the CLI connects at once).
+    std::thread::sleep(Duration::from_millis(500));
+    docker(&[
+        "run",
+        "--rm",
+        "--name",
+        "ev",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    docker(&["tag", "busybox", "evt:1"]);
+    docker(&["volume", "create", "evv"]);
+    docker(&["rmi", "evt:1"]);
+    let wanted = [
+        "container create ev",
+        "container start ev",
+        "container die ev",
+        "container destroy ev",
+        "image tag evt:1",
+        "volume create evv",
+        "image untag evt:1",
+    ];
+    let mut stdout = live.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut all);
+        all
+    });
+    // What is published is sent at once; a moment lets the CLI print it.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = live.kill();
+    let _ = live.wait();
+    let seen = reader.join().unwrap();
+    for line in wanted {
+        assert!(seen.contains(line), "{line:?} missing in {seen:?}");
+    }
+    // The past, with a filter, up to now: the CLI's --since/--until.
+    let now = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let replayed = docker(&[
+        "events",
+        "--since",
+        &before.to_string(),
+        "--until",
+        &now,
+        "--filter",
+        "type=volume",
+        "--format",
+        format,
+    ]);
+    assert_eq!(replayed, "volume create evv\n");
 }
 
 #[test]

@@ -30,6 +30,7 @@ pub(crate) struct Daemon {
     /// credentials: those are the request's).
     pub registry: kiln_engine::ClientOptions,
     pub context_limit: u64,
+    pub events: crate::events::Events,
 }
 
 pub(crate) type Shared = Arc<Daemon>;
@@ -49,12 +50,14 @@ pub(crate) fn app(
         live: Default::default(),
         registry,
         context_limit: settings.context_limit,
+        events: Default::default(),
     });
     let routes = Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
         .route("/system/df", get(system_df))
+        .route("/events", get(crate::events::events))
         .route("/build", post(crate::build::build))
         .route("/images/json", get(images))
         .route("/images/create", post(crate::registry::pull))
@@ -304,7 +307,7 @@ fn image_summaries(
 
 /// The `filters` parameter, as the clients send it: `{"key":["value"]}`,
 /// or the older `{"key":{"value":true}}`.
-fn filter_values(filters: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+pub(crate) fn filter_values(filters: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let Some(text) = filters.filter(|t| !t.is_empty()) else {
         return Ok(Vec::new());
     };
@@ -437,7 +440,8 @@ async fn image_post(
         .map_err(|e| ApiError::bad_request(e.to_string()))?
         .familiar();
     let name = name.to_owned();
-    blocking(&engine, move |engine| {
+    let tagged = target.clone();
+    let id = blocking(&engine, move |engine| {
         let descriptor = engine
             .store()
             .resolve(&name)
@@ -445,9 +449,13 @@ async fn image_post(
         engine
             .store()
             .tag(&target, &descriptor)
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(descriptor.digest().to_string())
     })
     .await?;
+    engine
+        .events
+        .publish("image", "tag", id, &[("name", tagged.as_str())]);
     Ok(StatusCode::CREATED.into_response())
 }
 
@@ -478,9 +486,18 @@ async fn image_delete(
             kiln_engine::Removed::Untagged { name, .. } => {
                 // As docker prints it: `busybox:latest`, `team/app:1`.
                 let (repository, tag) = kiln_engine::repository_and_tag(&name);
-                json!({ "Untagged": format!("{repository}:{tag}") })
+                let shown = format!("{repository}:{tag}");
+                engine
+                    .events
+                    .publish("image", "untag", shown.clone(), &[("name", shown.as_str())]);
+                json!({ "Untagged": shown })
             }
-            kiln_engine::Removed::Deleted { id } => json!({ "Deleted": id.to_string() }),
+            kiln_engine::Removed::Deleted { id } => {
+                engine
+                    .events
+                    .publish("image", "delete", id.to_string(), &[]);
+                json!({ "Deleted": id.to_string() })
+            }
         })
         .collect();
     Ok(json(StatusCode::OK, Value::Array(rows)))
@@ -559,6 +576,11 @@ async fn volume_create(State(engine): State<Shared>, body: axum::body::Bytes) ->
         Ok(kiln_engine::volume_json(&volume))
     })
     .await?;
+    if let Some(name) = value["Name"].as_str() {
+        engine
+            .events
+            .publish("volume", "create", name, &[("driver", "local")]);
+    }
     Ok(json(StatusCode::CREATED, value))
 }
 
@@ -576,10 +598,14 @@ async fn volume_remove(
     Query(query): Query<ForceQuery>,
 ) -> Answer {
     let force = truthy(query.force.as_deref());
+    let removed = name.clone();
     blocking(&engine, move |engine| {
-        Ok(engine.remove_volume(&name, force)?)
+        Ok(engine.remove_volume(&removed, force)?)
     })
     .await?;
+    engine
+        .events
+        .publish("volume", "destroy", name, &[("driver", "local")]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -196,7 +196,15 @@ pub(crate) async fn build(State(state): State<Shared>, request: Request) -> Answ
         // client hears the end (it may look at the store then).
         drop(context);
         match result {
-            Ok(report) => lines.built(&report),
+            Ok(report) => {
+                let id = report.manifest.to_string();
+                for tag in &report.tags {
+                    worker
+                        .events
+                        .publish("image", "tag", id.as_str(), &[("name", tag.as_str())]);
+                }
+                lines.built(&report)
+            }
             Err(error) => lines.failed(&error),
         }
     });

@@ -263,9 +263,11 @@ pub(crate) async fn create(
             // What the docker CLI reads as "pull and try again".
             return Err(ApiError::not_found(format!("No such image: {image}")));
         }
-        Ok(engine.create_container(&request)?.id)
+        Ok(engine.create_container(&request)?)
     })
     .await?;
+    state.events.container("create", &id, &[]);
+    let id = id.id;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "Id": id, "Warnings": [] })),
@@ -283,6 +285,7 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
     let shared = Arc::clone(&state);
     let id = record.id.clone();
     let remove = record.config.labels.contains_key(AUTO_REMOVE);
+    let started_record = record.clone();
     let stdin = record.config.labels.contains_key(OPEN_STDIN);
     // The monitor: a thread of its own, which spawns the container and
     // waits for it (the parent-death signal is the spawning thread's).
@@ -321,11 +324,16 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
         if let (Some(tx), Err(error)) = (started_tx.take(), result) {
             let _ = tx.send(Err(ApiError::from(error)));
         }
-        if remove {
-            if let Some(record) = engine.containers().load(&id) {
-                let _ = engine.remove_container(&record, true);
-                let _ = engine.remove_anonymous_volumes(&record);
-            }
+        let ended = engine.containers().load(&id);
+        if let Some(record) = &ended {
+            shared
+                .events
+                .container("die", record, &[("exitCode", &code.to_string())]);
+        }
+        if let (true, Some(record)) = (remove, &ended) {
+            let _ = engine.remove_container(record, true);
+            let _ = engine.remove_anonymous_volumes(record);
+            shared.events.container("destroy", record, &[]);
         }
         // Last: waiters for "removed" find it gone and its code here; the
         // attached streams end.
@@ -333,7 +341,10 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
         shared.live.end(&id, code);
     });
     match started_rx.await {
-        Ok(Ok(())) | Err(_) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(Ok(())) | Err(_) => {
+            state.events.container("start", &started_record, &[]);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Ok(Err(error)) => Err(error),
     }
 }
@@ -638,13 +649,16 @@ pub(crate) async fn stop(
     Query(query): Query<StopQuery>,
 ) -> Answer {
     let grace = Duration::from_secs(query.t.unwrap_or(10));
-    let was_running = blocking(&state, move |engine| {
+    let (record, was_running) = blocking(&state, move |engine| {
         let record = engine.find_container(&id)?;
         let running = record.is_running();
         engine.stop_container(&record, grace)?;
-        Ok(running)
+        Ok((record, running))
     })
     .await?;
+    if was_running {
+        state.events.container("stop", &record, &[]);
+    }
     Ok(if was_running {
         StatusCode::NO_CONTENT
     } else {
@@ -660,12 +674,17 @@ pub(crate) async fn restart(
 ) -> Answer {
     let grace = Duration::from_secs(query.t.unwrap_or(10));
     let stopped = id.clone();
-    blocking(&state, move |engine| {
+    let record = blocking(&state, move |engine| {
         let record = engine.find_container(&stopped)?;
-        Ok(engine.stop_container(&record, grace)?)
+        engine.stop_container(&record, grace)?;
+        Ok(record)
     })
     .await?;
-    start(State(state), Path(id)).await
+    let started = start(State(Arc::clone(&state)), Path(id)).await;
+    if started.is_ok() {
+        state.events.container("restart", &record, &[]);
+    }
+    started
 }
 
 pub(crate) async fn kill(
@@ -674,11 +693,16 @@ pub(crate) async fn kill(
     Query(query): Query<StopQuery>,
 ) -> Answer {
     let signal = kiln_engine::parse_signal(query.signal.as_deref().unwrap_or("KILL"))?;
-    blocking(&state, move |engine| {
+    let record = blocking(&state, move |engine| {
         let record = engine.find_container(&id)?;
-        Ok(engine.kill_container(&record, signal)?)
+        engine.kill_container(&record, signal)?;
+        Ok(record)
     })
     .await?;
+    let number = (signal as i32).to_string();
+    state
+        .events
+        .container("kill", &record, &[("signal", &number)]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -695,15 +719,16 @@ pub(crate) async fn remove(
 ) -> Answer {
     let force = truthy(query.force.as_deref());
     let volumes = truthy(query.v.as_deref());
-    blocking(&state, move |engine| {
+    let record = blocking(&state, move |engine| {
         let record = engine.find_container(&id)?;
         engine.remove_container(&record, force)?;
         if volumes {
             engine.remove_anonymous_volumes(&record)?;
         }
-        Ok(())
+        Ok(record)
     })
     .await?;
+    state.events.container("destroy", &record, &[]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -141,7 +141,7 @@ pub(crate) async fn create(
     let exec_id = new_id(&record.id);
     let exec = Arc::new(Exec {
         id: exec_id.clone(),
-        container: record.id,
+        container: record.id.clone(),
         request: ExecRequest {
             command: body.cmd,
             env: body.env.unwrap_or_default(),
@@ -153,6 +153,11 @@ pub(crate) async fn create(
         stdin: body.attach_stdin,
         state: Mutex::default(),
     });
+    state.events.container(
+        format!("exec_create: {}", exec.request.command.join(" ")),
+        &record,
+        &[("execID", exec_id.as_str())],
+    );
     state
         .live
         .execs
@@ -321,6 +326,11 @@ fn run(
                 window,
                 output: Some(&mut sink),
             };
+            shared.events.container(
+                format!("exec_start: {}", exec.request.command.join(" ")),
+                &record,
+                &[("execID", exec.id.as_str())],
+            );
             engine.exec_in_container(&record, &exec.request, attach, &mut |running| {
                 let mut state = exec.state();
                 state.pid = running.pid;
@@ -331,8 +341,8 @@ fn run(
                 Ok(())
             })
         });
-        let code = match result {
-            Ok(code) => code,
+        let code = match &result {
+            Ok(code) => *code,
             Err(error) => {
                 // What could not start says why on its stderr, and exits
                 // 126 as docker exec does.
@@ -340,6 +350,16 @@ fn run(
                 126
             }
         };
+        if let Ok(record) = engine.find_container(&exec.container) {
+            shared.events.container(
+                "exec_die",
+                &record,
+                &[
+                    ("execID", exec.id.as_str()),
+                    ("exitCode", &code.to_string()),
+                ],
+            );
+        }
         {
             let mut state = exec.state();
             state.running = false;

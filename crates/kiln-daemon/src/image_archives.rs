@@ -58,8 +58,18 @@ pub(crate) async fn save(state: Shared, names: Vec<String>) -> Answer {
             kiln_store::LayerCompression::Gzip,
             kiln_store::NamedWriter::new("the response", &mut out),
         );
-        if let Err(error) = saved {
-            out.fail(error.to_string());
+        match saved {
+            Ok(()) => {
+                for name in &names {
+                    worker.events.publish(
+                        "image",
+                        "save",
+                        name.as_str(),
+                        &[("name", name.as_str())],
+                    );
+                }
+            }
+            Err(error) => out.fail(error.to_string()),
         }
     });
     Ok(response)
@@ -80,6 +90,11 @@ pub(crate) async fn load(State(state): State<Shared>, request: Request) -> Answe
             .map_err(|e| ApiError::bad_request(e.to_string()))
     })
     .await?;
+    for name in &names {
+        state
+            .events
+            .publish("image", "load", name.as_str(), &[("name", name.as_str())]);
+    }
     let (out, response) = json_lines();
     tokio::task::spawn_blocking(move || {
         for name in names {

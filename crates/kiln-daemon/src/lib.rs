@@ -26,6 +26,7 @@ mod auth;
 mod build;
 mod containers;
 mod error;
+mod events;
 mod exec;
 mod image_archives;
 mod listen;

@@ -88,6 +88,10 @@ pub(crate) async fn pull(
         let events = |event: PullEvent| pull_event(&out, event);
         match kiln_registry::pull(worker.engine.store(), &name, &platform, &options, &events) {
             Ok(pulled) => {
+                let shown = pulled.tagged.as_deref().unwrap_or(&name);
+                worker
+                    .events
+                    .publish("image", "pull", shown, &[("name", shown)]);
                 out.status(format!("Digest: {}", pulled.manifest));
                 let verb = if pulled.new {
                     "Downloaded newer image for"
@@ -188,6 +192,9 @@ pub(crate) async fn push(state: Shared, headers: HeaderMap, name: String, tag: S
         );
         match pushed {
             Ok(pushed) => {
+                worker
+                    .events
+                    .publish("image", "push", name.as_str(), &[("name", name.as_str())]);
                 let tag = reference.tag.clone().unwrap_or_else(|| "latest".into());
                 out.status(format!(
                     "{tag}: digest: {} size: {}",
