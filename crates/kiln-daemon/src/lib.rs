@@ -11,14 +11,15 @@
 //! 400 for a bad parameter).
 //!
 //! What it serves so far: `/_ping`, `/version`, `/info`, `/system/df`,
-//! `/build` (the classic builder's protocol), images (list, inspect,
-//! history, tag, remove, pull, push, save, load), `/auth`, containers (create,
-//! start, attach, resize, wait, logs, stop, kill, restart, remove, list,
-//! inspect: `docker run` works; exec; archive for `docker cp`) and volumes (create, list, inspect,
-//! remove, prune), with or without the `/v1.xx` prefix. Registry
-//! credentials are only ever the client's own (`X-Registry-Config`,
-//! `X-Registry-Auth`). Not yet (issue 19): events, pause,
-//! top, TCP with TLS.
+//! `/events`, `/build` (the classic builder's protocol), images (list,
+//! inspect, history, tag, remove, pull, push, save, load), `/auth`,
+//! containers (create, start, attach, resize, wait, logs, stop, kill,
+//! restart, remove, list, inspect: `docker run` works; exec; archive for
+//! `docker cp`) and volumes (create, list, inspect, remove, prune), with
+//! or without the `/v1.xx` prefix. Registry credentials are only ever
+//! the client's own (`X-Registry-Config`, `X-Registry-Auth`). Not yet
+//! (issue 19): pause, top, changes, export, container filters, TCP with
+//! TLS.
 
 mod api;
 mod archive;
