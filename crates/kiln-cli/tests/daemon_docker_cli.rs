@@ -29,11 +29,16 @@ impl Daemon {
     /// With `docker_config` as the daemon's own Docker config directory
     /// (what a daemon run by a user who logged in somewhere would have).
     fn start_with_config(root: &Path, socket: &Path, docker_config: &Path) -> Daemon {
+        Daemon::start_with(root, socket, docker_config, &[])
+    }
+
+    fn start_with(root: &Path, socket: &Path, docker_config: &Path, flags: &[&str]) -> Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .arg("--root")
             .arg(root)
             .args(["serve", "--host"])
             .arg(format!("unix://{}", socket.display()))
+            .args(flags)
             .env("KILN_REGISTRY_ALLOW", "127.0.0.1")
             .env("DOCKER_CONFIG", docker_config)
             .stderr(Stdio::piped())
@@ -750,6 +755,49 @@ fn docker_events_tells_what_the_daemon_did() {
         format,
     ]);
     assert_eq!(replayed, "volume create evv\n");
+}
+
+#[test]
+fn default_network_none_keeps_clients_containers_and_builds_off_the_network() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let socket = work.join("kiln.sock");
+    let daemon = Daemon::start_with(
+        root,
+        &socket,
+        &work.join("daemon-docker-config"),
+        &["--default-network", "none"],
+    );
+    // The interfaces a container sees: loopback only.
+    let interfaces = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_owned()))
+            .filter(|name| !name.starts_with("Inter") && !name.contains('|'))
+            .collect()
+    };
+    let ran = ok(daemon.docker(&["run", "--rm", "busybox", "cat", "/proc/net/dev"]));
+    assert_eq!(interfaces(&ran), ["lo"], "{ran}");
+    let context = work.join("net");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nRUN cat /proc/net/dev\n",
+    )
+    .unwrap();
+    let built = ok(daemon.docker_in(&context, &["build", "--no-cache", "."]));
+    let listed: String = built
+        .lines()
+        .filter(|l| l.contains(':') && !l.starts_with("Step") && !l.contains("Successfully"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(interfaces(&listed), ["lo"], "{built}");
+    let named = daemon.docker(&["run", "--rm", "--network", "mynet", "busybox", "true"]);
+    assert_ne!(named.status.code(), Some(0));
+    assert!(
+        text(&named.stderr).contains("network mynet not found"),
+        "{}",
+        text(&named.stderr)
+    );
 }
 
 #[test]

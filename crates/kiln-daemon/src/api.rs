@@ -30,6 +30,7 @@ pub(crate) struct Daemon {
     /// credentials: those are the request's).
     pub registry: kiln_engine::ClientOptions,
     pub context_limit: u64,
+    pub default_network: kiln_engine::NetworkMode,
     pub events: crate::events::Events,
 }
 
@@ -50,6 +51,7 @@ pub(crate) fn app(
         live: Default::default(),
         registry,
         context_limit: settings.context_limit,
+        default_network: settings.default_network,
         events: Default::default(),
     });
     let routes = Router::new()

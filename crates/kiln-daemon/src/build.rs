@@ -180,6 +180,11 @@ pub(crate) async fn build(State(state): State<Shared>, request: Request) -> Answ
     .await?;
     let mut request = query.into_request(&context)?;
     request.registry = registry;
+    if request.network == kiln_graph::Network::Default
+        && state.default_network == kiln_engine::NetworkMode::None
+    {
+        request.network = kiln_graph::Network::None;
+    }
 
     let (writer, response) = json_lines();
     let worker = Arc::clone(&state);

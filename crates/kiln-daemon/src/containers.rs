@@ -159,7 +159,26 @@ struct HostConfig {
 const AUTO_REMOVE: &str = "io.kiln.auto-remove";
 const OPEN_STDIN: &str = "io.kiln.open-stdin";
 
-fn create_request(body: CreateBody, name: Option<String>) -> Result<ContainerRequest, ApiError> {
+/// A container's `NetworkMode` as kiln has it: `default` and `bridge`
+/// (which kiln does not have yet) are the daemon's `--default-network`;
+/// a named network is not there (a 400: the CLI reads a 404 of create
+/// as a missing image, and would pull).
+fn network_mode(mode: &str, default: NetworkMode) -> Result<NetworkMode, ApiError> {
+    match mode {
+        "" | "default" | "bridge" => Ok(default),
+        "none" => Ok(NetworkMode::None),
+        "host" => Ok(NetworkMode::Host),
+        other => Err(ApiError::bad_request(format!(
+            "network {other} not found (kiln serve has none, host and the default)"
+        ))),
+    }
+}
+
+fn create_request(
+    body: CreateBody,
+    name: Option<String>,
+    default_network: NetworkMode,
+) -> Result<ContainerRequest, ApiError> {
     let bad = |e: String| ApiError::bad_request(e);
     let host = body.host_config;
     let mut binds = Vec::new();
@@ -200,10 +219,7 @@ fn create_request(body: CreateBody, name: Option<String>) -> Result<ContainerReq
         env: body.env.unwrap_or_default(),
         user: Some(body.user).filter(|u| !u.is_empty()),
         workdir: Some(body.working_dir).filter(|w| !w.is_empty()),
-        network: match host.network_mode.as_str() {
-            "none" => NetworkMode::None,
-            _ => NetworkMode::Host,
-        },
+        network: network_mode(&host.network_mode, default_network)?,
         binds,
         volumes,
         hostname: Some(body.hostname).filter(|h| !h.is_empty()),
@@ -257,7 +273,11 @@ pub(crate) async fn create(
     let body: CreateBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("the container to create: {e}")))?;
     let image = body.image.clone();
-    let request = create_request(body, query.name.filter(|n| !n.is_empty()))?;
+    let request = create_request(
+        body,
+        query.name.filter(|n| !n.is_empty()),
+        state.default_network,
+    )?;
     let id = blocking(&state, move |engine| {
         if engine.store().resolve(&request.image).is_err() {
             // What the docker CLI reads as "pull and try again".

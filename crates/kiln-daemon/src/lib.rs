@@ -51,6 +51,11 @@ pub struct Settings {
     pub registry: kiln_engine::ClientOptions,
     /// The most a build context (the tar of `POST /build`) may weigh.
     pub context_limit: u64,
+    /// What a container (or a build's RUN) asking for the default or
+    /// `bridge` network gets: kiln has no bridge network yet, so the
+    /// host's (as `kiln run`), or none, for a daemon whose clients'
+    /// containers must reach nothing.
+    pub default_network: kiln_engine::NetworkMode,
 }
 
 impl Default for Settings {
@@ -58,6 +63,7 @@ impl Default for Settings {
         Settings {
             registry: Default::default(),
             context_limit: kiln_engine::DEFAULT_CONTEXT_LIMIT,
+            default_network: kiln_engine::NetworkMode::Host,
         }
     }
 }

@@ -15,8 +15,20 @@ pub struct ServeArgs {
     /// The most a build context sent to POST /build may weigh, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = kiln_engine::DEFAULT_CONTEXT_LIMIT)]
     max_context_size: u64,
+    /// What a client's container (or build) asking for the default or
+    /// bridge network gets (kiln has no bridge network yet)
+    #[arg(long, value_enum, default_value_t = DefaultNetwork::Host)]
+    default_network: DefaultNetwork,
     #[command(flatten)]
     registry: super::registry::RegistryArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DefaultNetwork {
+    /// The host's network, as `kiln run` has by default
+    Host,
+    /// Only a loopback interface
+    None,
 }
 
 /// Serves the Docker Engine API until SIGINT or SIGTERM.
@@ -30,6 +42,10 @@ pub fn run(root: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
     let settings = kiln_daemon::Settings {
         registry: args.registry.options()?,
         context_limit: args.max_context_size,
+        default_network: match args.default_network {
+            DefaultNetwork::Host => kiln_engine::NetworkMode::Host,
+            DefaultNetwork::None => kiln_engine::NetworkMode::None,
+        },
     };
     Ok(kiln_daemon::serve(engine, &host, settings)?)
 }
