@@ -188,6 +188,10 @@ fn new_id(container: &str) -> String {
 #[serde(rename_all = "PascalCase", default)]
 struct StartBody {
     detach: bool,
+    /// Whether the stream is raw (else framed), as docker decides it:
+    /// by the start's `Tty`, not the exec's (the Docker SDK frames by
+    /// what it sends here).
+    tty: bool,
     console_size: Option<[u16; 2]>,
 }
 
@@ -249,7 +253,7 @@ pub(crate) async fn start(
         .console_size
         .filter(|[rows, cols]| *rows > 0 && *cols > 0)
         .map(|[rows, cols]| WindowSize { rows, cols });
-    let tty = exec.request.tty;
+    let raw = body.tty;
     let (output, chunks) = if body.detach {
         (None, None)
     } else {
@@ -292,7 +296,7 @@ pub(crate) async fn start(
         }
         while let Some(chunk) = chunks.recv().await {
             let mut bytes = Vec::with_capacity(chunk.data.len() + 8);
-            if !tty {
+            if !raw {
                 bytes.extend(frame_header(chunk.stream, chunk.data.len()));
             }
             bytes.extend_from_slice(&chunk.data);
@@ -302,7 +306,7 @@ pub(crate) async fn start(
         }
         let _ = writer.shutdown().await;
     });
-    Ok(upgraded_response(tty))
+    Ok(upgraded_response(raw))
 }
 
 /// Starts the exec's process on a thread of its own and waits for it

@@ -154,55 +154,189 @@ pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
     }
 }
 
-/// A container as `docker inspect` shows one.
+/// Go's zero time, which docker shows for a time that has not come.
+const NEVER: &str = "0001-01-01T00:00:00Z";
+
+/// A container as `docker inspect` shows one: kiln's facts, and docker's
+/// defaults for what kiln does not have (no restart policy, the
+/// json-file log, no healthcheck), so clients that index these fields
+/// find them.
 pub fn container_json(record: &ContainerRecord) -> Value {
     let running = record.is_running();
     let (status, exit_code, finished) = match &record.state {
-        State::Created => ("created", 0, None),
-        State::Running { .. } if running => ("running", 0, None),
-        State::Running { .. } => ("exited", -1, None),
-        State::Exited { code, at } => ("exited", *code, Some(rfc3339(*at))),
+        State::Created => ("created", 0, NEVER.to_owned()),
+        State::Running { .. } if running => ("running", 0, NEVER.to_owned()),
+        State::Running { .. } => ("exited", -1, NEVER.to_owned()),
+        State::Exited { code, at } => ("exited", *code, rfc3339(*at)),
     };
     let config = &record.config;
+    let started = record.started_at.map_or_else(|| NEVER.to_owned(), rfc3339);
+    let (path, args) = config
+        .args
+        .split_first()
+        .map_or((String::new(), Vec::new()), |(p, a)| {
+            (p.clone(), a.to_vec())
+        });
+    let mounts: Vec<Value> = config
+        .binds
+        .iter()
+        .map(|(host, container, ro)| {
+            let source = host.display().to_string();
+            let volume = config
+                .volumes
+                .iter()
+                .find(|name| host.parent().and_then(|p| p.file_name()) == Some(name.as_ref()));
+            match volume {
+                Some(name) => json!({
+                    "Type": "volume", "Name": name, "Source": source, "Destination": container,
+                    "Driver": "local", "Mode": "z", "RW": !ro, "Propagation": "",
+                }),
+                None => json!({
+                    "Type": "bind", "Source": source, "Destination": container,
+                    "Mode": if *ro { "ro" } else { "" }, "RW": !ro, "Propagation": "rprivate",
+                }),
+            }
+        })
+        .collect();
+    let network = json!({
+        "IPAMConfig": null, "Links": null, "Aliases": null, "NetworkID": config.network,
+        "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": "",
+    });
+    let resources = &config.resources;
+    let state = json!({
+        "Status": status,
+        "Running": running,
+        "Paused": false,
+        "Restarting": false,
+        "OOMKilled": false,
+        "Dead": false,
+        "Pid": record.running_pid().unwrap_or(0),
+        "ExitCode": exit_code,
+        "Error": "",
+        "StartedAt": started,
+        "FinishedAt": finished,
+    });
+    let container_config = json!({
+        "Hostname": config.hostname,
+        "Domainname": "",
+        "User": format!("{}:{}", config.uid, config.gid),
+        "AttachStdin": false,
+        "AttachStdout": true,
+        "AttachStderr": true,
+        "Tty": config.tty,
+        "OpenStdin": false,
+        "StdinOnce": false,
+        "Env": config.env,
+        "Cmd": config.args,
+        "Image": config.image,
+        "Volumes": null,
+        "WorkingDir": config.cwd,
+        "Entrypoint": null,
+        "OnBuild": null,
+        "Labels": config.labels,
+        "StopSignal": config
+            .stop_signal
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+            .map(|s| s.as_str()),
+    });
+    let mut host_config = json!({
+        "Binds": config.binds.iter().map(|(host, container, ro)| {
+            format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })
+        }).collect::<Vec<_>>(),
+        "ContainerIDFile": "",
+        "LogConfig": {"Type": "json-file", "Config": {}},
+        "NetworkMode": config.network,
+        "PortBindings": {},
+        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "AutoRemove": false,
+        "VolumeDriver": "",
+        "VolumesFrom": null,
+        "ConsoleSize": [0, 0],
+        "CapAdd": null,
+        "CapDrop": null,
+        "CgroupnsMode": "host",
+        "Dns": [],
+        "DnsOptions": [],
+        "DnsSearch": [],
+        "ExtraHosts": config.extra_hosts.iter().map(|(name, address)| format!("{name}:{address}")).collect::<Vec<_>>(),
+        "GroupAdd": null,
+        "IpcMode": "private",
+        "Cgroup": "",
+        "Links": null,
+        "OomScoreAdj": 0,
+        "PidMode": "",
+        "Privileged": config.privileged,
+        "PublishAllPorts": false,
+        "ReadonlyRootfs": config.read_only,
+        "SecurityOpt": null,
+    });
+    let host_resources = json!({
+        "UTSMode": "",
+        "UsernsMode": "",
+        "ShmSize": config.shm_size.unwrap_or(64 << 20),
+        "Runtime": "kiln",
+        "Isolation": "",
+        "CpuShares": 0,
+        "Memory": resources.memory_bytes.unwrap_or(0),
+        "NanoCpus": resources.cpus.map_or(0, |c| (c * 1e9) as u64),
+        "CgroupParent": "",
+        "BlkioWeight": 0,
+        "CpuPeriod": 0,
+        "CpuQuota": 0,
+        "CpuRealtimePeriod": 0,
+        "CpuRealtimeRuntime": 0,
+        "CpusetCpus": "",
+        "CpusetMems": "",
+        "Devices": [],
+        "DeviceCgroupRules": null,
+        "DeviceRequests": null,
+        "MemoryReservation": 0,
+        "MemorySwap": resources.memory_bytes.map_or(0, |m| 2 * m),
+        "MemorySwappiness": null,
+        "OomKillDisable": false,
+        "PidsLimit": resources.pids_limit,
+        "Ulimits": [],
+        "Init": config.init,
+        "Tmpfs": config.tmpfs.iter().map(|(path, size)| {
+            (path.clone(), size.map(|s| format!("size={s}")).unwrap_or_default())
+        }).collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    if let (Some(all), Value::Object(rest)) = (host_config.as_object_mut(), host_resources) {
+        all.extend(rest);
+    }
     json!({
         "Id": record.id,
         "Name": format!("/{}", record.name),
         "Created": rfc3339(record.created),
+        "Path": path,
+        "Args": args,
         "Image": config.image_id,
-        "State": {
-            "Status": status,
-            "Running": running,
-            "Pid": record.running_pid().unwrap_or(0),
-            "ExitCode": exit_code,
-            "FinishedAt": finished,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "RestartCount": 0,
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "State": state,
+        "Config": container_config,
+        "HostConfig": host_config,
+        "Mounts": mounts,
+        "NetworkSettings": {
+            "Bridge": "",
+            "SandboxID": "",
+            "SandboxKey": "",
+            "Ports": {},
+            "Networks": { config.network.clone(): network },
+            "IPAddress": "",
+            "Gateway": "",
+            "MacAddress": "",
         },
-        "Config": {
-            "Image": config.image,
-            "Cmd": config.args,
-            "Env": config.env,
-            "WorkingDir": config.cwd,
-            "User": format!("{}:{}", config.uid, config.gid),
-            "Hostname": config.hostname,
-            "Tty": config.tty,
-            "Labels": config.labels,
-            "StopSignal": config
-                .stop_signal
-                .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
-                .map(|s| s.as_str()),
-        },
-        "HostConfig": {
-            "NetworkMode": config.network,
-            "Privileged": config.privileged,
-            "Init": config.init,
-            "ReadonlyRootfs": config.read_only,
-            "ShmSize": config.shm_size.unwrap_or(64 << 20),
-            "Tmpfs": config.tmpfs.iter().map(|(path, size)| {
-                (path.clone(), size.map(|s| format!("size={s}")).unwrap_or_default())
-            }).collect::<std::collections::BTreeMap<_, _>>(),
-            "Binds": config.binds.iter().map(|(host, container, ro)| {
-                format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })
-            }).collect::<Vec<_>>(),
-        },
+        "LogPath": "",
+        "HostnamePath": "",
+        "HostsPath": "",
+        "ResolvConfPath": "",
     })
 }
 

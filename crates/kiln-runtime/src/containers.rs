@@ -111,6 +111,10 @@ pub struct ContainerRecord {
     pub created: u64,
     pub config: ContainerConfig,
     pub state: State,
+    /// When it last started (docker inspect's `StartedAt`, kept once it
+    /// exits); none before its first start (and in records from before).
+    #[serde(default)]
+    pub started_at: Option<u64>,
 }
 
 impl ContainerRecord {
@@ -177,11 +181,13 @@ impl ContainerRecord {
                 self.name
             )));
         }
+        let since = now();
         self.state = State::Running {
             monitor,
             init,
-            since: now(),
+            since,
         };
+        self.started_at = Some(since);
         Ok(())
     }
 
@@ -291,6 +297,7 @@ impl Containers {
             created: now(),
             config,
             state: State::Created,
+            started_at: None,
         };
         self.save(&record)?;
         Ok(record)
