@@ -47,15 +47,28 @@ trap cleanup EXIT
 store=$run/store
 export HOME=$run/home DOCKER_CONFIG=$run/home/.docker
 mkdir -p "$DOCKER_CONFIG"
+# A config file there, or the SDK keeps its contexts in ./contexts of
+# the suite, where they outlive the run.
+echo '{}' >"$DOCKER_CONFIG/config.json"
+rm -rf "$suite/contexts"
 
-# The images the suite names, made here: busybox with its CMD, and the
-# same files as alpine:3.10 (its TEST_IMG), alpine:latest, hello-world.
+# The images the suite names, made here from the busybox rootfs: busybox
+# with its CMD, and as alpine:3.10 (its TEST_IMG), alpine:latest and
+# hello-world the same files with what of Alpine's base the tests use (its
+# postgres user, /var/opt).
 scripts/busybox-rootfs.sh "$run/busybox-rootfs.tar" >/dev/null
 "$kiln" --root "$store" import "$run/busybox-rootfs.tar" busybox-rootfs >/dev/null
 mkdir -p "$run/context"
-for image in busybox:latest alpine:3.10 alpine:latest hello-world:latest; do
-  printf 'FROM busybox-rootfs\nCMD ["/bin/sh"]\n' >"$run/context/Dockerfile"
-  "$kiln" --root "$store" build -q -t "$image" "$run/context" >/dev/null
+printf 'FROM busybox-rootfs\nCMD ["sh"]\n' >"$run/context/Dockerfile"
+"$kiln" --root "$store" build -q --network none -t busybox:latest "$run/context" >/dev/null
+cat >"$run/context/Dockerfile" <<'DOCKERFILE'
+FROM busybox-rootfs
+RUN echo 'postgres:x:70:70::/var/lib/postgresql:/bin/sh' >>/etc/passwd \
+ && echo 'postgres:x:70:' >>/etc/group && mkdir -p /var/opt /var/lib/postgresql
+CMD ["/bin/sh"]
+DOCKERFILE
+for image in alpine:3.10 alpine:latest hello-world:latest; do
+  "$kiln" --root "$store" build -q --network none -t "$image" "$run/context" >/dev/null
 done
 
 socket=$run/kiln.sock

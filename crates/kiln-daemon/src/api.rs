@@ -248,6 +248,14 @@ async fn info(State(engine): State<Shared>) -> Answer {
             "Swarm": {"LocalNodeState": "inactive", "ControlAvailable": false},
             "Plugins": {"Volume": ["local"], "Network": ["host", "none"], "Log": ["kiln"]},
             "Labels": [],
+            "Debug": false,
+            "ExperimentalBuild": false,
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "HttpProxy": "",
+            "HttpsProxy": "",
+            "NoProxy": "",
+            "LiveRestoreEnabled": false,
+            "Isolation": "",
             "Warnings": [],
         }),
     ))
@@ -534,13 +542,41 @@ async fn container_inspect(State(engine): State<Shared>, Path(id): Path<String>)
     Ok(json(StatusCode::OK, value))
 }
 
-async fn volumes(State(engine): State<Shared>) -> Answer {
-    let rows = blocking(&engine, |engine| {
-        Ok(engine
-            .volumes()?
+/// `GET /volumes?filters=`: `name` (a part of it), `label` (`KEY` or
+/// `KEY=VALUE`), `dangling` (used by no container), `driver` (`local`).
+async fn volumes(State(engine): State<Shared>, Query(query): Query<FiltersQuery>) -> Answer {
+    let filters = filter_values(query.filters.as_deref())?;
+    let rows = blocking(&engine, move |engine| {
+        let used: std::collections::BTreeSet<String> = engine
+            .containers()
+            .list()
             .iter()
-            .map(kiln_engine::volume_json)
-            .collect::<Vec<_>>())
+            .flat_map(|c| c.config.volumes.clone())
+            .collect();
+        let mut rows = Vec::new();
+        for volume in engine.volumes()? {
+            let mut keep = true;
+            for (key, value) in &filters {
+                keep &= match key.as_str() {
+                    "name" => volume.name.contains(value.as_str()),
+                    "label" => match value.split_once('=') {
+                        Some((k, v)) => volume.labels.get(k).is_some_and(|l| l == v),
+                        None => volume.labels.contains_key(value),
+                    },
+                    "dangling" => (value == "true" || value == "1") != used.contains(&volume.name),
+                    "driver" => value == "local",
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "invalid filter {other:?} (name, label, dangling, driver)"
+                        )))
+                    }
+                };
+            }
+            if keep {
+                rows.push(kiln_engine::volume_json(&volume));
+            }
+        }
+        Ok(rows)
     })
     .await?;
     Ok(json(

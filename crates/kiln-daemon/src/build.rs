@@ -47,7 +47,13 @@ impl BuildQuery {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
             .map_err(|e| ApiError::bad_request(format!("the build's query: {e}")))?;
         let mut parsed = BuildQuery::default();
+        let mut seen = std::collections::BTreeSet::new();
         for (key, value) in pairs {
+            // A key given twice is its first value (Go's FormValue), but
+            // for those that are lists.
+            if !matches!(key.as_str(), "t" | "extrahosts") && !seen.insert(key.clone()) {
+                continue;
+            }
             match key.as_str() {
                 "t" if !value.is_empty() => parsed.tags.push(value),
                 "dockerfile" => parsed.dockerfile = value,
@@ -147,7 +153,7 @@ fn network(value: &str) -> Result<kiln_graph::Network, ApiError> {
 /// kiln serve pulls and runs for the host's platform only.
 fn host_platform(value: &str) -> Result<(), ApiError> {
     let asked = kiln_graph::Platform::parse(value)
-        .map_err(|e| ApiError::bad_request(format!("platform {value:?}: {e}")))?;
+        .map_err(|e| ApiError::bad_request(format!("invalid platform {value:?}: {e}")))?;
     let host = kiln_graph::Platform::host();
     if asked.os == host.os && asked.architecture == host.architecture {
         Ok(())
@@ -308,6 +314,10 @@ mod tests {
         assert_eq!(query.labels["k"], "v");
         assert_eq!(query.network, kiln_graph::Network::None);
         assert_eq!(query.shm_size, Some(1 << 20));
+        // The Docker SDK sends `dockerfile` twice when it is outside the
+        // context: the first is the one in the tar.
+        let twice = BuildQuery::parse("dockerfile=.dockerfile.1&dockerfile=FROM+x").unwrap();
+        assert_eq!(twice.dockerfile, ".dockerfile.1");
     }
 
     #[test]
@@ -318,6 +328,7 @@ mod tests {
             "networkmode=container%3Aabc",
             "buildargs=%5B1%5D",
             "platform=linux%2Fs390x",
+            "platform=foobar",
             "shmsize=lots",
         ] {
             let error = BuildQuery::parse(bad).unwrap_err();

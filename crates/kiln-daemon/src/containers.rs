@@ -715,7 +715,26 @@ pub(crate) async fn kill(
     let signal = kiln_engine::parse_signal(query.signal.as_deref().unwrap_or("KILL"))?;
     let record = blocking(&state, move |engine| {
         let record = engine.find_container(&id)?;
+        if !record.is_running() {
+            return Err(ApiError {
+                status: StatusCode::CONFLICT,
+                message: format!("container {} is not running", record.id),
+            });
+        }
         engine.kill_container(&record, signal)?;
+        // As docker: a SIGKILL answers once the container is gone, so an
+        // inspect right after sees it exited.
+        if signal == nix::sys::signal::Signal::SIGKILL {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline
+                && engine
+                    .containers()
+                    .load(&record.id)
+                    .is_some_and(|r| r.is_running())
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         Ok(record)
     })
     .await?;

@@ -536,7 +536,7 @@ impl Engine {
         if record.is_running() {
             if !force {
                 return Err(EngineError::Conflict(format!(
-                    "container {} is running: stop it first or use rm -f",
+                    "you cannot remove a running container {}: stop the container before attempting removal or force remove (rm -f)",
                     record.name
                 )));
             }

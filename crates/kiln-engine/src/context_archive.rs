@@ -3,7 +3,7 @@
 //! unpacked into a scratch directory of the store, and removed when the
 //! build is done.
 //!
-//! The tar is untrusted. Only directories, regular files, symlinks and
+//! The tar (plain or compressed) is untrusted. Only directories, regular files, symlinks and
 //! hard links are taken (a device, fifo or socket in a context is an
 //! error, as it is nothing a Dockerfile can COPY); no entry lands outside
 //! the directory or is written through a link (the tar crate's
@@ -55,11 +55,16 @@ impl UnpackedContext {
     }
 
     fn unpack(&self, input: &mut dyn Read, limit: u64) -> Result<(), EngineError> {
+        // Compressed as docker's daemon takes it (gzip, bzip2, xz; zstd
+        // too); the limit is on what comes out, which is what fills the
+        // disk, so a small bomb is stopped as a big tar is.
+        let mut plain = kiln_store::decompress(std::io::BufReader::new(input))
+            .map_err(|e| bad_tar("decompress", e))?;
         let exceeded = Cell::new(false);
         let sent = Cell::new(None);
         let bounded = Terminated {
             inner: Limited {
-                inner: input,
+                inner: &mut plain,
                 left: limit,
                 exceeded: &exceeded,
             },
@@ -354,6 +359,27 @@ mod tests {
         assert!(
             UnpackedContext::receive(&store, &mut &in_header[..], DEFAULT_CONTEXT_LIMIT).is_err()
         );
+    }
+
+    #[test]
+    fn a_gzip_context_is_unpacked_and_its_limit_is_on_what_it_holds() {
+        use std::io::Write;
+        let (_dir, store) = store();
+        let tar = tar_of(&[("big", tar::EntryType::Regular, &[0u8; 64 * 1024], "")]);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gzip.write_all(&tar).unwrap();
+        let gzip = gzip.finish().unwrap();
+        assert!(gzip.len() < 4096, "compresses well: {}", gzip.len());
+        let context =
+            UnpackedContext::receive(&store, &mut gzip.as_slice(), DEFAULT_CONTEXT_LIMIT).unwrap();
+        assert_eq!(
+            std::fs::metadata(context.path().join("big")).unwrap().len(),
+            64 * 1024
+        );
+        let error = UnpackedContext::receive(&store, &mut gzip.as_slice(), 16 * 1024)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("larger than 16384"), "{error}");
     }
 
     #[test]

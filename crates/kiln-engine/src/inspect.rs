@@ -83,7 +83,7 @@ impl Engine {
             "Author": config["author"].as_str().unwrap_or(""),
             "Architecture": config["architecture"],
             "Os": config["os"],
-            "Config": config["config"],
+            "Config": image_runtime_config(&config["config"]),
             "RootFS": {
                 "Type": "layers",
                 "Layers": config["rootfs"]["diff_ids"],
@@ -152,6 +152,24 @@ pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
         State::Running { .. } => ("exited", "Exited (unknown)".to_owned()),
         State::Exited { code, at } => ("exited", format!("Exited ({code}) {} ago", ago(*at))),
     }
+}
+
+/// An image's runtime config as docker's image inspect shows it: every
+/// field of docker's `ContainerConfig`, the image's values over the
+/// defaults (clients index `OnBuild`, `Volumes` and the rest without
+/// looking first).
+fn image_runtime_config(config: &Value) -> Value {
+    let mut shown = json!({
+        "Hostname": "", "Domainname": "", "User": "",
+        "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+        "Tty": false, "OpenStdin": false, "StdinOnce": false,
+        "Env": null, "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "",
+        "Entrypoint": null, "OnBuild": null, "Labels": null,
+    });
+    if let (Some(shown), Some(own)) = (shown.as_object_mut(), config.as_object()) {
+        shown.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    shown
 }
 
 /// Go's zero time, which docker shows for a time that has not come.

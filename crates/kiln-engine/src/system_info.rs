@@ -35,7 +35,12 @@ impl Engine {
         Ok(SystemInfo {
             version: env!("CARGO_PKG_VERSION"),
             store: self.store().root().to_owned(),
-            images: images.len(),
+            // Images, not names: one with three tags is one (docker's count).
+            images: images
+                .iter()
+                .map(|i| i.id)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
             untagged_images: images.iter().filter(|i| i.name.is_none()).count(),
             containers: containers.len(),
             running_containers: containers.iter().filter(|c| c.is_running()).count(),
