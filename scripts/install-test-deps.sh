@@ -22,8 +22,11 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # config, apache2-utils' htpasswd writes its Basic-auth users and openssl
 # the CA and certificate of the TLS one; chromium renders the SVG plot of
 # `kiln bench cache --plot` headless (in a network namespace of its own)
-# for the bench test to look at. Later subsystems add theirs here.
-APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils openssl chromium)
+# for the bench test to look at; python3 and python3-venv run the Docker
+# SDK for Python's suite against kiln serve (scripts/docker-py/run.sh
+# installs the SDK and pytest from PyPI into a venv of its own). Later
+# subsystems add theirs here.
+APT_PACKAGES=(skopeo umoci git tmux debootstrap util-linux docker.io docker-registry apache2-utils openssl chromium python3 python3-venv)
 
 if ((${#APT_PACKAGES[@]})); then
   missing=()

@@ -24,6 +24,10 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/crash-race.sh 10
+# The Docker SDK for Python's own integration suite against kiln serve
+# (the selection and the reasons for what is left out:
+# scripts/docker-py/deselected.txt).
+scripts/docker-py/run.sh
 # CI also runs the README's two commands on a bare Debian root, so a
 # forgotten install step fails here rather than on a new user's machine
 # (a few minutes; by hand: scripts/fresh-check.sh).

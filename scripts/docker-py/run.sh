@@ -19,23 +19,21 @@ sdist_sha256=323736fb92cd9418fc5e7133bc953e11a9da04f4483f828b527db553f1e7e5a3
 suite=$work/docker-7.0.0
 
 mkdir -p "$work"
+[ -x "$work/venv/bin/pip" ] || python3 -m venv "$work/venv"
 if [ ! -f "$suite/.unpacked" ]; then
   rm -rf "$suite" "$work/sdist"
   mkdir -p "$work/sdist"
-  python3 -m pip download -q --no-binary :all: --no-deps \
+  "$work/venv/bin/pip" download -q --no-binary :all: --no-deps \
     -d "$work/sdist" docker==7.0.0
   echo "$sdist_sha256  $work/sdist/docker-7.0.0.tar.gz" | sha256sum -c --quiet
   tar -xzf "$work/sdist/docker-7.0.0.tar.gz" -C "$work"
   touch "$suite/.unpacked"
 fi
-[ -x "$work/venv/bin/pip" ] || python3 -m venv "$work/venv"
-(
-  # The suite's own pins (test-requirements.txt and requirements.txt;
-  # paramiko because its helpers import it), less coverage and lint.
-  "$work/venv/bin/pip" install -q docker==7.0.0 pytest==7.4.2 pytest-timeout==2.1.0 \
-    requests==2.31.0 urllib3==1.26.18 packaging==21.3 websocket-client==1.3.3 \
-    paramiko==2.11.0
-)
+# The suite's own pins (test-requirements.txt and requirements.txt;
+# paramiko because its helpers import it), less coverage and lint.
+"$work/venv/bin/pip" install -q docker==7.0.0 pytest==7.4.2 pytest-timeout==2.1.0 \
+  requests==2.31.0 urllib3==1.26.18 packaging==21.3 websocket-client==1.3.3 \
+  paramiko==2.11.0
 
 run=$(mktemp -d /tmp/kiln-docker-py.XXXXXX)
 daemon=

@@ -626,6 +626,19 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         "probe\n"
     );
 
+    // top, diff and commit of the running container.
+    let top = docker(&["top", "box"]);
+    assert!(top.contains("sleep 600"), "{top}");
+    let diff = docker(&["diff", "box"]);
+    assert!(diff.contains("A /data/sub/f"), "{diff}");
+    assert!(diff.contains("A /data/from-host.txt"), "{diff}");
+    let committed = docker(&["commit", "box", "committed:1"]);
+    assert!(committed.starts_with("sha256:"), "{committed}");
+    assert_eq!(
+        docker(&["run", "--rm", "--network", "none", "committed:1", "cat", "/data/sub/f"]),
+        "inside\n"
+    );
+
     // A volume one container writes and the next reads.
     assert_eq!(docker(&["volume", "create", "shared"]), "shared\n");
     docker(&[
@@ -668,6 +681,12 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         "for i in 1 2 3; do echo n-$i; sleep 0.2; done",
     ]);
     assert_eq!(docker(&["logs", "-f", "counter"]), "n-1\nn-2\nn-3\n");
+    let pruned = docker(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers:"), "{pruned}");
+    assert!(
+        !docker(&["ps", "-a", "--format", "{{.Names}}"]).contains("counter"),
+        "the stopped one is pruned"
+    );
 
     docker(&["stop", "-t", "0", "box"]);
     let stopped = daemon.docker(&["exec", "box", "true"]);

@@ -62,7 +62,7 @@ pub(crate) fn app(
         .route("/events", get(crate::events::events))
         .route("/build", post(crate::build::build))
         .route("/images/json", get(images))
-        .route("/images/create", post(crate::registry::pull))
+        .route("/images/create", post(crate::registry::create))
         .route("/images/get", get(crate::image_archives::save_many))
         .route("/images/load", post(crate::image_archives::load))
         .route("/auth", post(crate::registry::auth))
@@ -72,6 +72,8 @@ pub(crate) fn app(
         )
         .route("/containers/json", get(containers))
         .route("/containers/create", post(c::create))
+        .route("/containers/prune", post(c::prune))
+        .route("/commit", post(c::commit))
         .route("/containers/{id}/json", get(container_inspect))
         .route("/containers/{id}/start", post(c::start))
         .route("/containers/{id}/attach", post(c::attach))
@@ -81,6 +83,8 @@ pub(crate) fn app(
         .route("/containers/{id}/restart", post(c::restart))
         .route("/containers/{id}/kill", post(c::kill))
         .route("/containers/{id}/resize", post(c::resize))
+        .route("/containers/{id}/top", get(c::top))
+        .route("/containers/{id}/changes", get(c::changes))
         .route(
             "/containers/{id}/archive",
             get(crate::archive::get)
@@ -536,7 +540,9 @@ async fn containers(State(engine): State<Shared>, Query(query): Query<ListQuery>
 
 async fn container_inspect(State(engine): State<Shared>, Path(id): Path<String>) -> Answer {
     let value = blocking(&engine, move |engine| {
-        Ok(kiln_engine::container_json(&engine.find_container(&id)?))
+        Ok(crate::containers::inspect_json(
+            &engine.find_container(&id)?,
+        ))
     })
     .await?;
     Ok(json(StatusCode::OK, value))
@@ -603,7 +609,8 @@ async fn volume_create(State(engine): State<Shared>, body: axum::body::Bytes) ->
             .map_err(|e| ApiError::bad_request(format!("the volume to create: {e}")))?
     };
     if !request.driver.is_empty() && request.driver != "local" {
-        return Err(ApiError::bad_request(format!(
+        // Docker's answer for a driver it has no plugin for.
+        return Err(ApiError::not_found(format!(
             "volume driver {:?}: kiln has the local driver only",
             request.driver
         )));

@@ -140,6 +140,7 @@ struct CreateBody {
 #[serde(rename_all = "PascalCase", default)]
 struct HostConfig {
     binds: Option<Vec<String>>,
+    mounts: Option<Vec<MountSpec>>,
     network_mode: String,
     privileged: bool,
     auto_remove: bool,
@@ -155,9 +156,47 @@ struct HostConfig {
     extra_hosts: Option<Vec<String>>,
 }
 
+/// One of `HostConfig.Mounts` (what `--mount` and compose send).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct MountSpec {
+    #[serde(rename = "Type")]
+    kind: String,
+    source: String,
+    target: String,
+    read_only: bool,
+    tmpfs_options: Option<TmpfsOptions>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct TmpfsOptions {
+    size_bytes: Option<u64>,
+}
+
 /// Labels the daemon keeps on a container for itself.
 const AUTO_REMOVE: &str = "io.kiln.auto-remove";
 const OPEN_STDIN: &str = "io.kiln.open-stdin";
+
+/// A container as the API's inspect shows it: kiln-engine's shape, with
+/// what the daemon keeps in its own labels shown as docker's fields
+/// (`AutoRemove`, `OpenStdin`) and those labels not shown.
+pub(crate) fn inspect_json(record: &kiln_runtime::containers::ContainerRecord) -> Value {
+    let mut value = kiln_engine::container_json(record);
+    let labels = &record.config.labels;
+    value["HostConfig"]["AutoRemove"] = json!(labels.contains_key(AUTO_REMOVE));
+    value["Config"]["OpenStdin"] = json!(labels.contains_key(OPEN_STDIN));
+    value["Config"]["Labels"] = json!(own_labels(labels));
+    value
+}
+
+/// The labels a client gave, without the daemon's own.
+fn own_labels(labels: &BTreeMap<String, String>) -> BTreeMap<&String, &String> {
+    labels
+        .iter()
+        .filter(|(k, _)| k.as_str() != AUTO_REMOVE && k.as_str() != OPEN_STDIN)
+        .collect()
+}
 
 /// A container's `NetworkMode` as kiln has it: `default` and `bridge`
 /// (which kiln does not have yet) are the daemon's `--default-network`;
@@ -205,6 +244,38 @@ fn create_request(
             });
         }
     }
+    let mut tmpfs: Vec<(String, Option<u64>)> = host
+        .tmpfs
+        .unwrap_or_default()
+        .into_keys()
+        .map(|path| (path, None))
+        .collect();
+    for mount in host.mounts.unwrap_or_default() {
+        match mount.kind.as_str() {
+            "bind" if mount.source.starts_with('/') => binds.push(Bind {
+                host: mount.source.into(),
+                target: mount.target,
+                read_only: mount.read_only,
+            }),
+            "bind" => {
+                return Err(bad(format!(
+                    "bind mount source {:?}: an absolute path of the host",
+                    mount.source
+                )))
+            }
+            "volume" => volumes.push(VolumeMount {
+                name: Some(mount.source).filter(|s| !s.is_empty()),
+                target: mount.target,
+                read_only: mount.read_only,
+            }),
+            "tmpfs" => tmpfs.push((mount.target, mount.tmpfs_options.and_then(|o| o.size_bytes))),
+            other => {
+                return Err(bad(format!(
+                    "mount type {other:?}: kiln mounts bind, volume and tmpfs"
+                )))
+            }
+        }
+    }
     let mut labels = body.labels.unwrap_or_default();
     if host.auto_remove {
         labels.insert(AUTO_REMOVE.into(), "true".into());
@@ -233,12 +304,7 @@ fn create_request(
         )
         .map_err(bad)?,
         read_only: host.readonly_rootfs,
-        tmpfs: host
-            .tmpfs
-            .unwrap_or_default()
-            .into_keys()
-            .map(|path| (path, None))
-            .collect(),
+        tmpfs,
         labels,
         stop_signal: body
             .stop_signal
@@ -785,7 +851,7 @@ pub(crate) fn summary(record: &kiln_runtime::containers::ContainerRecord) -> Val
         "State": state,
         "Status": status,
         "Ports": [],
-        "Labels": config.labels,
+        "Labels": own_labels(&config.labels),
         "Mounts": config.binds.iter().map(|(host, target, ro)| json!({
             "Source": host.display().to_string(),
             "Destination": target,
@@ -794,4 +860,103 @@ pub(crate) fn summary(record: &kiln_runtime::containers::ContainerRecord) -> Val
         "HostConfig": {"NetworkMode": config.network},
         "SizeRw": 0,
     })
+}
+
+/// `GET /containers/ID/top`: its processes, in `ps -ef`'s columns.
+pub(crate) async fn top(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    let Some(init) = record.running_pid() else {
+        return Err(ApiError {
+            status: StatusCode::CONFLICT,
+            message: format!("container {} is not running", record.id),
+        });
+    };
+    let processes = tokio::task::spawn_blocking(move || kiln_runtime::container_processes(init))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let rows: Vec<Value> = processes
+        .iter()
+        .map(|p| {
+            json!([
+                p.uid.to_string(),
+                p.pid.to_string(),
+                p.ppid.to_string(),
+                "0",
+                "",
+                "?",
+                "00:00:00",
+                p.command,
+            ])
+        })
+        .collect();
+    Ok(Json(json!({
+        "Titles": ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+        "Processes": rows,
+    }))
+    .into_response())
+}
+
+/// `GET /containers/ID/changes`: `docker diff`.
+pub(crate) async fn changes(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let changes = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        Ok(engine.container_changes(&record)?)
+    })
+    .await?;
+    let rows: Vec<Value> = changes
+        .iter()
+        .map(|(path, kind)| json!({ "Path": path, "Kind": kind.code().0 }))
+        .collect();
+    Ok(Json(Value::Array(rows)).into_response())
+}
+
+/// `POST /containers/prune`: every container that is not running.
+pub(crate) async fn prune(State(state): State<Shared>) -> Answer {
+    let removed = blocking(&state, |engine| Ok(engine.prune_containers()?)).await?;
+    for (record, _) in &removed {
+        state.events.container("destroy", record, &[]);
+    }
+    Ok(Json(json!({
+        "ContainersDeleted": removed.iter().map(|(r, _)| r.id.clone()).collect::<Vec<_>>(),
+        "SpaceReclaimed": removed.iter().map(|(_, bytes)| bytes).sum::<u64>(),
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct CommitQuery {
+    container: String,
+    #[serde(default)]
+    repo: String,
+    #[serde(default)]
+    tag: String,
+}
+
+/// `POST /commit?container=ID&repo=R&tag=T`: the container's changes as
+/// a new image over its own.
+pub(crate) async fn commit(
+    State(state): State<Shared>,
+    Query(query): Query<CommitQuery>,
+) -> Answer {
+    let name = match (query.repo.as_str(), query.tag.as_str()) {
+        ("", _) => None,
+        (repo, "") => Some(repo.to_owned()),
+        (repo, tag) => Some(format!("{repo}:{tag}")),
+    };
+    let shown = name.clone();
+    let (record, image) = blocking(&state, move |engine| {
+        let record = engine.find_container(&query.container)?;
+        let created = kiln_engine::creation_time(None);
+        let image = engine.commit_container(&record, name.as_deref(), &created)?;
+        Ok((record, image))
+    })
+    .await?;
+    let id = image.manifest.digest().to_string();
+    state.events.container("commit", &record, &[]);
+    if let Some(name) = &shown {
+        state
+            .events
+            .publish("image", "tag", id.as_str(), &[("name", name.as_str())]);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
 }

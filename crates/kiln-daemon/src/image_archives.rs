@@ -103,3 +103,63 @@ pub(crate) async fn load(State(state): State<Shared>, request: Request) -> Answe
     });
     Ok(response)
 }
+
+/// `POST /images/create?fromSrc=-&repo=R&tag=T`: the body, a root
+/// filesystem tar (plain or compressed), as a one-layer image, as `kiln
+/// import` makes one. (`fromSrc=URL` would have the daemon fetch it:
+/// refused.) Its `changes` are not applied yet.
+pub(crate) async fn import(
+    state: Shared,
+    query: crate::registry::CreateQuery,
+    body: axum::body::Body,
+) -> Answer {
+    if query.from_src != "-" {
+        return Err(ApiError::bad_request(format!(
+            "fromSrc {:?}: kiln serve imports the request's body (fromSrc=-) only",
+            query.from_src
+        )));
+    }
+    let name = match (query.repo.as_str(), query.tag.as_str()) {
+        ("", _) => None,
+        (repo, "") => Some(repo.to_owned()),
+        (repo, tag) => Some(format!("{repo}:{tag}")),
+    };
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let shown = name.clone();
+    let id = blocking(&state, move |engine| {
+        let platform = kiln_graph::Platform::host();
+        let created = kiln_engine::creation_time(None);
+        let store = engine.store();
+        let record = kiln_store::import_rootfs(
+            store,
+            std::io::BufReader::new(reader),
+            &kiln_store::RootfsImport {
+                source: "the request",
+                os: &platform.os,
+                architecture: &platform.architecture,
+                variant: platform.variant.as_deref(),
+                created: &created,
+            },
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        match &name {
+            Some(name) => store.tag(name, &record.manifest),
+            None => store.keep_untagged(&record.manifest),
+        }
+        .map_err(kiln_engine::EngineError::from)?;
+        Ok(record.manifest.digest().to_string())
+    })
+    .await?;
+    state.events.publish(
+        "image",
+        "import",
+        id.as_str(),
+        &[("name", shown.as_deref().unwrap_or(""))],
+    );
+    let (out, response) = json_lines();
+    tokio::task::spawn_blocking(move || {
+        out.status(id);
+    });
+    Ok(response)
+}

@@ -47,22 +47,27 @@ fn short(digest: &Digest) -> String {
 #[serde(rename_all = "camelCase", default)]
 pub(crate) struct CreateQuery {
     from_image: String,
-    from_src: String,
-    tag: String,
+    pub from_src: String,
+    pub repo: String,
+    pub tag: String,
     platform: String,
 }
 
-/// `POST /images/create?fromImage=NAME&tag=TAG`: a pull.
-pub(crate) async fn pull(
+/// `POST /images/create?fromImage=NAME&tag=TAG`: a pull; with
+/// `fromSrc=-`, an import of the body (`docker import`).
+pub(crate) async fn create(
     State(state): State<Shared>,
     headers: HeaderMap,
     Query(query): Query<CreateQuery>,
+    body: axum::body::Body,
 ) -> Answer {
     if !query.from_src.is_empty() {
-        return Err(ApiError::bad_request(
-            "fromSrc: kiln serve does not import root filesystems yet (kiln import does)",
-        ));
+        return crate::image_archives::import(state, query, body).await;
     }
+    pull(state, headers, query).await
+}
+
+async fn pull(state: Shared, headers: HeaderMap, query: CreateQuery) -> Answer {
     if query.from_image.is_empty() {
         return Err(ApiError::bad_request("fromImage: which image to pull"));
     }

@@ -403,3 +403,77 @@ fn file_error(op: &'static str, path: &Path, source: std::io::Error) -> EngineEr
         source,
     }
 }
+
+/// What happened to a path of a container over its image (`docker diff`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    Modified,
+    Added,
+    Deleted,
+}
+
+impl ChangeKind {
+    /// The Engine API's number for it (and `docker diff`'s letter).
+    pub fn code(self) -> (u8, char) {
+        match self {
+            ChangeKind::Modified => (0, 'C'),
+            ChangeKind::Added => (1, 'A'),
+            ChangeKind::Deleted => (2, 'D'),
+        }
+    }
+}
+
+impl Engine {
+    /// The container's changes over its image, sorted by path: its upper
+    /// dir walked (never following a link), each entry looked up in the
+    /// image's layers without following links either (kiln-runtime's
+    /// `LowerView`): there, it was modified; not there, added; a whiteout,
+    /// deleted.
+    pub fn container_changes(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<Vec<(String, ChangeKind)>, EngineError> {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let upper = self.containers().upper_dir(&record.id);
+        let lower = kiln_runtime::LowerView::new(record.config.lower_dirs.clone());
+        let mut changes = Vec::new();
+        let mut pending: Vec<Vec<std::ffi::OsString>> = vec![Vec::new()];
+        while let Some(parts) = pending.pop() {
+            let dir = parts.iter().fold(upper.clone(), |p, part| p.join(part));
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if is_missing(&e) => continue,
+                Err(e) => return Err(file_error("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| file_error("list", &dir, e))?;
+                let meta = entry
+                    .metadata()
+                    .map_err(|e| file_error("stat", &entry.path(), e))?;
+                let mut path = parts.clone();
+                path.push(entry.file_name());
+                let shown = format!(
+                    "/{}",
+                    path.iter()
+                        .map(|p| p.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                );
+                let names: Vec<&std::ffi::OsStr> = path.iter().map(|p| p.as_os_str()).collect();
+                let kind = if meta.file_type().is_char_device() && meta.rdev() == 0 {
+                    ChangeKind::Deleted
+                } else if lower.lookup_os(&names).is_some() {
+                    ChangeKind::Modified
+                } else {
+                    ChangeKind::Added
+                };
+                changes.push((shown, kind));
+                if meta.is_dir() {
+                    pending.push(path);
+                }
+            }
+        }
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(changes)
+    }
+}

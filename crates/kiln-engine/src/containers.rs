@@ -527,6 +527,21 @@ impl Engine {
     }
 
     /// Removes a container and its rw layer; a running one only with
+    /// Removes every container that is not running (`container prune`);
+    /// the ones removed, with the bytes their own files took.
+    pub fn prune_containers(&self) -> Result<Vec<(ContainerRecord, u64)>, EngineError> {
+        let mut removed = Vec::new();
+        for record in self.containers().list() {
+            if record.is_running() {
+                continue;
+            }
+            let bytes = crate::tree_size(&self.containers().upper_dir(&record.id));
+            self.remove_container(&record, false)?;
+            removed.push((record, bytes));
+        }
+        Ok(removed)
+    }
+
     /// `force` (SIGKILL first).
     pub fn remove_container(
         &self,

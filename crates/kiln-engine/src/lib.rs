@@ -38,7 +38,7 @@ mod system_info;
 mod volumes;
 
 pub use build_contexts::{parse_build_context, BuildContext};
-pub use container_files::{landing, CopyOptions, PathKind, PathStat};
+pub use container_files::{landing, ChangeKind, CopyOptions, PathKind, PathStat};
 pub use containers::{
     parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running, VolumeMount,
 };
@@ -59,6 +59,6 @@ pub use request::{
     SpecError,
 };
 pub use session::{creation_time, read_bounded, Engine};
-pub use size::{human_duration, human_size};
+pub use size::{human_duration, human_size, tree_size};
 pub use system_info::SystemInfo;
 pub use volumes::Volume;

@@ -39,6 +39,22 @@ pub fn human_duration(elapsed: std::time::Duration) -> String {
     }
 }
 
+/// The bytes of the regular files under `dir` (none if it is absent);
+/// links are not followed.
+pub fn tree_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
+            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{human_duration, human_size};

@@ -148,6 +148,7 @@ mod layers;
 pub use layers::{Found, LowerView};
 mod plan;
 mod prepare;
+mod processes;
 pub mod seccomp;
 mod spec;
 mod sys;
@@ -159,6 +160,7 @@ pub use container::{
     MAX_READ_PATHS,
 };
 pub use error::RuntimeError;
+pub use processes::{container_processes, ProcessInfo};
 
 /// Fails unless this process is root: containers need namespaces, mounts
 /// and owners only root has here. Callers ask before preparing anything,

@@ -1233,11 +1233,7 @@ pub fn prune(root: Option<&Path>, args: ContainerPruneArgs) -> anyhow::Result<()
 /// Removes the stopped containers; what to print about it.
 pub fn prune_stopped(engine: &Engine) -> anyhow::Result<String> {
     let mut out = String::from("Deleted Containers:\n");
-    for record in engine.containers().list() {
-        if record.is_running() {
-            continue;
-        }
-        engine.remove_container(&record, false)?;
+    for (record, _) in engine.prune_containers()? {
         out.push_str(&format!("{}\n", record.id));
     }
     Ok(out)

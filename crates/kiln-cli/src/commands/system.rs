@@ -70,14 +70,17 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
     let running = containers.iter().filter(|c| c.is_running()).count();
     let container_bytes: u64 = containers
         .iter()
-        .map(|c| tree_size(&engine.containers().upper_dir(&c.id)))
+        .map(|c| kiln_engine::tree_size(&engine.containers().upper_dir(&c.id)))
         .sum();
     let volumes = engine.volumes()?;
     let volumes_used = volumes
         .iter()
         .filter(|v| !engine.volume_users(&v.name).is_empty())
         .count();
-    let volume_bytes: u64 = volumes.iter().map(|v| tree_size(&v.mountpoint)).sum();
+    let volume_bytes: u64 = volumes
+        .iter()
+        .map(|v| kiln_engine::tree_size(&v.mountpoint))
+        .sum();
     let cache = CacheIndex::open(&store.layout().cache()).entries();
     let (_, cache_bytes) = super::cache::layers_and_bytes(&cache);
     let rows = [
@@ -104,22 +107,6 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
         ),
     ];
     print(&align_columns(&rows))
-}
-
-/// The bytes of the regular files under `dir` (none if it is absent);
-/// links are not followed.
-fn tree_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => tree_size(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
 }
 
 /// `kiln system prune`: stopped containers, untagged images, then the
