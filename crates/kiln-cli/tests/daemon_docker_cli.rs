@@ -635,7 +635,15 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
     let committed = docker(&["commit", "box", "committed:1"]);
     assert!(committed.starts_with("sha256:"), "{committed}");
     assert_eq!(
-        docker(&["run", "--rm", "--network", "none", "committed:1", "cat", "/data/sub/f"]),
+        docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "committed:1",
+            "cat",
+            "/data/sub/f"
+        ]),
         "inside\n"
     );
 
