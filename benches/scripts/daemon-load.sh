@@ -8,6 +8,7 @@
 # loaded into podman) and give containers no network. Needs root.
 #
 # Usage: benches/scripts/daemon-load.sh [DURATION] [CLIENTS]   (60, 50)
+#   (KILN=path/to/kiln: that binary instead of a release build)
 set -euo pipefail
 duration="${1:-60}"
 clients="${2:-50}"
@@ -21,8 +22,10 @@ cleanup() {
 }
 trap cleanup EXIT
 command -v podman >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman >/dev/null
-cargo build --release -q -p kiln-cli --manifest-path "$here/Cargo.toml"
-kiln="$here/target/release/kiln"
+if [ -z "${KILN:-}" ]; then
+  cargo build --release -q -p kiln-cli --manifest-path "$here/Cargo.toml"
+fi
+kiln="${KILN:-$here/target/release/kiln}"
 venv="$here/target/docker-py/venv"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q docker==7.0.0
@@ -43,6 +46,13 @@ kiln_pid=$!
 pids+=("$kiln_pid")
 podman_flags=(--root "$work/podman/root" --runroot "$work/podman/run" --cgroup-manager cgroupfs
   --events-backend file --storage-driver overlay)
+# podman's own config for this run: no default ulimits (its nofile of
+# 1048576 is over this machine's hard limit, and every start fails), and
+# no registry a short name could be looked up in: its images are the one
+# loaded here, and nothing is ever pulled.
+printf '[containers]\ndefault_ulimits = []\n' >"$work/containers.conf"
+printf 'unqualified-search-registries = []\nshort-name-mode = "disabled"\n' >"$work/registries.conf"
+export CONTAINERS_CONF="$work/containers.conf" CONTAINERS_REGISTRIES_CONF="$work/registries.conf"
 podman "${podman_flags[@]}" load -q -i "$work/busybox-image.tar" >/dev/null
 podman "${podman_flags[@]}" system service --time=0 "unix://$work/podman.sock" 2>"$work/podman.log" &
 podman_pid=$!
