@@ -114,8 +114,13 @@ fn builds_an_image_that_umoci_unpacks_as_the_dockerfile_says() {
     let inspect: serde_json::Value =
         serde_json::from_str(&ok(kiln(&f.root, &["inspect", "app:2"]))).unwrap();
     let config = &inspect[0]["ImageConfig"];
-    // docker's shape too: Config is the runtime config.
-    assert_eq!(inspect[0]["Config"], config["config"]);
+    // docker's shape too: Config is the runtime config, with docker's
+    // defaults for what the image does not set.
+    for (key, value) in config["config"].as_object().unwrap() {
+        assert_eq!(&inspect[0]["Config"][key], value, "{key}");
+    }
+    assert_eq!(inspect[0]["Config"]["OnBuild"], serde_json::Value::Null);
+    assert_eq!(inspect[0]["Config"]["User"], "");
     assert_eq!(
         ok(kiln(
             &f.root,
