@@ -551,7 +551,7 @@ impl Engine {
         if record.is_running() {
             if !force {
                 return Err(EngineError::Conflict(format!(
-                    "you cannot remove a running container {}: stop the container before attempting removal or force remove (rm -f)",
+                    "container {} is running: you cannot remove a running container; stop the container before attempting removal or force remove (rm -f)",
                     record.name
                 )));
             }
