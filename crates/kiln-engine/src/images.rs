@@ -59,7 +59,18 @@ impl ImageSource for LocalImages {
         _registry: &ClientOptions,
     ) -> Result<ResolvedImage, EngineError> {
         let manifest = kiln_build::resolve_base(store, reference)?;
-        // Loading leases it: GC keeps it for this process from now on.
+        ResolvedImage::load(store, manifest, reference)
+    }
+}
+
+impl ResolvedImage {
+    /// The stored image `manifest` pinned for `reference`. Loading leases
+    /// it: GC keeps it for this process from now on.
+    fn load(
+        store: &Store,
+        manifest: Digest,
+        reference: &str,
+    ) -> Result<ResolvedImage, EngineError> {
         let image = kiln_build::load_image(store, &manifest, reference)?;
         Ok(ResolvedImage {
             config: image.image_config()?,
@@ -122,11 +133,6 @@ impl PullingImages {
                     message: format!("{failed}: {e}"),
                 })
             })?;
-        let image = kiln_build::load_image(store, &pulled.manifest, reference)?;
-        Ok(ResolvedImage {
-            config: image.image_config()?,
-            platform: image.platform(),
-            manifest: pulled.manifest,
-        })
+        ResolvedImage::load(store, pulled.manifest, reference)
     }
 }
