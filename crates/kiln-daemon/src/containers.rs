@@ -462,7 +462,7 @@ pub(crate) async fn attach(
         let Ok(upgraded) = upgrade.await else {
             return;
         };
-        let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
         if with_stdin {
             let hub = Arc::clone(&hub);
             tokio::spawn(async move {
@@ -473,27 +473,13 @@ pub(crate) async fn attach(
                     }
                     ready.await;
                 };
-                let mut file = tokio::fs::File::from_std(file);
-                let mut buffer = vec![0u8; 32 * 1024];
-                while let Ok(n) = reader.read(&mut buffer).await {
-                    if n == 0 || file.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                    let _ = file.flush().await;
-                }
-                // Dropped: the container's stdin ends.
+                pump_stdin(reader, file).await;
             });
         }
         while let Some(receiver) = output.as_mut() {
             match receiver.recv().await {
                 Ok(chunk) => {
-                    let mut bytes = Vec::with_capacity(chunk.data.len() + 8);
-                    if !tty {
-                        bytes.extend(frame_header(chunk.stream, chunk.data.len()));
-                    }
-                    bytes.extend_from_slice(&chunk.data);
-                    let written = writer.write_all(&bytes).await;
-                    if written.is_err() {
+                    if write_chunk(&mut writer, &chunk, tty).await.is_err() {
                         break;
                     }
                 }
@@ -504,6 +490,34 @@ pub(crate) async fn attach(
         let _ = writer.shutdown().await;
     });
     Ok(upgraded_response(tty))
+}
+
+/// Copies what an attached client sends into a process's stdin until
+/// either ends; the file is dropped then, which ends the stdin.
+pub(crate) async fn pump_stdin(mut from: impl AsyncReadExt + Unpin, file: std::fs::File) {
+    let mut file = tokio::fs::File::from_std(file);
+    let mut buffer = vec![0u8; 32 * 1024];
+    while let Ok(n) = from.read(&mut buffer).await {
+        if n == 0 || file.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+        let _ = file.flush().await;
+    }
+}
+
+/// Writes one chunk of output to an attached client: raw (a tty's
+/// stream) or behind docker's frame header.
+pub(crate) async fn write_chunk(
+    to: &mut (impl AsyncWriteExt + Unpin),
+    chunk: &Chunk,
+    raw: bool,
+) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(chunk.data.len() + 8);
+    if !raw {
+        bytes.extend(frame_header(chunk.stream, chunk.data.len()));
+    }
+    bytes.extend_from_slice(&chunk.data);
+    to.write_all(&bytes).await
 }
 
 /// The 101 that hands the connection over to a raw (tty) or multiplexed

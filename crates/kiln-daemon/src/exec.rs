@@ -22,11 +22,11 @@ use kiln_engine::{Attach, ExecRequest};
 use kiln_runtime::{OutputSink, TtyHandle, WindowSize};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{blocking, Shared};
-use crate::containers::{frame_header, upgraded_response, Chunk};
+use crate::containers::{pump_stdin, upgraded_response, write_chunk, Chunk};
 use crate::error::ApiError;
 
 type Answer = Result<Response, ApiError>;
@@ -277,30 +277,16 @@ pub(crate) async fn start(
         let Ok(upgraded) = upgrade.await else {
             return;
         };
-        let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
         if with_stdin {
             tokio::spawn(async move {
-                let Ok(file) = stdin_rx.await else {
-                    return;
-                };
-                let mut file = tokio::fs::File::from_std(file);
-                let mut buffer = vec![0u8; 32 * 1024];
-                while let Ok(n) = reader.read(&mut buffer).await {
-                    if n == 0 || file.write_all(&buffer[..n]).await.is_err() {
-                        break;
-                    }
-                    let _ = file.flush().await;
+                if let Ok(file) = stdin_rx.await {
+                    pump_stdin(reader, file).await;
                 }
-                // Dropped: the process's stdin ends.
             });
         }
         while let Some(chunk) = chunks.recv().await {
-            let mut bytes = Vec::with_capacity(chunk.data.len() + 8);
-            if !raw {
-                bytes.extend(frame_header(chunk.stream, chunk.data.len()));
-            }
-            bytes.extend_from_slice(&chunk.data);
-            if writer.write_all(&bytes).await.is_err() {
+            if write_chunk(&mut writer, &chunk, raw).await.is_err() {
                 break;
             }
         }
