@@ -690,6 +690,20 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         "for i in 1 2 3; do echo n-$i; sleep 0.2; done",
     ]);
     assert_eq!(docker(&["logs", "-f", "counter"]), "n-1\nn-2\nn-3\n");
+    // ... and to its last line even when --rm removes it at once (as
+    // docker-py's containers.run follows: create, start, logs -f).
+    let doomed = docker(&[
+        "create",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.5; echo last words",
+    ]);
+    docker(&["start", doomed.trim()]);
+    assert_eq!(docker(&["logs", "-f", doomed.trim()]), "last words\n");
     let pruned = docker(&["container", "prune", "-f"]);
     assert!(pruned.contains("Deleted Containers:"), "{pruned}");
     assert!(

@@ -668,73 +668,31 @@ pub(crate) async fn logs(
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let engine = Arc::clone(&state);
     tokio::task::spawn_blocking(move || {
-        let containers = engine.engine.containers();
-        let path = containers.log_path(&record.id);
-        let mut offset = 0usize;
-        let mut first = true;
-        loop {
-            let bytes = std::fs::read(&path).unwrap_or_default();
-            let times = containers.log_times(&record.id);
-            let running = containers.load(&record.id).is_some_and(|r| r.is_running());
-            let mut start = offset.min(bytes.len());
-            if first {
-                if let Some(lines) = tail {
-                    start = tail_start(&bytes, lines);
-                }
-                first = false;
+        let result = engine.engine.read_log(&record, tail, follow, &mut |line| {
+            let mut text = Vec::with_capacity(line.bytes.len() + 40);
+            if timestamps {
+                let time = line.written.unwrap_or(std::time::UNIX_EPOCH);
+                text.extend(humantime::format_rfc3339_nanos(time).to_string().bytes());
+                text.push(b' ');
             }
-            // Whole lines only while it runs; everything once it stopped.
-            let end = if running {
-                bytes[start..]
-                    .iter()
-                    .rposition(|b| *b == b'\n')
-                    .map_or(start, |i| start + i + 1)
-            } else {
-                bytes.len()
-            };
-            let mut out = Vec::new();
-            for line in bytes[start..end].split_inclusive(|b| *b == b'\n') {
-                let at = (line.as_ptr() as usize - bytes.as_ptr() as usize) as u64;
-                let mut text = Vec::new();
-                if timestamps {
-                    let time = times.at(at).unwrap_or(std::time::UNIX_EPOCH);
-                    text.extend(humantime::format_rfc3339_nanos(time).to_string().bytes());
-                    text.push(b' ');
-                }
-                text.extend_from_slice(line);
-                if !tty {
-                    out.extend(frame_header(1, text.len()));
-                }
-                out.extend(text);
+            text.extend_from_slice(line.bytes);
+            let mut out = Vec::with_capacity(text.len() + 8);
+            if !tty {
+                out.extend(frame_header(1, text.len()));
             }
-            offset = end;
-            if !out.is_empty() && sender.blocking_send(Ok(Bytes::from(out))).is_err() {
-                return;
-            }
-            if !follow || !running {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+            out.extend(text);
+            sender
+                .blocking_send(Ok(Bytes::from(out)))
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        });
+        if let Err(error) = result {
+            let _ = sender.blocking_send(Err(std::io::Error::other(error.to_string())));
         }
     });
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|item| (item, receiver))
     });
     Ok(Response::new(Body::from_stream(stream)))
-}
-
-/// Where the last `lines` lines of `bytes` begin.
-fn tail_start(bytes: &[u8], lines: usize) -> usize {
-    if lines == 0 {
-        return bytes.len();
-    }
-    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-    body.iter()
-        .enumerate()
-        .rev()
-        .filter(|(_, b)| **b == b'\n')
-        .nth(lines - 1)
-        .map_or(0, |(i, _)| i + 1)
 }
 
 #[derive(Deserialize, Default)]

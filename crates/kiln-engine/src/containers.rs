@@ -526,7 +526,43 @@ impl Engine {
         }
     }
 
-    /// Removes a container and its rw layer; a running one only with
+    /// Hands `emit` the container's log line by line (as `docker logs`):
+    /// with `tail`, the last lines only; with `follow`, then what it
+    /// appends until it is not running. Whether it runs is checked before
+    /// each read, and a monitor records the exit only after the last
+    /// output is in the log, so a follower never misses the end (the log
+    /// stays open, so not even when `--rm` removes the container). Stops
+    /// quietly when `emit` fails with a broken pipe (the reader left).
+    pub fn read_log(
+        &self,
+        record: &ContainerRecord,
+        tail: Option<usize>,
+        follow: bool,
+        emit: &mut dyn FnMut(kiln_runtime::containers::LogLine<'_>) -> std::io::Result<()>,
+    ) -> Result<(), EngineError> {
+        let all = self.containers();
+        let Some(mut log) = all.log_reader(&record.id)? else {
+            return Ok(());
+        };
+        let path = all.log_path(&record.id);
+        let failed = |e: std::io::Error| EngineError::io(path.clone(), e);
+        if let Some(lines) = tail {
+            log.skip_to_last(lines).map_err(failed)?;
+        }
+        loop {
+            let running = follow && all.load(&record.id).is_some_and(|r| r.is_running());
+            match log.read_lines(!running, emit) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(failed(e)),
+            }
+            if !running {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Removes every container that is not running (`container prune`);
     /// the ones removed, with the bytes their own files took.
     pub fn prune_containers(&self) -> Result<Vec<(ContainerRecord, u64)>, EngineError> {
@@ -542,6 +578,7 @@ impl Engine {
         Ok(removed)
     }
 
+    /// Removes a container and its rw layer; a running one only with
     /// `force` (SIGKILL first).
     pub fn remove_container(
         &self,

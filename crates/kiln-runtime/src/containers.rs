@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::container_log::{LogLine, LogReader, LogWriter};
 use crate::error::RuntimeError;
 use crate::spec::{ContainerSpec, Mount, Network, Resources, User};
 
@@ -356,23 +357,12 @@ impl Containers {
 
     /// Appends to the container's log.
     pub fn log_writer(&self, id: &str) -> Result<LogWriter, RuntimeError> {
-        let append = |path: PathBuf| {
-            fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| RuntimeError::io("open", path, e))
-        };
-        let log = append(self.log_path(id))?;
-        let offset = log
-            .metadata()
-            .map_err(|e| RuntimeError::io("stat", self.log_path(id), e))?
-            .len();
-        Ok(LogWriter {
-            log,
-            times: append(self.dir(id).join(LOG_TIMES))?,
-            offset,
-        })
+        LogWriter::open(&self.dir(id))
+    }
+
+    /// Reads the container's log (`None`: it never started).
+    pub fn log_reader(&self, id: &str) -> Result<Option<LogReader>, RuntimeError> {
+        LogReader::open(&self.dir(id))
     }
 
     /// The container's rw layer (its overlay upper dir).
@@ -393,68 +383,7 @@ impl Containers {
 
     /// The output as it came, stdout and stderr together.
     pub fn log_path(&self, id: &str) -> PathBuf {
-        self.dir(id).join("log")
-    }
-
-    /// When each part of the log was written (`logs --timestamps`);
-    /// empty for a log from before kiln kept times.
-    pub fn log_times(&self, id: &str) -> LogTimes {
-        let bytes = fs::read(self.dir(id).join(LOG_TIMES)).unwrap_or_default();
-        LogTimes {
-            marks: bytes
-                .chunks_exact(16)
-                .map(|record| {
-                    let number = |at: usize| {
-                        u64::from_le_bytes(record[at..at + 8].try_into().unwrap_or([0; 8]))
-                    };
-                    (number(0), number(8))
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Beside the log: a 16-byte record per write, the log's length before
-/// it and the time (ns since the epoch), both little-endian u64. The log
-/// stays the bytes the container wrote, for `logs` and `commit` alike.
-const LOG_TIMES: &str = "log.times";
-
-/// Appends to a container's log, noting when.
-pub struct LogWriter {
-    log: fs::File,
-    times: fs::File,
-    offset: u64,
-}
-
-impl LogWriter {
-    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        use io::Write;
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        let mut record = [0u8; 16];
-        record[..8].copy_from_slice(&self.offset.to_le_bytes());
-        record[8..].copy_from_slice(&nanos.to_le_bytes());
-        self.times.write_all(&record)?;
-        self.log.write_all(data)?;
-        self.offset += data.len() as u64;
-        Ok(())
-    }
-}
-
-/// When the parts of a log were written ([`Containers::log_times`]).
-pub struct LogTimes {
-    /// (offset, ns since the epoch), in offset order.
-    marks: Vec<(u64, u64)>,
-}
-
-impl LogTimes {
-    /// When the byte at `offset` was written: the time of the last write
-    /// that began at or before it.
-    pub fn at(&self, offset: u64) -> Option<SystemTime> {
-        let index = self.marks.partition_point(|(start, _)| *start <= offset);
-        let (_, nanos) = self.marks.get(index.checked_sub(1)?)?;
-        Some(UNIX_EPOCH + std::time::Duration::from_nanos(*nanos))
+        crate::container_log::log_path(&self.dir(id))
     }
 }
 

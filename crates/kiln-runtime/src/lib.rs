@@ -138,6 +138,7 @@ mod cgroups;
 mod child;
 mod cmdline;
 mod container;
+mod container_log;
 mod container_root;
 pub mod containers;
 mod error;

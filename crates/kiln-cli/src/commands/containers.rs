@@ -1013,7 +1013,6 @@ pub struct LogsArgs {
 /// `--tail N` the last lines only, `-f` then what it prints until it
 /// stops, `-t` each line with its time.
 pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
-    use std::io::Seek;
     let tail = match args.tail.as_str() {
         "all" => None,
         n => Some(
@@ -1023,129 +1022,23 @@ pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
     };
     let engine = Engine::new(open_store(root)?);
     let record = engine.find_container(&args.container)?;
-    let path = engine.containers().log_path(&record.id);
-    let Ok(mut log) = std::fs::File::open(&path) else {
-        return Ok(());
-    };
-    let start = match tail {
-        Some(lines) => {
-            tail_offset(&mut log, lines).with_context(|| format!("reading {}", path.display()))?
+    let mut out = std::io::stdout().lock();
+    engine.read_log(&record, tail, args.follow, &mut |line| {
+        if args.timestamps {
+            let time = line.written.unwrap_or(std::time::UNIX_EPOCH);
+            write!(out, "{} ", humantime::format_rfc3339_nanos(time))?;
         }
-        None => 0,
-    };
-    log.seek(std::io::SeekFrom::Start(start))?;
-    let mut out = LogOutput {
-        out: std::io::stdout().lock(),
-        timestamps: args.timestamps,
-        pending: Vec::new(),
-        pending_at: start,
-    };
-    let containers = engine.containers();
-    let copy = |log: &mut std::fs::File, out: &mut LogOutput<'_>, last: bool| match out.copy(
-        log,
-        &containers,
-        &record.id,
-        last,
-    ) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e),
-        Ok(()) => Ok(true),
-    };
-    if !copy(&mut log, &mut out, !args.follow)? || !args.follow {
-        return Ok(());
-    }
-    // Following: what it appends, until it is not running (and what it
-    // wrote last is out).
-    loop {
-        let running = containers.load(&record.id).is_some_and(|r| r.is_running());
-        if !copy(&mut log, &mut out, !running)? || !running {
-            return Ok(());
+        out.write_all(line.bytes)?;
+        // Following, each line as it comes.
+        if args.follow {
+            out.flush()?;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        Ok(())
+    })?;
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-}
-
-/// `logs` output: the log's bytes as they are, or with `--timestamps`
-/// line by line, each after the time its first byte was written.
-struct LogOutput<'a> {
-    out: std::io::StdoutLock<'a>,
-    timestamps: bool,
-    /// A line begun but not yet ended, and where in the log it begins.
-    pending: Vec<u8>,
-    pending_at: u64,
-}
-
-impl LogOutput<'_> {
-    /// Copies what the log holds past what was read; `last`: nothing more
-    /// will come, so a last line without a newline is printed too.
-    fn copy(
-        &mut self,
-        log: &mut std::fs::File,
-        containers: &Containers,
-        id: &str,
-        last: bool,
-    ) -> std::io::Result<()> {
-        use std::io::Read;
-        if !self.timestamps {
-            std::io::copy(log, &mut self.out)?;
-            return self.out.flush();
-        }
-        log.read_to_end(&mut self.pending)?;
-        let times = containers.log_times(id);
-        let mut begin = 0;
-        while begin < self.pending.len() {
-            let end = match self.pending[begin..].iter().position(|b| *b == b'\n') {
-                Some(newline) => begin + newline + 1,
-                None if last => self.pending.len(),
-                None => break,
-            };
-            let at = self.pending_at + begin as u64;
-            let time = times.at(at).unwrap_or(std::time::UNIX_EPOCH);
-            write!(self.out, "{} ", humantime::format_rfc3339_nanos(time))?;
-            self.out.write_all(&self.pending[begin..end])?;
-            begin = end;
-        }
-        self.pending.drain(..begin);
-        self.pending_at += begin as u64;
-        self.out.flush()
-    }
-}
-
-/// Where the last `lines` lines of `log` begin (a last line without a
-/// newline counts), read backwards in blocks.
-fn tail_offset(log: &mut std::fs::File, lines: usize) -> std::io::Result<u64> {
-    use std::io::{Read, Seek, SeekFrom};
-    let len = log.metadata()?.len();
-    if lines == 0 {
-        return Ok(len);
-    }
-    let mut end = len;
-    let mut newlines = 0;
-    let mut block = vec![0u8; 64 * 1024];
-    // A final newline ends the last line; it does not start a new one.
-    let mut skip_final = true;
-    while end > 0 {
-        let start = end.saturating_sub(block.len() as u64);
-        let size = usize::try_from(end - start).unwrap_or(block.len());
-        log.seek(SeekFrom::Start(start))?;
-        log.read_exact(&mut block[..size])?;
-        for (i, byte) in block[..size].iter().enumerate().rev() {
-            if *byte != b'\n' {
-                skip_final = false;
-                continue;
-            }
-            if skip_final && start + i as u64 == len - 1 {
-                skip_final = false;
-                continue;
-            }
-            newlines += 1;
-            if newlines == lines {
-                return Ok(start + i as u64 + 1);
-            }
-        }
-        end = start;
-    }
-    Ok(0)
 }
 
 #[derive(Args)]
