@@ -4,7 +4,8 @@
 //! `docker build` as docker prints them, errors as the daemon's, and the
 //! socket's own safety (mode 0660, never
 //! a second daemon on it, never replacing a file that is not a socket,
-//! removed on SIGTERM).
+//! removed on SIGTERM), and TCP served only to clients whose certificate
+//! the daemon's CA signed.
 
 mod common;
 
@@ -1057,4 +1058,189 @@ fn the_socket_is_private_single_and_never_replaces_a_file() {
         let out = kiln(root, &["serve", "--host", host]);
         assert_eq!(out.status.code(), Some(1), "{host}");
     }
+    // TCP only with TLS and client certificates.
+    let plain = kiln(root, &["serve", "--host", "tcp://127.0.0.1:2375"]);
+    assert!(
+        text(&plain.stderr).contains("--tlsverify"),
+        "{}",
+        text(&plain.stderr)
+    );
+}
+
+/// A CA, and certificates it signs: written as `DIR/{ca,cert,key}.pem`,
+/// the layout of Docker's `DOCKER_CERT_PATH`.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A certificate for `names` (IP addresses or DNS names) with `usage`.
+    fn sign(&self, dir: &Path, names: &[&str], usage: rcgen::ExtendedKeyUsagePurpose) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), &self.pem).unwrap();
+        std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    }
+}
+
+#[test]
+fn tcp_serves_only_clients_with_a_certificate_its_ca_signed() {
+    use rcgen::ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let ca = TestCa::new("kiln test CA");
+    ca.sign(&work.join("server"), &["127.0.0.1"], ServerAuth);
+    ca.sign(&work.join("client"), &["client"], ClientAuth);
+    // Another CA's client (trusting the server), and one without a
+    // certificate (only the CA, to trust the server).
+    TestCa::new("someone else's CA").sign(&work.join("stranger"), &["client"], ClientAuth);
+    std::fs::copy(work.join("server/ca.pem"), work.join("stranger/ca.pem")).unwrap();
+    std::fs::create_dir_all(work.join("anonymous")).unwrap();
+    std::fs::copy(work.join("server/ca.pem"), work.join("anonymous/ca.pem")).unwrap();
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let server = work.join("server");
+    let serve = |key: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(root)
+            .args([
+                "serve",
+                "--host",
+                &format!("tcp://{address}"),
+                "--tlsverify",
+            ])
+            .arg("--tlscacert")
+            .arg(server.join("ca.pem"))
+            .arg("--tlscert")
+            .arg(server.join("cert.pem"))
+            .arg("--tlskey")
+            .arg(key)
+            .env("DOCKER_CONFIG", work.join("daemon-docker-config"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A key that is not the certificate's: refused before listening.
+    let wrong_key = serve(&work.join("client/key.pem"))
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(wrong_key.status.code(), Some(1));
+    assert!(
+        text(&wrong_key.stderr).contains("client/key.pem"),
+        "{}",
+        text(&wrong_key.stderr)
+    );
+
+    let mut child = serve(&server.join("key.pem"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "kiln serve did not listen on {address}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let docker = |certs: Option<&str>, args: &[&str]| {
+        let mut command = Command::new("docker");
+        command
+            .args(args)
+            .env("DOCKER_HOST", format!("tcp://{address}"))
+            .env("DOCKER_CONFIG", work.join("docker-config"))
+            .env("OTEL_SDK_DISABLED", "true")
+            .env("DOCKER_CLI_HINTS", "false")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        if let Some(dir) = certs {
+            command
+                .env("DOCKER_TLS_VERIFY", "1")
+                .env("DOCKER_CERT_PATH", work.join(dir));
+        }
+        command.output().unwrap()
+    };
+
+    let version = docker(
+        Some("client"),
+        &["version", "--format", "{{.Server.APIVersion}}"],
+    );
+    assert_eq!(ok(version), "1.44\n");
+    // A container's output comes over the hijacked TLS connection.
+    let ran = docker(
+        Some("client"),
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "echo",
+            "over tls",
+        ],
+    );
+    assert_eq!(ok(ran), "over tls\n");
+
+    // Everyone else is turned away at the handshake: a certificate from
+    // another CA, none at all, plain HTTP.
+    for (certs, who, says) in [
+        (Some("stranger"), "another CA's client", "remote error: tls"),
+        (
+            Some("anonymous"),
+            "a client without a certificate",
+            "remote error: tls",
+        ),
+        (None, "plain HTTP", "malformed HTTP response"),
+    ] {
+        let refused = docker(certs, &["version", "--format", "{{.Server.APIVersion}}"]);
+        assert_ne!(refused.status.code(), Some(0), "{who} was served");
+        assert!(
+            text(&refused.stderr).contains(says),
+            "{who}: {}",
+            text(&refused.stderr)
+        );
+        assert!(
+            !text(&refused.stdout).contains("1.44"),
+            "{who}: {}",
+            text(&refused.stdout)
+        );
+    }
+    // ... and the daemon serves on.
+    assert_eq!(
+        ok(docker(
+            Some("client"),
+            &["version", "--format", "{{.Server.APIVersion}}"]
+        )),
+        "1.44\n"
+    );
+    common::send_signal(child.id(), "TERM");
+    assert!(child.wait().unwrap().success());
 }

@@ -7,10 +7,15 @@ use kiln_engine::EngineError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("--host {0:?}: expected unix:///PATH")]
+    #[error("--host {0:?}: expected unix:///PATH or tcp://HOST[:PORT]")]
     BadHost(String),
-    #[error("--host {0}: TCP needs TLS with client certificates (--tlsverify), which kiln serve does not have yet; use unix:///PATH")]
+    #[error("--host {0}: TCP only with TLS and client certificates: add --tlsverify --tlscacert CA.pem --tlscert CERT.pem --tlskey KEY.pem (or listen on unix:///PATH)")]
     TcpWithoutTls(String),
+    #[error("{}: {message}", file.display())]
+    Tls {
+        file: std::path::PathBuf,
+        message: String,
+    },
     #[error("{0}: another daemon is serving on this socket")]
     InUse(std::path::PathBuf),
     #[error("{0}: exists and is not a socket; kiln serve will not replace it")]

@@ -17,9 +17,9 @@
 //! restart, remove, list, inspect: `docker run` works; exec; archive for
 //! `docker cp`) and volumes (create, list, inspect, remove, prune), with
 //! or without the `/v1.xx` prefix. Registry credentials are only ever
-//! the client's own (`X-Registry-Config`, `X-Registry-Auth`). Not yet
-//! (issue 19): pause, top, changes, export, container filters, TCP with
-//! TLS.
+//! the client's own (`X-Registry-Config`, `X-Registry-Auth`). On a unix
+//! socket, or on TCP with TLS and client certificates only. Not yet
+//! (issue 19): pause, export.
 
 mod api;
 mod archive;
@@ -33,9 +33,11 @@ mod image_archives;
 mod listen;
 mod registry;
 mod streaming;
+mod tls;
 
 pub use error::DaemonError;
 pub use listen::Host;
+pub use tls::TlsFiles;
 
 /// The API version advertised (`Api-Version`, `/version`).
 pub const API_VERSION: &str = "1.44";
@@ -70,13 +72,14 @@ impl Default for Settings {
 
 /// Serves the Engine API on `host` until SIGINT or SIGTERM, then removes
 /// the socket. The socket is bound before anything else runs (mode 0660,
-/// group `kiln` when it exists), so a client never finds it open to all.
+/// group `kiln` when it exists), so a client never finds it open to all;
+/// a TCP host's TLS files are read and checked before it listens.
 pub fn serve(
     engine: kiln_engine::Engine,
     host: &Host,
     settings: Settings,
 ) -> Result<(), DaemonError> {
-    let bound = listen::bind(host)?;
+    let listening = listen::listen(host)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -86,17 +89,32 @@ pub fn serve(
             source: e,
         })?;
     let served = runtime.block_on(async {
-        let listener = bound.tokio_listener()?;
         let app = api::app(engine, settings);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
-            .await
-            .map_err(|e| DaemonError::Io {
-                what: "serve the Engine API".into(),
-                source: e,
-            })
+        let serving = |e| DaemonError::Io {
+            what: "serve the Engine API".into(),
+            source: e,
+        };
+        match &listening {
+            listen::Listening::Unix(bound) => axum::serve(bound.tokio_listener()?, app)
+                .with_graceful_shutdown(shutdown())
+                .await
+                .map_err(serving),
+            listen::Listening::Tcp { listener, tls } => {
+                let listener = listener
+                    .try_clone()
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(serving)?;
+                let listener = tls::TlsListener::start(listener, std::sync::Arc::clone(tls))
+                    .map_err(serving)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown())
+                    .await
+                    .map_err(serving)
+            }
+        }
     });
-    drop(bound);
+    // The socket removed (a unix one).
+    drop(listening);
     served
 }
 

@@ -1,6 +1,6 @@
 //! `kiln serve`: the flags into kiln-daemon's `serve`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -9,9 +9,23 @@ use super::images::open_store;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Where to listen: unix:///PATH (the socket is made 0660, group kiln
-    /// when it exists)
+    /// when it exists), or tcp://HOST[:PORT] (2376 by default) with
+    /// --tlsverify
     #[arg(short = 'H', long, default_value = "unix:///run/kiln.sock")]
     host: String,
+    /// Serve TCP with TLS, only to clients with a certificate signed by
+    /// --tlscacert
+    #[arg(long)]
+    tlsverify: bool,
+    /// The CA that signs the clients' certificates [default: ~/.docker/ca.pem]
+    #[arg(long, value_name = "PEM", requires = "tlsverify")]
+    tlscacert: Option<PathBuf>,
+    /// The daemon's certificate [default: ~/.docker/cert.pem]
+    #[arg(long, value_name = "PEM", requires = "tlsverify")]
+    tlscert: Option<PathBuf>,
+    /// The daemon's private key [default: ~/.docker/key.pem]
+    #[arg(long, value_name = "PEM", requires = "tlsverify")]
+    tlskey: Option<PathBuf>,
     /// The most a build context sent to POST /build may weigh, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = kiln_engine::DEFAULT_CONTEXT_LIMIT)]
     max_context_size: u64,
@@ -33,7 +47,19 @@ enum DefaultNetwork {
 
 /// Serves the Docker Engine API until SIGINT or SIGTERM.
 pub fn run(root: Option<&Path>, args: ServeArgs) -> anyhow::Result<()> {
-    let host = kiln_daemon::Host::parse(&args.host)?;
+    let tls = args.tlsverify.then(|| {
+        // Docker's defaults: the files in DOCKER_CERT_PATH or ~/.docker.
+        let dir = std::env::var_os("DOCKER_CERT_PATH")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".docker")))
+            .unwrap_or_default();
+        kiln_daemon::TlsFiles {
+            ca: args.tlscacert.unwrap_or_else(|| dir.join("ca.pem")),
+            cert: args.tlscert.unwrap_or_else(|| dir.join("cert.pem")),
+            key: args.tlskey.unwrap_or_else(|| dir.join("key.pem")),
+        }
+    });
+    let host = kiln_daemon::Host::parse(&args.host, tls)?;
     // Pulls (build bases, POST /images/create) are for the host's platform.
     let images = kiln_engine::PullingImages {
         platform: super::registry::platform(None)?,
