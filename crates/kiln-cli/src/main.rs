@@ -50,6 +50,10 @@ enum Command {
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
     Kill(commands::containers::KillArgs),
+    /// Freeze every process of running containers
+    Pause(commands::containers::NamesArgs),
+    /// Thaw paused containers
+    Unpause(commands::containers::NamesArgs),
     /// Wait until containers stop; print their exit codes
     Wait(commands::containers::NamesArgs),
     /// Stop containers, then start them again
@@ -131,10 +135,6 @@ enum Command {
     Top(Planned),
     #[command(name = "stats", hide = true)]
     Stats(Planned),
-    #[command(name = "pause", hide = true)]
-    Pause(Planned),
-    #[command(name = "unpause", hide = true)]
-    Unpause(Planned),
     #[command(name = "rename", hide = true)]
     Rename(Planned),
     #[command(name = "update", hide = true)]
@@ -230,6 +230,10 @@ enum ContainerCommand {
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
     Kill(commands::containers::KillArgs),
+    /// Freeze every process of running containers
+    Pause(commands::containers::NamesArgs),
+    /// Thaw paused containers
+    Unpause(commands::containers::NamesArgs),
     /// Wait until containers stop; print their exit codes
     Wait(commands::containers::NamesArgs),
     /// Stop containers, then start them again
@@ -283,6 +287,8 @@ impl Command {
                 ContainerCommand::Cp(args) => Command::Cp(args),
                 ContainerCommand::Commit(args) => Command::Commit(args),
                 ContainerCommand::Kill(args) => Command::Kill(args),
+                ContainerCommand::Pause(args) => Command::Pause(args),
+                ContainerCommand::Unpause(args) => Command::Unpause(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
                 ContainerCommand::Restart(args) => Command::Restart(args),
                 ContainerCommand::Inspect(mut args) => {
@@ -357,6 +363,12 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
             commands::containers::commit(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Kill(args) => commands::containers::kill(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Pause(args) => {
+            commands::containers::pause(root, args, true).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Unpause(args) => {
+            commands::containers::pause(root, args, false).map(|()| ExitCode::SUCCESS)
+        }
         Command::Wait(args) => commands::containers::wait(root, args).map(|()| ExitCode::SUCCESS),
         Command::Restart(args) => {
             commands::containers::restart(root, args).map(|()| ExitCode::SUCCESS)
@@ -413,8 +425,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
         Command::Top(_) => not_yet("top", "docker top: a container's processes"),
         Command::Stats(_) => not_yet("stats", "docker stats: containers' resource use"),
-        Command::Pause(_) => not_yet("pause", "docker pause: freeze a container's processes"),
-        Command::Unpause(_) => not_yet("unpause", "docker unpause: thaw a frozen container"),
         Command::Rename(_) => not_yet("rename", "docker rename: a container's new name"),
         Command::Update(_) => not_yet("update", "docker update: a running container's new limits"),
         Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),

@@ -712,6 +712,29 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         "the stopped one is pruned"
     );
 
+    // pause: frozen (an exec refused, docker's state and status say so)
+    // until unpause.
+    assert_eq!(docker(&["pause", "box"]), "box\n");
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}}",
+            "box"
+        ]),
+        "paused true\n"
+    );
+    let listed = docker(&["ps", "--filter", "name=box", "--format", "{{.Status}}"]);
+    assert!(listed.contains("(Paused)"), "{listed}");
+    let frozen = daemon.docker(&["exec", "box", "true"]);
+    assert!(
+        text(&frozen.stderr).contains("is paused"),
+        "{}",
+        text(&frozen.stderr)
+    );
+    assert_eq!(docker(&["unpause", "box"]), "box\n");
+    assert_eq!(docker(&["exec", "box", "echo", "thawed"]), "thawed\n");
+
     docker(&["stop", "-t", "0", "box"]);
     let stopped = daemon.docker(&["exec", "box", "true"]);
     assert_ne!(stopped.status.code(), Some(0));
@@ -1243,4 +1266,41 @@ fn tcp_serves_only_clients_with_a_certificate_its_ca_signed() {
     );
     common::send_signal(child.id(), "TERM");
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_paused_container_dies_with_the_daemon() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let daemon = Daemon::start(root, &work.join("kiln.sock"));
+    let docker = |args: &[&str]| ok(daemon.docker(args));
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "frozen",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    docker(&["pause", "frozen"]);
+    let pid: i32 = docker(&["inspect", "-f", "{{.State.Pid}}", "frozen"])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(pid > 0);
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+    // A frozen process acts on no signal: the daemon thaws it first, so
+    // the SIGKILL its end sends is taken.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the paused container outlived its daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

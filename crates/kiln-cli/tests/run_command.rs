@@ -293,6 +293,63 @@ fn kept_containers_live_stop_start_commit_and_go() {
 }
 
 #[test]
+fn pause_freezes_every_process_until_unpause_and_stop_still_ends_it() {
+    let (_dir, root) = store();
+    // Two processes: pid 1 and a ticker it started.
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "busybox",
+            "sh",
+            "-c",
+            "(while true; do echo tick; sleep 0.05; done) & wait",
+        ],
+    ));
+    let ticks = || ok(kiln(&root, &["logs", "ticker"])).lines().count();
+    wait_for("the first ticks", || ticks() > 2);
+    assert_eq!(ok(kiln(&root, &["pause", "ticker"])), "ticker\n");
+    let ps = ok(kiln(&root, &["ps"]));
+    assert!(ps.contains("(Paused)"), "{ps}");
+    let frozen_at = ticks();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(ticks(), frozen_at, "a paused container printed on");
+
+    let twice = kiln(&root, &["pause", "ticker"]);
+    assert_eq!(twice.status.code(), Some(1));
+    assert!(
+        text(&twice.stderr).contains("already paused"),
+        "{}",
+        text(&twice.stderr)
+    );
+    let exec = kiln(&root, &["exec", "ticker", "true"]);
+    assert_ne!(exec.status.code(), Some(0));
+    assert!(
+        text(&exec.stderr).contains("is paused"),
+        "{}",
+        text(&exec.stderr)
+    );
+
+    assert_eq!(ok(kiln(&root, &["unpause", "ticker"])), "ticker\n");
+    wait_for("ticks after the unpause", || ticks() > frozen_at + 2);
+    let not_paused = kiln(&root, &["unpause", "ticker"]);
+    assert_eq!(not_paused.status.code(), Some(1));
+    assert!(text(&not_paused.stderr).contains("not paused"));
+
+    // Stopping a paused container thaws it after the signal, as Docker.
+    ok(kiln(&root, &["pause", "ticker"]));
+    ok(kiln(&root, &["stop", "-t", "1", "ticker"]));
+    let ps = ok(kiln(&root, &["ps", "-a"]));
+    assert!(ps.contains("Exited (137)"), "{ps}");
+    let stopped = kiln(&root, &["pause", "ticker"]);
+    assert!(text(&stopped.stderr).contains("is not running"));
+    ok(kiln(&root, &["rm", "ticker"]));
+}
+
+#[test]
 fn stdin_with_i_and_a_terminal_with_t() {
     use std::io::{Read, Write};
     let (_dir, root) = store();

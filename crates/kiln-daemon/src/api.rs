@@ -38,22 +38,23 @@ pub(crate) type Shared = Arc<Daemon>;
 type Answer = Result<Response, ApiError>;
 
 /// The routes, behind the `/v1.xx` prefix or without it.
-pub(crate) fn app(
-    engine: Engine,
-    settings: crate::Settings,
-) -> axum::routing::IntoMakeService<Router> {
-    use crate::containers as c;
+/// What every handler shares, made from the engine and the settings.
+pub(crate) fn daemon(engine: Engine, settings: crate::Settings) -> Shared {
     let mut registry = settings.registry;
     registry.credential = None;
     registry.credentials_by_registry = Some(BTreeMap::new());
-    let state = Arc::new(Daemon {
+    Arc::new(Daemon {
         engine,
         live: Default::default(),
         registry,
         context_limit: settings.context_limit,
         default_network: settings.default_network,
         events: Default::default(),
-    });
+    })
+}
+
+pub(crate) fn app(state: Shared) -> axum::routing::IntoMakeService<Router> {
+    use crate::containers as c;
     let routes = Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
@@ -82,6 +83,8 @@ pub(crate) fn app(
         .route("/containers/{id}/stop", post(c::stop))
         .route("/containers/{id}/restart", post(c::restart))
         .route("/containers/{id}/kill", post(c::kill))
+        .route("/containers/{id}/pause", post(c::pause))
+        .route("/containers/{id}/unpause", post(c::unpause))
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}/top", get(c::top))
         .route("/containers/{id}/changes", get(c::changes))
@@ -227,8 +230,8 @@ async fn info(State(engine): State<Shared>) -> Answer {
         json!({
             "ID": "kiln",
             "Containers": info.containers,
-            "ContainersRunning": info.running_containers,
-            "ContainersPaused": 0,
+            "ContainersRunning": info.running_containers - info.paused_containers,
+            "ContainersPaused": info.paused_containers,
             "ContainersStopped": info.containers - info.running_containers,
             "Images": info.images,
             "Driver": "overlay",

@@ -745,6 +745,43 @@ pub(crate) async fn restart(
     started
 }
 
+/// Thaws every paused container this daemon monitors: a frozen process
+/// acts on no signal, not even the SIGKILL its monitor's end sends.
+pub(crate) fn thaw_own(engine: &kiln_engine::Engine) {
+    let me = std::process::id() as i32;
+    for record in engine.containers().list() {
+        if matches!(record.state, LifeState::Running { monitor, .. } if monitor == me)
+            && record.is_paused()
+        {
+            let _ = engine.unpause_container(&record);
+        }
+    }
+}
+
+/// `POST /containers/ID/pause`: every process frozen (the cgroup freezer).
+pub(crate) async fn pause(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let record = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        engine.pause_container(&record)?;
+        Ok(record)
+    })
+    .await?;
+    state.events.container("pause", &record, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /containers/ID/unpause`.
+pub(crate) async fn unpause(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let record = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        engine.unpause_container(&record)?;
+        Ok(record)
+    })
+    .await?;
+    state.events.container("unpause", &record, &[]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 pub(crate) async fn kill(
     State(state): State<Shared>,
     Path(id): Path<String>,

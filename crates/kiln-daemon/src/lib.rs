@@ -14,12 +14,12 @@
 //! `/events`, `/build` (the classic builder's protocol), images (list,
 //! inspect, history, tag, remove, pull, push, save, load), `/auth`,
 //! containers (create, start, attach, resize, wait, logs, stop, kill,
-//! restart, remove, list, inspect: `docker run` works; exec; archive for
-//! `docker cp`) and volumes (create, list, inspect, remove, prune), with
+//! restart, pause, unpause, remove, list, inspect: `docker run` works;
+//! exec; archive for `docker cp`) and volumes (create, list, inspect, remove, prune), with
 //! or without the `/v1.xx` prefix. Registry credentials are only ever
 //! the client's own (`X-Registry-Config`, `X-Registry-Auth`). On a unix
 //! socket, or on TCP with TLS and client certificates only. Not yet
-//! (issue 19): pause, export.
+//! (issue 19): export, networks.
 
 mod api;
 mod archive;
@@ -88,8 +88,9 @@ pub fn serve(
             what: "start the daemon's runtime".into(),
             source: e,
         })?;
+    let daemon = api::daemon(engine, settings);
     let served = runtime.block_on(async {
-        let app = api::app(engine, settings);
+        let app = api::app(std::sync::Arc::clone(&daemon));
         let serving = |e| DaemonError::Io {
             what: "serve the Engine API".into(),
             source: e,
@@ -113,6 +114,9 @@ pub fn serve(
             }
         }
     });
+    // Its containers die with it (their monitors' parent-death signal);
+    // a frozen one could not act on that signal, so none stays paused.
+    containers::thaw_own(&daemon.engine);
     // The socket removed (a unix one).
     drop(listening);
     served

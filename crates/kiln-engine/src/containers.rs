@@ -378,12 +378,14 @@ impl Engine {
         if request.command.is_empty() {
             return Err(EngineError::Request("exec needs a command".into()));
         }
-        let Some(init) = record.running_pid() else {
+        let init = self.running_pid_of(record)?;
+        // Docker's rule: it would hang, frozen, until the unpause.
+        if record.is_paused() {
             return Err(EngineError::Conflict(format!(
-                "container {} is not running",
+                "container {} is paused, unpause the container before exec",
                 record.name
             )));
-        };
+        }
         let config = &record.config;
         let user = match request.user.as_deref().filter(|u| !u.is_empty()) {
             Some(spec) => {
@@ -495,14 +497,41 @@ impl Engine {
         record: &ContainerRecord,
         signal_to_send: nix::sys::signal::Signal,
     ) -> Result<(), EngineError> {
-        let Some(pid) = record.running_pid() else {
-            return Err(EngineError::Conflict(format!(
-                "container {} is not running",
-                record.name
-            )));
-        };
+        let pid = self.running_pid_of(record)?;
         signal(pid, signal_to_send);
         Ok(())
+    }
+
+    /// Freezes every process of the running container (`docker pause`,
+    /// the cgroup freezer): they stay, using no CPU, until
+    /// [`Engine::unpause_container`] or a signal from `stop` or `kill`.
+    pub fn pause_container(&self, record: &ContainerRecord) -> Result<(), EngineError> {
+        let pid = self.running_pid_of(record)?;
+        if record.is_paused() {
+            return Err(EngineError::Conflict(format!(
+                "container {} is already paused",
+                record.name
+            )));
+        }
+        Ok(kiln_runtime::set_frozen(pid, true)?)
+    }
+
+    /// Thaws a paused container (`docker unpause`).
+    pub fn unpause_container(&self, record: &ContainerRecord) -> Result<(), EngineError> {
+        let pid = self.running_pid_of(record)?;
+        if !record.is_paused() {
+            return Err(EngineError::Conflict(format!(
+                "container {} is not paused",
+                record.name
+            )));
+        }
+        Ok(kiln_runtime::set_frozen(pid, false)?)
+    }
+
+    fn running_pid_of(&self, record: &ContainerRecord) -> Result<i32, EngineError> {
+        record.running_pid().ok_or_else(|| {
+            EngineError::Conflict(format!("container {} is not running", record.name))
+        })
     }
 
     /// Waits until the container is not running, and returns its exit
@@ -628,8 +657,14 @@ impl Engine {
     }
 }
 
+/// `signal` to a container's pid 1; a paused container is thawed after
+/// it, so the signal is acted on (Docker's kill and stop of a paused
+/// container do the same).
 fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+    if kiln_runtime::is_frozen(pid) {
+        let _ = kiln_runtime::set_frozen(pid, false);
+    }
 }
 
 /// Output nobody reads (a container being killed).

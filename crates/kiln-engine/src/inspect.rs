@@ -137,7 +137,8 @@ fn rfc3339(seconds: u64) -> String {
 }
 
 /// A container's state word and status text as `docker ps` shows them
-/// (`running`, `Up 5 minutes`; `exited`, `Exited (0) 3 seconds ago`).
+/// (`running`, `Up 5 minutes`; `paused`, `Up 5 minutes (Paused)`;
+/// `exited`, `Exited (0) 3 seconds ago`).
 pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
     let now = std::time::SystemTime::now();
     let ago = |seconds: u64| {
@@ -146,6 +147,9 @@ pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
     };
     match &record.state {
         State::Created => ("created", "Created".to_owned()),
+        State::Running { since, .. } if record.is_paused() => {
+            ("paused", format!("Up {} (Paused)", ago(*since)))
+        }
         State::Running { since, .. } if record.is_running() => {
             ("running", format!("Up {}", ago(*since)))
         }
@@ -181,8 +185,10 @@ const NEVER: &str = "0001-01-01T00:00:00Z";
 /// find them.
 pub fn container_json(record: &ContainerRecord) -> Value {
     let running = record.is_running();
+    let paused = record.is_paused();
     let (status, exit_code, finished) = match &record.state {
         State::Created => ("created", 0, NEVER.to_owned()),
+        State::Running { .. } if paused => ("paused", 0, NEVER.to_owned()),
         State::Running { .. } if running => ("running", 0, NEVER.to_owned()),
         State::Running { .. } => ("exited", -1, NEVER.to_owned()),
         State::Exited { code, at } => ("exited", *code, rfc3339(*at)),
@@ -225,7 +231,7 @@ pub fn container_json(record: &ContainerRecord) -> Value {
     let state = json!({
         "Status": status,
         "Running": running,
-        "Paused": false,
+        "Paused": paused,
         "Restarting": false,
         "OOMKilled": false,
         "Dead": false,

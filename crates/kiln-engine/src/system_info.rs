@@ -12,6 +12,8 @@ pub struct SystemInfo {
     pub untagged_images: usize,
     pub containers: usize,
     pub running_containers: usize,
+    /// Of the running ones, those paused.
+    pub paused_containers: usize,
     pub cache_entries: usize,
     pub cgroup_version: u8,
     pub kernel: String,
@@ -44,6 +46,7 @@ impl Engine {
             untagged_images: images.iter().filter(|i| i.name.is_none()).count(),
             containers: containers.len(),
             running_containers: containers.iter().filter(|c| c.is_running()).count(),
+            paused_containers: containers.iter().filter(|c| c.is_paused()).count(),
             cache_entries: cache.len(),
             cgroup_version: kiln_runtime::cgroup_version(),
             kernel: nix::sys::utsname::uname()

@@ -61,6 +61,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cgroups_rs::cpu::CpuController;
 use cgroups_rs::devices::{DevicePermissions, DeviceType, DevicesController};
+use cgroups_rs::freezer::{FreezerController, FreezerState};
 use cgroups_rs::hierarchies::{self, V1};
 use cgroups_rs::memory::MemController;
 use cgroups_rs::pid::PidController;
@@ -79,13 +80,19 @@ const PARENT: &str = "kiln";
 /// The CFS period `--cpus` is expressed in (Docker's: 100 ms).
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// The v1 hierarchies a container joins.
-const V1_CONTROLLERS: [Controllers; 4] = [
+/// The v1 hierarchies a container joins (the freezer for `pause`).
+const V1_CONTROLLERS: [Controllers; 5] = [
     Controllers::Mem,
     Controllers::Pids,
     Controllers::Cpu,
     Controllers::Devices,
+    Controllers::Freezer,
 ];
+
+/// How long a freeze may take before `pause` gives up (a v1 freezer
+/// stays FREEZING while a task cannot be stopped, in uninterruptible
+/// sleep on a hung mount, say).
+const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The v2 controllers of `Resources`' memory, pids and CPU limits.
 const V2_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -522,6 +529,11 @@ fn remove_stale(parent: &Path) {
                 .is_some_and(|age| age > STALE_AFTER)
         };
         if dead {
+            // A container frozen when its kiln died never acted on the
+            // parent-death SIGKILL: thawed, it does, and its cgroup
+            // empties (and goes the next time).
+            let _ =
+                FreezerController::new(entry.path(), hierarchies::is_cgroup2_unified_mode()).thaw();
             let _ = fs::remove_dir(entry.path());
         }
     }
@@ -671,6 +683,80 @@ pub(crate) fn of_process(pid: u32) -> Result<Vec<(PathBuf, OwnedFd)>, RuntimeErr
             Ok((dir, fd))
         })
         .collect()
+}
+
+/// The freezer of the cgroup kiln made for the container whose init is
+/// `pid`, found from `/proc/PID/cgroup` (the host's paths). Only a cgroup
+/// directly under kiln's parent qualifies: a process in any other (the
+/// caller's own, a host service's) is never frozen.
+fn freezer_of(pid: i32) -> Result<(FreezerController, PathBuf), RuntimeError> {
+    let proc_file = PathBuf::from(format!("/proc/{pid}/cgroup"));
+    let paths =
+        cgroups_rs::cgroup::get_cgroups_relative_paths_by_pid(pid.unsigned_abs()).map_err(|e| {
+            RuntimeError::Cgroup {
+                path: proc_file.clone(),
+                what: "read the container's cgroups".into(),
+                reason: crate_error(&e),
+            }
+        })?;
+    let v2 = hierarchies::is_cgroup2_unified_mode();
+    let (key, mount) = if v2 {
+        ("", Some(PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT)))
+    } else {
+        ("freezer", V1::new().get_mount_point(Controllers::Freezer))
+    };
+    let not_ours = |reason: &str| RuntimeError::Cgroup {
+        path: proc_file.clone(),
+        what: "find the container's freezer".into(),
+        reason: reason.into(),
+    };
+    let mount = mount.ok_or_else(|| not_ours("the freezer hierarchy is not mounted"))?;
+    let path = paths
+        .get(key)
+        .ok_or_else(|| not_ours("the process is in no freezer cgroup"))?;
+    let mut parts = path.trim_end_matches('/').rsplit('/');
+    let (Some(name), Some(PARENT)) = (parts.next(), parts.next()) else {
+        return Err(not_ours("the process is not in a cgroup kiln made"));
+    };
+    if name.is_empty() || name == ".." {
+        return Err(not_ours("the process is not in a cgroup kiln made"));
+    }
+    let dir = mount.join(path.trim_start_matches('/'));
+    Ok((FreezerController::new(dir.clone(), v2), dir))
+}
+
+/// Freezes (`docker pause`) or thaws (`unpause`) every process of the
+/// container whose init is `pid`; a freeze returns once the kernel says
+/// every task is frozen (and is undone if that does not come).
+pub fn set_frozen(pid: i32, frozen: bool) -> Result<(), RuntimeError> {
+    let (freezer, dir) = freezer_of(pid)?;
+    if !frozen {
+        return freezer
+            .thaw()
+            .map_err(|e| failed(&dir, "thaw the container", &e));
+    }
+    freezer
+        .freeze()
+        .map_err(|e| failed(&dir, "freeze the container", &e))?;
+    let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
+    while !matches!(freezer.state(), Ok(FreezerState::Frozen)) {
+        if std::time::Instant::now() > deadline {
+            let _ = freezer.thaw();
+            return Err(RuntimeError::Cgroup {
+                path: dir,
+                what: "freeze the container".into(),
+                reason: format!("not every task froze in {FREEZE_TIMEOUT:?}; thawed again"),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Whether the container whose init is `pid` is frozen (paused); false
+/// when it has no freezer kiln made.
+pub fn is_frozen(pid: i32) -> bool {
+    freezer_of(pid).is_ok_and(|(freezer, _)| matches!(freezer.state(), Ok(FreezerState::Frozen)))
 }
 
 #[cfg(test)]

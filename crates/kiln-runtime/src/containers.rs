@@ -223,6 +223,11 @@ impl ContainerRecord {
         }
     }
 
+    /// Running, and frozen by `pause`.
+    pub fn is_paused(&self) -> bool {
+        self.running_pid().is_some_and(crate::is_frozen)
+    }
+
     /// Docker's status words: `Created`, `Up`, `Exited (3)`.
     pub fn status(&self) -> String {
         match &self.state {

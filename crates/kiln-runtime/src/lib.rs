@@ -156,6 +156,7 @@ mod sys;
 pub mod terminal;
 mod user;
 
+pub use cgroups::{is_frozen, set_frozen};
 pub use container::{
     run, CollectedOutput, Container, KillHandle, OutputSink, ReadPaths, ReadWatch, TtyHandle,
     MAX_READ_PATHS,

@@ -1050,6 +1050,23 @@ pub struct KillArgs {
     names: NamesArgs,
 }
 
+/// `kiln pause` (`frozen`) and `kiln unpause`: each container's
+/// processes frozen or thawed; prints the names as docker does.
+pub fn pause(root: Option<&Path>, args: NamesArgs, frozen: bool) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let mut out = String::new();
+    for name in &args.containers {
+        let record = engine.find_container(name)?;
+        if frozen {
+            engine.pause_container(&record)?;
+        } else {
+            engine.unpause_container(&record)?;
+        }
+        out.push_str(&format!("{name}\n"));
+    }
+    print(&out)
+}
+
 /// `kiln kill`: a signal to each running container's pid 1.
 pub fn kill(root: Option<&Path>, args: KillArgs) -> anyhow::Result<()> {
     let signal = kiln_engine::parse_signal(&args.signal).context("--signal")?;
