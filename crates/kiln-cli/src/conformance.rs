@@ -173,6 +173,8 @@ const ROWS: &[Row] = &[
     row("docker kill", "kill"),
     row("kill -s, --signal", "kill --signal"),
     row("docker pause", "pause"),
+    row("docker export", "export"),
+    row("export -o, --output", "export --output"),
     row("docker unpause", "unpause"),
     row("docker wait", "wait"),
     row("docker restart", "restart"),
@@ -185,7 +187,7 @@ const ROWS: &[Row] = &[
     row("cp -a, --archive", "cp --archive"),
     row("cp -L, --follow-link", "cp --follow-link"),
     absent(
-        "docker attach, top, stats, rename, update, create, diff, export, port, events",
+        "docker attach, top, stats, rename, update, create, diff, port, events",
         "not yet: each says so (no misleading suggestion)",
     ),
     absent(
@@ -228,6 +230,7 @@ const ROWS: &[Row] = &[
     row("docker container kill", "container kill"),
     row("container kill -s", "container kill --signal"),
     row("docker container pause", "container pause"),
+    row("docker container export", "container export"),
     row("docker container unpause", "container unpause"),
     row("docker container wait", "container wait"),
     row("docker container restart", "container restart"),

@@ -52,6 +52,8 @@ enum Command {
     Kill(commands::containers::KillArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
+    /// Write a container's files as a tar
+    Export(commands::containers::ExportArgs),
     /// Thaw paused containers
     Unpause(commands::containers::NamesArgs),
     /// Wait until containers stop; print their exit codes
@@ -145,8 +147,6 @@ enum Command {
     Create(Planned),
     #[command(name = "diff", hide = true)]
     Diff(Planned),
-    #[command(name = "export", hide = true)]
-    Export(Planned),
     #[command(name = "events", hide = true)]
     Events(Planned),
     #[command(name = "network", hide = true)]
@@ -232,6 +232,8 @@ enum ContainerCommand {
     Kill(commands::containers::KillArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
+    /// Write a container's files as a tar
+    Export(commands::containers::ExportArgs),
     /// Thaw paused containers
     Unpause(commands::containers::NamesArgs),
     /// Wait until containers stop; print their exit codes
@@ -288,6 +290,7 @@ impl Command {
                 ContainerCommand::Commit(args) => Command::Commit(args),
                 ContainerCommand::Kill(args) => Command::Kill(args),
                 ContainerCommand::Pause(args) => Command::Pause(args),
+                ContainerCommand::Export(args) => Command::Export(args),
                 ContainerCommand::Unpause(args) => Command::Unpause(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
                 ContainerCommand::Restart(args) => Command::Restart(args),
@@ -363,6 +366,9 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
             commands::containers::commit(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Kill(args) => commands::containers::kill(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Export(args) => {
+            commands::containers::export(root, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Pause(args) => {
             commands::containers::pause(root, args, true).map(|()| ExitCode::SUCCESS)
         }
@@ -430,7 +436,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),
         Command::Create(_) => not_yet("create", "docker create: a container made but not started"),
         Command::Diff(_) => not_yet("diff", "docker diff: a container's changed files"),
-        Command::Export(_) => not_yet("export", "docker export: a container's filesystem as a tar"),
         Command::Events(_) => not_yet("events", "the daemon's event stream"),
         Command::Network(_) => not_yet("network", "the daemon's networks"),
         Command::Compose(_) => not_yet(

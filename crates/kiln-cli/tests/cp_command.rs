@@ -384,3 +384,101 @@ fn a_containers_links_fifos_and_hostile_tars_never_reach_the_host() {
     assert!(!escape.exists(), "a tar entry reached the host");
     ok(kiln(root, &["rm", "-f", "evil"]));
 }
+
+/// The entries of a tar: (name, kind, content or link target).
+fn tar_entries(bytes: &[u8]) -> Vec<(String, tar::EntryType, Vec<u8>)> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(bytes);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            let kind = entry.header().entry_type();
+            let mut data = Vec::new();
+            if kind.is_symlink() {
+                data = entry.link_name_bytes().unwrap().into_owned();
+            } else {
+                entry.read_to_end(&mut data).unwrap();
+            }
+            (name, kind, data)
+        })
+        .collect()
+}
+
+#[test]
+fn export_writes_the_containers_layers_without_its_mounts() {
+    let store = common::busybox_workspace();
+    let root = &store.root;
+    // A named volume at /data.
+    ok(kiln(
+        root,
+        &[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            "ex",
+            "-v",
+            "exported:/data",
+            "busybox",
+            "sh",
+            "-c",
+            "echo made > /made; rm /bin/ls; echo inside > /data/inside; \
+             ln -s /etc/shadow /leak; mkfifo /pipe; touch /ready; exec sleep 600",
+        ],
+    ));
+    wait_for("the container's setup", || {
+        kiln(root, &["exec", "ex", "test", "-e", "/ready"])
+            .status
+            .success()
+    });
+    let live = store.work.join("live.tar");
+    ok(kiln(root, &["export", "-o", live.to_str().unwrap(), "ex"]));
+    let entries = tar_entries(&fs::read(&live).unwrap());
+    let find = |name: &str| {
+        entries
+            .iter()
+            .find(|(n, _, _)| n.trim_end_matches('/') == name)
+    };
+    assert_eq!(find("made").unwrap().2, b"made\n");
+    assert!(find("bin/sh").is_some(), "the image's files");
+    assert!(find("bin/ls").is_none(), "a file the container removed");
+    let leak = find("leak").unwrap();
+    assert!(leak.1.is_symlink(), "a link stays a link");
+    assert_eq!(leak.2, b"/etc/shadow");
+    assert!(find("pipe").unwrap().1 == tar::EntryType::Fifo);
+    assert!(
+        find("data/inside").is_none(),
+        "a volume's files are not the container's"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|(n, _, _)| n.starts_with("proc/") && n.len() > 5),
+        "nothing of /proc"
+    );
+    let names: Vec<&String> = entries.iter().map(|(n, _, _)| n).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted, "entries in order");
+
+    // Stopped, the same files; to standard output as well.
+    ok(kiln(root, &["stop", "-t", "0", "ex"]));
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["export", "ex"])
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stopped: Vec<String> = tar_entries(&out.stdout).into_iter().map(|e| e.0).collect();
+    let live_names: Vec<String> = entries.into_iter().map(|e| e.0).collect();
+    assert_eq!(stopped, live_names);
+    let missing = kiln(root, &["export", "no-such-container"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("no-such-container"));
+}

@@ -592,6 +592,17 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         docker(&["exec", "box", "cat", "/data/renamed.txt"]),
         "from the host\n"
     );
+    // docker export: the container's own files (what it wrote in /data
+    // was there above, but /data is not a volume here: it is exported).
+    let exported = work.join("box.tar");
+    docker(&["export", "-o", exported.to_str().unwrap(), "box"]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&exported).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "bin/sh"), "{names:?}");
+    assert!(names.iter().any(|n| n == "data/renamed.txt"), "{names:?}");
     let missing = daemon.docker(&["cp", "box:/nosuch", work.to_str().unwrap()]);
     assert_ne!(missing.status.code(), Some(0));
     assert!(

@@ -88,6 +88,7 @@ pub(crate) fn app(state: Shared) -> axum::routing::IntoMakeService<Router> {
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}/top", get(c::top))
         .route("/containers/{id}/changes", get(c::changes))
+        .route("/containers/{id}/export", get(crate::archive::export))
         .route(
             "/containers/{id}/archive",
             get(crate::archive::get)

@@ -4,7 +4,8 @@
 //! files, which resolve every path inside the container's root. What a
 //! path is travels as docker's `X-Docker-Container-Path-Stat` header:
 //! base64 JSON with Go's `os.FileMode` bits, which the CLI reads to
-//! decide where a copy lands.
+//! decide where a copy lands. And `docker export`
+//! (`GET /containers/ID/export`): the container's files as one tar.
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode};
@@ -137,6 +138,20 @@ pub(crate) async fn get(
         }
     });
     response.headers_mut().insert(STAT_HEADER, header);
+    Ok(response)
+}
+
+/// `GET /containers/ID/export` (`docker export`): the container's files
+/// as one tar, streamed.
+pub(crate) async fn export(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
+    let (mut out, response) = tar_body();
+    let worker = std::sync::Arc::clone(&state);
+    tokio::task::spawn_blocking(move || {
+        if let Err(error) = worker.engine.export_container(&record, &mut out) {
+            out.fail(error.to_string());
+        }
+    });
     Ok(response)
 }
 

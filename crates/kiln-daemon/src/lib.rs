@@ -15,11 +15,11 @@
 //! inspect, history, tag, remove, pull, push, save, load), `/auth`,
 //! containers (create, start, attach, resize, wait, logs, stop, kill,
 //! restart, pause, unpause, remove, list, inspect: `docker run` works;
-//! exec; archive for `docker cp`) and volumes (create, list, inspect, remove, prune), with
+//! exec; archive for `docker cp`; export) and volumes (create, list, inspect, remove, prune), with
 //! or without the `/v1.xx` prefix. Registry credentials are only ever
 //! the client's own (`X-Registry-Config`, `X-Registry-Auth`). On a unix
 //! socket, or on TCP with TLS and client certificates only. Not yet
-//! (issue 19): export, networks.
+//! (issue 19): networks, published ports, healthchecks.
 
 mod api;
 mod archive;

@@ -1,6 +1,7 @@
-//! A container's files as tar streams (`kiln cp`, and the Engine API's
-//! `/containers/{id}/archive` later): what a path is, a path as a tar, a
-//! tar unpacked into a directory. Each runs on a thread rooted in the
+//! A container's files as tar streams (`kiln cp`, `kiln export`, and the
+//! Engine API's `/containers/{id}/archive` and `/export`): what a path
+//! is, a path as a tar, the whole container as a tar, a tar unpacked
+//! into a directory. Each runs on a thread rooted in the
 //! container's root filesystem ([`kiln_runtime::in_container_root`]: the
 //! running container's own mount namespace, or its overlay mounted
 //! privately when stopped), so every path is resolved inside the
@@ -159,7 +160,10 @@ impl Engine {
                     let mut tar = tar::Builder::new(writer);
                     tar.follow_symlinks(false);
                     let written = if meta.is_dir() {
-                        tar.append_dir_all(&name, &path)
+                        append_dir(&mut tar, &path, Path::new(&name))
+                            .and_then(|()| append_tree(&mut tar, &path, Path::new(&name)))
+                    } else if is_special(&meta) {
+                        append_special(&mut tar, &path, Path::new(&name))
                     } else {
                         tar.append_path_with_name(&path, &name)
                     };
@@ -177,6 +181,47 @@ impl Engine {
                 .unwrap_or_else(|_| Err(EngineError::Request("the copy thread panicked".into())));
             produced?;
             copied.map_err(|e| file_error("copy out", &path_shown, e))?;
+            Ok(())
+        })
+    }
+
+    /// Writes the container's files to `out` as one tar (`docker
+    /// export`): its rw layer over its image's, running or not, without
+    /// what is mounted in it (volumes, binds, `/proc`), entries named
+    /// from the root (`bin/sh`), sorted; sockets left out.
+    pub fn export_container(
+        &self,
+        record: &ContainerRecord,
+        out: &mut dyn Write,
+    ) -> Result<(), EngineError> {
+        let all = self.containers();
+        let (upper, mount_point) = (all.upper_dir(&record.id), all.copy_mount_point(&record.id));
+        let root = ContainerRoot::Layers {
+            lower_dirs: &record.config.lower_dirs,
+            upper: &upper,
+            mount_point: &mount_point,
+        };
+        let (mut reader, writer) = std::io::pipe()
+            .map_err(|e| file_error("make a pipe for", Path::new("the export"), e))?;
+        std::thread::scope(|scope| {
+            let producer = scope.spawn(|| {
+                kiln_runtime::in_container_root(root, move || {
+                    let mut tar = tar::Builder::new(writer);
+                    tar.follow_symlinks(false);
+                    append_tree(&mut tar, Path::new("/"), Path::new(""))
+                        .and_then(|()| tar.into_inner().map(drop))
+                        .map_err(|e| file_error("export", Path::new("/"), e))
+                })
+            });
+            let copied = std::io::copy(&mut reader, out);
+            // (A producer blocked on a full pipe after a failed copy then
+            // gets EPIPE and ends.)
+            drop(reader);
+            let produced = producer
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Request("the export thread panicked".into())));
+            produced?;
+            copied.map_err(|e| file_error("write", Path::new("the export"), e))?;
             Ok(())
         })
     }
@@ -367,6 +412,78 @@ impl Engine {
         };
         kiln_runtime::in_container_root(root, work)
     }
+}
+
+/// Appends what directory `dir` holds to `tar` as `name/...` (sorted,
+/// links as links, sockets left out: a tar has no place for them).
+fn append_tree<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    name: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let entry_name = name.join(entry.file_name());
+        let kind = entry.file_type()?;
+        if kind.is_socket() {
+            continue;
+        }
+        let appended = if kind.is_dir() {
+            append_dir(tar, &path, &entry_name).and_then(|()| append_tree(tar, &path, &entry_name))
+        } else if is_special(&entry.metadata()?) {
+            append_special(tar, &path, &entry_name)
+        } else {
+            tar.append_path_with_name(&path, &entry_name)
+        };
+        // Named, so a failure says which file.
+        appended.map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// A directory's own entry, named `name/` as docker's archives name one.
+fn append_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+) -> std::io::Result<()> {
+    tar.append_dir(name.join(""), path)
+}
+
+fn is_special(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    kind.is_fifo() || kind.is_char_device() || kind.is_block_device()
+}
+
+/// A fifo or device node as a header alone. (The tar crate's own
+/// `append_path_with_name` names these by their source path, not the
+/// name given: in a container's root, an absolute path it refuses.)
+fn append_special<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &Path,
+    name: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path)?;
+    let kind = meta.file_type();
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    header.set_size(0);
+    header.set_entry_type(if kind.is_fifo() {
+        tar::EntryType::Fifo
+    } else if kind.is_char_device() {
+        tar::EntryType::Char
+    } else {
+        tar::EntryType::Block
+    });
+    let device = meta.rdev();
+    header.set_device_major(nix::sys::stat::major(device) as u32)?;
+    header.set_device_minor(nix::sys::stat::minor(device) as u32)?;
+    tar.append_data(&mut header, name, std::io::empty())
 }
 
 /// A container path from `/` (docker's rule for relative ones).

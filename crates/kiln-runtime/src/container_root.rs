@@ -16,6 +16,9 @@
 //!   the container's overlay (its image's layers and its own rw layer)
 //!   there, `nodev`, and `chroot`s into it. The mount is gone with the
 //!   thread's namespace; the host never sees it.
+//! - Its layers only (`export`, running or not): the same, but the rw
+//!   layer is one more lower dir of a read-only overlay, so neither the
+//!   container's mounts (volumes, `/proc`) nor its work dir are touched.
 //!
 //! The thread stays outside the container's pid namespace and cgroups: no
 //! process of the container can see or signal it. What it must not do is
@@ -48,6 +51,13 @@ pub enum ContainerRoot<'a> {
         /// missing).
         mount_point: &'a Path,
     },
+    /// Its files as its layers hold them, read-only: the rw layer over
+    /// the image's (top-most first), without the container's mounts.
+    Layers {
+        lower_dirs: &'a [PathBuf],
+        upper: &'a Path,
+        mount_point: &'a Path,
+    },
 }
 
 /// Runs `work` on a thread whose root is the container's (see the
@@ -60,7 +70,7 @@ pub fn in_container_root<T: Send, E: From<RuntimeError> + Send>(
     // Opened (and checked) here, where a failure is the caller's error.
     let namespace = match root {
         ContainerRoot::Running { init_pid } => Some(crate::exec::mount_namespace(init_pid)?),
-        ContainerRoot::Stopped { .. } => None,
+        ContainerRoot::Stopped { .. } | ContainerRoot::Layers { .. } => None,
     };
     std::thread::scope(|scope| {
         let thread = scope.spawn(move || {
@@ -74,7 +84,19 @@ pub fn in_container_root<T: Send, E: From<RuntimeError> + Send>(
                         work: work_dir,
                         mount_point,
                     },
-                ) => mount_and_chroot(lower_dirs, upper, work_dir, mount_point)?,
+                ) => mount_and_chroot(lower_dirs, Some((upper, work_dir)), mount_point)?,
+                (
+                    None,
+                    ContainerRoot::Layers {
+                        lower_dirs,
+                        upper,
+                        mount_point,
+                    },
+                ) => {
+                    let mut dirs = vec![upper.to_path_buf()];
+                    dirs.extend_from_slice(lower_dirs);
+                    mount_and_chroot(&dirs, None, mount_point)?
+                }
                 (None, ContainerRoot::Running { init_pid }) => {
                     return Err(RuntimeError::InvalidSpec(format!(
                         "no mount namespace of pid {init_pid}"
@@ -106,10 +128,11 @@ fn enter_namespace(fd: &OwnedFd) -> Result<(), RuntimeError> {
     Ok(())
 }
 
+/// With `upper` (the rw layer and its work dir) a writable overlay, else
+/// a read-only one of `lower_dirs` alone.
 fn mount_and_chroot(
     lower_dirs: &[PathBuf],
-    upper: &Path,
-    work: &Path,
+    upper: Option<(&Path, &Path)>,
     mount_point: &Path,
 ) -> Result<(), RuntimeError> {
     unshare(
@@ -138,21 +161,31 @@ fn mount_and_chroot(
     for dir in lower_dirs {
         lowers.push(reserve(dir)?);
     }
-    if lowers.is_empty() {
-        // (An image of no layer: overlayfs needs a lower dir.)
+    // overlayfs needs a lower dir, and two without an upper one (an image
+    // of no layer; a rw layer over nothing).
+    if lowers.len() < if upper.is_some() { 1 } else { 2 } {
         let empty = mount_point.join(".empty-lower");
         std::fs::create_dir_all(&empty).map_err(|e| RuntimeError::io("create", &empty, e))?;
         lowers.push(reserve(&empty)?);
     }
-    let upper = reserve(upper)?;
-    let data = crate::prepare::overlay_mount_data(&lowers, &upper, &reserve(work)?);
+    let (data, read_only) = match upper {
+        Some((upper, work)) => {
+            let upper = reserve(upper)?;
+            let data = crate::prepare::overlay_mount_data(&lowers, &upper, &reserve(work)?);
+            (data, 0)
+        }
+        None => (
+            crate::prepare::read_only_overlay_mount_data(&lowers),
+            libc::MS_RDONLY,
+        ),
+    };
     let target = c_path(mount_point)?;
     let data = CString::new(data).map_err(|_| RuntimeError::InvalidSpec("NUL in a path".into()))?;
     crate::sys::mount(
         Some(c"overlay"),
         &target,
         Some(c"overlay"),
-        libc::MS_NODEV | libc::MS_NOSUID,
+        libc::MS_NODEV | libc::MS_NOSUID | read_only,
         Some(&data),
     )
     .map_err(|e| RuntimeError::sys("mount the container's rootfs for the copy", e))?;

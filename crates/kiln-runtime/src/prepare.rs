@@ -350,6 +350,14 @@ pub(crate) fn overlay_mount_data(lowers: &[String], upper: &str, work: &str) -> 
     )
 }
 
+/// A read-only overlay of `lowers` alone (at least two), the first on top.
+pub(crate) fn read_only_overlay_mount_data(lowers: &[String]) -> String {
+    format!(
+        "lowerdir={},redirect_dir=off,metacopy=off,index=off",
+        lowers.join(":")
+    )
+}
+
 /// `--ulimit`s as the plan's (resource, soft, hard).
 pub(crate) fn rlimits(ulimits: &[crate::Ulimit]) -> Vec<(u32, u64, u64)> {
     ulimits

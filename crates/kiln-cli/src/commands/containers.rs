@@ -1050,6 +1050,38 @@ pub struct KillArgs {
     names: NamesArgs,
 }
 
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of standard output
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// The container (name or id)
+    container: String,
+}
+
+/// `kiln export`: a container's files as one tar (its changes over its
+/// image's, without its volumes), as `docker export`.
+pub fn export(root: Option<&Path>, args: ExportArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
+    let Some(path) = &args.output else {
+        let stdout = std::io::stdout();
+        if std::io::IsTerminal::is_terminal(&stdout) {
+            bail!("refusing to write an archive to a terminal: use -o FILE or redirect standard output");
+        }
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        engine.export_container(&record, &mut out)?;
+        return out.flush().context("writing standard output");
+    };
+    let mut output = kiln_engine::OutputFile::create(path)?;
+    let mut out = std::io::BufWriter::new(output.file());
+    engine.export_container(&record, &mut out)?;
+    out.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    drop(out);
+    Ok(output.commit()?)
+}
+
 /// `kiln pause` (`frozen`) and `kiln unpause`: each container's
 /// processes frozen or thawed; prints the names as docker does.
 pub fn pause(root: Option<&Path>, args: NamesArgs, frozen: bool) -> anyhow::Result<()> {
