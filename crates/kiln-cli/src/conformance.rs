@@ -148,6 +148,11 @@ const ROWS: &[Row] = &[
     row("ps -q, --quiet", "ps --quiet"),
     row("ps --no-trunc", "ps --no-trunc"),
     row("ps --format", "ps --format"),
+    noted(
+        "ps -f, --filter",
+        "ps --filter",
+        "id, name, status, label, exited, ancestor, volume",
+    ),
     row("docker start", "start"),
     row("start -a, --attach", "start --attach"),
     row("docker stop", "stop"),

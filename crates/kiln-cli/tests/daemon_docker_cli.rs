@@ -735,8 +735,23 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         ]),
         "paused true\n"
     );
-    let listed = docker(&["ps", "--filter", "name=box", "--format", "{{.Status}}"]);
-    assert!(listed.contains("(Paused)"), "{listed}");
+    let listed = docker(&[
+        "ps",
+        "--filter",
+        "name=^/box$",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(
+        listed.starts_with("box Up")
+            && listed.trim_end().ends_with("(Paused)")
+            && listed.lines().count() == 1,
+        "{listed}"
+    );
+    assert_eq!(
+        docker(&["ps", "--filter", "status=paused", "--format", "{{.Names}}"]),
+        "box\n"
+    );
     let frozen = daemon.docker(&["exec", "box", "true"]);
     assert!(
         text(&frozen.stderr).contains("is paused"),

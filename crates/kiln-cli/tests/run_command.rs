@@ -314,6 +314,15 @@ fn pause_freezes_every_process_until_unpause_and_stop_still_ends_it() {
     assert_eq!(ok(kiln(&root, &["pause", "ticker"])), "ticker\n");
     let ps = ok(kiln(&root, &["ps"]));
     assert!(ps.contains("(Paused)"), "{ps}");
+    let names = |filters: &[&str]| {
+        let mut args = vec!["ps", "--format", "{{.Names}}"];
+        for filter in filters {
+            args.extend(["--filter", filter]);
+        }
+        ok(kiln(&root, &args))
+    };
+    assert_eq!(names(&["status=paused"]), "ticker\n");
+    assert_eq!(names(&["status=running"]), "");
     let frozen_at = ticks();
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(ticks(), frozen_at, "a paused container printed on");
@@ -344,6 +353,30 @@ fn pause_freezes_every_process_until_unpause_and_stop_still_ends_it() {
     ok(kiln(&root, &["stop", "-t", "1", "ticker"]));
     let ps = ok(kiln(&root, &["ps", "-a"]));
     assert!(ps.contains("Exited (137)"), "{ps}");
+    // Filters: a status shows stopped ones without -a (an exit code does
+    // not, as Docker's); values of one key are alternatives, keys must
+    // all hold.
+    assert_eq!(names(&["status=exited"]), "ticker\n");
+    assert_eq!(names(&["exited=137"]), "");
+    assert_eq!(
+        names(&["status=exited", "exited=137", "name=^tick"]),
+        "ticker\n"
+    );
+    assert_eq!(names(&["status=exited", "exited=0"]), "");
+    assert_eq!(names(&["status=exited", "name=other"]), "");
+    assert_eq!(
+        names(&["status=exited", "name=other", "name=ker$"]),
+        "ticker\n"
+    );
+    assert_eq!(names(&["status=exited", "ancestor=busybox"]), "ticker\n");
+    assert_eq!(names(&["status=exited", "ancestor=alpine"]), "");
+    let bad = kiln(&root, &["ps", "--filter", "status=sleeping"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("status=sleeping"),
+        "{}",
+        text(&bad.stderr)
+    );
     let stopped = kiln(&root, &["pause", "ticker"]);
     assert!(text(&stopped.stderr).contains("is not running"));
     ok(kiln(&root, &["rm", "ticker"]));

@@ -525,17 +525,23 @@ async fn image_delete(
 struct ListQuery {
     #[serde(default)]
     all: Option<String>,
+    #[serde(default)]
+    filters: Option<String>,
 }
 
+/// `GET /containers/json`: `all`, and `filters` (id, name, status,
+/// label, exited, ancestor, volume).
 async fn containers(State(engine): State<Shared>, Query(query): Query<ListQuery>) -> Answer {
     let all = truthy(query.all.as_deref());
+    let filters = filter_values(query.filters.as_deref())?
+        .into_iter()
+        .map(|(key, value)| kiln_engine::ContainerFilter::parse(&key, &value))
+        .collect::<Result<Vec<_>, _>>()?;
     let rows = blocking(&engine, move |engine| {
         Ok(engine
-            .containers()
-            .list()
-            .into_iter()
-            .filter(|record| all || record.is_running())
-            .map(|record| crate::containers::summary(&record))
+            .list_containers(all, &filters)
+            .iter()
+            .map(crate::containers::summary)
             .collect::<Vec<_>>())
     })
     .await?;

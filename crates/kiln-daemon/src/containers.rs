@@ -80,7 +80,17 @@ impl Live {
         )
     }
 
-    fn end(&self, id: &str, code: i32) {
+    /// Notes the exit code for the waiters that find the container gone
+    /// (`--rm`): before it is removed, or one of them answers 0.
+    fn exited(&self, id: &str, code: i32) {
+        self.exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_owned(), code);
+    }
+
+    /// Ends the attached streams.
+    fn end(&self, id: &str) {
         if let Some(hub) = self.hubs.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
             hub.output.lock().unwrap_or_else(|e| e.into_inner()).take();
         }
@@ -88,10 +98,6 @@ impl Live {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
-        self.exits
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_owned(), code);
     }
 }
 
@@ -410,6 +416,7 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
         if let (Some(tx), Err(error)) = (started_tx.take(), result) {
             let _ = tx.send(Err(ApiError::from(error)));
         }
+        shared.live.exited(&id, code);
         let ended = engine.containers().load(&id);
         if let Some(record) = &ended {
             shared
@@ -421,10 +428,9 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
             let _ = engine.remove_anonymous_volumes(record);
             shared.events.container("destroy", record, &[]);
         }
-        // Last: waiters for "removed" find it gone and its code here; the
-        // attached streams end.
+        // Last: the attached streams end.
         drop(sink);
-        shared.live.end(&id, code);
+        shared.live.end(&id);
     });
     match started_rx.await {
         Ok(Ok(())) | Err(_) => {

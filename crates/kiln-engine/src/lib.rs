@@ -20,6 +20,7 @@
 
 mod build_contexts;
 mod container_files;
+mod container_filter;
 mod containers;
 mod context_archive;
 mod error;
@@ -39,6 +40,7 @@ mod volumes;
 
 pub use build_contexts::{parse_build_context, BuildContext};
 pub use container_files::{landing, ChangeKind, CopyOptions, PathKind, PathStat};
+pub use container_filter::ContainerFilter;
 pub use containers::{
     parse_signal, Attach, Bind, ContainerRequest, ExecRequest, NetworkMode, Running, VolumeMount,
 };

@@ -827,6 +827,10 @@ pub struct PsArgs {
     /// Print with a Go template ({{.ID}}, {{.Image}}, {{.Command}}, {{.CreatedAt}}, {{.RunningFor}}, {{.Status}}, {{.State}}, {{.Names}}, {{json .}}); `table ...` adds a header
     #[arg(long)]
     format: Option<String>,
+    /// Only those that match (id, name, status, label, exited, ancestor,
+    /// volume); a status filter shows stopped ones too
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    filter: Vec<String>,
 }
 
 /// The column titles of `kiln ps` (and its `--format table`).
@@ -851,11 +855,19 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<()> {
         }
     };
     let template = crate::template::Template::parse(&template).map_err(anyhow::Error::msg)?;
-    let rows: Vec<serde_json::Value> = Engine::new(store)
-        .containers()
-        .list()
+    let filters = args
+        .filter
         .iter()
-        .filter(|record| args.all || record.is_running())
+        .map(|text| {
+            let (key, value) = text
+                .split_once('=')
+                .with_context(|| format!("--filter {text:?}: expected KEY=VALUE"))?;
+            Ok(kiln_engine::ContainerFilter::parse(key, value)?)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let rows: Vec<serde_json::Value> = Engine::new(store)
+        .list_containers(args.all, &filters)
+        .iter()
         .map(|record| ps_row(record, args.no_trunc))
         .collect();
     print(&template.render_all(&rows, &ps_column))
