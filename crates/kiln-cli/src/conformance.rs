@@ -178,6 +178,7 @@ const ROWS: &[Row] = &[
     row("docker kill", "kill"),
     row("kill -s, --signal", "kill --signal"),
     row("docker pause", "pause"),
+    row("docker rename", "rename"),
     row("docker export", "export"),
     row("export -o, --output", "export --output"),
     row("docker unpause", "unpause"),
@@ -192,7 +193,7 @@ const ROWS: &[Row] = &[
     row("cp -a, --archive", "cp --archive"),
     row("cp -L, --follow-link", "cp --follow-link"),
     absent(
-        "docker attach, top, stats, rename, update, create, diff, port, events",
+        "docker attach, top, stats, update, create, diff, port, events",
         "not yet: each says so (no misleading suggestion)",
     ),
     absent(
@@ -235,6 +236,7 @@ const ROWS: &[Row] = &[
     row("docker container kill", "container kill"),
     row("container kill -s", "container kill --signal"),
     row("docker container pause", "container pause"),
+    row("docker container rename", "container rename"),
     row("docker container export", "container export"),
     row("docker container unpause", "container unpause"),
     row("docker container wait", "container wait"),

@@ -50,6 +50,8 @@ enum Command {
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
     Kill(commands::containers::KillArgs),
+    /// Give a container a new name
+    Rename(commands::containers::RenameArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -137,8 +139,6 @@ enum Command {
     Top(Planned),
     #[command(name = "stats", hide = true)]
     Stats(Planned),
-    #[command(name = "rename", hide = true)]
-    Rename(Planned),
     #[command(name = "update", hide = true)]
     Update(Planned),
     #[command(name = "port", hide = true)]
@@ -230,6 +230,8 @@ enum ContainerCommand {
     Commit(commands::containers::CommitArgs),
     /// Send a signal to running containers (SIGKILL unless -s)
     Kill(commands::containers::KillArgs),
+    /// Give a container a new name
+    Rename(commands::containers::RenameArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -290,6 +292,7 @@ impl Command {
                 ContainerCommand::Commit(args) => Command::Commit(args),
                 ContainerCommand::Kill(args) => Command::Kill(args),
                 ContainerCommand::Pause(args) => Command::Pause(args),
+                ContainerCommand::Rename(args) => Command::Rename(args),
                 ContainerCommand::Export(args) => Command::Export(args),
                 ContainerCommand::Unpause(args) => Command::Unpause(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
@@ -369,6 +372,9 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Export(args) => {
             commands::containers::export(root, args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Rename(args) => {
+            commands::containers::rename(root, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Pause(args) => {
             commands::containers::pause(root, args, true).map(|()| ExitCode::SUCCESS)
         }
@@ -431,7 +437,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
         Command::Top(_) => not_yet("top", "docker top: a container's processes"),
         Command::Stats(_) => not_yet("stats", "docker stats: containers' resource use"),
-        Command::Rename(_) => not_yet("rename", "docker rename: a container's new name"),
         Command::Update(_) => not_yet("update", "docker update: a running container's new limits"),
         Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),
         Command::Create(_) => not_yet("create", "docker create: a container made but not started"),

@@ -759,6 +759,22 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         text(&frozen.stderr)
     );
     assert_eq!(docker(&["unpause", "box"]), "box\n");
+    // rename, running: the old name is free again, a taken one refused.
+    docker(&["rename", "box", "crate"]);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.Name}} {{.State.Status}}", "crate"]),
+        "/crate running\n"
+    );
+    docker(&["create", "--name", "holder", "busybox", "true"]);
+    let taken = daemon.docker(&["rename", "crate", "holder"]);
+    assert_ne!(taken.status.code(), Some(0));
+    assert!(
+        text(&taken.stderr).contains("already in use"),
+        "{}",
+        text(&taken.stderr)
+    );
+    docker(&["rm", "holder"]);
+    docker(&["rename", "crate", "box"]);
     assert_eq!(docker(&["exec", "box", "echo", "thawed"]), "thawed\n");
 
     docker(&["stop", "-t", "0", "box"]);

@@ -257,7 +257,30 @@ fn kept_containers_live_stop_start_commit_and_go() {
     let ps = ok(kiln(&root, &["ps"]));
     assert!(ps.contains("svc") && ps.contains(" Up "), "{ps}");
 
-    ok(kiln(&root, &["stop", "-t", "1", "svc"]));
+    // Renamed while it runs: the monitor's record of the exit keeps the
+    // new name; a name in use or outside Docker's grammar is refused.
+    ok(kiln(&root, &["rename", "svc", "service"]));
+    let other = ok(kiln(
+        &root,
+        &["run", "-d", "--name", "taken", "busybox", "true"],
+    ));
+    let taken = kiln(&root, &["rename", "service", "taken"]);
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(
+        text(&taken.stderr).contains("already in use"),
+        "{}",
+        text(&taken.stderr)
+    );
+    let bad = kiln(&root, &["rename", "service", "no/slash"]);
+    assert_eq!(bad.status.code(), Some(1));
+    ok(kiln(&root, &["rm", "-f", other.trim()]));
+    ok(kiln(&root, &["stop", "-t", "1", "service"]));
+    let names = ok(kiln(&root, &["ps", "-a", "--format", "{{.Names}}"]));
+    assert_eq!(
+        names, "service\n",
+        "the exit was recorded on the renamed record"
+    );
+    ok(kiln(&root, &["rename", "service", "svc"]));
     let ps = ok(kiln(&root, &["ps", "-a"]));
     // The command is pid 1 (busybox's sh execs its last command, sleep)
     // with no SIGTERM handler, so SIGTERM does nothing and SIGKILL ends

@@ -764,6 +764,33 @@ pub(crate) fn thaw_own(engine: &kiln_engine::Engine) {
     }
 }
 
+#[derive(Deserialize, Default)]
+pub(crate) struct RenameQuery {
+    name: Option<String>,
+}
+
+/// `POST /containers/ID/rename?name=NEW` (a name in use is a 409).
+pub(crate) async fn rename(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<RenameQuery>,
+) -> Answer {
+    let name = query
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| ApiError::bad_request("rename needs a name"))?;
+    let (old, renamed) = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        let renamed = engine.rename_container(&record, &name)?;
+        Ok((record.name, renamed))
+    })
+    .await?;
+    state
+        .events
+        .container("rename", &renamed, &[("oldName", &format!("/{old}"))]);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `POST /containers/ID/pause`: every process frozen (the cgroup freezer).
 pub(crate) async fn pause(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
     let record = blocking(&state, move |engine| {

@@ -64,6 +64,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound { .. } => StatusCode::NOT_FOUND,
             EngineError::Store(kiln_store::StoreError::UnknownImage(_)) => StatusCode::NOT_FOUND,
             EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Runtime(kiln_runtime::RuntimeError::InvalidSpec(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             EngineError::Request(_) | EngineError::Parse { .. } | EngineError::Plan { .. } => {
                 StatusCode::BAD_REQUEST
             }

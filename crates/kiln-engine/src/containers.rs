@@ -224,48 +224,50 @@ impl Engine {
             volumes.push(volume.name);
         }
         let all = self.containers();
-        let mut record = all.create(
-            request.name.as_deref(),
-            ContainerConfig {
-                image: request.image.clone(),
-                image_id: image.manifest.to_string(),
-                args,
-                env,
-                cwd,
-                uid: user.user.uid,
-                gid: user.user.gid,
-                additional_gids: user.user.additional_gids,
-                hostname: String::new(),
-                network: match request.network {
-                    NetworkMode::Host => "host".into(),
-                    NetworkMode::None => "none".into(),
+        let mut record = all
+            .create(
+                request.name.as_deref(),
+                ContainerConfig {
+                    image: request.image.clone(),
+                    image_id: image.manifest.to_string(),
+                    args,
+                    env,
+                    cwd,
+                    uid: user.user.uid,
+                    gid: user.user.gid,
+                    additional_gids: user.user.additional_gids,
+                    hostname: String::new(),
+                    network: match request.network {
+                        NetworkMode::Host => "host".into(),
+                        NetworkMode::None => "none".into(),
+                    },
+                    binds,
+                    volumes,
+                    anonymous_volumes: anonymous,
+                    lower_dirs,
+                    tty: request.tty,
+                    privileged: request.privileged,
+                    seccomp: request.seccomp.clone(),
+                    no_new_privileges: request.no_new_privileges,
+                    resources: request.resources,
+                    init: request.init,
+                    capabilities: request.capabilities,
+                    read_only: request.read_only,
+                    tmpfs: request.tmpfs.clone(),
+                    extra_hosts: request.extra_hosts.clone(),
+                    ulimits: request.ulimits.clone(),
+                    shm_size: request.shm_size,
+                    labels: request.labels.clone(),
+                    stop_signal: match request.stop_signal {
+                        Some(signal) => Some(signal as i32),
+                        // The image's STOPSIGNAL, as docker. One kiln cannot
+                        // name (`SIGRTMIN+3`, systemd's) leaves SIGTERM: the
+                        // image must still run.
+                        None => parse_signal(&config.stop_signal).ok().map(|s| s as i32),
+                    },
                 },
-                binds,
-                volumes,
-                anonymous_volumes: anonymous,
-                lower_dirs,
-                tty: request.tty,
-                privileged: request.privileged,
-                seccomp: request.seccomp.clone(),
-                no_new_privileges: request.no_new_privileges,
-                resources: request.resources,
-                init: request.init,
-                capabilities: request.capabilities,
-                read_only: request.read_only,
-                tmpfs: request.tmpfs.clone(),
-                extra_hosts: request.extra_hosts.clone(),
-                ulimits: request.ulimits.clone(),
-                shm_size: request.shm_size,
-                labels: request.labels.clone(),
-                stop_signal: match request.stop_signal {
-                    Some(signal) => Some(signal as i32),
-                    // The image's STOPSIGNAL, as docker. One kiln cannot
-                    // name (`SIGRTMIN+3`, systemd's) leaves SIGTERM: the
-                    // image must still run.
-                    None => parse_signal(&config.stop_signal).ok().map(|s| s as i32),
-                },
-            },
-        )?;
+            )
+            .map_err(name_conflict)?;
         record.config.hostname = request
             .hostname
             .clone()
@@ -274,8 +276,11 @@ impl Engine {
             .config
             .env
             .push(format!("HOSTNAME={}", record.config.hostname));
-        all.save(&record)?;
-        Ok(record)
+        let config = record.config.clone();
+        Ok(all.update(&record.id, |r| {
+            r.config = config;
+            Ok(())
+        })?)
     }
 
     /// Runs container `id` to its end as its monitor: records it running
@@ -291,12 +296,12 @@ impl Engine {
         started: &mut dyn FnMut(Running) -> Result<(), EngineError>,
     ) -> Result<i32, EngineError> {
         let all = self.containers();
-        let mut record = all.load(id).ok_or_else(|| EngineError::NotFound {
+        let record = all.load(id).ok_or_else(|| EngineError::NotFound {
             what: "container",
             name: id.to_owned(),
         })?;
-        // Before anything runs (the record's transition refuses it again
-        // once the container exists).
+        // Before anything runs (the record's transition, under the
+        // records' lock, refuses it again once the container exists).
         if record.is_running() {
             return Err(EngineError::Conflict(format!(
                 "container {} is already running",
@@ -318,8 +323,19 @@ impl Engine {
                 .then(|| attach.window.unwrap_or(WindowSize { rows: 24, cols: 80 })),
         };
         let mut container = Container::spawn_with(&spec, stdio)?;
-        record.started(std::process::id() as i32, container.pid())?;
-        all.save(&record)?;
+        let pid = container.pid();
+        if let Err(error) = all.update(id, |r| r.started(std::process::id() as i32, pid)) {
+            // Another monitor won the race: this one's run is undone.
+            container.kill_handle().kill();
+            let _ = container.wait(&mut Discard);
+            return Err(match error {
+                RuntimeError::InvalidSpec(message) => EngineError::Conflict(message),
+                other => other.into(),
+            });
+        }
+        // Each end is recorded on the record as it is then (a rename may
+        // have come meanwhile).
+        let exited = |code: i32| all.update(id, |r| r.exited(code)).map(drop);
         let wired = all
             .log_writer(id)
             .map_err(EngineError::from)
@@ -337,8 +353,7 @@ impl Engine {
                 // Not left running unwatched: killed, reaped, recorded.
                 container.kill_handle().kill();
                 let _ = container.wait(&mut Discard);
-                record.exited(137)?;
-                all.save(&record)?;
+                exited(137)?;
                 return Err(error);
             }
         };
@@ -350,13 +365,11 @@ impl Engine {
             Ok(status) => status.code(),
             Err(RuntimeError::Killed) => 137,
             Err(error) => {
-                record.exited(127)?;
-                all.save(&record)?;
+                exited(127)?;
                 return Err(error.into());
             }
         };
-        record.exited(code)?;
-        all.save(&record)?;
+        exited(code)?;
         Ok(code)
     }
 
@@ -500,6 +513,17 @@ impl Engine {
         let pid = self.running_pid_of(record)?;
         signal(pid, signal_to_send);
         Ok(())
+    }
+
+    /// Gives the container a new name (`docker rename`), running or not.
+    pub fn rename_container(
+        &self,
+        record: &ContainerRecord,
+        name: &str,
+    ) -> Result<ContainerRecord, EngineError> {
+        self.containers()
+            .rename(&record.id, name)
+            .map_err(name_conflict)
     }
 
     /// Freezes every process of the running container (`docker pause`,
@@ -654,6 +678,14 @@ impl Engine {
             None => store.keep_untagged(&image.manifest)?,
         }
         Ok(image)
+    }
+}
+
+/// A name another container has is a conflict (Docker's 409).
+fn name_conflict(error: RuntimeError) -> EngineError {
+    match error {
+        RuntimeError::NameInUse { .. } => EngineError::Conflict(error.to_string()),
+        other => other.into(),
     }
 }
 

@@ -272,22 +272,82 @@ impl Containers {
         }
     }
 
+    /// Held around every read-modify-write of a record (and a name's
+    /// check with its taking): an `flock` on `containers.lock` beside the
+    /// containers' directory (which holds container directories only),
+    /// released when dropped or when the process dies. Short: it covers
+    /// reading and writing one small file.
+    fn lock(&self) -> Result<fs::File, RuntimeError> {
+        let path = self.root.with_extension("lock");
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| RuntimeError::io("open", &path, e))?;
+        file.lock()
+            .map_err(|e| RuntimeError::io("lock", &path, e))?;
+        Ok(file)
+    }
+
+    /// Reads container `id`'s record, lets `change` change it, and writes
+    /// it back, under the records' lock: two writers (a monitor recording
+    /// an exit, a rename, two starts) never lose each other's change or
+    /// both make the same transition. Returns the record as written.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord) -> Result<(), RuntimeError>,
+    ) -> Result<ContainerRecord, RuntimeError> {
+        let _lock = self.lock()?;
+        let mut record = self
+            .load(id)
+            .ok_or_else(|| RuntimeError::Gone(id.to_owned()))?;
+        change(&mut record)?;
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// Gives container `id` the name `name` (Docker's grammar; one no
+    /// other container has).
+    pub fn rename(&self, id: &str, name: &str) -> Result<ContainerRecord, RuntimeError> {
+        let name = valid_name(name)?;
+        let _lock = self.lock()?;
+        self.refuse_taken(name, id)?;
+        let mut record = self
+            .load(id)
+            .ok_or_else(|| RuntimeError::Gone(id.to_owned()))?;
+        record.name = name.to_owned();
+        self.save(&record)?;
+        Ok(record)
+    }
+
+    /// `name` is free, or `id`'s own (under the records' lock).
+    fn refuse_taken(&self, name: &str, id: &str) -> Result<(), RuntimeError> {
+        match self.list().into_iter().find(|c| c.name == name) {
+            Some(holder) if holder.id != id => Err(RuntimeError::NameInUse {
+                name: name.to_owned(),
+                holder: holder.id,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Makes a container: a fresh id (64 hex, like Docker's), the name
-    /// given or a generated one, an empty rw layer.
+    /// given (checked and taken under the records' lock, so two creates
+    /// never both get it) or a generated one, an empty rw layer.
     pub fn create(
         &self,
         name: Option<&str>,
         config: ContainerConfig,
     ) -> Result<ContainerRecord, RuntimeError> {
         let id = random_id()?;
+        let _lock = self.lock()?;
         let name = match name {
             Some(name) => {
                 let name = valid_name(name)?;
-                if self.find(name).is_some() {
-                    return Err(RuntimeError::InvalidSpec(format!(
-                        "the name {name:?} is already in use by a container"
-                    )));
-                }
+                self.refuse_taken(name, &id)?;
                 name.to_owned()
             }
             None => format!("kiln_{}", &id[..8]),

@@ -17,6 +17,14 @@ pub enum RuntimeError {
     #[error("invalid container spec: {0}")]
     InvalidSpec(String),
 
+    /// Another container has the name (create, rename).
+    #[error("the name {name:?} is already in use by container {holder}: remove or rename that container to reuse it")]
+    NameInUse { name: String, holder: String },
+
+    /// The container's record is gone (removed meanwhile).
+    #[error("container {0} is gone")]
+    Gone(String),
+
     /// A filesystem operation on the host side failed.
     #[error("{op} {}: {source}", path.display())]
     Io {

@@ -1094,6 +1094,22 @@ pub fn export(root: Option<&Path>, args: ExportArgs) -> anyhow::Result<()> {
     Ok(output.commit()?)
 }
 
+#[derive(Args)]
+pub struct RenameArgs {
+    /// The container (name or id)
+    container: String,
+    /// Its new name
+    name: String,
+}
+
+/// `kiln rename`: a container's new name, running or not.
+pub fn rename(root: Option<&Path>, args: RenameArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
+    engine.rename_container(&record, &args.name)?;
+    Ok(())
+}
+
 /// `kiln pause` (`frozen`) and `kiln unpause`: each container's
 /// processes frozen or thawed; prints the names as docker does.
 pub fn pause(root: Option<&Path>, args: NamesArgs, frozen: bool) -> anyhow::Result<()> {
