@@ -141,6 +141,11 @@ const ROWS: &[Row] = &[
     row("run --ulimit", "run --ulimit"),
     row("run --shm-size", "run --shm-size"),
     row("run --stop-signal", "run --stop-signal"),
+    noted(
+        "run --restart",
+        "run --restart",
+        "no, always, unless-stopped, on-failure[:N]; Docker's backoff; kiln serve brings always/unless-stopped back",
+    ),
     row("run -l, --label", "run --label"),
     // containers
     row("docker ps", "ps"),

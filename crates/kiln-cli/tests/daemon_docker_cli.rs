@@ -716,6 +716,42 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
     ]);
     docker(&["start", doomed.trim()]);
     assert_eq!(docker(&["logs", "-f", doomed.trim()]), "last words\n");
+    // A restart policy: on-failure:1 runs it twice, then it stays exited.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "retry",
+        "--restart",
+        "on-failure:1",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo try; exit 2",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.RestartCount}}",
+        "retry",
+    ]) != "exited 1\n"
+    {
+        assert!(Instant::now() < deadline, "the restart policy's restart");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(docker(&["logs", "retry"]), "try\ntry\n");
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}",
+            "retry"
+        ]),
+        "on-failure\n"
+    );
     let pruned = docker(&["container", "prune", "-f"]);
     assert!(pruned.contains("Deleted Containers:"), "{pruned}");
     assert!(
@@ -1345,4 +1381,48 @@ fn a_paused_container_dies_with_the_daemon() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn restart_policies_bring_containers_back_with_the_daemon() {
+    let store = common::busybox_workspace();
+    let (root, work) = (&store.root, &store.work);
+    let socket = work.join("kiln.sock");
+    let daemon = Daemon::start(root, &socket);
+    let run = |name: &str, policy: &str| {
+        ok(daemon.docker(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--restart",
+            policy,
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "300",
+        ]))
+    };
+    run("phoenix", "always");
+    run("kept-down", "unless-stopped");
+    run("plain", "no");
+    ok(daemon.docker(&["stop", "-t", "0", "kept-down"]));
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "{}", text(&stopped.stderr));
+
+    let again = Daemon::start(root, &socket);
+    let state = |name: &str| ok(again.docker(&["inspect", "-f", "{{.State.Status}}", name]));
+    assert_eq!(
+        state("phoenix"),
+        "running\n",
+        "always: back with the daemon"
+    );
+    assert_eq!(
+        state("kept-down"),
+        "exited\n",
+        "unless-stopped, stopped by hand"
+    );
+    assert_ne!(state("plain"), "running\n", "no policy: not started");
+    ok(again.docker(&["rm", "-f", "phoenix"]));
 }

@@ -406,6 +406,97 @@ fn pause_freezes_every_process_until_unpause_and_stop_still_ends_it() {
 }
 
 #[test]
+fn restart_policies_start_it_again_until_stopped_by_hand() {
+    let (_dir, root) = store();
+    let inspect = |name: &str, template: &str| ok(kiln(&root, &["inspect", "-f", template, name]));
+    // on-failure:2: the first run and two restarts, then exited for good.
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "busybox",
+            "sh",
+            "-c",
+            "echo run; exit 3",
+        ],
+    ));
+    wait_for("the last restart", || {
+        inspect("flaky", "{{.State.Status}} {{.RestartCount}}") == "exited 2\n"
+    });
+    assert_eq!(ok(kiln(&root, &["logs", "flaky"])), "run\nrun\nrun\n");
+    assert_eq!(
+        inspect("flaky", "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}} {{.State.ExitCode}}"),
+        "on-failure 2 3\n"
+    );
+
+    // always: again and again, whatever the code; rm refuses it (running
+    // or restarting) until it is stopped, and stop ends it for good.
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "loop",
+            "--restart",
+            "always",
+            "busybox",
+            "sh",
+            "-c",
+            "echo up",
+        ],
+    ));
+    wait_for("two restarts", || {
+        inspect("loop", "{{.RestartCount}}")
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+            >= 2
+    });
+    let ps = ok(kiln(&root, &["ps", "--format", "{{.Names}}"]));
+    assert!(
+        ps.contains("loop"),
+        "a restarting container is listed: {ps}"
+    );
+    let refused = kiln(&root, &["rm", "loop"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("stop the container before"),
+        "{}",
+        text(&refused.stderr)
+    );
+    ok(kiln(&root, &["stop", "-t", "1", "loop"]));
+    let runs = ok(kiln(&root, &["logs", "loop"])).lines().count();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        ok(kiln(&root, &["logs", "loop"])).lines().count(),
+        runs,
+        "started again after a stop"
+    );
+    assert_eq!(inspect("loop", "{{.State.Status}}"), "exited\n");
+    ok(kiln(&root, &["rm", "loop"]));
+
+    let both = kiln(
+        &root,
+        &["run", "--rm", "--restart", "always", "busybox", "true"],
+    );
+    assert_eq!(both.status.code(), Some(1));
+    assert!(text(&both.stderr).contains("--restart"));
+    let bad = kiln(&root, &["run", "--restart", "always:3", "busybox", "true"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("retry count"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
 fn stdin_with_i_and_a_terminal_with_t() {
     use std::io::{Read, Write};
     let (_dir, root) = store();

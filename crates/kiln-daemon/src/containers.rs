@@ -123,6 +123,14 @@ impl OutputSink for HubSink {
     }
 }
 
+/// `HostConfig.RestartPolicy`.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct RestartPolicySpec {
+    name: String,
+    maximum_retry_count: u32,
+}
+
 /// `POST /containers/create`'s body (the fields kiln acts on; the rest
 /// is ignored, as a daemon without the feature would).
 #[derive(Deserialize, Default)]
@@ -158,6 +166,7 @@ struct HostConfig {
     memory: u64,
     nano_cpus: u64,
     pids_limit: Option<i64>,
+    restart_policy: RestartPolicySpec,
     shm_size: u64,
     extra_hosts: Option<Vec<String>>,
 }
@@ -282,6 +291,16 @@ fn create_request(
             }
         }
     }
+    let restart = kiln_runtime::containers::RestartPolicy::from_parts(
+        &host.restart_policy.name,
+        Some(host.restart_policy.maximum_retry_count),
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    if host.auto_remove && restart != kiln_runtime::containers::RestartPolicy::No {
+        return Err(bad(
+            "AutoRemove cannot be combined with a restart policy: a container removed when it exits is never started again".into(),
+        ));
+    }
     let mut labels = body.labels.unwrap_or_default();
     if host.auto_remove {
         labels.insert(AUTO_REMOVE.into(), "true".into());
@@ -290,6 +309,7 @@ fn create_request(
         labels.insert(OPEN_STDIN.into(), "true".into());
     }
     Ok(ContainerRequest {
+        restart,
         image: body.image,
         command: body.cmd.unwrap_or_default(),
         entrypoint: body.entrypoint.map(|e| e.join(" ")),
@@ -372,12 +392,49 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
     if record.is_running() {
         return Ok(StatusCode::NOT_MODIFIED.into_response());
     }
+    match monitor(&state, &record).await {
+        Ok(Ok(())) | Err(_) => {
+            state.events.container("start", &record, &[]);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Ok(Err(error)) => Err(error),
+    }
+}
+
+/// At the daemon's start, as Docker's: the containers whose restart
+/// policy is `always`, or `unless-stopped` and not stopped by hand, that
+/// were running (or about to restart) when the last daemon ended.
+pub(crate) async fn restore(state: &Shared) {
+    use kiln_runtime::containers::RestartPolicy;
+    let engine = Arc::clone(state);
+    let records = tokio::task::spawn_blocking(move || engine.engine.containers().list())
+        .await
+        .unwrap_or_default();
+    for record in records {
+        let was_up = record.restarting || matches!(record.state, LifeState::Running { .. });
+        let policy = record.config.restart;
+        let wanted = policy == RestartPolicy::Always
+            || policy == RestartPolicy::UnlessStopped && !record.stopped_by_hand;
+        if was_up && wanted && !record.is_running() {
+            if let Ok(Ok(())) = monitor(state, &record).await {
+                state.events.container("start", &record, &[]);
+            }
+        }
+    }
+}
+
+/// Starts `record` under a monitor thread of the daemon's (see
+/// [`start`]); resolves once it started (or could not).
+async fn monitor(
+    state: &Shared,
+    record: &kiln_runtime::containers::ContainerRecord,
+) -> Result<Result<(), ApiError>, tokio::sync::oneshot::error::RecvError> {
+    let record = record.clone();
     let hub = state.live.hub(&record.id);
     let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-    let shared = Arc::clone(&state);
+    let shared = Arc::clone(state);
     let id = record.id.clone();
     let remove = record.config.labels.contains_key(AUTO_REMOVE);
-    let started_record = record.clone();
     let stdin = record.config.labels.contains_key(OPEN_STDIN);
     // The monitor: a thread of its own, which spawns the container and
     // waits for it (the parent-death signal is the spawning thread's).
@@ -432,13 +489,7 @@ pub(crate) async fn start(State(state): State<Shared>, Path(id): Path<String>) -
         drop(sink);
         shared.live.end(&id);
     });
-    match started_rx.await {
-        Ok(Ok(())) | Err(_) => {
-            state.events.container("start", &started_record, &[]);
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        Ok(Err(error)) => Err(error),
-    }
+    started_rx.await
 }
 
 #[derive(Deserialize, Default)]

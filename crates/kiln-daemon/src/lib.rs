@@ -90,6 +90,9 @@ pub fn serve(
         })?;
     let daemon = api::daemon(engine, settings);
     let served = runtime.block_on(async {
+        // Before the first client: the containers whose restart policy
+        // brings them back with the daemon.
+        containers::restore(&daemon).await;
         let app = api::app(std::sync::Arc::clone(&daemon));
         let serving = |e| DaemonError::Io {
             what: "serve the Engine API".into(),

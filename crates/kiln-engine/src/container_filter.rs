@@ -130,7 +130,7 @@ impl Engine {
         self.containers()
             .list()
             .into_iter()
-            .filter(|record| all || record.is_running())
+            .filter(|record| all || record.is_running() || record.restarting)
             .filter(|record| {
                 filters.iter().all(|filter| {
                     // Any value of the filter's key will do.

@@ -93,6 +93,8 @@ pub struct ContainerRequest {
     pub ulimits: Vec<kiln_runtime::Ulimit>,
     /// `--shm-size` in bytes (none: 64 MiB).
     pub shm_size: Option<u64>,
+    /// `--restart`.
+    pub restart: kiln_runtime::containers::RestartPolicy,
 }
 
 /// What to run in a running container (`exec`).
@@ -258,6 +260,7 @@ impl Engine {
                     ulimits: request.ulimits.clone(),
                     shm_size: request.shm_size,
                     labels: request.labels.clone(),
+                    restart: request.restart,
                     stop_signal: match request.stop_signal {
                         Some(signal) => Some(signal as i32),
                         // The image's STOPSIGNAL, as docker. One kiln cannot
@@ -289,10 +292,53 @@ impl Engine {
     /// `attach.output`), records and returns the exit code (137 when
     /// killed). A command that cannot be executed is
     /// `EngineError::Runtime(RuntimeError::Exec)`, recorded as 127.
+    ///
+    /// Then, as long as the container's restart policy says so (the exit
+    /// recorded as `restarting`), runs it again after Docker's backoff
+    /// (100 ms, doubling, back to 100 ms after a run of 10 s), with the
+    /// same attachment (`started` once per run); a `stop`, `kill` or
+    /// `rm -f` in the backoff ends it. Returns the last run's outcome.
     pub fn run_container(
         &self,
         id: &str,
-        attach: Attach<'_>,
+        mut attach: Attach<'_>,
+        started: &mut dyn FnMut(Running) -> Result<(), EngineError>,
+    ) -> Result<i32, EngineError> {
+        let all = self.containers();
+        let mut backoff = kiln_runtime::restart_policy::FIRST_BACKOFF;
+        let restarting = || all.load(id).is_some_and(|r| r.restarting);
+        loop {
+            let began = Instant::now();
+            let result = self.run_once(id, &mut attach, started);
+            if !restarting() {
+                return result;
+            }
+            let deadline = Instant::now() + backoff;
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20).min(backoff));
+                if !restarting() {
+                    return result;
+                }
+            }
+            backoff = kiln_runtime::restart_policy::next_backoff(backoff, began.elapsed());
+            let counted = all.update(id, |r| {
+                if !r.restarting {
+                    return Err(RuntimeError::InvalidSpec("stopped in the backoff".into()));
+                }
+                r.restart_count += 1;
+                Ok(())
+            });
+            if counted.is_err() {
+                return result;
+            }
+        }
+    }
+
+    /// One run of [`Engine::run_container`].
+    fn run_once(
+        &self,
+        id: &str,
+        attach: &mut Attach<'_>,
         started: &mut dyn FnMut(Running) -> Result<(), EngineError>,
     ) -> Result<i32, EngineError> {
         let all = self.containers();
@@ -359,7 +405,7 @@ impl Engine {
         };
         let mut sink = LogSink {
             log,
-            output: attach.output,
+            output: attach.output.as_deref_mut(),
         };
         let code = match container.wait(&mut sink) {
             Ok(status) => status.code(),
@@ -478,10 +524,13 @@ impl Engine {
         grace: Duration,
     ) -> Result<(), EngineError> {
         use nix::sys::signal::Signal;
+        let all = self.containers();
+        // Before the signal: the exit it brings is then not restarted (and
+        // a restart in its backoff is called off).
+        let record = &self.stopped_by_hand(record)?;
         let Some(pid) = record.running_pid() else {
             return Ok(());
         };
-        let all = self.containers();
         let stopped = || all.load(&record.id).is_none_or(|r| !r.is_running());
         let wait = |limit: Duration| {
             let deadline = Instant::now() + limit;
@@ -511,6 +560,15 @@ impl Engine {
         signal_to_send: nix::sys::signal::Signal,
     ) -> Result<(), EngineError> {
         let pid = self.running_pid_of(record)?;
+        // Docker's rule: SIGKILL or the stop signal is a stop by hand.
+        let stop_signal = record
+            .config
+            .stop_signal
+            .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+            .unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        if signal_to_send == nix::sys::signal::Signal::SIGKILL || signal_to_send == stop_signal {
+            self.stopped_by_hand(record)?;
+        }
         signal(pid, signal_to_send);
         Ok(())
     }
@@ -550,6 +608,21 @@ impl Engine {
             )));
         }
         Ok(kiln_runtime::set_frozen(pid, false)?)
+    }
+
+    /// Marks the container stopped by hand (no restart policy applies to
+    /// its next exit; a restart waiting in its backoff is called off);
+    /// the record as it is now.
+    fn stopped_by_hand(&self, record: &ContainerRecord) -> Result<ContainerRecord, EngineError> {
+        match self.containers().update(&record.id, |r| {
+            r.stopped_by_hand = true;
+            r.restarting = false;
+            Ok(())
+        }) {
+            Ok(now) => Ok(now),
+            Err(RuntimeError::Gone(_)) => Ok(record.clone()),
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn running_pid_of(&self, record: &ContainerRecord) -> Result<i32, EngineError> {
@@ -638,16 +711,25 @@ impl Engine {
         record: &ContainerRecord,
         force: bool,
     ) -> Result<(), EngineError> {
-        if record.is_running() {
+        let record = self
+            .containers()
+            .load(&record.id)
+            .unwrap_or_else(|| record.clone());
+        if record.is_running() || record.restarting {
             if !force {
+                let state = if record.restarting {
+                    "restarting"
+                } else {
+                    "running"
+                };
                 return Err(EngineError::Conflict(format!(
-                    "container {} is running: you cannot remove a running container; stop the container before attempting removal or force remove (rm -f)",
+                    "container {} is {state}: you cannot remove a {state} container; stop the container before attempting removal or force remove (rm -f)",
                     record.name
                 )));
             }
-            self.stop_container(record, Duration::ZERO)?;
+            self.stop_container(&record, Duration::ZERO)?;
         }
-        Ok(self.containers().remove(record)?)
+        Ok(self.containers().remove(&record)?)
     }
 
     /// Removes the anonymous volumes of a removed container (`run --rm`,
@@ -708,12 +790,12 @@ impl OutputSink for Discard {
 }
 
 /// The log always; the caller's sink too when attached.
-struct LogSink<'a> {
+struct LogSink<'a, 'b> {
     log: kiln_runtime::containers::LogWriter,
-    output: Option<&'a mut dyn OutputSink>,
+    output: Option<&'a mut (dyn OutputSink + 'b)>,
 }
 
-impl OutputSink for LogSink<'_> {
+impl OutputSink for LogSink<'_, '_> {
     fn stdout(&mut self, data: &[u8]) {
         let _ = self.log.write(data);
         if let Some(output) = self.output.as_mut() {

@@ -154,6 +154,10 @@ pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
             ("running", format!("Up {}", ago(*since)))
         }
         State::Running { .. } => ("exited", "Exited (unknown)".to_owned()),
+        State::Exited { code, at } if record.restarting => (
+            "restarting",
+            format!("Restarting ({code}) {} ago", ago(*at)),
+        ),
         State::Exited { code, at } => ("exited", format!("Exited ({code}) {} ago", ago(*at))),
     }
 }
@@ -191,6 +195,7 @@ pub fn container_json(record: &ContainerRecord) -> Value {
         State::Running { .. } if paused => ("paused", 0, NEVER.to_owned()),
         State::Running { .. } if running => ("running", 0, NEVER.to_owned()),
         State::Running { .. } => ("exited", -1, NEVER.to_owned()),
+        State::Exited { code, at } if record.restarting => ("restarting", *code, rfc3339(*at)),
         State::Exited { code, at } => ("exited", *code, rfc3339(*at)),
     };
     let config = &record.config;
@@ -232,7 +237,7 @@ pub fn container_json(record: &ContainerRecord) -> Value {
         "Status": status,
         "Running": running,
         "Paused": paused,
-        "Restarting": false,
+        "Restarting": record.restarting,
         "OOMKilled": false,
         "Dead": false,
         "Pid": record.running_pid().unwrap_or(0),
@@ -272,7 +277,10 @@ pub fn container_json(record: &ContainerRecord) -> Value {
         "LogConfig": {"Type": "json-file", "Config": {}},
         "NetworkMode": config.network,
         "PortBindings": {},
-        "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+        "RestartPolicy": {
+            "Name": config.restart.name(),
+            "MaximumRetryCount": config.restart.max_retries(),
+        },
         "AutoRemove": false,
         "VolumeDriver": "",
         "VolumesFrom": null,
@@ -338,7 +346,7 @@ pub fn container_json(record: &ContainerRecord) -> Value {
         "Image": config.image_id,
         "Driver": "overlay",
         "Platform": "linux",
-        "RestartCount": 0,
+        "RestartCount": record.restart_count,
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",

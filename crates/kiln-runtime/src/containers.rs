@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::container_log::{LogLine, LogReader, LogWriter};
 use crate::error::RuntimeError;
+pub use crate::restart_policy::RestartPolicy;
 use crate::spec::{ContainerSpec, Mount, Network, Resources, User};
 
 /// What a container runs; fixed when it is created.
@@ -86,6 +87,9 @@ pub struct ContainerConfig {
     pub volumes: Vec<String>,
     #[serde(default)]
     pub anonymous_volumes: Vec<String>,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart: RestartPolicy,
 }
 
 /// Where a container is in its life.
@@ -116,6 +120,16 @@ pub struct ContainerRecord {
     /// exits); none before its first start (and in records from before).
     #[serde(default)]
     pub started_at: Option<u64>,
+    /// Exited, and its restart policy starts it again (after a backoff).
+    #[serde(default)]
+    pub restarting: bool,
+    /// How many times the restart policy started it again.
+    #[serde(default)]
+    pub restart_count: u32,
+    /// Stopped by `stop`, `kill` or `rm -f`: no restart policy applies
+    /// until it is started again.
+    #[serde(default)]
+    pub stopped_by_hand: bool,
 }
 
 impl ContainerRecord {
@@ -189,6 +203,8 @@ impl ContainerRecord {
             since,
         };
         self.started_at = Some(since);
+        self.restarting = false;
+        self.stopped_by_hand = false;
         Ok(())
     }
 
@@ -202,6 +218,10 @@ impl ContainerRecord {
             )));
         }
         self.state = State::Exited { code, at: now() };
+        self.restarting =
+            self.config
+                .restart
+                .restarts(code, self.restart_count, self.stopped_by_hand);
         Ok(())
     }
 
@@ -364,6 +384,9 @@ impl Containers {
             config,
             state: State::Created,
             started_at: None,
+            restarting: false,
+            restart_count: 0,
+            stopped_by_hand: false,
         };
         self.save(&record)?;
         Ok(record)

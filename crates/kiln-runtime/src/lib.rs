@@ -150,6 +150,7 @@ pub use layers::{Found, LowerView};
 mod plan;
 mod prepare;
 mod processes;
+pub mod restart_policy;
 pub mod seccomp;
 mod spec;
 mod sys;

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Start it again when it exits: no, always, unless-stopped, on-failure[:N]
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    restart: String,
     /// Pull the image first: missing (if the store lacks it, the
     /// default), always, or never
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
@@ -159,6 +162,9 @@ impl RunArgs {
 
 /// `kiln run`: creates a container from an image and runs it.
 pub fn run(root: Option<&Path>, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.rm && args.restart != "no" {
+        bail!("--rm cannot be combined with --restart: a container removed when it exits is never started again");
+    }
     if args.interactive && args.detach {
         bail!("-i cannot be combined with -d: kiln has no attach command to feed a detached container's stdin");
     }
@@ -216,6 +222,8 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
         mounts.add_mount_flag(spec)?;
     }
     Ok(ContainerRequest {
+        restart: kiln_runtime::containers::RestartPolicy::parse(&args.restart)
+            .context("--restart")?,
         image: args.image().to_owned(),
         command: args.command().to_vec(),
         entrypoint: args.entrypoint.clone(),
