@@ -169,7 +169,12 @@ const ROWS: &[Row] = &[
     row("logs -f, --follow", "logs --follow"),
     row("logs -n, --tail", "logs --tail"),
     row("logs -t, --timestamps", "logs --timestamps"),
-    absent("logs --since, --until", "not yet"),
+    noted(
+        "logs --since",
+        "logs --since",
+        "an RFC 3339 date, seconds since the epoch or a duration ago",
+    ),
+    row("logs --until", "logs --until"),
     row("docker commit", "commit"),
     row("docker exec", "exec"),
     row("exec -d, --detach", "exec --detach"),

@@ -272,6 +272,11 @@ fn the_docker_cli_drives_kiln_serve() {
         assert!(Instant::now() < deadline, "the detached container's logs");
         std::thread::sleep(Duration::from_millis(50));
     }
+    assert_eq!(docker(&["logs", "--until", "1h", "bg"]), "");
+    assert_eq!(
+        docker(&["logs", "--since", "1h", "bg"]),
+        "line-1\nline-2\nline-3\n"
+    );
     let last = docker(&["logs", "-t", "--tail", "1", "bg"]);
     assert!(last.ends_with("Z line-3\n"), "{last}");
     assert!(docker(&["ps"]).contains(" bg\n"), "running");

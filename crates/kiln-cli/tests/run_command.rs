@@ -808,6 +808,36 @@ fn logs_timestamps_say_when_each_line_was_written() {
     assert_eq!(lines[1].0, lines[2].0, "{stamped}");
     let last = ok(kiln(&root, &["logs", "-t", "-n", "1", "clock"]));
     assert_eq!(last, stamped.lines().last().unwrap(), "{stamped}");
+    // --since and --until by those times: a date, seconds, a duration ago.
+    let between = lines[0].0 + gap / 2;
+    let rfc3339 = humantime::format_rfc3339_nanos(between).to_string();
+    let seconds = format!(
+        "{:.6}",
+        between
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    );
+    assert_eq!(
+        ok(kiln(&root, &["logs", "--since", &rfc3339, "clock"])),
+        "second\nthird"
+    );
+    assert_eq!(
+        ok(kiln(&root, &["logs", "--until", &seconds, "clock"])),
+        "first\n"
+    );
+    assert_eq!(
+        ok(kiln(&root, &["logs", "--since", "1h", "clock"])),
+        "first\nsecond\nthird"
+    );
+    assert_eq!(ok(kiln(&root, &["logs", "--until", "1h", "clock"])), "");
+    let bad = kiln(&root, &["logs", "--since", "yesterday-ish", "clock"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("--since"),
+        "{}",
+        text(&bad.stderr)
+    );
     ok(kiln(&root, &["rm", "clock"]));
 }
 

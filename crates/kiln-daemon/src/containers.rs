@@ -702,6 +702,8 @@ pub(crate) struct LogsQuery {
     follow: Option<String>,
     tail: Option<String>,
     timestamps: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
 }
 
 /// `GET /containers/ID/logs`: the log (stdout and stderr are one stream
@@ -719,13 +721,24 @@ pub(crate) async fn logs(
                 .map_err(|_| ApiError::bad_request(format!("tail {n:?}: a number or all")))?,
         ),
     };
-    let follow = truthy(query.follow.as_deref());
+    // The API's 0 (what clients send for none) is no bound.
+    let now = std::time::SystemTime::now();
+    let time = |text: Option<&str>| match text {
+        None | Some("") | Some("0") => Ok(None),
+        Some(text) => kiln_engine::parse_time(text, now).map(Some),
+    };
+    let options = kiln_engine::LogOptions {
+        tail,
+        follow: truthy(query.follow.as_deref()),
+        since: time(query.since.as_deref())?,
+        until: time(query.until.as_deref())?,
+    };
     let timestamps = truthy(query.timestamps.as_deref());
     let tty = record.config.tty;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
     let engine = Arc::clone(&state);
     tokio::task::spawn_blocking(move || {
-        let result = engine.engine.read_log(&record, tail, follow, &mut |line| {
+        let result = engine.engine.read_log(&record, &options, &mut |line| {
             let mut text = Vec::with_capacity(line.bytes.len() + 40);
             if timestamps {
                 let time = line.written.unwrap_or(std::time::UNIX_EPOCH);

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
@@ -124,18 +124,12 @@ pub(crate) struct EventsQuery {
     filters: Option<String>,
 }
 
-/// `since`/`until`: seconds since the epoch, with a fraction or not, as
-/// the CLI sends them (it turns `10m` and dates into that).
+/// `since`/`until`: seconds since the epoch, as the CLI sends them (it
+/// turns `10m` and dates into that; kiln-engine's grammar takes those
+/// too).
 fn parse_time(name: &str, text: &str) -> Result<SystemTime, ApiError> {
-    let seconds: f64 = text
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("{name} {text:?}: seconds since the epoch")))?;
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(ApiError::bad_request(format!(
-            "{name} {text:?}: out of range"
-        )));
-    }
-    Ok(UNIX_EPOCH + Duration::from_secs_f64(seconds))
+    kiln_engine::parse_time(text, SystemTime::now())
+        .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
 }
 
 /// Which events a client asked for.
@@ -300,7 +294,7 @@ mod tests {
     fn times_are_seconds_since_the_epoch() {
         assert_eq!(
             parse_time("since", "1700000000.5").unwrap(),
-            UNIX_EPOCH + Duration::from_millis(1_700_000_000_500)
+            UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_500)
         );
         assert!(parse_time("since", "yesterday").is_err());
         assert!(parse_time("until", "-1").is_err());

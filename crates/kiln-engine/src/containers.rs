@@ -128,6 +128,46 @@ pub fn parse_signal(text: &str) -> Result<nix::sys::signal::Signal, EngineError>
     nix::sys::signal::Signal::from_str(&name).map_err(|_| bad())
 }
 
+/// Which part of a log [`Engine::read_log`] hands over, and whether it
+/// follows.
+#[derive(Clone, Debug, Default)]
+pub struct LogOptions {
+    /// The last lines only.
+    pub tail: Option<usize>,
+    /// Then what it appends while it runs.
+    pub follow: bool,
+    /// Lines written from then on only.
+    pub since: Option<std::time::SystemTime>,
+    /// Lines written until then only.
+    pub until: Option<std::time::SystemTime>,
+}
+
+/// A point in time as `docker logs --since/--until` (and the Engine
+/// API's `since`/`until`) take one: seconds since the epoch (with a
+/// fraction or not), an RFC 3339 date (`2026-12-06T21:00:00Z`, or
+/// without its zone: UTC), or a duration ago (`10m`, `1h30m`).
+pub fn parse_time(
+    text: &str,
+    now: std::time::SystemTime,
+) -> Result<std::time::SystemTime, EngineError> {
+    let bad = || {
+        EngineError::Request(format!(
+            "time {text:?}: seconds since the epoch, an RFC 3339 date or a duration such as 10m"
+        ))
+    };
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(bad());
+        }
+        return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(seconds));
+    }
+    if let Ok(at) = humantime::parse_rfc3339_weak(text) {
+        return Ok(at);
+    }
+    let ago = humantime::parse_duration(text).map_err(|_| bad())?;
+    now.checked_sub(ago).ok_or_else(bad)
+}
+
 /// How a monitor connects the container to its caller.
 pub struct Attach<'a> {
     /// Feed the container's stdin from [`Running::stdin`].
@@ -653,8 +693,10 @@ impl Engine {
     }
 
     /// Hands `emit` the container's log line by line (as `docker logs`):
-    /// with `tail`, the last lines only; with `follow`, then what it
-    /// appends until it is not running. Whether it runs is checked before
+    /// with `tail`, the last lines only; of those, the ones written from
+    /// `since` to `until` (a line of a log from before kiln kept times
+    /// always goes); with `follow`, then what it appends until it is not
+    /// running (or `until` has passed). Whether it runs is checked before
     /// each read, and a monitor records the exit only after the last
     /// output is in the log, so a follower never misses the end (the log
     /// stays open, so not even when `--rm` removes the container). Stops
@@ -662,8 +704,7 @@ impl Engine {
     pub fn read_log(
         &self,
         record: &ContainerRecord,
-        tail: Option<usize>,
-        follow: bool,
+        options: &LogOptions,
         emit: &mut dyn FnMut(kiln_runtime::containers::LogLine<'_>) -> std::io::Result<()>,
     ) -> Result<(), EngineError> {
         let all = self.containers();
@@ -672,12 +713,35 @@ impl Engine {
         };
         let path = all.log_path(&record.id);
         let failed = |e: std::io::Error| EngineError::io(path.clone(), e);
-        if let Some(lines) = tail {
+        if let Some(lines) = options.tail {
             log.skip_to_last(lines).map_err(failed)?;
         }
+        // A line past `until` ends it all (the log is in time order), as
+        // a reader that left does.
+        let mut in_range = |line: kiln_runtime::containers::LogLine<'_>| {
+            let written = line.written;
+            if written
+                .zip(options.until)
+                .is_some_and(|(at, until)| at > until)
+            {
+                return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+            }
+            if written
+                .zip(options.since)
+                .is_some_and(|(at, since)| at < since)
+            {
+                return Ok(());
+            }
+            emit(line)
+        };
         loop {
-            let running = follow && all.load(&record.id).is_some_and(|r| r.is_running());
-            match log.read_lines(!running, emit) {
+            let until_passed = options
+                .until
+                .is_some_and(|until| std::time::SystemTime::now() > until);
+            let running = options.follow
+                && !until_passed
+                && all.load(&record.id).is_some_and(|r| r.is_running());
+            match log.read_lines(!running, &mut in_range) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
                 Err(e) => return Err(failed(e)),

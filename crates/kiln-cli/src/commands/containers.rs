@@ -1025,6 +1025,13 @@ pub struct LogsArgs {
     /// Begin each line with the time it was written (RFC 3339, ns)
     #[arg(short, long)]
     timestamps: bool,
+    /// Only what was written since then (an RFC 3339 date, seconds since
+    /// the epoch, or a duration ago such as 10m)
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only what was written until then (as --since)
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
     /// The container (name or id)
     container: String,
 }
@@ -1040,10 +1047,22 @@ pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("--tail {n:?}: expected a number of lines or all"))?,
         ),
     };
+    let now = std::time::SystemTime::now();
+    let time = |flag: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| kiln_engine::parse_time(t, now).with_context(|| flag.to_owned()))
+            .transpose()
+    };
+    let options = kiln_engine::LogOptions {
+        tail,
+        follow: args.follow,
+        since: time("--since", &args.since)?,
+        until: time("--until", &args.until)?,
+    };
     let engine = Engine::new(open_store(root)?);
     let record = engine.find_container(&args.container)?;
     let mut out = std::io::stdout().lock();
-    engine.read_log(&record, tail, args.follow, &mut |line| {
+    engine.read_log(&record, &options, &mut |line| {
         if args.timestamps {
             let time = line.written.unwrap_or(std::time::UNIX_EPOCH);
             write!(out, "{} ", humantime::format_rfc3339_nanos(time))?;
