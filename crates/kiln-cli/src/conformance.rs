@@ -141,6 +141,13 @@ const ROWS: &[Row] = &[
     row("run --ulimit", "run --ulimit"),
     row("run --shm-size", "run --shm-size"),
     row("run --stop-signal", "run --stop-signal"),
+    row("run --health-cmd", "run --health-cmd"),
+    row("run --health-interval", "run --health-interval"),
+    row("run --health-timeout", "run --health-timeout"),
+    row("run --health-retries", "run --health-retries"),
+    row("run --health-start-period", "run --health-start-period"),
+    row("run --health-start-interval", "run --health-start-interval"),
+    row("run --no-healthcheck", "run --no-healthcheck"),
     noted(
         "run --restart",
         "run --restart",

@@ -721,6 +721,30 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
     ]);
     docker(&["start", doomed.trim()]);
     assert_eq!(docker(&["logs", "-f", doomed.trim()]), "last words\n");
+    // A health check: probed, and healthy as docker shows it.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "checked",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "200ms",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "60",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while docker(&["inspect", "-f", "{{.State.Health.Status}}", "checked"]) != "healthy\n" {
+        assert!(Instant::now() < deadline, "the health check's first pass");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let listed = docker(&["ps", "--filter", "name=checked", "--format", "{{.Status}}"]);
+    assert!(listed.contains("(healthy)"), "{listed}");
+    docker(&["rm", "-f", "checked"]);
     // A restart policy: on-failure:1 runs it twice, then it stays exited.
     docker(&[
         "run",

@@ -497,6 +497,135 @@ fn restart_policies_start_it_again_until_stopped_by_hand() {
 }
 
 #[test]
+fn health_checks_probe_the_container_and_say_what_they_found() {
+    let (dir, root) = store();
+    let inspect = |name: &str, template: &str| ok(kiln(&root, &["inspect", "-f", template, name]));
+    let run = |name: &str, flags: &[&str], script: &str| {
+        let mut args = vec!["run", "-d", "--name", name];
+        args.extend_from_slice(flags);
+        args.extend(["busybox", "sh", "-c", script]);
+        ok(kiln(&root, &args));
+    };
+    // Starting until a probe passes (a failure in the start period does
+    // not count), then healthy.
+    run(
+        "warms-up",
+        &[
+            "--health-cmd",
+            "test -e /ready",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "5s",
+        ],
+        "sleep 1; touch /ready; exec sleep 60",
+    );
+    let first = ok(kiln(&root, &["ps", "--format", "{{.Status}}"]));
+    assert!(first.contains("(health: starting)"), "{first}");
+    wait_for("healthy", || {
+        inspect("warms-up", "{{.State.Health.Status}}") == "healthy\n"
+    });
+    assert!(ok(kiln(&root, &["ps", "--format", "{{.Status}}"])).contains("(healthy)"));
+    let log: serde_json::Value =
+        serde_json::from_str(&inspect("warms-up", "{{json .State.Health.Log}}")).unwrap();
+    let codes: Vec<i64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ExitCode"].as_i64().unwrap())
+        .collect();
+    assert!(codes.contains(&1) && codes.last() == Some(&0), "{codes:?}");
+
+    // Failing: unhealthy after the retries, with the probe's output.
+    run(
+        "sick",
+        &[
+            "--health-cmd",
+            "echo nope; exit 3",
+            "--health-interval",
+            "200ms",
+            "--health-retries",
+            "2",
+        ],
+        "exec sleep 60",
+    );
+    wait_for("unhealthy", || {
+        inspect("sick", "{{.State.Health.Status}}") == "unhealthy\n"
+    });
+    let last: serde_json::Value =
+        serde_json::from_str(&inspect("sick", "{{json .State.Health}}")).unwrap();
+    assert!(last["FailingStreak"].as_u64().unwrap() >= 2, "{last}");
+    let probe = last["Log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(probe["ExitCode"], 3, "{probe}");
+    assert_eq!(probe["Output"], "nope\n", "{probe}");
+
+    // A probe that outlives its timeout is killed and counts as failed.
+    run(
+        "slow",
+        &[
+            "--health-cmd",
+            "sleep 30",
+            "--health-interval",
+            "200ms",
+            "--health-timeout",
+            "300ms",
+            "--health-retries",
+            "1",
+        ],
+        "exec sleep 60",
+    );
+    wait_for("unhealthy by timeout", || {
+        inspect("slow", "{{.State.Health.Status}}") == "unhealthy\n"
+    });
+    let slow = inspect("slow", "{{json .State.Health.Log}}");
+    assert!(slow.contains("exceeded timeout"), "{slow}");
+
+    // The image's HEALTHCHECK, shown as Docker shows it; --no-healthcheck
+    // turns it off.
+    let context = dir.path().join("hc");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(
+        context.join("Dockerfile"),
+        "FROM busybox\nHEALTHCHECK --interval=200ms --retries=1 CMD test -e /etc/passwd\n",
+    )
+    .unwrap();
+    ok(kiln(
+        &root,
+        &["build", "-q", "-t", "hc", context.to_str().unwrap()],
+    ));
+    ok(kiln(
+        &root,
+        &["run", "-d", "--name", "from-image", "hc", "sleep", "60"],
+    ));
+    assert_eq!(
+        inspect("from-image", "{{json .Config.Healthcheck.Test}}"),
+        "[\"CMD-SHELL\",\"test -e /etc/passwd\"]\n"
+    );
+    wait_for("the image's check", || {
+        inspect("from-image", "{{.State.Health.Status}}") == "healthy\n"
+    });
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "unchecked",
+            "--no-healthcheck",
+            "hc",
+            "sleep",
+            "60",
+        ],
+    ));
+    assert_eq!(inspect("unchecked", "{{json .State.Health}}"), "null\n");
+    for name in ["warms-up", "sick", "slow", "from-image", "unchecked"] {
+        ok(kiln(&root, &["rm", "-f", name]));
+    }
+}
+
+#[test]
 fn stdin_with_i_and_a_terminal_with_t() {
     use std::io::{Read, Write};
     let (_dir, root) = store();

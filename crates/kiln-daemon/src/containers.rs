@@ -147,7 +147,37 @@ struct CreateBody {
     open_stdin: bool,
     labels: Option<BTreeMap<String, String>>,
     stop_signal: Option<String>,
+    healthcheck: Option<HealthcheckSpec>,
     host_config: HostConfig,
+}
+
+/// `Healthcheck`: durations in nanoseconds, 0 or null for the image's
+/// (or Docker's default); `Test` empty for the image's, `["NONE"]` for
+/// none.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct HealthcheckSpec {
+    test: Option<Vec<String>>,
+    interval: Option<u64>,
+    timeout: Option<u64>,
+    start_period: Option<u64>,
+    start_interval: Option<u64>,
+    retries: Option<u32>,
+}
+
+impl HealthcheckSpec {
+    fn options(self) -> kiln_engine::HealthOptions {
+        let duration = |ns: Option<u64>| ns.filter(|ns| *ns > 0).map(Duration::from_nanos);
+        kiln_engine::HealthOptions {
+            test: self.test.filter(|t| !t.is_empty()),
+            interval: duration(self.interval),
+            timeout: duration(self.timeout),
+            start_period: duration(self.start_period),
+            start_interval: duration(self.start_interval),
+            retries: self.retries.filter(|r| *r > 0),
+            disabled: false,
+        }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -310,6 +340,10 @@ fn create_request(
     }
     Ok(ContainerRequest {
         restart,
+        health: body
+            .healthcheck
+            .map(HealthcheckSpec::options)
+            .unwrap_or_default(),
         image: body.image,
         command: body.cmd.unwrap_or_default(),
         entrypoint: body.entrypoint.map(|e| e.join(" ")),

@@ -95,6 +95,8 @@ pub struct ContainerRequest {
     pub shm_size: Option<u64>,
     /// `--restart`.
     pub restart: kiln_runtime::containers::RestartPolicy,
+    /// `--health-*` over the image's HEALTHCHECK.
+    pub health: crate::HealthOptions,
 }
 
 /// What to run in a running container (`exec`).
@@ -301,6 +303,10 @@ impl Engine {
                     shm_size: request.shm_size,
                     labels: request.labels.clone(),
                     restart: request.restart,
+                    healthcheck: crate::health::health_check(
+                        config.healthcheck.as_ref(),
+                        &request.health,
+                    ),
                     stop_signal: match request.stop_signal {
                         Some(signal) => Some(signal as i32),
                         // The image's STOPSIGNAL, as docker. One kiln cannot
@@ -447,7 +453,17 @@ impl Engine {
             log,
             output: attach.output.as_deref_mut(),
         };
-        let code = match container.wait(&mut sink) {
+        // The prober beside the wait, told when the run ends.
+        let waited = std::thread::scope(|scope| {
+            let (stop, stopped) = std::sync::mpsc::channel::<()>();
+            if let Some(check) = &record.config.healthcheck {
+                scope.spawn(move || self.probe_until(id, check, &stopped));
+            }
+            let waited = container.wait(&mut sink);
+            drop(stop);
+            waited
+        });
+        let code = match waited {
             Ok(status) => status.code(),
             Err(RuntimeError::Killed) => 137,
             Err(error) => {

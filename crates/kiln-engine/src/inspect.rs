@@ -151,7 +151,14 @@ pub fn container_status(record: &ContainerRecord) -> (&'static str, String) {
             ("paused", format!("Up {} (Paused)", ago(*since)))
         }
         State::Running { since, .. } if record.is_running() => {
-            ("running", format!("Up {}", ago(*since)))
+            // Docker's suffix for a container with a health check.
+            let health = match record.health.as_ref().map(|h| h.status) {
+                Some(kiln_runtime::health::HealthStatus::Starting) => " (health: starting)",
+                Some(kiln_runtime::health::HealthStatus::Healthy) => " (healthy)",
+                Some(kiln_runtime::health::HealthStatus::Unhealthy) => " (unhealthy)",
+                None => "",
+            };
+            ("running", format!("Up {}{health}", ago(*since)))
         }
         State::Running { .. } => ("exited", "Exited (unknown)".to_owned()),
         State::Exited { code, at } if record.restarting => (
@@ -233,7 +240,7 @@ pub fn container_json(record: &ContainerRecord) -> Value {
         "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": "",
     });
     let resources = &config.resources;
-    let state = json!({
+    let mut state = json!({
         "Status": status,
         "Running": running,
         "Paused": paused,
@@ -246,7 +253,22 @@ pub fn container_json(record: &ContainerRecord) -> Value {
         "StartedAt": started,
         "FinishedAt": finished,
     });
-    let container_config = json!({
+    if let Some(health) = &record.health {
+        let time = |at: &std::time::Duration| {
+            humantime::format_rfc3339_nanos(std::time::UNIX_EPOCH + *at).to_string()
+        };
+        state["Health"] = json!({
+            "Status": health.status.word(),
+            "FailingStreak": health.failing_streak,
+            "Log": health.log.iter().map(|probe| json!({
+                "Start": time(&probe.start),
+                "End": time(&probe.end),
+                "ExitCode": probe.exit_code,
+                "Output": probe.output,
+            })).collect::<Vec<_>>(),
+        });
+    }
+    let mut container_config = json!({
         "Hostname": config.hostname,
         "Domainname": "",
         "User": format!("{}:{}", config.uid, config.gid),
@@ -269,6 +291,17 @@ pub fn container_json(record: &ContainerRecord) -> Value {
             .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
             .map(|s| s.as_str()),
     });
+    if let Some(check) = &config.healthcheck {
+        let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        container_config["Healthcheck"] = json!({
+            "Test": check.test,
+            "Interval": ns(check.interval),
+            "Timeout": ns(check.timeout),
+            "StartPeriod": ns(check.start_period),
+            "StartInterval": ns(check.start_interval),
+            "Retries": check.retries,
+        });
+    }
     let mut host_config = json!({
         "Binds": config.binds.iter().map(|(host, container, ro)| {
             format!("{}:{container}{}", host.display(), if *ro { ":ro" } else { "" })

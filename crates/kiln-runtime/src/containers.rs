@@ -90,6 +90,9 @@ pub struct ContainerConfig {
     /// `--restart`.
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// The health check (the image's HEALTHCHECK under `--health-*`).
+    #[serde(default)]
+    pub healthcheck: Option<crate::health::HealthCheck>,
 }
 
 /// Where a container is in its life.
@@ -130,6 +133,10 @@ pub struct ContainerRecord {
     /// until it is started again.
     #[serde(default)]
     pub stopped_by_hand: bool,
+    /// What its health check found in this run (with a check, from its
+    /// start on).
+    #[serde(default)]
+    pub health: Option<crate::health::Health>,
 }
 
 impl ContainerRecord {
@@ -205,6 +212,11 @@ impl ContainerRecord {
         self.started_at = Some(since);
         self.restarting = false;
         self.stopped_by_hand = false;
+        self.health = self
+            .config
+            .healthcheck
+            .as_ref()
+            .map(|_| crate::health::Health::default());
         Ok(())
     }
 
@@ -387,6 +399,7 @@ impl Containers {
             restarting: false,
             restart_count: 0,
             stopped_by_hand: false,
+            health: None,
         };
         self.save(&record)?;
         Ok(record)

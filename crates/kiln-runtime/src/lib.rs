@@ -144,6 +144,7 @@ pub mod containers;
 mod error;
 pub use container_root::{in_container_root, ContainerRoot};
 mod exec;
+pub mod health;
 pub use exec::ExecSpec;
 mod layers;
 pub use layers::{Found, LowerView};

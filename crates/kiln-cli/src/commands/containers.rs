@@ -40,6 +40,27 @@ pub struct RunArgs {
     /// Start it again when it exits: no, always, unless-stopped, on-failure[:N]
     #[arg(long, value_name = "POLICY", default_value = "no")]
     restart: String,
+    /// The health check's command (run with /bin/sh -c), over the image's
+    #[arg(long, value_name = "COMMAND")]
+    health_cmd: Option<String>,
+    /// Between health probes (30s by default)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    health_interval: Option<Duration>,
+    /// How long a probe may run (30s by default)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    health_timeout: Option<Duration>,
+    /// Failures in a row that make it unhealthy (3 by default)
+    #[arg(long, value_name = "N")]
+    health_retries: Option<u32>,
+    /// Failures in this first while do not count
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    health_start_period: Option<Duration>,
+    /// Between probes in the start period (the interval by default)
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    health_start_interval: Option<Duration>,
+    /// No health check, whatever the image says
+    #[arg(long)]
+    no_healthcheck: bool,
     /// Pull the image first: missing (if the store lacks it, the
     /// default), always, or never
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
@@ -221,9 +242,24 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
     for spec in &args.mount {
         mounts.add_mount_flag(spec)?;
     }
+    if args.no_healthcheck && args.health_cmd.is_some() {
+        bail!("--no-healthcheck cannot be combined with --health-cmd");
+    }
     Ok(ContainerRequest {
         restart: kiln_runtime::containers::RestartPolicy::parse(&args.restart)
             .context("--restart")?,
+        health: kiln_engine::HealthOptions {
+            test: args
+                .health_cmd
+                .as_ref()
+                .map(|command| vec!["CMD-SHELL".to_owned(), command.clone()]),
+            interval: args.health_interval,
+            timeout: args.health_timeout,
+            start_period: args.health_start_period,
+            start_interval: args.health_start_interval,
+            retries: args.health_retries,
+            disabled: args.no_healthcheck,
+        },
         image: args.image().to_owned(),
         command: args.command().to_vec(),
         entrypoint: args.entrypoint.clone(),
