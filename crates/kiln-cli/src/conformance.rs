@@ -196,6 +196,9 @@ const ROWS: &[Row] = &[
     row("kill -s, --signal", "kill --signal"),
     row("docker pause", "pause"),
     row("docker rename", "rename"),
+    row("docker stats", "stats"),
+    row("stats --no-stream", "stats --no-stream"),
+    row("stats --no-trunc", "stats --no-trunc"),
     row("docker export", "export"),
     row("export -o, --output", "export --output"),
     row("docker unpause", "unpause"),
@@ -210,7 +213,7 @@ const ROWS: &[Row] = &[
     row("cp -a, --archive", "cp --archive"),
     row("cp -L, --follow-link", "cp --follow-link"),
     absent(
-        "docker attach, top, stats, update, create, diff, port, events",
+        "docker attach, top, update, create, diff, port, events",
         "not yet: each says so (no misleading suggestion)",
     ),
     absent(
@@ -254,6 +257,7 @@ const ROWS: &[Row] = &[
     row("container kill -s", "container kill --signal"),
     row("docker container pause", "container pause"),
     row("docker container rename", "container rename"),
+    row("docker container stats", "container stats"),
     row("docker container export", "container export"),
     row("docker container unpause", "container unpause"),
     row("docker container wait", "container wait"),

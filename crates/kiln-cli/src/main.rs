@@ -52,6 +52,8 @@ enum Command {
     Kill(commands::containers::KillArgs),
     /// Give a container a new name
     Rename(commands::containers::RenameArgs),
+    /// Show what running containers use (CPU, memory, network, disk, pids)
+    Stats(commands::containers::StatsArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -137,8 +139,6 @@ enum Command {
     Attach(Planned),
     #[command(name = "top", hide = true)]
     Top(Planned),
-    #[command(name = "stats", hide = true)]
-    Stats(Planned),
     #[command(name = "update", hide = true)]
     Update(Planned),
     #[command(name = "port", hide = true)]
@@ -232,6 +232,8 @@ enum ContainerCommand {
     Kill(commands::containers::KillArgs),
     /// Give a container a new name
     Rename(commands::containers::RenameArgs),
+    /// Show what running containers use (CPU, memory, network, disk, pids)
+    Stats(commands::containers::StatsArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -293,6 +295,7 @@ impl Command {
                 ContainerCommand::Kill(args) => Command::Kill(args),
                 ContainerCommand::Pause(args) => Command::Pause(args),
                 ContainerCommand::Rename(args) => Command::Rename(args),
+                ContainerCommand::Stats(args) => Command::Stats(args),
                 ContainerCommand::Export(args) => Command::Export(args),
                 ContainerCommand::Unpause(args) => Command::Unpause(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
@@ -372,6 +375,7 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Export(args) => {
             commands::containers::export(root, args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Stats(args) => commands::containers::stats(root, args).map(|()| ExitCode::SUCCESS),
         Command::Rename(args) => {
             commands::containers::rename(root, args).map(|()| ExitCode::SUCCESS)
         }
@@ -436,7 +440,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Serve(args) => commands::serve::run(root, args).map(|()| ExitCode::SUCCESS),
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
         Command::Top(_) => not_yet("top", "docker top: a container's processes"),
-        Command::Stats(_) => not_yet("stats", "docker stats: containers' resource use"),
         Command::Update(_) => not_yet("update", "docker update: a running container's new limits"),
         Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),
         Command::Create(_) => not_yet("create", "docker create: a container made but not started"),

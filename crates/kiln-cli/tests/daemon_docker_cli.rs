@@ -824,6 +824,18 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         text(&frozen.stderr)
     );
     assert_eq!(docker(&["unpause", "box"]), "box\n");
+    // stats: what it uses, as docker computes and prints it.
+    let stats = docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}} {{.MemUsage}}",
+        "box",
+    ]);
+    assert!(
+        stats.starts_with("box 1 ") && stats.contains(" / "),
+        "{stats}"
+    );
     // rename, running: the old name is free again, a taken one refused.
     docker(&["rename", "box", "crate"]);
     assert_eq!(

@@ -626,6 +626,51 @@ fn health_checks_probe_the_container_and_say_what_they_found() {
 }
 
 #[test]
+fn stats_show_what_a_container_uses() {
+    let (_dir, root) = store();
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "-m",
+            "64m",
+            "busybox",
+            "sh",
+            "-c",
+            "while :; do :; done",
+        ],
+    ));
+    ok(kiln(
+        &root,
+        &["run", "-d", "--name", "idle", "busybox", "sleep", "60"],
+    ));
+    let table = ok(kiln(&root, &["stats", "--no-stream", "busy", "idle"]));
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 3, "{table}");
+    assert!(
+        rows[0].starts_with("CONTAINER ID") && rows[0].ends_with("PIDS"),
+        "{table}"
+    );
+    let cpu = |row: &str| -> f64 {
+        let cell = row.split_whitespace().find(|c| c.ends_with('%')).unwrap();
+        cell.trim_end_matches('%').parse().unwrap()
+    };
+    let busy = rows.iter().find(|r| r.contains("busy")).unwrap();
+    let idle = rows.iter().find(|r| r.contains("idle")).unwrap();
+    assert!(cpu(busy) > 30.0, "a busy loop uses a CPU: {table}");
+    assert!(cpu(idle) < 10.0, "sleep uses none: {table}");
+    assert!(busy.contains("/ 64MiB"), "its memory limit: {table}");
+    assert!(busy.trim_end().ends_with(" 1"), "one process: {table}");
+    ok(kiln(&root, &["stop", "-t", "0", "busy"]));
+    let stopped = ok(kiln(&root, &["stats", "--no-stream", "busy"]));
+    assert!(stopped.lines().nth(1).unwrap().contains("--"), "{stopped}");
+    ok(kiln(&root, &["rm", "-f", "busy", "idle"]));
+}
+
+#[test]
 fn stdin_with_i_and_a_terminal_with_t() {
     use std::io::{Read, Write};
     let (_dir, root) = store();

@@ -85,6 +85,7 @@ pub(crate) fn app(state: Shared) -> axum::routing::IntoMakeService<Router> {
         .route("/containers/{id}/kill", post(c::kill))
         .route("/containers/{id}/pause", post(c::pause))
         .route("/containers/{id}/rename", post(c::rename))
+        .route("/containers/{id}/stats", get(c::stats))
         .route("/containers/{id}/unpause", post(c::unpause))
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}/top", get(c::top))

@@ -863,6 +863,58 @@ pub(crate) fn thaw_own(engine: &kiln_engine::Engine) {
 }
 
 #[derive(Deserialize, Default)]
+pub(crate) struct StatsQuery {
+    stream: Option<String>,
+    #[serde(rename = "one-shot")]
+    one_shot: Option<String>,
+}
+
+/// `GET /containers/ID/stats`: with `stream` (the default) a reading a
+/// second while it runs, each with the one before as `precpu_stats`;
+/// without, one reading, a second after a first (`one-shot`: at once,
+/// with no `precpu_stats`).
+pub(crate) async fn stats(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(query): Query<StatsQuery>,
+) -> Answer {
+    let stream = query.stream.as_deref().is_none_or(|s| truthy(Some(s)));
+    let one_shot = truthy(query.one_shot.as_deref());
+    let (record, first) = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        let first = engine.container_stats(&record)?;
+        Ok((record, first))
+    })
+    .await?;
+    let (out, response) = crate::streaming::json_lines();
+    let worker = Arc::clone(&state);
+    tokio::task::spawn_blocking(move || {
+        let engine = &worker.engine;
+        if !stream && one_shot {
+            out.send(first.docker_json(&record, None));
+            return;
+        }
+        let mut previous = first;
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            // As it is now: stopped (or gone), the stream ends.
+            let Some(now) = engine
+                .containers()
+                .load(&record.id)
+                .and_then(|current| engine.container_stats(&current).ok())
+            else {
+                return;
+            };
+            if !out.send(now.docker_json(&record, Some(&previous))) || !stream {
+                return;
+            }
+            previous = now;
+        }
+    });
+    Ok(response)
+}
+
+#[derive(Deserialize, Default)]
 pub(crate) struct RenameQuery {
     name: Option<String>,
 }

@@ -36,6 +36,7 @@ mod report;
 mod request;
 mod session;
 mod size;
+mod stats;
 mod system_info;
 mod volumes;
 
@@ -64,6 +65,7 @@ pub use request::{
     SpecError,
 };
 pub use session::{creation_time, read_bounded, Engine};
-pub use size::{human_duration, human_size, tree_size};
+pub use size::{human_binary_size, human_duration, human_size, tree_size};
+pub use stats::{NetworkCounters, StatsSample};
 pub use system_info::SystemInfo;
 pub use volumes::Volume;

@@ -39,6 +39,21 @@ pub fn human_duration(elapsed: std::time::Duration) -> String {
     }
 }
 
+/// `bytes` in binary units with up to two decimals, as `docker stats`
+/// shows memory (`1.5MiB`, `64MiB`, `512B`).
+pub fn human_binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}{}", UNITS[unit])
+}
+
 /// The bytes of the regular files under `dir` (none if it is absent);
 /// links are not followed.
 pub fn tree_size(dir: &std::path::Path) -> u64 {
@@ -57,7 +72,14 @@ pub fn tree_size(dir: &std::path::Path) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{human_duration, human_size};
+    use super::{human_binary_size, human_duration, human_size};
+
+    #[test]
+    fn binary_sizes_read_as_docker_stats_shows_them() {
+        assert_eq!(human_binary_size(512), "512B");
+        assert_eq!(human_binary_size(64 * 1024 * 1024), "64MiB");
+        assert_eq!(human_binary_size(1536 * 1024), "1.5MiB");
+    }
 
     #[test]
     fn sizes_read_as_docker_prints_them() {

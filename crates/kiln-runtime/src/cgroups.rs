@@ -80,13 +80,16 @@ const PARENT: &str = "kiln";
 /// The CFS period `--cpus` is expressed in (Docker's: 100 ms).
 const CPU_PERIOD_US: u64 = 100_000;
 
-/// The v1 hierarchies a container joins (the freezer for `pause`).
-const V1_CONTROLLERS: [Controllers; 5] = [
+/// The v1 hierarchies a container joins (the freezer for `pause`; cpuacct
+/// and blkio for `stats`).
+const V1_CONTROLLERS: [Controllers; 7] = [
     Controllers::Mem,
     Controllers::Pids,
     Controllers::Cpu,
     Controllers::Devices,
     Controllers::Freezer,
+    Controllers::CpuAcct,
+    Controllers::BlkIo,
 ];
 
 /// How long a freeze may take before `pause` gives up (a v1 freezer
@@ -686,10 +689,18 @@ pub(crate) fn of_process(pid: u32) -> Result<Vec<(PathBuf, OwnedFd)>, RuntimeErr
 }
 
 /// The freezer of the cgroup kiln made for the container whose init is
-/// `pid`, found from `/proc/PID/cgroup` (the host's paths). Only a cgroup
-/// directly under kiln's parent qualifies: a process in any other (the
-/// caller's own, a host service's) is never frozen.
+/// `pid` (see [`container_dir`]): a process in any other cgroup is never
+/// frozen.
 fn freezer_of(pid: i32) -> Result<(FreezerController, PathBuf), RuntimeError> {
+    let (dir, v2) = container_dir(pid, Controllers::Freezer)?;
+    Ok((FreezerController::new(dir.clone(), v2), dir))
+}
+
+/// The directory of the cgroup kiln made for the container whose init is
+/// `pid`, in `controller`'s hierarchy (v1) or the unified one (v2),
+/// found from `/proc/PID/cgroup` (the host's paths). Only a cgroup
+/// directly under kiln's parent qualifies.
+fn container_dir(pid: i32, controller: Controllers) -> Result<(PathBuf, bool), RuntimeError> {
     let proc_file = PathBuf::from(format!("/proc/{pid}/cgroup"));
     let paths =
         cgroups_rs::cgroup::get_cgroups_relative_paths_by_pid(pid.unsigned_abs()).map_err(|e| {
@@ -700,29 +711,139 @@ fn freezer_of(pid: i32) -> Result<(FreezerController, PathBuf), RuntimeError> {
             }
         })?;
     let v2 = hierarchies::is_cgroup2_unified_mode();
+    let name = controller.to_string();
     let (key, mount) = if v2 {
-        ("", Some(PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT)))
+        (
+            String::new(),
+            Some(PathBuf::from(hierarchies::UNIFIED_MOUNTPOINT)),
+        )
     } else {
-        ("freezer", V1::new().get_mount_point(Controllers::Freezer))
+        (name.clone(), V1::new().get_mount_point(controller))
     };
-    let not_ours = |reason: &str| RuntimeError::Cgroup {
+    let not_ours = |reason: String| RuntimeError::Cgroup {
         path: proc_file.clone(),
-        what: "find the container's freezer".into(),
-        reason: reason.into(),
+        what: format!("find the container's {name} cgroup"),
+        reason,
     };
-    let mount = mount.ok_or_else(|| not_ours("the freezer hierarchy is not mounted"))?;
+    let mount = mount.ok_or_else(|| not_ours(format!("the {name} hierarchy is not mounted")))?;
     let path = paths
-        .get(key)
-        .ok_or_else(|| not_ours("the process is in no freezer cgroup"))?;
+        .get(&key)
+        .ok_or_else(|| not_ours(format!("the process is in no {name} cgroup")))?;
     let mut parts = path.trim_end_matches('/').rsplit('/');
-    let (Some(name), Some(PARENT)) = (parts.next(), parts.next()) else {
-        return Err(not_ours("the process is not in a cgroup kiln made"));
+    let (Some(leaf), Some(PARENT)) = (parts.next(), parts.next()) else {
+        return Err(not_ours("the process is not in a cgroup kiln made".into()));
     };
-    if name.is_empty() || name == ".." {
-        return Err(not_ours("the process is not in a cgroup kiln made"));
+    if leaf.is_empty() || leaf == ".." {
+        return Err(not_ours("the process is not in a cgroup kiln made".into()));
     }
-    let dir = mount.join(path.trim_start_matches('/'));
-    Ok((FreezerController::new(dir.clone(), v2), dir))
+    Ok((mount.join(path.trim_start_matches('/')), v2))
+}
+
+/// What a container's cgroups say it uses (`docker stats`); zero for
+/// what a hierarchy kiln did not join reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    pub memory_usage: u64,
+    pub memory_max_usage: u64,
+    /// The limit (the host's memory when it has none of its own).
+    pub memory_limit: u64,
+    /// `memory.stat`'s counters (cache, rss... on v1; anon, file... on v2).
+    pub memory_stat: std::collections::BTreeMap<String, u64>,
+    /// CPU time, in ns: in all, per CPU, in the kernel, in user space.
+    pub cpu_total: u64,
+    pub cpu_per_cpu: Vec<u64>,
+    pub cpu_kernel: u64,
+    pub cpu_user: u64,
+    pub pids: u64,
+    pub pids_limit: Option<u64>,
+    /// Bytes read and written, per device (major, minor).
+    pub io: Vec<(i16, i16, u64, u64)>,
+}
+
+/// The cgroup figures of the container whose init is `pid`.
+pub fn container_stats(pid: i32) -> Result<CgroupStats, RuntimeError> {
+    let mut stats = CgroupStats::default();
+    let (memory_dir, v2) = container_dir(pid, Controllers::Mem)?;
+    let memory = MemController::new(memory_dir, v2).memory_stat();
+    stats.memory_usage = memory.usage_in_bytes;
+    stats.memory_max_usage = memory.max_usage_in_bytes;
+    // "No limit" reads as a huge number (v1) or -1/max: the host's memory.
+    let host_memory = host_memory_bytes();
+    stats.memory_limit = u64::try_from(memory.limit_in_bytes)
+        .ok()
+        .filter(|limit| *limit > 0 && *limit < host_memory)
+        .unwrap_or(host_memory);
+    stats.memory_stat = memory
+        .stat
+        .raw
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
+    if let Ok((dir, v2)) = container_dir(pid, Controllers::Pids) {
+        let pids = PidController::new(dir, v2);
+        stats.pids = pids.get_pid_current().unwrap_or(0);
+        stats.pids_limit = match pids.get_pid_max() {
+            Ok(MaxValue::Value(n)) => u64::try_from(n).ok(),
+            _ => None,
+        };
+    }
+    if v2 {
+        let (dir, _) = container_dir(pid, Controllers::Cpu)?;
+        let cpu = read_flat_keyed(&dir.join("cpu.stat"));
+        let usec = |key: &str| cpu.get(key).copied().unwrap_or(0).saturating_mul(1000);
+        stats.cpu_total = usec("usage_usec");
+        stats.cpu_user = usec("user_usec");
+        stats.cpu_kernel = usec("system_usec");
+    } else if let Ok((dir, _)) = container_dir(pid, Controllers::CpuAcct) {
+        let cpu = cgroups_rs::cpuacct::CpuAcctController::new(dir).cpuacct();
+        stats.cpu_total = cpu.usage;
+        stats.cpu_per_cpu = cpu
+            .usage_percpu
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        stats.cpu_kernel = cpu.usage_sys;
+        stats.cpu_user = cpu.usage_user;
+    }
+    if let Ok((dir, v2)) = container_dir(pid, Controllers::BlkIo) {
+        let io = cgroups_rs::blkio::BlkIoController::new(dir, v2).blkio();
+        let services = if v2 {
+            io.io_stat
+                .iter()
+                .map(|s| (s.major, s.minor, s.rbytes, s.wbytes))
+                .collect()
+        } else {
+            io.io_service_bytes_recursive
+                .iter()
+                .map(|s| (s.major, s.minor, s.read, s.write))
+                .collect()
+        };
+        stats.io = services;
+    }
+    Ok(stats)
+}
+
+/// `KEY VALUE` lines (v2's `cpu.stat`).
+fn read_flat_keyed(file: &Path) -> std::collections::BTreeMap<String, u64> {
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            Some((key.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The host's memory (`/proc/meminfo`'s MemTotal), in bytes.
+fn host_memory_bytes() -> u64 {
+    fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            let kib = line.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?;
+            kib.trim().parse::<u64>().ok()
+        })
+        .map_or(u64::MAX, |kib| kib * 1024)
 }
 
 /// Freezes (`docker pause`) or thaws (`unpause`) every process of the

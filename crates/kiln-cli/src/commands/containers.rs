@@ -1158,6 +1158,90 @@ pub fn export(root: Option<&Path>, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+pub struct StatsArgs {
+    /// One reading, then exit
+    #[arg(long)]
+    no_stream: bool,
+    /// Whole container ids
+    #[arg(long)]
+    no_trunc: bool,
+    /// The containers (names or ids; default: every running one)
+    containers: Vec<String>,
+}
+
+/// `kiln stats`: docker's table of what running containers use, a
+/// reading a second (CPU % over that second); `--no-stream` one.
+pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let records = if args.containers.is_empty() {
+        engine.list_containers(false, &[])
+    } else {
+        args.containers
+            .iter()
+            .map(|name| engine.find_container(name))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let sample = |records: &[ContainerRecord]| {
+        records
+            .iter()
+            .map(|r| engine.container_stats(r).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut previous = sample(&records);
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = sample(&records);
+        let mut table = vec![
+            "CONTAINER ID\tNAME\tCPU %\tMEM USAGE / LIMIT\tMEM %\tNET I/O\tBLOCK I/O\tPIDS"
+                .to_owned(),
+        ];
+        for ((record, sample), before) in records.iter().zip(&now).zip(&previous) {
+            let id = if args.no_trunc {
+                &record.id[..]
+            } else {
+                &record.id[..12]
+            };
+            let row = match sample {
+                Some(s) => {
+                    let used = s.memory_used();
+                    let limit = s.cgroup.memory_limit.max(1);
+                    let (rx, tx) = s.network_io();
+                    let (read, written) = s.block_io();
+                    format!(
+                        "{id}\t{}\t{:.2}%\t{} / {}\t{:.2}%\t{} / {}\t{} / {}\t{}",
+                        record.name,
+                        s.cpu_percent(before.as_ref()),
+                        kiln_engine::human_binary_size(used),
+                        kiln_engine::human_binary_size(limit),
+                        used as f64 / limit as f64 * 100.0,
+                        kiln_engine::human_size(rx),
+                        kiln_engine::human_size(tx),
+                        kiln_engine::human_size(read),
+                        kiln_engine::human_size(written),
+                        s.cgroup.pids,
+                    )
+                }
+                // Not running (now): docker's dashes.
+                None => format!("{id}\t{}\t--\t-- / --\t--\t--\t--\t--", record.name),
+            };
+            table.push(row);
+        }
+        let table = crate::template::align_columns(&table);
+        if on_terminal && !args.no_stream {
+            // Redrawn in place, as docker stats does.
+            print(&format!("\x1b[2J\x1b[H{table}"))?;
+        } else {
+            print(&table)?;
+        }
+        if args.no_stream {
+            return Ok(());
+        }
+        previous = now;
+    }
+}
+
+#[derive(Args)]
 pub struct RenameArgs {
     /// The container (name or id)
     container: String,
