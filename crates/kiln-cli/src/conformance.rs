@@ -197,6 +197,11 @@ const ROWS: &[Row] = &[
     row("docker pause", "pause"),
     row("docker rename", "rename"),
     row("docker stats", "stats"),
+    row("docker update", "update"),
+    row("update -m, --memory", "update --memory"),
+    row("update --cpus", "update --cpus"),
+    row("update --pids-limit", "update --pids-limit"),
+    row("update --restart", "update --restart"),
     row("stats --no-stream", "stats --no-stream"),
     row("stats --no-trunc", "stats --no-trunc"),
     row("docker export", "export"),
@@ -213,7 +218,7 @@ const ROWS: &[Row] = &[
     row("cp -a, --archive", "cp --archive"),
     row("cp -L, --follow-link", "cp --follow-link"),
     absent(
-        "docker attach, top, update, create, diff, port, events",
+        "docker attach, top, create, diff, port, events",
         "not yet: each says so (no misleading suggestion)",
     ),
     absent(
@@ -258,6 +263,7 @@ const ROWS: &[Row] = &[
     row("docker container pause", "container pause"),
     row("docker container rename", "container rename"),
     row("docker container stats", "container stats"),
+    row("docker container update", "container update"),
     row("docker container export", "container export"),
     row("docker container unpause", "container unpause"),
     row("docker container wait", "container wait"),

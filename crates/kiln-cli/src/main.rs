@@ -54,6 +54,8 @@ enum Command {
     Rename(commands::containers::RenameArgs),
     /// Show what running containers use (CPU, memory, network, disk, pids)
     Stats(commands::containers::StatsArgs),
+    /// Change containers' limits and restart policy
+    Update(commands::containers::UpdateArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -139,8 +141,6 @@ enum Command {
     Attach(Planned),
     #[command(name = "top", hide = true)]
     Top(Planned),
-    #[command(name = "update", hide = true)]
-    Update(Planned),
     #[command(name = "port", hide = true)]
     Port(Planned),
     #[command(name = "create", hide = true)]
@@ -234,6 +234,8 @@ enum ContainerCommand {
     Rename(commands::containers::RenameArgs),
     /// Show what running containers use (CPU, memory, network, disk, pids)
     Stats(commands::containers::StatsArgs),
+    /// Change containers' limits and restart policy
+    Update(commands::containers::UpdateArgs),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -296,6 +298,7 @@ impl Command {
                 ContainerCommand::Pause(args) => Command::Pause(args),
                 ContainerCommand::Rename(args) => Command::Rename(args),
                 ContainerCommand::Stats(args) => Command::Stats(args),
+                ContainerCommand::Update(args) => Command::Update(args),
                 ContainerCommand::Export(args) => Command::Export(args),
                 ContainerCommand::Unpause(args) => Command::Unpause(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
@@ -376,6 +379,9 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
             commands::containers::export(root, args).map(|()| ExitCode::SUCCESS)
         }
         Command::Stats(args) => commands::containers::stats(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Update(args) => {
+            commands::containers::update(root, args).map(|()| ExitCode::SUCCESS)
+        }
         Command::Rename(args) => {
             commands::containers::rename(root, args).map(|()| ExitCode::SUCCESS)
         }
@@ -440,7 +446,6 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Serve(args) => commands::serve::run(root, args).map(|()| ExitCode::SUCCESS),
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
         Command::Top(_) => not_yet("top", "docker top: a container's processes"),
-        Command::Update(_) => not_yet("update", "docker update: a running container's new limits"),
         Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),
         Command::Create(_) => not_yet("create", "docker create: a container made but not started"),
         Command::Diff(_) => not_yet("diff", "docker diff: a container's changed files"),

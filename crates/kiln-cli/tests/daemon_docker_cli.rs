@@ -836,6 +836,28 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
         stats.starts_with("box 1 ") && stats.contains(" / "),
         "{stats}"
     );
+    // update: a new memory limit, applied and shown.
+    assert_eq!(docker(&["update", "--memory", "96m", "box"]), "box\n");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.HostConfig.Memory}}", "box"]),
+        "100663296\n"
+    );
+    assert_eq!(
+        docker(&[
+            "exec",
+            "box",
+            "cat",
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes"
+        ]),
+        "100663296\n"
+    );
+    let shares = daemon.docker(&["update", "--cpu-shares", "512", "box"]);
+    assert_ne!(shares.status.code(), Some(0));
+    assert!(
+        text(&shares.stderr).contains("CpuShares"),
+        "{}",
+        text(&shares.stderr)
+    );
     // rename, running: the old name is free again, a taken one refused.
     docker(&["rename", "box", "crate"]);
     assert_eq!(

@@ -248,7 +248,7 @@ fn completions_complete_commands_and_flags_in_bash_and_version_prints() {
     assert!(out.status.success());
     let script = String::from_utf8_lossy(&out.stdout).into_owned();
     // Hidden commands (internal ones and planned ones) are not offered.
-    for hidden in ["__monitor", "__man-pages", "buildx", "update"] {
+    for hidden in ["__monitor", "__man-pages", "buildx", "compose"] {
         assert!(!script.contains(hidden), "{hidden} is offered");
     }
     assert!(script.contains("push"), "a real command is offered");

@@ -671,6 +671,79 @@ fn stats_show_what_a_container_uses() {
 }
 
 #[test]
+fn update_changes_a_running_containers_limits_and_policy() {
+    let (_dir, root) = store();
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "-m",
+            "64m",
+            "--pids-limit",
+            "20",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    ));
+    let limits = |what: &str| {
+        ok(kiln(
+            &root,
+            &["exec", "svc", "cat", &format!("/sys/fs/cgroup/{what}")],
+        ))
+    };
+    assert_eq!(limits("memory/memory.limit_in_bytes"), "67108864\n");
+    assert_eq!(
+        ok(kiln(
+            &root,
+            &[
+                "update",
+                "-m",
+                "128m",
+                "--pids-limit",
+                "30",
+                "--cpus",
+                "0.5",
+                "--restart",
+                "on-failure:4",
+                "svc"
+            ]
+        )),
+        "svc\n"
+    );
+    // Applied to the running container's cgroups, and kept in its record.
+    assert_eq!(limits("memory/memory.limit_in_bytes"), "134217728\n");
+    assert_eq!(limits("pids/pids.max"), "30\n");
+    assert_eq!(limits("cpu/cpu.cfs_quota_us"), "50000\n");
+    let inspect = |template: &str| ok(kiln(&root, &["inspect", "-f", template, "svc"]));
+    assert_eq!(
+        inspect("{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}"),
+        "134217728 30 500000000 on-failure:4\n"
+    );
+    // Lowering again (memory first, then memory+swap).
+    ok(kiln(&root, &["update", "-m", "32m", "svc"]));
+    assert_eq!(limits("memory/memory.limit_in_bytes"), "33554432\n");
+    let nothing = kiln(&root, &["update", "svc"]);
+    assert_eq!(nothing.status.code(), Some(1));
+    assert!(
+        text(&nothing.stderr).contains("needs a new limit"),
+        "{}",
+        text(&nothing.stderr)
+    );
+    let bad = kiln(&root, &["update", "--cpus", "1000", "svc"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        text(&bad.stderr).contains("--cpus"),
+        "{}",
+        text(&bad.stderr)
+    );
+    ok(kiln(&root, &["rm", "-f", "svc"]));
+}
+
+#[test]
 fn stdin_with_i_and_a_terminal_with_t() {
     use std::io::{Read, Write};
     let (_dir, root) = store();

@@ -86,6 +86,7 @@ pub(crate) fn app(state: Shared) -> axum::routing::IntoMakeService<Router> {
         .route("/containers/{id}/pause", post(c::pause))
         .route("/containers/{id}/rename", post(c::rename))
         .route("/containers/{id}/stats", get(c::stats))
+        .route("/containers/{id}/update", post(c::update))
         .route("/containers/{id}/unpause", post(c::unpause))
         .route("/containers/{id}/resize", post(c::resize))
         .route("/containers/{id}/top", get(c::top))
@@ -155,7 +156,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("the request's worker failed: {e}")))?
 }
 
-fn json(status: StatusCode, value: Value) -> Response {
+pub(crate) fn json(status: StatusCode, value: Value) -> Response {
     (status, Json(value)).into_response()
 }
 

@@ -862,6 +862,86 @@ pub(crate) fn thaw_own(engine: &kiln_engine::Engine) {
     }
 }
 
+/// `POST /containers/ID/update`'s body: what is 0 (or absent) stays.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct UpdateBody {
+    memory: Option<u64>,
+    nano_cpus: Option<u64>,
+    cpu_quota: Option<i64>,
+    cpu_period: Option<u64>,
+    pids_limit: Option<i64>,
+    restart_policy: Option<RestartPolicySpec>,
+    cpu_shares: Option<u64>,
+    cpuset_cpus: Option<String>,
+    blkio_weight: Option<u64>,
+    kernel_memory: Option<u64>,
+    memory_reservation: Option<u64>,
+}
+
+/// `POST /containers/ID/update` (`docker update`): memory, CPUs (as
+/// `NanoCpus` or a quota over a period), pids and the restart policy; a
+/// setting kiln has no such limit for is a 400, never silently dropped.
+pub(crate) async fn update(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    axum::Json(body): axum::Json<UpdateBody>,
+) -> Answer {
+    let unsupported = [
+        ("CpuShares", body.cpu_shares.is_some_and(|v| v > 0)),
+        (
+            "CpusetCpus",
+            body.cpuset_cpus.as_deref().is_some_and(|v| !v.is_empty()),
+        ),
+        ("BlkioWeight", body.blkio_weight.is_some_and(|v| v > 0)),
+        ("KernelMemory", body.kernel_memory.is_some_and(|v| v > 0)),
+        (
+            "MemoryReservation",
+            body.memory_reservation.is_some_and(|v| v > 0),
+        ),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(ApiError::bad_request(format!(
+            "{name}: kiln updates Memory, NanoCpus (or CpuQuota/CpuPeriod), PidsLimit and RestartPolicy"
+        )));
+    }
+    let cpus = match (
+        body.nano_cpus.filter(|n| *n > 0),
+        body.cpu_quota.filter(|q| *q > 0),
+    ) {
+        (Some(nano), _) => Some(nano as f64 / 1e9),
+        (None, Some(quota)) => {
+            Some(quota as f64 / body.cpu_period.filter(|p| *p > 0).unwrap_or(100_000) as f64)
+        }
+        (None, None) => None,
+    };
+    let restart = match body.restart_policy.filter(|p| !p.name.is_empty()) {
+        Some(spec) => Some(
+            kiln_runtime::containers::RestartPolicy::from_parts(
+                &spec.name,
+                Some(spec.maximum_retry_count),
+            )
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let update = kiln_engine::ContainerUpdate {
+        resources: kiln_runtime::Resources {
+            memory_bytes: body.memory.filter(|m| *m > 0),
+            cpus,
+            pids_limit: body.pids_limit.filter(|p| *p > 0).map(|p| p.unsigned_abs()),
+        },
+        restart,
+    };
+    let record = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        Ok(engine.update_container(&record, &update)?)
+    })
+    .await?;
+    state.events.container("update", &record, &[]);
+    Ok(crate::api::json(StatusCode::OK, json!({ "Warnings": [] })))
+}
+
 #[derive(Deserialize, Default)]
 pub(crate) struct StatsQuery {
     stream: Option<String>,

@@ -99,6 +99,14 @@ pub struct ContainerRequest {
     pub health: crate::HealthOptions,
 }
 
+/// What `docker update` changes: the limits given (the rest stay), and
+/// the restart policy when given.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerUpdate {
+    pub resources: Resources,
+    pub restart: Option<kiln_runtime::containers::RestartPolicy>,
+}
+
 /// What to run in a running container (`exec`).
 #[derive(Clone, Debug, Default)]
 pub struct ExecRequest {
@@ -627,6 +635,44 @@ impl Engine {
         }
         signal(pid, signal_to_send);
         Ok(())
+    }
+
+    /// Changes a container's limits and restart policy (`docker update`):
+    /// a running one's cgroups first (a limit the kernel refuses, memory
+    /// below what it uses, say, changes nothing), then its record, so its
+    /// next start has them too.
+    pub fn update_container(
+        &self,
+        record: &ContainerRecord,
+        update: &ContainerUpdate,
+    ) -> Result<ContainerRecord, EngineError> {
+        if let Some(cpus) = update.resources.cpus {
+            let online = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            if !(0.01..=online).contains(&cpus) {
+                return Err(EngineError::Request(format!(
+                    "--cpus {cpus}: between 0.01 and the {online} CPUs this machine has"
+                )));
+            }
+        }
+        if let Some(pid) = record.running_pid() {
+            kiln_runtime::update_resources(pid, &update.resources)?;
+        }
+        Ok(self.containers().update(&record.id, |r| {
+            let resources = &mut r.config.resources;
+            if let Some(memory) = update.resources.memory_bytes {
+                resources.memory_bytes = Some(memory);
+            }
+            if let Some(cpus) = update.resources.cpus {
+                resources.cpus = Some(cpus);
+            }
+            if let Some(pids) = update.resources.pids_limit {
+                resources.pids_limit = Some(pids);
+            }
+            if let Some(restart) = update.restart {
+                r.config.restart = restart;
+            }
+            Ok(())
+        })?)
     }
 
     /// Gives the container a new name (`docker rename`), running or not.

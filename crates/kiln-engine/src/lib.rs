@@ -44,8 +44,8 @@ pub use build_contexts::{parse_build_context, BuildContext};
 pub use container_files::{landing, ChangeKind, CopyOptions, PathKind, PathStat};
 pub use container_filter::ContainerFilter;
 pub use containers::{
-    parse_signal, parse_time, Attach, Bind, ContainerRequest, ExecRequest, LogOptions, NetworkMode,
-    Running, VolumeMount,
+    parse_signal, parse_time, Attach, Bind, ContainerRequest, ContainerUpdate, ExecRequest,
+    LogOptions, NetworkMode, Running, VolumeMount,
 };
 pub use context_archive::{UnpackedContext, DEFAULT_CONTEXT_LIMIT};
 pub use error::{DockerfileText, EngineError};

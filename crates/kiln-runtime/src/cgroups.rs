@@ -739,6 +739,64 @@ fn container_dir(pid: i32, controller: Controllers) -> Result<(PathBuf, bool), R
     Ok((mount.join(path.trim_start_matches('/')), v2))
 }
 
+/// Changes the limits of the running container whose init is `pid`
+/// (`docker update`): the ones `resources` gives, the rest as they are.
+/// Memory plus swap stays twice the memory (v1), set in the order the
+/// kernel accepts (it refuses memory above memory+swap).
+pub fn update_resources(pid: i32, resources: &Resources) -> Result<(), RuntimeError> {
+    if let Some(bytes) = resources.memory_bytes {
+        let (dir, v2) = container_dir(pid, Controllers::Mem)?;
+        let memory = MemController::new(dir.clone(), v2);
+        let limit = clamp(bytes);
+        if v2 {
+            memory
+                .set_limit(limit)
+                .map_err(|e| failed(&dir, "set memory.max", &e))?;
+        } else {
+            let swap_file = dir.join("memory.memsw.limit_in_bytes");
+            let both = limit.saturating_mul(2);
+            let current_both = fs::read_to_string(&swap_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok());
+            let set_memory = || {
+                memory
+                    .set_limit(limit)
+                    .map_err(|e| failed(&dir, "set the memory limit", &e))
+            };
+            let set_both = || {
+                memory
+                    .set_memswap_limit(both)
+                    .map_err(|e| failed(&dir, "set the memory+swap limit", &e))
+            };
+            match current_both {
+                // Raising: memory+swap first, so memory never exceeds it.
+                Some(current) if both > current => {
+                    set_both()?;
+                    set_memory()?;
+                }
+                Some(_) => {
+                    set_memory()?;
+                    set_both()?;
+                }
+                None => set_memory()?,
+            }
+        }
+    }
+    if let Some(cpus) = resources.cpus {
+        let (dir, v2) = container_dir(pid, Controllers::Cpu)?;
+        CpuController::new(dir.clone(), v2)
+            .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
+            .map_err(|e| failed(&dir, "set the CPU quota", &e))?;
+    }
+    if let Some(max) = resources.pids_limit {
+        let (dir, v2) = container_dir(pid, Controllers::Pids)?;
+        PidController::new(dir.clone(), v2)
+            .set_pid_max(MaxValue::Value(clamp(max)))
+            .map_err(|e| failed(&dir, "set the pids limit", &e))?;
+    }
+    Ok(())
+}
+
 /// What a container's cgroups say it uses (`docker stats`); zero for
 /// what a hierarchy kiln did not join reports.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

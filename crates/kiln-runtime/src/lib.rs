@@ -158,7 +158,7 @@ mod sys;
 pub mod terminal;
 mod user;
 
-pub use cgroups::{container_stats, is_frozen, set_frozen, CgroupStats};
+pub use cgroups::{container_stats, is_frozen, set_frozen, update_resources, CgroupStats};
 pub use container::{
     run, CollectedOutput, Container, KillHandle, OutputSink, ReadPaths, ReadWatch, TtyHandle,
     MAX_READ_PATHS,

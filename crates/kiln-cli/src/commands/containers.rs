@@ -1158,6 +1158,54 @@ pub fn export(root: Option<&Path>, args: ExportArgs) -> anyhow::Result<()> {
 }
 
 #[derive(Args)]
+pub struct UpdateArgs {
+    /// New memory limit (64m, 1g)
+    #[arg(short, long, value_name = "SIZE", value_parser = kiln_graph::values::parse_memory_size)]
+    memory: Option<u64>,
+    /// New CPU limit, in CPUs
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// New most tasks at once
+    #[arg(long = "pids-limit", value_name = "N")]
+    pids_limit: Option<u64>,
+    /// New restart policy: no, always, unless-stopped, on-failure[:N]
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
+    /// The containers (names or ids)
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `kiln update`: new limits (a running container's at once) and
+/// restart policy; prints the names as docker does.
+pub fn update(root: Option<&Path>, args: UpdateArgs) -> anyhow::Result<()> {
+    let update = kiln_engine::ContainerUpdate {
+        resources: kiln_runtime::Resources {
+            memory_bytes: args.memory,
+            cpus: args.cpus,
+            pids_limit: args.pids_limit,
+        },
+        restart: args
+            .restart
+            .as_deref()
+            .map(kiln_runtime::containers::RestartPolicy::parse)
+            .transpose()
+            .context("--restart")?,
+    };
+    if update.resources == kiln_runtime::Resources::default() && update.restart.is_none() {
+        bail!("kiln update needs a new limit or restart policy (--memory, --cpus, --pids-limit, --restart)");
+    }
+    let engine = Engine::new(open_store(root)?);
+    let mut out = String::new();
+    for name in &args.containers {
+        let record = engine.find_container(name)?;
+        engine.update_container(&record, &update)?;
+        out.push_str(&format!("{name}\n"));
+    }
+    print(&out)
+}
+
+#[derive(Args)]
 pub struct StatsArgs {
     /// One reading, then exit
     #[arg(long)]
