@@ -1023,25 +1023,27 @@ pub(crate) async fn rename(
 
 /// `POST /containers/ID/pause`: every process frozen (the cgroup freezer).
 pub(crate) async fn pause(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
-    let record = blocking(&state, move |engine| {
-        let record = engine.find_container(&id)?;
-        engine.pause_container(&record)?;
-        Ok(record)
-    })
-    .await?;
-    state.events.container("pause", &record, &[]);
-    Ok(StatusCode::NO_CONTENT.into_response())
+    set_frozen(state, id, true).await
 }
 
 /// `POST /containers/ID/unpause`.
 pub(crate) async fn unpause(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
+    set_frozen(state, id, false).await
+}
+
+async fn set_frozen(state: Shared, id: String, frozen: bool) -> Answer {
     let record = blocking(&state, move |engine| {
         let record = engine.find_container(&id)?;
-        engine.unpause_container(&record)?;
+        if frozen {
+            engine.pause_container(&record)?;
+        } else {
+            engine.unpause_container(&record)?;
+        }
         Ok(record)
     })
     .await?;
-    state.events.container("unpause", &record, &[]);
+    let event = if frozen { "pause" } else { "unpause" };
+    state.events.container(event, &record, &[]);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

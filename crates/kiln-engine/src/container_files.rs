@@ -144,44 +144,25 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let name = name.map_or_else(|| own_name(path), str::to_owned);
         let path = container_path(path);
-        let path_shown = path.clone();
-        let (mut reader, writer) =
-            std::io::pipe().map_err(|e| file_error("make a pipe for", Path::new("the copy"), e))?;
-        std::thread::scope(|scope| {
-            let producer = scope.spawn(|| {
-                self.in_root(record, move || {
-                    let path = if follow_link {
-                        std::fs::canonicalize(&path).map_err(|e| missing_or(e, &path))?
-                    } else {
-                        path
-                    };
-                    let meta =
-                        std::fs::symlink_metadata(&path).map_err(|e| missing_or(e, &path))?;
-                    let mut tar = tar::Builder::new(writer);
-                    tar.follow_symlinks(false);
-                    let written = if meta.is_dir() {
-                        append_dir(&mut tar, &path, Path::new(&name))
-                            .and_then(|()| append_tree(&mut tar, &path, Path::new(&name)))
-                    } else if is_special(&meta) {
-                        append_special(&mut tar, &path, Path::new(&name))
-                    } else {
-                        tar.append_path_with_name(&path, &name)
-                    };
-                    written
-                        .and_then(|()| tar.into_inner().map(drop))
-                        .map_err(|e| file_error("archive", &path, e))
-                })
-            });
-            let copied = std::io::copy(&mut reader, out);
-            // (The reader is dropped here, so a producer blocked on a full
-            // pipe after a failed copy gets EPIPE and ends.)
-            drop(reader);
-            let produced = producer
-                .join()
-                .unwrap_or_else(|_| Err(EngineError::Request("the copy thread panicked".into())));
-            produced?;
-            copied.map_err(|e| file_error("copy out", &path_shown, e))?;
-            Ok(())
+        let shown = path.clone();
+        self.with_root(record, |root| {
+            stream_tar(root, &shown, out, move |tar| {
+                let path = if follow_link {
+                    std::fs::canonicalize(&path).map_err(|e| missing_or(e, &path))?
+                } else {
+                    path
+                };
+                let meta = std::fs::symlink_metadata(&path).map_err(|e| missing_or(e, &path))?;
+                let written = if meta.is_dir() {
+                    append_dir(tar, &path, Path::new(&name))
+                        .and_then(|()| append_tree(tar, &path, Path::new(&name)))
+                } else if is_special(&meta) {
+                    append_special(tar, &path, Path::new(&name))
+                } else {
+                    tar.append_path_with_name(&path, &name)
+                };
+                written.map_err(|e| file_error("archive", &path, e))
+            })
         })
     }
 
@@ -201,28 +182,9 @@ impl Engine {
             upper: &upper,
             mount_point: &mount_point,
         };
-        let (mut reader, writer) = std::io::pipe()
-            .map_err(|e| file_error("make a pipe for", Path::new("the export"), e))?;
-        std::thread::scope(|scope| {
-            let producer = scope.spawn(|| {
-                kiln_runtime::in_container_root(root, move || {
-                    let mut tar = tar::Builder::new(writer);
-                    tar.follow_symlinks(false);
-                    append_tree(&mut tar, Path::new("/"), Path::new(""))
-                        .and_then(|()| tar.into_inner().map(drop))
-                        .map_err(|e| file_error("export", Path::new("/"), e))
-                })
-            });
-            let copied = std::io::copy(&mut reader, out);
-            // (A producer blocked on a full pipe after a failed copy then
-            // gets EPIPE and ends.)
-            drop(reader);
-            let produced = producer
-                .join()
-                .unwrap_or_else(|_| Err(EngineError::Request("the export thread panicked".into())));
-            produced?;
-            copied.map_err(|e| file_error("write", Path::new("the export"), e))?;
-            Ok(())
+        stream_tar(root, Path::new("/"), out, |tar| {
+            append_tree(tar, Path::new("/"), Path::new(""))
+                .map_err(|e| file_error("export", Path::new("/"), e))
         })
     }
 
@@ -395,6 +357,16 @@ impl Engine {
         record: &ContainerRecord,
         work: impl FnOnce() -> Result<T, EngineError> + Send,
     ) -> Result<T, EngineError> {
+        self.with_root(record, |root| kiln_runtime::in_container_root(root, work))
+    }
+
+    /// `use_root` given where the container's root filesystem is: the
+    /// running container's own, or its overlay's parts when stopped.
+    fn with_root<T>(
+        &self,
+        record: &ContainerRecord,
+        use_root: impl FnOnce(ContainerRoot<'_>) -> T,
+    ) -> T {
         let all = self.containers();
         let (upper, work_dir, mount_point) = (
             all.upper_dir(&record.id),
@@ -410,8 +382,43 @@ impl Engine {
                 mount_point: &mount_point,
             },
         };
-        kiln_runtime::in_container_root(root, work)
+        use_root(root)
     }
+}
+
+/// Writes to `out` the tar that `fill` makes on a thread rooted in the
+/// container's `root` (see kiln-runtime's `in_container_root`), through
+/// a pipe; `shown` names it in a failure to write.
+fn stream_tar(
+    root: ContainerRoot<'_>,
+    shown: &Path,
+    out: &mut dyn Write,
+    fill: impl FnOnce(&mut tar::Builder<std::io::PipeWriter>) -> Result<(), EngineError> + Send,
+) -> Result<(), EngineError> {
+    let (mut reader, writer) =
+        std::io::pipe().map_err(|e| file_error("make a pipe for", shown, e))?;
+    std::thread::scope(|scope| {
+        let producer = scope.spawn(|| {
+            kiln_runtime::in_container_root(root, move || {
+                let mut tar = tar::Builder::new(writer);
+                tar.follow_symlinks(false);
+                fill(&mut tar)?;
+                tar.into_inner()
+                    .map(drop)
+                    .map_err(|e| file_error("archive", shown, e))
+            })
+        });
+        let copied = std::io::copy(&mut reader, out);
+        // (The reader is dropped here, so a producer blocked on a full
+        // pipe after a failed copy gets EPIPE and ends.)
+        drop(reader);
+        let produced = producer
+            .join()
+            .unwrap_or_else(|_| Err(EngineError::Request("the archive thread panicked".into())));
+        produced?;
+        copied.map_err(|e| file_error("copy out", shown, e))?;
+        Ok(())
+    })
 }
 
 /// Appends what directory `dir` holds to `tar` as `name/...` (sorted,
