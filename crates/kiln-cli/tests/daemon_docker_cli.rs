@@ -571,6 +571,35 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
     assert!(shell.contains("33 91"), "{shell:?}");
     assert!(shell.contains("rc=3"), "{shell:?}");
 
+    // Detach keys: attached to a cat on a terminal, ctrl-x (asked for)
+    // ends the attachment and leaves the container running.
+    docker(&[
+        "run",
+        "-dit",
+        "--name",
+        "typist",
+        "--network",
+        "none",
+        "busybox",
+        "cat",
+    ]);
+    let attached = docker_on_a_tty(
+        &daemon,
+        &["attach", "--detach-keys", "ctrl-x", "typist"],
+        b"sleep 1\rtyped-$((1+1))\r\x18",
+    );
+    assert!(attached.contains("typed-"), "{attached:?}");
+    assert!(
+        !attached.contains("rc=124"),
+        "attach never ended: {attached:?}"
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Status}}", "typist"]),
+        "running\n",
+        "{attached:?}"
+    );
+    docker(&["rm", "-f", "typist"]);
+
     // docker cp out of and into the container.
     docker(&[
         "exec",

@@ -24,7 +24,7 @@ use kiln_runtime::OutputSink;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, oneshot, Notify};
 
 use crate::api::{blocking, truthy, Shared};
 use crate::error::ApiError;
@@ -529,6 +529,10 @@ async fn monitor(
 #[derive(Deserialize, Default)]
 pub(crate) struct AttachQuery {
     stdin: Option<String>,
+    logs: Option<String>,
+    stream: Option<String>,
+    #[serde(rename = "detachKeys")]
+    detach_keys: Option<String>,
 }
 
 pub(crate) async fn attach(
@@ -548,13 +552,38 @@ pub(crate) async fn attach(
         .map(|sender| sender.subscribe());
     let tty = record.config.tty;
     let with_stdin = truthy(query.stdin.as_deref());
+    // `logs`: what it wrote so far first; `stream=0`: only that.
+    let with_logs = truthy(query.logs.as_deref());
+    let streaming = query.stream.as_deref().is_none_or(|s| truthy(Some(s)));
+    if !streaming {
+        output = None;
+    }
+    let keys = detach_keys(query.detach_keys.as_deref())?;
+    let past = if with_logs {
+        let record = record.clone();
+        blocking(&state, move |engine| {
+            let mut chunks = Vec::new();
+            engine.read_log(&record, &Default::default(), &mut |line| {
+                chunks.push(Chunk {
+                    stream: 1,
+                    data: Bytes::copy_from_slice(line.bytes),
+                });
+                Ok(())
+            })?;
+            Ok(chunks)
+        })
+        .await?
+    } else {
+        Vec::new()
+    };
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else {
             return;
         };
         let (reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
-        if with_stdin {
+        let (detached_tx, detached_rx) = oneshot::channel();
+        if with_stdin && streaming {
             let hub = Arc::clone(&hub);
             tokio::spawn(async move {
                 let file = loop {
@@ -564,18 +593,40 @@ pub(crate) async fn attach(
                     }
                     ready.await;
                 };
-                pump_stdin(reader, file).await;
+                if let Some(file) = pump_stdin(reader, file, &keys).await {
+                    // Kept for the container (and the next attach).
+                    *hub.stdin.lock().unwrap_or_else(|e| e.into_inner()) = Some(file);
+                    hub.stdin_ready.notify_waiters();
+                    let _ = detached_tx.send(());
+                }
             });
         }
+        if !past.is_empty() {
+            // A client that reads the 101's headers through a buffered
+            // reader and then reads the bare socket (docker-py) loses
+            // what came in the same read as the headers: the log, ready
+            // at once, waits until the headers are surely taken.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for chunk in &past {
+            if write_chunk(&mut writer, chunk, tty).await.is_err() {
+                return;
+            }
+        }
+        let detached = on_detach(detached_rx);
+        tokio::pin!(detached);
         while let Some(receiver) = output.as_mut() {
-            match receiver.recv().await {
-                Ok(chunk) => {
-                    if write_chunk(&mut writer, &chunk, tty).await.is_err() {
-                        break;
+            tokio::select! {
+                () = &mut detached => break,
+                received = receiver.recv() => match received {
+                    Ok(chunk) => {
+                        if write_chunk(&mut writer, &chunk, tty).await.is_err() {
+                            break;
+                        }
                     }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => break,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
             }
         }
         let _ = writer.shutdown().await;
@@ -583,16 +634,100 @@ pub(crate) async fn attach(
     Ok(upgraded_response(tty))
 }
 
+/// The detach sequence (`detachKeys`, Docker's grammar: `ctrl-p,ctrl-q`
+/// by default; `ctrl-` with a letter or `@[\\]^_`, or one character).
+pub(crate) fn detach_keys(text: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let text = text.filter(|t| !t.is_empty()).unwrap_or("ctrl-p,ctrl-q");
+    text.split(',')
+        .map(|key| {
+            let key = key.trim();
+            match key.strip_prefix("ctrl-") {
+                Some(rest) if rest.len() == 1 => {
+                    let c = rest.as_bytes()[0].to_ascii_lowercase();
+                    match c {
+                        b'a'..=b'z' => Ok(c - b'a' + 1),
+                        b'@' => Ok(0),
+                        b'[' | b'\\' | b']' | b'^' | b'_' => Ok(c - b'@'),
+                        _ => Err(()),
+                    }
+                }
+                None if key.len() == 1 => Ok(key.as_bytes()[0]),
+                _ => Err(()),
+            }
+            .map_err(|()| {
+                ApiError::bad_request(format!(
+                    "detachKeys {text:?}: keys are ctrl-<letter> or single characters, comma-separated"
+                ))
+            })
+        })
+        .collect()
+}
+
 /// Copies what an attached client sends into a process's stdin until
-/// either ends; the file is dropped then, which ends the stdin.
-pub(crate) async fn pump_stdin(mut from: impl AsyncReadExt + Unpin, file: std::fs::File) {
+/// either ends (the file is dropped then, which ends the stdin), or the
+/// client types `detach` (held back until it is sure the keys are not the
+/// sequence): then the file comes back, still open, for the process to
+/// keep its stdin.
+pub(crate) async fn pump_stdin(
+    from: impl AsyncReadExt + Unpin,
+    file: std::fs::File,
+    detach: &[u8],
+) -> Option<std::fs::File> {
     let mut file = tokio::fs::File::from_std(file);
+    if copy_until_detach(from, &mut file, detach).await {
+        Some(file.into_std().await)
+    } else {
+        None
+    }
+}
+
+/// True when the client detached.
+async fn copy_until_detach(
+    mut from: impl AsyncReadExt + Unpin,
+    file: &mut tokio::fs::File,
+    detach: &[u8],
+) -> bool {
     let mut buffer = vec![0u8; 32 * 1024];
+    let mut matched = 0;
     while let Ok(n) = from.read(&mut buffer).await {
-        if n == 0 || file.write_all(&buffer[..n]).await.is_err() {
-            break;
+        if n == 0 {
+            return false;
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut detached = false;
+        for &byte in &buffer[..n] {
+            if detach.get(matched) == Some(&byte) {
+                matched += 1;
+            } else {
+                // Not the sequence after all: what was held goes in.
+                out.extend_from_slice(&detach[..matched]);
+                matched = usize::from(detach.first() == Some(&byte));
+                if matched == 0 {
+                    out.push(byte);
+                }
+            }
+            if matched == detach.len() {
+                detached = true;
+                break;
+            }
+        }
+        // What came before the sequence goes in; the sequence does not.
+        if file.write_all(&out).await.is_err() {
+            return false;
         }
         let _ = file.flush().await;
+        if detached {
+            return true;
+        }
+    }
+    false
+}
+
+/// Resolves when `detached` says the client detached; never when its
+/// sender is dropped without a word (no stdin, or its end).
+pub(crate) async fn on_detach(detached: oneshot::Receiver<()>) {
+    if detached.await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -1233,4 +1368,39 @@ pub(crate) async fn commit(
             .publish("image", "tag", id.as_str(), &[("name", name.as_str())]);
     }
     Ok((StatusCode::CREATED, Json(json!({ "Id": id }))).into_response())
+}
+
+#[cfg(test)]
+mod detach_tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_read_as_dockers() {
+        assert_eq!(detach_keys(None).unwrap(), [16, 17]);
+        assert_eq!(detach_keys(Some("ctrl-x")).unwrap(), [24]);
+        assert_eq!(detach_keys(Some("a,ctrl-@,ctrl-[")).unwrap(), [b'a', 0, 27]);
+        for bad in ["ctrl-", "abc", "ctrl-1"] {
+            assert!(detach_keys(Some(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sequence_detaches_and_a_near_miss_goes_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stdin");
+        let written = |input: &'static [u8]| {
+            let path = path.clone();
+            async move {
+                let file = std::fs::File::create(&path).unwrap();
+                let kept = pump_stdin(input, file, &[16, 17]).await;
+                (kept.is_some(), std::fs::read(&path).unwrap())
+            }
+        };
+        assert_eq!(written(b"ab\x10\x11").await, (true, b"ab".to_vec()));
+        assert_eq!(
+            written(b"a\x10b\x10\x10\x11").await,
+            (true, b"a\x10b\x10".to_vec())
+        );
+        assert_eq!(written(b"plain\x10").await, (false, b"plain".to_vec()));
+    }
 }

@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{blocking, Shared};
-use crate::containers::{pump_stdin, upgraded_response, write_chunk, Chunk};
+use crate::containers::{on_detach, pump_stdin, upgraded_response, write_chunk, Chunk};
 use crate::error::ApiError;
 
 type Answer = Result<Response, ApiError>;
@@ -52,6 +52,10 @@ pub(crate) struct Exec {
     container: String,
     request: ExecRequest,
     stdin: bool,
+    /// The sequence that detaches an attached client (`DetachKeys`).
+    detach_keys: Vec<u8>,
+    /// As the client gave it, for inspect.
+    detach_keys_text: String,
     state: Mutex<ExecState>,
 }
 
@@ -63,6 +67,8 @@ struct ExecState {
     exit_code: Option<i32>,
     /// The process's terminal, once it started with one.
     tty: Terminal,
+    /// Its stdin after its client detached (closed with the exec).
+    detached_stdin: Option<std::fs::File>,
 }
 
 /// A terminal that may be resized before its process has started (an
@@ -118,6 +124,9 @@ pub(crate) struct CreateBody {
     working_dir: String,
     user: String,
     privileged: bool,
+    // docker-py sends it in camel case.
+    #[serde(alias = "detachKeys")]
+    detach_keys: String,
 }
 
 /// `POST /containers/ID/exec`.
@@ -131,6 +140,7 @@ pub(crate) async fn create(
     if body.cmd.is_empty() {
         return Err(ApiError::bad_request("exec needs a command (Cmd)"));
     }
+    let detach_keys = crate::containers::detach_keys(Some(&body.detach_keys))?;
     let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
     if !record.is_running() {
         return Err(ApiError {
@@ -151,6 +161,8 @@ pub(crate) async fn create(
             privileged: body.privileged,
         },
         stdin: body.attach_stdin,
+        detach_keys,
+        detach_keys_text: body.detach_keys,
         state: Mutex::default(),
     });
     state.events.container(
@@ -278,16 +290,34 @@ pub(crate) async fn start(
             return;
         };
         let (reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+        let (detached_tx, detached_rx) = oneshot::channel();
         if with_stdin {
+            let keys = exec.detach_keys.clone();
+            let kept = Arc::clone(&exec);
             tokio::spawn(async move {
                 if let Ok(file) = stdin_rx.await {
-                    pump_stdin(reader, file).await;
+                    if let Some(file) = pump_stdin(reader, file, &keys).await {
+                        // The process keeps its stdin open, as docker's.
+                        kept.state().detached_stdin = Some(file);
+                        let _ = detached_tx.send(());
+                    }
                 }
             });
         }
-        while let Some(chunk) = chunks.recv().await {
-            if write_chunk(&mut writer, &chunk, raw).await.is_err() {
-                break;
+        // Detached: the stream ends, the process runs on.
+        let detached = on_detach(detached_rx);
+        tokio::pin!(detached);
+        loop {
+            tokio::select! {
+                () = &mut detached => break,
+                chunk = chunks.recv() => match chunk {
+                    Some(chunk) => {
+                        if write_chunk(&mut writer, &chunk, raw).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
             }
         }
         let _ = writer.shutdown().await;
@@ -382,7 +412,7 @@ pub(crate) async fn inspect(State(state): State<Shared>, Path(id): Path<String>)
         "OpenStdout": true,
         "OpenStderr": true,
         "CanRemove": false,
-        "DetachKeys": "",
+        "DetachKeys": exec.detach_keys_text,
         "ProcessConfig": {
             "tty": request.tty,
             "entrypoint": entrypoint,

@@ -19,7 +19,7 @@
 //! or without the `/v1.xx` prefix. Registry credentials are only ever
 //! the client's own (`X-Registry-Config`, `X-Registry-Auth`). On a unix
 //! socket, or on TCP with TLS and client certificates only. Not yet
-//! (issue 19): networks, published ports, log drivers, detach keys.
+//! (issue 19): networks, published ports, log drivers, websocket attach.
 
 mod api;
 mod archive;
