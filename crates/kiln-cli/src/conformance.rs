@@ -148,6 +148,7 @@ const ROWS: &[Row] = &[
     row("run --health-start-period", "run --health-start-period"),
     row("run --health-start-interval", "run --health-start-interval"),
     row("run --no-healthcheck", "run --no-healthcheck"),
+    row("run --group-add", "run --group-add"),
     noted(
         "run --restart",
         "run --restart",

@@ -42,6 +42,8 @@ impl Daemon {
             .args(flags)
             .env("KILN_REGISTRY_ALLOW", "127.0.0.1")
             .env("DOCKER_CONFIG", docker_config)
+            // What a client's bare `-e NAME` must never reach.
+            .env("KILN_DAEMON_SECRET", "leaked-from-the-daemon")
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -571,6 +573,25 @@ fn docker_exec_cp_and_terminals_through_kiln_serve() {
     assert!(shell.contains("33 91"), "{shell:?}");
     assert!(shell.contains("rc=3"), "{shell:?}");
 
+    // A bare NAME the client could not resolve stays bare: the daemon's
+    // own environment never fills it in.
+    let env = docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-e",
+        "KILN_DAEMON_SECRET",
+        "-e",
+        "SHOWN=yes",
+        "busybox",
+        "env",
+    ]);
+    assert!(env.contains("SHOWN=yes"), "{env}");
+    assert!(
+        !env.contains("leaked"),
+        "the daemon's environment reached a container: {env}"
+    );
     // Detach keys: attached to a cat on a terminal, ctrl-x (asked for)
     // ends the attachment and leaves the container running.
     docker(&[

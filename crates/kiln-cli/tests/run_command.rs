@@ -56,6 +56,38 @@ fn flags_and_the_entrypoint_rules() {
         "hello /tmp\n"
     );
     assert_eq!(ok(run(&["-u", "nobody", "busybox", "id", "-u"])), "65534\n");
+    // --group-add: by number or by the image's group name.
+    let groups = ok(run(&[
+        "--group-add",
+        "1000",
+        "--group-add",
+        "nogroup",
+        "busybox",
+        "id",
+        "-G",
+    ]));
+    let groups: Vec<&str> = groups.split_whitespace().collect();
+    assert!(
+        groups.contains(&"1000") && groups.contains(&"65534"),
+        "{groups:?}"
+    );
+    let unknown = kiln(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "--group-add",
+            "wheel-of-fortune",
+            "busybox",
+            "true",
+        ],
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("wheel-of-fortune"),
+        "{}",
+        text(&unknown.stderr)
+    );
     assert_eq!(
         ok(run(&["--hostname", "box", "busybox", "hostname"])),
         "box\n"

@@ -197,6 +197,7 @@ struct HostConfig {
     nano_cpus: u64,
     pids_limit: Option<i64>,
     restart_policy: RestartPolicySpec,
+    group_add: Option<Vec<String>>,
     shm_size: u64,
     extra_hosts: Option<Vec<String>>,
 }
@@ -339,6 +340,7 @@ fn create_request(
         labels.insert(OPEN_STDIN.into(), "true".into());
     }
     Ok(ContainerRequest {
+        group_add: host.group_add.unwrap_or_default(),
         restart,
         health: body
             .healthcheck

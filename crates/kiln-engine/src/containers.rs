@@ -97,6 +97,9 @@ pub struct ContainerRequest {
     pub restart: kiln_runtime::containers::RestartPolicy,
     /// `--health-*` over the image's HEALTHCHECK.
     pub health: crate::HealthOptions,
+    /// `--group-add`: more groups (names in the image's /etc/group, or
+    /// numbers).
+    pub group_add: Vec<String>,
 }
 
 /// What `docker update` changes: the limits given (the rest stay), and
@@ -241,7 +244,12 @@ impl Engine {
             &request.command,
         )?;
         let user_spec = request.user.as_deref().unwrap_or(&config.user);
-        let user = kiln_runtime::process_user(&lower_dirs, Some(user_spec))?;
+        let mut user = kiln_runtime::process_user(&lower_dirs, Some(user_spec))?;
+        for gid in kiln_runtime::resolve_groups(&lower_dirs, &request.group_add)? {
+            if !user.user.additional_gids.contains(&gid) {
+                user.user.additional_gids.push(gid);
+            }
+        }
         let mut env = config.env.clone();
         for item in &request.env {
             kiln_runtime::containers::set_env(&mut env, item);
@@ -532,7 +540,7 @@ impl Engine {
         }
         let spec = kiln_runtime::ExecSpec {
             args: request.command.clone(),
-            env,
+            env: kiln_runtime::containers::process_env(&env),
             cwd: request
                 .workdir
                 .clone()

@@ -147,7 +147,7 @@ impl ContainerRecord {
             upper_dir: dir.join("upper"),
             work_dir: dir.join("work"),
             args: self.config.args.clone(),
-            env: self.config.env.clone(),
+            env: process_env(&self.config.env),
             cwd: self.config.cwd.clone(),
             user: User {
                 uid: self.config.uid,
@@ -561,16 +561,19 @@ pub fn command_line(
 /// `NAME=VALUE` replaces NAME in `env`; a bare `NAME` takes the value
 /// from this process's environment (`docker run -e NAME`).
 pub fn set_env(env: &mut Vec<String>, item: &str) {
-    let (name, value) = match item.split_once('=') {
-        Some((name, value)) => (name, value.to_owned()),
-        None => match std::env::var(item) {
-            Ok(value) => (item, value),
-            // Docker drops a NAME that is not set here.
-            Err(_) => return,
-        },
-    };
+    // A NAME alone is kept as Docker keeps it (inspect shows it; no
+    // process gets it: [`process_env`]). Never looked up here: the
+    // caller's environment is the client's to give (the CLI resolves
+    // `-e NAME` from its own), and a daemon's must not leak into a
+    // client's container.
+    let name = item.split_once('=').map_or(item, |(name, _)| name);
     env.retain(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) != name);
-    env.push(format!("{name}={value}"));
+    env.push(item.to_owned());
+}
+
+/// The entries of `env` a process gets: those with a value.
+pub fn process_env(env: &[String]) -> Vec<String> {
+    env.iter().filter(|e| e.contains('=')).cloned().collect()
 }
 
 #[cfg(test)]
@@ -640,10 +643,13 @@ mod tests {
     }
 
     #[test]
-    fn env_items_replace_and_bare_names_come_from_here() {
+    fn env_items_replace_and_bare_names_stay_bare() {
         let mut env = strings(&["A=1", "B=2"]);
         set_env(&mut env, "A=3");
-        set_env(&mut env, "KILN_SURELY_UNSET_VARIABLE");
-        assert_eq!(env, ["B=2", "A=3"]);
+        // Set in this process: still never looked up here.
+        set_env(&mut env, "PATH");
+        set_env(&mut env, "B");
+        assert_eq!(env, ["A=3", "PATH", "B"]);
+        assert_eq!(process_env(&env), ["A=3"]);
     }
 }

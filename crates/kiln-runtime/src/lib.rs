@@ -204,4 +204,4 @@ pub use spec::{
     BindSource, CapabilityChanges, ContainerSpec, ExitStatus, Mount, Network, Resources,
     SecretData, Stdin, Stdio, Ulimit, UlimitName, User, WindowSize, DEFAULT_PATH, MIN_MEMORY_BYTES,
 };
-pub use user::{process_user, resolve_user, set_default_home, ResolvedUser};
+pub use user::{process_user, resolve_groups, resolve_user, set_default_home, ResolvedUser};

@@ -63,6 +63,22 @@ pub fn resolve_user(lower_dirs: &[PathBuf], spec: &str) -> Result<ResolvedUser, 
     resolve_from(&passwd, &group, spec)
 }
 
+/// `--group-add`: each group by name (the image's `/etc/group`) or
+/// number.
+pub fn resolve_groups(lower_dirs: &[PathBuf], names: &[String]) -> Result<Vec<u32>, RuntimeError> {
+    let view = LowerView::new(lower_dirs.to_vec());
+    let groups = parse_group(&text(view.read_file("/etc/group")));
+    names
+        .iter()
+        .map(|name| match groups.iter().find(|e| e.name == *name) {
+            Some(entry) => Ok(entry.gid),
+            None => name
+                .parse()
+                .map_err(|_| user_error(name, "no such group in the image's /etc/group")),
+        })
+        .collect()
+}
+
 fn text(bytes: Option<Vec<u8>>) -> String {
     bytes
         .map(|b| String::from_utf8_lossy(&b).into_owned())

@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// No health check, whatever the image says
     #[arg(long)]
     no_healthcheck: bool,
+    /// One more group for the container's processes (a name in the
+    /// image's /etc/group, or a number)
+    #[arg(long = "group-add", value_name = "GROUP")]
+    group_add: Vec<String>,
     /// Pull the image first: missing (if the store lacks it, the
     /// default), always, or never
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
@@ -246,6 +250,7 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
         bail!("--no-healthcheck cannot be combined with --health-cmd");
     }
     Ok(ContainerRequest {
+        group_add: args.group_add.clone(),
         restart: kiln_runtime::containers::RestartPolicy::parse(&args.restart)
             .context("--restart")?,
         health: kiln_engine::HealthOptions {
@@ -341,7 +346,17 @@ fn environment(files: &[PathBuf], values: &[String]) -> anyhow::Result<Vec<Strin
         );
     }
     env.extend(values.iter().cloned());
-    Ok(env)
+    // `NAME` alone takes this process's value, as docker's CLI does (and
+    // is left out when it has none); the engine never looks one up.
+    Ok(env
+        .into_iter()
+        .filter_map(|item| match item.contains('=') {
+            true => Some(item),
+            false => std::env::var(&item)
+                .ok()
+                .map(|value| format!("{item}={value}")),
+        })
+        .collect())
 }
 
 /// `--tmpfs PATH[:size=SIZE[,...]]`: docker's options besides size are
