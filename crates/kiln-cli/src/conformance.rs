@@ -149,6 +149,7 @@ const ROWS: &[Row] = &[
     row("run --health-start-interval", "run --health-start-interval"),
     row("run --no-healthcheck", "run --no-healthcheck"),
     row("run --group-add", "run --group-add"),
+    row("run --stop-timeout", "run --stop-timeout"),
     noted(
         "run --restart",
         "run --restart",

@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -702,6 +702,10 @@ fn stats_show_what_a_container_uses() {
     ok(kiln(&root, &["rm", "-f", "busy", "idle"]));
 }
 
+fn inspect_config(root: &Path, name: &str, template: &str) -> String {
+    ok(kiln(root, &["inspect", "-f", template, name]))
+}
+
 #[test]
 fn update_changes_a_running_containers_limits_and_policy() {
     let (_dir, root) = store();
@@ -765,6 +769,33 @@ fn update_changes_a_running_containers_limits_and_policy() {
         "{}",
         text(&nothing.stderr)
     );
+    // --stop-timeout: stop's wait when it is not told one (sleep as pid 1
+    // ignores SIGTERM, so only the wait ends it).
+    ok(kiln(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "patient",
+            "--stop-timeout",
+            "1",
+            "busybox",
+            "sleep",
+            "60",
+        ],
+    ));
+    assert_eq!(
+        inspect_config(&root, "patient", "{{.Config.StopTimeout}}"),
+        "1\n"
+    );
+    let began = Instant::now();
+    ok(kiln(&root, &["stop", "patient"]));
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "stop waited Docker's 10 s, not 1"
+    );
+    ok(kiln(&root, &["rm", "patient"]));
     let bad = kiln(&root, &["update", "--cpus", "1000", "svc"]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(

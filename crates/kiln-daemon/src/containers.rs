@@ -148,6 +148,7 @@ struct CreateBody {
     labels: Option<BTreeMap<String, String>>,
     stop_signal: Option<String>,
     healthcheck: Option<HealthcheckSpec>,
+    stop_timeout: Option<u64>,
     host_config: HostConfig,
 }
 
@@ -341,6 +342,7 @@ fn create_request(
     }
     Ok(ContainerRequest {
         group_add: host.group_add.unwrap_or_default(),
+        stop_timeout: body.stop_timeout,
         restart,
         health: body
             .healthcheck
@@ -947,11 +949,11 @@ pub(crate) async fn stop(
     Path(id): Path<String>,
     Query(query): Query<StopQuery>,
 ) -> Answer {
-    let grace = Duration::from_secs(query.t.unwrap_or(10));
+    let asked = query.t;
     let (record, was_running) = blocking(&state, move |engine| {
         let record = engine.find_container(&id)?;
         let running = record.is_running();
-        engine.stop_container(&record, grace)?;
+        engine.stop_container(&record, record.stop_grace(asked))?;
         Ok((record, running))
     })
     .await?;
@@ -971,11 +973,11 @@ pub(crate) async fn restart(
     Path(id): Path<String>,
     Query(query): Query<StopQuery>,
 ) -> Answer {
-    let grace = Duration::from_secs(query.t.unwrap_or(10));
+    let asked = query.t;
     let stopped = id.clone();
     let record = blocking(&state, move |engine| {
         let record = engine.find_container(&stopped)?;
-        engine.stop_container(&record, grace)?;
+        engine.stop_container(&record, record.stop_grace(asked))?;
         Ok(record)
     })
     .await?;

@@ -100,6 +100,8 @@ pub struct ContainerRequest {
     /// `--group-add`: more groups (names in the image's /etc/group, or
     /// numbers).
     pub group_add: Vec<String>,
+    /// `--stop-timeout`, in seconds.
+    pub stop_timeout: Option<u64>,
 }
 
 /// What `docker update` changes: the limits given (the rest stay), and
@@ -319,6 +321,7 @@ impl Engine {
                     shm_size: request.shm_size,
                     labels: request.labels.clone(),
                     restart: request.restart,
+                    stop_timeout: request.stop_timeout,
                     healthcheck: crate::health::health_check(
                         config.healthcheck.as_ref(),
                         &request.health,

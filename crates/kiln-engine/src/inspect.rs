@@ -290,6 +290,7 @@ pub fn container_json(record: &ContainerRecord) -> Value {
             .stop_signal
             .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
             .map(|s| s.as_str()),
+        "StopTimeout": config.stop_timeout,
     });
     if let Some(check) = &config.healthcheck {
         let ns = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);

@@ -93,6 +93,10 @@ pub struct ContainerConfig {
     /// The health check (the image's HEALTHCHECK under `--health-*`).
     #[serde(default)]
     pub healthcheck: Option<crate::health::HealthCheck>,
+    /// `--stop-timeout`: seconds `stop` waits after its first signal when
+    /// not told (Docker's 10 otherwise).
+    #[serde(default)]
+    pub stop_timeout: Option<u64>,
 }
 
 /// Where a container is in its life.
@@ -253,6 +257,12 @@ impl ContainerRecord {
             State::Running { monitor, .. } => process_alive(monitor),
             _ => false,
         }
+    }
+
+    /// How long `stop` waits after its first signal: `asked`, else the
+    /// container's `--stop-timeout`, else Docker's 10 s.
+    pub fn stop_grace(&self, asked: Option<u64>) -> std::time::Duration {
+        std::time::Duration::from_secs(asked.or(self.config.stop_timeout).unwrap_or(10))
     }
 
     /// Running, and frozen by `pause`.

@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// image's /etc/group, or a number)
     #[arg(long = "group-add", value_name = "GROUP")]
     group_add: Vec<String>,
+    /// Seconds `stop` waits after its first signal (10 by default)
+    #[arg(long, value_name = "SECONDS")]
+    stop_timeout: Option<u64>,
     /// Pull the image first: missing (if the store lacks it, the
     /// default), always, or never
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing)]
@@ -251,6 +254,7 @@ fn container_request(args: &RunArgs) -> anyhow::Result<ContainerRequest> {
     }
     Ok(ContainerRequest {
         group_add: args.group_add.clone(),
+        stop_timeout: args.stop_timeout,
         restart: kiln_runtime::containers::RestartPolicy::parse(&args.restart)
             .context("--restart")?,
         health: kiln_engine::HealthOptions {
@@ -1017,9 +1021,10 @@ fn wait_until_started(all: &Containers, before: &ContainerRecord) -> anyhow::Res
 
 #[derive(Args)]
 pub struct StopArgs {
-    /// Seconds to wait after SIGTERM before SIGKILL
-    #[arg(short, long, default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait after SIGTERM before SIGKILL (default: the
+    /// container's --stop-timeout, else 10)
+    #[arg(short, long)]
+    time: Option<u64>,
     #[command(flatten)]
     names: NamesArgs,
 }
@@ -1032,7 +1037,7 @@ pub fn stop(root: Option<&Path>, args: StopArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     for name in &args.names.containers {
         let record = engine.find_container(name)?;
-        engine.stop_container(&record, Duration::from_secs(args.time))?;
+        engine.stop_container(&record, record.stop_grace(args.time))?;
         out.push_str(&format!("{name}\n"));
     }
     print(&out)
@@ -1368,7 +1373,7 @@ pub fn restart(root: Option<&Path>, args: StopArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     for name in &args.names.containers {
         let record = engine.find_container(name)?;
-        engine.stop_container(&record, Duration::from_secs(args.time))?;
+        engine.stop_container(&record, record.stop_grace(args.time))?;
         let stopped = engine.find_container(name)?;
         spawn_monitor(engine.store(), &stopped.id, false)?;
         wait_until_started(&engine.containers(), &stopped)?;
