@@ -232,6 +232,22 @@ pub struct ListedEntry {
     pub last_used: SystemTime,
 }
 
+/// The distinct layers `entries` keep (steps may share one), each with
+/// its bytes and its last use by any of them.
+pub fn distinct_layers(entries: &[ListedEntry]) -> Vec<(Digest, u64, SystemTime)> {
+    let mut layers: std::collections::BTreeMap<Digest, (u64, SystemTime)> = Default::default();
+    for entry in entries {
+        if let Some(blob) = entry.blob {
+            let seen = layers.entry(blob).or_insert((entry.size, entry.last_used));
+            seen.1 = seen.1.max(entry.last_used);
+        }
+    }
+    layers
+        .into_iter()
+        .map(|(blob, (bytes, last))| (blob, bytes, last))
+        .collect()
+}
+
 /// A damaged or half-written file is a miss, never an error: the cache
 /// can always be rebuilt.
 fn read_json<T: DeserializeOwned>(path: &Path) -> Option<T> {

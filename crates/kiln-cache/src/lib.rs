@@ -10,7 +10,7 @@ mod key;
 mod transfer;
 
 pub use explain::{explain, Miss, StepRecord};
-pub use index::{CacheError, CacheIndex, Entry, ListedEntry, Selected};
+pub use index::{distinct_layers, CacheError, CacheIndex, Entry, ListedEntry, Selected};
 pub use key::{CacheKey, KeyBuilder, KEY_FORMAT};
 pub use transfer::{
     cache_document, export, export_cache_mounts, import_cache_mounts, ImportedCache,

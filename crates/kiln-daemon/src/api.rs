@@ -698,31 +698,44 @@ async fn volume_prune(
 async fn system_df(State(engine): State<Shared>) -> Answer {
     let value = blocking(&engine, |engine| {
         let images = image_summaries(engine, &[])?;
-        let layers: u64 = images.iter().filter_map(|i| i["Size"].as_u64()).sum();
-        let containers: Vec<Value> = engine
-            .containers()
-            .list()
+        // kiln-engine's counts, the ones `kiln system df` prints.
+        let usage = engine.disk_usage()?;
+        let containers: Vec<Value> = usage
+            .containers
             .iter()
-            .map(crate::containers::summary)
-            .collect();
-        let volumes: Vec<Value> = engine
-            .volumes()?
-            .iter()
-            .map(|volume| {
-                let mut row = kiln_engine::volume_json(volume);
-                row["UsageData"] = json!({
-                    "Size": -1,
-                    "RefCount": engine.volume_users(&volume.name).len(),
-                });
+            .map(|(record, bytes)| {
+                let mut row = crate::containers::summary(record);
+                row["SizeRw"] = json!(bytes);
                 row
             })
             .collect();
+        let volumes: Vec<Value> = usage
+            .volumes
+            .iter()
+            .map(|(volume, bytes, users)| {
+                let mut row = kiln_engine::volume_json(volume);
+                row["UsageData"] = json!({ "Size": bytes, "RefCount": users });
+                row
+            })
+            .collect();
+        let time = |at: std::time::SystemTime| humantime::format_rfc3339_seconds(at).to_string();
+        let cache: Vec<Value> = usage
+            .cache_layers
+            .iter()
+            .map(|(blob, bytes, last_used)| {
+                json!({
+                    "ID": blob.to_string(), "Type": "regular", "Description": "a cached step's layer",
+                    "InUse": false, "Shared": false, "Size": bytes,
+                    "CreatedAt": time(*last_used), "LastUsedAt": time(*last_used), "UsageCount": 1,
+                })
+            })
+            .collect();
         Ok(json!({
-            "LayersSize": layers,
+            "LayersSize": usage.image_bytes,
             "Images": images,
             "Containers": containers,
             "Volumes": volumes,
-            "BuildCache": [],
+            "BuildCache": cache,
         }))
     })
     .await?;

@@ -23,6 +23,7 @@ mod container_files;
 mod container_filter;
 mod containers;
 mod context_archive;
+mod disk_usage;
 mod error;
 pub mod events;
 mod gc;
@@ -48,6 +49,7 @@ pub use containers::{
     LogOptions, NetworkMode, Running, VolumeMount,
 };
 pub use context_archive::{UnpackedContext, DEFAULT_CONTEXT_LIMIT};
+pub use disk_usage::DiskUsage;
 pub use error::{DockerfileText, EngineError};
 pub use events::{BuildEvent, EventKind, Hashed, StepFinished, Summary};
 pub use gc::{PrunePolicy, PruneReport};

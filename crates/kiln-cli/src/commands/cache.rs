@@ -112,7 +112,9 @@ pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
             print(&out)
         }
         CacheCommand::Du => {
-            let (layers, total) = layers_and_bytes(&entries);
+            let layers = kiln_cache::distinct_layers(&entries);
+            let total: u64 = layers.iter().map(|(_, bytes, _)| bytes).sum();
+            let layers = layers.len();
             print(&format!(
                 "{} entries, {layers} layers, {}\n",
                 entries.len(),
@@ -120,18 +122,6 @@ pub fn run(root: Option<&Path>, command: CacheCommand) -> anyhow::Result<()> {
             ))
         }
     }
-}
-
-/// The layers the cache entries keep, and their bytes: entries can share
-/// a layer, which counts once.
-pub fn layers_and_bytes(entries: &[kiln_cache::ListedEntry]) -> (usize, u64) {
-    let mut layers = std::collections::BTreeMap::new();
-    for entry in entries {
-        if let Some(blob) = &entry.blob {
-            layers.insert(*blob, entry.size);
-        }
-    }
-    (layers.len(), layers.values().sum())
 }
 
 #[cfg(test)]

@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use kiln_cache::CacheIndex;
 use kiln_engine::{human_size, Engine, PrunePolicy};
-use kiln_store::Digest;
 
 use super::dockerfile::print;
 use super::images::open_store;
@@ -50,60 +48,31 @@ pub fn info(root: Option<&Path>) -> anyhow::Result<()> {
 /// `kiln system df`: what images, containers and the build cache hold
 /// on disk (data shared between images counts once).
 pub fn df(root: Option<&Path>) -> anyhow::Result<()> {
-    let engine = Engine::new(open_store(root)?);
-    let store = engine.store();
-    let images = engine.images()?;
-    let containers = engine.containers().list();
-    let used_images: std::collections::BTreeSet<&str> = containers
-        .iter()
-        .map(|c| c.config.image_id.as_str())
-        .collect();
-    let mut ids: Vec<Digest> = images.iter().map(|i| i.id).collect();
-    ids.sort();
-    ids.dedup();
-    let active = ids
-        .iter()
-        .filter(|id| used_images.contains(id.to_string().as_str()))
-        .count();
-    let blobs = store.reachable(&ids)?.present;
-    let image_bytes: u64 = blobs.iter().filter_map(|d| store.blobs().size(d)).sum();
-    let running = containers.iter().filter(|c| c.is_running()).count();
-    let container_bytes: u64 = containers
-        .iter()
-        .map(|c| kiln_engine::tree_size(&engine.containers().upper_dir(&c.id)))
-        .sum();
-    let volumes = engine.volumes()?;
-    let volumes_used = volumes
-        .iter()
-        .filter(|v| !engine.volume_users(&v.name).is_empty())
-        .count();
-    let volume_bytes: u64 = volumes
-        .iter()
-        .map(|v| kiln_engine::tree_size(&v.mountpoint))
-        .sum();
-    let cache = CacheIndex::open(&store.layout().cache()).entries();
-    let (_, cache_bytes) = super::cache::layers_and_bytes(&cache);
+    let usage = Engine::new(open_store(root)?).disk_usage()?;
     let rows = [
         "TYPE\tTOTAL\tACTIVE\tSIZE".to_owned(),
         format!(
-            "Images\t{}\t{active}\t{}",
-            ids.len(),
-            human_size(image_bytes)
+            "Images\t{}\t{}\t{}",
+            usage.image_ids.len(),
+            usage.active_images,
+            human_size(usage.image_bytes)
         ),
         format!(
-            "Containers\t{}\t{running}\t{}",
-            containers.len(),
-            human_size(container_bytes)
+            "Containers\t{}\t{}\t{}",
+            usage.containers.len(),
+            usage.running_containers(),
+            human_size(usage.container_bytes())
         ),
         format!(
-            "Local Volumes\t{}\t{volumes_used}\t{}",
-            volumes.len(),
-            human_size(volume_bytes)
+            "Local Volumes\t{}\t{}\t{}",
+            usage.volumes.len(),
+            usage.volumes_in_use(),
+            human_size(usage.volume_bytes())
         ),
         format!(
             "Build cache\t{}\t0\t{}",
-            cache.len(),
-            human_size(cache_bytes)
+            usage.cache_entries,
+            human_size(usage.cache_bytes())
         ),
     ];
     print(&align_columns(&rows))
