@@ -90,6 +90,9 @@ pub struct LogReader {
     /// A line begun but not yet ended, and where in the log it begins.
     pending: Vec<u8>,
     pending_at: u64,
+    /// What reads go through, made once (a follower reads ten times a
+    /// second).
+    block: Vec<u8>,
 }
 
 impl LogReader {
@@ -108,6 +111,7 @@ impl LogReader {
             times_partial: Vec::new(),
             pending: Vec::new(),
             pending_at: 0,
+            block: Vec::new(),
         }))
     }
 
@@ -163,9 +167,21 @@ impl LogReader {
         last: bool,
         emit: &mut dyn FnMut(LogLine<'_>) -> io::Result<()>,
     ) -> io::Result<()> {
-        let mut block = vec![0u8; BLOCK];
+        let mut block = std::mem::take(&mut self.block);
+        block.resize(BLOCK, 0);
+        let result = self.read_blocks(&mut block, last, emit);
+        self.block = block;
+        result
+    }
+
+    fn read_blocks(
+        &mut self,
+        block: &mut [u8],
+        last: bool,
+        emit: &mut dyn FnMut(LogLine<'_>) -> io::Result<()>,
+    ) -> io::Result<()> {
         loop {
-            let read = match self.log.read(&mut block) {
+            let read = match self.log.read(block) {
                 Ok(read) => read,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
