@@ -200,6 +200,8 @@ const ROWS: &[Row] = &[
     row("docker rename", "rename"),
     row("docker stats", "stats"),
     row("docker update", "update"),
+    row("docker top", "top"),
+    row("docker diff", "diff"),
     row("update -m, --memory", "update --memory"),
     row("update --cpus", "update --cpus"),
     row("update --pids-limit", "update --pids-limit"),
@@ -220,7 +222,7 @@ const ROWS: &[Row] = &[
     row("cp -a, --archive", "cp --archive"),
     row("cp -L, --follow-link", "cp --follow-link"),
     absent(
-        "docker attach, top, create, diff, port, events",
+        "docker attach, create, port, events",
         "not yet: each says so (no misleading suggestion)",
     ),
     absent(
@@ -266,6 +268,8 @@ const ROWS: &[Row] = &[
     row("docker container rename", "container rename"),
     row("docker container stats", "container stats"),
     row("docker container update", "container update"),
+    row("docker container top", "container top"),
+    row("docker container diff", "container diff"),
     row("docker container export", "container export"),
     row("docker container unpause", "container unpause"),
     row("docker container wait", "container wait"),

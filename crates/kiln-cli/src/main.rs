@@ -56,6 +56,10 @@ enum Command {
     Stats(commands::containers::StatsArgs),
     /// Change containers' limits and restart policy
     Update(commands::containers::UpdateArgs),
+    /// Show a running container's processes
+    Top(commands::containers::ContainerArg),
+    /// Show what a container changed over its image
+    Diff(commands::containers::ContainerArg),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -139,14 +143,10 @@ enum Command {
     /// `top`, `completion` for `compose`).
     #[command(name = "attach", hide = true)]
     Attach(Planned),
-    #[command(name = "top", hide = true)]
-    Top(Planned),
     #[command(name = "port", hide = true)]
     Port(Planned),
     #[command(name = "create", hide = true)]
     Create(Planned),
-    #[command(name = "diff", hide = true)]
-    Diff(Planned),
     #[command(name = "events", hide = true)]
     Events(Planned),
     #[command(name = "network", hide = true)]
@@ -236,6 +236,10 @@ enum ContainerCommand {
     Stats(commands::containers::StatsArgs),
     /// Change containers' limits and restart policy
     Update(commands::containers::UpdateArgs),
+    /// Show a running container's processes
+    Top(commands::containers::ContainerArg),
+    /// Show what a container changed over its image
+    Diff(commands::containers::ContainerArg),
     /// Freeze every process of running containers
     Pause(commands::containers::NamesArgs),
     /// Write a container's files as a tar
@@ -299,6 +303,8 @@ impl Command {
                 ContainerCommand::Rename(args) => Command::Rename(args),
                 ContainerCommand::Stats(args) => Command::Stats(args),
                 ContainerCommand::Update(args) => Command::Update(args),
+                ContainerCommand::Top(args) => Command::Top(args),
+                ContainerCommand::Diff(args) => Command::Diff(args),
                 ContainerCommand::Export(args) => Command::Export(args),
                 ContainerCommand::Unpause(args) => Command::Unpause(args),
                 ContainerCommand::Wait(args) => Command::Wait(args),
@@ -382,6 +388,8 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         Command::Update(args) => {
             commands::containers::update(root, args).map(|()| ExitCode::SUCCESS)
         }
+        Command::Top(args) => commands::containers::top(root, args).map(|()| ExitCode::SUCCESS),
+        Command::Diff(args) => commands::containers::diff(root, args).map(|()| ExitCode::SUCCESS),
         Command::Rename(args) => {
             commands::containers::rename(root, args).map(|()| ExitCode::SUCCESS)
         }
@@ -445,10 +453,8 @@ fn dispatch(root: Option<&std::path::Path>, command: Command) -> anyhow::Result<
         }
         Command::Serve(args) => commands::serve::run(root, args).map(|()| ExitCode::SUCCESS),
         Command::Attach(_) => not_yet("attach", "docker attach: a detached container's terminal"),
-        Command::Top(_) => not_yet("top", "docker top: a container's processes"),
         Command::Port(_) => not_yet("port", "published ports come with the daemon's networks"),
         Command::Create(_) => not_yet("create", "docker create: a container made but not started"),
-        Command::Diff(_) => not_yet("diff", "docker diff: a container's changed files"),
         Command::Events(_) => not_yet("events", "the daemon's event stream"),
         Command::Network(_) => not_yet("network", "the daemon's networks"),
         Command::Compose(_) => not_yet(

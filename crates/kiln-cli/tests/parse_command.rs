@@ -215,8 +215,9 @@ fn bom_crlf_and_backtick_escape_from_a_file() {
 #[test]
 fn planned_commands_say_they_are_not_there_yet_and_typos_still_get_a_tip() {
     // Docker's commands kiln lacks, whose nearest kiln spelling clap
-    // would offer instead (`completion` for cp, `stop` for top).
-    for command in ["top", "attach", "port", "network", "compose"] {
+    // would offer instead (`stats` for start's neighbours, `import` for
+    // port).
+    for command in ["create", "attach", "port", "network", "compose"] {
         let out = kiln(&[command, "some", "--args"], None);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");

@@ -762,6 +762,19 @@ fn update_changes_a_running_containers_limits_and_policy() {
     // Lowering again (memory first, then memory+swap).
     ok(kiln(&root, &["update", "-m", "32m", "svc"]));
     assert_eq!(limits("memory/memory.limit_in_bytes"), "33554432\n");
+    // top and diff, as docker's daemon shows them.
+    let top = ok(kiln(&root, &["top", "svc"]));
+    assert!(top.starts_with("UID") && top.contains("sleep 60"), "{top}");
+    ok(kiln(
+        &root,
+        &["exec", "svc", "sh", "-c", "echo x > /made; rm /bin/ls"],
+    ));
+    let diff = ok(kiln(&root, &["diff", "svc"]));
+    assert!(
+        diff.contains("A /made\n") && diff.contains("D /bin/ls\n"),
+        "{diff}"
+    );
+    assert!(diff.contains("C /bin\n"), "{diff}");
     let nothing = kiln(&root, &["update", "svc"]);
     assert_eq!(nothing.status.code(), Some(1));
     assert!(

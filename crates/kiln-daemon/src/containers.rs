@@ -1277,16 +1277,11 @@ pub(crate) fn summary(record: &kiln_runtime::containers::ContainerRecord) -> Val
 
 /// `GET /containers/ID/top`: its processes, in `ps -ef`'s columns.
 pub(crate) async fn top(State(state): State<Shared>, Path(id): Path<String>) -> Answer {
-    let record = blocking(&state, move |engine| Ok(engine.find_container(&id)?)).await?;
-    let Some(init) = record.running_pid() else {
-        return Err(ApiError {
-            status: StatusCode::CONFLICT,
-            message: format!("container {} is not running", record.id),
-        });
-    };
-    let processes = tokio::task::spawn_blocking(move || kiln_runtime::container_processes(init))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let processes = blocking(&state, move |engine| {
+        let record = engine.find_container(&id)?;
+        Ok(engine.container_processes(&record)?)
+    })
+    .await?;
     let rows: Vec<Value> = processes
         .iter()
         .map(|p| {

@@ -686,6 +686,15 @@ impl Engine {
         })?)
     }
 
+    /// The running container's processes (`docker top`).
+    pub fn container_processes(
+        &self,
+        record: &ContainerRecord,
+    ) -> Result<Vec<kiln_runtime::ProcessInfo>, EngineError> {
+        let init = self.running_pid_of(record)?;
+        Ok(kiln_runtime::container_processes(init))
+    }
+
     /// Gives the container a new name (`docker rename`), running or not.
     pub fn rename_container(
         &self,

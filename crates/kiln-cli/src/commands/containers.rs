@@ -1177,6 +1177,39 @@ pub fn export(root: Option<&Path>, args: ExportArgs) -> anyhow::Result<()> {
     Ok(output.commit()?)
 }
 
+/// `kiln top`: the running container's processes, in `ps -ef`'s columns
+/// as docker's daemon lists them.
+pub fn top(root: Option<&Path>, args: ContainerArg) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
+    let mut rows = vec!["UID\tPID\tPPID\tCMD".to_owned()];
+    for process in engine.container_processes(&record)? {
+        rows.push(format!(
+            "{}\t{}\t{}\t{}",
+            process.uid, process.pid, process.ppid, process.command
+        ));
+    }
+    print(&crate::template::align_columns(&rows))
+}
+
+/// `kiln diff`: what the container changed over its image, a line per
+/// path: `A` added, `C` changed, `D` deleted (docker's letters).
+pub fn diff(root: Option<&Path>, args: ContainerArg) -> anyhow::Result<()> {
+    let engine = Engine::new(open_store(root)?);
+    let record = engine.find_container(&args.container)?;
+    let mut out = String::new();
+    for (path, kind) in engine.container_changes(&record)? {
+        out.push_str(&format!("{} {path}\n", kind.code().1));
+    }
+    print(&out)
+}
+
+#[derive(Args)]
+pub struct ContainerArg {
+    /// The container (name or id)
+    container: String,
+}
+
 #[derive(Args)]
 pub struct UpdateArgs {
     /// New memory limit (64m, 1g)
