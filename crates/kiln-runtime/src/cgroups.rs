@@ -232,32 +232,17 @@ impl ContainerCgroup {
         match controller {
             Controllers::Mem => {
                 if let Some(bytes) = resources.memory_bytes {
-                    let memory = MemController::new(dir.clone(), false);
-                    let limit = clamp(bytes);
-                    memory
-                        .set_limit(limit)
-                        .map_err(|e| failed(&dir, "set the memory limit", &e))?;
-                    // Memory plus swap: twice the memory, as Docker.
-                    // Absent when the kernel does not account swap.
-                    if dir.join("memory.memsw.limit_in_bytes").exists() {
-                        memory
-                            .set_memswap_limit(limit.saturating_mul(2))
-                            .map_err(|e| failed(&dir, "set the memory+swap limit", &e))?;
-                    }
+                    limit_memory(&dir, false, bytes)?;
                 }
             }
             Controllers::Pids => {
                 if let Some(max) = resources.pids_limit {
-                    PidController::new(dir.clone(), false)
-                        .set_pid_max(MaxValue::Value(clamp(max)))
-                        .map_err(|e| failed(&dir, "set the pids limit", &e))?;
+                    limit_pids(&dir, false, max)?;
                 }
             }
             Controllers::Cpu => {
                 if let Some(cpus) = resources.cpus {
-                    CpuController::new(dir.clone(), false)
-                        .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
-                        .map_err(|e| failed(&dir, "set the CPU quota", &e))?;
+                    limit_cpus(&dir, false, cpus)?;
                 }
             }
             Controllers::Devices if !privileged => {
@@ -310,27 +295,13 @@ impl ContainerCgroup {
         self.dirs.push(dir.clone());
         enable_v2(&parent, &enable)?;
         if let Some(bytes) = resources.memory_bytes {
-            let memory = MemController::new(dir.clone(), true);
-            memory
-                .set_limit(clamp(bytes))
-                .map_err(|e| failed(&dir, "set memory.max", &e))?;
-            // v2's swap limit excludes memory: twice the memory in total,
-            // as Docker.
-            if dir.join("memory.swap.max").exists() {
-                memory
-                    .set_memswap_limit(clamp(bytes))
-                    .map_err(|e| failed(&dir, "set memory.swap.max", &e))?;
-            }
+            limit_memory(&dir, true, bytes)?;
         }
         if let Some(max) = resources.pids_limit {
-            PidController::new(dir.clone(), true)
-                .set_pid_max(MaxValue::Value(clamp(max)))
-                .map_err(|e| failed(&dir, "set pids.max", &e))?;
+            limit_pids(&dir, true, max)?;
         }
         if let Some(cpus) = resources.cpus {
-            CpuController::new(dir.clone(), true)
-                .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
-                .map_err(|e| failed(&dir, "set cpu.max", &e))?;
+            limit_cpus(&dir, true, cpus)?;
         }
         Ok(())
     }
@@ -746,55 +717,74 @@ fn container_dir(pid: i32, controller: Controllers) -> Result<(PathBuf, bool), R
 pub fn update_resources(pid: i32, resources: &Resources) -> Result<(), RuntimeError> {
     if let Some(bytes) = resources.memory_bytes {
         let (dir, v2) = container_dir(pid, Controllers::Mem)?;
-        let memory = MemController::new(dir.clone(), v2);
-        let limit = clamp(bytes);
-        if v2 {
-            memory
-                .set_limit(limit)
-                .map_err(|e| failed(&dir, "set memory.max", &e))?;
-        } else {
-            let swap_file = dir.join("memory.memsw.limit_in_bytes");
-            let both = limit.saturating_mul(2);
-            let current_both = fs::read_to_string(&swap_file)
-                .ok()
-                .and_then(|t| t.trim().parse::<i64>().ok());
-            let set_memory = || {
-                memory
-                    .set_limit(limit)
-                    .map_err(|e| failed(&dir, "set the memory limit", &e))
-            };
-            let set_both = || {
-                memory
-                    .set_memswap_limit(both)
-                    .map_err(|e| failed(&dir, "set the memory+swap limit", &e))
-            };
-            match current_both {
-                // Raising: memory+swap first, so memory never exceeds it.
-                Some(current) if both > current => {
-                    set_both()?;
-                    set_memory()?;
-                }
-                Some(_) => {
-                    set_memory()?;
-                    set_both()?;
-                }
-                None => set_memory()?,
-            }
-        }
+        limit_memory(&dir, v2, bytes)?;
     }
     if let Some(cpus) = resources.cpus {
         let (dir, v2) = container_dir(pid, Controllers::Cpu)?;
-        CpuController::new(dir.clone(), v2)
-            .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
-            .map_err(|e| failed(&dir, "set the CPU quota", &e))?;
+        limit_cpus(&dir, v2, cpus)?;
     }
     if let Some(max) = resources.pids_limit {
         let (dir, v2) = container_dir(pid, Controllers::Pids)?;
-        PidController::new(dir.clone(), v2)
-            .set_pid_max(MaxValue::Value(clamp(max)))
-            .map_err(|e| failed(&dir, "set the pids limit", &e))?;
+        limit_pids(&dir, v2, max)?;
     }
     Ok(())
+}
+
+/// A memory limit of `bytes` on the cgroup `dir`, with swap as Docker
+/// gives it: memory plus swap twice the memory (v1's `memsw`, absent
+/// when the kernel does not account swap), or v2's swap (which excludes
+/// memory) as much again. On v1 the two are set in the order the kernel
+/// accepts (it refuses memory above memory+swap): raising, memory+swap
+/// first; otherwise memory first.
+fn limit_memory(dir: &Path, v2: bool, bytes: u64) -> Result<(), RuntimeError> {
+    let memory = MemController::new(dir.to_path_buf(), v2);
+    let limit = clamp(bytes);
+    let set_memory = || {
+        memory
+            .set_limit(limit)
+            .map_err(|e| failed(dir, "set the memory limit", &e))
+    };
+    if v2 {
+        set_memory()?;
+        if dir.join("memory.swap.max").exists() {
+            memory
+                .set_memswap_limit(limit)
+                .map_err(|e| failed(dir, "set memory.swap.max", &e))?;
+        }
+        return Ok(());
+    }
+    let both = limit.saturating_mul(2);
+    let set_both = || {
+        memory
+            .set_memswap_limit(both)
+            .map_err(|e| failed(dir, "set the memory+swap limit", &e))
+    };
+    let current_both = fs::read_to_string(dir.join("memory.memsw.limit_in_bytes"))
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok());
+    match current_both {
+        Some(current) if both > current => {
+            set_both()?;
+            set_memory()
+        }
+        Some(_) => {
+            set_memory()?;
+            set_both()
+        }
+        None => set_memory(),
+    }
+}
+
+fn limit_pids(dir: &Path, v2: bool, max: u64) -> Result<(), RuntimeError> {
+    PidController::new(dir.to_path_buf(), v2)
+        .set_pid_max(MaxValue::Value(clamp(max)))
+        .map_err(|e| failed(dir, "set the pids limit", &e))
+}
+
+fn limit_cpus(dir: &Path, v2: bool, cpus: f64) -> Result<(), RuntimeError> {
+    CpuController::new(dir.to_path_buf(), v2)
+        .set_cfs_quota_and_period(Some(cpu_quota(cpus)), Some(CPU_PERIOD_US))
+        .map_err(|e| failed(dir, "set the CPU quota", &e))
 }
 
 /// What a container's cgroups say it uses (`docker stats`); zero for
