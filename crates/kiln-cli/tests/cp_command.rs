@@ -24,22 +24,16 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 /// Container `name` that ran `setup`, then sleeps (its files made).
 fn running(root: &Path, name: &str, setup: &str) {
+    running_with(root, name, &[], setup);
+}
+
+/// As [`running`], with more flags for `kiln run`.
+fn running_with(root: &Path, name: &str, flags: &[&str], setup: &str) {
     let script = format!("{setup}; touch /ready; exec sleep 600");
-    ok(kiln(
-        root,
-        &[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            name,
-            "busybox",
-            "sh",
-            "-c",
-            &script,
-        ],
-    ));
+    let mut args = vec!["run", "-d", "--network", "none", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend(["busybox", "sh", "-c", &script]);
+    ok(kiln(root, &args));
     wait_for("the container's setup", || {
         kiln(root, &["exec", name, "test", "-e", "/ready"])
             .status
@@ -412,29 +406,13 @@ fn export_writes_the_containers_layers_without_its_mounts() {
     let store = common::busybox_workspace();
     let root = &store.root;
     // A named volume at /data.
-    ok(kiln(
+    running_with(
         root,
-        &[
-            "run",
-            "-d",
-            "--network",
-            "none",
-            "--name",
-            "ex",
-            "-v",
-            "exported:/data",
-            "busybox",
-            "sh",
-            "-c",
-            "echo made > /made; rm /bin/ls; echo inside > /data/inside; \
-             ln -s /etc/shadow /leak; mkfifo /pipe; touch /ready; exec sleep 600",
-        ],
-    ));
-    wait_for("the container's setup", || {
-        kiln(root, &["exec", "ex", "test", "-e", "/ready"])
-            .status
-            .success()
-    });
+        "ex",
+        &["-v", "exported:/data"],
+        "echo made > /made; rm /bin/ls; echo inside > /data/inside; \
+         ln -s /etc/shadow /leak; mkfifo /pipe",
+    );
     let live = store.work.join("live.tar");
     ok(kiln(root, &["export", "-o", live.to_str().unwrap(), "ex"]));
     let entries = tar_entries(&fs::read(&live).unwrap());
